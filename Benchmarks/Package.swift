@@ -1,0 +1,25 @@
+// swift-tools-version:6.2
+// Benchmarks for Tocsin, kept out of the root package so its users never build ordo-one/benchmark.
+// Run from the repository root:
+//   swift package --package-path Benchmarks benchmark
+import PackageDescription
+
+let package = Package(
+    name: "TocsinBenchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(name: "tocsin", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .executableTarget(
+            name: "MatcherBenchmarks",
+            dependencies: [
+                .product(name: "TocsinCore", package: "tocsin"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "MatcherBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        )
+    ]
+)

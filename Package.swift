@@ -1,0 +1,96 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let package = Package(
+    name: "tocsin",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tocsin", targets: ["tocsin"]),
+        .library(name: "TocsinCore", targets: ["TocsinCore"]),
+        .library(name: "TocsinClient", targets: ["TocsinClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // Pure: model, schema, channel language, matcher and indexes, wire messages. No NIO, no database.
+        .target(name: "TocsinCore"),
+        .target(
+            name: "TocsinStore",
+            dependencies: [
+                "TocsinCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "TocsinBroker",
+            dependencies: [
+                "TocsinCore",
+                "TocsinStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "TocsinClient",
+            dependencies: [
+                "TocsinCore",
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tocsin",
+            dependencies: [
+                "TocsinCore",
+                "TocsinStore",
+                "TocsinBroker",
+                "TocsinClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(
+            name: "TocsinCoreTests",
+            dependencies: [
+                "TocsinCore",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(name: "TocsinStoreTests", dependencies: ["TocsinStore", "TocsinCore"]),
+        .testTarget(
+            name: "TocsinBrokerTests",
+            dependencies: [
+                "TocsinBroker",
+                "TocsinStore",
+                "TocsinCore",
+                "TocsinClient",
+                .product(name: "WSClient", package: "swift-websocket"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "TocsinCore",
+                "TocsinClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+    ]
+)

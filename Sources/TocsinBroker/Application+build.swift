@@ -1,0 +1,44 @@
+import Hummingbird
+import HummingbirdWebSocket
+public import Logging
+import NIOCore
+public import ServiceLifecycle
+import TocsinCore
+import TocsinStore
+
+/// A built broker process: the HTTP/WebSocket application plus the broker service.
+public struct BrokerApplication: Sendable {
+    public let broker: Broker
+    /// Runs everything until graceful shutdown (SIGINT/SIGTERM when run by `runService`).
+    public let service: any Service
+}
+
+/// Builds the broker with its store, HTTP API and WebSocket endpoint. `onListening` receives
+/// the bound port (useful with port 0). The executable and the tests both call this.
+public func buildBroker(
+    configuration: BrokerConfiguration, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+) async throws -> BrokerApplication {
+    let store = try SQLiteStore(
+        configuration: .init(
+            path: configuration.databasePath, synchronousFull: configuration.durableCommits,
+            pollInterval: configuration.storePollInterval),
+        logger: logger)
+    if configuration.seedExample {
+        try await ExampleData.seed(store)
+    }
+    let broker = try await Broker(configuration: configuration, store: store, logger: logger)
+    let router = Router(context: BasicWebSocketRequestContext.self)
+    HTTPAPI(broker: broker).register(on: router)
+    WebSocketEndpoint(broker: broker).register(on: router)
+    let app = Application(
+        router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: router,
+            configuration: .init(maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30)))),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin"),
+        services: [broker],
+        onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
+        logger: logger
+    )
+    return BrokerApplication(broker: broker, service: app)
+}

@@ -1,0 +1,228 @@
+import Foundation
+import TocsinCore
+import TocsinStore
+
+/// A replay to run after the reply that announced the subscription has been queued.
+struct PendingReplay: Sendable {
+    let subscription: LiveSubscription
+    let dispatcher: StreamDispatcher
+    let fromSeq: Int64
+
+    func run() async {
+        do {
+            try await dispatcher.replay(subscription, from: fromSeq, nowMillis: TimeFormat.nowMillis)
+        } catch {
+            subscription.session.logger.error(
+                "replay failed", metadata: ["subscription": "\(subscription.id)", "error": "\(error)"])
+            subscription.session.send(
+                .error(id: nil, TocsinError(.internalError, "replay of subscription \(subscription.id) failed; resubscribe to retry")))
+        }
+    }
+}
+
+extension Broker {
+    // MARK: Sessions
+
+    func hello(session: Session, client: String?) async throws(TocsinError) -> (ServerMessage, [PendingReplay]) {
+        let clientID = client ?? "anon-" + UUID().uuidString.lowercased()
+        guard session.identify(as: clientID) else {
+            throw TocsinError(.badRequest, "this connection already said hello as '\(session.client ?? "")'")
+        }
+        let records = try await storeCall("loading subscriptions") { try await store.subscriptions(client: clientID) }
+        var infos: [SubscriptionInfo] = []
+        var replays: [PendingReplay] = []
+        for record in records {
+            do {
+                let (info, replay) = try await attach(
+                    session: session, record: record, from: .latest,
+                    acked: StreamPosition(epoch: record.epoch, seq: record.ackedSeq))
+                infos.append(info)
+                replays.append(replay)
+            } catch {
+                session.send(.error(id: nil, TocsinError(error.code, "subscription \(record.id) cannot resume: \(error.message)")))
+            }
+        }
+        let welcome = ServerMessage.welcome(
+            id: nil, session: session.id, broker: configuration.brokerID, client: clientID, subscriptions: infos)
+        return (welcome, replays)
+    }
+
+    func subscribe(session: Session, channel name: String, params: [String: JSONValue], from: StartPosition) async throws(TocsinError) -> (SubscriptionInfo, PendingReplay?) {
+        guard let client = session.client else {
+            throw TocsinError(.notIdentified, "send hello before subscribe")
+        }
+        let channel = try catalog.requireChannel(name)
+        let bound = try channel.bind(params: params)
+        var boundJSON: [String: JSONValue] = [:]
+        for (p, v) in zip(channel.definition.params, bound) { boundJSON[p.name] = v.json }
+        let info = try await freshStream(channel.definition.stream)
+        let initial = StreamDispatcher.resolve(from, acked: nil, info: info)
+        let (record, created) = try await storeCall("opening the subscription") {
+            try await store.openSubscription(
+                client: client, channel: name, params: boundJSON, initial: StreamPosition(epoch: info.epoch, seq: initial.seq))
+        }
+        if !created, from == .latest, session.stream(ofSubscription: record.id) != nil {
+            // Already delivering on this connection: nothing to restart.
+            return (
+                SubscriptionInfo(
+                    subscription: record.id, channel: name, params: boundJSON, stream: info.name,
+                    position: StreamPosition(epoch: record.epoch, seq: record.ackedSeq), recovered: true), nil
+            )
+        }
+        let acked = created ? nil : StreamPosition(epoch: record.epoch, seq: record.ackedSeq)
+        let (subscribed, replay) = try await attach(session: session, record: record, from: created ? .position(StreamPosition(epoch: info.epoch, seq: initial.seq)) : from, acked: acked, info: info)
+        var result = subscribed
+        if created { result.recovered = initial.recovered }
+        return (result, replay)
+    }
+
+    private func attach(
+        session: Session, record: SubscriptionRecord, from: StartPosition, acked: StreamPosition?, info known: StreamInfo? = nil
+    ) async throws(TocsinError) -> (SubscriptionInfo, PendingReplay) {
+        let channel = try catalog.requireChannel(record.channel)
+        let params = try channel.bind(params: record.params)
+        let info: StreamInfo
+        if let known { info = known } else { info = try await freshStream(channel.definition.stream) }
+        let start = StreamDispatcher.resolve(from, acked: acked, info: info)
+        let subscription = LiveSubscription(id: record.id, session: session, channel: channel, params: params)
+        let dispatcher = dispatcher(for: info)
+        await dispatcher.attach(subscription)
+        session.addSubscription(record.id, stream: info.name)
+        let subscribed = SubscriptionInfo(
+            subscription: record.id, channel: channel.name, params: record.params, stream: info.name,
+            position: StreamPosition(epoch: info.epoch, seq: start.seq), recovered: start.recovered)
+        return (subscribed, PendingReplay(subscription: subscription, dispatcher: dispatcher, fromSeq: start.seq))
+    }
+
+    func unsubscribe(session: Session, subscription id: String) async throws(TocsinError) {
+        let record = try await ownedSubscription(session: session, id: id)
+        _ = try await storeCall("deleting the subscription") { try await store.deleteSubscription(id: record.id) }
+        acks.forget(subscription: id)
+        if let stream = session.removeSubscription(id), let d = existingDispatcher(stream) {
+            await d.detach(id, session: session)
+        }
+    }
+
+    func ack(session: Session, subscription id: String, seq: Int64) throws(TocsinError) {
+        guard let stream = session.stream(ofSubscription: id), let info = catalog.stream(stream) else {
+            throw TocsinError(.unknownSubscription, "no subscription '\(id)' on this connection")
+        }
+        acks.record(subscription: id, position: StreamPosition(epoch: info.epoch, seq: seq))
+    }
+
+    /// Detaches every subscription of a closed session (they stay durable in the store).
+    func closed(session: Session) async {
+        for (id, stream) in session.subscriptions {
+            await existingDispatcher(stream)?.detach(id, session: session)
+        }
+        session.finish()
+    }
+
+    private func ownedSubscription(session: Session, id: String) async throws(TocsinError) -> SubscriptionRecord {
+        guard let client = session.client else {
+            throw TocsinError(.notIdentified, "send hello first")
+        }
+        let record = try await storeCall("loading the subscription") { try await store.subscription(id: id) }
+        guard let record, record.client == client else {
+            throw TocsinError(.unknownSubscription, "no subscription '\(id)' for client '\(client)'")
+        }
+        return record
+    }
+
+    private func freshStream(_ name: String) async throws(TocsinError) -> StreamInfo {
+        guard let info = try await storeCall("reading the stream", { try await store.stream(named: name) }) else {
+            throw TocsinError(.unknownStream, "no stream named '\(name)'")
+        }
+        return info
+    }
+
+    // MARK: Publishing and reading
+
+    /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
+    public func publish(stream name: String, events: [JSONValue]) async throws(TocsinError) -> (epoch: String, seqs: [Int64]) {
+        guard !events.isEmpty else {
+            throw TocsinError(.badRequest, "nothing to publish: the batch is empty")
+        }
+        guard events.count <= configuration.maxBatchEvents else {
+            throw TocsinError(.tooLarge, "a batch may hold at most \(configuration.maxBatchEvents) events, got \(events.count)")
+        }
+        let info = try catalog.requireStream(name)
+        let schema = info.definition.schema
+        var bodies: [String] = []
+        bodies.reserveCapacity(events.count)
+        for (i, event) in events.enumerated() {
+            do {
+                bodies.append(schema.json(of: try schema.record(from: event)))
+            } catch {
+                metrics.publishRejected.increment()
+                throw TocsinError(error.code, events.count == 1 ? error.message : "events[\(i)]: \(error.message)")
+            }
+        }
+        let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies) }
+        metrics.publishedEvents.increment(by: Int64(bodies.count))
+        return result
+    }
+
+    /// Matching events of a subscription after `after` (notify-then-fetch). Scans at most
+    /// `maxScan` events; the returned `seq` is where the scan stopped, to continue from.
+    func fetch(subscription id: String, client: String?, after: Int64, limit: Int, maxScan: Int = 50_000) async throws(TocsinError) -> ServerMessage {
+        guard let record = try await storeCall("loading the subscription", { try await store.subscription(id: id) }),
+            client == nil || record.client == client
+        else {
+            throw TocsinError(.unknownSubscription, "no subscription '\(id)'")
+        }
+        let channel = try catalog.requireChannel(record.channel)
+        let params = try channel.bind(params: record.params)
+        let info = try await freshStream(channel.definition.stream)
+        var seq = after
+        var scanned = 0
+        var found: [EventPayload] = []
+        let now = TimeFormat.nowMillis()
+        while found.count < limit && scanned < maxScan && seq < info.lastSeq {
+            let events = try await storeCall("reading events") {
+                try await store.readEvents(stream: info.name, after: seq, limit: 1000)
+            }
+            guard !events.isEmpty else { break }
+            for event in events {
+                scanned += 1
+                seq = event.seq
+                if let record = StreamDispatcher.record(event, schema: info.definition.schema),
+                    channel.predicate.evaluate(record, params, now)
+                {
+                    found.append(EventPayload(seq: event.seq, json: event.json))
+                    if found.count == limit { break }
+                }
+            }
+        }
+        return .fetched(id: nil, subscription: id, events: found, seq: max(seq, after))
+    }
+
+    // MARK: Definitions
+
+    func putStream(_ definition: StreamDefinition, recreate: Bool) async throws(TocsinError) -> (StreamInfo, PutOutcome) {
+        let result = try await storeCall("saving the stream") { try await store.putStream(definition, recreate: recreate) }
+        catalog.put(stream: result.0)
+        if result.1 == .updated { await existingDispatcher(definition.name)?.updateSchema(result.0) }
+        return result
+    }
+
+    func putChannel(_ definition: ChannelDefinition) async throws(TocsinError) -> (CompiledChannel, PutOutcome) {
+        let stream = try catalog.requireStream(definition.stream)
+        let compiled = try ChannelCompiler.compile(definition, schema: stream.definition.schema)
+        let outcome = try await storeCall("saving the channel") { try await store.putChannel(definition) }
+        catalog.put(channel: compiled)
+        return (compiled, outcome)
+    }
+
+    func deleteChannel(_ name: String) async throws(TocsinError) {
+        let channel = try catalog.requireChannel(name)
+        _ = try await storeCall("deleting the channel") { try await store.deleteChannel(named: name) }
+        catalog.removeChannel(name)
+        if let d = existingDispatcher(channel.definition.stream) {
+            for subscription in await d.detachAll(channel: name) {
+                _ = subscription.session.removeSubscription(subscription.id)
+                subscription.session.send(.unsubscribed(id: nil, subscription: subscription.id))
+            }
+        }
+    }
+}

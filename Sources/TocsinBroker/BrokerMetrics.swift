@@ -1,0 +1,12 @@
+import Metrics
+
+/// The broker's metrics, with stable names (swift-metrics; exported by whatever backend the
+/// process bootstraps).
+struct BrokerMetrics: Sendable {
+    let publishedEvents = Counter(label: "tocsin_published_events_total")
+    let publishRejected = Counter(label: "tocsin_publish_rejected_total")
+    let sessionsOpened = Counter(label: "tocsin_sessions_opened_total")
+    let sessionsClosed = Counter(label: "tocsin_sessions_closed_total")
+    let slowConsumers = Counter(label: "tocsin_slow_consumer_disconnects_total")
+    let protocolErrors = Counter(label: "tocsin_protocol_errors_total")
+}

@@ -1,0 +1,150 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import TocsinCore
+
+/// The WebSocket protocol at /v1/ws (docs/protocol.md). One task reads frames and handles them
+/// in order; one task drains the session's outbox to the socket; replays run beside them. A bad
+/// frame gets an `error` reply and the connection stays open; nothing a client sends can
+/// affect another client.
+struct WebSocketEndpoint: Sendable {
+    let broker: Broker
+
+    func register(on router: Router<BasicWebSocketRequestContext>) {
+        router.ws("/v1/ws") { _, _ in
+            .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            await self.serve(inbound: inbound, outbound: outbound, logger: context.logger)
+        }
+    }
+
+    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger: Logger) async {
+        let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
+        var logger = logger
+        logger[metadataKey: "session"] = "\(sessionID)"
+        let session = Session(id: String(sessionID), maxQueuedFrames: broker.configuration.maxQueuedFrames, logger: logger)
+        broker.metrics.sessionsOpened.increment()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.write(session: session, to: outbound) }
+            do {
+                // The transport limit is above the protocol limit, so an oversized message
+                // can be answered with `too_large` instead of a dropped connection.
+                for try await message in inbound.messages(maxSize: broker.configuration.maxMessageBytes * 4) {
+                    guard case .text(let text) = message else {
+                        session.send(.error(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames")))
+                        continue
+                    }
+                    let size = text.utf8.count
+                    guard size <= broker.configuration.maxMessageBytes else {
+                        broker.metrics.protocolErrors.increment()
+                        session.send(
+                            .error(id: nil, TocsinError(.tooLarge, "a message may be at most \(broker.configuration.maxMessageBytes) bytes, got \(size)")))
+                        continue
+                    }
+                    for replay in await handle(text, session: session) {
+                        group.addTask { await replay.run() }
+                    }
+                }
+            } catch {
+                logger.debug("connection ended", metadata: ["error": "\(error)"])
+            }
+            await broker.closed(session: session)
+            broker.metrics.sessionsClosed.increment()
+            group.cancelAll()
+        }
+    }
+
+    /// Handles one client frame; returns replays to start once the reply is queued.
+    func handle(_ text: String, session: Session) async -> [PendingReplay] {
+        let message: ClientMessage
+        switch ClientMessage.decode(text.utf8) {
+        case .failure(let e):
+            broker.metrics.protocolErrors.increment()
+            session.send(.error(id: e.id, e.error))
+            return []
+        case .success(let m):
+            message = m
+        }
+        do {
+            switch message {
+            case .hello(let id, let client):
+                let (welcome, replays) = try await broker.hello(session: session, client: client)
+                guard case .welcome(_, let s, let b, let c, let subs) = welcome else { return [] }
+                session.send(.welcome(id: id, session: s, broker: b, client: c, subscriptions: subs))
+                return replays
+            case .subscribe(let id, let channel, let params, let from):
+                let (info, replay) = try await broker.subscribe(session: session, channel: channel, params: params, from: from)
+                session.send(.subscribed(id: id, info))
+                return replay.map { [$0] } ?? []
+            case .unsubscribe(let id, let subscription):
+                try await broker.unsubscribe(session: session, subscription: subscription)
+                session.send(.unsubscribed(id: id, subscription: subscription))
+            case .publish(let id, let stream, let events, _):
+                let (epoch, seqs) = try await broker.publish(stream: stream, events: events)
+                session.send(.published(id: id, stream: stream, epoch: epoch, seqs: seqs))
+            case .ack(_, let subscription, let seq):
+                try broker.ack(session: session, subscription: subscription, seq: seq)
+            case .fetch(let id, let subscription, let after, let limit):
+                guard let client = session.client else { throw TocsinError(.notIdentified, "send hello first") }
+                let fetched = try await broker.fetch(subscription: subscription, client: client, after: after, limit: limit)
+                guard case .fetched(_, let sub, let events, let seq) = fetched else { return [] }
+                session.send(.fetched(id: id, subscription: sub, events: events, seq: seq))
+            case .ping(let id):
+                session.send(.pong(id: id))
+            }
+        } catch {
+            let error = TocsinError.from(error)
+            broker.metrics.protocolErrors.increment()
+            if error.code == .internalError {
+                session.logger.error("request failed", metadata: ["error": "\(error.message)"])
+            }
+            session.send(.error(id: message.id, error))
+        }
+        return []
+    }
+
+    /// Drains the outbox to the socket until the session ends.
+    func write(session: Session, to outbound: WebSocketOutboundWriter) async {
+        let allocator = ByteBufferAllocator()
+        do {
+            while true {
+                switch await session.next() {
+                case .frames(let frames):
+                    for frame in frames {
+                        var buffer: ByteBuffer
+                        switch frame {
+                        case .text(let text):
+                            buffer = allocator.buffer(capacity: text.utf8.count)
+                            buffer.writeString(text)
+                        case .notify(let prefix, let suffix):
+                            buffer = allocator.buffer(capacity: prefix.utf8.count + suffix.utf8.count)
+                            buffer.writeString(prefix)
+                            buffer.writeString(suffix)
+                        }
+                        try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
+                    }
+                case .close(.slowConsumer):
+                    broker.metrics.slowConsumers.increment()
+                    session.logger.warning("disconnecting slow consumer")
+                    let notice = ServerMessage.error(
+                        id: nil, code: "slow_consumer",
+                        message: "too many undelivered notifications; reconnect and resume from your last acknowledged position")
+                    try await outbound.write(.text(notice.encoded))
+                    try await outbound.close(.policyViolation, reason: "slow consumer")
+                    return
+                case .close(.serverShutdown):
+                    try await outbound.close(.goingAway, reason: "server shutting down")
+                    return
+                case .finished:
+                    return
+                }
+            }
+        } catch {
+            session.logger.debug("write failed", metadata: ["error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,229 @@
+public import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+public import TocsinCore
+import WSClient
+
+/// One WebSocket connection to a broker, speaking docs/protocol.md: requests are matched to
+/// replies by `id`; everything the server sends unasked (notifications, server-side
+/// unsubscribes, resets) arrives on `events`.
+public final class Connection: Sendable {
+    private struct State {
+        var nextID = 0
+        /// Requests sent and not yet answered; a reply that arrives before its requester waits is parked in `early`.
+        var registered: Set<String> = []
+        var waiting: [String: CheckedContinuation<ServerMessage, any Error>] = [:]
+        var early: [String: Result<ServerMessage, any Error>] = [:]
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    private let outbound: WebSocketOutboundWriter
+    /// Unsolicited server frames, in arrival order. Finishes when the connection closes.
+    public let events: AsyncStream<ServerMessage>
+    private let eventsContinuation: AsyncStream<ServerMessage>.Continuation
+
+    init(outbound: WebSocketOutboundWriter) {
+        self.outbound = outbound
+        (events, eventsContinuation) = AsyncStream.makeStream(of: ServerMessage.self)
+    }
+
+    /// Connects, runs `body` with the connection, and closes it when `body` returns or throws.
+    /// If the server goes away first, pending requests fail with `ConnectionClosed` and
+    /// `events` finishes.
+    public static func run<T: Sendable>(
+        url: String, logger: Logger, maxMessageBytes: Int = 16 << 20, _ body: @escaping @Sendable (Connection) async throws -> T
+    ) async throws -> T {
+        let result = LockedBox<Result<T, any Error>?>(nil)
+        var configuration = WebSocketClientConfiguration()
+        configuration.maxFrameSize = maxMessageBytes
+        try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+            let connection = Connection(outbound: outbound)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    do {
+                        for try await message in inbound.messages(maxSize: maxMessageBytes) {
+                            guard case .text(let text) = message else { continue }
+                            connection.receive(text)
+                        }
+                    } catch {}
+                    connection.close()
+                }
+                group.addTask {
+                    do {
+                        let value = try await body(connection)
+                        result.withLock { $0 = .success(value) }
+                    } catch {
+                        result.withLock { $0 = .failure(error) }
+                    }
+                }
+                await group.next()
+                group.cancelAll()
+                connection.close()
+            }
+        }
+        switch result.value {
+        case .success(let value)?: return value
+        case .failure(let error)?: throw error
+        case nil: throw ConnectionClosed()
+        }
+    }
+
+    private func receive(_ text: String) {
+        let message: ServerMessage
+        do {
+            message = try ServerMessage.decode(text.utf8)
+        } catch {
+            return
+        }
+        if let id = message.replyID {
+            let result: Result<ServerMessage, any Error>
+            if case .error(_, let code, let text) = message {
+                result = .failure(TocsinError(.init(rawValue: code), text))
+            } else {
+                result = .success(message)
+            }
+            let (isReply, continuation) = state.withLock { s -> (Bool, CheckedContinuation<ServerMessage, any Error>?) in
+                guard s.registered.remove(id) != nil else { return (false, nil) }
+                if let c = s.waiting.removeValue(forKey: id) { return (true, c) }
+                s.early[id] = result
+                return (true, nil)
+            }
+            if isReply {
+                continuation?.resume(with: result)
+                return
+            }
+        }
+        eventsContinuation.yield(message)
+    }
+
+    private func close() {
+        let pending = state.withLock { s in
+            s.closed = true
+            let p = s.waiting
+            s.waiting.removeAll()
+            s.registered.removeAll()
+            return p
+        }
+        for (_, c) in pending { c.resume(throwing: ConnectionClosed()) }
+        eventsContinuation.finish()
+    }
+
+    /// Sends a frame that expects no reply (e.g. `ack`).
+    public func send(_ message: ClientMessage) async throws {
+        try await outbound.write(.text(message.encoded))
+    }
+
+    /// Sends a request with a fresh id and waits for its reply. An `error` reply throws it as a `TocsinError`.
+    public func request(_ make: (String) -> ClientMessage) async throws -> ServerMessage {
+        let id: String = state.withLock { s in
+            s.nextID += 1
+            return String(s.nextID)
+        }
+        let message = make(id)
+        let open = state.withLock { s in
+            if !s.closed { s.registered.insert(id) }
+            return !s.closed
+        }
+        guard open else { throw ConnectionClosed() }
+        do {
+            try await outbound.write(.text(message.encoded))
+        } catch {
+            state.withLock { s in
+                s.registered.remove(id)
+                s.early.removeValue(forKey: id)
+            }
+            throw error
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { s -> Result<ServerMessage, any Error>? in
+                if let r = s.early.removeValue(forKey: id) { return r }
+                if s.closed { return .failure(ConnectionClosed()) }
+                s.waiting[id] = continuation
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+
+    // MARK: The protocol's requests
+
+    public struct Welcome: Sendable {
+        public var session: String
+        public var broker: String
+        public var client: String
+        public var subscriptions: [SubscriptionInfo]
+    }
+
+    public func hello(client: String?) async throws -> Welcome {
+        let reply = try await request { .hello(id: $0, client: client) }
+        guard case .welcome(_, let session, let broker, let client, let subs) = reply else { throw UnexpectedReply(reply) }
+        return Welcome(session: session, broker: broker, client: client, subscriptions: subs)
+    }
+
+    public func subscribe(channel: String, params: [String: JSONValue], from: StartPosition = .latest) async throws -> SubscriptionInfo {
+        let reply = try await request { .subscribe(id: $0, channel: channel, params: params, from: from) }
+        guard case .subscribed(_, let info) = reply else { throw UnexpectedReply(reply) }
+        return info
+    }
+
+    public func unsubscribe(_ subscription: String) async throws {
+        let reply = try await request { .unsubscribe(id: $0, subscription: subscription) }
+        guard case .unsubscribed = reply else { throw UnexpectedReply(reply) }
+    }
+
+    /// Publishes events in one batch; returns their seqs after the broker committed them.
+    public func publish(stream: String, events: [JSONValue]) async throws -> [Int64] {
+        let reply = try await request { .publish(id: $0, stream: stream, events: events, batch: events.count != 1) }
+        guard case .published(_, _, _, let seqs) = reply else { throw UnexpectedReply(reply) }
+        return seqs
+    }
+
+    public func ack(subscription: String, seq: Int64) async throws {
+        try await send(.ack(id: nil, subscription: subscription, seq: seq))
+    }
+
+    public func fetch(subscription: String, after: Int64, limit: Int = 100) async throws -> (events: [EventPayload], seq: Int64) {
+        let reply = try await request { .fetch(id: $0, subscription: subscription, after: after, limit: limit) }
+        guard case .fetched(_, _, let events, let seq) = reply else { throw UnexpectedReply(reply) }
+        return (events, seq)
+    }
+
+    public func ping() async throws {
+        _ = try await request { .ping(id: $0) }
+    }
+}
+
+/// The connection closed before a reply arrived.
+public struct ConnectionClosed: Error, Sendable, CustomStringConvertible {
+    public init() {}
+    public var description: String { "the connection to the broker closed" }
+}
+
+public struct UnexpectedReply: Error, Sendable, CustomStringConvertible {
+    public var reply: ServerMessage
+    init(_ reply: ServerMessage) { self.reply = reply }
+    public var description: String { "unexpected reply: \(reply.encoded)" }
+}
+
+extension ServerMessage {
+    /// The request id a reply answers, if it is a reply.
+    var replyID: String? {
+        switch self {
+        case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _), .published(let id, _, _, _),
+            .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _):
+            id
+        case .notify:
+            nil
+        }
+    }
+}
+
+/// A value shared between tasks behind a lock.
+final class LockedBox<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+    var value: Value { mutex.withLock { $0 } }
+}

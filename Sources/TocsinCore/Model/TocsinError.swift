@@ -1,0 +1,48 @@
+/// An error a user can act on: a stable machine-readable code and a human message.
+/// The broker maps it to an HTTP status and to the wire protocol's `error` message in one place.
+public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: RawRepresentable, Sendable, Hashable, Codable, CustomStringConvertible {
+        public var rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        /// The body or frame is not valid JSON.
+        public static let badJSON = Code(rawValue: "bad_json")
+        /// A request is well-formed JSON but misses a field or has one of the wrong kind.
+        public static let badRequest = Code(rawValue: "bad_request")
+        /// An event does not conform to its stream's schema.
+        public static let schemaViolation = Code(rawValue: "schema_violation")
+        /// A stream definition is invalid.
+        public static let invalidStream = Code(rawValue: "invalid_stream")
+        /// A channel definition is invalid (syntax, types, parameters).
+        public static let invalidChannel = Code(rawValue: "invalid_channel")
+        /// Subscription parameters are missing or of the wrong type.
+        public static let invalidParams = Code(rawValue: "invalid_params")
+        public static let unknownStream = Code(rawValue: "unknown_stream")
+        public static let unknownChannel = Code(rawValue: "unknown_channel")
+        public static let unknownSubscription = Code(rawValue: "unknown_subscription")
+        /// The frame's `type` is not one the server knows.
+        public static let unknownMessage = Code(rawValue: "unknown_message")
+        /// The body, frame or batch exceeds a configured limit.
+        public static let tooLarge = Code(rawValue: "too_large")
+        /// The request conflicts with current state (e.g. a channel still has subscriptions).
+        public static let conflict = Code(rawValue: "conflict")
+        /// A `hello` is required before this message.
+        public static let notIdentified = Code(rawValue: "not_identified")
+        public static let notFound = Code(rawValue: "not_found")
+        /// The server is shutting down or not ready.
+        public static let unavailable = Code(rawValue: "unavailable")
+        /// A bug or an unexpected store failure; details are in the server log.
+        public static let internalError = Code(rawValue: "internal")
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

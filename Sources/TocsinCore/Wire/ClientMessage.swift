@@ -1,0 +1,176 @@
+/// A frame a client sends over the WebSocket (docs/protocol.md). Every request may carry an
+/// `id` that the reply (or `error`) echoes.
+public enum ClientMessage: Sendable, Hashable {
+    case hello(id: String?, client: String?)
+    case subscribe(id: String?, channel: String, params: [String: JSONValue], from: StartPosition)
+    case unsubscribe(id: String?, subscription: String)
+    case publish(id: String?, stream: String, events: [JSONValue], batch: Bool)
+    case ack(id: String?, subscription: String, seq: Int64)
+    case fetch(id: String?, subscription: String, after: Int64, limit: Int)
+    case ping(id: String?)
+
+    public var id: String? {
+        switch self {
+        case .hello(let id, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _),
+            .ack(let id, _, _), .fetch(let id, _, _, _), .ping(let id):
+            id
+        }
+    }
+}
+
+extension ClientMessage {
+    /// Decodes one text frame. Errors carry the request `id` when it could be read.
+    public static func decode(_ bytes: some Collection<UInt8>) -> Result<ClientMessage, WireError> {
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(bytes)
+        } catch {
+            return .failure(WireError(id: nil, error: error))
+        }
+        return decode(json)
+    }
+
+    public static func decode(_ json: JSONValue) -> Result<ClientMessage, WireError> {
+        guard case .object(let o) = json else {
+            return .failure(WireError(id: nil, error: TocsinError(.badRequest, "a frame must be a JSON object")))
+        }
+        var id: String? = nil
+        switch o["id"] {
+        case nil, .null?: break
+        case .string(let s)?: id = s
+        case .int(let i)?: id = String(i)
+        default:
+            return .failure(WireError(id: nil, error: TocsinError(.badRequest, "'id' must be a string or an integer")))
+        }
+        do {
+            return .success(try decodeBody(o, id: id))
+        } catch {
+            return .failure(WireError(id: id, error: error))
+        }
+    }
+
+    private static func decodeBody(_ o: [String: JSONValue], id: String?) throws(TocsinError) -> ClientMessage {
+        guard let type = o["type"]?.stringValue else {
+            throw TocsinError(.badRequest, "a frame needs a string 'type'")
+        }
+        func string(_ key: String) throws(TocsinError) -> String {
+            guard let s = o[key]?.stringValue, !s.isEmpty else {
+                throw TocsinError(.badRequest, "'\(type)' needs a non-empty string '\(key)'")
+            }
+            return s
+        }
+        func int(_ key: String) throws(TocsinError) -> Int64 {
+            guard let v = o[key]?.intValue else {
+                throw TocsinError(.badRequest, "'\(type)' needs an integer '\(key)'")
+            }
+            return v
+        }
+        switch type {
+        case "hello":
+            switch o["client"] {
+            case nil, .null?: return .hello(id: id, client: nil)
+            case .string(let s)? where !s.isEmpty && s.utf8.count <= 256: return .hello(id: id, client: s)
+            default: throw TocsinError(.badRequest, "'client' must be a non-empty string of at most 256 bytes")
+            }
+        case "subscribe":
+            let channel = try string("channel")
+            var params: [String: JSONValue] = [:]
+            switch o["params"] {
+            case nil, .null?: break
+            case .object(let p)?: params = p
+            default: throw TocsinError(.badRequest, "'params' must be an object")
+            }
+            return .subscribe(id: id, channel: channel, params: params, from: try startPosition(o["from"]))
+        case "unsubscribe":
+            return .unsubscribe(id: id, subscription: try string("subscription"))
+        case "publish":
+            let stream = try string("stream")
+            if let event = o["event"] {
+                if o["events"] != nil { throw TocsinError(.badRequest, "'publish' takes 'event' or 'events', not both") }
+                return .publish(id: id, stream: stream, events: [event], batch: false)
+            }
+            guard case .array(let events)? = o["events"], !events.isEmpty else {
+                throw TocsinError(.badRequest, "'publish' needs an 'event' object or a non-empty 'events' array")
+            }
+            return .publish(id: id, stream: stream, events: events, batch: true)
+        case "ack":
+            let seq = try int("seq")
+            guard seq >= 0 else { throw TocsinError(.badRequest, "'seq' must not be negative") }
+            return .ack(id: id, subscription: try string("subscription"), seq: seq)
+        case "fetch":
+            let after = o["after"] == nil ? 0 : try int("after")
+            let limit = o["limit"] == nil ? 100 : try int("limit")
+            guard limit > 0 else { throw TocsinError(.badRequest, "'limit' must be positive") }
+            return .fetch(id: id, subscription: try string("subscription"), after: after, limit: Int(min(limit, 10_000)))
+        case "ping":
+            return .ping(id: id)
+        default:
+            throw TocsinError(.unknownMessage, "unknown message type '\(type)' (expected hello, subscribe, unsubscribe, publish, ack, fetch, ping)")
+        }
+    }
+
+    static func startPosition(_ json: JSONValue?) throws(TocsinError) -> StartPosition {
+        switch json {
+        case nil, .null?, .string("latest")?: return .latest
+        case .string("earliest")?: return .earliest
+        case .object(let p)?:
+            guard let epoch = p["epoch"]?.stringValue, let seq = p["seq"]?.intValue, seq >= 0 else {
+                throw TocsinError(.badRequest, "'from' must be \"latest\", \"earliest\" or {\"epoch\": string, \"seq\": integer >= 0}")
+            }
+            return .position(StreamPosition(epoch: epoch, seq: seq))
+        default:
+            throw TocsinError(.badRequest, "'from' must be \"latest\", \"earliest\" or {\"epoch\": string, \"seq\": integer >= 0}")
+        }
+    }
+
+    /// The frame as a client library sends it.
+    public var encoded: String {
+        var o: [String: JSONValue] = [:]
+        if let id { o["id"] = .string(id) }
+        switch self {
+        case .hello(_, let client):
+            o["type"] = "hello"
+            if let client { o["client"] = .string(client) }
+        case .subscribe(_, let channel, let params, let from):
+            o["type"] = "subscribe"
+            o["channel"] = .string(channel)
+            o["params"] = .object(params)
+            switch from {
+            case .latest: o["from"] = "latest"
+            case .earliest: o["from"] = "earliest"
+            case .position(let p): o["from"] = .object(["epoch": .string(p.epoch), "seq": .int(p.seq)])
+            }
+        case .unsubscribe(_, let subscription):
+            o["type"] = "unsubscribe"
+            o["subscription"] = .string(subscription)
+        case .publish(_, let stream, let events, let batch):
+            o["type"] = "publish"
+            o["stream"] = .string(stream)
+            if batch || events.count != 1 { o["events"] = .array(events) } else { o["event"] = events[0] }
+        case .ack(_, let subscription, let seq):
+            o["type"] = "ack"
+            o["subscription"] = .string(subscription)
+            o["seq"] = .int(seq)
+        case .fetch(_, let subscription, let after, let limit):
+            o["type"] = "fetch"
+            o["subscription"] = .string(subscription)
+            o["after"] = .int(after)
+            o["limit"] = .int(Int64(limit))
+        case .ping:
+            o["type"] = "ping"
+        }
+        return JSONValue.object(o).serialized
+    }
+}
+
+/// A request that could not be decoded: the error to send back, with the request id if known.
+public struct WireError: Error, Sendable, Hashable {
+    public var id: String?
+    public var error: TocsinError
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) { self = .int(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+}

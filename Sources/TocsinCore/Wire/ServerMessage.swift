@@ -1,0 +1,223 @@
+/// A durable subscription as the server reports it in `welcome` and `subscribed`.
+public struct SubscriptionInfo: Sendable, Hashable {
+    public var subscription: String
+    public var channel: String
+    public var params: [String: JSONValue]
+    public var stream: String
+    /// The position delivery continues from: events after `seq` in `epoch`.
+    public var position: StreamPosition
+    /// False when the requested position no longer exists (retention, stream recreated):
+    /// delivery then starts from the oldest retained event of the current epoch.
+    public var recovered: Bool
+
+    public init(subscription: String, channel: String, params: [String: JSONValue], stream: String, position: StreamPosition, recovered: Bool) {
+        self.subscription = subscription
+        self.channel = channel
+        self.params = params
+        self.stream = stream
+        self.position = position
+        self.recovered = recovered
+    }
+
+    var fields: [String: JSONValue] {
+        [
+            "subscription": .string(subscription), "channel": .string(channel), "params": .object(params),
+            "stream": .string(stream), "epoch": .string(position.epoch), "seq": .int(position.seq),
+            "recovered": .bool(recovered),
+        ]
+    }
+
+    init?(_ o: [String: JSONValue]) {
+        guard let sub = o["subscription"]?.stringValue, let channel = o["channel"]?.stringValue,
+            let epoch = o["epoch"]?.stringValue, let seq = o["seq"]?.intValue
+        else { return nil }
+        self.init(
+            subscription: sub, channel: channel, params: o["params"]?.objectValue ?? [:],
+            stream: o["stream"]?.stringValue ?? "", position: StreamPosition(epoch: epoch, seq: seq),
+            recovered: o["recovered"] == .bool(true) || o["recovered"] == nil)
+    }
+}
+
+/// One stored event as sent to clients: its seq and its canonical JSON.
+public struct EventPayload: Sendable, Hashable {
+    public var seq: Int64
+    /// The event's JSON object text, as stored.
+    public var json: String
+
+    public init(seq: Int64, json: String) {
+        self.seq = seq
+        self.json = json
+    }
+}
+
+/// A frame the server sends over the WebSocket (docs/protocol.md).
+public enum ServerMessage: Sendable, Hashable {
+    public enum Notification: Sendable, Hashable {
+        /// Push, continuous: the one event.
+        case event(String)
+        /// Push, repetitive: every matching event of the period, in seq order.
+        case events([EventPayload])
+        /// Notify delivery: how many events matched, up to and including `seq`; fetch them.
+        case count(Int)
+    }
+
+    case welcome(id: String?, session: String, broker: String, client: String, subscriptions: [SubscriptionInfo])
+    case subscribed(id: String?, SubscriptionInfo)
+    case unsubscribed(id: String?, subscription: String)
+    case published(id: String?, stream: String, epoch: String, seqs: [Int64])
+    case notify(subscription: String, seq: Int64, Notification)
+    case fetched(id: String?, subscription: String, events: [EventPayload], seq: Int64)
+    case pong(id: String?)
+    case error(id: String?, code: String, message: String)
+
+    public static func error(id: String?, _ error: TocsinError) -> ServerMessage {
+        .error(id: id, code: error.code.rawValue, message: error.message)
+    }
+}
+
+extension ServerMessage {
+    /// The frame's text. Keys: `type` first, then `id`, then the rest.
+    public var encoded: String {
+        var out = "{\"type\":"
+        func field(_ key: String, _ value: JSONValue) {
+            out += ",\""
+            out += key
+            out += "\":"
+            JSONWriter.write(value, into: &out)
+        }
+        func id(_ id: String?) {
+            if let id { field("id", .string(id)) }
+        }
+        switch self {
+        case .welcome(let i, let session, let broker, let client, let subs):
+            out += "\"welcome\""
+            id(i)
+            field("session", .string(session))
+            field("broker", .string(broker))
+            field("client", .string(client))
+            field("subscriptions", .array(subs.map { .object($0.fields) }))
+        case .subscribed(let i, let info):
+            out += "\"subscribed\""
+            id(i)
+            for key in info.fields.keys.sorted() { field(key, info.fields[key]!) }
+        case .unsubscribed(let i, let sub):
+            out += "\"unsubscribed\""
+            id(i)
+            field("subscription", .string(sub))
+        case .published(let i, let stream, let epoch, let seqs):
+            out += "\"published\""
+            id(i)
+            field("stream", .string(stream))
+            field("epoch", .string(epoch))
+            field("seq", .int(seqs.last ?? 0))
+            field("seqs", .array(seqs.map { .int($0) }))
+        case .notify(let sub, let seq, let n):
+            return NotifyFrame.prefix(subscription: sub) + NotifyFrame.suffix(seq: seq, n)
+        case .fetched(let i, let sub, let events, let seq):
+            out += "\"fetched\""
+            id(i)
+            field("subscription", .string(sub))
+            field("seq", .int(seq))
+            out += ",\"events\":"
+            NotifyFrame.writeEvents(events, into: &out)
+        case .pong(let i):
+            out += "\"pong\""
+            id(i)
+        case .error(let i, let code, let message):
+            out += "\"error\""
+            id(i)
+            field("code", .string(code))
+            field("message", .string(message))
+        }
+        out += "}"
+        return out
+    }
+}
+
+/// The `notify` frame, split so the hot path builds the per-subscription prefix once per
+/// subscription and the per-event suffix once per event: frame = prefix + suffix.
+public enum NotifyFrame {
+    public static func prefix(subscription: String) -> String {
+        var out = "{\"type\":\"notify\",\"subscription\":"
+        JSONWriter.writeString(subscription, into: &out)
+        return out
+    }
+
+    public static func suffix(seq: Int64, _ n: ServerMessage.Notification) -> String {
+        var out = ",\"seq\":"
+        out += String(seq)
+        switch n {
+        case .event(let json):
+            out += ",\"event\":"
+            out += json
+        case .events(let events):
+            out += ",\"events\":"
+            writeEvents(events, into: &out)
+        case .count(let c):
+            out += ",\"count\":"
+            out += String(c)
+        }
+        out += "}"
+        return out
+    }
+
+    static func writeEvents(_ events: [EventPayload], into out: inout String) {
+        out += "["
+        for (i, e) in events.enumerated() {
+            if i > 0 { out += "," }
+            out += "{\"seq\":"
+            out += String(e.seq)
+            out += ",\"event\":"
+            out += e.json
+            out += "}"
+        }
+        out += "]"
+    }
+}
+
+extension ServerMessage {
+    /// Decodes a server frame (used by the client library).
+    public static func decode(_ bytes: some Collection<UInt8>) throws(TocsinError) -> ServerMessage {
+        let json = try JSONValue.parse(bytes)
+        guard case .object(let o) = json, let type = o["type"]?.stringValue else {
+            throw TocsinError(.badRequest, "server frame without a type")
+        }
+        let id = o["id"]?.stringValue
+        func events(_ v: JSONValue?) -> [EventPayload] {
+            (v?.arrayValue ?? []).compactMap { e in
+                guard let seq = e["seq"]?.intValue, let ev = e["event"] else { return nil }
+                return EventPayload(seq: seq, json: ev.serialized)
+            }
+        }
+        let bad = TocsinError(.badRequest, "malformed '\(type)' frame")
+        switch type {
+        case "welcome":
+            return .welcome(
+                id: id, session: o["session"]?.stringValue ?? "", broker: o["broker"]?.stringValue ?? "",
+                client: o["client"]?.stringValue ?? "",
+                subscriptions: (o["subscriptions"]?.arrayValue ?? []).compactMap { $0.objectValue.flatMap(SubscriptionInfo.init) })
+        case "subscribed":
+            guard let info = SubscriptionInfo(o) else { throw bad }
+            return .subscribed(id: id, info)
+        case "unsubscribed":
+            return .unsubscribed(id: id, subscription: o["subscription"]?.stringValue ?? "")
+        case "published":
+            return .published(
+                id: id, stream: o["stream"]?.stringValue ?? "", epoch: o["epoch"]?.stringValue ?? "",
+                seqs: (o["seqs"]?.arrayValue ?? []).compactMap(\.intValue))
+        case "notify":
+            guard let sub = o["subscription"]?.stringValue, let seq = o["seq"]?.intValue else { throw bad }
+            if let e = o["event"] { return .notify(subscription: sub, seq: seq, .event(e.serialized)) }
+            if let c = o["count"]?.intValue { return .notify(subscription: sub, seq: seq, .count(Int(c))) }
+            return .notify(subscription: sub, seq: seq, .events(events(o["events"])))
+        case "fetched":
+            return .fetched(id: id, subscription: o["subscription"]?.stringValue ?? "", events: events(o["events"]), seq: o["seq"]?.intValue ?? 0)
+        case "pong":
+            return .pong(id: id)
+        case "error":
+            return .error(id: id, code: o["code"]?.stringValue ?? "", message: o["message"]?.stringValue ?? "")
+        default:
+            throw TocsinError(.unknownMessage, "unknown server message type '\(type)'")
+        }
+    }
+}

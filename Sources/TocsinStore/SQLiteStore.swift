@@ -1,0 +1,332 @@
+import Foundation
+import GRDB
+public import Logging
+public import TocsinCore
+
+/// The embedded store: one SQLite file in WAL mode. Several processes on one host may share it
+/// (each broker of `tocsin dev`); every write is an IMMEDIATE transaction, so they serialize.
+public final class SQLiteStore: Store {
+    public struct Configuration: Sendable {
+        /// The database file; its directory is created if missing.
+        public var path: String
+        /// `FULL` makes every group commit survive power loss; `NORMAL` survives process crashes only.
+        public var synchronousFull: Bool = true
+        /// How often to look for appends made by other processes; nil when this process is the only writer.
+        public var pollInterval: Duration? = nil
+
+        public init(path: String, synchronousFull: Bool = true, pollInterval: Duration? = nil) {
+            self.path = path
+            self.synchronousFull = synchronousFull
+            self.pollInterval = pollInterval
+        }
+    }
+
+    let pool: DatabasePool
+    let logger: Logger
+    public let changes: ChangeFeed
+    let committer: GroupCommitter
+    private let pollInterval: Duration?
+
+    public init(configuration: Configuration, logger: Logger = Logger(label: "tocsin.store")) throws {
+        let directory = URL(fileURLWithPath: configuration.path).deletingLastPathComponent().path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var config = GRDB.Configuration()
+        config.busyMode = .timeout(10)
+        let synchronous = configuration.synchronousFull ? "FULL" : "NORMAL"
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+        }
+        config.label = "tocsin"
+        self.pool = try DatabasePool(path: configuration.path, configuration: config)
+        self.logger = logger
+        let feed = ChangeFeed()
+        self.changes = feed
+        self.committer = GroupCommitter(pool: pool, logger: logger) { stream, seq in feed.advance(stream: stream, to: seq) }
+        self.pollInterval = configuration.pollInterval
+        try Self.migrator.migrate(pool)
+        try refreshChanges()
+    }
+
+    /// Reads every stream's last seq and wakes tails of streams that grew (appends by other processes).
+    public func refreshChanges() throws {
+        for info in try pool.read({ db in try Self.fetchStreams(db) }) {
+            changes.advance(stream: info.name, to: info.lastSeq)
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE streams (
+                        name TEXT PRIMARY KEY,
+                        definition TEXT NOT NULL,
+                        epoch TEXT NOT NULL,
+                        last_seq INTEGER NOT NULL DEFAULT 0,
+                        first_seq INTEGER NOT NULL DEFAULT 1,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE events (
+                        stream TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        published_at INTEGER NOT NULL,
+                        body TEXT NOT NULL,
+                        PRIMARY KEY (stream, seq)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE channels (
+                        name TEXT PRIMARY KEY,
+                        stream TEXT NOT NULL,
+                        definition TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE subscriptions (
+                        id TEXT PRIMARY KEY,
+                        client TEXT NOT NULL,
+                        channel TEXT NOT NULL,
+                        params TEXT NOT NULL,
+                        epoch TEXT NOT NULL,
+                        acked_seq INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        UNIQUE (client, channel, params)
+                    );
+                    CREATE INDEX subscriptions_by_channel ON subscriptions (channel);
+                    """)
+        }
+        return m
+    }
+
+    // MARK: Streams
+
+    public func putStream(_ definition: StreamDefinition, recreate: Bool) async throws -> (StreamInfo, PutOutcome) {
+        let text = try Self.encode(definition)
+        let result: (StreamInfo, PutOutcome) = try await write { db in
+            let now = TimeFormat.nowMillis()
+            if let existing = try Self.fetchStream(db, name: definition.name) {
+                if existing.definition.schema == definition.schema && !recreate {
+                    if existing.definition.retention == definition.retention { return (existing, .unchanged) }
+                    try db.execute(sql: "UPDATE streams SET definition = ? WHERE name = ?", arguments: [text, definition.name])
+                    var updated = existing
+                    updated.definition = definition
+                    return (updated, .updated)
+                }
+                guard recreate else {
+                    throw TocsinError(
+                        .conflict,
+                        "stream '\(definition.name)' exists with different fields; PUT with ?recreate=true drops its events and starts a new epoch")
+                }
+                try db.execute(sql: "DELETE FROM events WHERE stream = ?", arguments: [definition.name])
+                let epoch = Self.newEpoch()
+                try db.execute(
+                    sql: "UPDATE streams SET definition = ?, epoch = ?, last_seq = 0, first_seq = 1, created_at = ? WHERE name = ?",
+                    arguments: [text, epoch, now, definition.name])
+                return (StreamInfo(definition: definition, epoch: epoch, lastSeq: 0, firstSeq: 1, createdAtMillis: now), .recreated)
+            }
+            let epoch = Self.newEpoch()
+            try db.execute(
+                sql: "INSERT INTO streams (name, definition, epoch, last_seq, first_seq, created_at) VALUES (?, ?, ?, 0, 1, ?)",
+                arguments: [definition.name, text, epoch, now])
+            return (StreamInfo(definition: definition, epoch: epoch, lastSeq: 0, firstSeq: 1, createdAtMillis: now), .created)
+        }
+        if result.1 == .recreated { changes.advance(stream: definition.name, to: 0, reset: true) }
+        return result
+    }
+
+    public func streams() async throws -> [StreamInfo] {
+        try await pool.read { db in try Self.fetchStreams(db) }
+    }
+
+    public func stream(named name: String) async throws -> StreamInfo? {
+        try await pool.read { db in try Self.fetchStream(db, name: name) }
+    }
+
+    static func fetchStreams(_ db: Database) throws -> [StreamInfo] {
+        try Row.fetchAll(db, sql: "SELECT * FROM streams ORDER BY name").map(streamInfo)
+    }
+
+    static func fetchStream(_ db: Database, name: String) throws -> StreamInfo? {
+        try Row.fetchOne(db, cachedSQL: "SELECT * FROM streams WHERE name = ?", arguments: [name]).map(streamInfo)
+    }
+
+    static func streamInfo(_ row: Row) throws -> StreamInfo {
+        let text: String = row["definition"]
+        return StreamInfo(
+            definition: try JSONDecoder().decode(StreamDefinition.self, from: Data(text.utf8)),
+            epoch: row["epoch"], lastSeq: row["last_seq"], firstSeq: row["first_seq"], createdAtMillis: row["created_at"])
+    }
+
+    // MARK: Events
+
+    public func append(stream: String, events: [String]) async throws -> (epoch: String, seqs: [Int64]) {
+        try await committer.append(stream: stream, events: events)
+    }
+
+    public func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, cachedSQL: "SELECT seq, published_at, body FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+                arguments: [stream, after, limit]
+            ).map { row in StoredEvent(seq: row[0], publishedAtMillis: row[1], json: row[2]) }
+        }
+    }
+
+    // MARK: Channels
+
+    public func putChannel(_ definition: ChannelDefinition) async throws -> PutOutcome {
+        let text = definition.json.serialized
+        return try await write { db in
+            let existing = try String.fetchOne(db, sql: "SELECT definition FROM channels WHERE name = ?", arguments: [definition.name])
+            if existing == text { return .unchanged }
+            try db.execute(
+                sql: """
+                    INSERT INTO channels (name, stream, definition, created_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, definition = excluded.definition
+                    """,
+                arguments: [definition.name, definition.stream, text, TimeFormat.nowMillis()])
+            return existing == nil ? .created : .updated
+        }
+    }
+
+    public func channels() async throws -> [ChannelDefinition] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, definition FROM channels ORDER BY name").map { row in
+                let text: String = row["definition"]
+                return try ChannelDefinition(name: row["name"], json: try JSONValue.parse(text))
+            }
+        }
+    }
+
+    public func deleteChannel(named name: String) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM subscriptions WHERE channel = ?", arguments: [name])
+            try db.execute(sql: "DELETE FROM channels WHERE name = ?", arguments: [name])
+            return db.changesCount > 0
+        }
+    }
+
+    // MARK: Subscriptions
+
+    public func openSubscription(client: String, channel: String, params: [String: JSONValue], initial: StreamPosition) async throws -> (SubscriptionRecord, created: Bool) {
+        let paramsText = JSONValue.object(params).serialized
+        return try await write { db in
+            if let row = try Row.fetchOne(
+                db, sql: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",
+                arguments: [client, channel, paramsText])
+            {
+                return (try Self.subscription(row), false)
+            }
+            let id = Self.newSubscriptionID()
+            try db.execute(
+                sql: "INSERT INTO subscriptions (id, client, channel, params, epoch, acked_seq, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                arguments: [id, client, channel, paramsText, initial.epoch, initial.seq, TimeFormat.nowMillis()])
+            return (
+                SubscriptionRecord(id: id, client: client, channel: channel, params: params, epoch: initial.epoch, ackedSeq: initial.seq),
+                true
+            )
+        }
+    }
+
+    public func subscriptions(client: String) async throws -> [SubscriptionRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM subscriptions WHERE client = ? ORDER BY created_at, id", arguments: [client])
+                .map(Self.subscription)
+        }
+    }
+
+    public func subscription(id: String) async throws -> SubscriptionRecord? {
+        try await pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM subscriptions WHERE id = ?", arguments: [id]).map(Self.subscription)
+        }
+    }
+
+    public func deleteSubscription(id: String) async throws -> Bool {
+        try await write { db in
+            try db.execute(sql: "DELETE FROM subscriptions WHERE id = ?", arguments: [id])
+            return db.changesCount > 0
+        }
+    }
+
+    public func saveAcks(_ acks: [String: StreamPosition]) async throws {
+        guard !acks.isEmpty else { return }
+        try await write { db in
+            // A new epoch always replaces the old one; within an epoch the cursor only moves forward.
+            let statement = try db.cachedStatement(
+                sql: "UPDATE subscriptions SET epoch = ?, acked_seq = ? WHERE id = ? AND (epoch <> ? OR acked_seq < ?)")
+            for (id, position) in acks {
+                try statement.execute(arguments: [position.epoch, position.seq, id, position.epoch, position.seq])
+            }
+        }
+    }
+
+    static func subscription(_ row: Row) throws -> SubscriptionRecord {
+        let paramsText: String = row["params"]
+        return SubscriptionRecord(
+            id: row["id"], client: row["client"], channel: row["channel"],
+            params: try JSONValue.parse(paramsText).objectValue ?? [:], epoch: row["epoch"], ackedSeq: row["acked_seq"])
+    }
+
+    // MARK: Retention
+
+    public func enforceRetention(nowMillis: Int64) async throws -> Int {
+        try await write { db in
+            var deleted = 0
+            for info in try Self.fetchStreams(db) {
+                let retention = info.definition.retention
+                if let maxAge = retention.maxAgeSeconds {
+                    try db.execute(
+                        sql: "DELETE FROM events WHERE stream = ? AND published_at < ?",
+                        arguments: [info.name, nowMillis - maxAge * 1000])
+                    deleted += db.changesCount
+                }
+                if let maxEvents = retention.maxEvents {
+                    try db.execute(
+                        sql: "DELETE FROM events WHERE stream = ? AND seq <= ?", arguments: [info.name, info.lastSeq - maxEvents])
+                    deleted += db.changesCount
+                }
+                let first = try Int64.fetchOne(db, sql: "SELECT MIN(seq) FROM events WHERE stream = ?", arguments: [info.name])
+                try db.execute(
+                    sql: "UPDATE streams SET first_seq = ? WHERE name = ?", arguments: [first ?? info.lastSeq + 1, info.name])
+            }
+            return deleted
+        }
+    }
+
+    // MARK: Helpers
+
+    /// An IMMEDIATE transaction, so that writers in other processes wait instead of failing.
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await pool.writeWithoutTransaction { db in
+            var result: T?
+            try db.inTransaction(.immediate) {
+                result = try body(db)
+                return .commit
+            }
+            return result!
+        }
+    }
+
+    static func encode(_ definition: StreamDefinition) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: try encoder.encode(definition), as: UTF8.self)
+    }
+
+    static func newEpoch() -> String {
+        let millis = String(UInt64(Date().timeIntervalSince1970 * 1000), radix: 36)
+        return "\(millis)-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+    }
+
+    static func newSubscriptionID() -> String {
+        "s_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(20)
+    }
+}
+
+extension Row {
+    static func fetchOne(_ db: Database, cachedSQL sql: String, arguments: StatementArguments) throws -> Row? {
+        try Row.fetchOne(try db.cachedStatement(sql: sql), arguments: arguments)
+    }
+
+    static func fetchAll(_ db: Database, cachedSQL sql: String, arguments: StatementArguments) throws -> [Row] {
+        try Row.fetchAll(try db.cachedStatement(sql: sql), arguments: arguments)
+    }
+}

@@ -1,0 +1,76 @@
+public import TocsinCore
+
+/// A stream as stored: its definition, the current epoch and the range of retained seqs.
+public struct StreamInfo: Sendable, Hashable {
+    public var definition: StreamDefinition
+    /// Changes when the stream is recreated; positions from another epoch cannot be resumed.
+    public var epoch: String
+    /// The seq of the newest event (0 when none was ever appended in this epoch).
+    public var lastSeq: Int64
+    /// The seq of the oldest retained event (lastSeq + 1 when none is retained).
+    public var firstSeq: Int64
+    public var createdAtMillis: Int64
+
+    public var name: String { definition.name }
+}
+
+public struct StoredEvent: Sendable, Hashable {
+    public var seq: Int64
+    public var publishedAtMillis: Int64
+    /// The event's canonical JSON (fields in schema order).
+    public var json: String
+}
+
+/// A durable subscription: a client's interest in a channel with bound parameters, and how far
+/// the client has acknowledged it.
+public struct SubscriptionRecord: Sendable, Hashable {
+    public var id: String
+    public var client: String
+    public var channel: String
+    /// The bound parameters (defaults filled in), as a JSON object.
+    public var params: [String: JSONValue]
+    /// The acknowledged position: every matching event up to `ackedSeq` in `epoch` was acked.
+    public var epoch: String
+    public var ackedSeq: Int64
+}
+
+/// What the store did with `putStream`.
+public enum PutOutcome: Sendable, Hashable {
+    case created
+    case unchanged
+    case updated
+    /// Dropped every event and started a new epoch.
+    case recreated
+}
+
+/// The source of truth (design.md, "store"). SQLite is the embedded default.
+public protocol Store: Sendable {
+    func putStream(_ definition: StreamDefinition, recreate: Bool) async throws -> (StreamInfo, PutOutcome)
+    func streams() async throws -> [StreamInfo]
+    func stream(named name: String) async throws -> StreamInfo?
+
+    /// Appends events (canonical JSON, already validated) in one all-or-nothing batch, group
+    /// committed with other concurrent appends. Returns after the commit is durable.
+    func append(stream: String, events: [String]) async throws -> (epoch: String, seqs: [Int64])
+    /// Events with seq > `after`, oldest first.
+    func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent]
+
+    func putChannel(_ definition: ChannelDefinition) async throws -> PutOutcome
+    func channels() async throws -> [ChannelDefinition]
+    func deleteChannel(named name: String) async throws -> Bool
+
+    /// The client's subscription to `channel` with exactly these bound params, creating it at
+    /// `initial` if it does not exist. `created` tells which happened.
+    func openSubscription(client: String, channel: String, params: [String: JSONValue], initial: StreamPosition) async throws -> (SubscriptionRecord, created: Bool)
+    func subscriptions(client: String) async throws -> [SubscriptionRecord]
+    func subscription(id: String) async throws -> SubscriptionRecord?
+    func deleteSubscription(id: String) async throws -> Bool
+    /// Persists acknowledged positions in one transaction. A position older than the stored one is ignored.
+    func saveAcks(_ acks: [String: StreamPosition]) async throws
+
+    /// Deletes events outside their stream's retention. Returns how many were deleted.
+    func enforceRetention(nowMillis: Int64) async throws -> Int
+
+    /// Wakes tails when streams grow (in-process and, by polling, from other processes).
+    var changes: ChangeFeed { get }
+}

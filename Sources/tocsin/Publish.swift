@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import TocsinCore
+
+struct Publish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish events to a stream.",
+        discussion: """
+            Each EVENT is a JSON object; with none, one JSON event per line is read from standard input.
+            Example: tocsin publish emergencies '{"kind":"fire","severity":4,"location":{"lat":52.37,"lon":4.89},"area":"Amsterdam","time":"2026-11-23T12:00:00Z"}'
+            """)
+
+    @OptionGroup var server: ServerOptions
+
+    @Argument(help: "The stream.")
+    var stream: String
+
+    @Argument(help: "Events as JSON objects.")
+    var events: [String] = []
+
+    @Flag(help: "Fill a missing 'time' field with the current time.")
+    var now = false
+
+    func run() async throws {
+        var texts = events
+        if texts.isEmpty {
+            while let line = readLine() {
+                if !line.trimmingCharacters(in: .whitespaces).isEmpty { texts.append(line) }
+            }
+        }
+        var parsed: [JSONValue] = []
+        for text in texts {
+            var event = try JSONValue.parse(text)
+            if now, case .object(var o) = event, o["time"] == nil {
+                o["time"] = .string(TimeFormat.format(TimeFormat.nowMillis()))
+                event = .object(o)
+            }
+            parsed.append(event)
+        }
+        guard !parsed.isEmpty else { throw ValidationError("no events to publish") }
+        let reply = try await HTTP.call(
+            .POST, "\(server.httpURL)/v1/streams/\(stream)/events", body: JSONValue.array(parsed).serialized)
+        let seqs = (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue)
+        print("published \(seqs.count) event(s) to \(stream): seq \(seqs.map(String.init).joined(separator: ", "))")
+    }
+}

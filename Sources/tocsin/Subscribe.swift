@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Logging
+import TocsinClient
+import TocsinCore
+
+struct Subscribe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Subscribe to a channel and print notifications as they come; survives broker restarts.",
+        discussion: """
+            Parameters are NAME=VALUE; a VALUE that parses as JSON is used as such, otherwise as a string.
+            Example: tocsin subscribe --client alice EmergenciesNearMe lat=52.37 lon=4.89 radiusKm=25
+            """)
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: "The client id under which the subscription is durable (env TOCSIN_CLIENT).")
+    var client: String = Environment.get("TOCSIN_CLIENT") ?? "cli-\(ProcessInfo.processInfo.hostName)"
+
+    @Option(help: "Where to start the first time: latest, earliest, or EPOCH:SEQ.")
+    var from: String = "latest"
+
+    @Flag(help: "Print each notification as one JSON line.")
+    var json = false
+
+    @Option(name: .customLong("max"), help: "Exit after this many notifications.")
+    var maxNotifications: Int?
+
+    @Argument(help: "The channel.")
+    var channel: String
+
+    @Argument(help: "Parameters, NAME=VALUE.")
+    var params: [String] = []
+
+    func run() async throws {
+        var bound: [String: JSONValue] = [:]
+        for p in params {
+            guard let eq = p.firstIndex(of: "=") else { throw ValidationError("parameter '\(p)' must be NAME=VALUE") }
+            let name = String(p[..<eq])
+            let text = String(p[p.index(after: eq)...])
+            bound[name] = (try? JSONValue.parse(text)) ?? .string(text)
+        }
+        let start: StartPosition
+        switch from {
+        case "latest": start = .latest
+        case "earliest": start = .earliest
+        default:
+            let parts = from.split(separator: ":")
+            guard parts.count == 2, let seq = Int64(parts[1]) else {
+                throw ValidationError("--from must be latest, earliest or EPOCH:SEQ")
+            }
+            start = .position(StreamPosition(epoch: String(parts[0]), seq: seq))
+        }
+        var logger = Logger(label: "tocsin.subscribe")
+        logger.logLevel = .warning
+        let subscriber = Subscriber(
+            configuration: .init(url: server.webSocketURL, client: client),
+            requests: [SubscriptionRequest(channel: channel, params: bound, from: start)], logger: logger)
+        var received = 0
+        for await event in subscriber.events() {
+            switch event {
+            case .connected(let broker, let subs):
+                let positions = subs.map { "\($0.channel) \($0.subscription) at \($0.position.epoch):\($0.position.seq)" }
+                stderr("connected to \(broker) as \(client); \(positions.joined(separator: "; "))")
+            case .disconnected(let error, let retry):
+                stderr("disconnected (\(error)); retrying in \(retry)")
+            case .notRecovered(let info):
+                stderr("warning: position of \(info.subscription) no longer exists; resuming from \(info.position.epoch):\(info.position.seq)")
+            case .notification(let n):
+                if json {
+                    var o: [String: JSONValue] = [
+                        "subscription": .string(n.subscription), "channel": .string(n.channel), "seq": .int(n.seq), "count": .int(Int64(n.count)),
+                    ]
+                    o["events"] = .array(n.events.map { e in .object(["seq": .int(e.seq), "event": (try? JSONValue.parse(e.json)) ?? .null]) })
+                    print(JSONValue.object(o).serialized)
+                } else if n.events.isEmpty {
+                    print("[\(n.channel)] \(n.count) new match(es) up to seq \(n.seq); fetch with GET /v1/subscriptions/\(n.subscription)/results")
+                } else {
+                    for e in n.events { print("[\(n.channel)] seq \(e.seq) \(e.json)") }
+                }
+                fflushStdout()
+                received += 1
+                if let max = maxNotifications, received >= max { return }
+            }
+        }
+    }
+
+    func stderr(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+}
