@@ -65,6 +65,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Test support shared by the test targets: an in-process broker on port 0, an inbox with deadlines.
+        .target(
+            name: "TocsinTesting",
+            dependencies: [
+                "TocsinCore",
+                "TocsinBroker",
+                "TocsinClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "TocsinCoreTests",
             dependencies: [
@@ -76,6 +87,7 @@ let package = Package(
         .testTarget(
             name: "TocsinBrokerTests",
             dependencies: [
+                "TocsinTesting",
                 "TocsinBroker",
                 "TocsinStore",
                 "TocsinCore",
@@ -87,6 +99,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
+                "tocsin",
+                "TocsinTesting",
                 "TocsinCore",
                 "TocsinClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

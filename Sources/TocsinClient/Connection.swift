@@ -115,6 +115,11 @@ public final class Connection: Sendable {
         try await outbound.write(.text(message.encoded))
     }
 
+    /// Sends a text frame as is (for tools and tests of the protocol).
+    public func send(text: String) async throws {
+        try await outbound.write(.text(text))
+    }
+
     /// Sends a request with a fresh id and waits for its reply. An `error` reply throws it as a `TocsinError`.
     public func request(_ make: (String) -> ClientMessage) async throws -> ServerMessage {
         let id: String = state.withLock { s in

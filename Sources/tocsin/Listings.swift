@@ -1,4 +1,5 @@
 import ArgumentParser
+import TocsinClient
 import TocsinCore
 
 struct Streams: AsyncParsableCommand {
@@ -11,10 +12,10 @@ struct Streams: AsyncParsableCommand {
 
     func run() async throws {
         if let name {
-            print(try await HTTP.call(.GET, "\(server.httpURL)/v1/streams/\(name)").serialized)
+            print(try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams/\(name)").serialized)
             return
         }
-        let reply = try await HTTP.call(.GET, "\(server.httpURL)/v1/streams")
+        let reply = try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams")
         for s in reply["streams"]?.arrayValue ?? [] {
             let fields = (s["fields"]?.arrayValue ?? []).map { f in
                 "\(f["name"]?.stringValue ?? ""):\(f["type"]?.stringValue ?? "")\(f["optional"] == .bool(true) ? "?" : "")"
@@ -34,10 +35,10 @@ struct Channels: AsyncParsableCommand {
 
     func run() async throws {
         if let name {
-            print(try await HTTP.call(.GET, "\(server.httpURL)/v1/channels/\(name)").serialized)
+            print(try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels/\(name)").serialized)
             return
         }
-        let reply = try await HTTP.call(.GET, "\(server.httpURL)/v1/channels")
+        let reply = try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels")
         for c in reply["channels"]?.arrayValue ?? [] {
             let params = (c["params"]?.arrayValue ?? []).map { p in
                 "\(p["name"]?.stringValue ?? ""): \(p["type"]?.stringValue ?? "")\(p["default"].map { " = \($0.serialized)" } ?? "")"

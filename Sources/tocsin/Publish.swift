@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TocsinClient
 import TocsinCore
 
 struct Publish: AsyncParsableCommand {
@@ -38,8 +39,8 @@ struct Publish: AsyncParsableCommand {
             parsed.append(event)
         }
         guard !parsed.isEmpty else { throw ValidationError("no events to publish") }
-        let reply = try await HTTP.call(
-            .POST, "\(server.httpURL)/v1/streams/\(stream)/events", body: JSONValue.array(parsed).serialized)
+        let reply = try await HTTPCall.call(
+            .POST, "\(server.httpURL)/v1/streams/\(stream)/events", body: .array(parsed))
         let seqs = (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue)
         print("published \(seqs.count) event(s) to \(stream): seq \(seqs.map(String.init).joined(separator: ", "))")
     }

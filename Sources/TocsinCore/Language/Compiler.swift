@@ -51,6 +51,14 @@ enum Compiler {
                 }
                 return { r, p, n in s(r, p, n).map { constants.contains($0) } ?? false }
             }
+            if case .list(let items) = list.node {
+                // Compare item by item rather than building the list; null items match nothing.
+                let getters = items.map { string($0) }
+                return { r, p, n in
+                    guard let x = s(r, p, n) else { return false }
+                    return getters.contains { $0(r, p, n) == x }
+                }
+            }
             let l = self.list(list)
             return { r, p, n in
                 guard let x = s(r, p, n), let items = l(r, p, n) else { return false }
@@ -155,14 +163,18 @@ enum Compiler {
         }
     }
 
-    private static func ordered<T: Comparable & Sendable>(_ op: ComparisonOperator, _ a: @escaping Eval<T?>, _ b: @escaping Eval<T?>) -> Eval<Bool> {
+    private static func ordered<T: Comparable & Sendable>(_ op: ComparisonOperator, _ a: @escaping Eval<T?>, _ b: @escaping Eval<T?>)
+        -> Eval<Bool>
+    {
         { r, p, n in
             guard let x = a(r, p, n), let y = b(r, p, n) else { return false }
             return op.holds(x, y)
         }
     }
 
-    private static func equated<T: Equatable & Sendable>(_ op: ComparisonOperator, _ a: @escaping Eval<T?>, _ b: @escaping Eval<T?>) -> Eval<Bool> {
+    private static func equated<T: Equatable & Sendable>(_ op: ComparisonOperator, _ a: @escaping Eval<T?>, _ b: @escaping Eval<T?>)
+        -> Eval<Bool>
+    {
         let equal = op == .equal
         return { r, p, n in
             guard let x = a(r, p, n), let y = b(r, p, n) else { return false }

@@ -81,9 +81,9 @@ enum Planner {
             let radius = operand(rhs)
         else { return nil }
         let pair: (field: Int, point: [TypedExpr])? =
-            if case .field(let f) = args[0].node, case .call(.point, let p) = args[1].node { (f, p) }
-            else if case .field(let f) = args[1].node, case .call(.point, let p) = args[0].node { (f, p) }
-            else { nil }
+            if case .field(let f) = args[0].node, case .call(.point, let p) = args[1].node {
+                (f, p)
+            } else if case .field(let f) = args[1].node, case .call(.point, let p) = args[0].node { (f, p) } else { nil }
         guard let pair, let lat = operand(pair.point[0]), let lon = operand(pair.point[1]) else { return nil }
         if case .constant = lat, case .constant = lon { return nil }
         return .geoRadius(field: pair.field, lat: lat, lon: lon, radiusKm: radius, inclusive: op == .lessOrEqual)

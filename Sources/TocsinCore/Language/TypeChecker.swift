@@ -40,7 +40,8 @@ struct TypeChecker {
         case .param(let name):
             guard let index = params.firstIndex(where: { $0.name == name }) else {
                 let known = params.map { "$" + $0.name }.joined(separator: ", ")
-                var message = "unknown parameter '$\(name)' (\(known.isEmpty ? "the channel declares no parameters" : "parameters: " + known))"
+                var message =
+                    "unknown parameter '$\(name)' (\(known.isEmpty ? "the channel declares no parameters" : "parameters: " + known))"
                 if schema.slot(of: name) != nil {
                     message += "; to use the field, write \(name)"
                 }
@@ -68,7 +69,9 @@ struct TypeChecker {
         }
     }
 
-    private func checkBinary(_ op: Expr.BinaryOperator, _ lhs: Expr, _ rhs: Expr, at location: SourcePosition) throws(TocsinError) -> TypedExpr {
+    private func checkBinary(_ op: Expr.BinaryOperator, _ lhs: Expr, _ rhs: Expr, at location: SourcePosition) throws(TocsinError)
+        -> TypedExpr
+    {
         let l = try check(lhs)
         let r = try check(rhs)
         switch op {
@@ -116,7 +119,9 @@ struct TypeChecker {
 
         case .in:
             guard r.type == .stringList else {
-                throw error(rhs.location, "'in' needs a list of strings on the right, like [\"a\", \"b\"] or a list<string> parameter, found \(describe(r.type))")
+                throw error(
+                    rhs.location,
+                    "'in' needs a list of strings on the right, like [\"a\", \"b\"] or a list<string> parameter, found \(describe(r.type))")
             }
             guard l.type == .string else {
                 throw error(lhs.location, "'in' needs a string on the left, found \(describe(l.type))")
@@ -177,7 +182,10 @@ struct TypeChecker {
             let t = try check(arg)
             let fits = t.type == want || (want == .double && t.type.isNumeric)
             guard fits else {
-                throw error(arg.location, "argument \(i + 1) of \(name) must be \(want == .double ? "a number" : describe(want)), found \(describe(t.type)): \(function.signature)")
+                throw error(
+                    arg.location,
+                    "argument \(i + 1) of \(name) must be \(want == .double ? "a number" : describe(want)), found \(describe(t.type)): \(function.signature)"
+                )
             }
             typed.append(t)
         }

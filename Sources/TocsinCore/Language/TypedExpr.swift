@@ -56,7 +56,12 @@ enum ArithmeticOperator: Sendable, Hashable {
 }
 
 enum ComparisonOperator: String, Sendable, Hashable {
-    case equal = "==", notEqual = "!=", less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
+    case equal = "=="
+    case notEqual = "!="
+    case less = "<"
+    case lessOrEqual = "<="
+    case greater = ">"
+    case greaterOrEqual = ">="
 
     /// The operator with its operands swapped: `a < b` is `b > a`.
     var mirrored: ComparisonOperator {

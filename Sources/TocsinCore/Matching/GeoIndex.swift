@@ -139,10 +139,8 @@ struct GeoIndex: Sendable {
         let east = lon + halfLon
         if west < -180 {
             addColumns(-180, east)
-            addColumns(west + 360, 180)
         } else if east > 180 {
             addColumns(west, 180)
-            addColumns(-180, east - 360)
         } else {
             addColumns(west, east)
         }

@@ -115,7 +115,9 @@ import Testing
         ] {
             #expect(try evaluate(text) == expected, "\(text)")
         }
-        let present = everythingRecord(optional: [.string("x"), .int(1), .double(0.5), .bool(false), .time(now), .geo(GeoPoint(lat: 52, lon: 4)), .stringList(["fire"])])
+        let present = everythingRecord(optional: [
+            .string("x"), .int(1), .double(0.5), .bool(false), .time(now), .geo(GeoPoint(lat: 52, lon: 4)), .stringList(["fire"]),
+        ])
         for (text, expected) in [
             ("os == \"x\"", true), ("os == null", false), ("oi < 2", true), ("ob == false", true), ("!ob", true),
             ("ot == now()", true), ("og == $g", true), ("s in ol", true), ("od * 0 == 0", true),

@@ -5,10 +5,11 @@ import Testing
 @Suite struct PlannerTests {
     // Fields of `everything`: s 0, i 1, d 2, b 3, t 4, g 5, l 6, os 7, oi 8, od 9, ob 10, ot 11, og 12, ol 13.
     // Params: $s 0, $i 1, $d 2, $b 3, $t 4, $g 5, $l 6, then the extras below.
-    let params = everythingParams + [
-        ChannelParameter(name: "lat", type: .double), ChannelParameter(name: "lon", type: .int),
-        ChannelParameter(name: "r", type: .double), ChannelParameter(name: "os", type: .string),
-    ]
+    let params =
+        everythingParams + [
+            ChannelParameter(name: "lat", type: .double), ChannelParameter(name: "lon", type: .int),
+            ChannelParameter(name: "r", type: .double), ChannelParameter(name: "os", type: .string),
+        ]
 
     func plan(_ text: String) throws -> IndexPlan {
         try compile(text, params: params).plan
@@ -51,14 +52,18 @@ import Testing
         #expect(try plan("distance(point($lat, $lon), g) <= $r") == expected)
         #expect(try plan("$r >= distance(g, point($lat, $lon))") == expected)
         #expect(try plan("i >= $i && distance(g, point($lat, $lon)) <= $r") == expected)
-        #expect(try plan("distance(g, point($lat, $lon)) < $r")
-            == .geoRadius(field: 5, lat: .param(7), lon: .param(8), radiusKm: .param(9), inclusive: false))
-        #expect(try plan("$r > distance(og, point($lat, $lon))")
-            == .geoRadius(field: 12, lat: .param(7), lon: .param(8), radiusKm: .param(9), inclusive: false))
-        #expect(try plan("distance(g, point($lat, 4.5)) <= 10")
-            == .geoRadius(field: 5, lat: .param(7), lon: .constant(4.5), radiusKm: .constant(10), inclusive: true))
-        #expect(try plan("distance(g, point(-1, $i)) <= -2.5")
-            == .geoRadius(field: 5, lat: .constant(-1), lon: .param(1), radiusKm: .constant(-2.5), inclusive: true))
+        #expect(
+            try plan("distance(g, point($lat, $lon)) < $r")
+                == .geoRadius(field: 5, lat: .param(7), lon: .param(8), radiusKm: .param(9), inclusive: false))
+        #expect(
+            try plan("$r > distance(og, point($lat, $lon))")
+                == .geoRadius(field: 12, lat: .param(7), lon: .param(8), radiusKm: .param(9), inclusive: false))
+        #expect(
+            try plan("distance(g, point($lat, 4.5)) <= 10")
+                == .geoRadius(field: 5, lat: .param(7), lon: .constant(4.5), radiusKm: .constant(10), inclusive: true))
+        #expect(
+            try plan("distance(g, point(-1, $i)) <= -2.5")
+                == .geoRadius(field: 5, lat: .constant(-1), lon: .param(1), radiusKm: .constant(-2.5), inclusive: true))
         // Fallbacks: both coordinates constant, a computed radius, the wrong direction, equality.
         #expect(try plan("distance(g, point(52, 4)) <= $r") == .scan)
         #expect(try plan("distance(g, point($lat, $lon)) <= $r * 2") == .scan)
@@ -129,8 +134,9 @@ import Testing
         #expect(near.plan == .geoRadius(field: 2, lat: .param(0), lon: .param(1), radiusKm: .param(2), inclusive: true))
         let values = try near.bind(params: ["lat": .double(52.37), "lon": .double(4.89), "radiusKm": .int(25)])
         #expect(values == [.double(52.37), .double(4.89), .double(25), .int(1)])
-        let event = try emergencies.record(from: JSONValue.parse(
-            #"{"kind": "fire", "severity": 2, "location": {"lat": 52.3, "lon": 4.8}, "area": "Amsterdam", "time": 1800000000000}"#))
+        let event = try emergencies.record(
+            from: JSONValue.parse(
+                #"{"kind": "fire", "severity": 2, "location": {"lat": 52.3, "lon": 4.8}, "area": "Amsterdam", "time": 1800000000000}"#))
         #expect(near.predicate.evaluate(event, values, now) == true)
         #expect(near.plan.admits(event, params: values) == true)
         #expect(near.residual.evaluate(event, values, now) == true)

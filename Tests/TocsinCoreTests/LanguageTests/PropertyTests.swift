@@ -30,7 +30,8 @@ struct World {
         let types = FieldType.allCases
         var fields: [FieldSpec] = []
         for i in 0..<Int.random(in: 3...9, using: &rng) {
-            fields.append(FieldSpec(name: "f\(i)", type: types.randomElement(using: &rng)!, optional: Int.random(in: 0..<3, using: &rng) == 0))
+            fields.append(
+                FieldSpec(name: "f\(i)", type: types.randomElement(using: &rng)!, optional: Int.random(in: 0..<3, using: &rng) == 0))
         }
         schema = try! StreamSchema(fields: fields)
         params = (0..<Int.random(in: 1...7, using: &rng)).map { ChannelParameter(name: "p\($0)", type: types.randomElement(using: &rng)!) }
@@ -46,11 +47,18 @@ struct World {
     mutating func value(_ type: FieldType) -> Value {
         switch type {
         case .string: .string(pick(World.strings))
-        case .int: .int(chance(12) ? pick([.max, .min + 1, 9_007_199_254_740_993]) : (chance(4) ? pick([4, 52]) : Int64.random(in: -2...3, using: &rng)))
+        case .int:
+            .int(
+                chance(12)
+                    ? pick([.max, .min + 1, 9_007_199_254_740_993]) : (chance(4) ? pick([4, 52]) : Int64.random(in: -2...3, using: &rng)))
         case .double: .double(pick([-1.5, 0, 0.5, 2, 3, 2.0000001, 52, 4.25, 51.75]))
         case .bool: .bool(chance(2))
         case .time: .time(now + Int64.random(in: -4...4, using: &rng) * 1_800_000)
-        case .geo: .geo(GeoPoint(lat: 52 + Double(Int.random(in: -2...2, using: &rng)) * 0.25, lon: 4 + Double(Int.random(in: -2...2, using: &rng)) * 0.25))
+        case .geo:
+            .geo(
+                GeoPoint(
+                    lat: 52 + Double(Int.random(in: -2...2, using: &rng)) * 0.25,
+                    lon: 4 + Double(Int.random(in: -2...2, using: &rng)) * 0.25))
         case .stringList: .stringList((0..<Int.random(in: 0...3, using: &rng)).map { _ in pick(World.strings) })
         }
     }
@@ -155,7 +163,9 @@ struct World {
         switch Int.random(in: 0..<4, using: &rng) {
         case 0:
             let type = pick([FieldType.string, .int, .bool])
-            guard let f = reference(type, fieldsOnly: true), let p = params.filter({ $0.type == type }).randomElement(using: &rng) else { return nil }
+            guard let f = reference(type, fieldsOnly: true), let p = params.filter({ $0.type == type }).randomElement(using: &rng) else {
+                return nil
+            }
             return chance(2) ? "\(f) == $\(p.name)" : "$\(p.name) == \(f)"
         case 1:
             guard let f = reference(.string, fieldsOnly: true), let p = params.first(where: { $0.type == .stringList }) else { return nil }
@@ -243,7 +253,9 @@ struct World {
             case 0:
                 text = (0..<Int.random(in: 0...12, using: &world.rng)).map { _ in world.pick(PropertyTests.fragments) }.joined()
             case 1:
-                text = String(decoding: (0..<Int.random(in: 0...20, using: &world.rng)).map { _ in UInt8.random(in: 0...127, using: &world.rng) }, as: UTF8.self)
+                text = String(
+                    decoding: (0..<Int.random(in: 0...20, using: &world.rng)).map { _ in UInt8.random(in: 0...127, using: &world.rng) },
+                    as: UTF8.self)
             default:
                 var scalars = Array(world.whereClause().unicodeScalars)
                 for _ in 0..<Int.random(in: 1...3, using: &world.rng) where !scalars.isEmpty {

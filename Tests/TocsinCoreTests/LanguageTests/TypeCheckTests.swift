@@ -55,9 +55,12 @@ import Testing
     }
 
     @Test func hints() {
-        #expect(compileError("kind == $kind", schema: emergencies, params: [])
-            == "at 1:9: unknown parameter '$kind' (the channel declares no parameters); to use the field, write kind")
-        #expect(compileError("x == 1", params: [ChannelParameter(name: "x", type: .int)])?.hasSuffix("; to use the parameter, write $x") == true)
+        #expect(
+            compileError("kind == $kind", schema: emergencies, params: [])
+                == "at 1:9: unknown parameter '$kind' (the channel declares no parameters); to use the field, write kind")
+        #expect(
+            compileError("x == 1", params: [ChannelParameter(name: "x", type: .int)])?.hasSuffix("; to use the parameter, write $x") == true
+        )
         #expect(compileError("now > t")?.hasSuffix("; to call the function, write now(...)") == true)
         #expect(compileError("t > 5")?.contains("compare a time with a time") == true)
     }

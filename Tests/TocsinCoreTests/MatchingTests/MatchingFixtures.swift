@@ -229,7 +229,7 @@ struct BruteForceHarness {
 }
 
 /// A small deterministic generator for seeded stress tests (SplitMix64).
-struct SplitMix: RandomNumberGenerator {
+struct MatchSplitMix: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

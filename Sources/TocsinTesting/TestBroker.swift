@@ -1,0 +1,66 @@
+public import Foundation
+public import Logging
+import ServiceLifecycle
+public import TocsinBroker
+public import TocsinClient
+public import TocsinCore
+
+/// A broker running in this process on a free port with a fresh SQLite file.
+public struct TestBroker: Sendable {
+    public let port: Int
+    public let broker: Broker
+    public let directory: String
+
+    public var httpURL: String { "http://127.0.0.1:\(port)" }
+    public var webSocketURL: String { "ws://127.0.0.1:\(port)/v1/ws" }
+
+    /// Starts a broker, runs `body`, then shuts the broker down gracefully.
+    public static func with<T: Sendable>(
+        directory: String? = nil,
+        _ configure: (inout BrokerConfiguration) -> Void = { _ in },
+        _ body: @Sendable (TestBroker) async throws -> T
+    ) async throws -> T {
+        let directory = directory ?? TemporaryDirectory.make()
+        var configuration = BrokerConfiguration()
+        configuration.port = 0
+        configuration.databasePath = directory + "/tocsin.sqlite"
+        configuration.durableCommits = false
+        configuration.ackFlushInterval = .milliseconds(20)
+        configure(&configuration)
+        var logger = Logger(label: "test-broker")
+        logger.logLevel = .warning
+        let (ports, portsContinuation) = AsyncStream.makeStream(of: Int.self)
+        let app = try await buildBroker(configuration: configuration, logger: logger) { port in
+            portsContinuation.yield(port)
+        }
+        let group = ServiceGroup(configuration: .init(services: [app.service], logger: logger))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw TestFailure("the broker did not start") }
+            do {
+                let result = try await body(TestBroker(port: port, broker: app.broker, directory: directory))
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                return result
+            } catch {
+                await group.triggerGracefulShutdown()
+                tasks.cancelAll()
+                throw error
+            }
+        }
+    }
+}
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+public enum TemporaryDirectory {
+    public static func make() -> String {
+        let path = NSTemporaryDirectory() + "tocsin-test-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}

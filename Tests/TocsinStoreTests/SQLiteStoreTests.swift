@@ -1,0 +1,121 @@
+import Foundation
+import Testing
+import TocsinCore
+@testable import TocsinStore
+
+@Suite(.timeLimit(.minutes(1)))
+struct SQLiteStoreTests {
+    let path = NSTemporaryDirectory() + "tocsin-store-\(UUID().uuidString)/db.sqlite"
+
+    func open() throws -> SQLiteStore {
+        try SQLiteStore(configuration: .init(path: path, synchronousFull: false))
+    }
+
+    static let stream = try! StreamDefinition(
+        name: "s", json: ["fields": [["name": "n", "type": "int"]], "retention": ["maxEvents": 5]])
+
+    @Test func putStreamIsIdempotentAndGuardsTheSchema() async throws {
+        let store = try open()
+        let (created, outcome) = try await store.putStream(Self.stream, recreate: false)
+        #expect(outcome == .created)
+        let (same, again) = try await store.putStream(Self.stream, recreate: false)
+        #expect(again == .unchanged)
+        #expect(same.epoch == created.epoch)
+        var changed = Self.stream
+        changed.schema = try StreamSchema(fields: [FieldSpec(name: "m", type: .string)])
+        await #expect(throws: TocsinError.self) { _ = try await store.putStream(changed, recreate: false) }
+        _ = try await store.append(stream: "s", events: [#"{"n":1}"#])
+        let (recreated, how) = try await store.putStream(changed, recreate: true)
+        #expect(how == .recreated)
+        #expect(recreated.epoch != created.epoch)
+        #expect(recreated.lastSeq == 0)
+        #expect(try await store.readEvents(stream: "s", after: 0, limit: 10).isEmpty)
+    }
+
+    @Test func concurrentAppendsGetGaplessSeqsAndAreGroupCommitted() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.stream, recreate: false)
+        let results = try await withThrowingTaskGroup(of: [Int64].self) { group in
+            for p in 0..<16 {
+                group.addTask {
+                    var seqs: [Int64] = []
+                    for i in 0..<50 {
+                        let (_, s) = try await store.append(stream: "s", events: [#"{"n":\#(p * 1000 + i)}"#, #"{"n":-1}"#])
+                        #expect(s.count == 2 && s[1] == s[0] + 1, "a batch's seqs are consecutive")
+                        seqs += s
+                    }
+                    return seqs
+                }
+            }
+            var all: [[Int64]] = []
+            for try await r in group { all.append(r) }
+            return all
+        }
+        for seqs in results { #expect(seqs == seqs.sorted(), "one publisher's seqs increase") }
+        let all = results.flatMap { $0 }.sorted()
+        #expect(all == Array(1...1600))
+        let events = try await store.readEvents(stream: "s", after: 0, limit: 10_000)
+        #expect(events.map(\.seq) == Array(1...1600))
+        #expect(store.changes.lastSeq(of: "s") == 1600)
+    }
+
+    @Test func appendToAMissingStreamFailsAlone() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.stream, recreate: false)
+        async let good = store.append(stream: "s", events: [#"{"n":1}"#])
+        async let bad = Result(catching: { try await store.append(stream: "missing", events: [#"{"n":1}"#]) })
+        #expect(try await good.seqs == [1])
+        let failure = await bad
+        #expect(throws: TocsinError.self) { _ = try failure.get() }
+    }
+
+    @Test func subscriptionsAreDurableAndAcksOnlyMoveForward() async throws {
+        do {
+            let store = try open()
+            let (info, _) = try await store.putStream(Self.stream, recreate: false)
+            let start = StreamPosition(epoch: info.epoch, seq: 0)
+            let (a, created) = try await store.openSubscription(client: "c", channel: "ch", params: ["k": 1], initial: start)
+            #expect(created)
+            let (b, createdAgain) = try await store.openSubscription(client: "c", channel: "ch", params: ["k": 1], initial: start)
+            #expect(!createdAgain)
+            #expect(a.id == b.id)
+            try await store.saveAcks([a.id: StreamPosition(epoch: info.epoch, seq: 7)])
+            try await store.saveAcks([a.id: StreamPosition(epoch: info.epoch, seq: 3)])
+        }
+        // Reopen: everything is still there.
+        let store = try open()
+        let subs = try await store.subscriptions(client: "c")
+        #expect(subs.count == 1)
+        #expect(subs[0].ackedSeq == 7)
+        #expect(subs[0].params == ["k": 1])
+        #expect(try await store.deleteSubscription(id: subs[0].id))
+        #expect(try await store.subscriptions(client: "c").isEmpty)
+    }
+
+    @Test func retentionKeepsTheNewestEvents() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.stream, recreate: false)
+        for i in 0..<12 { _ = try await store.append(stream: "s", events: [#"{"n":\#(i)}"#]) }
+        let deleted = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+        #expect(deleted == 7)
+        let info = try #require(try await store.stream(named: "s"))
+        #expect(info.firstSeq == 8)
+        #expect(info.lastSeq == 12)
+        #expect(try await store.readEvents(stream: "s", after: 0, limit: 100).map(\.seq) == Array(8...12))
+    }
+
+    @Test func changeFeedWakesWaiters() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.stream, recreate: false)
+        async let woke: Void = store.changes.wait(stream: "s", after: 0)
+        _ = try await store.append(stream: "s", events: [#"{"n":1}"#])
+        await woke
+        #expect(store.changes.lastSeq(of: "s") == 1)
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
