@@ -24,7 +24,7 @@ extension Broker {
     // MARK: Sessions
 
     func hello(session: Session, client: String?) async throws(TocsinError) -> (ServerMessage, [PendingReplay]) {
-        let clientID = client ?? "anon-" + UUID().uuidString.lowercased()
+        let clientID = client ?? Self.anonymousPrefix + UUID().uuidString.lowercased()
         guard session.identify(as: clientID) else {
             throw TocsinError(.badRequest, "this connection already said hello as '\(session.client ?? "")'")
         }
@@ -98,25 +98,48 @@ extension Broker {
         let record = try await ownedSubscription(session: session, id: id)
         _ = try await storeCall("deleting the subscription") { try await store.deleteSubscription(id: record.id) }
         acks.forget(subscription: id)
-        if let stream = session.removeSubscription(id), let d = existingDispatcher(stream) {
-            await d.detach(id, session: session)
+        _ = session.removeSubscription(id)
+        // Wherever it is delivering (possibly another connection of the same client), stop it.
+        if let stream = catalog.channel(record.channel)?.definition.stream, let d = existingDispatcher(stream),
+            let detached = await d.detach(id), detached.session !== session
+        {
+            _ = detached.session.removeSubscription(id)
+            detached.session.send(.unsubscribed(id: nil, subscription: id))
         }
     }
 
     func ack(session: Session, subscription id: String, seq: Int64) throws(TocsinError) {
+        guard session.client != nil else {
+            throw TocsinError(.notIdentified, "send hello before ack")
+        }
         guard let stream = session.stream(ofSubscription: id), let info = catalog.stream(stream) else {
             throw TocsinError(.unknownSubscription, "no subscription '\(id)' on this connection")
         }
         acks.record(subscription: id, position: StreamPosition(epoch: info.epoch, seq: seq))
     }
 
-    /// Detaches every subscription of a closed session (they stay durable in the store).
+    /// Detaches every subscription of a closed session. They stay durable in the store, except
+    /// those of a client that said hello without an id: nobody can resume them, so they go.
     func closed(session: Session) async {
         for (id, stream) in session.subscriptions {
             await existingDispatcher(stream)?.detach(id, session: session)
         }
         session.finish()
+        if let client = session.client, client.hasPrefix(Self.anonymousPrefix) {
+            do {
+                for record in try await store.subscriptions(client: client) {
+                    _ = try await store.deleteSubscription(id: record.id)
+                    acks.forget(subscription: record.id)
+                }
+            } catch {
+                logger.warning("could not remove an anonymous client's subscriptions", metadata: ["client": "\(client)", "error": "\(error)"])
+            }
+        }
     }
+
+    /// Client ids the broker assigns to a hello without one.
+    static let anonymousPrefix = "anon-"
+
 
     private func ownedSubscription(session: Session, id: String) async throws(TocsinError) -> SubscriptionRecord {
         guard let client = session.client else {
@@ -200,8 +223,27 @@ extension Broker {
     // MARK: Definitions
 
     func putStream(_ definition: StreamDefinition, recreate: Bool) async throws(TocsinError) -> (StreamInfo, PutOutcome) {
+        if recreate {
+            // Every channel on the stream must still type-check against the new fields.
+            for channel in catalog.channels where channel.definition.stream == definition.name {
+                do {
+                    _ = try ChannelCompiler.compile(channel.definition, schema: definition.schema)
+                } catch {
+                    throw TocsinError(
+                        .conflict,
+                        "channel '\(channel.name)' does not fit the new fields (\(error.message)); delete or redefine it first")
+                }
+            }
+        }
         let result = try await storeCall("saving the stream") { try await store.putStream(definition, recreate: recreate) }
         catalog.put(stream: result.0)
+        if result.1 == .recreated {
+            for channel in catalog.channels where channel.definition.stream == definition.name {
+                if let recompiled = try? ChannelCompiler.compile(channel.definition, schema: definition.schema) {
+                    catalog.put(channel: recompiled)
+                }
+            }
+        }
         if result.1 == .updated { await existingDispatcher(definition.name)?.updateSchema(result.0) }
         return result
     }

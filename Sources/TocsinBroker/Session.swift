@@ -18,7 +18,6 @@ enum OutFrame: Sendable {
 final class Session: Sendable {
     enum CloseReason: Sendable, Equatable {
         case slowConsumer
-        case serverShutdown
     }
 
     private struct State {

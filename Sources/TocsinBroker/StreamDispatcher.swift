@@ -38,14 +38,18 @@ actor StreamDispatcher {
 
     private var channels: [String: ChannelState] = [:]
     private var attached: [String: Attached] = [:]
+    /// Subscriptions that start beyond the tail (it lags the store): they go live once the tail reaches their seq.
+    private var waitingForTail: [String: Int64] = [:]
     private var matched: [InterestID] = []
+    private let catalog: Catalog
 
-    init(info: StreamInfo, store: any Store, logger: Logger) {
+    init(info: StreamInfo, store: any Store, catalog: Catalog, logger: Logger) {
         self.stream = info.name
         self.epoch = info.epoch
         self.position = info.lastSeq
         self.schema = info.definition.schema
         self.store = store
+        self.catalog = catalog
         self.logger = logger
     }
 
@@ -79,32 +83,56 @@ actor StreamDispatcher {
         attached[subscription.id] = Attached(subscription: subscription)
     }
 
-    /// Stops delivering to a subscription, if `session` (when given) is the one it is attached to.
-    func detach(_ id: String, session: Session? = nil) {
-        guard let a = attached[id] else { return }
-        if let session, a.subscription.session !== session { return }
+    /// Stops delivering to a subscription, if `session` (when given) is the one it is attached
+    /// to. Returns the subscription it detached.
+    @discardableResult
+    func detach(_ id: String, session: Session? = nil) -> LiveSubscription? {
+        guard let a = attached[id] else { return nil }
+        if let session, a.subscription.session !== session { return nil }
         attached.removeValue(forKey: id)
+        waitingForTail.removeValue(forKey: id)
         let name = a.subscription.channel.name
-        guard let interest = a.interest, var state = channels[name] else { return }
+        guard let interest = a.interest, var state = channels[name] else { return a.subscription }
         state.subscribers[interest]?.removeAll { $0 === a.subscription }
         if state.subscribers[interest]?.isEmpty == true { state.subscribers.removeValue(forKey: interest) }
         state.index.release(interest)
         channels[name] = state.index.count == 0 ? nil : state
+        return a.subscription
     }
 
     /// Joins live dispatch if the replay reached the tail; otherwise returns how far to replay.
+    /// A subscription that starts beyond the tail joins when the tail gets there.
     func goLiveIfCaughtUp(_ subscription: LiveSubscription, replayedTo seq: Int64) -> Int64? {
         guard var a = attached[subscription.id], a.subscription === subscription else { return nil }
         if seq < position { return position }
-        guard a.interest == nil else { return nil }
+        if seq > position {
+            waitingForTail[subscription.id] = seq
+            return nil
+        }
+        makeLive(&a)
+        attached[subscription.id] = a
+        return nil
+    }
+
+    private func makeLive(_ a: inout Attached) {
+        guard a.interest == nil else { return }
+        let subscription = a.subscription
         let channel = subscription.channel
         var state = channels[channel.name] ?? ChannelState(index: ChannelIndex(channel: channel))
         let interest = state.index.acquire(params: subscription.params)
         state.subscribers[interest, default: []].append(subscription)
         channels[channel.name] = state
         a.interest = interest
-        attached[subscription.id] = a
-        return nil
+    }
+
+    /// Makes live the waiting subscriptions the tail has now reached.
+    private func releaseWaiting() {
+        for (id, seq) in waitingForTail where seq <= position {
+            waitingForTail.removeValue(forKey: id)
+            guard var a = attached[id] else { continue }
+            makeLive(&a)
+            attached[id] = a
+        }
     }
 
     /// Replays the subscription's matches after `startSeq` from the store, then makes it live.
@@ -141,10 +169,11 @@ actor StreamDispatcher {
     /// Matches committed events (in seq order) and queues notifications.
     func dispatch(_ events: [StoredEvent], nowMillis: Int64) {
         for event in events where event.seq > position {
+            if !waitingForTail.isEmpty { releaseWaiting() }
             position = event.seq
             guard !channels.isEmpty, let record = Self.record(event, schema: schema) else { continue }
             var pushSuffix: String? = nil
-            for (name, state) in channels {
+            for state in channels.values {
                 matched.removeAll(keepingCapacity: true)
                 state.index.match(record, nowMillis: nowMillis, into: &matched)
                 for interest in matched {
@@ -159,9 +188,9 @@ actor StreamDispatcher {
                         }
                     }
                 }
-                _ = name
             }
         }
+        if !waitingForTail.isEmpty { releaseWaiting() }
     }
 
     private func deliver(_ a: inout Attached, event: StoredEvent, pushSuffix: String?, nowMillis: Int64) {
@@ -202,18 +231,38 @@ actor StreamDispatcher {
     var attachedCount: Int { attached.count }
     var attachedSubscriptions: [LiveSubscription] { attached.values.map(\.subscription) }
 
-    /// The stream was recreated: positions restart; every attached subscription is told.
+    /// The stream was recreated: its epoch starts over at seq 0. Every attached subscription is
+    /// recompiled against the new schema, told with a `subscribed` frame (no id, recovered
+    /// false, seq 0), and stays live, so the tail delivers the new epoch from its first event.
+    /// One whose channel no longer compiles or binds is detached with an `unsubscribed` frame.
     func reset(to info: StreamInfo) {
         epoch = info.epoch
         schema = info.definition.schema
-        position = info.lastSeq
-        for a in attached.values {
-            let s = a.subscription
-            s.session.send(
+        position = 0
+        channels = [:]
+        waitingForTail = [:]
+        let previous = attached
+        attached = [:]
+        for old in previous.values.map(\.subscription) {
+            guard let definition = catalog.channel(old.channel.name)?.definition,
+                let channel = try? ChannelCompiler.compile(definition, schema: info.definition.schema),
+                old.params.count == definition.params.count
+            else {
+                _ = old.session.removeSubscription(old.id)
+                old.session.send(.unsubscribed(id: nil, subscription: old.id))
+                continue
+            }
+            let renewed = LiveSubscription(id: old.id, session: old.session, channel: channel, params: old.params)
+            var a = Attached(subscription: renewed)
+            makeLive(&a)
+            attached[renewed.id] = a
+            var params: [String: JSONValue] = [:]
+            for (p, v) in zip(definition.params, old.params) { params[p.name] = v.json }
+            renewed.session.send(
                 .subscribed(
                     id: nil,
                     SubscriptionInfo(
-                        subscription: s.id, channel: s.channel.name, params: [:], stream: stream,
+                        subscription: renewed.id, channel: channel.name, params: params, stream: stream,
                         position: StreamPosition(epoch: info.epoch, seq: 0), recovered: false)))
         }
     }
@@ -259,8 +308,6 @@ actor StreamDispatcher {
 extension StreamDispatcher {
     /// Detaches every subscription of a channel (the channel was deleted) and returns them.
     func detachAll(channel: String) -> [LiveSubscription] {
-        let victims = attachedSubscriptions.filter { $0.channel.name == channel }
-        for s in victims { detach(s.id) }
-        return victims
+        attachedSubscriptions.filter { $0.channel.name == channel }.compactMap { detach($0.id) }
     }
 }

@@ -35,6 +35,7 @@ struct WebSocketEndpoint: Sendable {
                 // can be answered with `too_large` instead of a dropped connection.
                 for try await message in inbound.messages(maxSize: broker.configuration.maxMessageBytes * 4) {
                     guard case .text(let text) = message else {
+                        broker.metrics.protocolErrors.increment()
                         session.send(.error(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames")))
                         continue
                     }
@@ -131,13 +132,10 @@ struct WebSocketEndpoint: Sendable {
                     broker.metrics.slowConsumers.increment()
                     session.logger.warning("disconnecting slow consumer")
                     let notice = ServerMessage.error(
-                        id: nil, code: "slow_consumer",
-                        message: "too many undelivered notifications; reconnect and resume from your last acknowledged position")
+                        id: nil,
+                        TocsinError(.slowConsumer, "too many undelivered notifications; reconnect and resume from your last acknowledged position"))
                     try await outbound.write(.text(notice.encoded))
                     try await outbound.close(.policyViolation, reason: "slow consumer")
-                    return
-                case .close(.serverShutdown):
-                    try await outbound.close(.goingAway, reason: "server shutting down")
                     return
                 case .finished:
                     return

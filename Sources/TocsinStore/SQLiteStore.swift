@@ -177,6 +177,14 @@ public final class SQLiteStore: Store {
         return try await write { db in
             let existing = try String.fetchOne(db, sql: "SELECT definition FROM channels WHERE name = ?", arguments: [definition.name])
             if existing == text { return .unchanged }
+            if existing != nil {
+                let used = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM subscriptions WHERE channel = ?", arguments: [definition.name]) ?? 0
+                if used > 0 {
+                    throw TocsinError(
+                        .conflict,
+                        "channel '\(definition.name)' has \(used) subscription(s); its definition cannot change under them. Define a new channel, or delete this one (which drops its subscriptions)")
+                }
+            }
             try db.execute(
                 sql: """
                     INSERT INTO channels (name, stream, definition, created_at) VALUES (?, ?, ?, ?)

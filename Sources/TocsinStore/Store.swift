@@ -55,6 +55,8 @@ public protocol Store: Sendable {
     /// Events with seq > `after`, oldest first.
     func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent]
 
+    /// Creates or replaces a channel. Replacing a channel that has subscriptions with a different
+    /// definition is a `conflict` (their parameters and filter would change under them).
     func putChannel(_ definition: ChannelDefinition) async throws -> PutOutcome
     func channels() async throws -> [ChannelDefinition]
     func deleteChannel(named name: String) async throws -> Bool

@@ -11,12 +11,12 @@ struct Serve: AsyncParsableCommand {
     var host: String = Environment.get("TOCSIN_HOST") ?? "127.0.0.1"
 
     @Option(help: "Port to listen on; 0 picks a free one (env TOCSIN_PORT).")
-    var port: Int = Int(Environment.get("TOCSIN_PORT") ?? "") ?? 7400
+    var port: Int = 7400
 
     @Option(name: .customLong("data-dir"), help: "Directory of the SQLite store (env TOCSIN_DATA_DIR).")
     var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
 
-    @Option(name: .customLong("broker-id"), help: "This broker's id, reported to clients.")
+    @Option(name: .customLong("broker-id"), help: "This broker's id, reported to clients (env TOCSIN_BROKER_ID).")
     var brokerID: String = Environment.get("TOCSIN_BROKER_ID") ?? "broker-1"
 
     @Flag(help: "Do not create the example 'emergencies' stream and channels in an empty store.")
@@ -25,8 +25,18 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("no-fsync"), help: "Commit with synchronous=NORMAL: survives process crashes, not power loss.")
     var noFsync = false
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env TOCSIN_LOG_LEVEL).")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
+
+    mutating func validate() throws {
+        if let text = Environment.get("TOCSIN_PORT"), !CommandLine.arguments.contains("--port") {
+            guard let value = Int(text), (0...65535).contains(value) else {
+                throw ValidationError("TOCSIN_PORT must be a port number (0-65535), got '\(text)'")
+            }
+            port = value
+        }
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
+    }
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else {

@@ -25,13 +25,16 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unknownMessage = Code(rawValue: "unknown_message")
         /// The body, frame or batch exceeds a configured limit.
         public static let tooLarge = Code(rawValue: "too_large")
-        /// The request conflicts with current state (e.g. a channel still has subscriptions).
+        /// The request conflicts with current state: a stream redefined with other fields without
+        /// `recreate`, or a channel with subscriptions redefined.
         public static let conflict = Code(rawValue: "conflict")
         /// A `hello` is required before this message.
         public static let notIdentified = Code(rawValue: "not_identified")
         public static let notFound = Code(rawValue: "not_found")
         /// The server is shutting down or not ready.
         public static let unavailable = Code(rawValue: "unavailable")
+        /// A session's outbox overflowed; the server closes the connection after this error.
+        public static let slowConsumer = Code(rawValue: "slow_consumer")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }

@@ -100,6 +100,7 @@ extension ClientMessage {
         case "fetch":
             let after = o["after"] == nil ? 0 : try int("after")
             let limit = o["limit"] == nil ? 100 : try int("limit")
+            guard after >= 0 else { throw TocsinError(.badRequest, "'after' must not be negative") }
             guard limit > 0 else { throw TocsinError(.badRequest, "'limit' must be positive") }
             return .fetch(id: id, subscription: try string("subscription"), after: after, limit: Int(min(limit, 10_000)))
         case "ping":
