@@ -60,6 +60,7 @@ let package = Package(
                 "TocsinStore",
                 "TocsinBroker",
                 "TocsinClient",
+                .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -38,6 +38,10 @@ public struct Subscriber: Sendable {
         public var client: String
         public var initialBackoff: Duration = .milliseconds(100)
         public var maxBackoff: Duration = .seconds(10)
+        /// How often acknowledged positions are sent (acks are cumulative).
+        public var ackInterval: Duration = .milliseconds(100)
+        /// Send acks early after this many notifications.
+        public var ackEvery = 64
 
         public init(url: String, client: String) {
             self.url = url
@@ -79,6 +83,7 @@ public struct Subscriber: Sendable {
         let positions = Mutex<[String: StreamPosition]>([:])
         let channels = Mutex<[String: String]>([:])
         let duplicates = Atomic<Int>(0)
+        let unacked = Mutex<(positions: [String: Int64], count: Int)>(([:], 0))
         let subscribedOnce = Atomic<Bool>(false)
         let connectedAt = Atomic<Int>(0)
     }
@@ -104,18 +109,35 @@ public struct Subscriber: Sendable {
                     tracker.connectedAt.add(1, ordering: .relaxed)
                     for info in infos { self.note(info, tracker: tracker, continuation: continuation) }
                     continuation.yield(.connected(broker: welcome.broker, subscriptions: infos))
-                    for await message in connection.events {
-                        switch message {
-                        case .notify(let subscription, let seq, let n):
-                            guard let notification = self.accept(subscription: subscription, seq: seq, n, tracker: tracker) else { continue }
-                            continuation.yield(.notification(notification))
-                            try await connection.ack(subscription: subscription, seq: seq)
-                        case .subscribed(_, let info):
-                            self.note(info, tracker: tracker, continuation: continuation)
-                        default:
-                            continue
+                    // Acks are cumulative: send the newest seq per subscription every `ackInterval`
+                    // (or after `ackEvery` notifications), not one frame per notification.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask {
+                            while true {
+                                try await Task.sleep(for: configuration.ackInterval)
+                                try await self.flushAcks(tracker, on: connection)
+                            }
                         }
+                        for await message in connection.events {
+                            switch message {
+                            case .notify(let subscription, let seq, let n):
+                                guard let notification = self.accept(subscription: subscription, seq: seq, n, tracker: tracker) else { continue }
+                                continuation.yield(.notification(notification))
+                                let unacked = tracker.unacked.withLock { u in
+                                    u.positions[subscription] = seq
+                                    u.count += 1
+                                    return u.count
+                                }
+                                if unacked >= configuration.ackEvery { try await self.flushAcks(tracker, on: connection) }
+                            case .subscribed(_, let info):
+                                self.note(info, tracker: tracker, continuation: continuation)
+                            default:
+                                continue
+                            }
+                        }
+                        group.cancelAll()
                     }
+                    try? await self.flushAcks(tracker, on: connection)
                     throw ConnectionClosed()
                 }
                 break
@@ -130,6 +152,15 @@ public struct Subscriber: Sendable {
             }
         }
         continuation.finish()
+    }
+
+    private func flushAcks(_ tracker: Tracker, on connection: Connection) async throws {
+        let pending = tracker.unacked.withLock { u in
+            let p = u.positions
+            u = ([:], 0)
+            return p
+        }
+        for (subscription, seq) in pending { try await connection.ack(subscription: subscription, seq: seq) }
     }
 
     private func note(_ info: SubscriptionInfo, tracker: Tracker, continuation: AsyncStream<Event>.Continuation) {

@@ -5,7 +5,7 @@ struct Tocsin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tocsin",
         abstract: "Tocsin: durable streams, parameterized channels, real-time notifications.",
-        subcommands: [Serve.self, Publish.self, Subscribe.self, Streams.self, Channels.self],
+        subcommands: [Serve.self, Publish.self, Subscribe.self, Streams.self, Channels.self, Bench.self],
         defaultSubcommand: nil
     )
 }

@@ -161,6 +161,38 @@ public enum NotifyFrame {
         return out
     }
 
+    /// Fast path for the exact `notify` frames this server writes (push and count): no JSON
+    /// parse, and the event's JSON is kept byte for byte. Anything else returns nil.
+    static func decode(_ bytes: [UInt8]) -> ServerMessage? {
+        let head = Array(#"{"type":"notify","subscription":""#.utf8)
+        guard bytes.count > head.count + 10, bytes.starts(with: head), bytes.last == UInt8(ascii: "}") else { return nil }
+        var i = head.count
+        let subStart = i
+        while i < bytes.count, bytes[i] != UInt8(ascii: "\""), bytes[i] != UInt8(ascii: "\\") { i += 1 }
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { return nil }
+        let subscription = String(decoding: bytes[subStart..<i], as: UTF8.self)
+        let seqKey = Array(#"","seq":"#.utf8)
+        guard bytes[i...].starts(with: seqKey) else { return nil }
+        i += seqKey.count
+        var seq: Int64 = 0
+        let digitsStart = i
+        while i < bytes.count, bytes[i] >= UInt8(ascii: "0"), bytes[i] <= UInt8(ascii: "9"), i - digitsStart < 18 {
+            seq = seq * 10 + Int64(bytes[i] - UInt8(ascii: "0"))
+            i += 1
+        }
+        guard i > digitsStart else { return nil }
+        let eventKey = Array(#","event":"#.utf8)
+        let countKey = Array(#","count":"#.utf8)
+        if bytes[i...].starts(with: eventKey) {
+            let json = String(decoding: bytes[(i + eventKey.count)..<(bytes.count - 1)], as: UTF8.self)
+            return .notify(subscription: subscription, seq: seq, .event(json))
+        }
+        if bytes[i...].starts(with: countKey), let count = Int(String(decoding: bytes[(i + countKey.count)..<(bytes.count - 1)], as: UTF8.self)) {
+            return .notify(subscription: subscription, seq: seq, .count(count))
+        }
+        return nil
+    }
+
     static func writeEvents(_ events: [EventPayload], into out: inout String) {
         out += "["
         for (i, e) in events.enumerated() {
@@ -178,6 +210,7 @@ public enum NotifyFrame {
 extension ServerMessage {
     /// Decodes a server frame (used by the client library).
     public static func decode(_ bytes: some Collection<UInt8>) throws(TocsinError) -> ServerMessage {
+        if let fast = NotifyFrame.decode(Array(bytes)) { return fast }
         let json = try JSONValue.parse(bytes)
         guard case .object(let o) = json, let type = o["type"]?.stringValue else {
             throw TocsinError(.badRequest, "server frame without a type")

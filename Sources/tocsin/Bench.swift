@@ -1,0 +1,299 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOCore
+import Synchronization
+import TocsinCore
+import WSClient
+
+/// `tocsin bench`: measures a broker from the outside, as clients see it.
+///
+/// - `latency`: N WebSocket subscribers of one channel, a publisher at a fixed rate; prints
+///   delivered/expected, publish→notify latency percentiles, and the server's CPU time per
+///   delivered notification (from /proc, when the server is spawned here).
+/// - `throughput`: P publishers, each publishing one event at a time and waiting for its
+///   durable `published` reply; prints events/s and publish latency.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
+
+    enum Mode: String, ExpressibleByArgument { case latency, throughput }
+
+    @Argument(help: "latency or throughput.")
+    var mode: Mode = .latency
+
+    @Option(help: "The broker's HTTP URL; ignored with --spawn.")
+    var url: String = "http://127.0.0.1:7400"
+
+    @Flag(help: "Start a fresh `tocsin serve` (this binary) on a free port in a temporary directory, and measure its CPU.")
+    var spawn = false
+
+    @Flag(name: .customLong("no-fsync"), help: "With --spawn: run the server with --no-fsync.")
+    var noFsync = false
+
+    @Option(help: "Subscribers (latency mode).")
+    var subscribers = 100
+
+    @Option(help: "Events per second (latency mode).")
+    var rate = 500
+
+    @Option(help: "Publishers (throughput mode).")
+    var publishers = 1
+
+    @Option(help: "Seconds measured, after the warm-up.")
+    var duration = 10.0
+
+    @Option(help: "Seconds of warm-up, not measured.")
+    var warmup = 2.0
+
+    func run() async throws {
+        var logger = Logger(label: "tocsin.bench")
+        logger.logLevel = .critical
+        var server: Process? = nil
+        var baseURL = url
+        if spawn {
+            let (process, port) = try await Self.spawnServer(noFsync: noFsync)
+            server = process
+            baseURL = "http://127.0.0.1:\(port)"
+        }
+        defer {
+            if let server {
+                server.terminate()
+                server.waitUntilExit()
+            }
+        }
+        let ws = baseURL.replacingOccurrences(of: "http://", with: "ws://") + "/v1/ws"
+        switch mode {
+        case .latency:
+            try await latency(webSocketURL: ws, serverPID: server?.processIdentifier, logger: logger)
+        case .throughput:
+            try await throughput(webSocketURL: ws, serverPID: server?.processIdentifier, logger: logger)
+        }
+    }
+
+    // MARK: Latency
+
+    final class Samples: Sendable {
+        let latencies = Mutex<[Int64]>([])
+        let delivered = Atomic<Int>(0)
+        let measuring = Atomic<Bool>(false)
+        let subscribed = Atomic<Int>(0)
+        let stop = Atomic<Bool>(false)
+        let published = Atomic<Int>(0)
+        let finished = Atomic<Bool>(false)
+    }
+
+    func latency(webSocketURL: String, serverPID: Int32?, logger: Logger) async throws {
+        let samples = Samples()
+        let kind = "bench-\(UInt32.random(in: 0...UInt32.max))"
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<subscribers {
+                group.addTask {
+                    try await WebSocketClient.connect(url: webSocketURL, logger: logger) { inbound, outbound, _ in
+                        try await outbound.write(.text(#"{"type":"hello","id":"h","client":"\#(kind)-\#(i)"}"#))
+                        try await outbound.write(
+                            .text(#"{"type":"subscribe","id":"s","channel":"EmergenciesOfKind","params":{"kind":"\#(kind)"}}"#))
+                        var local: [Int64] = []
+                        var count = 0
+                        var subscription = ""
+                        for try await frame in inbound.messages(maxSize: 1 << 20) {
+                            guard case .text(let text) = frame else { continue }
+                            if text.hasPrefix(#"{"type":"subscribed""#) {
+                                subscription = Self.field(text, "subscription") ?? ""
+                                samples.subscribed.add(1, ordering: .relaxed)
+                                continue
+                            }
+                            guard text.hasPrefix(#"{"type":"notify""#), let sent = Self.sentNanos(text) else { continue }
+                            let now = Self.monotonicNanos()
+                            if samples.measuring.load(ordering: .relaxed) {
+                                local.append(now - sent)
+                                count += 1
+                            }
+                            if count % 100 == 99, let seq = Self.field(text, "seq") {
+                                try await outbound.write(.text(#"{"type":"ack","subscription":"\#(subscription)","seq":\#(seq)}"#))
+                            }
+                            if samples.stop.load(ordering: .relaxed) && !samples.measuring.load(ordering: .relaxed) { break }
+                        }
+                        samples.latencies.withLock { $0 += local }
+                        samples.delivered.add(count, ordering: .relaxed)
+                    }
+                }
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while samples.subscribed.load(ordering: .relaxed) < subscribers {
+                guard ContinuousClock.now < deadline else { throw ValidationError("subscribers did not all subscribe within 60 s") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            print("\(subscribers) subscribers ready; publishing \(rate) events/s for \(warmup) s warm-up + \(duration) s")
+            let window = Mutex<(cpu: Double, wall: ContinuousClock.Instant)>((0, .now))
+            try await WebSocketClient.connect(url: webSocketURL, logger: logger) { inbound, outbound, _ in
+                try await outbound.write(.text(#"{"type":"hello","client":"\#(kind)-publisher"}"#))
+                let drain = Task { for try await _ in inbound.messages(maxSize: 1 << 20) {} }
+                let interval = 1.0 / Double(rate)
+                let start = ContinuousClock.now
+                var n = 0
+                let total = Int((warmup + duration) * Double(rate))
+                let warm = Int(warmup * Double(rate))
+                while n < total {
+                    if n == warm {
+                        let cpu = serverPID.map(Self.cpuSeconds) ?? 0
+                        window.withLock { $0 = (cpu, ContinuousClock.now) }
+                        samples.measuring.store(true, ordering: .relaxed)
+                    }
+                    let due = start + .seconds(Double(n) * interval)
+                    if due > ContinuousClock.now { try await Task.sleep(until: due) }
+                    let event = #"{"kind":"\#(kind)","severity":3,"location":{"lat":52.0,"lon":4.0},"area":"bench","description":"t\#(Self.monotonicNanos())","time":1763900000000}"#
+                    try await outbound.write(.text(#"{"type":"publish","stream":"emergencies","event":\#(event)}"#))
+                    n += 1
+                    if samples.measuring.load(ordering: .relaxed) { samples.published.add(1, ordering: .relaxed) }
+                }
+                // Let the last notifications arrive, then stop measuring.
+                try await Task.sleep(for: .milliseconds(500))
+                samples.measuring.store(false, ordering: .relaxed)
+                drain.cancel()
+            }
+            let (cpuStart, wallStart) = window.withLock { $0 }
+            let wall = (ContinuousClock.now - wallStart).seconds
+            let cpu = (serverPID.map(Self.cpuSeconds) ?? 0) - cpuStart
+            samples.stop.store(true, ordering: .relaxed)
+            // Nudge subscribers out of their loops with one more event, then close.
+            try await WebSocketClient.connect(url: webSocketURL, logger: logger) { _, outbound, _ in
+                let event = #"{"kind":"\#(kind)","severity":3,"location":{"lat":52.0,"lon":4.0},"area":"bench","description":"t0","time":1763900000000}"#
+                try await outbound.write(.text(#"{"type":"publish","stream":"emergencies","event":\#(event)}"#))
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            try await group.waitForAll()
+            let latencies = samples.latencies.withLock { $0 }.sorted()
+            let delivered = samples.delivered.load(ordering: .relaxed)
+            let expected = samples.published.load(ordering: .relaxed) * subscribers
+            print("delivered \(delivered) of \(expected) expected notifications (\(expected - delivered) missing)")
+            print("publish→notify latency: " + Self.percentiles(latencies))
+            if serverPID != nil {
+                let perDelivery = delivered > 0 ? cpu / Double(delivered) * 1e6 : 0
+                print(
+                    String(
+                        format: "server CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.2f µs per delivered notification",
+                        cpu, wall, cpu / wall * 100, perDelivery))
+            }
+        }
+    }
+
+    // MARK: Throughput
+
+    func throughput(webSocketURL: String, serverPID: Int32?, logger: Logger) async throws {
+        let state = Samples()
+        print("\(publishers) publisher(s), one event at a time each, for \(warmup) s warm-up + \(duration) s")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for p in 0..<publishers {
+                group.addTask {
+                    try await WebSocketClient.connect(url: webSocketURL, logger: logger) { inbound, outbound, _ in
+                        var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                        var local: [Int64] = []
+                        var n = 0
+                        while !state.finished.load(ordering: .relaxed) {
+                            n += 1
+                            let event = #"{"kind":"tp-\#(p)","severity":1,"location":{"lat":1.0,"lon":2.0},"area":"tp","time":1763900000000}"#
+                            let start = Self.monotonicNanos()
+                            try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies","event":\#(event)}"#))
+                            guard case .text(let reply)? = try await iterator.next(), reply.hasPrefix(#"{"type":"published""#) else {
+                                throw ValidationError("publish failed")
+                            }
+                            if state.measuring.load(ordering: .relaxed) {
+                                local.append(Self.monotonicNanos() - start)
+                                state.delivered.add(1, ordering: .relaxed)
+                            }
+                        }
+                        state.latencies.withLock { $0 += local }
+                    }
+                }
+            }
+            try await Task.sleep(for: .seconds(warmup))
+            let cpuStart = serverPID.map(Self.cpuSeconds) ?? 0
+            let wallStart = ContinuousClock.now
+            state.measuring.store(true, ordering: .relaxed)
+            try await Task.sleep(for: .seconds(duration))
+            state.measuring.store(false, ordering: .relaxed)
+            let wall = (ContinuousClock.now - wallStart).seconds
+            let cpu = (serverPID.map(Self.cpuSeconds) ?? 0) - cpuStart
+            state.finished.store(true, ordering: .relaxed)
+            try await group.waitForAll()
+            let count = state.delivered.load(ordering: .relaxed)
+            print(String(format: "durable publishes: %d in %.1f s = %.0f events/s", count, wall, Double(count) / wall))
+            print("publish→published latency: " + Self.percentiles(state.latencies.withLock { $0 }.sorted()))
+            if serverPID != nil {
+                print(String(format: "server CPU: %.2f s (%.1f µs per event)", cpu, count > 0 ? cpu / Double(count) * 1e6 : 0))
+            }
+        }
+    }
+
+    // MARK: Helpers
+
+    static func percentiles(_ sorted: [Int64]) -> String {
+        guard !sorted.isEmpty else { return "no samples" }
+        func at(_ q: Double) -> String {
+            let v = sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]
+            return String(format: "%.3f ms", Double(v) / 1e6)
+        }
+        return "p50 \(at(0.5)), p90 \(at(0.9)), p99 \(at(0.99)), p99.9 \(at(0.999)), max \(String(format: "%.3f ms", Double(sorted.last!) / 1e6)) (\(sorted.count) samples)"
+    }
+
+    static func monotonicNanos() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// The publish time the benchmark put in the event's description ("t<nanos>").
+    static func sentNanos(_ frame: String) -> Int64? {
+        guard let r = frame.range(of: #""description":"t"#) else { return nil }
+        return Int64(frame[r.upperBound...].prefix { $0.isNumber })
+    }
+
+    static func field(_ frame: String, _ name: String) -> String? {
+        guard let r = frame.range(of: "\"\(name)\":") else { return nil }
+        var rest = frame[r.upperBound...]
+        if rest.first == "\"" {
+            rest = rest.dropFirst()
+            return String(rest.prefix { $0 != "\"" })
+        }
+        return String(rest.prefix { $0.isNumber })
+    }
+
+    /// User + system CPU seconds of a process, from /proc/PID/stat.
+    static func cpuSeconds(_ pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime field 14, stime field 15 (1-based over the whole line).
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    static func spawnServer(noFsync: Bool) async throws -> (Process, Int) {
+        let directory = NSTemporaryDirectory() + "tocsin-bench-\(UUID().uuidString)"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.resolvingSymlinksInPath()
+        process.arguments = ["serve", "--port", "0", "--data-dir", directory, "--log-level", "warning"] + (noFsync ? ["--no-fsync"] : [])
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let handle = pipe.fileHandleForReading
+        var buffer = Data()
+        while true {
+            let chunk = handle.availableData
+            if chunk.isEmpty { throw ValidationError("the spawned server exited before listening") }
+            buffer.append(chunk)
+            let text = String(decoding: buffer, as: UTF8.self)
+            if let r = text.range(of: "listening on http://127.0.0.1:") {
+                let port = Int(text[r.upperBound...].prefix { $0.isNumber }) ?? 0
+                print("spawned tocsin serve (pid \(process.processIdentifier)) on port \(port)\(noFsync ? " with --no-fsync" : "")")
+                return (process, port)
+            }
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
