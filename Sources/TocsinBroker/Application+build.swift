@@ -2,6 +2,7 @@ import Hummingbird
 import HummingbirdWebSocket
 public import Logging
 import NIOCore
+public import Prometheus
 public import ServiceLifecycle
 import TocsinCore
 import TocsinStore
@@ -15,8 +16,12 @@ public struct BrokerApplication: Sendable {
 
 /// Builds the broker with its store, HTTP API and WebSocket endpoint. `onListening` receives
 /// the bound port (useful with port 0). The executable and the tests both call this.
+///
+/// `metrics`, when given, is served in the Prometheus text format at `GET /metrics`; the caller
+/// bootstraps swift-metrics with a factory writing to it (the executable does).
 public func buildBroker(
-    configuration: BrokerConfiguration, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    configuration: BrokerConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil,
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> BrokerApplication {
     let store = try SQLiteStore(
         configuration: .init(
@@ -30,6 +35,13 @@ public func buildBroker(
     let router = Router(context: BasicWebSocketRequestContext.self)
     HTTPAPI(broker: broker).register(on: router)
     WebSocketEndpoint(broker: broker).register(on: router)
+    if let metrics {
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.emitToBuffer())))
+        }
+    }
     let app = Application(
         router: router,
         server: .http1WebSocketUpgrade(

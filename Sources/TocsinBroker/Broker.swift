@@ -112,7 +112,7 @@ public final class Broker: Service, Sendable {
     func dispatcher(for info: StreamInfo) -> StreamDispatcher {
         let (dispatcher, created) = dispatchers.withLock { d -> (StreamDispatcher, Bool) in
             if let existing = d[info.name] { return (existing, false) }
-            let new = StreamDispatcher(info: info, store: store, catalog: catalog, logger: logger)
+            let new = StreamDispatcher(info: info, store: store, catalog: catalog, metrics: metrics, logger: logger)
             d[info.name] = new
             return (new, true)
         }

@@ -9,4 +9,6 @@ struct BrokerMetrics: Sendable {
     let sessionsClosed = Counter(label: "tocsin_sessions_closed_total")
     let slowConsumers = Counter(label: "tocsin_slow_consumer_disconnects_total")
     let protocolErrors = Counter(label: "tocsin_protocol_errors_total")
+    let deliveredNotifications = Counter(label: "tocsin_notifications_sent_total")
+    let replayedEvents = Counter(label: "tocsin_replayed_notifications_total")
 }

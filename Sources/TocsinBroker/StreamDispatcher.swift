@@ -42,14 +42,16 @@ actor StreamDispatcher {
     private var waitingForTail: [String: Int64] = [:]
     private var matched: [InterestID] = []
     private let catalog: Catalog
+    private let metrics: BrokerMetrics
 
-    init(info: StreamInfo, store: any Store, catalog: Catalog, logger: Logger) {
+    init(info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger) {
         self.stream = info.name
         self.epoch = info.epoch
         self.position = info.lastSeq
         self.schema = info.definition.schema
         self.store = store
         self.catalog = catalog
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -166,8 +168,11 @@ actor StreamDispatcher {
 
     // MARK: Live dispatch
 
-    /// Matches committed events (in seq order) and queues notifications.
-    func dispatch(_ events: [StoredEvent], nowMillis: Int64) {
+    /// Matches committed events (in seq order) and queues notifications; returns how many
+    /// notifications it queued (repetitive matches count when flushed).
+    @discardableResult
+    func dispatch(_ events: [StoredEvent], nowMillis: Int64) -> Int {
+        var sent = 0
         for event in events where event.seq > position {
             if !waitingForTail.isEmpty { releaseWaiting() }
             position = event.seq
@@ -180,31 +185,36 @@ actor StreamDispatcher {
                     for subscription in state.subscribers[interest] ?? [] {
                         if subscription.isRepetitive || subscription.channel.definition.delivery == .notify {
                             guard var a = attached[subscription.id] else { continue }
-                            deliver(&a, event: event, pushSuffix: nil, nowMillis: nowMillis)
+                            if deliver(&a, event: event, pushSuffix: nil, nowMillis: nowMillis) { sent += 1 }
                             attached[subscription.id] = a
                         } else {
                             if pushSuffix == nil { pushSuffix = NotifyFrame.suffix(seq: event.seq, .event(event.json)) }
                             subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: pushSuffix!))
+                            sent += 1
                         }
                     }
                 }
             }
         }
         if !waitingForTail.isEmpty { releaseWaiting() }
+        return sent
     }
 
-    private func deliver(_ a: inout Attached, event: StoredEvent, pushSuffix: String?, nowMillis: Int64) {
+    /// Sends (or, for repetitive channels, collects) one matching event; true if a frame was queued.
+    @discardableResult
+    private func deliver(_ a: inout Attached, event: StoredEvent, pushSuffix: String?, nowMillis: Int64) -> Bool {
         let subscription = a.subscription
         switch (subscription.channel.definition.mode, subscription.channel.definition.delivery) {
         case (.continuous, .push):
             let suffix = pushSuffix ?? NotifyFrame.suffix(seq: event.seq, .event(event.json))
-            subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: suffix))
+            return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: suffix))
         case (.continuous, .notify):
-            subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: NotifyFrame.suffix(seq: event.seq, .count(1))))
+            return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: NotifyFrame.suffix(seq: event.seq, .count(1))))
         case (.repetitive, let delivery):
             if delivery == .push { a.pending.append(EventPayload(seq: event.seq, json: event.json)) }
             a.pendingCount += 1
             a.pendingSeq = event.seq
+            return false
         }
     }
 
@@ -289,7 +299,8 @@ actor StreamDispatcher {
                 while true {
                     let events = try await store.readEvents(stream: stream, after: from, limit: 1000)
                     guard let last = events.last else { break }
-                    await dispatch(events, nowMillis: nowMillis())
+                    let sent = await dispatch(events, nowMillis: nowMillis())
+                    if sent > 0 { metrics.deliveredNotifications.increment(by: Int64(sent)) }
                     from = last.seq
                     if events.count < 1000 { break }
                 }

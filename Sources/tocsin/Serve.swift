@@ -1,5 +1,7 @@
 import ArgumentParser
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import TocsinBroker
 
@@ -48,6 +50,8 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "tocsin")
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         var configuration = BrokerConfiguration()
         configuration.host = host
         configuration.port = port
@@ -57,7 +61,7 @@ struct Serve: AsyncParsableCommand {
         configuration.durableCommits = !noFsync
         let host = self.host
         let dataDirectory = self.dataDirectory
-        let app = try await buildBroker(configuration: configuration, logger: logger) { port in
+        let app = try await buildBroker(configuration: configuration, logger: logger, metrics: registry) { port in
             // One line on stdout, so scripts and tests can read the port.
             print("tocsin listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
             fflushStdout()
