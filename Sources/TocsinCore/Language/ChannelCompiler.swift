@@ -64,9 +64,9 @@ extension IndexPlan {
             return list.contains(s)
         case .geoRadius(let field, let lat, let lon, let radiusKm, let inclusive):
             guard case .geo(let point) = record[field], let la = lat.value(in: params), let lo = lon.value(in: params),
-                let r = radiusKm.value(in: params)
+                let r = radiusKm.value(in: params), let centre = GeoPoint.validated(lat: la, lon: lo)
             else { return false }
-            let d = point.distanceKm(to: GeoPoint(lat: la, lon: lo))
+            let d = point.distanceKm(to: centre)
             return inclusive ? d <= r : d < r
         case .threshold(let field, let comparison, let bound):
             let op: ComparisonOperator =

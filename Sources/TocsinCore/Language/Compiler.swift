@@ -406,14 +406,14 @@ enum Compiler {
             }
         case .call(.point, let args):
             if let lat = constantNumber(args[0]), let lon = constantNumber(args[1]) {
-                let g = GeoPoint(lat: lat, lon: lon)
+                let g = GeoPoint.validated(lat: lat, lon: lon)
                 return { _, _, _ in g }
             }
             let lat = double(args[0])
             let lon = double(args[1])
             return { r, p, n in
                 guard let a = lat(r, p, n), let b = lon(r, p, n) else { return nil }
-                return GeoPoint(lat: a, lon: b)
+                return GeoPoint.validated(lat: a, lon: b)
             }
         default:
             preconditionFailure("not a geo expression: \(e)")

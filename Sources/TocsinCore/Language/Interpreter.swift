@@ -51,8 +51,9 @@ struct Interpreter {
                 guard case .geo(let x) = v[0], case .geo(let y) = v[1] else { return .null }
                 return .double(x.distanceKm(to: y))
             case ("point", 2):
-                guard let lat = v[0].numericNotTime, let lon = v[1].numericNotTime else { return .null }
-                return .geo(GeoPoint(lat: lat, lon: lon))
+                guard let lat = v[0].numericNotTime, let lon = v[1].numericNotTime, let g = GeoPoint.validated(lat: lat, lon: lon)
+                else { return .null }
+                return .geo(g)
             case ("contains", 2):
                 guard case .stringList(let l) = v[0], case .string(let s) = v[1] else { return .bool(false) }
                 return .bool(l.contains(s))

@@ -23,6 +23,15 @@ public struct GeoPoint: Sendable, Hashable {
     }
 
     public static let earthRadiusKm = 6371.0088
+
+    /// A point if the coordinates are finite and in range (lat in [-90, 90], lon in [-180, 180]),
+    /// else nil. `point(lat, lon)` in the channel language and the geo index both use this, so an
+    /// out-of-range point is null (never matches) everywhere.
+    @inlinable
+    public static func validated(lat: Double, lon: Double) -> GeoPoint? {
+        guard lat >= -90, lat <= 90, lon >= -180, lon <= 180 else { return nil }
+        return GeoPoint(lat: lat, lon: lon)
+    }
 }
 
 /// The type of a stream field or a channel parameter.
