@@ -12,14 +12,29 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // Data sets and hand-built channels shared by the benchmark and the probe.
+        .target(
+            name: "MatcherFixtures",
+            dependencies: [.product(name: "TocsinCore", package: "tocsin")],
+            path: "Support/MatcherFixtures"
+        ),
+        // ordo-one/benchmark suites: every executable target directly under a folder named
+        // "Benchmarks" is one (the plugin finds them by that path).
         .executableTarget(
             name: "MatcherBenchmarks",
             dependencies: [
+                "MatcherFixtures",
                 .product(name: "TocsinCore", package: "tocsin"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "MatcherBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        // A plain timing loop, for profiling (perf record) without the benchmark harness.
+        .executableTarget(
+            name: "MatcherProbe",
+            dependencies: ["MatcherFixtures", .product(name: "TocsinCore", package: "tocsin")],
+            path: "Tools/MatcherProbe"
+        ),
     ]
 )

@@ -98,12 +98,3 @@ struct CrashRecoveryTests {
         server.kill(SIGTERM)
     }
 }
-
-/// Waits for a condition, checking it whenever a short tick passes, up to a deadline.
-func waitUntil(_ what: String, timeout: Duration = .seconds(20), _ condition: @Sendable () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else { throw TestFailure("timed out waiting for \(what)") }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}

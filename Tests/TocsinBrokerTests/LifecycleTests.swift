@@ -93,12 +93,3 @@ struct LifecycleTests {
         }
     }
 }
-
-/// Waits for a condition, checking it each short tick, up to a deadline.
-func waitUntil(_ what: String, timeout: Duration = .seconds(10), _ condition: @Sendable () async -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !(await condition()) {
-        guard ContinuousClock.now < deadline else { throw TestFailure("timed out waiting for \(what)") }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}

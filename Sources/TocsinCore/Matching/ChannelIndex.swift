@@ -69,31 +69,30 @@ public struct ChannelIndex: Sendable {
 
     /// Appends every interest whose bound params make the channel's where-clause true for the
     /// event. Does not clear `result`; allocation-free once `result` has grown to its working size.
+    ///
+    /// The index appends the candidates whose indexed conjunct holds; every `blockSize` of them,
+    /// `ResidualFilter` checks the residual and compacts the block in place.
     public func match(_ record: Record, nowMillis: Int64, into result: inout [InterestID]) {
-        let residual = channel.residual.evaluate
-        let params = interests.params
+        var filter = ResidualFilter(
+            residual: channel.residual.evaluate, params: interests.params, record: record, nowMillis: nowMillis,
+            start: result.count)
         switch index {
         case .keyed(let keyed):
             keyed.withCandidates(for: record) { entries in
-                for e in entries where residual(record, params[Int(e.id)], nowMillis) {
-                    result.append(InterestID(rawValue: e.id))
-                }
+                for e in entries { filter.append(e.id, to: &result) }
             }
         case .geo(let geo):
-            geo.forEachMatch(in: record) { id in
-                if residual(record, params[Int(id)], nowMillis) { result.append(InterestID(rawValue: id)) }
-            }
+            geo.forEachMatch(in: record) { id in filter.append(id, to: &result) }
         case .threshold(let threshold):
             threshold.forEachCandidateRun(for: record) { run in
-                for e in run where residual(record, params[Int(e.id)], nowMillis) {
-                    result.append(InterestID(rawValue: e.id))
-                }
+                for e in run { filter.append(e.id, to: &result) }
             }
         case .scan:
-            for i in params.indices where interests.isLive(Int32(i)) && residual(record, params[i], nowMillis) {
-                result.append(InterestID(rawValue: Int32(i)))
+            for i in 0..<interests.capacity where interests.isLive(Int32(i)) {
+                filter.append(Int32(i), to: &result)
             }
         }
+        filter.finish(&result)
     }
 
     // Each mutation takes the payload out of `index` first, so its storage stays uniquely

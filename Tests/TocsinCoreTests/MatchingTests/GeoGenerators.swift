@@ -3,9 +3,9 @@ import PropertyBased
 @testable import TocsinCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Realistic and adversarial points and radii for geo property tests.

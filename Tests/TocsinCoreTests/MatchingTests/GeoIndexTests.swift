@@ -141,7 +141,8 @@ import Testing
         }
         let pool: [[Value]] = (0..<4000).map { _ in
             let p = point()
-            let r = Int.random(in: 0..<50, using: &rng) == 0 ? Double.random(in: 500...5000, using: &rng) : .random(in: 0.1...60, using: &rng)
+            let r =
+                Int.random(in: 0..<50, using: &rng) == 0 ? Double.random(in: 500...5000, using: &rng) : .random(in: 0.1...60, using: &rng)
             return Fixtures.geoParams(p.lat, p.lon, r, minSeverity: .random(in: 0...3, using: &rng))
         }
         var ops: [Op] = (0..<4000).map { _ in .acquire(.random(in: 0..<1_000_000, using: &rng)) }

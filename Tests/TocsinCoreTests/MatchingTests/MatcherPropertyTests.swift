@@ -5,7 +5,11 @@ import Testing
 
 /// For every plan kind: random interests under random acquire/release sequences, random events;
 /// `match` (as a set) must equal the brute-force `predicate` over every live interest.
-@Suite struct MatcherPropertyTests {
+///
+/// Shrinking is off: a scenario has hundreds of elements and shrinking one can take many minutes.
+/// A failure names the event and the interests' params that disagree, and prints the seed to
+/// reproduce it with `.fixedSeed(...)`.
+@Suite(.shrinking(false)) struct MatcherPropertyTests {
     @Test(arguments: [true, false])
     func geoRadius(inclusive: Bool) async {
         let channel = Fixtures.emergenciesNearMe(inclusive: inclusive)
@@ -36,7 +40,9 @@ import Testing
     }
 
     @Test func equality() async {
-        let region = Gen.int(in: 0...12).map { i -> Value in i == 12 ? .null : .string(["", "n", "s", "e", "w", "N", "nn", "é", "e\u{301}", "x y", "0", "a"][i]) }
+        let region = Gen.int(in: 0...12).map { i -> Value in
+            i == 12 ? .null : .string(["", "n", "s", "e", "w", "N", "nn", "é", "e\u{301}", "x y", "0", "a"][i])
+        }
         let params = zip(region, Gen.int(in: 0...5)).map { r, s -> [Value] in [r, .int(Int64(s))] }
         let event = zip(region, Gen.int(in: 0...5)).map { r, s -> Record in [r, .int(Int64(s))] }
         await propertyCheck(count: 150, input: params.array(of: 1...60), OpGen.ops, event.array(of: 1...30)) { pool, ops, events in
@@ -63,7 +69,10 @@ import Testing
         let number = Gen.frequency(
             (6.0, Gen.int(in: -10...10).map { Value.double(Double($0)) }),
             (3.0, Gen.double(in: -10...10).map { Value.double($0) }),
-            (1.0, Gen.int(in: 0...5).map { [Value.double(.infinity), .double(-.infinity), .double(.nan), .null, .int(3), .double(-0.0)][$0] }))
+            (
+                1.0,
+                Gen.int(in: 0...5).map { [Value.double(.infinity), .double(-.infinity), .double(.nan), .null, .int(3), .double(-0.0)][$0] }
+            ))
         let event = zip(number, Gen.int(in: 0...9)).map { x, k -> Record in [x, .string(k == 0 ? "ignored" : "k")] }
         await propertyCheck(
             count: 150, input: number.map { [$0] }.array(of: 1...200), OpGen.ops, event.array(of: 1...30)

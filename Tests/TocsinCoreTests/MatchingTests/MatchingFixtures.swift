@@ -3,9 +3,9 @@ import Testing
 @testable import TocsinCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Hand-built compiled channels (the language compiler is not a dependency of these tests):

@@ -57,7 +57,10 @@ import Testing
             i % 2 == 0 ? [.double(Double(Int.random(in: 0...20, using: &rng)))] : [.double(Double.random(in: -5...25, using: &rng))]
         }
         var ops: [Op] = (0..<4000).map { _ in .acquire(Int.random(in: 0..<100_000, using: &rng)) }
-        ops += (0..<2500).map { _ in Bool.random(using: &rng) ? .release(Int.random(in: 0..<100_000, using: &rng)) : .acquire(Int.random(in: 0..<100_000, using: &rng)) }
+        ops += (0..<2500).map { _ in
+            Bool.random(using: &rng)
+                ? .release(Int.random(in: 0..<100_000, using: &rng)) : .acquire(Int.random(in: 0..<100_000, using: &rng))
+        }
         ops += (0..<2500).map { _ in .release(Int.random(in: 0..<100_000, using: &rng)) }
         var events: [Record] = (-2...22).map { [.double(Double($0)), .string("k")] }
         events += (0..<20).map { _ in [.double(Double.random(in: -6...26, using: &rng)), .string("k")] }
