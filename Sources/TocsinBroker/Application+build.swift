@@ -32,7 +32,7 @@ public func buildBroker(
         try await ExampleData.seed(store)
     }
     let broker = try await Broker(configuration: configuration, store: store, logger: logger)
-    let router = Router(context: BasicWebSocketRequestContext.self)
+    let router = Router(context: TocsinRequestContext.self)
     HTTPAPI(broker: broker).register(on: router)
     WebSocketEndpoint(broker: broker).register(on: router)
     if let metrics {

@@ -21,6 +21,8 @@ public struct BrokerConfiguration: Sendable {
     public var maxBatchEvents = 10_000
     /// Frames a session may have queued before it counts as a slow consumer and is disconnected.
     public var maxQueuedFrames = 50_000
+    /// Bytes a connection may have waiting for its socket before it counts as a slow consumer.
+    public var maxBufferedBytes = 16 << 20
 
     /// How often acknowledged cursors are written to the store.
     public var ackFlushInterval: Duration = .milliseconds(200)

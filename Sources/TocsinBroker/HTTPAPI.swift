@@ -9,7 +9,7 @@ import TocsinStore
 struct HTTPAPI: Sendable {
     let broker: Broker
 
-    func register(on router: Router<BasicWebSocketRequestContext>) {
+    func register(on router: Router<TocsinRequestContext>) {
         router.get("/healthz") { _, _ in Response.json(#"{"status":"ok"}"#) }
         router.get("/readyz") { _, _ in await self.ready() }
 

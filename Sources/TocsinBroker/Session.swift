@@ -9,11 +9,17 @@ enum OutFrame: Sendable {
     case notify(prefix: String, suffix: String)
 }
 
-/// One client connection: identity, its subscriptions, and a bounded outbox drained by a
-/// single writer task, so producers (dispatchers, replays, replies) never wait on the socket.
+/// One client connection: identity, its subscriptions, and an outbox.
 ///
-/// Slow-consumer policy: when the outbox holds more than `maxQueuedFrames` frames the session
-/// is marked overflowed; the writer sends `error {code: "slow_consumer"}` and closes the
+/// Producers (dispatchers, replays, request handlers) call `send`, which never waits. When the
+/// outbox goes from empty to non-empty the session calls `onReady` once; the transport then
+/// drains everything queued with `take` (on its event loop: one flush per batch, however many
+/// frames) until `take` comes back empty. So a burst of notifications to one client costs one
+/// wake-up and one socket write, not one per frame.
+///
+/// Slow-consumer policy: more than `maxQueuedFrames` undrained frames, or the transport
+/// reporting too many bytes it could not write yet (`overflowed()`), closes the session as a
+/// slow consumer: the transport sends `error {code: "slow_consumer"}` and closes the
 /// connection. Nothing is lost: the client reconnects and resumes from its acknowledged position.
 final class Session: Sendable {
     enum CloseReason: Sendable, Equatable {
@@ -22,7 +28,7 @@ final class Session: Sendable {
 
     private struct State {
         var queue: [OutFrame] = []
-        var waiter: CheckedContinuation<Void, Never>?
+        var drainScheduled = false
         var closed: CloseReason?
         var finished = false
         var client: String?
@@ -33,12 +39,14 @@ final class Session: Sendable {
     let id: String
     let logger: Logger
     private let maxQueuedFrames: Int
+    private let onReady: @Sendable (Session) -> Void
     private let state = Mutex(State())
 
-    init(id: String, maxQueuedFrames: Int, logger: Logger) {
+    init(id: String, maxQueuedFrames: Int, logger: Logger, onReady: @escaping @Sendable (Session) -> Void) {
         self.id = id
         self.maxQueuedFrames = maxQueuedFrames
         self.logger = logger
+        self.onReady = onReady
     }
 
     var client: String? { state.withLock { $0.client } }
@@ -59,20 +67,18 @@ final class Session: Sendable {
     /// Queues a frame. Returns false when the session is closed or just overflowed.
     @discardableResult
     func send(_ frame: OutFrame) -> Bool {
-        let (accepted, waiter): (Bool, CheckedContinuation<Void, Never>?) = state.withLock { s in
-            guard s.closed == nil, !s.finished else { return (false, nil) }
+        let (accepted, wake): (Bool, Bool) = state.withLock { s in
+            guard s.closed == nil, !s.finished else { return (false, false) }
             if s.queue.count >= maxQueuedFrames {
                 s.closed = .slowConsumer
-                let w = s.waiter
-                s.waiter = nil
-                return (false, w)
+            } else {
+                s.queue.append(frame)
             }
-            s.queue.append(frame)
-            let w = s.waiter
-            s.waiter = nil
-            return (true, w)
+            let wake = !s.drainScheduled
+            s.drainScheduled = true
+            return (s.closed == nil, wake)
         }
-        waiter?.resume()
+        if wake { onReady(self) }
         return accepted
     }
 
@@ -80,57 +86,57 @@ final class Session: Sendable {
         send(.text(message.encoded))
     }
 
-    /// Asks the writer to stop after what is queued (graceful) with a reason to report.
-    func close(_ reason: CloseReason) {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if s.closed == nil { s.closed = reason }
-            let w = s.waiter
-            s.waiter = nil
-            return w
+    /// The transport could not keep up (too many bytes waiting for the socket).
+    func overflowed() {
+        let wake = state.withLock { s -> Bool in
+            guard s.closed == nil, !s.finished else { return false }
+            s.closed = .slowConsumer
+            let wake = !s.drainScheduled
+            s.drainScheduled = true
+            return wake
         }
-        waiter?.resume()
+        if wake { onReady(self) }
     }
 
     /// The connection is gone: drop everything and refuse further frames.
     func finish() {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+        state.withLock { s in
             s.finished = true
             s.queue.removeAll()
-            let w = s.waiter
-            s.waiter = nil
-            return w
         }
-        waiter?.resume()
     }
 
-    enum Next {
+    enum Next: Equatable {
+        /// Write these, then call `take` again.
         case frames([OutFrame])
+        /// Nothing queued; the next `send` calls `onReady` again.
+        case idle
         case close(CloseReason)
         case finished
     }
 
-    /// The writer's loop step: everything queued, or the reason to close once drained.
-    func next() async -> Next {
-        while true {
-            let result: Next? = state.withLock { s in
-                if s.finished { return .finished }
-                if !s.queue.isEmpty && s.closed != .slowConsumer {
-                    var taken: [OutFrame] = []
-                    swap(&taken, &s.queue)
-                    return .frames(taken)
-                }
-                if let reason = s.closed { return .close(reason) }
-                return nil
+    /// The drainer's step.
+    func take() -> Next {
+        state.withLock { s in
+            if s.finished {
+                s.drainScheduled = false
+                return .finished
             }
-            if let result { return result }
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { s -> Bool in
-                    if s.finished || !s.queue.isEmpty || s.closed != nil { return true }
-                    s.waiter = c
-                    return false
-                }
-                if ready { c.resume() }
+            if let reason = s.closed {
+                s.queue.removeAll()
+                s.drainScheduled = false
+                s.finished = true
+                return .close(reason)
             }
+            if s.queue.isEmpty {
+                s.drainScheduled = false
+                return .idle
+            }
+            var taken: [OutFrame] = []
+            swap(&taken, &s.queue)
+            return .frames(taken)
         }
     }
 }
+
+extension OutFrame: Equatable {}

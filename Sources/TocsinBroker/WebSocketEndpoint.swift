@@ -14,36 +14,41 @@ import TocsinCore
 struct WebSocketEndpoint: Sendable {
     let broker: Broker
 
-    func register(on router: Router<BasicWebSocketRequestContext>) {
+    func register(on router: Router<TocsinRequestContext>) {
         router.ws("/v1/ws") { _, _ in
             .upgrade([:])
-        } onUpgrade: { inbound, outbound, context in
-            await self.serve(inbound: inbound, outbound: outbound, logger: context.logger)
+        } onUpgrade: { inbound, _, context in
+            await self.serve(inbound: inbound, channel: context.requestContext.channel, logger: context.logger)
         }
     }
 
-    func serve(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, logger: Logger) async {
+    func serve(inbound: WebSocketInboundStream, channel: any Channel, logger: Logger) async {
         let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
         var logger = logger
         logger[metadataKey: "session"] = "\(sessionID)"
-        let session = Session(id: String(sessionID), maxQueuedFrames: broker.configuration.maxQueuedFrames, logger: logger)
-        broker.metrics.sessionsOpened.increment()
+        let configuration = broker.configuration
+        let metrics = broker.metrics
+        let session = Session(id: String(sessionID), maxQueuedFrames: configuration.maxQueuedFrames, logger: logger) { session in
+            channel.eventLoop.execute {
+                Self.drain(session, to: channel, maxBufferedBytes: configuration.maxBufferedBytes, metrics: metrics)
+            }
+        }
+        metrics.sessionsOpened.increment()
         await withDiscardingTaskGroup { group in
-            group.addTask { await self.write(session: session, to: outbound) }
             do {
                 // The transport limit is above the protocol limit, so an oversized message
                 // can be answered with `too_large` instead of a dropped connection.
-                for try await message in inbound.messages(maxSize: broker.configuration.maxMessageBytes * 4) {
+                for try await message in inbound.messages(maxSize: configuration.maxMessageBytes * 4) {
                     guard case .text(let text) = message else {
-                        broker.metrics.protocolErrors.increment()
+                        metrics.protocolErrors.increment()
                         session.send(.error(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames")))
                         continue
                     }
                     let size = text.utf8.count
-                    guard size <= broker.configuration.maxMessageBytes else {
-                        broker.metrics.protocolErrors.increment()
+                    guard size <= configuration.maxMessageBytes else {
+                        metrics.protocolErrors.increment()
                         session.send(
-                            .error(id: nil, TocsinError(.tooLarge, "a message may be at most \(broker.configuration.maxMessageBytes) bytes, got \(size)")))
+                            .error(id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)")))
                         continue
                     }
                     for replay in await handle(text, session: session) {
@@ -54,7 +59,7 @@ struct WebSocketEndpoint: Sendable {
                 logger.debug("connection ended", metadata: ["error": "\(error)"])
             }
             await broker.closed(session: session)
-            broker.metrics.sessionsClosed.increment()
+            metrics.sessionsClosed.increment()
             group.cancelAll()
         }
     }
@@ -108,41 +113,63 @@ struct WebSocketEndpoint: Sendable {
         return []
     }
 
-    /// Drains the outbox to the socket until the session ends.
-    func write(session: Session, to outbound: WebSocketOutboundWriter) async {
-        let allocator = ByteBufferAllocator()
-        do {
-            while true {
-                switch await session.next() {
-                case .frames(let frames):
-                    for frame in frames {
-                        var buffer: ByteBuffer
-                        switch frame {
-                        case .text(let text):
-                            buffer = allocator.buffer(capacity: text.utf8.count)
-                            buffer.writeString(text)
-                        case .notify(let prefix, let suffix):
-                            buffer = allocator.buffer(capacity: prefix.utf8.count + suffix.utf8.count)
-                            buffer.writeString(prefix)
-                            buffer.writeString(suffix)
-                        }
-                        try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
-                    }
-                case .close(.slowConsumer):
-                    broker.metrics.slowConsumers.increment()
-                    session.logger.warning("disconnecting slow consumer")
-                    let notice = ServerMessage.error(
-                        id: nil,
-                        TocsinError(.slowConsumer, "too many undelivered notifications; reconnect and resume from your last acknowledged position"))
-                    try await outbound.write(.text(notice.encoded))
-                    try await outbound.close(.policyViolation, reason: "slow consumer")
-                    return
-                case .finished:
-                    return
+    /// Writes everything the session has queued to its socket, on the channel's event loop:
+    /// one flush per batch. Runs until the outbox is empty.
+    static func drain(_ session: Session, to channel: any Channel, maxBufferedBytes: Int, metrics: BrokerMetrics) {
+        while true {
+            switch session.take() {
+            case .frames(let frames):
+                for frame in frames {
+                    channel.write(webSocketFrame(frame, allocator: channel.allocator), promise: nil)
                 }
+                channel.flush()
+                if let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > maxBufferedBytes {
+                    session.overflowed()
+                }
+            case .idle, .finished:
+                return
+            case .close(.slowConsumer):
+                metrics.slowConsumers.increment()
+                session.logger.warning("disconnecting slow consumer")
+                let notice = ServerMessage.error(
+                    id: nil,
+                    TocsinError(.slowConsumer, "too many undelivered notifications; reconnect and resume from your last acknowledged position"))
+                channel.write(webSocketFrame(.text(notice.encoded), allocator: channel.allocator), promise: nil)
+                var close = channel.allocator.buffer(capacity: 16)
+                close.write(webSocketErrorCode: .policyViolation)
+                close.writeString("slow consumer")
+                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: close), promise: nil)
+                channel.close(promise: nil)
+                return
             }
-        } catch {
-            session.logger.debug("write failed", metadata: ["error": "\(error)"])
         }
+    }
+
+    static func webSocketFrame(_ frame: OutFrame, allocator: ByteBufferAllocator) -> WebSocketFrame {
+        var buffer: ByteBuffer
+        switch frame {
+        case .text(let text):
+            buffer = allocator.buffer(capacity: text.utf8.count)
+            buffer.writeString(text)
+        case .notify(let prefix, let suffix):
+            buffer = allocator.buffer(capacity: prefix.utf8.count + suffix.utf8.count)
+            buffer.writeString(prefix)
+            buffer.writeString(suffix)
+        }
+        return WebSocketFrame(fin: true, opcode: .text, data: buffer)
+    }
+}
+
+/// The request context of every route: Hummingbird's basics, WebSocket upgrade support, and the
+/// connection's channel (a WebSocket session writes its frames to it directly).
+struct TocsinRequestContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<TocsinRequestContext>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.webSocket = .init()
+        self.channel = source.channel
     }
 }

@@ -81,6 +81,14 @@ struct Bench: AsyncParsableCommand {
         let stop = Atomic<Bool>(false)
         let published = Atomic<Int>(0)
         let finished = Atomic<Bool>(false)
+        /// The measured window, in the monotonic nanoseconds events carry: an event counts when
+        /// it was published inside it (so late deliveries of warm-up events do not).
+        let windowStart = Atomic<Int64>(.max)
+        let windowEnd = Atomic<Int64>(.max)
+
+        func inWindow(_ sent: Int64) -> Bool {
+            sent >= windowStart.load(ordering: .relaxed) && sent < windowEnd.load(ordering: .relaxed)
+        }
     }
 
     func latency(webSocketURL: String, serverPID: Int32?, logger: Logger) async throws {
@@ -95,6 +103,7 @@ struct Bench: AsyncParsableCommand {
                             .text(#"{"type":"subscribe","id":"s","channel":"EmergenciesOfKind","params":{"kind":"\#(kind)"}}"#))
                         var local: [Int64] = []
                         var count = 0
+                        var received = 0
                         var subscription = ""
                         for try await frame in inbound.messages(maxSize: 1 << 20) {
                             guard case .text(let text) = frame else { continue }
@@ -105,14 +114,15 @@ struct Bench: AsyncParsableCommand {
                             }
                             guard text.hasPrefix(#"{"type":"notify""#), let sent = Self.sentNanos(text) else { continue }
                             let now = Self.monotonicNanos()
-                            if samples.measuring.load(ordering: .relaxed) {
+                            received += 1
+                            if samples.inWindow(sent) {
                                 local.append(now - sent)
                                 count += 1
                             }
-                            if count % 100 == 99, let seq = Self.field(text, "seq") {
+                            if received % 100 == 0, let seq = Self.field(text, "seq") {
                                 try await outbound.write(.text(#"{"type":"ack","subscription":"\#(subscription)","seq":\#(seq)}"#))
                             }
-                            if samples.stop.load(ordering: .relaxed) && !samples.measuring.load(ordering: .relaxed) { break }
+                            if samples.stop.load(ordering: .relaxed) { break }
                         }
                         samples.latencies.withLock { $0 += local }
                         samples.delivered.add(count, ordering: .relaxed)
@@ -138,23 +148,24 @@ struct Bench: AsyncParsableCommand {
                     if n == warm {
                         let cpu = serverPID.map(Self.cpuSeconds) ?? 0
                         window.withLock { $0 = (cpu, ContinuousClock.now) }
-                        samples.measuring.store(true, ordering: .relaxed)
+                        samples.windowStart.store(Self.monotonicNanos(), ordering: .relaxed)
                     }
                     let due = start + .seconds(Double(n) * interval)
                     if due > ContinuousClock.now { try await Task.sleep(until: due) }
                     let event = #"{"kind":"\#(kind)","severity":3,"location":{"lat":52.0,"lon":4.0},"area":"bench","description":"t\#(Self.monotonicNanos())","time":1763900000000}"#
                     try await outbound.write(.text(#"{"type":"publish","stream":"emergencies","event":\#(event)}"#))
+                    if n >= warm { samples.published.add(1, ordering: .relaxed) }
                     n += 1
-                    if samples.measuring.load(ordering: .relaxed) { samples.published.add(1, ordering: .relaxed) }
                 }
-                // Let the last notifications arrive, then stop measuring.
-                try await Task.sleep(for: .milliseconds(500))
-                samples.measuring.store(false, ordering: .relaxed)
+                samples.windowEnd.store(Self.monotonicNanos(), ordering: .relaxed)
                 drain.cancel()
             }
+            // CPU over the publishing window; then give the last notifications time to arrive.
             let (cpuStart, wallStart) = window.withLock { $0 }
             let wall = (ContinuousClock.now - wallStart).seconds
             let cpu = (serverPID.map(Self.cpuSeconds) ?? 0) - cpuStart
+            // Deliveries later than this settle time count as missing.
+            try await Task.sleep(for: .seconds(2))
             samples.stop.store(true, ordering: .relaxed)
             // Nudge subscribers out of their loops with one more event, then close.
             try await WebSocketClient.connect(url: webSocketURL, logger: logger) { _, outbound, _ in
@@ -166,7 +177,7 @@ struct Bench: AsyncParsableCommand {
             let latencies = samples.latencies.withLock { $0 }.sorted()
             let delivered = samples.delivered.load(ordering: .relaxed)
             let expected = samples.published.load(ordering: .relaxed) * subscribers
-            print("delivered \(delivered) of \(expected) expected notifications (\(expected - delivered) missing)")
+            print("delivered \(delivered) of \(expected) expected notifications (\(expected - delivered) missing after a 2 s settle)")
             print("publish→notify latency: " + Self.percentiles(latencies))
             if serverPID != nil {
                 let perDelivery = delivered > 0 ? cpu / Double(delivered) * 1e6 : 0

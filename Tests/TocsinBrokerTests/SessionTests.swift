@@ -1,44 +1,61 @@
 import Logging
+import Synchronization
 import Testing
 @testable import TocsinBroker
 
-/// The outbox and the slow-consumer policy, driven directly (no sockets).
+/// The outbox, its wake-ups and the slow-consumer policy, driven directly (no sockets).
 struct SessionTests {
-    func session(max: Int) -> Session {
-        Session(id: "t", maxQueuedFrames: max, logger: Logger(label: "t"))
+    final class Wakes: Sendable {
+        let count = Atomic<Int>(0)
     }
 
-    @Test func framesComeOutInOrderAndInBatches() async {
-        let s = session(max: 10)
+    func session(max: Int, wakes: Wakes) -> Session {
+        Session(id: "t", maxQueuedFrames: max, logger: Logger(label: "t")) { _ in wakes.count.add(1, ordering: .relaxed) }
+    }
+
+    @Test func aBurstCostsOneWakeUpAndDrainsInOrder() {
+        let wakes = Wakes()
+        let s = session(max: 10, wakes: wakes)
         #expect(s.send(.text("a")))
         #expect(s.send(.notify(prefix: "p", suffix: "1")))
-        guard case .frames(let frames) = await s.next() else {
-            Issue.record("expected frames")
-            return
-        }
-        #expect(frames.count == 2)
-        if case .text(let t) = frames[0] { #expect(t == "a") } else { Issue.record("order") }
+        #expect(s.send(.text("b")))
+        #expect(wakes.count.load(ordering: .relaxed) == 1)
+        #expect(s.take() == .frames([.text("a"), .notify(prefix: "p", suffix: "1"), .text("b")]))
+        // Frames sent while draining join the same drain, without another wake-up.
+        #expect(s.send(.text("c")))
+        #expect(wakes.count.load(ordering: .relaxed) == 1)
+        #expect(s.take() == .frames([.text("c")]))
+        #expect(s.take() == .idle)
+        // Once idle, the next frame wakes the drainer again.
+        #expect(s.send(.text("d")))
+        #expect(wakes.count.load(ordering: .relaxed) == 2)
     }
 
-    @Test func overflowClosesTheSessionAsASlowConsumer() async {
-        let s = session(max: 3)
+    @Test func tooManyQueuedFramesCloseTheSessionAsASlowConsumer() {
+        let wakes = Wakes()
+        let s = session(max: 3, wakes: wakes)
         for i in 0..<3 { #expect(s.send(.text("\(i)"))) }
         #expect(!s.send(.text("overflow")))
         #expect(!s.send(.text("after")))
-        guard case .close(.slowConsumer) = await s.next() else {
-            Issue.record("expected a slow-consumer close")
-            return
-        }
+        #expect(s.take() == .close(.slowConsumer))
+        #expect(s.take() == .finished)
     }
 
-    @Test func aFinishedSessionRefusesFramesAndWakesItsWriter() async {
-        let s = session(max: 3)
-        async let next = s.next()
+    @Test func aTransportThatCannotKeepUpClosesTheSession() {
+        let wakes = Wakes()
+        let s = session(max: 100, wakes: wakes)
+        #expect(s.send(.text("a")))
+        #expect(s.take() == .frames([.text("a")]))
+        s.overflowed()
+        #expect(!s.send(.text("b")))
+        #expect(s.take() == .close(.slowConsumer))
+    }
+
+    @Test func aFinishedSessionRefusesFrames() {
+        let wakes = Wakes()
+        let s = session(max: 3, wakes: wakes)
         s.finish()
-        guard case .finished = await next else {
-            Issue.record("expected finished")
-            return
-        }
         #expect(!s.send(.text("late")))
+        #expect(s.take() == .finished)
     }
 }
