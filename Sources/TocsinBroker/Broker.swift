@@ -45,6 +45,7 @@ public final class Broker: Service, Sendable {
                 if let interval = self.configuration.storePollInterval, let sqlite = self.store as? SQLiteStore {
                     group.addTask { await self.runStorePoller(sqlite, interval: interval) }
                 }
+                // Ends when the task is cancelled (graceful shutdown).
                 for await dispatcher in self.newTails {
                     group.addTask { await dispatcher.runTail(nowMillis: TimeFormat.nowMillis) }
                 }
@@ -54,17 +55,10 @@ public final class Broker: Service, Sendable {
         logger.info("broker stopped")
     }
 
-    /// Ends the tails; used when the service is cancelled.
-    func stopTails() { newTailsContinuation.finish() }
-
     private func runAckFlusher() async {
-        await withTaskCancellationHandler {
-            while !Task.isCancelled {
-                try? await Task.sleep(for: configuration.ackFlushInterval)
-                await flushAcks()
-            }
-        } onCancel: {
-            self.stopTails()
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.ackFlushInterval)
+            await flushAcks()
         }
     }
 

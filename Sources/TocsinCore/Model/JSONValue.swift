@@ -95,27 +95,23 @@ extension JSONValue: Codable {
 }
 
 extension JSONValue {
-    /// Parses a JSON document. Throws `TocsinError` with code `bad_json` on malformed input.
+    /// Parses a JSON document (RFC 8259) with `JSONParser`, a single pass over the bytes.
+    /// Throws `TocsinError` with code `bad_json` and the byte offset on malformed input.
+    /// Numbers with a fraction or an exponent are `.double` even when whole (`1.0`).
     public static func parse(_ bytes: some Collection<UInt8>) throws(TocsinError) -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch {
-            throw TocsinError(.badJSON, "malformed JSON: \(JSONValue.describe(error))")
+        let contiguous = bytes.withContiguousStorageIfAvailable { buffer in
+            Result { () throws(TocsinError) in try JSONParser.parse(buffer) }
         }
+        if let contiguous { return try contiguous.get() }
+        return try Array(bytes).withUnsafeBufferPointer { buffer throws(TocsinError) in try JSONParser.parse(buffer) }
     }
 
     public static func parse(_ text: String) throws(TocsinError) -> JSONValue {
-        try parse(Array(text.utf8))
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            if let underlying = context.underlyingError {
-                return "\(underlying)"
-            }
-            return context.debugDescription
+        let contiguous = text.utf8.withContiguousStorageIfAvailable { buffer in
+            Result { () throws(TocsinError) in try JSONParser.parse(buffer) }
         }
-        return "\(error)"
+        if let contiguous { return try contiguous.get() }
+        return try parse(Array(text.utf8))
     }
 
     /// Serializes compactly. Object keys are sorted so equal values always serialize alike.

@@ -131,7 +131,9 @@ extension Value {
             self = .bool(b)
         case .time:
             switch json {
-            case .int(let ms): self = .time(ms)
+            case .int, .double:
+                guard let ms = json.intValue else { throw mismatch() }
+                self = .time(ms)
             case .string(let s):
                 guard let ms = TimeFormat.parse(s) else {
                     throw TocsinError(code, "\(what) must be an RFC 3339 time like 2026-11-23T12:00:00Z, got '\(s)'")
