@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import Synchronization
 import TocsinCore
 
@@ -39,14 +40,29 @@ final class Session: Sendable {
     let id: String
     let logger: Logger
     private let maxQueuedFrames: Int
-    private let onReady: @Sendable (Session) -> Void
+    /// Where `drain` must run; nil runs it in place (tests).
+    let eventLoop: (any EventLoop)?
+    /// Writes what `take` returns until it says idle; runs on `eventLoop`.
+    let drain: @Sendable (Session) -> Void
     private let state = Mutex(State())
 
-    init(id: String, maxQueuedFrames: Int, logger: Logger, onReady: @escaping @Sendable (Session) -> Void) {
+    init(
+        id: String, maxQueuedFrames: Int, logger: Logger, eventLoop: (any EventLoop)? = nil,
+        drain: @escaping @Sendable (Session) -> Void
+    ) {
         self.id = id
         self.maxQueuedFrames = maxQueuedFrames
         self.logger = logger
-        self.onReady = onReady
+        self.eventLoop = eventLoop
+        self.drain = drain
+    }
+
+    private func onReady() {
+        if let eventLoop {
+            eventLoop.execute { self.drain(self) }
+        } else {
+            drain(self)
+        }
     }
 
     var client: String? { state.withLock { $0.client } }
@@ -67,7 +83,21 @@ final class Session: Sendable {
     /// Queues a frame. Returns false when the session is closed or just overflowed.
     @discardableResult
     func send(_ frame: OutFrame) -> Bool {
-        let (accepted, wake): (Bool, Bool) = state.withLock { s in
+        let (accepted, wake) = enqueue(frame)
+        if wake { onReady() }
+        return accepted
+    }
+
+    /// Queues a frame, leaving the wake-up to `wakes` (one per event loop for a whole dispatch).
+    @discardableResult
+    func send(_ frame: OutFrame, wakes: inout WakeBatch) -> Bool {
+        let (accepted, wake) = enqueue(frame)
+        if wake { wakes.add(self) }
+        return accepted
+    }
+
+    private func enqueue(_ frame: OutFrame) -> (accepted: Bool, wake: Bool) {
+        state.withLock { s in
             guard s.closed == nil, !s.finished else { return (false, false) }
             if s.queue.count >= maxQueuedFrames {
                 s.closed = .slowConsumer
@@ -78,8 +108,6 @@ final class Session: Sendable {
             s.drainScheduled = true
             return (s.closed == nil, wake)
         }
-        if wake { onReady(self) }
-        return accepted
     }
 
     func send(_ message: ServerMessage) {
@@ -95,7 +123,7 @@ final class Session: Sendable {
             s.drainScheduled = true
             return wake
         }
-        if wake { onReady(self) }
+        if wake { onReady() }
     }
 
     /// The connection is gone: drop everything and refuse further frames.
@@ -140,3 +168,29 @@ final class Session: Sendable {
 }
 
 extension OutFrame: Equatable {}
+
+/// Sessions that need draining after a dispatch: one task per event loop drains them all,
+/// instead of one cross-thread wake-up per session.
+struct WakeBatch {
+    private var sessions: [Session] = []
+
+    mutating func add(_ session: Session) { sessions.append(session) }
+
+    func run() {
+        guard !sessions.isEmpty else { return }
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, sessions: [Session])] = [:]
+        for session in sessions {
+            guard let loop = session.eventLoop else {
+                session.drain(session)
+                continue
+            }
+            byLoop[ObjectIdentifier(loop), default: (loop, [])].sessions.append(session)
+        }
+        for (_, group) in byLoop {
+            let sessions = group.sessions
+            group.loop.execute {
+                for session in sessions { session.drain(session) }
+            }
+        }
+    }
+}

@@ -161,7 +161,9 @@ actor StreamDispatcher {
 
     private func deliverReplayed(_ subscription: LiveSubscription, event: StoredEvent) -> Bool {
         guard var a = attached[subscription.id], a.subscription === subscription else { return false }
-        deliver(&a, event: event, pushSuffix: nil, nowMillis: 0)
+        var wakes = WakeBatch()
+        deliver(&a, event: event, wakes: &wakes)
+        wakes.run()
         attached[subscription.id] = a
         return true
     }
@@ -173,6 +175,8 @@ actor StreamDispatcher {
     @discardableResult
     func dispatch(_ events: [StoredEvent], nowMillis: Int64) -> Int {
         var sent = 0
+        var wakes = WakeBatch()
+        defer { wakes.run() }
         for event in events where event.seq > position {
             if !waitingForTail.isEmpty { releaseWaiting() }
             position = event.seq
@@ -185,12 +189,13 @@ actor StreamDispatcher {
                     for subscription in state.subscribers[interest] ?? [] {
                         if subscription.isRepetitive || subscription.channel.definition.delivery == .notify {
                             guard var a = attached[subscription.id] else { continue }
-                            if deliver(&a, event: event, pushSuffix: nil, nowMillis: nowMillis) { sent += 1 }
+                            if deliver(&a, event: event, wakes: &wakes) { sent += 1 }
                             attached[subscription.id] = a
                         } else {
                             if pushSuffix == nil { pushSuffix = NotifyFrame.suffix(seq: event.seq, .event(event.json)) }
-                            subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: pushSuffix!))
-                            sent += 1
+                            if subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: pushSuffix!), wakes: &wakes) {
+                                sent += 1
+                            }
                         }
                     }
                 }
@@ -202,14 +207,15 @@ actor StreamDispatcher {
 
     /// Sends (or, for repetitive channels, collects) one matching event; true if a frame was queued.
     @discardableResult
-    private func deliver(_ a: inout Attached, event: StoredEvent, pushSuffix: String?, nowMillis: Int64) -> Bool {
+    private func deliver(_ a: inout Attached, event: StoredEvent, wakes: inout WakeBatch) -> Bool {
         let subscription = a.subscription
         switch (subscription.channel.definition.mode, subscription.channel.definition.delivery) {
         case (.continuous, .push):
-            let suffix = pushSuffix ?? NotifyFrame.suffix(seq: event.seq, .event(event.json))
-            return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: suffix))
+            let suffix = NotifyFrame.suffix(seq: event.seq, .event(event.json))
+            return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: suffix), wakes: &wakes)
         case (.continuous, .notify):
-            return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: NotifyFrame.suffix(seq: event.seq, .count(1))))
+            let suffix = NotifyFrame.suffix(seq: event.seq, .count(1))
+            return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: suffix), wakes: &wakes)
         case (.repetitive, let delivery):
             if delivery == .push { a.pending.append(EventPayload(seq: event.seq, json: event.json)) }
             a.pendingCount += 1

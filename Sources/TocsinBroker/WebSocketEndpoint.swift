@@ -28,10 +28,10 @@ struct WebSocketEndpoint: Sendable {
         logger[metadataKey: "session"] = "\(sessionID)"
         let configuration = broker.configuration
         let metrics = broker.metrics
-        let session = Session(id: String(sessionID), maxQueuedFrames: configuration.maxQueuedFrames, logger: logger) { session in
-            channel.eventLoop.execute {
-                Self.drain(session, to: channel, maxBufferedBytes: configuration.maxBufferedBytes, metrics: metrics)
-            }
+        let session = Session(
+            id: String(sessionID), maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, eventLoop: channel.eventLoop
+        ) { session in
+            Self.drain(session, to: channel, maxBufferedBytes: configuration.maxBufferedBytes, metrics: metrics)
         }
         metrics.sessionsOpened.increment()
         await withDiscardingTaskGroup { group in
