@@ -45,16 +45,7 @@ public final class Inbox: Sendable {
 
     /// The next frame, or a failure when none arrives within `timeout`.
     public func next(timeout: Duration = .seconds(10)) async throws -> ServerMessage {
-        let message = await withTaskGroup(of: ServerMessage?.self) { group in
-            group.addTask { await self.take() }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
-        }
+        let message = await firstOrNil(within: timeout) { await self.take() }
         guard let message else { throw TestFailure("no frame within \(timeout)") }
         return message
     }
@@ -100,5 +91,19 @@ public final class Inbox: Sendable {
             }
             c?.resume(returning: nil)
         }
+    }
+}
+
+/// The value `body` produces, or nil if `timeout` passes first (then `body` is cancelled).
+public func firstOrNil<T: Sendable>(within timeout: Duration, _ body: @escaping @Sendable () async -> T?) async -> T? {
+    await withTaskGroup(of: T?.self) { group in
+        group.addTask { await body() }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = await group.next()!
+        group.cancelAll()
+        return first
     }
 }

@@ -42,23 +42,13 @@ public final class ServerProcess: Sendable {
             }
             continuation.finish()
         }
-        let port: Int? = await withTaskGroup(of: Int?.self) { group in
-            group.addTask {
-                for await line in lines {
-                    if let range = line.range(of: "listening on http://"), let colon = line[range.upperBound...].firstIndex(of: ":") {
-                        let digits = line[line.index(after: colon)...].prefix { $0.isNumber }
-                        return Int(digits)
-                    }
+        let port: Int? = await firstOrNil(within: timeout) {
+            for await line in lines {
+                if let range = line.range(of: "listening on http://"), let colon = line[range.upperBound...].firstIndex(of: ":") {
+                    return Int(line[line.index(after: colon)...].prefix { $0.isNumber })
                 }
-                return nil
             }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
+            return nil
         }
         guard let port else {
             process.terminate()

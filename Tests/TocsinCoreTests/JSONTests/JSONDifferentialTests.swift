@@ -117,20 +117,11 @@ private func expectSameAsFoundation(_ text: String, sourceLocation: SourceLocati
 
 /// Random JSON documents and texts, driven by a seeded SplitMix64.
 private struct JSONGenerator {
-    struct Random: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
+    typealias Random = SplitMix
 
     var rng: Random
 
-    init(seed: Int) { rng = Random(state: UInt64(bitPattern: Int64(seed))) }
+    init(seed: Int) { rng = Random(seed: seed) }
 
     mutating func chance(_ n: Int) -> Bool { Int.random(in: 0..<n, using: &rng) == 0 }
     mutating func pick<T>(_ items: [T]) -> T { items.randomElement(using: &rng)! }

@@ -3,20 +3,6 @@ import Testing
 
 @testable import TocsinCore
 
-/// SplitMix64: a small deterministic generator, seeded by PropertyBased, that drives the
-/// hand-written generators of schemas, records and well-typed expressions below.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: Int) { state = UInt64(bitPattern: Int64(seed)) }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A random stream, channel parameters, and generators of values and well-typed expressions over them.
 struct World {
     var rng: SplitMix

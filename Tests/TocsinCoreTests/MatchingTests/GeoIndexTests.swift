@@ -119,7 +119,7 @@ import Testing
     }
 
     @Test func distanceIsSymmetric() {
-        var rng = MatchSplitMix(seed: 3)
+        var rng = SplitMix(seed: 3)
         for _ in 0..<10_000 {
             let a = GeoPoint(lat: .random(in: -90...90, using: &rng), lon: .random(in: -180...180, using: &rng))
             let b = GeoPoint(
@@ -131,7 +131,7 @@ import Testing
     /// Thousands of interests, dense city clusters plus global ones, with churn, against brute force.
     @Test(arguments: [true, false])
     func denseClustersAgainstBruteForce(inclusive: Bool) {
-        var rng = MatchSplitMix(seed: inclusive ? 11 : 12)
+        var rng = SplitMix(seed: inclusive ? 11 : 12)
         func point() -> GeoPoint {
             if Int.random(in: 0..<4, using: &rng) == 0 {
                 return GeoPoint(lat: .random(in: -90...90, using: &rng), lon: .random(in: -180...180, using: &rng))

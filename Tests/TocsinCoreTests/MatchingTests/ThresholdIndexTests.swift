@@ -52,7 +52,7 @@ import Testing
     /// equal bounds, and emptied chunks, against brute force.
     @Test(arguments: [Comparison.lessThan, .lessOrEqual, .greaterThan, .greaterOrEqual])
     func manyInterestsAgainstBruteForce(_ comparison: Comparison) {
-        var rng = MatchSplitMix(seed: 7)
+        var rng = SplitMix(seed: 7)
         let pool: [[Value]] = (0..<3000).map { i in
             i % 2 == 0 ? [.double(Double(Int.random(in: 0...20, using: &rng)))] : [.double(Double.random(in: -5...25, using: &rng))]
         }
