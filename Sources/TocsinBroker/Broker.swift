@@ -15,6 +15,7 @@ public final class Broker: Service, Sendable {
     let acks = AckTracker()
     let logger: Logger
     let metrics = BrokerMetrics()
+    let slowConsumerDisconnects = Atomic<Int>(0)
     private let dispatchers = Mutex<[String: StreamDispatcher]>([:])
     private let newTails: AsyncStream<StreamDispatcher>
     private let newTailsContinuation: AsyncStream<StreamDispatcher>.Continuation
@@ -101,6 +102,9 @@ public final class Broker: Service, Sendable {
             do { try store.refreshChanges() } catch { logger.warning("store poll failed", metadata: ["error": "\(error)"]) }
         }
     }
+
+    /// How many sessions this broker disconnected as slow consumers.
+    public var slowConsumerDisconnectCount: Int { slowConsumerDisconnects.load(ordering: .relaxed) }
 
     /// The dispatcher of a stream, created (and its tail started) on first use.
     func dispatcher(for info: StreamInfo) -> StreamDispatcher {

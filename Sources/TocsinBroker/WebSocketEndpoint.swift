@@ -28,10 +28,11 @@ struct WebSocketEndpoint: Sendable {
         logger[metadataKey: "session"] = "\(sessionID)"
         let configuration = broker.configuration
         let metrics = broker.metrics
+        let broker = self.broker
         let session = Session(
             id: String(sessionID), maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, eventLoop: channel.eventLoop
         ) { session in
-            Self.drain(session, to: channel, maxBufferedBytes: configuration.maxBufferedBytes, metrics: metrics)
+            Self.drain(session, to: channel, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
         }
         metrics.sessionsOpened.increment()
         await withDiscardingTaskGroup { group in
@@ -115,7 +116,7 @@ struct WebSocketEndpoint: Sendable {
 
     /// Writes everything the session has queued to its socket, on the channel's event loop:
     /// one flush per batch. Runs until the outbox is empty.
-    static func drain(_ session: Session, to channel: any Channel, maxBufferedBytes: Int, metrics: BrokerMetrics) {
+    static func drain(_ session: Session, to channel: any Channel, maxBufferedBytes: Int, broker: Broker) {
         while true {
             switch session.take() {
             case .frames(let frames):
@@ -129,7 +130,8 @@ struct WebSocketEndpoint: Sendable {
             case .idle, .finished:
                 return
             case .close(.slowConsumer):
-                metrics.slowConsumers.increment()
+                broker.metrics.slowConsumers.increment()
+                broker.slowConsumerDisconnects.add(1, ordering: .relaxed)
                 session.logger.warning("disconnecting slow consumer")
                 let notice = ServerMessage.error(
                     id: nil,
