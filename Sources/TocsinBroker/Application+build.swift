@@ -24,9 +24,7 @@ public func buildBroker(
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> BrokerApplication {
     let store = try SQLiteStore(
-        configuration: .init(
-            path: configuration.databasePath, synchronousFull: configuration.durableCommits,
-            pollInterval: configuration.storePollInterval),
+        configuration: .init(path: configuration.databasePath, synchronousFull: configuration.durableCommits),
         logger: logger)
     if configuration.seedExample {
         try await ExampleData.seed(store)
@@ -46,7 +44,8 @@ public func buildBroker(
         router: router,
         server: .http1WebSocketUpgrade(
             webSocketRouter: router,
-            configuration: .init(maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30)))),
+            configuration: .init(
+                ws: .init(maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30))))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin"),
         services: [broker],
         onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },

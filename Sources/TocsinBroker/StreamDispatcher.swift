@@ -38,6 +38,8 @@ actor StreamDispatcher {
 
     private var channels: [String: ChannelState] = [:]
     private var attached: [String: Attached] = [:]
+    /// Ids of attached subscriptions on repetitive channels (the ticker visits only these).
+    private var repetitive: Set<String> = []
     /// Subscriptions that start beyond the tail (it lags the store): they go live once the tail reaches their seq.
     private var waitingForTail: [String: Int64] = [:]
     private var matched: [InterestID] = []
@@ -83,6 +85,7 @@ actor StreamDispatcher {
     func attach(_ subscription: LiveSubscription) {
         detach(subscription.id)
         attached[subscription.id] = Attached(subscription: subscription)
+        if subscription.isRepetitive { repetitive.insert(subscription.id) }
     }
 
     /// Stops delivering to a subscription, if `session` (when given) is the one it is attached
@@ -93,6 +96,7 @@ actor StreamDispatcher {
         if let session, a.subscription.session !== session { return nil }
         attached.removeValue(forKey: id)
         waitingForTail.removeValue(forKey: id)
+        repetitive.remove(id)
         let name = a.subscription.channel.name
         guard let interest = a.interest, var state = channels[name] else { return a.subscription }
         state.subscribers[interest]?.removeAll { $0 === a.subscription }
@@ -226,8 +230,8 @@ actor StreamDispatcher {
 
     /// Sends what repetitive subscriptions collected, for those whose period is due.
     func flushRepetitive(nowMillis: Int64) {
-        for (id, var a) in attached where a.subscription.isRepetitive {
-            guard case .repetitive(let period) = a.subscription.channel.definition.mode else { continue }
+        for id in repetitive {
+            guard var a = attached[id], case .repetitive(let period) = a.subscription.channel.definition.mode else { continue }
             if a.nextFlushMillis == 0 { a.nextFlushMillis = nowMillis + period }
             if nowMillis >= a.nextFlushMillis {
                 a.nextFlushMillis = nowMillis + period
@@ -243,8 +247,6 @@ actor StreamDispatcher {
         }
     }
 
-    var hasRepetitive: Bool { attached.values.contains { $0.subscription.isRepetitive } }
-    var attachedCount: Int { attached.count }
     var attachedSubscriptions: [LiveSubscription] { attached.values.map(\.subscription) }
 
     /// The stream was recreated: its epoch starts over at seq 0. Every attached subscription is
@@ -259,6 +261,7 @@ actor StreamDispatcher {
         waitingForTail = [:]
         let previous = attached
         attached = [:]
+        repetitive = []
         for old in previous.values.map(\.subscription) {
             guard let definition = catalog.channel(old.channel.name)?.definition,
                 let channel = try? ChannelCompiler.compile(definition, schema: info.definition.schema),
@@ -272,6 +275,7 @@ actor StreamDispatcher {
             var a = Attached(subscription: renewed)
             makeLive(&a)
             attached[renewed.id] = a
+            if renewed.isRepetitive { repetitive.insert(renewed.id) }
             var params: [String: JSONValue] = [:]
             for (p, v) in zip(definition.params, old.params) { params[p.name] = v.json }
             renewed.session.send(

@@ -82,7 +82,6 @@ public struct Subscriber: Sendable {
         /// Last seq yielded per subscription (and the epoch it belongs to).
         let positions = Mutex<[String: StreamPosition]>([:])
         let channels = Mutex<[String: String]>([:])
-        let duplicates = Atomic<Int>(0)
         let unacked = Mutex<(positions: [String: Int64], count: Int)>(([:], 0))
         let subscribedOnce = Atomic<Bool>(false)
         let connectedAt = Atomic<Int>(0)
@@ -182,10 +181,7 @@ public struct Subscriber: Sendable {
             p[subscription] = position
             return true
         }
-        guard fresh else {
-            tracker.duplicates.add(1, ordering: .relaxed)
-            return nil
-        }
+        guard fresh else { return nil }
         let channel = tracker.channels.withLock { $0[subscription] } ?? ""
         switch n {
         case .event(let json):

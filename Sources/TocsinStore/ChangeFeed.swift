@@ -8,7 +8,6 @@ import Synchronization
 public final class ChangeFeed: Sendable {
     private struct State {
         var lastSeq: [String: Int64] = [:]
-        var generation: [String: Int64] = [:]
         var waiters: [String: [(id: Int, after: Int64, continuation: CheckedContinuation<Void, Never>)]] = [:]
         var nextWaiter = 0
     }

@@ -11,13 +11,9 @@ public final class SQLiteStore: Store {
         public var path: String
         /// `FULL` makes every group commit survive power loss; `NORMAL` survives process crashes only.
         public var synchronousFull: Bool = true
-        /// How often to look for appends made by other processes; nil when this process is the only writer.
-        public var pollInterval: Duration? = nil
-
-        public init(path: String, synchronousFull: Bool = true, pollInterval: Duration? = nil) {
+        public init(path: String, synchronousFull: Bool = true) {
             self.path = path
             self.synchronousFull = synchronousFull
-            self.pollInterval = pollInterval
         }
     }
 
@@ -25,7 +21,6 @@ public final class SQLiteStore: Store {
     let logger: Logger
     public let changes: ChangeFeed
     let committer: GroupCommitter
-    private let pollInterval: Duration?
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "tocsin.store")) throws {
         let directory = URL(fileURLWithPath: configuration.path).deletingLastPathComponent().path
@@ -42,7 +37,6 @@ public final class SQLiteStore: Store {
         let feed = ChangeFeed()
         self.changes = feed
         self.committer = GroupCommitter(pool: pool, logger: logger) { stream, seq in feed.advance(stream: stream, to: seq) }
-        self.pollInterval = configuration.pollInterval
         try Self.migrator.migrate(pool)
         try refreshChanges()
     }
