@@ -52,6 +52,7 @@ struct JSONDifferentialTests {
         for text in fixed {
             expectSameAsFoundation(text)
         }
+        expectSameAsFoundation("-451162360528878240.40")  // a rounding tie Foundation gets one ulp off
         await propertyCheck(count: 2000, input: Gen.int(in: 0...Int.max)) { seed in
             var g = JSONGenerator(seed: seed)
             expectSameAsFoundation(g.numberText())
@@ -108,6 +109,14 @@ private func expectSameAsFoundation(_ text: String, sourceLocation: SourceLocati
         (mine == nil) == (reference == nil), "\(text): \(String(describing: mine)) vs \(String(describing: reference))",
         sourceLocation: sourceLocation)
     if let mine, let reference {
+        // Foundation turns a number whose double value is whole into an Int64 and drops a
+        // fraction below the double's precision ("-451162360528878240.40" → .int(…240)); when
+        // that lands on a rounding tie, the reference is one ulp off. The correctly rounded
+        // double of the text is then the reference.
+        if case .double(let d) = mine, case .int = reference, let exact = Double(text) {
+            #expect(d == exact, "\(text): \(mine) vs Double(text) \(exact)", sourceLocation: sourceLocation)
+            return
+        }
         #expect(JSONGenerator.sameAsFoundation(mine, reference), "\(text): \(mine) vs \(reference)", sourceLocation: sourceLocation)
         if !text.contains(where: { ".eE".contains($0) }), case .int = reference {
             #expect(mine == reference, "\(text)", sourceLocation: sourceLocation)
