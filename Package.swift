@@ -33,11 +33,34 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The HTTP edge shared by the broker and the controller: error bodies and statuses, JSON bodies, queries.
+        .target(
+            name: "TocsinHTTP",
+            dependencies: [
+                "TocsinCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "TocsinController",
+            dependencies: [
+                "TocsinCore",
+                "TocsinHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Local networks of real processes: `tocsin dev`, the benchmarks and the integration tests share it.
+        .target(name: "TocsinDev"),
         .target(
             name: "TocsinBroker",
             dependencies: [
                 "TocsinCore",
                 "TocsinStore",
+                "TocsinHTTP",
+                "TocsinClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
@@ -61,7 +84,9 @@ let package = Package(
                 "TocsinCore",
                 "TocsinStore",
                 "TocsinBroker",
+                "TocsinController",
                 "TocsinClient",
+                "TocsinDev",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -76,7 +101,9 @@ let package = Package(
             dependencies: [
                 "TocsinCore",
                 "TocsinBroker",
+                "TocsinController",
                 "TocsinClient",
+                "TocsinDev",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -86,6 +113,15 @@ let package = Package(
             dependencies: [
                 "TocsinCore",
                 .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
+        ),
+        .testTarget(
+            name: "TocsinControllerTests",
+            dependencies: [
+                "TocsinTesting",
+                "TocsinController",
+                "TocsinCore",
+                "TocsinClient",
             ]
         ),
         .testTarget(name: "TocsinStoreTests", dependencies: ["TocsinStore", "TocsinCore"]),
@@ -105,6 +141,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "tocsin",
+                "TocsinDev",
                 "TocsinTesting",
                 "TocsinCore",
                 "TocsinClient",

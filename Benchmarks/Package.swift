@@ -36,5 +36,11 @@ let package = Package(
             dependencies: ["MatcherFixtures", .product(name: "TocsinCore", package: "tocsin")],
             path: "Tools/MatcherProbe"
         ),
+        // The controller's decisions (assign, rebalance plan), timed per call.
+        .executableTarget(
+            name: "ClusterProbe",
+            dependencies: [.product(name: "TocsinCore", package: "tocsin")],
+            path: "Tools/ClusterProbe"
+        ),
     ]
 )

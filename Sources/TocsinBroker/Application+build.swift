@@ -5,6 +5,7 @@ import NIOCore
 public import Prometheus
 public import ServiceLifecycle
 import TocsinCore
+import TocsinHTTP
 import TocsinStore
 
 /// A built broker process: the HTTP/WebSocket application plus the broker service.
@@ -48,8 +49,20 @@ public func buildBroker(
                 ws: .init(maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30))))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin"),
         services: [broker],
-        onServerRunning: { channel in await onListening(channel.localAddress?.port ?? configuration.port) },
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            broker.listeningPort.withLock { $0 = port }
+            await onListening(port)
+        },
         logger: logger
     )
-    return BrokerApplication(broker: broker, service: app)
+    guard let settings = configuration.cluster else {
+        return BrokerApplication(broker: broker, service: app)
+    }
+    // The member shuts down first (services stop in reverse order): it drains while the server
+    // still serves the clients it is moving away.
+    let member = ClusterMember(broker: broker, settings: settings, logger: logger)
+    broker.member.withLock { $0 = member }
+    let group = ServiceGroup(configuration: .init(services: [app, member], logger: logger))
+    return BrokerApplication(broker: broker, service: group)
 }

@@ -121,6 +121,7 @@ extension Broker {
     /// Detaches every subscription of a closed session. They stay durable in the store, except
     /// those of a client that said hello without an id: nobody can resume them, so they go.
     func closed(session: Session) async {
+        sessions.withLock { _ = $0.removeValue(forKey: session.id) }
         for (id, stream) in session.subscriptions {
             await existingDispatcher(stream)?.detach(id, session: session)
         }
@@ -183,6 +184,7 @@ extension Broker {
         }
         let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies) }
         metrics.publishedEvents.increment(by: Int64(bodies.count))
+        metrics.totals.published.add(bodies.count, ordering: .relaxed)
         return result
     }
 

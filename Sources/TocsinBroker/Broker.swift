@@ -1,5 +1,6 @@
 public import Logging
 public import ServiceLifecycle
+import Foundation
 import Synchronization
 import TocsinCore
 public import TocsinStore
@@ -17,8 +18,17 @@ public final class Broker: Service, Sendable {
     let metrics = BrokerMetrics()
     let slowConsumerDisconnects = Atomic<Int>(0)
     private let dispatchers = Mutex<[String: StreamDispatcher]>([:])
+    /// Open WebSocket sessions by id.
+    let sessions = Mutex<[String: Session]>([:])
+    /// The port the server listens on, once it does.
+    let listeningPort = Mutex<Int?>(nil)
+    /// Set when the broker is a member of a cluster (`tocsin broker --controller`).
+    let member = Mutex<ClusterMember?>(nil)
     private let newTails: AsyncStream<StreamDispatcher>
     private let newTailsContinuation: AsyncStream<StreamDispatcher>.Continuation
+
+    /// Unique to this process: a restarted broker is a new incarnation.
+    public let incarnation = UUID().uuidString.lowercased()
 
     public init(configuration: BrokerConfiguration, store: any Store, logger: Logger) async throws {
         self.configuration = configuration
@@ -96,11 +106,81 @@ public final class Broker: Service, Sendable {
         }
     }
 
+    /// Another process sharing the SQLite file appends events and defines streams and channels:
+    /// wake the tails on new events every poll, and reload the catalog when definitions change.
     private func runStorePoller(_ store: SQLiteStore, interval: Duration) async {
+        var catalogVersion = (try? store.catalogVersion()) ?? ""
+        var lastCatalogCheck = ContinuousClock.now
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
-            do { try store.refreshChanges() } catch { logger.warning("store poll failed", metadata: ["error": "\(error)"]) }
+            do {
+                try store.refreshChanges()
+                if ContinuousClock.now - lastCatalogCheck >= .milliseconds(500) {
+                    lastCatalogCheck = .now
+                    let version = try store.catalogVersion()
+                    if version != catalogVersion {
+                        catalogVersion = version
+                        try await reloadCatalog()
+                        logger.info("definitions changed in the shared store; catalog reloaded")
+                    }
+                }
+            } catch {
+                logger.warning("store poll failed", metadata: ["error": "\(error)"])
+            }
         }
+    }
+
+    // MARK: Sessions and load
+
+    func opened(_ session: Session) {
+        sessions.withLock { $0[session.id] = session }
+    }
+
+    /// Load as reported to the controller. Sessions already told to migrate are not counted:
+    /// they are leaving, and counting them would make the controller order the same move twice.
+    func currentLoad() -> (connections: Int, subscriptions: Int) {
+        sessions.withLock { all in
+            var connections = 0
+            var subscriptions = 0
+            for session in all.values where !session.isMigrating {
+                connections += 1
+                subscriptions += session.subscriptionCount
+            }
+            return (connections, subscriptions)
+        }
+    }
+
+    /// Sends `migrate` to up to `count` identified sessions; returns how many were told.
+    @discardableResult
+    func migrate(count: Int, to target: BrokerSummary, reason: String) -> Int {
+        let candidates = sessions.withLock { all in all.values.filter(\.canMigrate).prefix(count) }
+        var told = 0
+        for session in candidates where session.migrate(to: target.webSocketURL, broker: target.id, reason: reason) {
+            told += 1
+        }
+        if told > 0 {
+            metrics.migrationsOrdered.increment(by: Int64(told))
+            logger.info("migrating clients", metadata: ["to": "\(target.id)", "clients": "\(told)", "reason": "\(reason)"])
+        }
+        return told
+    }
+
+    /// The discovery list this broker serves: the controller's, or just itself when standalone.
+    public var clusterView: ClusterView {
+        if let member = member.withLock({ $0 }), let view = member.view { return view }
+        return ClusterView(controller: nil, brokers: [standaloneSummary])
+    }
+
+    /// This broker as a one-node cluster (no controller).
+    var standaloneSummary: BrokerSummary {
+        let port = listeningPort.withLock { $0 } ?? configuration.port
+        let http = configuration.cluster?.advertisedURL ?? "http://\(configuration.host):\(port)"
+        let (connections, subscriptions) = currentLoad()
+        return BrokerSummary(
+            id: configuration.brokerID, incarnation: incarnation, webSocketURL: ClusterSettings.webSocketURL(forHTTP: http), httpURL: http,
+            region: configuration.cluster?.region ?? "local", location: configuration.cluster?.location,
+            capacity: configuration.cluster?.capacity ?? Int(Int32.max), state: .active,
+            load: BrokerLoad(connections: connections, subscriptions: subscriptions))
     }
 
     /// How many sessions this broker disconnected as slow consumers.

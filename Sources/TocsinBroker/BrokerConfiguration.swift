@@ -1,3 +1,5 @@
+public import TocsinCore
+
 /// Everything a broker needs to know, with defaults for the embedded `tocsin serve`.
 /// Filled at the edge from flags and environment; tests build it directly.
 public struct BrokerConfiguration: Sendable {
@@ -31,5 +33,36 @@ public struct BrokerConfiguration: Sendable {
     /// How often to look for appends by other processes sharing the store; nil if none do.
     public var storePollInterval: Duration? = nil
 
+    /// Membership of a broker network run by a controller; nil for a standalone broker.
+    public var cluster: ClusterSettings? = nil
+
     public init() {}
+}
+
+/// How a broker joins a network (`tocsin broker --controller URL`).
+public struct ClusterSettings: Sendable {
+    /// The controller's HTTP URL.
+    public var controllerURL: String
+    /// This broker's HTTP URL as clients reach it (its WebSocket URL is derived: ws(s)://…/v1/ws).
+    /// Unset, the broker advertises its bind address, which must then be a concrete one.
+    public var advertisedURL: String?
+    public var region = "local"
+    public var location: GeoPoint?
+    /// Most client connections the controller sends here.
+    public var capacity = 10_000
+    /// On graceful shutdown, how long to wait for clients to migrate away before closing.
+    public var drainTimeout: Duration = .seconds(15)
+
+    public init(controllerURL: String) {
+        self.controllerURL = controllerURL
+    }
+
+    /// `http://h:p` → `ws://h:p/v1/ws` (https → wss).
+    public static func webSocketURL(forHTTP http: String) -> String {
+        var base = http
+        while base.hasSuffix("/") { base.removeLast() }
+        if base.hasPrefix("https://") { return "wss://" + base.dropFirst("https://".count) + "/v1/ws" }
+        if base.hasPrefix("http://") { return "ws://" + base.dropFirst("http://".count) + "/v1/ws" }
+        return base + "/v1/ws"
+    }
 }

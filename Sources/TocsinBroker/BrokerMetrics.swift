@@ -1,4 +1,5 @@
 import Metrics
+import Synchronization
 
 /// The broker's metrics, with stable names (swift-metrics; exported by whatever backend the
 /// process bootstraps).
@@ -11,4 +12,12 @@ struct BrokerMetrics: Sendable {
     let protocolErrors = Counter(label: "tocsin_protocol_errors_total")
     let deliveredNotifications = Counter(label: "tocsin_notifications_sent_total")
     let replayedEvents = Counter(label: "tocsin_replayed_notifications_total")
+    let migrationsOrdered = Counter(label: "tocsin_migrations_ordered_total")
+    /// Totals the broker reads back for its load reports (swift-metrics counters are write-only).
+    let totals = Totals()
+
+    final class Totals: Sendable {
+        let delivered = Atomic<Int>(0)
+        let published = Atomic<Int>(0)
+    }
 }

@@ -2,7 +2,9 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import TocsinClient
 import TocsinCore
+import TocsinHTTP
 import TocsinStore
 
 /// The JSON HTTP API under /v1 (docs/protocol.md, "HTTP API").
@@ -12,6 +14,22 @@ struct HTTPAPI: Sendable {
     func register(on router: Router<TocsinRequestContext>) {
         router.get("/healthz") { _, _ in Response.json(#"{"status":"ok"}"#) }
         router.get("/readyz") { _, _ in await self.ready() }
+
+        // Discovery: every broker serves the network's broker list, so any node is a seed.
+        router.get("/v1/cluster") { _, _ in
+            Response.json(broker.clusterView.json)
+        }
+        // Assignment is the controller's; a broker forwards the question (or, standalone, answers itself).
+        router.get("/v1/assign") { request, _ in
+            await self.api {
+                guard let controller = broker.clusterView.controller else {
+                    return .json(JSONValue.object(["broker": broker.standaloneSummary.json, "alternates": .array([]), "region": .string(broker.standaloneSummary.region)]))
+                }
+                let query = request.uri.query.map { "?" + $0 } ?? ""
+                let reply = try await HTTPCall.send(.GET, controller + "/v1/assign" + query, timeout: .seconds(5))
+                return .json(reply.body, status: .init(code: reply.status))
+            }
+        }
 
         router.get("/v1/streams") { _, _ in
             await self.api {
@@ -53,8 +71,8 @@ struct HTTPAPI: Sendable {
         router.get("/v1/streams/:name/events") { request, context in
             await self.api {
                 let name = context.parameters.get("name") ?? ""
-                let after = try Self.intQuery(request, "after", default: 0, range: 0...Int64.max)
-                let limit = try Self.intQuery(request, "limit", default: 100, range: 1...10_000)
+                let after = try request.intQuery("after", default: 0, range: 0...Int64.max)
+                let limit = try request.intQuery("limit", default: 100, range: 1...10_000)
                 guard let info = try await storeCall("reading the stream", { try await broker.store.stream(named: name) }) else {
                     throw TocsinError(.unknownStream, "no stream named '\(name)'")
                 }
@@ -106,8 +124,8 @@ struct HTTPAPI: Sendable {
 
         router.get("/v1/subscriptions/:id/results") { request, context in
             await self.api {
-                let after = try Self.intQuery(request, "after", default: 0, range: 0...Int64.max)
-                let limit = try Self.intQuery(request, "limit", default: 100, range: 1...10_000)
+                let after = try request.intQuery("after", default: 0, range: 0...Int64.max)
+                let limit = try request.intQuery("limit", default: 100, range: 1...10_000)
                 let fetched = try await broker.fetch(
                     subscription: context.parameters.get("id") ?? "", client: nil, after: after, limit: Int(limit))
                 return .json(fetched.encoded)
@@ -115,31 +133,12 @@ struct HTTPAPI: Sendable {
         }
     }
 
-    /// Runs a handler, turning every error into the JSON error body.
     private func api(_ body: () async throws -> Response) async -> Response {
-        do {
-            return try await body()
-        } catch {
-            let error = TocsinError.from(error)
-            if error.code == .internalError {
-                broker.logger.error("request failed", metadata: ["error": "\(error.message)"])
-            }
-            return error.response
-        }
+        await respond(logger: broker.logger, body)
     }
 
     private func body(_ request: Request) async throws(TocsinError) -> JSONValue {
-        let limit = broker.configuration.maxBodyBytes
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: limit)
-        } catch {
-            throw TocsinError(.tooLarge, "the request body exceeds \(limit) bytes")
-        }
-        guard buffer.readableBytes > 0 else {
-            throw TocsinError(.badJSON, "the request body is empty; expected JSON")
-        }
-        return try JSONValue.parse(buffer.readableBytesView)
+        try await request.jsonBody(limit: broker.configuration.maxBodyBytes)
     }
 
     private func ready() async -> Response {
@@ -149,14 +148,6 @@ struct HTTPAPI: Sendable {
         } catch {
             return TocsinError(.unavailable, "the store is not reachable: \(error)").response
         }
-    }
-
-    static func intQuery(_ request: Request, _ name: String, default value: Int64, range: ClosedRange<Int64>) throws(TocsinError) -> Int64 {
-        guard let text = request.uri.queryParameters.get(name) else { return value }
-        guard let n = Int64(text), range.contains(n) else {
-            throw TocsinError(.badRequest, "query parameter '\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
-        }
-        return n
     }
 
     static func json(_ info: StreamInfo) -> JSONValue {

@@ -35,6 +35,8 @@ final class Session: Sendable {
         var client: String?
         /// Subscription id -> stream, for this session's attached subscriptions.
         var subscriptions: [String: String] = [:]
+        /// Told to move to another broker (and expected to close soon).
+        var migrating = false
     }
 
     let id: String
@@ -79,6 +81,22 @@ final class Session: Sendable {
     func removeSubscription(_ id: String) -> String? { state.withLock { $0.subscriptions.removeValue(forKey: id) } }
     func stream(ofSubscription id: String) -> String? { state.withLock { $0.subscriptions[id] } }
     var subscriptions: [String: String] { state.withLock { $0.subscriptions } }
+    var subscriptionCount: Int { state.withLock { $0.subscriptions.count } }
+
+    /// Identified and not yet told to migrate: a candidate to move.
+    var canMigrate: Bool { state.withLock { $0.client != nil && !$0.migrating && $0.closed == nil && !$0.finished } }
+    var isMigrating: Bool { state.withLock { $0.migrating } }
+
+    /// Sends `migrate` unless the session is already moving; returns whether it was sent.
+    func migrate(to webSocketURL: String, broker: String, reason: String) -> Bool {
+        let first = state.withLock { s -> Bool in
+            guard s.client != nil, !s.migrating, s.closed == nil, !s.finished else { return false }
+            s.migrating = true
+            return true
+        }
+        if first { send(.migrate(to: webSocketURL, broker: broker, reason: reason)) }
+        return first
+    }
 
     /// Queues a frame. Returns false when the session is closed or just overflowed.
     @discardableResult

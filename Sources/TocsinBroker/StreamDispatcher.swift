@@ -310,7 +310,10 @@ actor StreamDispatcher {
                     let events = try await store.readEvents(stream: stream, after: from, limit: 1000)
                     guard let last = events.last else { break }
                     let sent = await dispatch(events, nowMillis: nowMillis())
-                    if sent > 0 { metrics.deliveredNotifications.increment(by: Int64(sent)) }
+                    if sent > 0 {
+                        metrics.deliveredNotifications.increment(by: Int64(sent))
+                        metrics.totals.delivered.add(sent, ordering: .relaxed)
+                    }
                     from = last.seq
                     if events.count < 1000 { break }
                 }

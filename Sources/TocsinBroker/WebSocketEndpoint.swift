@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import TocsinCore
+import TocsinHTTP
 
 /// The WebSocket protocol at /v1/ws (docs/protocol.md). One task reads frames and handles them
 /// in order; one task drains the session's outbox to the socket; replays run beside them. A bad
@@ -35,6 +36,7 @@ struct WebSocketEndpoint: Sendable {
             Self.drain(session, to: channel, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
         }
         metrics.sessionsOpened.increment()
+        broker.opened(session)
         await withDiscardingTaskGroup { group in
             do {
                 // The transport limit is above the protocol limit, so an oversized message

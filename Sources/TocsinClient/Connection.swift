@@ -219,7 +219,7 @@ extension ServerMessage {
         case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _), .published(let id, _, _, _),
             .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _):
             id
-        case .notify:
+        case .notify, .migrate:
             nil
         }
     }

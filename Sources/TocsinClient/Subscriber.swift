@@ -28,13 +28,30 @@ public struct SubscriptionRequest: Sendable, Hashable {
     }
 }
 
-/// A durable subscriber that survives broker restarts: it connects, says hello (the broker
-/// resumes its durable subscriptions from their acknowledged positions), subscribes to what it
-/// wants, yields notifications in order, acknowledges them, drops duplicates by seq, and on a
-/// lost connection reconnects with exponential backoff and jitter and resumes.
+/// A durable subscriber that survives broker restarts, failover and migration.
+///
+/// It finds a broker (a fixed URL, or through the network's discovery list and the controller's
+/// `assign`), says hello (the broker resumes its durable subscriptions from their acknowledged
+/// positions), subscribes to what it wants, yields notifications in order, acknowledges them and
+/// drops duplicates by seq.
+///
+/// - On `migrate {to}` it connects to `to`, resumes everything there, and only then closes the old
+///   connection (make-before-break); notifications from both are merged through the same
+///   duplicate filter, so nothing is lost or repeated.
+/// - On a lost connection it reconnects after a random delay (full jitter: uniform in
+///   [0, min(maxBackoff, initialBackoff·2^attempt)]), so the clients of a dead broker come back
+///   spread out rather than in one herd, asks for a broker excluding the one that failed, and resumes.
 public struct Subscriber: Sendable {
     public struct Configuration: Sendable {
-        public var url: String
+        /// Where to connect: a fixed broker, or a network found through seed URLs.
+        public enum Endpoint: Sendable {
+            /// A broker's WebSocket URL (`ws://host:port/v1/ws`).
+            case broker(String)
+            /// HTTP URLs of any nodes of the network; the broker is chosen by `assign`.
+            case cluster(BrokerLocator.Configuration)
+        }
+
+        public var endpoint: Endpoint
         public var client: String
         public var initialBackoff: Duration = .milliseconds(100)
         public var maxBackoff: Duration = .seconds(10)
@@ -44,8 +61,14 @@ public struct Subscriber: Sendable {
         public var ackEvery = 64
 
         public init(url: String, client: String) {
-            self.url = url
+            self.endpoint = .broker(url)
             self.client = client
+        }
+
+        public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil) {
+            self.endpoint = .cluster(BrokerLocator.Configuration(seeds: seeds, client: client, region: region, location: location))
+            self.client = client
+            self.initialBackoff = .seconds(1)
         }
     }
 
@@ -54,14 +77,28 @@ public struct Subscriber: Sendable {
         case notification(Notification)
         /// Connected and resumed; `subscriptions` as the broker reported them.
         case connected(broker: String, subscriptions: [SubscriptionInfo])
+        /// Moved to another broker on its request; the old connection is closed.
+        case migrated(from: String, to: String, reason: String)
         /// The connection was lost; a reconnect follows after `retryIn`.
         case disconnected(error: String, retryIn: Duration)
         /// A subscription's position could not be resumed (retention or a recreated stream).
         case notRecovered(SubscriptionInfo)
     }
 
+    /// Counters over the subscriber's life, readable while it runs.
+    public final class Statistics: Sendable {
+        let duplicates = Atomic<Int>(0)
+        let migrations = Atomic<Int>(0)
+        let reconnects = Atomic<Int>(0)
+        /// Notifications dropped because their seq had already been delivered.
+        public var duplicatesDropped: Int { duplicates.load(ordering: .relaxed) }
+        public var migrationsFollowed: Int { migrations.load(ordering: .relaxed) }
+        public var reconnections: Int { reconnects.load(ordering: .relaxed) }
+    }
+
     public let configuration: Configuration
     public let requests: [SubscriptionRequest]
+    public let statistics = Statistics()
     let logger: Logger
 
     public init(configuration: Configuration, requests: [SubscriptionRequest], logger: Logger) {
@@ -84,73 +121,182 @@ public struct Subscriber: Sendable {
         let channels = Mutex<[String: String]>([:])
         let unacked = Mutex<(positions: [String: Int64], count: Int)>(([:], 0))
         let subscribedOnce = Atomic<Bool>(false)
-        let connectedAt = Atomic<Int>(0)
     }
 
+    private struct Target: Sendable {
+        var url: String
+        var broker: String?
+    }
+
+    /// What a connection reports to the loop that manages connections.
+    private enum Signal: Sendable {
+        case ready(generation: Int, broker: String, subscriptions: [SubscriptionInfo])
+        case migrate(generation: Int, to: Target, reason: String)
+        case ended(generation: Int, error: String)
+    }
+
+    /// Manages connections: at most a current one and, during a migration, the one replacing it.
     private func run(_ continuation: AsyncStream<Event>.Continuation) async {
         let tracker = Tracker()
+        let locator: BrokerLocator?
+        if case .cluster(let c) = configuration.endpoint {
+            locator = BrokerLocator(configuration: c, logger: logger)
+        } else {
+            locator = nil
+        }
+        let (signals, sink) = AsyncStream.makeStream(of: Signal.self)
+        var tasks: [Int: Task<Void, Never>] = [:]
+        var brokers: [Int: String] = [:]
+        var generation = 0
+        var current: Int?
+        var replacing: (generation: Int, reason: String)?
         var attempt = 0
+        var exclude: Set<String> = []
+        var nextDelay: Duration? = .zero
+        var iterator = signals.makeAsyncIterator()
+        defer {
+            for task in tasks.values { task.cancel() }
+        }
+
+        func start(_ target: Target) -> Int {
+            generation += 1
+            let g = generation
+            brokers[g] = target.broker ?? target.url
+            tasks[g] = Task { await self.connection(g, to: target, tracker: tracker, continuation: continuation, signals: sink) }
+            return g
+        }
+
         while !Task.isCancelled {
-            do {
-                try await Connection.run(url: configuration.url, logger: logger) { connection in
-                    let welcome = try await connection.hello(client: configuration.client)
-                    var infos = welcome.subscriptions
-                    // The first time, start where the caller asked; afterwards the broker resumes
-                    // from the acknowledged position (and duplicates are dropped by seq).
-                    let firstTime = !tracker.subscribedOnce.load(ordering: .relaxed)
-                    for request in requests {
-                        let info = try await connection.subscribe(
-                            channel: request.channel, params: request.params, from: firstTime ? request.from : .latest)
-                        infos.removeAll { $0.subscription == info.subscription }
-                        infos.append(info)
-                    }
-                    tracker.subscribedOnce.store(true, ordering: .relaxed)
-                    tracker.connectedAt.add(1, ordering: .relaxed)
-                    for info in infos { self.note(info, tracker: tracker, continuation: continuation) }
-                    continuation.yield(.connected(broker: welcome.broker, subscriptions: infos))
-                    // Acks are cumulative: send the newest seq per subscription every `ackInterval`
-                    // (or after `ackEvery` notifications), not one frame per notification.
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask {
-                            while true {
-                                try await Task.sleep(for: configuration.ackInterval)
-                                try await self.flushAcks(tracker, on: connection)
-                            }
-                        }
-                        for await message in connection.events {
-                            switch message {
-                            case .notify(let subscription, let seq, let n):
-                                guard let notification = self.accept(subscription: subscription, seq: seq, n, tracker: tracker) else { continue }
-                                continuation.yield(.notification(notification))
-                                let unacked = tracker.unacked.withLock { u in
-                                    u.positions[subscription] = seq
-                                    u.count += 1
-                                    return u.count
-                                }
-                                if unacked >= configuration.ackEvery { try await self.flushAcks(tracker, on: connection) }
-                            case .subscribed(_, let info):
-                                self.note(info, tracker: tracker, continuation: continuation)
-                            default:
-                                continue
-                            }
-                        }
-                        group.cancelAll()
-                    }
-                    try? await self.flushAcks(tracker, on: connection)
-                    throw ConnectionClosed()
-                }
-                break
-            } catch {
+            if current == nil, let delay = nextDelay {
+                nextDelay = nil
+                if delay > .zero { try? await Task.sleep(for: delay) }
                 if Task.isCancelled { break }
-                // A connection that got as far as subscribing starts the backoff over.
-                if tracker.connectedAt.exchange(0, ordering: .relaxed) > 0 { attempt = 0 }
-                let delay = Self.backoff(attempt: attempt, initial: configuration.initialBackoff, max: configuration.maxBackoff)
-                continuation.yield(.disconnected(error: "\(error)", retryIn: delay))
-                attempt += 1
-                try? await Task.sleep(for: delay)
+                do {
+                    current = start(try await self.locate(locator, exclude: exclude))
+                } catch {
+                    let retry = Self.backoff(attempt: attempt, initial: configuration.initialBackoff, max: configuration.maxBackoff)
+                    attempt += 1
+                    continuation.yield(.disconnected(error: "\(error)", retryIn: retry))
+                    nextDelay = retry
+                    continue
+                }
+            }
+            guard let signal = await iterator.next() else { break }
+            switch signal {
+            case .ready(let g, let broker, let subscriptions):
+                brokers[g] = broker
+                if let r = replacing, r.generation == g {
+                    // Make-before-break: the new connection is resumed; now close the old one.
+                    let old = current.flatMap { brokers[$0] } ?? "?"
+                    if let c = current { tasks.removeValue(forKey: c)?.cancel() }
+                    current = g
+                    replacing = nil
+                    statistics.migrations.add(1, ordering: .relaxed)
+                    continuation.yield(.migrated(from: old, to: broker, reason: r.reason))
+                } else if g == current {
+                    attempt = 0
+                    exclude = []
+                    continuation.yield(.connected(broker: broker, subscriptions: subscriptions))
+                }
+            case .migrate(let g, let target, let reason):
+                guard g == current, replacing == nil else { continue }
+                replacing = (start(target), reason)
+            case .ended(let g, let error):
+                tasks[g] = nil
+                if let r = replacing, r.generation == g {
+                    // The move failed; stay where we are (the broker will ask again if it must).
+                    replacing = nil
+                    logger.warning("migration failed; staying on the current broker", metadata: ["error": "\(error)"])
+                } else if g == current {
+                    if let r = replacing {
+                        // The old broker went away mid-move: the new connection carries on.
+                        current = r.generation
+                        replacing = nil
+                    } else {
+                        current = nil
+                        if let b = brokers[g] { exclude.insert(b) }
+                        let retry = Self.backoff(attempt: attempt, initial: configuration.initialBackoff, max: configuration.maxBackoff)
+                        attempt += 1
+                        statistics.reconnects.add(1, ordering: .relaxed)
+                        continuation.yield(.disconnected(error: error, retryIn: retry))
+                        nextDelay = retry
+                    }
+                }
+                brokers[g] = nil
             }
         }
         continuation.finish()
+    }
+
+    private func locate(_ locator: BrokerLocator?, exclude: Set<String>) async throws -> Target {
+        switch configuration.endpoint {
+        case .broker(let url):
+            return Target(url: url, broker: nil)
+        case .cluster:
+            guard let locator else { throw TocsinError(.internalError, "no locator") }
+            let broker = try await locator.locate(exclude: exclude)
+            return Target(url: broker.webSocketURL, broker: broker.id)
+        }
+    }
+
+    /// One connection: hello, subscribe, then deliver until it closes or is cancelled.
+    private func connection(
+        _ generation: Int, to target: Target, tracker: Tracker, continuation: AsyncStream<Event>.Continuation,
+        signals: AsyncStream<Signal>.Continuation
+    ) async {
+        do {
+            try await Connection.run(url: target.url, logger: logger) { connection in
+                let welcome = try await connection.hello(client: configuration.client)
+                var infos = welcome.subscriptions
+                // The first time, start where the caller asked; afterwards the broker resumes
+                // from the acknowledged position (and duplicates are dropped by seq).
+                let firstTime = !tracker.subscribedOnce.load(ordering: .relaxed)
+                for request in requests {
+                    let info = try await connection.subscribe(
+                        channel: request.channel, params: request.params, from: firstTime ? request.from : .latest)
+                    infos.removeAll { $0.subscription == info.subscription }
+                    infos.append(info)
+                }
+                tracker.subscribedOnce.store(true, ordering: .relaxed)
+                for info in infos { self.note(info, tracker: tracker, continuation: continuation) }
+                signals.yield(.ready(generation: generation, broker: welcome.broker, subscriptions: infos))
+                // Acks are cumulative: send the newest seq per subscription every `ackInterval`
+                // (or after `ackEvery` notifications), not one frame per notification.
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        while true {
+                            try await Task.sleep(for: configuration.ackInterval)
+                            try await self.flushAcks(tracker, on: connection)
+                        }
+                    }
+                    for await message in connection.events {
+                        switch message {
+                        case .notify(let subscription, let seq, let n):
+                            guard let notification = self.accept(subscription: subscription, seq: seq, n, tracker: tracker) else { continue }
+                            continuation.yield(.notification(notification))
+                            let unacked = tracker.unacked.withLock { u in
+                                u.positions[subscription] = seq
+                                u.count += 1
+                                return u.count
+                            }
+                            if unacked >= configuration.ackEvery { try await self.flushAcks(tracker, on: connection) }
+                        case .subscribed(_, let info):
+                            self.note(info, tracker: tracker, continuation: continuation)
+                        case .migrate(let to, let broker, let reason):
+                            signals.yield(.migrate(generation: generation, to: Target(url: to, broker: broker.isEmpty ? nil : broker), reason: reason))
+                        default:
+                            continue
+                        }
+                    }
+                    group.cancelAll()
+                }
+                if !Task.isCancelled { try? await self.flushAcks(tracker, on: connection) }
+                throw ConnectionClosed()
+            }
+            signals.yield(.ended(generation: generation, error: "closed"))
+        } catch {
+            signals.yield(.ended(generation: generation, error: "\(error)"))
+        }
     }
 
     private func flushAcks(_ tracker: Tracker, on connection: Connection) async throws {
@@ -181,7 +327,10 @@ public struct Subscriber: Sendable {
             p[subscription] = position
             return true
         }
-        guard fresh else { return nil }
+        guard fresh else {
+            statistics.duplicates.add(1, ordering: .relaxed)
+            return nil
+        }
         let channel = tracker.channels.withLock { $0[subscription] } ?? ""
         switch n {
         case .event(let json):
@@ -193,12 +342,11 @@ public struct Subscriber: Sendable {
         }
     }
 
-    /// Exponential backoff with full jitter in [d/2, d], so many clients of a dead broker do
-    /// not come back in lockstep.
+    /// Full jitter: uniform in [0, min(max, initial·2^attempt)].
     static func backoff(attempt: Int, initial: Duration, max: Duration) -> Duration {
         let factor = 1 << min(attempt, 16)
         let ceiling = min(initial * factor, max)
         let ms = Double(ceiling.components.seconds) * 1000 + Double(ceiling.components.attoseconds) / 1e15
-        return .milliseconds(Int64(ms * Double.random(in: 0.5...1.0)))
+        return .milliseconds(Int64(ms * Double.random(in: 0...1)))
     }
 }

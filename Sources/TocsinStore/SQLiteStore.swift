@@ -42,6 +42,21 @@ public final class SQLiteStore: Store {
     }
 
     /// Reads every stream's last seq and wakes tails of streams that grew (appends by other processes).
+    /// A fingerprint of the stream and channel definitions (and stream epochs): it changes when
+    /// any process sharing the file defines, recreates or deletes one. The tables are small.
+    public func catalogVersion() throws -> String {
+        try pool.read { db in
+            var text = ""
+            for row in try Row.fetchAll(db, sql: "SELECT name, epoch, definition FROM streams ORDER BY name") {
+                text += "s\u{1}" + (row["name"] as String) + "\u{1}" + (row["epoch"] as String) + "\u{1}" + (row["definition"] as String) + "\u{2}"
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT name, definition FROM channels ORDER BY name") {
+                text += "c\u{1}" + (row["name"] as String) + "\u{1}" + (row["definition"] as String) + "\u{2}"
+            }
+            return text
+        }
+    }
+
     public func refreshChanges() throws {
         for info in try pool.read({ db in try Self.fetchStreams(db) }) {
             changes.advance(stream: info.name, to: info.lastSeq)

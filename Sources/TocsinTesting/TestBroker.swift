@@ -1,9 +1,9 @@
-public import Foundation
-public import Logging
+import Foundation
+import Logging
 import ServiceLifecycle
 public import TocsinBroker
-public import TocsinClient
-public import TocsinCore
+import TocsinClient
+import TocsinCore
 
 /// A broker running in this process on a free port with a fresh SQLite file.
 public struct TestBroker: Sendable {
@@ -33,21 +33,31 @@ public struct TestBroker: Sendable {
         let app = try await buildBroker(configuration: configuration, logger: logger) { port in
             portsContinuation.yield(port)
         }
-        let group = ServiceGroup(configuration: .init(services: [app.service], logger: logger))
-        return try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            var iterator = ports.makeAsyncIterator()
-            guard let port = await iterator.next() else { throw TestFailure("the broker did not start") }
-            do {
-                let result = try await body(TestBroker(port: port, broker: app.broker, directory: directory))
-                await group.triggerGracefulShutdown()
-                try await tasks.waitForAll()
-                return result
-            } catch {
-                await group.triggerGracefulShutdown()
-                tasks.cancelAll()
-                throw error
-            }
+        return try await runService(app.service, logger: logger, ports: ports) { port in
+            try await body(TestBroker(port: port, broker: app.broker, directory: directory))
+        }
+    }
+}
+
+/// Runs a service that reports its port on `ports`, runs `body` with the port, then shuts the
+/// service down gracefully (also when `body` throws).
+func runService<T: Sendable>(
+    _ service: any Service, logger: Logger, ports: AsyncStream<Int>, _ body: @Sendable (Int) async throws -> T
+) async throws -> T {
+    let group = ServiceGroup(configuration: .init(services: [service], logger: logger))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw TestFailure("the service did not start") }
+        do {
+            let result = try await body(port)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return result
+        } catch {
+            await group.triggerGracefulShutdown()
+            tasks.cancelAll()
+            throw error
         }
     }
 }

@@ -13,13 +13,15 @@ import WSClient
 ///   delivered notification (from /proc, when the server is spawned here).
 /// - `throughput`: P publishers, each publishing one event at a time and waiting for its
 ///   durable `published` reply; prints events/s and publish latency.
+/// - `network`: a local network of processes, subscribers of the client library, failover and
+///   rebalance events (see `NetworkBench`).
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
 
-    enum Mode: String, ExpressibleByArgument { case latency, throughput }
+    enum Mode: String, ExpressibleByArgument { case latency, throughput, network }
 
-    @Argument(help: "latency or throughput.")
+    @Argument(help: "latency, throughput or network.")
     var mode: Mode = .latency
 
     @Option(help: "The broker's HTTP URL; ignored with --spawn.")
@@ -40,6 +42,15 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Publishers (throughput mode).")
     var publishers = 1
 
+    @Option(help: "Brokers (network mode).")
+    var brokers = 3
+
+    @Option(name: .customLong("kill-broker-at"), help: "Network mode: SIGKILL the broker with the most clients this many seconds into publishing.")
+    var killBrokerAt: Double?
+
+    @Option(name: .customLong("add-broker-at"), help: "Network mode: start one more broker this many seconds into publishing.")
+    var addBrokerAt: Double?
+
     @Option(help: "Seconds measured, after the warm-up.")
     var duration = 10.0
 
@@ -49,6 +60,13 @@ struct Bench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "tocsin.bench")
         logger.logLevel = .critical
+        if mode == .network {
+            try await NetworkBench(
+                subscribers: subscribers, brokers: brokers, rate: rate, duration: duration, killAt: killBrokerAt, addAt: addBrokerAt,
+                noFsync: noFsync, logger: logger
+            ).run()
+            return
+        }
         var server: Process? = nil
         var baseURL = url
         if spawn {
@@ -68,6 +86,8 @@ struct Bench: AsyncParsableCommand {
             try await latency(webSocketURL: ws, serverPID: server?.processIdentifier, logger: logger)
         case .throughput:
             try await throughput(webSocketURL: ws, serverPID: server?.processIdentifier, logger: logger)
+        case .network:
+            break
         }
     }
 

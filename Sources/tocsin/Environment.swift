@@ -10,3 +10,5 @@ enum Environment {
         return String(cString: value)
     }
 }
+
+func fflushStdout() { fflush(nil) }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import TocsinClient
 import TocsinCore
 
@@ -39,9 +40,10 @@ struct Publish: AsyncParsableCommand {
             parsed.append(event)
         }
         guard !parsed.isEmpty else { throw ValidationError("no events to publish") }
-        let reply = try await HTTPCall.call(
-            .POST, "\(server.httpURL)/v1/streams/\(stream)/events", body: .array(parsed))
-        let seqs = (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue)
-        print("published \(seqs.count) event(s) to \(stream): seq \(seqs.map(String.init).joined(separator: ", "))")
+        var logger = Logger(label: "tocsin.publish")
+        logger.logLevel = .warning
+        let published = try await Publisher(seeds: server.seeds, logger: logger).publish(stream: stream, events: parsed)
+        let seqs = published.seqs
+        print("published \(seqs.count) event(s) to \(stream) via \(published.broker): seq \(seqs.map(String.init).joined(separator: ", "))")
     }
 }

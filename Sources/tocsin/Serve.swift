@@ -4,11 +4,10 @@ import Metrics
 import Prometheus
 import ServiceLifecycle
 import TocsinBroker
+import TocsinCore
 
-struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Run a broker with its HTTP API and WebSocket endpoint on an embedded SQLite store.")
-
+/// The options every broker process takes (`serve` and `broker`).
+struct BrokerOptions: ParsableArguments {
     @Option(help: "Address to listen on (env TOCSIN_HOST).")
     var host: String = Environment.get("TOCSIN_HOST") ?? "127.0.0.1"
 
@@ -40,18 +39,7 @@ struct Serve: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
     }
 
-    func run() async throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("unknown log level '\(logLevel)'")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "tocsin")
-        let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    var configuration: BrokerConfiguration {
         var configuration = BrokerConfiguration()
         configuration.host = host
         configuration.port = port
@@ -59,11 +47,19 @@ struct Serve: AsyncParsableCommand {
         configuration.databasePath = dataDirectory + "/tocsin.sqlite"
         configuration.seedExample = !empty
         configuration.durableCommits = !noFsync
+        return configuration
+    }
+
+    /// Builds and runs the broker until SIGINT/SIGTERM; prints one line on stdout when listening
+    /// (scripts and tests read the port from it).
+    func run(_ configuration: BrokerConfiguration, role: String) async throws {
+        let logger = try bootstrapLogging(level: logLevel)
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let host = self.host
         let dataDirectory = self.dataDirectory
         let app = try await buildBroker(configuration: configuration, logger: logger, metrics: registry) { port in
-            // One line on stdout, so scripts and tests can read the port.
-            print("tocsin listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
+            print("tocsin\(role.isEmpty ? "" : " " + role) listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
             fflushStdout()
         }
         let group = ServiceGroup(
@@ -72,10 +68,91 @@ struct Serve: AsyncParsableCommand {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+func bootstrapLogging(level text: String) throws -> Logger {
+    guard let level = Logger.Level(rawValue: text) else {
+        throw ValidationError("unknown log level '\(text)'")
+    }
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    return Logger(label: "tocsin")
+}
 
-func fflushStdout() { fflush(nil) }
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a standalone broker with its HTTP API and WebSocket endpoint on an embedded SQLite store.")
+
+    @OptionGroup var options: BrokerOptions
+
+    func run() async throws {
+        try await options.run(options.configuration, role: "")
+    }
+}
+
+/// `tocsin broker --controller URL`: a broker that joins a network.
+struct BrokerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "broker",
+        abstract: "Run a broker that joins a network: registers with the controller, reports its load, follows its orders.",
+        discussion: """
+            Brokers of one host share the SQLite store in --data-dir and see each other's events within
+            --poll-ms. Example: tocsin broker --controller http://127.0.0.1:7300 --broker-id b2 --port 7402
+            """)
+
+    @OptionGroup var options: BrokerOptions
+
+    @Option(help: "The controller's HTTP URL (env TOCSIN_CONTROLLER).")
+    var controller: String = Environment.get("TOCSIN_CONTROLLER") ?? "http://127.0.0.1:7300"
+
+    @Option(help: "The HTTP URL clients reach this broker at (env TOCSIN_ADVERTISE); required when --host is a wildcard address.")
+    var advertise: String?
+
+    @Option(help: "The region this broker serves clients of.")
+    var region: String = Environment.get("TOCSIN_REGION") ?? "local"
+
+    @Option(help: "The broker's latitude (with --lon), for sending clients to the nearest region.")
+    var lat: Double?
+
+    @Option(help: "The broker's longitude (with --lat).")
+    var lon: Double?
+
+    @Option(help: "Most client connections the controller sends here.")
+    var capacity = 10_000
+
+    @Option(name: .customLong("poll-ms"), help: "How often to look for events published through other brokers, in ms.")
+    var pollMilliseconds = 2
+
+    @Option(name: .customLong("drain-timeout"), help: "Seconds to wait for clients to migrate away on shutdown.")
+    var drainTimeout = 15.0
+
+    mutating func validate() throws {
+        if advertise == nil { advertise = Environment.get("TOCSIN_ADVERTISE") }
+        if advertise == nil, ["0.0.0.0", "::", "[::]"].contains(options.host) {
+            throw ValidationError("--host \(options.host) listens on every address: say which one clients use with --advertise http://HOST:PORT")
+        }
+        if let advertise, !(advertise.hasPrefix("http://") || advertise.hasPrefix("https://")) {
+            throw ValidationError("--advertise must be an http:// or https:// URL, got '\(advertise)'")
+        }
+        guard (lat == nil) == (lon == nil) else { throw ValidationError("give both --lat and --lon, or neither") }
+        guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
+        guard pollMilliseconds >= 1 else { throw ValidationError("--poll-ms must be at least 1") }
+    }
+
+    func run() async throws {
+        var configuration = options.configuration
+        var cluster = ClusterSettings(controllerURL: controller)
+        cluster.advertisedURL = advertise
+        cluster.region = region
+        if let lat, let lon {
+            guard let point = GeoPoint.validated(lat: lat, lon: lon) else { throw ValidationError("--lat/--lon out of range") }
+            cluster.location = point
+        }
+        cluster.capacity = capacity
+        cluster.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
+        configuration.cluster = cluster
+        configuration.storePollInterval = .milliseconds(pollMilliseconds)
+        try await options.run(configuration, role: "broker \(options.brokerID)")
+    }
+}

@@ -17,6 +17,9 @@ struct Subscribe: AsyncParsableCommand {
     @Option(help: "The client id under which the subscription is durable (env TOCSIN_CLIENT).")
     var client: String = Environment.get("TOCSIN_CLIENT") ?? "cli-\(ProcessInfo.processInfo.hostName)"
 
+    @Option(help: "Prefer brokers of this region.")
+    var region: String?
+
     @Option(help: "Where to start the first time: latest, earliest, or EPOCH:SEQ.")
     var from: String = "latest"
 
@@ -54,7 +57,7 @@ struct Subscribe: AsyncParsableCommand {
         var logger = Logger(label: "tocsin.subscribe")
         logger.logLevel = .warning
         let subscriber = Subscriber(
-            configuration: .init(url: server.webSocketURL, client: client),
+            configuration: .init(seeds: server.seeds, client: client, region: region),
             requests: [SubscriptionRequest(channel: channel, params: bound, from: start)], logger: logger)
         var received = 0
         for await event in subscriber.events() {
@@ -62,6 +65,8 @@ struct Subscribe: AsyncParsableCommand {
             case .connected(let broker, let subs):
                 let positions = subs.map { "\($0.channel) \($0.subscription) at \($0.position.epoch):\($0.position.seq)" }
                 stderr("connected to \(broker) as \(client); \(positions.joined(separator: "; "))")
+            case .migrated(let from, let to, let reason):
+                stderr("moved from \(from) to \(to) (\(reason))")
             case .disconnected(let error, let retry):
                 stderr("disconnected (\(error)); retrying in \(retry)")
             case .notRecovered(let info):

@@ -1,21 +1,31 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Tocsin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tocsin",
         abstract: "Tocsin: durable streams, parameterized channels, real-time notifications.",
-        subcommands: [Serve.self, Publish.self, Subscribe.self, Streams.self, Channels.self, Bench.self],
+        subcommands: [
+            Serve.self, ControllerCommand.self, BrokerCommand.self, Dev.self, Status.self, Publish.self, Subscribe.self, Streams.self,
+            Channels.self, Bench.self,
+        ],
         defaultSubcommand: nil
     )
 }
 
 /// Where a client command finds the broker.
 struct ServerOptions: ParsableArguments {
-    @Option(name: .long, help: "The broker's HTTP URL (env TOCSIN_URL).")
+    @Option(name: .long, help: "HTTP URL of a broker, or of any node of a network (comma-separated for several; env TOCSIN_URL).")
     var url: String = Environment.get("TOCSIN_URL") ?? "http://127.0.0.1:7400"
 
-    var httpURL: String { url.hasSuffix("/") ? String(url.dropLast()) : url }
+    /// The seeds the client library starts discovery from.
+    var seeds: [String] { url.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+
+    var httpURL: String {
+        let first = seeds.first ?? url
+        return first.hasSuffix("/") ? String(first.dropLast()) : first
+    }
 
     var webSocketURL: String {
         var base = httpURL

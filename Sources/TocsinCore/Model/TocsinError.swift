@@ -35,6 +35,17 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unavailable = Code(rawValue: "unavailable")
         /// A session's outbox overflowed; the server closes the connection after this error.
         public static let slowConsumer = Code(rawValue: "slow_consumer")
+        /// A broker registration is malformed (id, URLs, region, location or capacity).
+        public static let invalidRegistration = Code(rawValue: "invalid_registration")
+        /// A heartbeat, drain or deregistration names a broker the controller does not know
+        /// (never registered, or its lease expired): the broker must register again.
+        public static let unknownBroker = Code(rawValue: "unknown_broker")
+        /// A live broker with a different address already holds this id.
+        public static let brokerIDInUse = Code(rawValue: "broker_id_in_use")
+        /// A heartbeat from an older incarnation of a broker that has since registered again.
+        public static let staleIncarnation = Code(rawValue: "stale_incarnation")
+        /// No live broker can take a client (none registered, all draining, excluded or full).
+        public static let noBrokerAvailable = Code(rawValue: "no_broker_available")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }

@@ -69,6 +69,9 @@ public enum ServerMessage: Sendable, Hashable {
     case fetched(id: String?, subscription: String, events: [EventPayload], seq: Int64)
     case pong(id: String?)
     case error(id: String?, code: String, message: String)
+    /// Move to another broker: connect to `to` (a WebSocket URL), say hello and resume every
+    /// subscription there, then close this connection. `reason` is `rebalance` or `drain`.
+    case migrate(to: String, broker: String, reason: String)
 
     public static func error(id: String?, _ error: TocsinError) -> ServerMessage {
         .error(id: id, code: error.code.rawValue, message: error.message)
@@ -128,6 +131,11 @@ extension ServerMessage {
             id(i)
             field("code", .string(code))
             field("message", .string(message))
+        case .migrate(let to, let broker, let reason):
+            out += "\"migrate\""
+            field("to", .string(to))
+            field("broker", .string(broker))
+            field("reason", .string(reason))
         }
         out += "}"
         return out
@@ -249,6 +257,9 @@ extension ServerMessage {
             return .pong(id: id)
         case "error":
             return .error(id: id, code: o["code"]?.stringValue ?? "", message: o["message"]?.stringValue ?? "")
+        case "migrate":
+            guard let to = o["to"]?.stringValue else { throw bad }
+            return .migrate(to: to, broker: o["broker"]?.stringValue ?? "", reason: o["reason"]?.stringValue ?? "")
         default:
             throw TocsinError(.unknownMessage, "unknown server message type '\(type)'")
         }

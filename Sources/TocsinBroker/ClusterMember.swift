@@ -1,0 +1,205 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+import TocsinClient
+import TocsinCore
+
+/// A broker's membership in a network: registers with the controller, renews its lease with
+/// heartbeats carrying its load, carries out the migrate orders that come back, keeps the
+/// discovery list fresh, and on graceful shutdown drains (its clients migrate away) before it
+/// deregisters.
+///
+/// It runs as its own service *after* the HTTP server in the service group, so on shutdown it
+/// finishes draining while the server still serves the clients it is moving.
+final class ClusterMember: Service, Sendable {
+    let broker: Broker
+    let settings: ClusterSettings
+    let logger: Logger
+    private let latestView = Mutex<ClusterView?>(nil)
+    private let registered = Atomic<Bool>(false)
+    private let heartbeatInterval = Mutex<Duration>(.milliseconds(500))
+
+    init(broker: Broker, settings: ClusterSettings, logger: Logger) {
+        self.broker = broker
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// The controller's discovery list as of the last heartbeat.
+    var view: ClusterView? { latestView.withLock { $0 } }
+
+    var controller: String {
+        var url = settings.controllerURL
+        while url.hasSuffix("/") { url.removeLast() }
+        return url
+    }
+
+    func registration() -> RegistrationRequest {
+        let http = settings.advertisedURL ?? "http://\(broker.configuration.host):\(broker.listeningPort.withLock { $0 } ?? broker.configuration.port)"
+        return RegistrationRequest(
+            id: broker.configuration.brokerID, incarnation: broker.incarnation, webSocketURL: ClusterSettings.webSocketURL(forHTTP: http),
+            httpURL: http, region: settings.region, location: settings.location, capacity: settings.capacity)
+    }
+
+    func run() async throws {
+        // Wait for the server to listen: the registration advertises its port.
+        while broker.listeningPort.withLock({ $0 }) == nil {
+            try? await Task.sleep(for: .milliseconds(5))
+            if Task.isCancelled { return }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.heartbeatLoop() }
+            // Returns when graceful shutdown starts (or throws when cancelled: then no drain).
+            let graceful = (try? await gracefulShutdown()) != nil
+            if graceful { await self.drain() }
+            group.cancelAll()
+        }
+        await deregister()
+    }
+
+    // MARK: Heartbeats
+
+    private func heartbeatLoop() async {
+        var meter = LoadMeter(totals: broker.metrics.totals)
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                if !registered.load(ordering: .relaxed) {
+                    try await register()
+                } else {
+                    try await heartbeat(meter.sample(broker.currentLoad()))
+                }
+                failures = 0
+                try? await Task.sleep(for: heartbeatInterval.withLock { $0 })
+            } catch let error as TocsinError where error.code == .unknownBroker || error.code == .staleIncarnation {
+                // The controller restarted, or our lease expired (a long pause): register again.
+                logger.warning("controller does not know this broker; registering again", metadata: ["reason": "\(error.message)"])
+                registered.store(false, ordering: .relaxed)
+            } catch is CancellationError {
+                return
+            } catch {
+                failures += 1
+                // Keep serving clients while the controller is unreachable; retry with backoff.
+                if failures == 1 || failures % 20 == 0 {
+                    logger.warning("controller unreachable", metadata: ["controller": "\(controller)", "error": "\(error)"])
+                }
+                try? await Task.sleep(for: .milliseconds(min(5_000, 200 * (1 << min(failures, 5)))))
+            }
+        }
+    }
+
+    private func register() async throws {
+        let request = registration()
+        let reply = try LeaseReply(json: try await HTTPCall.call(.POST, controller + "/v1/brokers", body: request.json))
+        registered.store(true, ordering: .relaxed)
+        apply(reply)
+        logger.info(
+            "registered with the controller",
+            metadata: ["controller": "\(controller)", "ws": "\(request.webSocketURL)", "incarnation": "\(request.incarnation)"])
+    }
+
+    private func heartbeat(_ load: BrokerLoad) async throws {
+        let body = JSONValue.object(["incarnation": .string(broker.incarnation), "load": load.json])
+        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/heartbeat"
+        apply(try LeaseReply(json: try await HTTPCall.call(.POST, url, body: body)))
+    }
+
+    private func apply(_ reply: LeaseReply) {
+        latestView.withLock { $0 = reply.cluster }
+        heartbeatInterval.withLock { $0 = .milliseconds(max(50, reply.heartbeatMillis)) }
+        for command in reply.commands {
+            broker.migrate(count: command.count, to: command.to, reason: command.reason)
+        }
+    }
+
+    // MARK: Drain and leave
+
+    /// Tells the controller this broker is leaving; its clients get migrate orders through the
+    /// heartbeats, which keep running. Waits until they have gone or `drainTimeout` passes.
+    private func drain() async {
+        guard registered.load(ordering: .relaxed) else { return }
+        let others = (view?.brokers ?? []).filter { $0.id != broker.configuration.brokerID && $0.state == .active }
+        guard !others.isEmpty else {
+            logger.info("no other broker to drain to; closing connections")
+            return
+        }
+        do {
+            let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/drain"
+            apply(try LeaseReply(json: try await HTTPCall.call(.POST, url, body: .object(["incarnation": .string(broker.incarnation)]))))
+        } catch {
+            logger.warning("could not start draining; clients will fail over", metadata: ["error": "\(error)"])
+            return
+        }
+        logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(broker.sessions.withLock { $0.count })"])
+        let deadline = ContinuousClock.now + settings.drainTimeout
+        while ContinuousClock.now < deadline {
+            if broker.sessions.withLock({ $0.isEmpty }) { break }
+            // Everyone else left too (the whole network is stopping): nowhere to send them.
+            let me = broker.configuration.brokerID
+            if let view, !view.brokers.contains(where: { $0.id != me && $0.state == .active }) { break }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let left = broker.sessions.withLock { $0.count }
+        if left > 0 {
+            logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(left)"])
+        } else {
+            logger.notice("drained")
+        }
+    }
+
+    private func deregister() async {
+        guard registered.exchange(false, ordering: .relaxed) else { return }
+        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)?incarnation=\(broker.incarnation)"
+        do {
+            _ = try await HTTPCall.call(.DELETE, url)
+        } catch {
+            logger.warning("could not deregister; the lease will expire", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Turns the broker's running totals into per-second rates between two heartbeats.
+struct LoadMeter {
+    let totals: BrokerMetrics.Totals
+    private var last = ContinuousClock.now
+    private var delivered = 0
+    private var published = 0
+    private var cpuSeconds = LoadMeter.processCPUSeconds()
+
+    init(totals: BrokerMetrics.Totals) {
+        self.totals = totals
+        delivered = totals.delivered.load(ordering: .relaxed)
+        published = totals.published.load(ordering: .relaxed)
+    }
+
+    mutating func sample(_ current: (connections: Int, subscriptions: Int)) -> BrokerLoad {
+        let now = ContinuousClock.now
+        let elapsed = max(0.001, Double((now - last).components.attoseconds) / 1e18 + Double((now - last).components.seconds))
+        let d = totals.delivered.load(ordering: .relaxed)
+        let p = totals.published.load(ordering: .relaxed)
+        let cpu = Self.processCPUSeconds()
+        defer {
+            last = now
+            delivered = d
+            published = p
+            cpuSeconds = cpu
+        }
+        return BrokerLoad(
+            connections: current.connections, subscriptions: current.subscriptions,
+            deliveriesPerSecond: Double(d - delivered) / elapsed, publishesPerSecond: Double(p - published) / elapsed,
+            cpu: max(0, (cpu - cpuSeconds) / elapsed))
+    }
+
+    /// User + system CPU time of this process.
+    static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        #if canImport(Glibc)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        #endif
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+}

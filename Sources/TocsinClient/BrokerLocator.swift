@@ -1,0 +1,129 @@
+import Foundation
+import Logging
+public import TocsinCore
+
+/// Finds the broker a client should use. It learns the network from any node it knows (each
+/// broker and the controller serve `GET /v1/cluster`), asks the controller's `assign`, and when
+/// the controller is unreachable picks from the last known list itself (rendezvous hashing on
+/// the client id, so a client still lands on the same survivor every time).
+public actor BrokerLocator {
+    public struct Configuration: Sendable {
+        /// HTTP URLs of any brokers or the controller: `http://host:port`.
+        public var seeds: [String]
+        public var client: String
+        public var region: String?
+        public var location: GeoPoint?
+        /// Refresh the broker list when it is older than this.
+        public var refreshInterval: Duration = .seconds(30)
+        public var requestTimeout: Duration = .seconds(2)
+
+        public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil) {
+            self.seeds = seeds.map(Self.trimmed)
+            self.client = client
+            self.region = region
+            self.location = location
+        }
+
+        static func trimmed(_ url: String) -> String {
+            var u = url
+            while u.hasSuffix("/") { u.removeLast() }
+            return u
+        }
+    }
+
+    public let configuration: Configuration
+    private let logger: Logger
+    public private(set) var view: ClusterView?
+    private var refreshedAt: ContinuousClock.Instant?
+
+    public init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Reads the discovery list from the first node that answers: known brokers first (in random
+    /// order, so clients spread their questions), then the seeds.
+    @discardableResult
+    public func refresh() async throws -> ClusterView {
+        var candidates = (view?.brokers.map(\.httpURL) ?? []).shuffled()
+        if let controller = view?.controller { candidates.append(controller) }
+        candidates += configuration.seeds.shuffled()
+        var lastError: (any Error)?
+        var seen: Set<String> = []
+        for base in candidates where seen.insert(base).inserted {
+            do {
+                let reply = try await HTTPCall.send(.GET, base + "/v1/cluster", timeout: configuration.requestTimeout)
+                guard reply.status == 200 else { throw TocsinError(.unavailable, "HTTP \(reply.status) from \(base)/v1/cluster") }
+                var fresh = try ClusterView(json: reply.body)
+                // A standalone broker names no controller: it answers `assign` itself.
+                if fresh.controller == nil, fresh.brokers.count == 1 { fresh.controller = base }
+                view = fresh
+                refreshedAt = .now
+                return fresh
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? TocsinError(.noBrokerAvailable, "no seed URL given")
+    }
+
+    /// The broker to connect to. `exclude` names brokers the client just failed to reach.
+    public func locate(exclude: Set<String> = []) async throws -> BrokerSummary {
+        if view == nil || refreshedAt.map({ ContinuousClock.now - $0 > configuration.refreshInterval }) ?? true || !exclude.isEmpty {
+            do {
+                try await refresh()
+            } catch {
+                logger.debug("could not refresh the broker list", metadata: ["error": "\(error)"])
+            }
+        }
+        if let controller = view?.controller {
+            do {
+                return try await assign(controller: controller, exclude: exclude)
+            } catch let error as TocsinError where error.code == .noBrokerAvailable {
+                throw error
+            } catch {
+                logger.debug("controller unreachable; choosing from the broker list", metadata: ["error": "\(error)"])
+            }
+        }
+        guard let choice = Self.fallback(client: configuration.client, brokers: view?.brokers ?? [], exclude: exclude) else {
+            throw TocsinError(.noBrokerAvailable, "no reachable broker is known (seeds: \(configuration.seeds.joined(separator: ", ")))")
+        }
+        return choice
+    }
+
+    private func assign(controller: String, exclude: Set<String>) async throws -> BrokerSummary {
+        var query = "client=" + Self.escape(configuration.client)
+        if let region = configuration.region { query += "&region=" + Self.escape(region) }
+        if let location = configuration.location { query += "&lat=\(location.lat)&lon=\(location.lon)" }
+        if !exclude.isEmpty { query += "&exclude=" + Self.escape(exclude.sorted().joined(separator: ",")) }
+        let reply = try await HTTPCall.send(.GET, controller + "/v1/assign?" + query, timeout: configuration.requestTimeout)
+        guard reply.status == 200 else {
+            if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
+                throw TocsinError(.init(rawValue: code), message)
+            }
+            throw TocsinError(.unavailable, "HTTP \(reply.status) from \(controller)/v1/assign")
+        }
+        return try AssignReply(json: reply.body).broker
+    }
+
+    /// Without a controller: the active broker with the highest rendezvous score for this client,
+    /// avoiding `exclude` unless nothing else is left.
+    static func fallback(client: String, brokers: [BrokerSummary], exclude: Set<String>) -> BrokerSummary? {
+        let active = brokers.filter { $0.state == .active }
+        let preferred = active.filter { !exclude.contains($0.id) }
+        let pool = preferred.isEmpty ? active : preferred
+        return pool.max { StableHash.hash(client + "@" + $0.id) < StableHash.hash(client + "@" + $1.id) }
+    }
+
+    static func escape(_ s: String) -> String {
+        s.addingPercentEncoding(withAllowedCharacters: .urlQueryValueAllowed) ?? s
+    }
+}
+
+extension CharacterSet {
+    static let urlQueryValueAllowed: CharacterSet = {
+        var set = CharacterSet.urlQueryAllowed
+        set.remove(charactersIn: "&=+#")
+        return set
+    }()
+}

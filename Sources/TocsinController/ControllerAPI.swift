@@ -1,0 +1,121 @@
+import HTTPTypes
+import Hummingbird
+public import Logging
+public import ServiceLifecycle
+import TocsinCore
+import TocsinHTTP
+
+/// The controller's HTTP API (docs/protocol.md, "Cluster API").
+struct ControllerAPI: Sendable {
+    let controller: Controller
+    /// Registration and heartbeat bodies are small; anything bigger is a mistake.
+    static let maxBodyBytes = 64 << 10
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/healthz") { _, _ in Response.json(#"{"status":"ok"}"#) }
+        router.get("/readyz") { _, _ in Response.json(#"{"status":"ready"}"#) }
+
+        router.post("/v1/brokers") { request, _ in
+            await api {
+                let body = try await request.jsonBody(limit: Self.maxBodyBytes)
+                let reply = try controller.register(try RegistrationRequest(json: body))
+                return .json(reply.json, status: .created)
+            }
+        }
+        router.post("/v1/brokers/:id/heartbeat") { request, context in
+            await api {
+                let id = context.parameters.get("id") ?? ""
+                let body = try await request.jsonBody(limit: Self.maxBodyBytes)
+                let (incarnation, load) = try Self.heartbeat(body)
+                return .json(try controller.heartbeat(id: id, incarnation: incarnation, load: load).json)
+            }
+        }
+        router.post("/v1/brokers/:id/drain") { request, context in
+            await api {
+                let id = context.parameters.get("id") ?? ""
+                let body = try await request.jsonBody(limit: Self.maxBodyBytes)
+                guard let incarnation = body["incarnation"]?.stringValue else {
+                    throw TocsinError(.badRequest, "drain: 'incarnation' must be a string")
+                }
+                return .json(try controller.drain(id: id, incarnation: incarnation).json)
+            }
+        }
+        router.delete("/v1/brokers/:id") { request, context in
+            await api {
+                let id = context.parameters.get("id") ?? ""
+                guard let incarnation = request.uri.queryParameters.get("incarnation") else {
+                    throw TocsinError(.badRequest, "query parameter 'incarnation' is required")
+                }
+                try controller.deregister(id: id, incarnation: incarnation)
+                return .json(JSONValue.object(["deregistered": .string(id)]))
+            }
+        }
+        router.get("/v1/cluster") { _, _ in
+            Response.json(controller.cluster.json)
+        }
+        router.get("/v1/assign") { request, _ in
+            await api {
+                .json(try controller.assign(try Self.assignment(request)).json)
+            }
+        }
+    }
+
+    private func api(_ body: () async throws -> Response) async -> Response {
+        await respond(logger: controller.logger, body)
+    }
+
+    static func heartbeat(_ body: JSONValue) throws(TocsinError) -> (String, BrokerLoad) {
+        guard case .object(let o) = body else { throw TocsinError(.badRequest, "heartbeat must be a JSON object") }
+        guard let incarnation = o["incarnation"]?.stringValue else {
+            throw TocsinError(.badRequest, "heartbeat: 'incarnation' must be a string")
+        }
+        return (incarnation, try o["load"].map { v throws(TocsinError) in try BrokerLoad(json: v) } ?? .zero)
+    }
+
+    /// `client` is required; `region`, `lat`+`lon` and `exclude` (comma-separated broker ids) are optional.
+    static func assignment(_ request: Request) throws(TocsinError) -> AssignmentRequest {
+        let q = request.uri.queryParameters
+        guard let client = q.get("client"), !client.isEmpty, client.utf8.count <= 256 else {
+            throw TocsinError(.badRequest, "query parameter 'client' is required (1 to 256 bytes)")
+        }
+        let lat = try request.doubleQuery("lat", range: -90...90)
+        let lon = try request.doubleQuery("lon", range: -180...180)
+        guard (lat == nil) == (lon == nil) else {
+            throw TocsinError(.badRequest, "give both 'lat' and 'lon', or neither")
+        }
+        let location = lat.flatMap { lat in lon.map { GeoPoint(lat: lat, lon: $0) } }
+        let region = q.get("region").flatMap { $0.isEmpty ? nil : String($0) }
+        let exclude = Set((q.get("exclude") ?? "").split(separator: ",").map(String.init))
+        return AssignmentRequest(clientID: client, region: region, location: location, exclude: exclude)
+    }
+}
+
+/// A built controller process: the HTTP API plus the lease/rebalance loop.
+public struct ControllerApplication: Sendable {
+    public let controller: Controller
+    public let service: any Service
+}
+
+/// Builds the controller with its HTTP API. `onListening` receives the bound port.
+public func buildController(
+    configuration: ControllerConfiguration, logger: Logger, now: (@Sendable () -> ClusterTime)? = nil,
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+) -> ControllerApplication {
+    let controller = Controller(configuration: configuration, logger: logger, now: now)
+    let router = Router(context: BasicRequestContext.self)
+    ControllerAPI(controller: controller).register(on: router)
+    let app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin-controller"),
+        services: [controller],
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            controller.advertisedURL.withLock { url in
+                if url == nil { url = "http://\(configuration.host):\(port)" }
+            }
+            await onListening(port)
+        },
+        logger: logger
+    )
+    return ControllerApplication(controller: controller, service: app)
+}

@@ -1,0 +1,166 @@
+public import Foundation
+import Synchronization
+
+/// A broker network on one host, as separate processes: a controller and N brokers sharing one
+/// SQLite store (WAL). `tocsin dev` runs it for people, `tocsin bench` for measurements, the
+/// integration tests to kill brokers with SIGKILL — all through this one type.
+///
+/// When `supervise` runs, a broker that exits without being asked to is started again on the
+/// same port as a new incarnation, the way a deployment restores a deleted pod.
+public final class LocalNetwork: Sendable {
+    public struct Configuration: Sendable {
+        public var executable = ChildProcess.tocsinBinary
+        /// The shared store lives here.
+        public var directory: String
+        public var brokers = 3
+        /// The controller's port; brokers take the next ones. 0: free ports everywhere.
+        public var basePort = 0
+        public var host = "127.0.0.1"
+        public var logLevel = "warning"
+        /// Extra arguments for every broker (e.g. `--no-fsync`, `--capacity 5000`).
+        public var brokerArguments: [String] = []
+        /// Extra arguments for the controller (e.g. `--lease-ms 2000`).
+        public var controllerArguments: [String] = []
+        /// Print the processes' stderr (logs) to ours.
+        public var showLogs = false
+
+        public init(directory: String) {
+            self.directory = directory
+        }
+    }
+
+    /// A broker process of the network.
+    public struct Member: Sendable {
+        public var id: String
+        public var port: Int
+        public var pid: Int32
+        /// 1 for the first start, +1 per restart.
+        public var incarnation: Int
+        public var httpURL: String
+        public var webSocketURL: String { httpURL.replacingOccurrences(of: "http://", with: "ws://") + "/v1/ws" }
+    }
+
+    public let configuration: Configuration
+    public let controller: ChildProcess
+    public var controllerURL: String { "http://\(configuration.host):\(controller.port)" }
+
+    private struct State {
+        var processes: [String: ChildProcess] = [:]
+        var members: [String: Member] = [:]
+        /// Brokers stopped on purpose (not restarted by `supervise`).
+        var stopped: Set<String> = []
+        var nextNumber = 1
+        var restarts = 0
+    }
+
+    private let state = Mutex(State())
+
+    /// Starts the controller, then the first broker (it creates the store and the example
+    /// data), then the others.
+    public init(configuration: Configuration) async throws {
+        self.configuration = configuration
+        try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
+        controller = try await ChildProcess(
+            executable: configuration.executable,
+            arguments: ["controller", "--host", configuration.host, "--port", "\(configuration.basePort)", "--log-level", configuration.logLevel]
+                + configuration.controllerArguments,
+            inheritStderr: configuration.showLogs)
+        for _ in 0..<configuration.brokers {
+            _ = try await addBroker()
+        }
+    }
+
+    public var members: [Member] { state.withLock { $0.members.values.sorted { $0.id < $1.id } } }
+    public var restarts: Int { state.withLock { $0.restarts } }
+
+    public func member(_ id: String) -> Member? { state.withLock { $0.members[id] } }
+
+    /// Starts one more broker, `broker-K` with the next free K.
+    @discardableResult
+    public func addBroker() async throws -> Member {
+        let number = state.withLock { s in
+            defer { s.nextNumber += 1 }
+            return s.nextNumber
+        }
+        let id = "broker-\(number)"
+        let port = configuration.basePort == 0 ? 0 : configuration.basePort + number
+        return try await start(id: id, port: port, incarnation: 1)
+    }
+
+    private func start(id: String, port: Int, incarnation: Int) async throws -> Member {
+        let process = try await ChildProcess(
+            executable: configuration.executable,
+            arguments: [
+                "broker", "--controller", controllerURL, "--broker-id", id, "--host", configuration.host, "--port", "\(port)",
+                "--data-dir", configuration.directory, "--log-level", configuration.logLevel,
+            ] + configuration.brokerArguments,
+            inheritStderr: configuration.showLogs)
+        let member = Member(
+            id: id, port: process.port, pid: process.pid, incarnation: incarnation, httpURL: "http://\(configuration.host):\(process.port)")
+        state.withLock { s in
+            s.processes[id] = process
+            s.members[id] = member
+            s.stopped.remove(id)
+        }
+        return member
+    }
+
+    /// Kills a broker with `signal`. SIGKILL is a crash: `supervise` restarts it. Any other
+    /// signal is a stop on purpose.
+    public func kill(_ id: String, signal: Int32 = SIGKILL) async {
+        let process = state.withLock { s -> ChildProcess? in
+            if signal != SIGKILL { s.stopped.insert(id) }
+            return s.processes[id]
+        }
+        guard let process else { return }
+        Foundation.kill(process.pid, signal)
+        _ = await process.exit()
+    }
+
+    /// Kills a broker with SIGKILL and does not restart it.
+    public func crash(_ id: String) async {
+        let process = state.withLock { s -> ChildProcess? in
+            s.stopped.insert(id)
+            s.members[id] = nil
+            return s.processes.removeValue(forKey: id)
+        }
+        guard let process else { return }
+        Foundation.kill(process.pid, SIGKILL)
+        _ = await process.exit()
+    }
+
+    /// Restarts brokers that exit without being asked to, until cancelled. `report` hears of each restart.
+    public func supervise(report: @escaping @Sendable (String) -> Void = { _ in }) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(200))
+            let dead = state.withLock { s in
+                s.processes.filter { !$0.value.isRunning && !s.stopped.contains($0.key) }.map(\.key)
+            }
+            for id in dead.sorted() {
+                guard let old = state.withLock({ $0.members[id] }) else { continue }
+                report("\(id) (pid \(old.pid)) exited; restarting it on port \(old.port) as incarnation \(old.incarnation + 1)")
+                do {
+                    let member = try await start(id: id, port: old.port, incarnation: old.incarnation + 1)
+                    state.withLock { $0.restarts += 1 }
+                    report("\(id) is back (pid \(member.pid))")
+                } catch {
+                    // The dead process stays on the books, so the next round tries again.
+                    report("could not restart \(id): \(error); retrying")
+                }
+            }
+        }
+    }
+
+    /// Stops everything. The controller goes first, so the brokers, finding nobody to drain
+    /// to, close their connections at once instead of migrating clients among themselves.
+    public func stop(signal: Int32 = SIGTERM) async {
+        let processes = state.withLock { s in
+            for id in s.processes.keys { s.stopped.insert(id) }
+            return Array(s.processes.values)
+        }
+        Foundation.kill(controller.pid, SIGTERM)
+        _ = await controller.exit()
+        for p in processes { Foundation.kill(p.pid, signal) }
+        for p in processes { _ = await p.exit() }
+    }
+}

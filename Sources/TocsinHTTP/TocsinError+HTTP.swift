@@ -1,0 +1,91 @@
+package import HTTPTypes
+package import Hummingbird
+package import Logging
+package import TocsinCore
+
+extension TocsinError.Code {
+    /// The one place error codes map to HTTP statuses (broker and controller alike).
+    package var httpStatus: HTTPResponse.Status {
+        switch self {
+        case .badJSON, .badRequest, .unknownMessage, .notIdentified: .badRequest
+        case .schemaViolation, .invalidStream, .invalidChannel, .invalidParams, .invalidRegistration: .unprocessableContent
+        case .unknownStream, .unknownChannel, .unknownSubscription, .notFound, .unknownBroker: .notFound
+        case .tooLarge: .contentTooLarge
+        case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
+        case .unavailable, .noBrokerAvailable: .serviceUnavailable
+        default: .internalServerError
+        }
+    }
+}
+
+extension TocsinError {
+    /// Any error as a TocsinError; unexpected ones become `internal`.
+    package static func from(_ error: any Error) -> TocsinError {
+        (error as? TocsinError) ?? TocsinError(.internalError, "unexpected failure: \(error)")
+    }
+
+    /// `{"error": {"code": "...", "message": "..."}}` with the code's status.
+    package var response: Response {
+        let body = JSONValue.object(["error": .object(["code": .string(code.rawValue), "message": .string(message)])]).serialized
+        return Response.json(body, status: code.httpStatus)
+    }
+}
+
+extension Response {
+    package static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        Response(
+            status: status, headers: [.contentType: "application/json; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    package static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+        json(value.serialized, status: status)
+    }
+}
+
+extension Request {
+    /// The body as JSON, at most `limit` bytes: `too_large`, or `bad_json` when empty or malformed.
+    package func jsonBody(limit: Int) async throws(TocsinError) -> JSONValue {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await body.collect(upTo: limit)
+        } catch {
+            throw TocsinError(.tooLarge, "the request body exceeds \(limit) bytes")
+        }
+        guard buffer.readableBytes > 0 else {
+            throw TocsinError(.badJSON, "the request body is empty; expected JSON")
+        }
+        return try JSONValue.parse(buffer.readableBytesView)
+    }
+
+    /// An integer query parameter in `range`, or `value` when absent.
+    package func intQuery(_ name: String, default value: Int64, range: ClosedRange<Int64>) throws(TocsinError) -> Int64 {
+        guard let text = uri.queryParameters.get(name) else { return value }
+        guard let n = Int64(text), range.contains(n) else {
+            throw TocsinError(.badRequest, "query parameter '\(name)' must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+        }
+        return n
+    }
+
+    /// A finite number query parameter in `range`, or nil when absent.
+    package func doubleQuery(_ name: String, range: ClosedRange<Double>) throws(TocsinError) -> Double? {
+        guard let text = uri.queryParameters.get(name) else { return nil }
+        guard let d = Double(text), d.isFinite, range.contains(d) else {
+            throw TocsinError(.badRequest, "query parameter '\(name)' must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+        }
+        return d
+    }
+}
+
+/// Runs a route handler, turning every error into the JSON error body; unexpected failures are logged.
+package func respond(logger: Logger, _ body: () async throws -> Response) async -> Response {
+    do {
+        return try await body()
+    } catch {
+        let error = TocsinError.from(error)
+        if error.code == .internalError {
+            logger.error("request failed", metadata: ["error": "\(error.message)"])
+        }
+        return error.response
+    }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import TocsinClient
+import TocsinCore
+import TocsinDev
+
+/// `tocsin dev --brokers N`: a local network of separate processes in one command.
+struct Dev: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a local broker network: a controller and N broker processes sharing one SQLite store, supervised.",
+        discussion: """
+            The controller listens on --port, the brokers on the ports after it. A broker that crashes is
+            restarted (a new incarnation) on its port; Ctrl-C stops everything. Try `tocsin status` beside it.
+            """)
+
+    @Option(help: "How many brokers.")
+    var brokers = 3
+
+    @Option(help: "The controller's port; brokers take the next ones.")
+    var port = 7300
+
+    @Option(name: .customLong("data-dir"), help: "Directory of the shared SQLite store.")
+    var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
+
+    @Flag(name: .customLong("no-fsync"), help: "Brokers commit with synchronous=NORMAL.")
+    var noFsync = false
+
+    @Option(name: .customLong("log-level"), help: "The processes' log level (their logs go to stderr).")
+    var logLevel = "notice"
+
+    mutating func validate() throws {
+        guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
+        guard (1...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
+    }
+
+    func run() async throws {
+        var configuration = LocalNetwork.Configuration(directory: dataDirectory)
+        configuration.brokers = brokers
+        configuration.basePort = port
+        configuration.logLevel = logLevel
+        configuration.showLogs = true
+        if noFsync { configuration.brokerArguments.append("--no-fsync") }
+        let network = try await LocalNetwork(configuration: configuration)
+        print("controller  \(network.controllerURL)   (discovery: \(network.controllerURL)/v1/cluster)")
+        for m in network.members {
+            print("\(m.id)    \(m.httpURL)   \(m.webSocketURL)   pid \(m.pid)")
+        }
+        print("data in \(dataDirectory); Ctrl-C stops the network")
+        fflushStdout()
+        let supervisor = Task {
+            await network.supervise { line in
+                print("dev: " + line)
+                fflushStdout()
+            }
+        }
+        await TerminationSignal.wait()
+        supervisor.cancel()
+        print("dev: stopping")
+        await network.stop()
+    }
+}
+
+/// Waits for SIGINT or SIGTERM.
+enum TerminationSignal {
+    static func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let once = OnceFlag()
+            var sources: [any DispatchSourceSignal] = []
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler {
+                    if once.claim() { continuation.resume() }
+                }
+                source.resume()
+                sources.append(source)
+            }
+            Retained.sources = sources
+        }
+    }
+
+    /// Keeps the signal sources alive for the process's life.
+    private enum Retained {
+        nonisolated(unsafe) static var sources: [any DispatchSourceSignal] = []
+    }
+}
+
+final class OnceFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var claimed = false
+    func claim() -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        if claimed { return false }
+        claimed = true
+        return true
+    }
+}
+
+/// `tocsin status`: the network as a table.
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the broker network: brokers, state, load, clients.")
+
+    @Option(help: "Any node of the network: the controller or a broker (env TOCSIN_URL).")
+    var url: String = Environment.get("TOCSIN_URL") ?? "http://127.0.0.1:7300"
+
+    func run() async throws {
+        var base = url
+        while base.hasSuffix("/") { base.removeLast() }
+        let view = try ClusterView(json: try await HTTPCall.call(.GET, base + "/v1/cluster"))
+        print("controller: \(view.controller ?? "none (standalone broker)")")
+        let header = ["BROKER", "STATE", "REGION", "CLIENTS", "CAPACITY", "SUBSCRIPTIONS", "DELIVERIES/S", "PUBLISHES/S", "CPU", "WEBSOCKET"]
+        var rows = [header]
+        for b in view.brokers.sorted(by: { $0.id < $1.id }) {
+            rows.append([
+                b.id, b.state.rawValue, b.region, "\(b.load.connections)", "\(b.capacity)", "\(b.load.subscriptions)",
+                String(format: "%.0f", b.load.deliveriesPerSecond), String(format: "%.0f", b.load.publishesPerSecond),
+                String(format: "%.0f%%", b.load.cpu * 100), b.webSocketURL,
+            ])
+        }
+        let widths = header.indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+        for row in rows {
+            print(row.enumerated().map { i, cell in cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+        let total = view.brokers.reduce(0) { $0 + $1.load.connections }
+        print("\(view.brokers.count) broker(s), \(total) client(s)")
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TocsinClient
+import TocsinCore
+import TocsinDev
+import TocsinTesting
+
+/// A real network: `tocsin controller` and `tocsin broker` processes sharing one SQLite file,
+/// subscribers of the client library, a publisher throughout. Brokers are killed with SIGKILL,
+/// added, and stopped with SIGTERM; every test asserts that every subscriber receives every
+/// acknowledged event, in strictly increasing seq order.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct NetworkTests {
+    /// What one subscriber saw.
+    final class Probe: Sendable {
+        let seqs = Mutex<[Int64]>([])
+        let broker = Mutex<String>("")
+        let connections = Atomic<Int>(0)
+        let migrations = Mutex<[String]>([])
+    }
+
+    /// Subscribers of one channel on the network, with what each received.
+    final class Audience: Sendable {
+        let probes: [Probe]
+        let subscribers: [Subscriber]
+        let tasks: [Task<Void, Never>]
+        let kind: String
+
+        init(count: Int, seeds: [String], kind: String) {
+            var logger = Logger(label: "network-test")
+            logger.logLevel = .critical
+            var probes: [Probe] = []
+            var subscribers: [Subscriber] = []
+            var tasks: [Task<Void, Never>] = []
+            for i in 0..<count {
+                var configuration = Subscriber.Configuration(seeds: seeds, client: "\(kind)-\(i)")
+                configuration.initialBackoff = .milliseconds(500)
+                let subscriber = Subscriber(
+                    configuration: configuration, requests: [SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": .string(kind)])],
+                    logger: logger)
+                let probe = Probe()
+                tasks.append(
+                    Task {
+                        for await event in subscriber.events() {
+                            switch event {
+                            case .notification(let n): probe.seqs.withLock { $0 += n.events.map(\.seq) }
+                            case .connected(let broker, _):
+                                probe.broker.withLock { $0 = broker }
+                                probe.connections.add(1, ordering: .relaxed)
+                            case .migrated(_, let to, let reason):
+                                probe.broker.withLock { $0 = to }
+                                probe.migrations.withLock { $0.append(reason) }
+                            default: break
+                            }
+                        }
+                    })
+                probes.append(probe)
+                subscribers.append(subscriber)
+            }
+            self.probes = probes
+            self.subscribers = subscribers
+            self.tasks = tasks
+            self.kind = kind
+        }
+
+        var allConnected: Bool { probes.allSatisfy { $0.connections.load(ordering: .relaxed) > 0 } }
+
+        var perBroker: [String: Int] {
+            var counts: [String: Int] = [:]
+            for p in probes { counts[p.broker.withLock { $0 }, default: 0] += 1 }
+            return counts
+        }
+
+        func received(all expected: Set<Int64>) -> Bool {
+            probes.allSatisfy { p in p.seqs.withLock { expected.isSubset(of: Set($0)) } }
+        }
+
+        /// Every subscriber's seqs strictly increase (the library drops duplicates).
+        var inOrder: Bool {
+            probes.allSatisfy { p in p.seqs.withLock { s in zip(s, s.dropFirst()).allSatisfy { $0 < $1 } } }
+        }
+
+        func stop() { for t in tasks { t.cancel() } }
+    }
+
+    /// Publishes one event every few milliseconds through the network until stopped; records acknowledged seqs.
+    final class Feed: Sendable {
+        let acknowledged = Mutex<[Int64]>([])
+        let stopped = Atomic<Bool>(false)
+        let task = Mutex<Task<Void, Never>?>(nil)
+
+        init(seeds: [String], kind: String) {
+            let publisher = Publisher(seeds: seeds, client: "\(kind)-publisher")
+            task.withLock {
+                $0 = Task { [self] in
+                    var i = 0
+                    while !self.stopped.load(ordering: .relaxed) {
+                        i += 1
+                        let event: JSONValue = [
+                            "kind": .string(kind), "severity": 3, "location": ["lat": 52.0, "lon": 4.0], "area": "Delft",
+                            "description": .string("n\(i)"), "time": .string(TimeFormat.format(TimeFormat.nowMillis())),
+                        ]
+                        if let published = try? await publisher.publish(stream: "emergencies", events: [event]) {
+                            self.acknowledged.withLock { $0 += published.seqs }
+                        }
+                        try? await Task.sleep(for: .milliseconds(10))  // pacing of the feed, not a wait for a condition
+                    }
+                }
+            }
+        }
+
+        var count: Int { acknowledged.withLock { $0.count } }
+
+        func stop() async -> Set<Int64> {
+            stopped.store(true, ordering: .relaxed)
+            await task.withLock { $0 }?.value
+            return Set(acknowledged.withLock { $0 })
+        }
+    }
+
+    static func network(brokers: Int) async throws -> LocalNetwork {
+        var configuration = LocalNetwork.Configuration(directory: TemporaryDirectory.make())
+        configuration.brokers = brokers
+        configuration.executable = ServerProcess.tocsinBinary
+        configuration.brokerArguments = ["--no-fsync", "--drain-timeout", "20"]
+        configuration.controllerArguments = ["--lease-ms", "1500", "--heartbeat-ms", "200", "--cooldown-ms", "1000"]
+        return try await LocalNetwork(configuration: configuration)
+    }
+
+    @Test func killingABrokerUnderLoadLosesNothing() async throws {
+        let network = try await Self.network(brokers: 3)
+        let seeds = [network.controllerURL]
+        let audience = Audience(count: 45, seeds: seeds, kind: "kill-\(UInt32.random(in: 0...UInt32.max))")
+        defer { audience.stop() }
+        try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
+        #expect(audience.perBroker.count == 3, "assign spreads clients over all brokers: \(audience.perBroker)")
+
+        let feed = Feed(seeds: seeds, kind: audience.kind)
+        try await waitUntil("100 events published") { feed.count >= 100 }
+        let (victim, clients) = try #require(audience.perBroker.max { $0.value < $1.value })
+        await network.crash(victim)
+        try await waitUntil("the victim's clients reconnected elsewhere", timeout: .seconds(30)) {
+            audience.perBroker[victim] == nil
+        }
+        let afterKill = feed.count
+        try await waitUntil("100 more events published") { feed.count >= afterKill + 100 }
+        let expected = await feed.stop()
+        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
+            audience.received(all: expected)
+        }
+        #expect(audience.inOrder)
+        #expect(clients > 0)
+        #expect(Set(audience.perBroker.keys).isSubset(of: Set(network.members.map(\.id))))
+        await network.stop(signal: SIGKILL)
+    }
+
+    @Test func addingABrokerMigratesClientsWithoutLoss() async throws {
+        let network = try await Self.network(brokers: 2)
+        let seeds = [network.controllerURL]
+        let audience = Audience(count: 60, seeds: seeds, kind: "grow-\(UInt32.random(in: 0...UInt32.max))")
+        defer { audience.stop() }
+        try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
+        let feed = Feed(seeds: seeds, kind: audience.kind)
+        try await waitUntil("50 events published") { feed.count >= 50 }
+        let added = try await network.addBroker()
+        // Mean 20 with ±5 (the absolute tolerance beats 10% here): the new broker takes at least 15.
+        try await waitUntil("the new broker took its share", timeout: .seconds(60)) {
+            (audience.perBroker[added.id] ?? 0) >= 15
+        }
+        let moved = audience.probes.reduce(0) { $0 + $1.migrations.withLock { $0.count } }
+        #expect(moved >= 15 && moved <= 25, "no more moves than needed: \(moved)")
+        let afterMove = feed.count
+        try await waitUntil("50 more events published") { feed.count >= afterMove + 50 }
+        let expected = await feed.stop()
+        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
+            audience.received(all: expected)
+        }
+        #expect(audience.inOrder)
+        #expect(audience.probes.allSatisfy { $0.migrations.withLock { $0.allSatisfy { $0 == "rebalance" } } })
+        await network.stop(signal: SIGKILL)
+    }
+
+    @Test func aBrokerStoppedGracefullyDrainsItsClientsFirst() async throws {
+        let network = try await Self.network(brokers: 2)
+        let seeds = [network.controllerURL]
+        let audience = Audience(count: 20, seeds: seeds, kind: "drain-\(UInt32.random(in: 0...UInt32.max))")
+        defer { audience.stop() }
+        try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
+        let feed = Feed(seeds: seeds, kind: audience.kind)
+        try await waitUntil("30 events published") { feed.count >= 30 }
+        let (leaving, clients) = try #require(audience.perBroker.max { $0.value < $1.value })
+        await network.kill(leaving, signal: SIGTERM)
+        #expect(audience.perBroker[leaving] == nil)
+        let drained = audience.probes.reduce(0) { $0 + $1.migrations.withLock { $0.filter { $0 == "drain" }.count } }
+        #expect(drained == clients, "every client of the leaving broker was migrated, none had to reconnect")
+        let afterDrain = feed.count
+        try await waitUntil("30 more events published") { feed.count >= afterDrain + 30 }
+        let expected = await feed.stop()
+        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
+            audience.received(all: expected)
+        }
+        #expect(audience.inOrder)
+        await network.stop(signal: SIGKILL)
+    }
+
+    @Test func theSupervisorRestartsACrashedBrokerAsANewIncarnation() async throws {
+        let network = try await Self.network(brokers: 2)
+        let supervisor = Task { await network.supervise() }
+        defer { supervisor.cancel() }
+        let before = try ClusterView(json: try await HTTPCall.call(.GET, network.controllerURL + "/v1/cluster"))
+        let old = try #require(before.brokers.first { $0.id == "broker-1" })
+        await network.kill("broker-1", signal: SIGKILL)
+        try await waitUntil("broker-1 is back as a new incarnation", timeout: .seconds(30)) {
+            guard let reply = try? await HTTPCall.call(.GET, network.controllerURL + "/v1/cluster"),
+                let view = try? ClusterView(json: reply),
+                let now = view.brokers.first(where: { $0.id == "broker-1" })
+            else { return false }
+            return now.incarnation != old.incarnation && now.webSocketURL == old.webSocketURL
+        }
+        #expect(network.restarts == 1)
+        #expect(network.member("broker-1")?.incarnation == 2)
+        supervisor.cancel()
+        await network.stop(signal: SIGKILL)
+    }
+}

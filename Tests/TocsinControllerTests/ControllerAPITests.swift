@@ -1,0 +1,165 @@
+import Foundation
+import Testing
+import TocsinClient
+import TocsinController
+import TocsinCore
+import TocsinTesting
+
+/// The controller's HTTP API on a real socket, with a manual clock.
+@Suite(.timeLimit(.minutes(1)))
+struct ControllerAPITests {
+    static func registration(_ id: String, port: Int, incarnation: String = UUID().uuidString, capacity: Int = 100) -> JSONValue {
+        .object([
+            "id": .string(id), "incarnation": .string(incarnation), "wsURL": .string("ws://127.0.0.1:\(port)/v1/ws"),
+            "httpURL": .string("http://127.0.0.1:\(port)"), "region": .string("local"), "capacity": .int(Int64(capacity)),
+        ])
+    }
+
+    static func heartbeat(incarnation: String, connections: Int) -> JSONValue {
+        .object(["incarnation": .string(incarnation), "load": .object(["connections": .int(Int64(connections))])])
+    }
+
+    static func cluster(_ c: TestController) async throws -> ClusterView {
+        try ClusterView(json: try await HTTPCall.call(.GET, c.url + "/v1/cluster"))
+    }
+
+    static func expectError(_ reply: HTTPCall.Reply, status: Int, code: TocsinError.Code) {
+        #expect(reply.status == status)
+        #expect(reply.body["error"]?["code"]?.stringValue == code.rawValue)
+        #expect((reply.body["error"]?["message"]?.stringValue ?? "").count > 5)
+    }
+
+    @Test func registerHeartbeatDiscoverAssign() async throws {
+        try await TestController.with(clock: ManualClock()) { c in
+            let reply = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1")))
+            #expect(reply.leaseMillis == 3000)
+            #expect(reply.cluster.brokers.map(\.id) == ["b1"])
+            #expect(reply.cluster.controller == c.url)
+            let beat = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 7)))
+            #expect(beat.commands.isEmpty)
+            let view = try await Self.cluster(c)
+            #expect(view.brokers.first?.load.connections == 7)
+            let assigned = try AssignReply(json: try await HTTPCall.call(.GET, c.url + "/v1/assign?client=alice&lat=52.1&lon=4.3"))
+            #expect(assigned.broker.id == "b1")
+            #expect(assigned.broker.webSocketURL == "ws://127.0.0.1:9001/v1/ws")
+        }
+    }
+
+    @Test func badInputGetsClearErrorsAndChangesNothing() async throws {
+        try await TestController.with(clock: ManualClock()) { c in
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
+            let before = try await Self.cluster(c)
+
+            Self.expectError(try await HTTPCall.send(.POST, c.url + "/v1/brokers", rawBody: "{not json"), status: 400, code: .badJSON)
+            Self.expectError(try await HTTPCall.send(.POST, c.url + "/v1/brokers", rawBody: "[1,2]"), status: 422, code: .invalidRegistration)
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers", rawBody: #"{"id":"b2","incarnation":"x"}"#), status: 422, code: .invalidRegistration)
+            var badURL = Self.registration("b2", port: 9002)
+            if case .object(var o) = badURL { o["wsURL"] = .string("ftp://somewhere"); badURL = .object(o) }
+            Self.expectError(try await HTTPCall.send(.POST, c.url + "/v1/brokers", rawBody: badURL.serialized), status: 422, code: .invalidRegistration)
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers", rawBody: Self.registration("b2", port: 9002, capacity: 0).serialized),
+                status: 422, code: .invalidRegistration)
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers", rawBody: Self.registration("bad id!", port: 9002).serialized),
+                status: 422, code: .invalidRegistration)
+            // A broker claiming a live broker's id from another address.
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers", rawBody: Self.registration("b1", port: 9999).serialized),
+                status: 409, code: .brokerIDInUse)
+            // An unknown broker heartbeating, a stale incarnation, a malformed load.
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers/ghost/heartbeat", rawBody: Self.heartbeat(incarnation: "g", connections: 1).serialized),
+                status: 404, code: .unknownBroker)
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers/b1/heartbeat", rawBody: Self.heartbeat(incarnation: "old", connections: 1).serialized),
+                status: 409, code: .staleIncarnation)
+            Self.expectError(
+                try await HTTPCall.send(
+                    .POST, c.url + "/v1/brokers/b1/heartbeat", rawBody: #"{"incarnation":"i1","load":{"connections":-3}}"#),
+                status: 400, code: .badRequest)
+            Self.expectError(try await HTTPCall.send(.DELETE, c.url + "/v1/brokers/b1?incarnation=nope"), status: 409, code: .staleIncarnation)
+            // Bad assignment questions.
+            Self.expectError(try await HTTPCall.send(.GET, c.url + "/v1/assign"), status: 400, code: .badRequest)
+            Self.expectError(try await HTTPCall.send(.GET, c.url + "/v1/assign?client=a&lat=52"), status: 400, code: .badRequest)
+            Self.expectError(try await HTTPCall.send(.GET, c.url + "/v1/assign?client=a&lat=95&lon=3"), status: 400, code: .badRequest)
+
+            let after = try await Self.cluster(c)
+            #expect(after == before)
+        }
+    }
+
+    @Test func aRestartedBrokerIsANewIncarnation() async throws {
+        try await TestController.with(clock: ManualClock()) { c in
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "first"))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "second"))
+            #expect(try await Self.cluster(c).brokers.map(\.incarnation) == ["second"])
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers/b1/heartbeat", rawBody: Self.heartbeat(incarnation: "first", connections: 0).serialized),
+                status: 409, code: .staleIncarnation)
+        }
+    }
+
+    @Test func anExpiredBrokerIsDeadAndNeverAssigned() async throws {
+        let clock = ManualClock()
+        try await TestController.with(clock: clock) { c in
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b2", port: 9002, incarnation: "i2"))
+            clock.advance(by: .seconds(2))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b2/heartbeat", body: Self.heartbeat(incarnation: "i2", connections: 0))
+            clock.advance(by: .milliseconds(1500))  // b1 is 3.5 s silent, b2 1.5 s
+            c.controller.tick()
+            #expect(try await Self.cluster(c).brokers.map(\.id) == ["b2"])
+            for i in 0..<50 {
+                let a = try AssignReply(json: try await HTTPCall.call(.GET, c.url + "/v1/assign?client=c\(i)"))
+                #expect(a.broker.id == "b2")
+            }
+            Self.expectError(
+                try await HTTPCall.send(.POST, c.url + "/v1/brokers/b1/heartbeat", rawBody: Self.heartbeat(incarnation: "i1", connections: 0).serialized),
+                status: 404, code: .unknownBroker)
+            clock.advance(by: .seconds(4))
+            c.controller.tick()
+            Self.expectError(try await HTTPCall.send(.GET, c.url + "/v1/assign?client=x"), status: 503, code: .noBrokerAvailable)
+        }
+    }
+
+    @Test func anUnbalancedNetworkGetsMigrateOrdersInHeartbeats() async throws {
+        let clock = ManualClock()
+        try await TestController.with(clock: clock) { c in
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b2", port: 9002, incarnation: "i2"))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b2/heartbeat", body: Self.heartbeat(incarnation: "i2", connections: 10))
+            c.controller.tick()
+            let orders = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90)))
+            #expect(orders.commands.count == 1)
+            let order = try #require(orders.commands.first)
+            #expect(order.to.id == "b2")
+            #expect(order.reason == "rebalance")
+            // Mean 50, band ±5: b1 must come down to 55 at least: 35 clients.
+            #expect(order.count == 35)
+            // Orders are handed out once; the cooldown holds the next plan back.
+            let again = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90)))
+            #expect(again.commands.isEmpty)
+            c.controller.tick()
+            #expect(try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 55))).commands.isEmpty)
+        }
+    }
+
+    @Test func aDrainingBrokerIsEmptiedAtOnceAndNotAssigned() async throws {
+        try await TestController.with(clock: ManualClock()) { c in
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b2", port: 9002, incarnation: "i2"))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 12))
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/drain", body: .object(["incarnation": .string("i1")]))
+            let orders = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 12)))
+            #expect(orders.commands.map(\.count) == [12])
+            #expect(orders.commands.first?.reason == "drain")
+            for i in 0..<20 {
+                #expect(try AssignReply(json: try await HTTPCall.call(.GET, c.url + "/v1/assign?client=c\(i)")).broker.id == "b2")
+            }
+            _ = try await HTTPCall.call(.DELETE, c.url + "/v1/brokers/b1?incarnation=i1")
+            #expect(try await Self.cluster(c).brokers.map(\.id) == ["b2"])
+        }
+    }
+}
