@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 public import Logging
 public import TocsinCore
 
@@ -21,6 +22,9 @@ public final class SQLiteStore: Store {
     let logger: Logger
     public let changes: ChangeFeed
     let committer: GroupCommitter
+    /// Its own connection, so `PRAGMA data_version` sees every other connection's commits.
+    private let watcher: DatabaseQueue
+    private let lastDataVersion = Mutex<Int?>(nil)
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "tocsin.store")) throws {
         let directory = URL(fileURLWithPath: configuration.path).deletingLastPathComponent().path
@@ -32,16 +36,39 @@ public final class SQLiteStore: Store {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
         config.label = "tocsin"
-        self.pool = try DatabasePool(path: configuration.path, configuration: config)
+        self.pool = try Self.retryingWhileAnotherProcessSetsUp { try DatabasePool(path: configuration.path, configuration: config) }
         self.logger = logger
         let feed = ChangeFeed()
         self.changes = feed
         self.committer = GroupCommitter(pool: pool, logger: logger) { stream, seq in feed.advance(stream: stream, to: seq) }
-        try Self.migrator.migrate(pool)
+        try Self.retryingWhileAnotherProcessSetsUp { [pool] in try Self.migrator.migrate(pool) }
+        var watcherConfig = GRDB.Configuration()
+        watcherConfig.readonly = true
+        watcherConfig.busyMode = .timeout(10)
+        watcherConfig.label = "tocsin-watcher"
+        self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
         try refreshChanges()
     }
 
-    /// Reads every stream's last seq and wakes tails of streams that grew (appends by other processes).
+    /// Several brokers may open a fresh store at once. Switching the file to WAL takes a lock
+    /// SQLite's busy timeout does not cover, and two processes may both start the first
+    /// migration (the loser fails on an existing table, then finds it applied): retry those for
+    /// a few seconds.
+    static func retryingWhileAnotherProcessSetsUp<T>(_ body: () throws -> T) throws -> T {
+        var attempt = 0
+        while true {
+            do {
+                return try body()
+            } catch let error as DatabaseError where attempt < 100 {
+                let busy = error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
+                let raced = error.resultCode == .SQLITE_ERROR && (error.message ?? "").contains("already exists")
+                guard busy || raced else { throw error }
+                attempt += 1
+                usleep(50_000)
+            }
+        }
+    }
+
     /// A fingerprint of the stream and channel definitions (and stream epochs): it changes when
     /// any process sharing the file defines, recreates or deletes one. The tables are small.
     public func catalogVersion() throws -> String {
@@ -57,10 +84,22 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func refreshChanges() throws {
-        for info in try pool.read({ db in try Self.fetchStreams(db) }) {
-            changes.advance(stream: info.name, to: info.lastSeq)
+    /// Wakes the tails of streams that grew through other connections (other processes sharing
+    /// the file). Cheap when nothing changed: one `PRAGMA data_version` on a connection of its
+    /// own, which changes exactly when another connection commits. Returns whether it did.
+    @discardableResult
+    public func refreshChanges() throws -> Bool {
+        let version = try watcher.inDatabase { db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0 }
+        let changed = lastDataVersion.withLock { last in
+            defer { last = version }
+            return last != version
         }
+        guard changed else { return false }
+        let rows = try pool.read { db in try Row.fetchAll(db, sql: "SELECT name, last_seq FROM streams") }
+        for row in rows {
+            changes.advance(stream: row["name"], to: row["last_seq"])
+        }
+        return true
     }
 
     static var migrator: DatabaseMigrator {
