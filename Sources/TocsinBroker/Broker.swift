@@ -162,15 +162,31 @@ public final class Broker: Service, Sendable {
 
     /// Load as reported to the controller. Sessions already told to migrate are not counted:
     /// they are leaving, and counting them would make the controller order the same move twice.
-    func currentLoad() -> (connections: Int, subscriptions: Int) {
+    func currentLoad() -> (connections: Int, subscriptions: Int, migrating: Int) {
         sessions.withLock { all in
             var connections = 0
             var subscriptions = 0
-            for session in all.values where !session.isMigrating {
-                connections += 1
-                subscriptions += session.subscriptionCount
+            var migrating = 0
+            for session in all.values {
+                if session.isMigrating {
+                    migrating += 1
+                } else {
+                    connections += 1
+                    subscriptions += session.subscriptionCount
+                }
             }
-            return (connections, subscriptions)
+            return (connections, subscriptions, migrating)
+        }
+    }
+
+    /// Closes sessions told to migrate more than `timeout` ago (clients that ignore `migrate`):
+    /// they reconnect through `assign` like after any lost connection.
+    func closeStaleMigrations(olderThan timeout: Duration) {
+        let deadline = ContinuousClock.now - timeout
+        let stale = sessions.withLock { all in all.values.filter { $0.migrating(before: deadline) } }
+        for session in stale { session.close(.migrationTimedOut) }
+        if !stale.isEmpty {
+            logger.warning("closed clients that did not migrate", metadata: ["clients": "\(stale.count)"])
         }
     }
 
@@ -199,7 +215,7 @@ public final class Broker: Service, Sendable {
     var standaloneSummary: BrokerSummary {
         let port = listeningPort.withLock { $0 } ?? configuration.port
         let http = configuration.cluster?.advertisedURL ?? "http://\(configuration.host):\(port)"
-        let (connections, subscriptions) = currentLoad()
+        let (connections, subscriptions, _) = currentLoad()
         return BrokerSummary(
             id: configuration.brokerID, incarnation: incarnation, webSocketURL: ClusterSettings.webSocketURL(forHTTP: http), httpURL: http,
             region: configuration.cluster?.region ?? "local", location: configuration.cluster?.location,

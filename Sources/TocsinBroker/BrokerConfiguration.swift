@@ -52,6 +52,9 @@ public struct ClusterSettings: Sendable {
     public var capacity = 10_000
     /// On graceful shutdown, how long to wait for clients to migrate away before closing.
     public var drainTimeout: Duration = .seconds(15)
+    /// A client told to migrate that is still here after this long is disconnected (it then
+    /// reconnects through `assign`); until then the controller plans no further moves.
+    public var migrationTimeout: Duration = .seconds(30)
 
     public init(controllerURL: String) {
         self.controllerURL = controllerURL

@@ -68,6 +68,7 @@ final class ClusterMember: Service, Sendable {
                 if !registered.load(ordering: .relaxed) {
                     try await register()
                 } else {
+                    broker.closeStaleMigrations(olderThan: settings.migrationTimeout)
                     try await heartbeat(meter.sample(broker.currentLoad()))
                 }
                 failures = 0
@@ -173,7 +174,7 @@ struct LoadMeter {
         published = totals.published.load(ordering: .relaxed)
     }
 
-    mutating func sample(_ current: (connections: Int, subscriptions: Int)) -> BrokerLoad {
+    mutating func sample(_ current: (connections: Int, subscriptions: Int, migrating: Int)) -> BrokerLoad {
         let now = ContinuousClock.now
         let elapsed = max(0.001, Double((now - last).components.attoseconds) / 1e18 + Double((now - last).components.seconds))
         let d = totals.delivered.load(ordering: .relaxed)
@@ -188,7 +189,7 @@ struct LoadMeter {
         return BrokerLoad(
             connections: current.connections, subscriptions: current.subscriptions,
             deliveriesPerSecond: Double(d - delivered) / elapsed, publishesPerSecond: Double(p - published) / elapsed,
-            cpu: max(0, (cpu - cpuSeconds) / elapsed))
+            cpu: max(0, (cpu - cpuSeconds) / elapsed), migrating: current.migrating)
     }
 
     /// User + system CPU time of this process.

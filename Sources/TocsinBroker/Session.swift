@@ -25,6 +25,8 @@ enum OutFrame: Sendable {
 final class Session: Sendable {
     enum CloseReason: Sendable, Equatable {
         case slowConsumer
+        /// Told to migrate long ago and still here: closed so it reconnects through `assign`.
+        case migrationTimedOut
     }
 
     private struct State {
@@ -35,8 +37,8 @@ final class Session: Sendable {
         var client: String?
         /// Subscription id -> stream, for this session's attached subscriptions.
         var subscriptions: [String: String] = [:]
-        /// Told to move to another broker (and expected to close soon).
-        var migrating = false
+        /// Told to move to another broker (and expected to close soon), since when.
+        var migratingSince: ContinuousClock.Instant?
     }
 
     let id: String
@@ -84,14 +86,31 @@ final class Session: Sendable {
     var subscriptionCount: Int { state.withLock { $0.subscriptions.count } }
 
     /// Identified and not yet told to migrate: a candidate to move.
-    var canMigrate: Bool { state.withLock { $0.client != nil && !$0.migrating && $0.closed == nil && !$0.finished } }
-    var isMigrating: Bool { state.withLock { $0.migrating } }
+    var canMigrate: Bool { state.withLock { $0.client != nil && $0.migratingSince == nil && $0.closed == nil && !$0.finished } }
+    var isMigrating: Bool { state.withLock { $0.migratingSince != nil } }
+
+    /// Told to migrate before `deadline` and still open.
+    func migrating(before deadline: ContinuousClock.Instant) -> Bool {
+        state.withLock { s in s.migratingSince.map { $0 < deadline } ?? false && s.closed == nil && !s.finished }
+    }
+
+    /// Closes the connection for `reason` (the transport writes the close frame).
+    func close(_ reason: CloseReason) {
+        let wake = state.withLock { s -> Bool in
+            guard s.closed == nil, !s.finished else { return false }
+            s.closed = reason
+            let wake = !s.drainScheduled
+            s.drainScheduled = true
+            return wake
+        }
+        if wake { onReady() }
+    }
 
     /// Sends `migrate` unless the session is already moving; returns whether it was sent.
     func migrate(to webSocketURL: String, broker: String, reason: String) -> Bool {
         let first = state.withLock { s -> Bool in
-            guard s.client != nil, !s.migrating, s.closed == nil, !s.finished else { return false }
-            s.migrating = true
+            guard s.client != nil, s.migratingSince == nil, s.closed == nil, !s.finished else { return false }
+            s.migratingSince = .now
             return true
         }
         if first { send(.migrate(to: webSocketURL, broker: broker, reason: reason)) }

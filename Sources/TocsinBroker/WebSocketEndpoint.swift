@@ -131,6 +131,14 @@ struct WebSocketEndpoint: Sendable {
                 }
             case .idle, .finished:
                 return
+            case .close(.migrationTimedOut):
+                session.logger.info("closing a client that did not follow its migrate order")
+                var close = channel.allocator.buffer(capacity: 16)
+                close.write(webSocketErrorCode: .goingAway)
+                close.writeString("migrate")
+                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: close), promise: nil)
+                channel.close(promise: nil)
+                return
             case .close(.slowConsumer):
                 broker.metrics.slowConsumers.increment()
                 broker.slowConsumerDisconnects.add(1, ordering: .relaxed)

@@ -260,11 +260,13 @@ public struct Subscriber: Sendable {
                 tracker.subscribedOnce.store(true, ordering: .relaxed)
                 for info in infos { self.note(info, tracker: tracker, continuation: continuation) }
                 signals.yield(.ready(generation: generation, broker: welcome.broker, subscriptions: infos))
-                // Acks are cumulative: send the newest seq per subscription every `ackInterval`
-                // (or after `ackEvery` notifications), not one frame per notification.
+                // Acks are cumulative: send the newest seq per subscription `ackInterval` after the
+                // first unacknowledged notification (or after `ackEvery` of them), not one frame per
+                // notification — and an idle subscriber sets no timers at all.
+                let (ackDue, ackSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        while true {
+                        for await _ in ackDue {
                             try await Task.sleep(for: configuration.ackInterval)
                             try await self.flushAcks(tracker, on: connection)
                         }
@@ -279,6 +281,7 @@ public struct Subscriber: Sendable {
                                 u.count += 1
                                 return u.count
                             }
+                            if unacked == 1 { ackSignal.yield() }
                             if unacked >= configuration.ackEvery { try await self.flushAcks(tracker, on: connection) }
                         case .subscribed(_, let info):
                             self.note(info, tracker: tracker, continuation: continuation)
@@ -288,6 +291,7 @@ public struct Subscriber: Sendable {
                             continue
                         }
                     }
+                    ackSignal.finish()
                     group.cancelAll()
                 }
                 if !Task.isCancelled { try? await self.flushAcks(tracker, on: connection) }

@@ -165,9 +165,11 @@ public final class Controller: Service, Sendable {
             guard configuration.rebalanceEnabled else { return (expired, nil) }
             let coolingDown = s.lastPlanAt.map { at - $0 < configuration.rebalanceCooldown } ?? false
             guard !coolingDown || s.drainRequested else { return (expired, nil) }
-            s.drainRequested = false
             let live = s.membership.live
+            // Clients still in flight from the last orders: nobody's report shows where they land yet.
+            guard !live.contains(where: { $0.load.migrating > 0 }) else { return (expired, nil) }
             let plan = Rebalancer.plan(brokers: live, policy: configuration.rebalance)
+            s.drainRequested = false
             guard !plan.isEmpty else { return (expired, nil) }
             let byID = Dictionary(uniqueKeysWithValues: live.map { ($0.id, $0) })
             for move in plan.moves {

@@ -264,6 +264,15 @@ public final class SQLiteStore: Store {
 
     public func openSubscription(client: String, channel: String, params: [String: JSONValue], initial: StreamPosition) async throws -> (SubscriptionRecord, created: Bool) {
         let paramsText = JSONValue.object(params).serialized
+        // Resuming (the common case: every reconnect) only reads; the write lock, which brokers
+        // sharing the file contend for, is taken only to create.
+        let existing = try await pool.read { db in
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",
+                arguments: [client, channel, paramsText]
+            ).map(Self.subscription)
+        }
+        if let existing { return (existing, false) }
         return try await write { db in
             if let row = try Row.fetchOne(
                 db, sql: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",

@@ -287,8 +287,31 @@ struct Bench: AsyncParsableCommand {
 
     /// The publish time the benchmark put in the event's description ("t<nanos>").
     static func sentNanos(_ frame: String) -> Int64? {
-        guard let r = frame.range(of: #""description":"t"#) else { return nil }
-        return Int64(frame[r.upperBound...].prefix { $0.isNumber })
+        // A byte scan: Foundation's range(of:) costs more than the rest of a notification's handling.
+        let pattern = Array(#""description":"t"#.utf8)
+        let utf8 = frame.utf8
+        return utf8.withContiguousStorageIfAvailable { bytes -> Int64? in
+            guard bytes.count > pattern.count else { return nil }
+            var i = 0
+            while i + pattern.count <= bytes.count {
+                if bytes[i] == pattern[0], bytes[i..<(i + pattern.count)].elementsEqual(pattern) {
+                    var j = i + pattern.count
+                    var value: Int64 = 0
+                    var digits = 0
+                    while j < bytes.count, bytes[j] >= 48, bytes[j] <= 57 {
+                        value = value &* 10 &+ Int64(bytes[j] - 48)
+                        j += 1
+                        digits += 1
+                    }
+                    return digits > 0 ? value : nil
+                }
+                i += 1
+            }
+            return nil
+        } ?? {
+            guard let r = frame.range(of: #""description":"t"#) else { return nil }
+            return Int64(frame[r.upperBound...].prefix { $0.isNumber })
+        }()
     }
 
     static func field(_ frame: String, _ name: String) -> String? {

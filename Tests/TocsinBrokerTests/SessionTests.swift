@@ -51,6 +51,27 @@ struct SessionTests {
         #expect(s.take() == .close(.slowConsumer))
     }
 
+    @Test func migrateIsSentOnceToIdentifiedSessionsAndTimesOut() {
+        let wakes = Wakes()
+        let s = session(max: 10, wakes: wakes)
+        #expect(!s.migrate(to: "ws://b2/v1/ws", broker: "b2", reason: "rebalance"), "an anonymous connection (no hello) is not moved")
+        #expect(s.identify(as: "alice"))
+        #expect(s.canMigrate)
+        #expect(s.migrate(to: "ws://b2/v1/ws", broker: "b2", reason: "rebalance"))
+        #expect(!s.migrate(to: "ws://b3/v1/ws", broker: "b3", reason: "rebalance"), "one move at a time")
+        #expect(s.isMigrating && !s.canMigrate)
+        guard case .frames(let frames) = s.take(), case .text(let text)? = frames.first else {
+            Issue.record("expected the migrate frame")
+            return
+        }
+        #expect(text == #"{"type":"migrate","to":"ws://b2/v1/ws","broker":"b2","reason":"rebalance"}"#)
+        #expect(!s.migrating(before: .now - .seconds(60)))
+        #expect(s.migrating(before: .now + .seconds(1)))
+        s.close(.migrationTimedOut)
+        #expect(s.take() == .close(.migrationTimedOut))
+        #expect(!s.send(.text("late")))
+    }
+
     @Test func aFinishedSessionRefusesFrames() {
         let wakes = Wakes()
         let s = session(max: 3, wakes: wakes)

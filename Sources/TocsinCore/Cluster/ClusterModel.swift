@@ -23,19 +23,24 @@ public struct BrokerLoad: Sendable, Hashable, Codable {
     public var publishesPerSecond: Double
     /// Cores busy: 1.0 means one core fully used.
     public var cpu: Double
+    /// Clients told to migrate that have not left yet (not counted in `connections`). While any
+    /// are in flight the controller does not plan again: their arrival is not in anyone's report yet.
+    public var migrating: Int
 
     public init(
         connections: Int = 0,
         subscriptions: Int = 0,
         deliveriesPerSecond: Double = 0,
         publishesPerSecond: Double = 0,
-        cpu: Double = 0
+        cpu: Double = 0,
+        migrating: Int = 0
     ) {
         self.connections = connections
         self.subscriptions = subscriptions
         self.deliveriesPerSecond = deliveriesPerSecond
         self.publishesPerSecond = publishesPerSecond
         self.cpu = cpu
+        self.migrating = migrating
     }
 
     /// An idle broker: what a freshly registered broker is assumed to carry until its first heartbeat.
@@ -57,6 +62,7 @@ public struct BrokerLoad: Sendable, Hashable, Codable {
         try check("deliveriesPerSecond", deliveriesPerSecond)
         try check("publishesPerSecond", publishesPerSecond)
         try check("cpu", cpu)
+        try check("migrating", migrating)
         return self
     }
 }

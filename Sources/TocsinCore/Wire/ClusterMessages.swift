@@ -76,7 +76,7 @@ extension BrokerLoad {
         .object([
             "connections": .int(Int64(connections)), "subscriptions": .int(Int64(subscriptions)),
             "deliveriesPerSecond": .double(deliveriesPerSecond), "publishesPerSecond": .double(publishesPerSecond),
-            "cpu": .double(cpu),
+            "cpu": .double(cpu), "migrating": .int(Int64(migrating)),
         ])
     }
 
@@ -95,7 +95,8 @@ extension BrokerLoad {
         }
         self.init(
             connections: try count("connections"), subscriptions: try count("subscriptions"),
-            deliveriesPerSecond: try rate("deliveriesPerSecond"), publishesPerSecond: try rate("publishesPerSecond"), cpu: try rate("cpu"))
+            deliveriesPerSecond: try rate("deliveriesPerSecond"), publishesPerSecond: try rate("publishesPerSecond"), cpu: try rate("cpu"),
+            migrating: try count("migrating"))
     }
 }
 
