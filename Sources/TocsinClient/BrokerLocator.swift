@@ -69,7 +69,11 @@ public actor BrokerLocator {
 
     /// The broker to connect to. `exclude` names brokers the client just failed to reach.
     public func locate(exclude: Set<String> = []) async throws -> BrokerSummary {
-        if view == nil || refreshedAt.map({ ContinuousClock.now - $0 > configuration.refreshInterval }) ?? true || !exclude.isEmpty {
+        // The controller knows who is alive (`exclude` steers it off the broker that just failed),
+        // so a list younger than `refreshInterval` is good enough; without a controller, a failure
+        // is a reason to look again.
+        let stale = refreshedAt.map { ContinuousClock.now - $0 > configuration.refreshInterval } ?? true
+        if view == nil || stale || (!exclude.isEmpty && view?.controller == nil) {
             do {
                 try await refresh()
             } catch {
@@ -83,6 +87,8 @@ public actor BrokerLocator {
                 throw error
             } catch {
                 logger.debug("controller unreachable; choosing from the broker list", metadata: ["error": "\(error)"])
+                // Perhaps it moved or the list is old: look again (the fallback below uses the result).
+                try? await refresh()
             }
         }
         guard let choice = Self.fallback(client: configuration.client, brokers: view?.brokers ?? [], exclude: exclude) else {

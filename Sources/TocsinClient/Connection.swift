@@ -16,6 +16,11 @@ public final class Connection: Sendable {
         var waiting: [String: CheckedContinuation<ServerMessage, any Error>] = [:]
         var early: [String: Result<ServerMessage, any Error>] = [:]
         var closed = false
+        /// Set by `handleEvents(with:)`: unsolicited frames go to it instead of `events`.
+        var handler: (@Sendable (ServerMessage) -> Void)?
+        /// Unsolicited frames received before a handler is installed (when `handleEvents` will be).
+        var pending: [ServerMessage] = []
+        var buffering = false
     }
 
     private let state = Mutex(State())
@@ -95,7 +100,38 @@ public final class Connection: Sendable {
                 return
             }
         }
-        eventsContinuation.yield(message)
+        let handler = state.withLock { s -> (@Sendable (ServerMessage) -> Void)? in
+            if s.handler == nil, s.buffering {
+                s.pending.append(message)
+                return { _ in }
+            }
+            return s.handler
+        }
+        if let handler { handler(message) } else { eventsContinuation.yield(message) }
+    }
+
+    /// From now on unsolicited frames are handed to `handler` on the connection's read task, in
+    /// order, instead of going through `events` (one task hop less per notification). Frames that
+    /// arrived since `bufferEvents()` are handed over first. `events` still finishes at close.
+    public func handleEvents(with handler: @escaping @Sendable (ServerMessage) -> Void) {
+        while true {
+            let taken = state.withLock { s -> [ServerMessage] in
+                if s.pending.isEmpty {
+                    s.handler = handler
+                    s.buffering = false
+                    return []
+                }
+                defer { s.pending.removeAll() }
+                return s.pending
+            }
+            if taken.isEmpty { return }
+            for message in taken { handler(message) }
+        }
+    }
+
+    /// Keeps unsolicited frames for a handler installed later with `handleEvents(with:)`.
+    public func bufferEvents() {
+        state.withLock { $0.buffering = true }
     }
 
     private func close() {

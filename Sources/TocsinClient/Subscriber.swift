@@ -246,6 +246,9 @@ public struct Subscriber: Sendable {
     ) async {
         do {
             try await Connection.run(url: target.url, logger: logger) { connection in
+                // Notifications that arrive while hello and subscribe are answered wait until the
+                // positions are known; from then on they are handled on the read task directly.
+                connection.bufferEvents()
                 let welcome = try await connection.hello(client: configuration.client)
                 var infos = welcome.subscriptions
                 // The first time, start where the caller asked; afterwards the broker resumes
@@ -261,36 +264,38 @@ public struct Subscriber: Sendable {
                 for info in infos { self.note(info, tracker: tracker, continuation: continuation) }
                 signals.yield(.ready(generation: generation, broker: welcome.broker, subscriptions: infos))
                 // Acks are cumulative: send the newest seq per subscription `ackInterval` after the
-                // first unacknowledged notification (or after `ackEvery` of them), not one frame per
-                // notification — and an idle subscriber sets no timers at all.
-                let (ackDue, ackSignal) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+                // first unacknowledged notification (or at once after `ackEvery` of them), not one
+                // frame per notification; an idle subscriber sets no timers at all.
+                let (ackDue, ackSignal) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(1))
+                connection.handleEvents { message in
+                    switch message {
+                    case .notify(let subscription, let seq, let n):
+                        guard let notification = self.accept(subscription: subscription, seq: seq, n, tracker: tracker) else { return }
+                        continuation.yield(.notification(notification))
+                        let unacked = tracker.unacked.withLock { u in
+                            u.positions[subscription] = seq
+                            u.count += 1
+                            return u.count
+                        }
+                        if unacked == 1 { ackSignal.yield(false) }
+                        if unacked == configuration.ackEvery { ackSignal.yield(true) }
+                    case .subscribed(_, let info):
+                        self.note(info, tracker: tracker, continuation: continuation)
+                    case .migrate(let to, let broker, let reason):
+                        signals.yield(.migrate(generation: generation, to: Target(url: to, broker: broker.isEmpty ? nil : broker), reason: reason))
+                    default:
+                        break
+                    }
+                }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
-                        for await _ in ackDue {
-                            try await Task.sleep(for: configuration.ackInterval)
+                        for await now in ackDue {
+                            if !now { try await Task.sleep(for: configuration.ackInterval) }
                             try await self.flushAcks(tracker, on: connection)
                         }
                     }
-                    for await message in connection.events {
-                        switch message {
-                        case .notify(let subscription, let seq, let n):
-                            guard let notification = self.accept(subscription: subscription, seq: seq, n, tracker: tracker) else { continue }
-                            continuation.yield(.notification(notification))
-                            let unacked = tracker.unacked.withLock { u in
-                                u.positions[subscription] = seq
-                                u.count += 1
-                                return u.count
-                            }
-                            if unacked == 1 { ackSignal.yield() }
-                            if unacked >= configuration.ackEvery { try await self.flushAcks(tracker, on: connection) }
-                        case .subscribed(_, let info):
-                            self.note(info, tracker: tracker, continuation: continuation)
-                        case .migrate(let to, let broker, let reason):
-                            signals.yield(.migrate(generation: generation, to: Target(url: to, broker: broker.isEmpty ? nil : broker), reason: reason))
-                        default:
-                            continue
-                        }
-                    }
+                    // `events` carries nothing now; it finishes when the connection closes.
+                    for await _ in connection.events {}
                     ackSignal.finish()
                     group.cancelAll()
                 }

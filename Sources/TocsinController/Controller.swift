@@ -52,6 +52,8 @@ public final class Controller: Service, Sendable {
         var lastPlanAt: ClusterTime?
         /// A draining broker asks for its clients to be moved now, not after the cooldown.
         var drainRequested = false
+        /// Total clients of the network at each tick over the last two cooldowns.
+        var totals: [(at: ClusterTime, clients: Int)] = []
 
         mutating func rebuildPlacement(_ policy: PlacementPolicy) {
             placement = Placement(brokers: membership.live, policy: policy)
@@ -163,9 +165,21 @@ public final class Controller: Service, Sendable {
                 s.rebuildPlacement(configuration.placement)
             }
             guard configuration.rebalanceEnabled else { return (expired, nil) }
+            let live = s.membership.live
+            // While clients arrive or leave in numbers (a connect storm, a failover) the reports lag
+            // behind and bounded-load assignment is still evening things out: moving clients on
+            // that snapshot would be wasted. Plan only once the total has settled (moved less than
+            // the tolerance over one cooldown), unless a broker is draining.
+            let clients = live.reduce(0) { $0 + $1.load.connections + $1.load.migrating }
+            s.totals.append((at, clients))
+            s.totals.removeAll { $0.at < at - configuration.rebalanceCooldown * 2 }
+            let active = max(1, live.filter { $0.state == .active }.count)
+            let tolerance = max(
+                Double(configuration.rebalance.absoluteTolerance), configuration.rebalance.relativeTolerance * Double(clients) / Double(active))
+            let settled = s.totals.last { $0.at <= at - configuration.rebalanceCooldown }.map { Double(abs(clients - $0.clients)) <= tolerance }
+            guard settled == true || s.drainRequested else { return (expired, nil) }
             let coolingDown = s.lastPlanAt.map { at - $0 < configuration.rebalanceCooldown } ?? false
             guard !coolingDown || s.drainRequested else { return (expired, nil) }
-            let live = s.membership.live
             // Clients still in flight from the last orders: nobody's report shows where they land yet.
             guard !live.contains(where: { $0.load.migrating > 0 }) else { return (expired, nil) }
             let plan = Rebalancer.plan(brokers: live, policy: configuration.rebalance)

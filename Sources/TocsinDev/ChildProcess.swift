@@ -1,14 +1,25 @@
 public import Foundation
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A `tocsin` process started by this one (`tocsin dev`, `tocsin bench`, the integration tests):
 /// it is started, its stdout is read until it says where it listens, and it can be signalled
 /// (SIGKILL for a crash, SIGTERM for a graceful stop) and waited for.
+///
+/// Spawned with `posix_spawn`, not Foundation's `Process`: `Process` watches its children with
+/// `select`, whose descriptor sets overflow (and corrupt memory) once the parent holds more than
+/// 1,024 descriptors — as a benchmark with thousands of client sockets does. The child starts
+/// with default signal handling and an empty signal mask, whatever the parent set up.
 public final class ChildProcess: Sendable {
     public let port: Int
     public let pid: Int32
-    private let process: Mutex<Process>
-    private let exited = Atomic<Bool>(false)
+    /// The exit status once reaped (by `waitForExit`).
+    private let status = Mutex<Int32?>(nil)
 
     /// The `tocsin` executable: `TOCSIN_BINARY`, else this process's own executable when it is
     /// `tocsin`, else one next to it (a test bundle's), else the package's build folders.
@@ -31,60 +42,99 @@ public final class ChildProcess: Sendable {
         executable: String = ChildProcess.tocsinBinary, arguments: [String], timeout: Duration = .seconds(30), inheritStderr: Bool = false,
         output: (@Sendable (String) -> Void)? = nil
     ) async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        if !inheritStderr { process.standardError = FileHandle.nullDevice }
-        try process.run()
+        let (pid, stdout) = try Self.spawn(executable: executable, arguments: arguments, inheritStderr: inheritStderr)
+        self.pid = pid
         let (lines, continuation) = AsyncStream.makeStream(of: String.self)
-        let handle = stdout.fileHandleForReading
         let portSeen = Atomic<Bool>(false)
         Thread.detachNewThread {
-            var pending = Data()
+            var pending: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
             while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                pending.append(chunk)
+                let n = buffer.withUnsafeMutableBytes { read(stdout, $0.baseAddress, $0.count) }
+                if n < 0, errno == EINTR { continue }
+                if n <= 0 { break }
+                pending.append(contentsOf: buffer[0..<n])
                 while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                    pending.removeSubrange(pending.startIndex...newline)
+                    let line = String(decoding: pending[..<newline], as: UTF8.self)
+                    pending.removeSubrange(...newline)
                     if portSeen.load(ordering: .relaxed) { output?(line) } else { continuation.yield(line) }
                 }
             }
+            close(stdout)
             continuation.finish()
         }
         let port: Int? = await Self.first(within: timeout) {
             for await line in lines {
+                output?(line)
                 if let port = Self.listeningPort(in: line) {
                     portSeen.store(true, ordering: .relaxed)
-                    output?(line)
                     return port
                 }
-                output?(line)
             }
             return nil
         }
         guard let port else {
-            process.terminate()
-            process.waitUntilExit()
+            Foundation.kill(pid, SIGKILL)
+            _ = Self.reap(pid)
             throw ChildProcessError("\(URL(fileURLWithPath: executable).lastPathComponent) \(arguments.joined(separator: " ")) did not report a port within \(timeout)")
         }
         self.port = port
-        self.pid = process.processIdentifier
-        self.process = Mutex(process)
+    }
+
+    /// Spawns the process with its stdout on a pipe; returns the pid and the pipe's read end.
+    private static func spawn(executable: String, arguments: [String], inheritStderr: Bool) throws -> (Int32, Int32) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw ChildProcessError("pipe failed: errno \(errno)") }
+        // Neither end leaks into this or any other child (dup2 onto its stdout clears the flag there).
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
+        if !inheritStderr { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var all = sigset_t()
+        sigfillset(&all)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        close(fds[1])
+        guard result == 0 else {
+            close(fds[0])
+            throw ChildProcessError("could not start \(executable): \(String(cString: strerror(result)))")
+        }
+        return (pid, fds[0])
     }
 
     /// The port in "... listening on http://HOST:PORT ...".
     static func listeningPort(in line: String) -> Int? {
         guard let range = line.range(of: "listening on http://") else { return nil }
         let rest = line[range.upperBound...]
-        guard let colon = rest.lastIndex(of: ":", before: rest.firstIndex(of: " ") ?? rest.endIndex) else { return nil }
-        return Int(rest[rest.index(after: colon)...].prefix { $0.isNumber })
+        let hostAndPort = rest.prefix { $0 != " " && $0 != "/" }
+        guard let colon = hostAndPort.lastIndex(of: ":") else { return nil }
+        return Int(hostAndPort[hostAndPort.index(after: colon)...])
     }
 
-    public var isRunning: Bool { process.withLock { $0.isRunning } }
+    public var isRunning: Bool {
+        status.withLock { s in
+            if s != nil { return false }
+            var raw: Int32 = 0
+            let r = waitpid(pid, &raw, WNOHANG)
+            if r == pid {
+                s = raw
+                return false
+            }
+            return r == 0
+        }
+    }
 
     /// Sends `signal` and waits for the process to exit.
     public func kill(_ signal: Int32 = SIGKILL) {
@@ -92,13 +142,23 @@ public final class ChildProcess: Sendable {
         waitForExit()
     }
 
-    /// Blocks until the process exits; returns its status.
+    /// Blocks until the process exits; returns its raw wait status.
     @discardableResult
     public func waitForExit() -> Int32 {
-        let p = process.withLock { $0 }
-        p.waitUntilExit()
-        exited.store(true, ordering: .relaxed)
-        return p.terminationStatus
+        if let known = status.withLock({ $0 }) { return known }
+        let raw = Self.reap(pid)
+        return status.withLock { s in
+            if s == nil { s = raw }
+            return s ?? raw
+        }
+    }
+
+    private static func reap(_ pid: Int32) -> Int32 {
+        var raw: Int32 = 0
+        while waitpid(pid, &raw, 0) < 0 {
+            if errno != EINTR { return raw }
+        }
+        return raw
     }
 
     /// Waits for the exit without blocking a thread of the cooperative pool.
@@ -109,10 +169,9 @@ public final class ChildProcess: Sendable {
     }
 
     deinit {
-        let p = process.withLock { $0 }
-        if p.isRunning {
-            Foundation.kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
+        if status.withLock({ $0 }) == nil {
+            Foundation.kill(pid, SIGKILL)
+            _ = Self.reap(pid)
         }
     }
 
@@ -134,10 +193,4 @@ public final class ChildProcess: Sendable {
 public struct ChildProcessError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
-}
-
-extension Substring {
-    fileprivate func lastIndex(of character: Character, before end: Index) -> Index? {
-        self[startIndex..<end].lastIndex(of: character)
-    }
 }

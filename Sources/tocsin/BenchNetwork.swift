@@ -32,6 +32,8 @@ struct NetworkBench {
             /// Monotonic nanos of the first disconnect after the kill, and of the reconnect after it.
             var lostAt: Int64?
             var recoveredAt: Int64?
+            /// Each migration followed, "from→to".
+            var moves: [String] = []
         }
 
         let state = Mutex(State())
@@ -71,8 +73,12 @@ struct NetworkBench {
         var libraries: [Subscriber] = []
         var tasks: [Task<Void, Never>] = []
         for i in 0..<subscribers {
+            var configuration = Subscriber.Configuration(seeds: seeds, client: "\(kind)-\(i)")
+            // Thousands of clients share this process and its two cores with the brokers: ack
+            // once a second (acks are cumulative) rather than after every notification.
+            configuration.ackInterval = .seconds(1)
             let subscriber = Subscriber(
-                configuration: .init(seeds: seeds, client: "\(kind)-\(i)"),
+                configuration: configuration,
                 requests: [SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": .string(kind)])], logger: logger)
             libraries.append(subscriber)
             let probe = probes[i]
@@ -93,6 +99,7 @@ struct NetworkBench {
 
         // Publish at the rate for the duration; acknowledged seqs are what every subscriber must get.
         let publisher = Publisher(seeds: seeds, client: "\(kind)-publisher", logger: logger)
+        let cpuBefore = Self.cpu(network)
         let start = ContinuousClock.now
         var killDone = killAt == nil
         var addDone = addAt == nil
@@ -144,6 +151,8 @@ struct NetworkBench {
                 run.publishFailures.add(1, ordering: .relaxed)
             }
         }
+        let publishingWall = (ContinuousClock.now - start).seconds
+        let cpuAfter = Self.cpu(network)
         let acknowledged = run.acknowledged.withLock { $0 }
         let expected = Set(acknowledged)
         // Wait (bounded) for every subscriber to have every acknowledged event.
@@ -180,6 +189,10 @@ struct NetworkBench {
         print("duplicates dropped by the client library: \(duplicates)")
         print("publish→notify latency: " + Bench.percentiles(latencies))
         print("clients per broker at the end: " + Self.perBroker(probes))
+        let usage = cpuAfter.keys.sorted().map { name in
+            String(format: "%@ %.0f%%", name, (cpuAfter[name, default: 0] - cpuBefore[name, default: 0]) / publishingWall * 100)
+        }
+        print("CPU while publishing (100% = one core; the machine has \(ProcessInfo.processInfo.activeProcessorCount)): " + usage.joined(separator: ", "))
         if let killed = run.killed.withLock({ $0 }) {
             let killedAt = run.killedAt.load(ordering: .relaxed)
             var sinceKill: [Int64] = []
@@ -193,12 +206,27 @@ struct NetworkBench {
                 + Bench.percentiles(sinceKill))
             if sinceKill.count < recoveries.count { print("(\(recoveries.count - sinceKill.count) clients have not recovered)") }
         }
+        var paths: [String: Int] = [:]
+        for p in probes {
+            let moves = p.state.withLock { $0.moves }
+            if !moves.isEmpty { paths[moves.joined(separator: ", "), default: 0] += 1 }
+        }
+        if !paths.isEmpty {
+            print("migrations by path: " + paths.sorted { $0.value > $1.value }.map { "\($0.key): \($0.value)" }.joined(separator: "; "))
+        }
         if let balancedAfter = run.balancedAfter.withLock({ $0 }) {
             print(String(format: "rebalance: %d clients migrated; balanced (every broker within 10%% of the mean) %.2f s after the broker was added",
                 migrations, balancedAfter.seconds))
         } else if addAt != nil {
             print("rebalance: \(migrations) clients migrated; NOT balanced within 30 s")
         }
+    }
+
+    /// CPU seconds so far of this process (the clients), the controller and each live broker.
+    static func cpu(_ network: LocalNetwork) -> [String: Double] {
+        var usage = ["bench clients": Bench.cpuSeconds(getpid()), "controller": Bench.cpuSeconds(network.controller.pid)]
+        for m in network.members { usage[m.id] = Bench.cpuSeconds(m.pid) }
+        return usage
     }
 
     static func observe(_ event: Subscriber.Event, probe: Probe, run: Run) {
@@ -218,8 +246,11 @@ struct NetworkBench {
                 s.broker = broker
                 s.connectedOnce = true
             }
-        case .migrated(_, let to, _):
-            probe.state.withLock { $0.broker = to }
+        case .migrated(let from, let to, _):
+            probe.state.withLock { s in
+                s.broker = to
+                s.moves.append("\(from)→\(to)")
+            }
         case .disconnected:
             let killedAt = run.killedAt.load(ordering: .relaxed)
             probe.state.withLock { s in

@@ -123,43 +123,74 @@ struct ControllerAPITests {
         }
     }
 
+    /// Two brokers reporting these loads (connections, clients told to migrate); returns b1's lease reply.
+    @discardableResult
+    static func report(_ c: TestController, b1: Int, b2: Int, b1Migrating: Int = 0) async throws -> LeaseReply {
+        let reply = try LeaseReply(
+            json: try await HTTPCall.call(
+                .POST, c.url + "/v1/brokers/b1/heartbeat",
+                body: ["incarnation": "i1", "load": ["connections": .int(Int64(b1)), "migrating": .int(Int64(b1Migrating))]]))
+        _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b2/heartbeat", body: Self.heartbeat(incarnation: "i2", connections: b2))
+        return reply
+    }
+
+    static func twoBrokers(_ c: TestController) async throws {
+        _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
+        _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b2", port: 9002, incarnation: "i2"))
+    }
+
+    /// A one-second cooldown, so the manual clock can pass it without expiring 3-second leases.
+    static func shortCooldown(_ configuration: inout ControllerConfiguration) {
+        configuration.rebalanceCooldown = .seconds(1)
+    }
+
     @Test func anUnbalancedNetworkGetsMigrateOrdersInHeartbeats() async throws {
         let clock = ManualClock()
-        try await TestController.with(clock: clock) { c in
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b2", port: 9002, incarnation: "i2"))
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90))
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b2/heartbeat", body: Self.heartbeat(incarnation: "i2", connections: 10))
+        try await TestController.with(clock: clock, Self.shortCooldown) { c in
+            try await Self.twoBrokers(c)
+            try await Self.report(c, b1: 90, b2: 10)
             c.controller.tick()
-            let orders = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90)))
+            // The first tick has no history yet: the network must look settled for a cooldown.
+            #expect(try await Self.report(c, b1: 90, b2: 10).commands.isEmpty)
+            clock.advance(by: .seconds(1))
+            c.controller.tick()
+            let orders = try await Self.report(c, b1: 90, b2: 10)
             #expect(orders.commands.count == 1)
             let order = try #require(orders.commands.first)
             #expect(order.to.id == "b2")
             #expect(order.reason == "rebalance")
             // Mean 50, band ±5: b1 must come down to 55 at least: 35 clients.
             #expect(order.count == 35)
-            // Orders are handed out once; the cooldown holds the next plan back.
-            let again = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90)))
-            #expect(again.commands.isEmpty)
+            // Orders are handed out once; the cooldown holds the next plan back; once moved, all is quiet.
+            #expect(try await Self.report(c, b1: 90, b2: 10).commands.isEmpty)
             c.controller.tick()
-            #expect(try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 55))).commands.isEmpty)
+            #expect(try await Self.report(c, b1: 55, b2: 45).commands.isEmpty)
+            clock.advance(by: .seconds(1))
+            c.controller.tick()
+            #expect(try await Self.report(c, b1: 55, b2: 45).commands.isEmpty)
         }
     }
 
-    @Test func noNewPlanWhileClientsAreStillMigrating() async throws {
-        try await TestController.with(clock: ManualClock()) { c in
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b2", port: 9002, incarnation: "i2"))
-            let moving: JSONValue = ["incarnation": "i1", "load": ["connections": 90, "migrating": 10]]
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: moving)
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b2/heartbeat", body: Self.heartbeat(incarnation: "i2", connections: 0))
+    @Test func noPlanWhileClientsAreStillMigratingOrArrivingInNumbers() async throws {
+        let clock = ManualClock()
+        try await TestController.with(clock: clock, Self.shortCooldown) { c in
+            try await Self.twoBrokers(c)
+            // A connect storm: the total grows faster than the tolerance between ticks.
+            for total in stride(from: 20, through: 100, by: 20) {
+                try await Self.report(c, b1: total, b2: 0)
+                c.controller.tick()
+                clock.advance(by: .milliseconds(500))
+            }
+            #expect(try await Self.report(c, b1: 100, b2: 0).commands.isEmpty)
+            // Settled, but 10 clients are still in flight from earlier orders.
+            try await Self.report(c, b1: 90, b2: 0, b1Migrating: 10)
+            clock.advance(by: .seconds(1))
             c.controller.tick()
-            #expect(try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: moving)).commands.isEmpty)
-            // Once they have landed, the imbalance is planned for.
-            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90))
+            #expect(try await Self.report(c, b1: 90, b2: 0, b1Migrating: 10).commands.isEmpty)
+            // They landed: now the imbalance is planned for.
+            try await Self.report(c, b1: 90, b2: 10)
             c.controller.tick()
-            let orders = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 90)))
-            #expect(orders.commands.map(\.count) == [40])
+            #expect(try await Self.report(c, b1: 90, b2: 10).commands.map(\.count) == [35])
         }
     }
 
