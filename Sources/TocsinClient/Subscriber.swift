@@ -154,7 +154,19 @@ public struct Subscriber: Sendable {
         var exclude: Set<String> = []
         var nextDelay: Duration? = .zero
         var iterator = signals.makeAsyncIterator()
+        // Keep the broker list fresh while connected, so brokers that joined or left are known
+        // before the next reconnect needs them.
+        let refresher = locator.map { locator in
+            Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: locator.configuration.refreshInterval)
+                    if Task.isCancelled { break }
+                    _ = try? await locator.refresh()
+                }
+            }
+        }
         defer {
+            refresher?.cancel()
             for task in tasks.values { task.cancel() }
         }
 
@@ -287,7 +299,7 @@ public struct Subscriber: Sendable {
                         break
                     }
                 }
-                try await withThrowingTaskGroup(of: Void.self) { group in
+                await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await now in ackDue {
                             if !now { try await Task.sleep(for: configuration.ackInterval) }

@@ -1,0 +1,53 @@
+import Logging
+public import TocsinCore
+
+/// The entry point an app uses: one client id, the network's seed URLs, and subscriptions as
+/// async sequences of notifications.
+///
+/// ```swift
+/// let tocsin = TocsinClient(seeds: ["http://127.0.0.1:7300"], client: "alice")
+/// for await n in tocsin.subscribe("EmergenciesNearMe", params: ["lat": 52.37, "lon": 4.89, "radiusKm": 10]) {
+///     print(n.seq, n.events)
+/// }
+/// ```
+///
+/// Each subscription runs a `Subscriber`: it finds a broker through the controller, resumes
+/// after failures and follows migrations; the sequence carries each matching event once, in
+/// order. Use `Subscriber` directly to also see connection events or several channels on one
+/// connection.
+public struct TocsinClient: Sendable {
+    public let seeds: [String]
+    public let client: String
+    public var region: String?
+    public var location: GeoPoint?
+    let logger: Logger
+
+    public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, logger: Logger = Logger(label: "tocsin.client")) {
+        self.seeds = seeds
+        self.client = client
+        self.region = region
+        self.location = location
+        self.logger = logger
+    }
+
+    /// Notifications of one channel with these parameters, until the consumer stops iterating.
+    public func subscribe(_ channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) -> AsyncStream<Notification> {
+        let subscriber = Subscriber(
+            configuration: .init(seeds: seeds, client: client, region: region, location: location),
+            requests: [SubscriptionRequest(channel: channel, params: params, from: from)], logger: logger)
+        return AsyncStream { continuation in
+            let task = Task {
+                for await event in subscriber.events() {
+                    if case .notification(let n) = event { continuation.yield(n) }
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Publishes events to a stream through the network; returns their seqs once committed.
+    public func publish(_ stream: String, events: [JSONValue]) async throws -> [Int64] {
+        try await Publisher(seeds: seeds, client: client + "-publisher", logger: logger).publish(stream: stream, events: events).seqs
+    }
+}
