@@ -127,8 +127,8 @@ public final class Broker: Service, Sendable {
                     // Definitions change rarely: look at most every 500 ms, and only if the file changed.
                     if fileChanged, ContinuousClock.now - lastCatalogCheck >= .milliseconds(500) {
                         lastCatalogCheck = .now
-                        fileChanged = false
                         let version = try store.catalogVersion()
+                        fileChanged = false
                         if version != catalogVersion {
                             catalogVersion = version
                             catalogChanged.yield()
@@ -155,6 +155,9 @@ public final class Broker: Service, Sendable {
     }
 
     // MARK: Sessions and load
+
+    /// Sessions that said hello (the ones a drain can migrate; a bare publisher connection cannot move).
+    var identifiedSessionCount: Int { sessions.withLock { $0.values.filter { $0.client != nil }.count } }
 
     func opened(_ session: Session) {
         sessions.withLock { $0[session.id] = session }
@@ -207,7 +210,10 @@ public final class Broker: Service, Sendable {
 
     /// The discovery list this broker serves: the controller's, or just itself when standalone.
     public var clusterView: ClusterView {
-        if let member = member.withLock({ $0 }), let view = member.view { return view }
+        if let member = member.withLock({ $0 }) {
+            // Not registered yet: point clients at the controller rather than at ourselves.
+            return member.view ?? ClusterView(controller: member.controller, brokers: [])
+        }
         return ClusterView(controller: nil, brokers: [standaloneSummary])
     }
 

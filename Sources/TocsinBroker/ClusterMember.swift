@@ -79,6 +79,14 @@ final class ClusterMember: Service, Sendable {
                 registered.store(false, ordering: .relaxed)
             } catch is CancellationError {
                 return
+            } catch let error as TocsinError {
+                // The controller answered but refused (e.g. `broker_id_in_use`: another live broker
+                // has this id). Say so plainly; retry, since the other one may go away.
+                failures += 1
+                if failures == 1 || failures % 20 == 0 {
+                    logger.error("controller refused this broker", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+                }
+                try? await Task.sleep(for: .milliseconds(min(5_000, 200 * (1 << min(failures, 5)))))
             } catch {
                 failures += 1
                 // Keep serving clients while the controller is unreachable; retry with backoff.
@@ -92,7 +100,7 @@ final class ClusterMember: Service, Sendable {
 
     private func register() async throws {
         let request = registration()
-        let reply = try LeaseReply(json: try await HTTPCall.call(.POST, controller + "/v1/brokers", body: request.json))
+        let reply = try LeaseReply(json: try await HTTPCall.call(.POST, controller + "/v1/brokers", body: request.json, timeout: requestTimeout))
         registered.store(true, ordering: .relaxed)
         apply(reply)
         logger.info(
@@ -103,8 +111,12 @@ final class ClusterMember: Service, Sendable {
     private func heartbeat(_ load: BrokerLoad) async throws {
         let body = JSONValue.object(["incarnation": .string(broker.incarnation), "load": load.json])
         let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/heartbeat"
-        apply(try LeaseReply(json: try await HTTPCall.call(.POST, url, body: body)))
+        apply(try LeaseReply(json: try await HTTPCall.call(.POST, url, body: body, timeout: requestTimeout)))
     }
+
+    /// A heartbeat that takes longer than this is abandoned and retried: waiting longer would
+    /// let the lease expire unnoticed.
+    var requestTimeout: Duration { max(.milliseconds(200), heartbeatInterval.withLock { $0 } * 2) }
 
     private func apply(_ reply: LeaseReply) {
         latestView.withLock { $0 = reply.cluster }
@@ -135,13 +147,13 @@ final class ClusterMember: Service, Sendable {
         logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(broker.sessions.withLock { $0.count })"])
         let deadline = ContinuousClock.now + settings.drainTimeout
         while ContinuousClock.now < deadline {
-            if broker.sessions.withLock({ $0.isEmpty }) { break }
+            if broker.identifiedSessionCount == 0 { break }
             // Everyone else left too (the whole network is stopping): nowhere to send them.
             let me = broker.configuration.brokerID
             if let view, !view.brokers.contains(where: { $0.id != me && $0.state == .active }) { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        let left = broker.sessions.withLock { $0.count }
+        let left = broker.identifiedSessionCount
         if left > 0 {
             logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(left)"])
         } else {

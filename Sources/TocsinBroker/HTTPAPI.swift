@@ -26,8 +26,12 @@ struct HTTPAPI: Sendable {
                     return .json(JSONValue.object(["broker": broker.standaloneSummary.json, "alternates": .array([]), "region": .string(broker.standaloneSummary.region)]))
                 }
                 let query = request.uri.query.map { "?" + $0 } ?? ""
-                let reply = try await HTTPCall.send(.GET, controller + "/v1/assign" + query, timeout: .seconds(5))
-                return .json(reply.body, status: .init(code: reply.status))
+                do {
+                    let reply = try await HTTPCall.send(.GET, controller + "/v1/assign" + query, timeout: .seconds(5))
+                    return .json(reply.body, status: .init(code: reply.status))
+                } catch {
+                    throw TocsinError(.unavailable, "the controller at \(controller) cannot be reached: \(error)")
+                }
             }
         }
 

@@ -45,9 +45,10 @@ public actor BrokerLocator {
     /// order, so clients spread their questions), then the seeds.
     @discardableResult
     public func refresh() async throws -> ClusterView {
-        var candidates = (view?.brokers.map(\.httpURL) ?? []).shuffled()
-        if let controller = view?.controller { candidates.append(controller) }
+        // The controller knows best; then the seeds; then any broker seen before.
+        var candidates = view?.controller.map { [$0] } ?? []
         candidates += configuration.seeds.shuffled()
+        candidates += (view?.brokers.map(\.httpURL) ?? []).shuffled()
         var lastError: (any Error)?
         var seen: Set<String> = []
         for base in candidates where seen.insert(base).inserted {
@@ -88,7 +89,7 @@ public actor BrokerLocator {
             } catch {
                 logger.debug("controller unreachable; choosing from the broker list", metadata: ["error": "\(error)"])
                 // Perhaps it moved or the list is old: look again (the fallback below uses the result).
-                try? await refresh()
+                _ = try? await refresh()
             }
         }
         guard let choice = Self.fallback(client: configuration.client, brokers: view?.brokers ?? [], exclude: exclude) else {

@@ -43,6 +43,8 @@ public final class Connection: Sendable {
         let result = LockedBox<Result<T, any Error>?>(nil)
         var configuration = WebSocketClientConfiguration()
         configuration.maxFrameSize = maxMessageBytes
+        // A broker host that vanishes without closing the connection is noticed within a minute.
+        configuration.autoPing = .enabled(timePeriod: .seconds(30))
         try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
             let connection = Connection(outbound: outbound)
             await withTaskGroup(of: Void.self) { group in

@@ -40,8 +40,8 @@ public enum HTTPCall {
     }
 
     /// Sends a request; a non-2xx reply throws its `{"error": {code, message}}` as a `TocsinError`.
-    public static func call(_ method: Method, _ url: String, body: JSONValue? = nil) async throws -> JSONValue {
-        let reply = try await send(method, url, rawBody: body?.serialized)
+    public static func call(_ method: Method, _ url: String, body: JSONValue? = nil, timeout: Duration = .seconds(30)) async throws -> JSONValue {
+        let reply = try await send(method, url, rawBody: body?.serialized, timeout: timeout)
         guard (200..<300).contains(reply.status) else {
             if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
                 throw TocsinError(.init(rawValue: code), message)

@@ -30,7 +30,7 @@ public struct Publisher: Sendable {
                 let reply = try await HTTPCall.call(.POST, broker.httpURL + path, body: .array(events))
                 return Published(
                     broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue))
-            } catch let error as TocsinError {
+            } catch let error as TocsinError where error.code != .unavailable {
                 throw error
             } catch {
                 lastError = error

@@ -59,6 +59,9 @@ public struct Subscriber: Sendable {
         public var ackInterval: Duration = .milliseconds(100)
         /// Send acks early after this many notifications.
         public var ackEvery = 64
+        /// Connecting, `hello` and every `subscribe` must finish within this, or the attempt
+        /// counts as failed (a broker that accepts connections but does not answer).
+        public var setupTimeout: Duration = .seconds(10)
 
         public init(url: String, client: String) {
             self.endpoint = .broker(url)
@@ -83,6 +86,9 @@ public struct Subscriber: Sendable {
         case disconnected(error: String, retryIn: Duration)
         /// A subscription's position could not be resumed (retention or a recreated stream).
         case notRecovered(SubscriptionInfo)
+        /// A request can never succeed as given (unknown channel, invalid parameters): the
+        /// subscriber stops and the sequence ends after this event.
+        case failed(TocsinError)
     }
 
     /// Counters over the subscriber's life, readable while it runs.
@@ -133,6 +139,7 @@ public struct Subscriber: Sendable {
         case ready(generation: Int, broker: String, subscriptions: [SubscriptionInfo])
         case migrate(generation: Int, to: Target, reason: String)
         case ended(generation: Int, error: String)
+        case failed(generation: Int, error: TocsinError)
     }
 
     /// Manages connections: at most a current one and, during a migration, the one replacing it.
@@ -216,9 +223,11 @@ public struct Subscriber: Sendable {
             case .ended(let g, let error):
                 tasks[g] = nil
                 if let r = replacing, r.generation == g {
-                    // The move failed; stay where we are (the broker will ask again if it must).
+                    // The move failed. The old broker wants this client gone and will not ask
+                    // again: leave it too, and reconnect wherever `assign` says (with backoff).
                     replacing = nil
-                    logger.warning("migration failed; staying on the current broker", metadata: ["error": "\(error)"])
+                    logger.warning("migration failed; reconnecting through assign", metadata: ["error": "\(error)"])
+                    if let c = current { tasks[c]?.cancel() }
                 } else if g == current {
                     if let r = replacing {
                         // The old broker went away mid-move: the new connection carries on.
@@ -230,11 +239,17 @@ public struct Subscriber: Sendable {
                         let retry = Self.backoff(attempt: attempt, initial: configuration.initialBackoff, max: configuration.maxBackoff)
                         attempt += 1
                         statistics.reconnects.add(1, ordering: .relaxed)
+                        logger.warning("connection lost; reconnecting", metadata: ["error": "\(error)", "retryIn": "\(retry)"])
                         continuation.yield(.disconnected(error: error, retryIn: retry))
                         nextDelay = retry
                     }
                 }
                 brokers[g] = nil
+            case .failed(_, let error):
+                logger.error("subscription request refused; stopping", metadata: ["code": "\(error.code)", "error": "\(error.message)"])
+                continuation.yield(.failed(error))
+                continuation.finish()
+                return
             }
         }
         continuation.finish()
@@ -261,16 +276,19 @@ public struct Subscriber: Sendable {
                 // Notifications that arrive while hello and subscribe are answered wait until the
                 // positions are known; from then on they are handled on the read task directly.
                 connection.bufferEvents()
-                let welcome = try await connection.hello(client: configuration.client)
-                var infos = welcome.subscriptions
-                // The first time, start where the caller asked; afterwards the broker resumes
-                // from the acknowledged position (and duplicates are dropped by seq).
-                let firstTime = !tracker.subscribedOnce.load(ordering: .relaxed)
-                for request in requests {
-                    let info = try await connection.subscribe(
-                        channel: request.channel, params: request.params, from: firstTime ? request.from : .latest)
-                    infos.removeAll { $0.subscription == info.subscription }
-                    infos.append(info)
+                let (welcome, infos) = try await Self.within(configuration.setupTimeout, "hello and subscribe at \(target.url)") {
+                    let welcome = try await connection.hello(client: configuration.client)
+                    var infos = welcome.subscriptions
+                    // The first time, start where the caller asked; afterwards the broker resumes
+                    // from the acknowledged position (and duplicates are dropped by seq).
+                    let firstTime = !tracker.subscribedOnce.load(ordering: .relaxed)
+                    for request in requests {
+                        let info = try await connection.subscribe(
+                            channel: request.channel, params: request.params, from: firstTime ? request.from : .latest)
+                        infos.removeAll { $0.subscription == info.subscription }
+                        infos.append(info)
+                    }
+                    return (welcome, infos)
                 }
                 tracker.subscribedOnce.store(true, ordering: .relaxed)
                 for info in infos { self.note(info, tracker: tracker, continuation: continuation) }
@@ -282,8 +300,7 @@ public struct Subscriber: Sendable {
                 connection.handleEvents { message in
                     switch message {
                     case .notify(let subscription, let seq, let n):
-                        guard let notification = self.accept(subscription: subscription, seq: seq, n, tracker: tracker) else { return }
-                        continuation.yield(.notification(notification))
+                        guard self.accept(subscription: subscription, seq: seq, n, tracker: tracker, continuation: continuation) else { return }
                         let unacked = tracker.unacked.withLock { u in
                             u.positions[subscription] = seq
                             u.count += 1
@@ -295,10 +312,14 @@ public struct Subscriber: Sendable {
                         self.note(info, tracker: tracker, continuation: continuation)
                     case .migrate(let to, let broker, let reason):
                         signals.yield(.migrate(generation: generation, to: Target(url: to, broker: broker.isEmpty ? nil : broker), reason: reason))
+                    case .error(_, let code, let message):
+                        self.logger.warning("broker reported an error", metadata: ["code": "\(code)", "error": "\(message)"])
                     default:
                         break
                     }
                 }
+                // Notifications a previous connection received but did not get to acknowledge.
+                if tracker.unacked.withLock({ $0.count }) > 0 { ackSignal.yield(false) }
                 await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await now in ackDue {
@@ -315,8 +336,29 @@ public struct Subscriber: Sendable {
                 throw ConnectionClosed()
             }
             signals.yield(.ended(generation: generation, error: "closed"))
+        } catch let error as TocsinError where Self.permanent.contains(error.code) {
+            signals.yield(.failed(generation: generation, error: error))
         } catch {
             signals.yield(.ended(generation: generation, error: "\(error)"))
+        }
+    }
+
+    /// Errors that retrying the same requests cannot cure.
+    static let permanent: Set<TocsinError.Code> = [.unknownChannel, .invalidParams, .badRequest, .notIdentified]
+
+    /// The result of `body`, or a timeout error after `limit`.
+    static func within<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw TocsinError(.unavailable, "\(what) took longer than \(limit)")
+            }
+            return value
         }
     }
 
@@ -326,7 +368,20 @@ public struct Subscriber: Sendable {
             u = ([:], 0)
             return p
         }
-        for (subscription, seq) in pending { try await connection.ack(subscription: subscription, seq: seq) }
+        var unsent = pending
+        do {
+            for (subscription, seq) in pending {
+                try await connection.ack(subscription: subscription, seq: seq)
+                unsent[subscription] = nil
+            }
+        } catch {
+            // Not sent: keep them for the next connection (newer positions win).
+            tracker.unacked.withLock { u in
+                for (subscription, seq) in unsent where seq > (u.positions[subscription] ?? .min) { u.positions[subscription] = seq }
+                u.count += unsent.count
+            }
+            throw error
+        }
     }
 
     private func note(_ info: SubscriptionInfo, tracker: Tracker, continuation: AsyncStream<Event>.Continuation) {
@@ -339,27 +394,38 @@ public struct Subscriber: Sendable {
         if !info.recovered { continuation.yield(.notRecovered(info)) }
     }
 
-    /// Drops a notification already seen (by seq); returns it otherwise.
-    private func accept(subscription: String, seq: Int64, _ n: ServerMessage.Notification, tracker: Tracker) -> Notification? {
-        let fresh = tracker.positions.withLock { p -> Bool in
-            guard var position = p[subscription] else { return true }
-            guard seq > position.seq else { return false }
-            position.seq = seq
-            p[subscription] = position
-            return true
-        }
-        guard fresh else {
-            statistics.duplicates.add(1, ordering: .relaxed)
-            return nil
-        }
+    /// Drops what was already delivered (by seq) and yields the rest. The check and the yield
+    /// happen under one lock, so during a migration the two connections cannot interleave
+    /// their notifications out of order. Returns whether anything was yielded.
+    @discardableResult
+    private func accept(
+        subscription: String, seq: Int64, _ n: ServerMessage.Notification, tracker: Tracker, continuation: AsyncStream<Event>.Continuation
+    ) -> Bool {
         let channel = tracker.channels.withLock { $0[subscription] } ?? ""
-        switch n {
-        case .event(let json):
-            return Notification(subscription: subscription, channel: channel, seq: seq, events: [EventPayload(seq: seq, json: json)], count: 1)
-        case .events(let events):
-            return Notification(subscription: subscription, channel: channel, seq: seq, events: events, count: events.count)
-        case .count(let c):
-            return Notification(subscription: subscription, channel: channel, seq: seq, events: [], count: c)
+        return tracker.positions.withLock { p -> Bool in
+            let last = p[subscription]?.seq
+            if let last, seq <= last {
+                statistics.duplicates.add(1, ordering: .relaxed)
+                return false
+            }
+            if var position = p[subscription] {
+                position.seq = seq
+                p[subscription] = position
+            }
+            let notification: Notification
+            switch n {
+            case .event(let json):
+                notification = Notification(
+                    subscription: subscription, channel: channel, seq: seq, events: [EventPayload(seq: seq, json: json)], count: 1)
+            case .events(let events):
+                // A period's batch may overlap what another connection delivered: keep only the new events.
+                let fresh = last.map { l in events.filter { $0.seq > l } } ?? events
+                notification = Notification(subscription: subscription, channel: channel, seq: seq, events: fresh, count: fresh.count)
+            case .count(let c):
+                notification = Notification(subscription: subscription, channel: channel, seq: seq, events: [], count: c)
+            }
+            continuation.yield(.notification(notification))
+            return true
         }
     }
 

@@ -31,9 +31,15 @@ public struct TocsinClient: Sendable {
     }
 
     /// Notifications of one channel with these parameters, until the consumer stops iterating.
+    /// The sequence ends if the subscription can never work (unknown channel, invalid parameters;
+    /// the reason is logged).
+    ///
+    /// Each subscription has a connection of its own, durable under the client id
+    /// `<client>#<channel>#<hash of the parameters>`: the broker keeps one connection per
+    /// client id, so two subscriptions sharing one id would take each other's place.
     public func subscribe(_ channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) -> AsyncStream<Notification> {
         let subscriber = Subscriber(
-            configuration: .init(seeds: seeds, client: client, region: region, location: location),
+            configuration: .init(seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location),
             requests: [SubscriptionRequest(channel: channel, params: params, from: from)], logger: logger)
         return AsyncStream { continuation in
             let task = Task {
@@ -44,6 +50,13 @@ public struct TocsinClient: Sendable {
             }
             continuation.onTermination = { _ in task.cancel() }
         }
+    }
+
+    /// The durable client id of one subscription: stable across runs and processes.
+    public static func clientID(_ client: String, channel: String, params: [String: JSONValue]) -> String {
+        let canonical = params.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.serialized)" }.joined(separator: "&")
+        let hash = String(StableHash.hash(canonical), radix: 16)
+        return "\(client)#\(channel)#\(hash)"
     }
 
     /// Publishes events to a stream through the network; returns their seqs once committed.

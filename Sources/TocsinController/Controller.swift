@@ -101,7 +101,12 @@ public final class Controller: Service, Sendable {
         let commands = try state.withLock { s throws(TocsinError) -> [MigrateCommand] in
             _ = try s.membership.heartbeat(id: id, incarnation: incarnation, load: load, now: at)
             s.placement.updateLoad(of: id, connections: load.connections)
-            return s.orders.removeValue(forKey: id) ?? []
+            // An order whose target died or started draining since it was planned would strand
+            // its clients: drop it (the next plan sees the new situation).
+            let orders = s.orders.removeValue(forKey: id) ?? []
+            return orders.filter { order in
+                s.membership.brokers[order.to.id].map { $0.incarnation == order.to.incarnation && $0.state == .active } ?? false
+            }
         }
         for c in commands {
             logger.info("ordered migration", metadata: ["from": "\(id)", "to": "\(c.to.id)", "clients": "\(c.count)", "reason": "\(c.reason)"])
@@ -164,8 +169,9 @@ public final class Controller: Service, Sendable {
                 for b in expired { s.orders[b.id] = nil }
                 s.rebuildPlacement(configuration.placement)
             }
-            guard configuration.rebalanceEnabled else { return (expired, nil) }
             let live = s.membership.live
+            // With rebalancing off, only draining brokers are emptied.
+            guard configuration.rebalanceEnabled || live.contains(where: { $0.state == .draining }) else { return (expired, nil) }
             // While clients arrive or leave in numbers (a connect storm, a failover) the reports lag
             // behind and bounded-load assignment is still evening things out: moving clients on
             // that snapshot would be wasted. Plan only once the total has settled (moved less than
@@ -182,7 +188,11 @@ public final class Controller: Service, Sendable {
             guard !coolingDown || s.drainRequested else { return (expired, nil) }
             // Clients still in flight from the last orders: nobody's report shows where they land yet.
             guard !live.contains(where: { $0.load.migrating > 0 }) else { return (expired, nil) }
-            let plan = Rebalancer.plan(brokers: live, policy: configuration.rebalance)
+            var plan = Rebalancer.plan(brokers: live, policy: configuration.rebalance)
+            if !configuration.rebalanceEnabled {
+                let draining = Set(live.filter { $0.state == .draining }.map(\.id))
+                plan.moves.removeAll { !draining.contains($0.from) }
+            }
             s.drainRequested = false
             guard !plan.isEmpty else { return (expired, nil) }
             let byID = Dictionary(uniqueKeysWithValues: live.map { ($0.id, $0) })

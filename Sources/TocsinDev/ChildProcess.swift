@@ -81,8 +81,18 @@ public final class ChildProcess: Sendable {
         self.port = port
     }
 
+    /// One spawn at a time in this process: between `pipe` and `FD_CLOEXEC` another child could
+    /// otherwise inherit this pipe's write end (and its reader would never see the end of it).
+    private static let spawning = Mutex<Void>(())
+
     /// Spawns the process with its stdout on a pipe; returns the pid and the pipe's read end.
+    /// The child gets a process group of its own, so a Ctrl-C at the terminal reaches only the
+    /// parent, which stops its children in order.
     private static func spawn(executable: String, arguments: [String], inheritStderr: Bool) throws -> (Int32, Int32) {
+        try spawning.withLock { _ in try spawnLocked(executable: executable, arguments: arguments, inheritStderr: inheritStderr) }
+    }
+
+    private static func spawnLocked(executable: String, arguments: [String], inheritStderr: Bool) throws -> (Int32, Int32) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ChildProcessError("pipe failed: errno \(errno)") }
         // Neither end leaks into this or any other child (dup2 onto its stdout clears the flag there).
@@ -101,7 +111,8 @@ public final class ChildProcess: Sendable {
         sigemptyset(&none)
         posix_spawnattr_setsigdefault(&attributes, &all)
         posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
@@ -148,15 +159,16 @@ public final class ChildProcess: Sendable {
         if let known = status.withLock({ $0 }) { return known }
         let raw = Self.reap(pid)
         return status.withLock { s in
-            if s == nil { s = raw }
+            if s == nil, raw != -1 { s = raw }
             return s ?? raw
         }
     }
 
+    /// Waits for the child; -1 when another caller reaped it first (its status is recorded there).
     private static func reap(_ pid: Int32) -> Int32 {
         var raw: Int32 = 0
         while waitpid(pid, &raw, 0) < 0 {
-            if errno != EINTR { return raw }
+            if errno != EINTR { return -1 }
         }
         return raw
     }

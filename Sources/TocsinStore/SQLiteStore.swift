@@ -90,15 +90,13 @@ public final class SQLiteStore: Store {
     @discardableResult
     public func refreshChanges() throws -> Bool {
         let version = try watcher.inDatabase { db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0 }
-        let changed = lastDataVersion.withLock { last in
-            defer { last = version }
-            return last != version
-        }
-        guard changed else { return false }
+        guard lastDataVersion.withLock({ $0 }) != version else { return false }
         let rows = try pool.read { db in try Row.fetchAll(db, sql: "SELECT name, last_seq FROM streams") }
         for row in rows {
             changes.advance(stream: row["name"], to: row["last_seq"])
         }
+        // Only now: if the read failed, the next poll tries again.
+        lastDataVersion.withLock { $0 = version }
         return true
     }
 

@@ -256,7 +256,7 @@ struct NetworkBench {
             probe.state.withLock { s in
                 if killedAt > 0, s.lostAt == nil, s.broker == run.killed.withLock({ $0 }) { s.lostAt = monotonicNanos() }
             }
-        case .notRecovered:
+        case .notRecovered, .failed:
             break
         }
     }

@@ -65,6 +65,8 @@ struct Subscribe: AsyncParsableCommand {
             case .connected(let broker, let subs):
                 let positions = subs.map { "\($0.channel) \($0.subscription) at \($0.position.epoch):\($0.position.seq)" }
                 stderr("connected to \(broker) as \(client); \(positions.joined(separator: "; "))")
+            case .failed(let error):
+                throw error
             case .migrated(let from, let to, let reason):
                 stderr("moved from \(from) to \(to) (\(reason))")
             case .disconnected(let error, let retry):

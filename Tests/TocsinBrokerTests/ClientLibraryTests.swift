@@ -18,6 +18,50 @@ struct ClientLibraryTests {
         }
     }
 
+    @Test func aSubscriptionThatCanNeverWorkEndsItsSequence() async throws {
+        try await TestBroker.with { broker in
+            let tocsin = TocsinClient(seeds: [broker.httpURL], client: "typo", logger: testLogger)
+            var count = 0
+            for await _ in tocsin.subscribe("NoSuchChannel") { count += 1 }
+            #expect(count == 0)
+        }
+    }
+
+    @Test func twoSubscriptionsOfOneClientBothDeliver() async throws {
+        try await TestBroker.with { broker in
+            let tocsin = TocsinClient(seeds: [broker.httpURL], client: "two-channels", logger: testLogger)
+            let fires = Task { () -> [String] in
+                var kinds: [String] = []
+                for await n in tocsin.subscribe("EmergenciesOfKind", params: ["kind": "fire"]) {
+                    kinds += n.events.compactMap { (try? JSONValue.parse($0.json))?["kind"]?.stringValue }
+                    if kinds.count == 2 { break }
+                }
+                return kinds
+            }
+            let floods = Task { () -> [String] in
+                var kinds: [String] = []
+                for await n in tocsin.subscribe("EmergenciesOfKind", params: ["kind": "flood"]) {
+                    kinds += n.events.compactMap { (try? JSONValue.parse($0.json))?["kind"]?.stringValue }
+                    if kinds.count == 2 { break }
+                }
+                return kinds
+            }
+            try await waitUntil("both subscriptions are open") {
+                var open = 0
+                for kind in ["fire", "flood"] {
+                    let id = TocsinClient.clientID("two-channels", channel: "EmergenciesOfKind", params: ["kind": .string(kind)])
+                    open += (try? await broker.broker.store.subscriptions(client: id).count) ?? 0
+                }
+                return open == 2
+            }
+            for kind in ["fire", "flood", "flood", "fire"] {
+                _ = try await tocsin.publish("emergencies", events: [emergency(kind, severity: 2)])
+            }
+            #expect(await fires.value == ["fire", "fire"])
+            #expect(await floods.value == ["flood", "flood"])
+        }
+    }
+
     @Test func subscribeIsAnAsyncSequenceOfNotificationsInOrder() async throws {
         try await TestBroker.with { broker in
             let tocsin = TocsinClient(seeds: [broker.httpURL], client: "library-user", logger: testLogger)
@@ -31,7 +75,8 @@ struct ClientLibraryTests {
             }
             // The subscription exists once the broker lists it for the client.
             try await waitUntil("the subscription is open") {
-                (try? await broker.broker.store.subscriptions(client: "library-user").count) == 1
+                let id = TocsinClient.clientID("library-user", channel: "EmergenciesOfKind", params: ["kind": "fire"])
+                return (try? await broker.broker.store.subscriptions(client: id).count) == 1
             }
             var published: [Int64] = []
             for kind in ["fire", "flood", "fire", "fire"] {
