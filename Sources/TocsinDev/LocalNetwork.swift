@@ -131,6 +131,8 @@ public final class LocalNetwork: Sendable {
 
     /// Restarts brokers that exit without being asked to, until cancelled. `report` hears of each restart.
     public func supervise(report: @escaping @Sendable (String) -> Void = { _ in }) async {
+        // A broker that keeps failing to start is retried after 1 s, 2 s, 4 s … up to 30 s, not every tick.
+        var failures: [String: (count: Int, retryAt: ContinuousClock.Instant)] = [:]
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(200))
             let dead = state.withLock { s in
@@ -138,14 +140,19 @@ public final class LocalNetwork: Sendable {
             }
             for id in dead.sorted() {
                 guard let old = state.withLock({ $0.members[id] }) else { continue }
+                if let f = failures[id], ContinuousClock.now < f.retryAt { continue }
                 report("\(id) (pid \(old.pid)) exited; restarting it on port \(old.port) as incarnation \(old.incarnation + 1)")
                 do {
                     let member = try await start(id: id, port: old.port, incarnation: old.incarnation + 1)
                     state.withLock { $0.restarts += 1 }
+                    failures[id] = nil
                     report("\(id) is back (pid \(member.pid))")
                 } catch {
-                    // The dead process stays on the books, so the next round tries again.
-                    report("could not restart \(id): \(error); retrying")
+                    // The dead process stays on the books, so a later round tries again.
+                    let count = (failures[id]?.count ?? 0) + 1
+                    let delay = Duration.seconds(min(30, 1 << min(count - 1, 5)))
+                    failures[id] = (count, .now + delay)
+                    report("could not restart \(id): \(error); retrying in \(delay)")
                 }
             }
         }
