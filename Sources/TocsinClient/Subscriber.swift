@@ -114,28 +114,103 @@ public struct Subscriber: Sendable {
     }
 
     /// Runs until the consumer stops iterating (or the task is cancelled).
-    public func events() -> AsyncStream<Event> {
-        AsyncStream { continuation in
-            let task = Task { await self.run(continuation) }
-            continuation.onTermination = { _ in task.cancel() }
+    ///
+    /// A notification is acknowledged once the application has processed it, which is taken to
+    /// be when it asks for the next element: one the app received but had not finished when its
+    /// process died is delivered again after a restart, never lost.
+    public func events() -> Events {
+        let tracker = Tracker(ackEvery: configuration.ackEvery)
+        let stream = AsyncStream<Event> { continuation in
+            let task = Task { await self.run(continuation, tracker: tracker) }
+            continuation.onTermination = { _ in
+                // The app stopped iterating: acknowledge what it finished, then close.
+                Task {
+                    await tracker.flushBeforeStopping()
+                    task.cancel()
+                }
+            }
+        }
+        return Events(stream: stream, tracker: tracker)
+    }
+
+    /// The subscriber's events; see `events()`.
+    public struct Events: AsyncSequence, Sendable {
+        public typealias Element = Event
+        let stream: AsyncStream<Event>
+        fileprivate let tracker: Tracker
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            var base: AsyncStream<Event>.AsyncIterator
+            fileprivate let tracker: Tracker
+            var handedOut: (subscription: String, seq: Int64)?
+
+            public mutating func next() async -> Event? {
+                if let done = handedOut {
+                    tracker.processed(subscription: done.subscription, seq: done.seq)
+                    handedOut = nil
+                }
+                let event = await base.next()
+                if case .notification(let n)? = event { handedOut = (n.subscription, n.seq) }
+                return event
+            }
+
+            public mutating func next(isolation actor: isolated (any Actor)?) async -> Event? {
+                if let done = handedOut {
+                    tracker.processed(subscription: done.subscription, seq: done.seq)
+                    handedOut = nil
+                }
+                let event = await base.next(isolation: actor)
+                if case .notification(let n)? = event { handedOut = (n.subscription, n.seq) }
+                return event
+            }
+        }
+
+        public func makeAsyncIterator() -> AsyncIterator {
+            AsyncIterator(base: stream.makeAsyncIterator(), tracker: tracker)
         }
     }
 
-    private final class Tracker: Sendable {
+    fileprivate final class Tracker: Sendable {
         /// Last seq yielded per subscription (and the epoch it belongs to).
         let positions = Mutex<[String: StreamPosition]>([:])
         let channels = Mutex<[String: String]>([:])
+        /// Processed and not yet acknowledged, per subscription the newest seq.
         let unacked = Mutex<(positions: [String: Int64], count: Int)>(([:], 0))
         let subscribedOnce = Atomic<Bool>(false)
+        let ackEvery: Int
+        /// The live connections' ack loops (at most two, during a move), by generation.
+        let ackWakers = Mutex<[Int: AsyncStream<Bool>.Continuation]>([:])
+
+        /// Each live connection's "send the pending acks now", by generation.
+        let flushers = Mutex<[Int: @Sendable () async -> Void]>([:])
+
+        init(ackEvery: Int) { self.ackEvery = ackEvery }
+
+        func flushBeforeStopping() async {
+            for flush in flushers.withLock({ Array($0.values) }) { await flush() }
+        }
+
+        /// The application is done with a notification: acknowledge it with the next batch.
+        func processed(subscription: String, seq: Int64) {
+            let count = unacked.withLock { u -> Int in
+                if seq > (u.positions[subscription] ?? .min) { u.positions[subscription] = seq }
+                u.count += 1
+                return u.count
+            }
+            if count == 1 || count == ackEvery {
+                let now = count == ackEvery
+                for waker in ackWakers.withLock({ Array($0.values) }) { waker.yield(now) }
+            }
+        }
     }
 
-    private struct Target: Sendable {
+    fileprivate struct Target: Sendable {
         var url: String
         var broker: String?
     }
 
     /// What a connection reports to the loop that manages connections.
-    private enum Signal: Sendable {
+    fileprivate enum Signal: Sendable {
         case ready(generation: Int, broker: String, subscriptions: [SubscriptionInfo])
         case migrate(generation: Int, to: Target, reason: String)
         case ended(generation: Int, error: String)
@@ -143,8 +218,7 @@ public struct Subscriber: Sendable {
     }
 
     /// Manages connections: at most a current one and, during a migration, the one replacing it.
-    private func run(_ continuation: AsyncStream<Event>.Continuation) async {
-        let tracker = Tracker()
+    private func run(_ continuation: AsyncStream<Event>.Continuation, tracker: Tracker) async {
         let locator: BrokerLocator?
         if case .cluster(let c) = configuration.endpoint {
             locator = BrokerLocator(configuration: c, logger: logger)
@@ -267,7 +341,7 @@ public struct Subscriber: Sendable {
     }
 
     /// One connection: hello, subscribe, then deliver until it closes or is cancelled.
-    private func connection(
+    fileprivate func connection(
         _ generation: Int, to target: Target, tracker: Tracker, continuation: AsyncStream<Event>.Continuation,
         signals: AsyncStream<Signal>.Continuation
     ) async {
@@ -293,21 +367,14 @@ public struct Subscriber: Sendable {
                 tracker.subscribedOnce.store(true, ordering: .relaxed)
                 for info in infos { self.note(info, tracker: tracker, continuation: continuation) }
                 signals.yield(.ready(generation: generation, broker: welcome.broker, subscriptions: infos))
-                // Acks are cumulative: send the newest seq per subscription `ackInterval` after the
-                // first unacknowledged notification (or at once after `ackEvery` of them), not one
+                // Acks are cumulative: send the newest processed seq per subscription `ackInterval`
+                // after the first unacknowledged one (or at once after `ackEvery` of them), not one
                 // frame per notification; an idle subscriber sets no timers at all.
                 let (ackDue, ackSignal) = AsyncStream.makeStream(of: Bool.self, bufferingPolicy: .bufferingNewest(1))
                 connection.handleEvents { message in
                     switch message {
                     case .notify(let subscription, let seq, let n):
-                        guard self.accept(subscription: subscription, seq: seq, n, tracker: tracker, continuation: continuation) else { return }
-                        let unacked = tracker.unacked.withLock { u in
-                            u.positions[subscription] = seq
-                            u.count += 1
-                            return u.count
-                        }
-                        if unacked == 1 { ackSignal.yield(false) }
-                        if unacked == configuration.ackEvery { ackSignal.yield(true) }
+                        self.accept(subscription: subscription, seq: seq, n, tracker: tracker, continuation: continuation)
                     case .subscribed(_, let info):
                         self.note(info, tracker: tracker, continuation: continuation)
                     case .migrate(let to, let broker, let reason):
@@ -318,7 +385,13 @@ public struct Subscriber: Sendable {
                         break
                     }
                 }
-                // Notifications a previous connection received but did not get to acknowledge.
+                tracker.ackWakers.withLock { $0[generation] = ackSignal }
+                tracker.flushers.withLock { $0[generation] = { try? await self.flushAcks(tracker, on: connection) } }
+                defer {
+                    tracker.ackWakers.withLock { _ = $0.removeValue(forKey: generation) }
+                    tracker.flushers.withLock { _ = $0.removeValue(forKey: generation) }
+                }
+                // Notifications processed but not yet acknowledged by a previous connection.
                 if tracker.unacked.withLock({ $0.count }) > 0 { ackSignal.yield(false) }
                 await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
@@ -332,7 +405,9 @@ public struct Subscriber: Sendable {
                     ackSignal.finish()
                     group.cancelAll()
                 }
-                if !Task.isCancelled { try? await self.flushAcks(tracker, on: connection) }
+                // Also when stopped (the app stopped iterating, or a move superseded this
+                // connection): what the app finished is acknowledged on the way out.
+                try? await self.flushAcks(tracker, on: connection)
                 throw ConnectionClosed()
             }
             signals.yield(.ended(generation: generation, error: "closed"))
@@ -362,7 +437,7 @@ public struct Subscriber: Sendable {
         }
     }
 
-    private func flushAcks(_ tracker: Tracker, on connection: Connection) async throws {
+    fileprivate func flushAcks(_ tracker: Tracker, on connection: Connection) async throws {
         let pending = tracker.unacked.withLock { u in
             let p = u.positions
             u = ([:], 0)
@@ -384,7 +459,7 @@ public struct Subscriber: Sendable {
         }
     }
 
-    private func note(_ info: SubscriptionInfo, tracker: Tracker, continuation: AsyncStream<Event>.Continuation) {
+    fileprivate func note(_ info: SubscriptionInfo, tracker: Tracker, continuation: AsyncStream<Event>.Continuation) {
         tracker.channels.withLock { if !info.channel.isEmpty { $0[info.subscription] = info.channel } }
         tracker.positions.withLock { p in
             if let known = p[info.subscription], known.epoch == info.position.epoch { return }
@@ -398,7 +473,7 @@ public struct Subscriber: Sendable {
     /// happen under one lock, so during a migration the two connections cannot interleave
     /// their notifications out of order. Returns whether anything was yielded.
     @discardableResult
-    private func accept(
+    fileprivate func accept(
         subscription: String, seq: Int64, _ n: ServerMessage.Notification, tracker: Tracker, continuation: AsyncStream<Event>.Continuation
     ) -> Bool {
         let channel = tracker.channels.withLock { $0[subscription] } ?? ""

@@ -37,19 +37,35 @@ public struct TocsinClient: Sendable {
     /// Each subscription has a connection of its own, durable under the client id
     /// `<client>#<channel>#<hash of the parameters>`: the broker keeps one connection per
     /// client id, so two subscriptions sharing one id would take each other's place.
-    public func subscribe(_ channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) -> AsyncStream<Notification> {
+    public func subscribe(_ channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) -> Notifications {
         let subscriber = Subscriber(
             configuration: .init(seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location),
             requests: [SubscriptionRequest(channel: channel, params: params, from: from)], logger: logger)
-        return AsyncStream { continuation in
-            let task = Task {
-                for await event in subscriber.events() {
-                    if case .notification(let n) = event { continuation.yield(n) }
+        return Notifications(events: subscriber.events())
+    }
+
+    /// The notifications of one subscription. A notification is acknowledged when the next one
+    /// is asked for, so what the app had not finished when it died comes again after a restart.
+    public struct Notifications: AsyncSequence, Sendable {
+        public typealias Element = Notification
+        let events: Subscriber.Events
+
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            var base: Subscriber.Events.AsyncIterator
+
+            public mutating func next() async -> Notification? {
+                while let event = await base.next() {
+                    switch event {
+                    case .notification(let n): return n
+                    case .failed: return nil
+                    default: continue
+                    }
                 }
-                continuation.finish()
+                return nil
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
+
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: events.makeAsyncIterator()) }
     }
 
     /// The durable client id of one subscription: stable across runs and processes.

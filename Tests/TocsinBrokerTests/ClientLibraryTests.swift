@@ -18,6 +18,42 @@ struct ClientLibraryTests {
         }
     }
 
+    @Test func aNotificationTheAppDidNotFinishComesAgainAfterARestart() async throws {
+        try await TestBroker.with { broker in
+            var configuration = Subscriber.Configuration(seeds: [broker.httpURL], client: "crashy-app")
+            configuration.ackInterval = .milliseconds(10)
+            let request = SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": "fire"])
+            // First run: take the first notification, finish it (ask for the next), take the second, then "die".
+            let firstRun = Task { () -> [Int64] in
+                var seqs: [Int64] = []
+                for await event in Subscriber(configuration: configuration, requests: [request], logger: testLogger).events() {
+                    if case .notification(let n) = event { seqs.append(n.seq) }
+                    if seqs.count == 2 { return seqs }
+                }
+                return seqs
+            }
+            try await waitUntil("the subscription is open") {
+                (try? await broker.broker.store.subscriptions(client: "crashy-app").count) == 1
+            }
+            let published = try await Publisher(seeds: [broker.httpURL]).publish(stream: "emergencies", events: [
+                emergency("fire", severity: 1), emergency("fire", severity: 2),
+            ]).seqs
+            #expect(await firstRun.value == published)
+            // The first was acknowledged (the app asked for more after it); the second never was.
+            try await waitUntil("the first notification's ack is stored") {
+                (try? await broker.broker.store.subscriptions(client: "crashy-app").first?.ackedSeq) == published[0]
+            }
+            var secondRun: [Int64] = []
+            for await event in Subscriber(configuration: configuration, requests: [request], logger: testLogger).events() {
+                if case .notification(let n) = event {
+                    secondRun.append(n.seq)
+                    break
+                }
+            }
+            #expect(secondRun == [published[1]], "the unfinished notification is delivered again, the finished one is not")
+        }
+    }
+
     @Test func aSubscriptionThatCanNeverWorkEndsItsSequence() async throws {
         try await TestBroker.with { broker in
             let tocsin = TocsinClient(seeds: [broker.httpURL], client: "typo", logger: testLogger)
