@@ -37,11 +37,15 @@ struct ResidualFilter {
 
     private mutating func flush(_ result: inout [InterestID]) {
         let end = result.count
+        // Two passes, so that each pass's loads are independent of each other: the arrays'
+        // headers (the count), then their last bytes (whose address depends on the count).
         var touched = 0
         params.withUnsafeBufferPointer { params in
             for k in blockStart..<end {
+                touched &+= params[Int(result[k].rawValue)].count
+            }
+            for k in blockStart..<end {
                 params[Int(result[k].rawValue)].withUnsafeBytes { bytes in
-                    touched &+= bytes.count
                     if let last = bytes.last { touched &+= Int(last) }
                 }
             }
