@@ -18,6 +18,8 @@ final class ClusterMember: Service, Sendable {
     let logger: Logger
     private let latestView = Mutex<ClusterView?>(nil)
     private let registered = Atomic<Bool>(false)
+    /// Set once a drain has started: a re-registration (the controller restarted) drains again.
+    private let draining = Atomic<Bool>(false)
     private let heartbeatInterval = Mutex<Duration>(.milliseconds(500))
 
     init(broker: Broker, settings: ClusterSettings, logger: Logger) {
@@ -106,6 +108,15 @@ final class ClusterMember: Service, Sendable {
         logger.info(
             "registered with the controller",
             metadata: ["controller": "\(controller)", "ws": "\(request.webSocketURL)", "incarnation": "\(request.incarnation)"])
+        // Registered again mid-drain (the controller restarted): it must not send clients here.
+        if draining.load(ordering: .relaxed) { try await requestDrain() }
+    }
+
+    private func requestDrain() async throws {
+        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/drain"
+        apply(
+            try LeaseReply(
+                json: try await HTTPCall.call(.POST, url, body: .object(["incarnation": .string(broker.incarnation)]), timeout: requestTimeout)))
     }
 
     private func heartbeat(_ load: BrokerLoad) async throws {
@@ -138,8 +149,8 @@ final class ClusterMember: Service, Sendable {
             return
         }
         do {
-            let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/drain"
-            apply(try LeaseReply(json: try await HTTPCall.call(.POST, url, body: .object(["incarnation": .string(broker.incarnation)]))))
+            draining.store(true, ordering: .relaxed)
+            try await requestDrain()
         } catch {
             logger.warning("could not start draining; clients will fail over", metadata: ["error": "\(error)"])
             return

@@ -75,7 +75,8 @@ public final class ChildProcess: Sendable {
         }
         guard let port else {
             Foundation.kill(pid, SIGKILL)
-            _ = Self.reap(pid)
+            var raw: Int32 = 0
+            while waitpid(pid, &raw, 0) < 0, errno == EINTR {}
             throw ChildProcessError("\(URL(fileURLWithPath: executable).lastPathComponent) \(arguments.joined(separator: " ")) did not report a port within \(timeout)")
         }
         self.port = port
@@ -147,9 +148,21 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    /// Sends `signal` unless the process has already been reaped. A child's pid cannot be
+    /// reused before its parent reaps it, and reaping happens only under the same lock, so this
+    /// never signals a stranger. Returns whether the signal was sent.
+    @discardableResult
+    public func signal(_ signal: Int32) -> Bool {
+        status.withLock { s in
+            guard s == nil else { return false }
+            Foundation.kill(pid, signal)
+            return true
+        }
+    }
+
     /// Sends `signal` and waits for the process to exit.
     public func kill(_ signal: Int32 = SIGKILL) {
-        Foundation.kill(pid, signal)
+        self.signal(signal)
         waitForExit()
     }
 
@@ -157,20 +170,16 @@ public final class ChildProcess: Sendable {
     @discardableResult
     public func waitForExit() -> Int32 {
         if let known = status.withLock({ $0 }) { return known }
-        let raw = Self.reap(pid)
+        // Wait without reaping, then reap under the lock (see `signal`).
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0, errno == EINTR {}
         return status.withLock { s in
-            if s == nil, raw != -1 { s = raw }
-            return s ?? raw
+            if s == nil {
+                var raw: Int32 = 0
+                if waitpid(pid, &raw, WNOHANG) == pid { s = raw }
+            }
+            return s ?? -1
         }
-    }
-
-    /// Waits for the child; -1 when another caller reaped it first (its status is recorded there).
-    private static func reap(_ pid: Int32) -> Int32 {
-        var raw: Int32 = 0
-        while waitpid(pid, &raw, 0) < 0 {
-            if errno != EINTR { return -1 }
-        }
-        return raw
     }
 
     /// Waits for the exit without blocking a thread of the cooperative pool.
@@ -181,10 +190,7 @@ public final class ChildProcess: Sendable {
     }
 
     deinit {
-        if status.withLock({ $0 }) == nil {
-            Foundation.kill(pid, SIGKILL)
-            _ = Self.reap(pid)
-        }
+        if signal(SIGKILL) { waitForExit() }
     }
 
     /// The first value `body` produces within `timeout`, or nil.

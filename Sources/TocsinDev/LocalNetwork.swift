@@ -113,7 +113,7 @@ public final class LocalNetwork: Sendable {
             return s.processes[id]
         }
         guard let process else { return }
-        Foundation.kill(process.pid, signal)
+        process.signal(signal)
         _ = await process.exit()
     }
 
@@ -125,7 +125,7 @@ public final class LocalNetwork: Sendable {
             return s.processes.removeValue(forKey: id)
         }
         guard let process else { return }
-        Foundation.kill(process.pid, SIGKILL)
+        process.signal(SIGKILL)
         _ = await process.exit()
     }
 
@@ -165,9 +165,9 @@ public final class LocalNetwork: Sendable {
             for id in s.processes.keys { s.stopped.insert(id) }
             return Array(s.processes.values)
         }
-        Foundation.kill(controller.pid, SIGTERM)
+        controller.signal(SIGTERM)
         _ = await controller.exit()
-        for p in processes { Foundation.kill(p.pid, signal) }
+        for p in processes { p.signal(signal) }
         for p in processes { _ = await p.exit() }
     }
 }
