@@ -23,7 +23,8 @@ struct HTTPAPI: Sendable {
         router.get("/v1/assign") { request, _ in
             await self.api {
                 guard let controller = broker.clusterView.controller else {
-                    return .json(JSONValue.object(["broker": broker.standaloneSummary.json, "alternates": .array([]), "region": .string(broker.standaloneSummary.region)]))
+                    let me = broker.standaloneSummary
+                    return .json(JSONValue.object(["broker": me.json, "alternates": .array([]), "region": .string(me.region)]))
                 }
                 let query = request.uri.query.map { "?" + $0 } ?? ""
                 do {

@@ -133,11 +133,7 @@ struct WebSocketEndpoint: Sendable {
                 return
             case .close(.migrationTimedOut):
                 session.logger.info("closing a client that did not follow its migrate order")
-                var close = channel.allocator.buffer(capacity: 16)
-                close.write(webSocketErrorCode: .goingAway)
-                close.writeString("migrate")
-                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: close), promise: nil)
-                channel.close(promise: nil)
+                close(channel, code: .goingAway, reason: "migrate")
                 return
             case .close(.slowConsumer):
                 broker.metrics.slowConsumers.increment()
@@ -147,14 +143,19 @@ struct WebSocketEndpoint: Sendable {
                     id: nil,
                     TocsinError(.slowConsumer, "too many undelivered notifications; reconnect and resume from your last acknowledged position"))
                 channel.write(webSocketFrame(.text(notice.encoded), allocator: channel.allocator), promise: nil)
-                var close = channel.allocator.buffer(capacity: 16)
-                close.write(webSocketErrorCode: .policyViolation)
-                close.writeString("slow consumer")
-                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: close), promise: nil)
-                channel.close(promise: nil)
+                close(channel, code: .policyViolation, reason: "slow consumer")
                 return
             }
         }
+    }
+
+    /// Sends a close frame with `code` and `reason`, then closes the connection.
+    static func close(_ channel: any Channel, code: WebSocketErrorCode, reason: String) {
+        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        data.write(webSocketErrorCode: code)
+        data.writeString(reason)
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
+        channel.close(promise: nil)
     }
 
     static func webSocketFrame(_ frame: OutFrame, allocator: ByteBufferAllocator) -> WebSocketFrame {

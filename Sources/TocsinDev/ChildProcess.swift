@@ -63,7 +63,7 @@ public final class ChildProcess: Sendable {
             close(stdout)
             continuation.finish()
         }
-        let port: Int? = await Self.first(within: timeout) {
+        let port: Int? = await firstOrNil(within: timeout) {
             for await line in lines {
                 output?(line)
                 if let port = Self.listeningPort(in: line) {
@@ -192,23 +192,23 @@ public final class ChildProcess: Sendable {
     deinit {
         if signal(SIGKILL) { waitForExit() }
     }
-
-    /// The first value `body` produces within `timeout`, or nil.
-    static func first<T: Sendable>(within timeout: Duration, _ body: @escaping @Sendable () async -> T?) async -> T? {
-        await withTaskGroup(of: T?.self) { group in
-            group.addTask { await body() }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-    }
 }
 
 public struct ChildProcessError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// The value `body` produces, or nil if `timeout` passes first (then `body` is cancelled).
+public func firstOrNil<T: Sendable>(within timeout: Duration, _ body: @escaping @Sendable () async -> T?) async -> T? {
+    await withTaskGroup(of: T?.self) { group in
+        group.addTask { await body() }
+        group.addTask {
+            try? await Task.sleep(for: timeout)
+            return nil
+        }
+        let first = await group.next()!
+        group.cancelAll()
+        return first
+    }
 }

@@ -1,5 +1,6 @@
 public import TocsinClient
 public import TocsinCore
+import TocsinDev
 import Synchronization
 
 /// Collects a connection's unsolicited frames so a test can wait for the next one with a deadline
@@ -94,16 +95,3 @@ public final class Inbox: Sendable {
     }
 }
 
-/// The value `body` produces, or nil if `timeout` passes first (then `body` is cancelled).
-public func firstOrNil<T: Sendable>(within timeout: Duration, _ body: @escaping @Sendable () async -> T?) async -> T? {
-    await withTaskGroup(of: T?.self) { group in
-        group.addTask { await body() }
-        group.addTask {
-            try? await Task.sleep(for: timeout)
-            return nil
-        }
-        let first = await group.next()!
-        group.cancelAll()
-        return first
-    }
-}

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TocsinCore
+import TocsinDev
 import WSClient
 
 /// `tocsin bench`: measures a broker from the outside, as clients see it.
@@ -67,25 +68,23 @@ struct Bench: AsyncParsableCommand {
             ).run()
             return
         }
-        var server: Process? = nil
+        var server: ChildProcess? = nil
         var baseURL = url
         if spawn {
-            let (process, port) = try await Self.spawnServer(noFsync: noFsync)
+            let directory = NSTemporaryDirectory() + "tocsin-bench-\(UUID().uuidString)"
+            let process = try await ChildProcess(
+                arguments: ["serve", "--port", "0", "--data-dir", directory, "--log-level", "warning"] + (noFsync ? ["--no-fsync"] : []))
+            print("spawned tocsin serve (pid \(process.pid)) on port \(process.port)\(noFsync ? " with --no-fsync" : "")")
             server = process
-            baseURL = "http://127.0.0.1:\(port)"
+            baseURL = "http://127.0.0.1:\(process.port)"
         }
-        defer {
-            if let server {
-                server.terminate()
-                server.waitUntilExit()
-            }
-        }
+        defer { server?.kill(SIGTERM) }
         let ws = baseURL.replacingOccurrences(of: "http://", with: "ws://") + "/v1/ws"
         switch mode {
         case .latency:
-            try await latency(webSocketURL: ws, serverPID: server?.processIdentifier, logger: logger)
+            try await latency(webSocketURL: ws, serverPID: server?.pid, logger: logger)
         case .throughput:
-            try await throughput(webSocketURL: ws, serverPID: server?.processIdentifier, logger: logger)
+            try await throughput(webSocketURL: ws, serverPID: server?.pid, logger: logger)
         case .network:
             break
         }
@@ -333,29 +332,6 @@ struct Bench: AsyncParsableCommand {
         // After the command: state is field 3, utime field 14, stime field 15 (1-based over the whole line).
         guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-
-    static func spawnServer(noFsync: Bool) async throws -> (Process, Int) {
-        let directory = NSTemporaryDirectory() + "tocsin-bench-\(UUID().uuidString)"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.resolvingSymlinksInPath()
-        process.arguments = ["serve", "--port", "0", "--data-dir", directory, "--log-level", "warning"] + (noFsync ? ["--no-fsync"] : [])
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let handle = pipe.fileHandleForReading
-        var buffer = Data()
-        while true {
-            let chunk = handle.availableData
-            if chunk.isEmpty { throw ValidationError("the spawned server exited before listening") }
-            buffer.append(chunk)
-            let text = String(decoding: buffer, as: UTF8.self)
-            if let r = text.range(of: "listening on http://127.0.0.1:") {
-                let port = Int(text[r.upperBound...].prefix { $0.isNumber }) ?? 0
-                print("spawned tocsin serve (pid \(process.processIdentifier)) on port \(port)\(noFsync ? " with --no-fsync" : "")")
-                return (process, port)
-            }
-        }
     }
 }
 

@@ -26,11 +26,4 @@ struct ServerOptions: ParsableArguments {
         let first = seeds.first ?? url
         return first.hasSuffix("/") ? String(first.dropLast()) : first
     }
-
-    var webSocketURL: String {
-        var base = httpURL
-        if base.hasPrefix("https://") { base = "wss://" + base.dropFirst(8) }
-        else if base.hasPrefix("http://") { base = "ws://" + base.dropFirst(7) }
-        return base + "/v1/ws"
-    }
 }

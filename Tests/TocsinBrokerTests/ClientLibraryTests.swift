@@ -66,22 +66,17 @@ struct ClientLibraryTests {
     @Test func twoSubscriptionsOfOneClientBothDeliver() async throws {
         try await TestBroker.with { broker in
             let tocsin = TocsinClient(seeds: [broker.httpURL], client: "two-channels", logger: testLogger)
-            let fires = Task { () -> [String] in
+            /// The `kind` of the first two events a subscription to that kind delivers.
+            @Sendable func firstTwoKinds(_ kind: String) async -> [String] {
                 var kinds: [String] = []
-                for await n in tocsin.subscribe("EmergenciesOfKind", params: ["kind": "fire"]) {
+                for await n in tocsin.subscribe("EmergenciesOfKind", params: ["kind": .string(kind)]) {
                     kinds += n.events.compactMap { (try? JSONValue.parse($0.json))?["kind"]?.stringValue }
                     if kinds.count == 2 { break }
                 }
                 return kinds
             }
-            let floods = Task { () -> [String] in
-                var kinds: [String] = []
-                for await n in tocsin.subscribe("EmergenciesOfKind", params: ["kind": "flood"]) {
-                    kinds += n.events.compactMap { (try? JSONValue.parse($0.json))?["kind"]?.stringValue }
-                    if kinds.count == 2 { break }
-                }
-                return kinds
-            }
+            let fires = Task { await firstTwoKinds("fire") }
+            let floods = Task { await firstTwoKinds("flood") }
             try await waitUntil("both subscriptions are open") {
                 var open = 0
                 for kind in ["fire", "flood"] {

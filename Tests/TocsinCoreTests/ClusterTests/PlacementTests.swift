@@ -35,7 +35,7 @@ import Testing
     @Test func sameMembershipGivesTheSameAnswer() throws {
         let brokers = (1...7).map { F.broker("b\($0)") }
         let placement = Placement(brokers: brokers)
-        var rng = ClusterTestRNG(seed: 7)
+        var rng = SplitMix(seed: 7)
         let shuffled = Placement(brokers: brokers.shuffled(using: &rng))
         let clients = Array(Self.clientIDs.prefix(2000))
         let first = try primaries(placement, clients)

@@ -174,7 +174,7 @@ import Testing
     }
 
     @Test func plansAreDeterministicAndMerged() {
-        var rng = ClusterTestRNG(seed: 99)
+        var rng = SplitMix(seed: 99)
         let brokers = (0..<12).map {
             F.broker(
                 "b\($0)", region: ["eu", "us"][$0 % 2], connections: Int.random(in: 0...500, using: &rng),
@@ -198,7 +198,7 @@ import Testing
 
     // MARK: - Properties over random clusters
 
-    static func randomCluster(_ rng: inout ClusterTestRNG, roomyCapacities: Bool) -> [BrokerRecord] {
+    static func randomCluster(_ rng: inout SplitMix, roomyCapacities: Bool) -> [BrokerRecord] {
         let places = [F.paris, F.newYork, F.tokyo, F.singapore, F.dublin]
         var brokers: [BrokerRecord] = []
         let scale = [10, 100, 2000].randomElement(using: &rng) ?? 100
@@ -249,14 +249,14 @@ import Testing
     }
 
     @Test func randomClustersKeepEveryInvariant() {
-        var rng = ClusterTestRNG(seed: 2024)
+        var rng = SplitMix(seed: 2024)
         for _ in 0..<3000 {
             Self.checkInvariants(Self.randomCluster(&rng, roomyCapacities: Bool.random(using: &rng)))
         }
     }
 
     @Test func withRoomyCapacitiesPlansMoveExactlyTheMinimumAndBalance() {
-        var rng = ClusterTestRNG(seed: 77)
+        var rng = SplitMix(seed: 77)
         for _ in 0..<2000 {
             let brokers = Self.randomCluster(&rng, roomyCapacities: true)
             let regions = Dictionary(grouping: brokers, by: \.region)
@@ -289,7 +289,7 @@ import Testing
     }
 
     @Test func minimumMatchesExhaustiveSearchOnSmallClusters() {
-        var rng = ClusterTestRNG(seed: 5)
+        var rng = SplitMix(seed: 5)
         var checked = 0
         while checked < 300 {
             let count = Int.random(in: 1...4, using: &rng)

@@ -1,0 +1,38 @@
+import Foundation
+import Testing
+import TocsinTesting
+
+/// Bad flags to the network commands: a clear message naming the flag, a non-zero exit, and
+/// nothing started.
+@Suite(.timeLimit(.minutes(1)))
+struct CommandLineTests {
+    /// Runs `tocsin arguments` to its exit; returns the status and what it wrote to stderr.
+    static func run(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ServerProcess.tocsinBinary)
+        process.arguments = arguments
+        let stderr = Pipe()
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, text)
+    }
+
+    @Test(arguments: [
+        (["broker", "--host", "0.0.0.0", "--port", "0"], "--advertise"),
+        (["broker", "--advertise", "ftp://example", "--port", "0"], "--advertise must be an http"),
+        (["broker", "--capacity", "0", "--port", "0"], "--capacity"),
+        (["broker", "--lat", "52", "--port", "0"], "--lat and --lon"),
+        (["controller", "--lease-ms", "100", "--heartbeat-ms", "100", "--port", "0"], "--lease-ms"),
+        (["controller", "--host", "0.0.0.0", "--port", "0"], "--advertise"),
+        (["controller", "--tolerance", "1.5", "--port", "0"], "--tolerance"),
+        (["dev", "--brokers", "0"], "--brokers"),
+    ])
+    func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) throws {
+        let (status, stderr) = try Self.run(arguments)
+        #expect(status != 0)
+        #expect(stderr.contains(mentions), "stderr: \(stderr)")
+    }
+}
