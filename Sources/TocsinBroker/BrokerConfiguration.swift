@@ -24,6 +24,7 @@ public struct BrokerConfiguration: Sendable {
     /// Frames a session may have queued before it counts as a slow consumer and is disconnected.
     public var maxQueuedFrames = 50_000
     /// Bytes a connection may have waiting for its socket before it counts as a slow consumer.
+    /// Checked once more than NIO's high-water mark (64 KiB) is waiting, so values below that act as 64 KiB.
     public var maxBufferedBytes = 16 << 20
 
     /// How often acknowledged cursors are written to the store.

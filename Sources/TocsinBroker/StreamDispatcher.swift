@@ -293,21 +293,33 @@ actor StreamDispatcher {
 
     // MARK: Tail
 
-    /// Follows the store's change feed and dispatches new events until cancelled.
+    /// Follows the store's change feed and dispatches new events until cancelled. Events this
+    /// process appended come straight from the feed; others (another process appended them, or
+    /// the feed no longer holds them) are read from the store. The stream is read again only
+    /// when the feed does not know its epoch or knows another one (it was recreated).
     nonisolated func runTail(nowMillis: @escaping @Sendable () -> Int64) async {
+        let changes = store.changes
         while !Task.isCancelled {
             let seen = await position
-            await store.changes.wait(stream: stream, after: seen)
+            let current = await epoch
+            await changes.wait(stream: stream, after: seen, epoch: current)
             if Task.isCancelled { return }
             do {
-                guard let info = try await store.stream(named: stream) else { return }
-                if info.epoch != (await epoch) {
-                    await reset(to: info)
-                    continue
+                if changes.epoch(of: stream) != current {
+                    guard let info = try await store.stream(named: stream) else { return }
+                    if info.epoch != current {
+                        await reset(to: info)
+                        continue
+                    }
                 }
                 var from = seen
                 while true {
-                    let events = try await store.readEvents(stream: stream, after: from, limit: 1000)
+                    let events: [StoredEvent]
+                    if let recent = changes.recentEvents(stream: stream, epoch: current, after: from, limit: 1000) {
+                        events = recent
+                    } else {
+                        events = try await store.readEvents(stream: stream, after: from, limit: 1000)
+                    }
                     guard let last = events.last else { break }
                     let sent = await dispatch(events, nowMillis: nowMillis())
                     if sent > 0 {
@@ -315,7 +327,7 @@ actor StreamDispatcher {
                         metrics.totals.delivered.add(sent, ordering: .relaxed)
                     }
                     from = last.seq
-                    if events.count < 1000 { break }
+                    if from >= changes.lastSeq(of: stream) && events.count < 1000 { break }
                 }
             } catch {
                 logger.error("tail of stream failed; retrying", metadata: ["stream": "\(stream)", "error": "\(error)"])

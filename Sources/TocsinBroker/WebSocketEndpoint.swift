@@ -30,10 +30,11 @@ struct WebSocketEndpoint: Sendable {
         let configuration = broker.configuration
         let metrics = broker.metrics
         let broker = self.broker
+        let writer = NIOLoopBoundBox.makeBoxSendingValue(FrameWriter(channel: channel), eventLoop: channel.eventLoop)
         let session = Session(
             id: String(sessionID), maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, eventLoop: channel.eventLoop
         ) { session in
-            Self.drain(session, to: channel, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
+            Self.drain(session, to: channel, writer: writer.value, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
         }
         metrics.sessionsOpened.increment()
         broker.opened(session)
@@ -117,16 +118,15 @@ struct WebSocketEndpoint: Sendable {
     }
 
     /// Writes everything the session has queued to its socket, on the channel's event loop:
-    /// one flush per batch. Runs until the outbox is empty.
-    static func drain(_ session: Session, to channel: any Channel, maxBufferedBytes: Int, broker: Broker) {
+    /// one buffer and one flush per batch. Runs until the outbox is empty.
+    static func drain(_ session: Session, to channel: any Channel, writer: FrameWriter, maxBufferedBytes: Int, broker: Broker) {
         while true {
             switch session.take() {
             case .frames(let frames):
-                for frame in frames {
-                    channel.write(webSocketFrame(frame, allocator: channel.allocator), promise: nil)
-                }
-                channel.flush()
-                if let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > maxBufferedBytes {
+                writer.write(frames)
+                // Asking for the buffered bytes costs more than the write: only once NIO's own
+                // (much lower) high-water mark says the socket is falling behind.
+                if !channel.isWritable, let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > maxBufferedBytes {
                     session.overflowed()
                 }
             case .idle, .finished:
@@ -142,7 +142,7 @@ struct WebSocketEndpoint: Sendable {
                 let notice = ServerMessage.error(
                     id: nil,
                     TocsinError(.slowConsumer, "too many undelivered notifications; reconnect and resume from your last acknowledged position"))
-                channel.write(webSocketFrame(.text(notice.encoded), allocator: channel.allocator), promise: nil)
+                channel.write(FrameWriter.webSocketFrame(.text(notice.encoded), allocator: channel.allocator), promise: nil)
                 close(channel, code: .policyViolation, reason: "slow consumer")
                 return
             }
@@ -156,20 +156,6 @@ struct WebSocketEndpoint: Sendable {
         data.writeString(reason)
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
         channel.close(promise: nil)
-    }
-
-    static func webSocketFrame(_ frame: OutFrame, allocator: ByteBufferAllocator) -> WebSocketFrame {
-        var buffer: ByteBuffer
-        switch frame {
-        case .text(let text):
-            buffer = allocator.buffer(capacity: text.utf8.count)
-            buffer.writeString(text)
-        case .notify(let prefix, let suffix):
-            buffer = allocator.buffer(capacity: prefix.utf8.count + suffix.utf8.count)
-            buffer.writeString(prefix)
-            buffer.writeString(suffix)
-        }
-        return WebSocketFrame(fin: true, opcode: .text, data: buffer)
     }
 }
 

@@ -1,14 +1,37 @@
 import Synchronization
 
-/// Tells waiters when a stream's last seq moves past what they have seen.
+/// Tells waiters when a stream moves past what they have seen, and keeps the events this
+/// process appended most recently, so the tail that dispatches them need not read them back.
 ///
-/// Appends in this process call `advance` directly after their commit; a poller may call it
-/// for appends made by other processes sharing the store. It is only a wake-up: readers always
-/// read the store, which is the truth.
+/// Appends in this process call `appended` right after their commit; a poller calls `advance`
+/// for changes made by other processes sharing the store (their events are not kept: readers
+/// read those from the store). A stream is known by its epoch: a new epoch (the stream was
+/// recreated) wakes every waiter and drops the kept events of the old one.
 public final class ChangeFeed: Sendable {
+    /// Most events kept per stream.
+    public static let recentCapacity = 2048
+
+    private struct Waiter {
+        var id: Int
+        var after: Int64
+        var epoch: String?
+        var continuation: CheckedContinuation<Void, Never>
+    }
+
+    private struct StreamState {
+        var epoch: String?
+        var lastSeq: Int64 = 0
+        /// Events appended here with consecutive seqs, the newest last, all of `epoch`.
+        var recent: [StoredEvent] = []
+        var waiters: [Waiter] = []
+
+        func shouldWake(_ w: Waiter) -> Bool {
+            lastSeq > w.after || (w.epoch != nil && epoch != nil && epoch != w.epoch)
+        }
+    }
+
     private struct State {
-        var lastSeq: [String: Int64] = [:]
-        var waiters: [String: [(id: Int, after: Int64, continuation: CheckedContinuation<Void, Never>)]] = [:]
+        var streams: [String: StreamState] = [:]
         var nextWaiter = 0
     }
 
@@ -16,48 +39,99 @@ public final class ChangeFeed: Sendable {
 
     public init() {}
 
-    /// Records that `stream` now ends at `seq` and wakes whoever waits for less.
-    /// A lower seq with a new epoch (recreated stream) also wakes everyone.
-    public func advance(stream: String, to seq: Int64, reset: Bool = false) {
-        let woken: [CheckedContinuation<Void, Never>] = state.withLock { s in
-            let known = s.lastSeq[stream] ?? 0
-            guard seq > known || reset else { return [] }
-            s.lastSeq[stream] = seq
-            guard let list = s.waiters[stream], !list.isEmpty else { return [] }
-            var keep: [(id: Int, after: Int64, continuation: CheckedContinuation<Void, Never>)] = []
-            var wake: [CheckedContinuation<Void, Never>] = []
-            for w in list {
-                if seq > w.after || reset { wake.append(w.continuation) } else { keep.append(w) }
+    /// Records that `stream` is at `seq` in `epoch` and wakes whoever waits for less (or for
+    /// another epoch).
+    public func advance(stream: String, epoch: String, to seq: Int64) {
+        update(stream) { s in
+            if s.epoch != epoch {
+                s.epoch = epoch
+                s.lastSeq = seq
+                s.recent = []
+            } else {
+                s.lastSeq = max(s.lastSeq, seq)
             }
-            s.waiters[stream] = keep
+        }
+    }
+
+    /// Records events this process has just committed (consecutive seqs, oldest first).
+    public func appended(stream: String, epoch: String, events: [StoredEvent]) {
+        guard let last = events.last else { return }
+        update(stream) { s in
+            if s.epoch != epoch {
+                s.epoch = epoch
+                s.recent = []
+            }
+            // Kept only while consecutive: another process's events in between leave a gap the store fills.
+            if let previous = s.recent.last, previous.seq + 1 != events[0].seq { s.recent = [] }
+            s.recent.append(contentsOf: events)
+            if s.recent.count > 2 * Self.recentCapacity { s.recent.removeFirst(s.recent.count - Self.recentCapacity) }
+            s.lastSeq = max(s.lastSeq, last.seq)
+        }
+    }
+
+    private func update(_ stream: String, _ body: (inout StreamState) -> Void) {
+        let woken: [CheckedContinuation<Void, Never>] = state.withLock { state in
+            var s = state.streams[stream] ?? StreamState()
+            state.streams[stream] = nil
+            defer { state.streams[stream] = s }
+            body(&s)
+            guard !s.waiters.isEmpty else { return [] }
+            var wake: [CheckedContinuation<Void, Never>] = []
+            var keep: [Waiter] = []
+            for w in s.waiters {
+                if s.shouldWake(w) { wake.append(w.continuation) } else { keep.append(w) }
+            }
+            s.waiters = keep
             return wake
         }
         for c in woken { c.resume() }
     }
 
     public func lastSeq(of stream: String) -> Int64 {
-        state.withLock { $0.lastSeq[stream] ?? 0 }
+        state.withLock { $0.streams[stream]?.lastSeq ?? 0 }
     }
 
-    /// Returns once the stream's last seq is beyond `after`, or when the task is cancelled.
-    public func wait(stream: String, after: Int64) async {
+    /// The stream's epoch as last recorded here; nil when nothing was recorded yet.
+    public func epoch(of stream: String) -> String? {
+        state.withLock { $0.streams[stream]?.epoch }
+    }
+
+    /// Up to `limit` events of `epoch` after `after`, oldest first, when this feed kept all of
+    /// them from `after + 1` on; nil when the caller must read the store. The result may end
+    /// before the stream does (events of other processes are not kept).
+    public func recentEvents(stream: String, epoch: String, after: Int64, limit: Int) -> [StoredEvent]? {
+        state.withLock { state in
+            guard let s = state.streams[stream], s.epoch == epoch, let first = s.recent.first, let last = s.recent.last,
+                first.seq <= after + 1, after < last.seq
+            else { return nil }
+            let start = Int(after + 1 - first.seq)
+            return Array(s.recent[start..<(start + min(limit, s.recent.count - start))])
+        }
+    }
+
+    /// Returns once the stream's last seq is beyond `after`, its epoch is known and differs from
+    /// `epoch` (when given), or the task is cancelled.
+    public func wait(stream: String, after: Int64, epoch: String? = nil) async {
         let id: Int = state.withLock { s in
             s.nextWaiter += 1
             return s.nextWaiter
         }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { s -> Bool in
-                    if (s.lastSeq[stream] ?? 0) > after || Task.isCancelled { return true }
-                    s.waiters[stream, default: []].append((id, after, c))
+                let resumeNow = state.withLock { state -> Bool in
+                    let waiter = Waiter(id: id, after: after, epoch: epoch, continuation: c)
+                    var s = state.streams[stream] ?? StreamState()
+                    if s.shouldWake(waiter) || Task.isCancelled { return true }
+                    s.waiters.append(waiter)
+                    state.streams[stream] = s
                     return false
                 }
                 if resumeNow { c.resume() }
             }
         } onCancel: {
-            let c = state.withLock { s -> CheckedContinuation<Void, Never>? in
-                guard let i = s.waiters[stream]?.firstIndex(where: { $0.id == id }) else { return nil }
-                return s.waiters[stream]!.remove(at: i).continuation
+            let c = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                guard let i = state.streams[stream]?.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.streams[stream]!.waiters.remove(at: i).continuation
             }
             c?.resume()
         }

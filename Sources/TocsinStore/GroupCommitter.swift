@@ -27,9 +27,10 @@ final class GroupCommitter: Sendable {
     private let state = Mutex(State())
     private let pool: DatabasePool
     private let logger: Logger
-    private let onCommit: @Sendable (_ stream: String, _ lastSeq: Int64) -> Void
+    /// Told of each request's committed events, in commit order.
+    private let onCommit: @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void
 
-    init(pool: DatabasePool, logger: Logger, onCommit: @escaping @Sendable (_ stream: String, _ lastSeq: Int64) -> Void) {
+    init(pool: DatabasePool, logger: Logger, onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
         self.pool = pool
         self.logger = logger
         self.onCommit = onCommit
@@ -100,17 +101,17 @@ final class GroupCommitter: Sendable {
                 }
                 return outcomes
             }
-            var last: [String: Int64] = [:]
             for (request, outcome) in zip(batch, outcomes) {
-                switch outcome {
-                case .success(let r):
-                    if let seq = r.seqs.last { last[request.stream] = max(last[request.stream] ?? 0, seq) }
-                    request.continuation.resume(returning: r)
-                case .failure(let e):
-                    request.continuation.resume(throwing: e)
+                if case .success(let r) = outcome {
+                    onCommit(request.stream, r.epoch, zip(r.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: now, json: $1) })
                 }
             }
-            for (stream, seq) in last { onCommit(stream, seq) }
+            for (request, outcome) in zip(batch, outcomes) {
+                switch outcome {
+                case .success(let r): request.continuation.resume(returning: r)
+                case .failure(let e): request.continuation.resume(throwing: e)
+                }
+            }
         } catch {
             logger.error("append transaction failed", metadata: ["error": "\(error)", "requests": "\(batch.count)"])
             for request in batch {

@@ -40,7 +40,7 @@ public final class SQLiteStore: Store {
         self.logger = logger
         let feed = ChangeFeed()
         self.changes = feed
-        self.committer = GroupCommitter(pool: pool, logger: logger) { stream, seq in feed.advance(stream: stream, to: seq) }
+        self.committer = GroupCommitter(pool: pool, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try Self.retryingWhileAnotherProcessSetsUp { [pool] in try Self.migrator.migrate(pool) }
         var watcherConfig = GRDB.Configuration()
         watcherConfig.readonly = true
@@ -91,9 +91,9 @@ public final class SQLiteStore: Store {
     public func refreshChanges() throws -> Bool {
         let version = try watcher.inDatabase { db in try Int.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0 }
         guard lastDataVersion.withLock({ $0 }) != version else { return false }
-        let rows = try pool.read { db in try Row.fetchAll(db, sql: "SELECT name, last_seq FROM streams") }
+        let rows = try pool.read { db in try Row.fetchAll(db, sql: "SELECT name, epoch, last_seq FROM streams") }
         for row in rows {
-            changes.advance(stream: row["name"], to: row["last_seq"])
+            changes.advance(stream: row["name"], epoch: row["epoch"], to: row["last_seq"])
         }
         // Only now: if the read failed, the next poll tries again.
         lastDataVersion.withLock { $0 = version }
@@ -174,7 +174,7 @@ public final class SQLiteStore: Store {
                 arguments: [definition.name, text, epoch, now])
             return (StreamInfo(definition: definition, epoch: epoch, lastSeq: 0, firstSeq: 1, createdAtMillis: now), .created)
         }
-        if result.1 == .recreated { changes.advance(stream: definition.name, to: 0, reset: true) }
+        if result.1 == .recreated || result.1 == .created { changes.advance(stream: definition.name, epoch: result.0.epoch, to: 0) }
         return result
     }
 

@@ -19,6 +19,12 @@ public struct StoredEvent: Sendable, Hashable {
     public var publishedAtMillis: Int64
     /// The event's canonical JSON (fields in schema order).
     public var json: String
+
+    public init(seq: Int64, publishedAtMillis: Int64, json: String) {
+        self.seq = seq
+        self.publishedAtMillis = publishedAtMillis
+        self.json = json
+    }
 }
 
 /// A durable subscription: a client's interest in a channel with bound parameters, and how far

@@ -1,0 +1,97 @@
+import NIOCore
+import NIOWebSocket
+
+/// Writes a session's queued frames to its WebSocket connection: every frame of a drain is
+/// encoded (header and payload) into one buffer, which goes to the socket as one write.
+///
+/// The buffer enters the pipeline at NIO's `WebSocketFrameEncoder`, as if that encoder had
+/// produced it, so it skips the handlers above (Hummingbird's async channel, the encoder
+/// itself) and their per-frame boxing, and the socket gets one contiguous buffer instead of a
+/// header and a payload per frame. This is only right because server frames are never masked
+/// and the connection negotiates no extension (no permessage-deflate): the bytes are exactly
+/// what the encoder would write. Other writes on the connection (pongs, close frames) still go
+/// through the encoder; all writes happen on the channel's event loop, so whole frames never
+/// interleave.
+///
+/// Lives on the channel's event loop (see `NIOLoopBound` at its one use).
+final class FrameWriter {
+    private let channel: any Channel
+    /// The encoder's context, found on first use; nil when the pipeline has no encoder (then
+    /// frames take the ordinary path through the whole pipeline).
+    private var encoderContext: ChannelHandlerContext??
+
+    init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    /// Writes and flushes `frames` in order. Must run on the channel's event loop.
+    func write(_ frames: [OutFrame]) {
+        if encoderContext == nil {
+            encoderContext = .some(try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self))
+        }
+        guard let context = encoderContext ?? nil else {
+            for frame in frames {
+                channel.write(Self.webSocketFrame(frame, allocator: channel.allocator), promise: nil)
+            }
+            channel.flush()
+            return
+        }
+        var size = 0
+        for frame in frames { size += frame.payloadSize + WebSocketText.maxHeaderSize }
+        var buffer = channel.allocator.buffer(capacity: size)
+        for frame in frames { buffer.writeTextFrame(frame) }
+        // A context removed from the pipeline (the connection closed) fails the write; nothing else happens.
+        context.writeAndFlush(NIOAny(buffer), promise: nil)
+    }
+
+    static func webSocketFrame(_ frame: OutFrame, allocator: ByteBufferAllocator) -> WebSocketFrame {
+        var buffer = allocator.buffer(capacity: frame.payloadSize)
+        frame.writePayload(into: &buffer)
+        return WebSocketFrame(fin: true, opcode: .text, data: buffer)
+    }
+}
+
+extension OutFrame {
+    /// The payload's length in bytes.
+    var payloadSize: Int {
+        switch self {
+        case .text(let text): text.utf8.count
+        case .notify(let prefix, let suffix): prefix.utf8.count + suffix.utf8.count
+        }
+    }
+
+    func writePayload(into buffer: inout ByteBuffer) {
+        switch self {
+        case .text(let text):
+            buffer.writeString(text)
+        case .notify(let prefix, let suffix):
+            buffer.writeString(prefix)
+            buffer.writeString(suffix)
+        }
+    }
+}
+
+/// The wire form of an unmasked, final text frame (RFC 6455 §5.2).
+enum WebSocketText {
+    /// Opcode byte, length byte, and at most an 8-byte extended length.
+    static let maxHeaderSize = 10
+}
+
+extension ByteBuffer {
+    /// Appends `frame` as one complete, unmasked, final text frame.
+    mutating func writeTextFrame(_ frame: OutFrame) {
+        let length = frame.payloadSize
+        writeInteger(UInt8(0x81))  // FIN + text
+        switch length {
+        case ..<126:
+            writeInteger(UInt8(length))
+        case ...Int(UInt16.max):
+            writeInteger(UInt8(126))
+            writeInteger(UInt16(length))
+        default:
+            writeInteger(UInt8(127))
+            writeInteger(UInt64(length))
+        }
+        frame.writePayload(into: &self)
+    }
+}

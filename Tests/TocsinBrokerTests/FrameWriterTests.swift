@@ -1,0 +1,54 @@
+import NIOCore
+import NIOEmbedded
+import NIOWebSocket
+import Testing
+@testable import TocsinBroker
+
+/// The session writer encodes frames itself and hands the bytes to the pipeline below NIO's
+/// encoder: its bytes must be exactly the encoder's, at every length boundary.
+@Suite struct FrameWriterTests {
+    static func encodedByNIO(_ frame: OutFrame) throws -> ByteBuffer {
+        let channel = EmbeddedChannel(handler: WebSocketFrameEncoder())
+        try channel.writeOutbound(FrameWriter.webSocketFrame(frame, allocator: channel.allocator))
+        var bytes = ByteBuffer()
+        while var part = try channel.readOutbound(as: ByteBuffer.self) { bytes.writeBuffer(&part) }
+        return bytes
+    }
+
+    @Test(arguments: [0, 1, 125, 126, 127, 65_535, 65_536, 70_000])
+    func aFrameIsByteForByteWhatNIOWouldWrite(length: Int) throws {
+        let text = String(repeating: "é", count: length / 2) + String(repeating: "a", count: length % 2)
+        let frames: [OutFrame] = [.text(text), .notify(prefix: #"{"type":"notify","subscription":"x""#, suffix: text)]
+        for frame in frames {
+            var ours = ByteBuffer()
+            ours.writeTextFrame(frame)
+            #expect(ours == (try Self.encodedByNIO(frame)))
+        }
+    }
+
+    @Test func aDrainIsOneWriteOfEveryFrameInOrder() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
+        try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+        let frames: [OutFrame] = [.text("one"), .notify(prefix: "{\"a\":", suffix: "2}"), .text(String(repeating: "z", count: 300))]
+        FrameWriter(channel: channel).write(frames)
+        let written = try #require(try channel.readOutbound(as: ByteBuffer.self))
+        #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)
+        var expected = ByteBuffer()
+        for frame in frames {
+            var bytes = try Self.encodedByNIO(frame)
+            expected.writeBuffer(&bytes)
+        }
+        #expect(written == expected)
+    }
+
+    @Test func withoutAnEncoderFramesTakeThePipeline() throws {
+        let channel = EmbeddedChannel()
+        try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+        FrameWriter(channel: channel).write([.text("a"), .text("b")])
+        let first = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        let second = try #require(try channel.readOutbound(as: WebSocketFrame.self))
+        #expect(String(buffer: first.data) == "a")
+        #expect(String(buffer: second.data) == "b")
+    }
+}
