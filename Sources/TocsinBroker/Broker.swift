@@ -53,8 +53,11 @@ public final class Broker: Service, Sendable {
                 group.addTask { await self.runAckFlusher() }
                 group.addTask { await self.runRepetitiveTicker() }
                 group.addTask { await self.runRetention() }
-                if let interval = self.configuration.storePollInterval, let sqlite = self.store as? SQLiteStore {
-                    group.addTask { await self.runStorePoller(sqlite, interval: interval) }
+                if let sqlite = self.store as? SQLiteStore {
+                    if let interval = self.configuration.storePollInterval {
+                        group.addTask { await self.runStorePoller(sqlite, interval: interval) }
+                    }
+                    group.addTask { await sqlite.runCheckpoints(every: self.configuration.checkpointInterval) }
                 }
                 // Ends when the task is cancelled (graceful shutdown).
                 for await dispatcher in self.newTails {

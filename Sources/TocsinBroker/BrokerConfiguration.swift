@@ -27,6 +27,10 @@ public struct BrokerConfiguration: Sendable {
     /// Checked once more than NIO's high-water mark (64 KiB) is waiting, so values below that act as 64 KiB.
     public var maxBufferedBytes = 16 << 20
 
+    /// How often the SQLite store's write-ahead log is checkpointed, beside the writer rather
+    /// than inside a commit (see `SQLiteStore.runCheckpoints`).
+    public var checkpointInterval: Duration = .milliseconds(20)
+
     /// How often acknowledged cursors are written to the store.
     public var ackFlushInterval: Duration = .milliseconds(200)
     /// How often retention is enforced.

@@ -104,6 +104,34 @@ struct SQLiteStoreTests {
         #expect(try await store.readEvents(stream: "s", after: 0, limit: 100).map(\.seq) == Array(8...12))
     }
 
+    @Test func backgroundCheckpointsKeepTheLogBoundedAndHandBackWhenStopped() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.unbounded, recreate: false)
+        let checkpoints = Task { await store.runCheckpoints(every: .milliseconds(5), restartPages: 200) }
+        try await waitUntil { try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") } == 0 }
+        for n in 1...3000 {
+            _ = try await store.append(stream: "u", events: [#"{"n":\#(n)}"#])
+        }
+        // Without restarts the log would hold every commit: ~3 pages each, 9,000 in all.
+        let walPages = (try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int ?? 0) / 4096
+        #expect(walPages < 4000)
+        #expect(try await store.readEvents(stream: "u", after: 0, limit: 5000).map(\.seq) == Array(1...3000))
+        checkpoints.cancel()
+        await checkpoints.value
+        #expect(try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") } == 1000)
+    }
+
+    static let unbounded = try! StreamDefinition(name: "u", json: ["fields": [["name": "n", "type": "int"]]])
+
+    /// Polls `condition` until it holds, for at most 10 s.
+    func waitUntil(_ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try await !condition() {
+            guard ContinuousClock.now < deadline else { Issue.record("condition not met within 10 s"); return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
     @Test func changeFeedWakesWaiters() async throws {
         let store = try open()
         _ = try await store.putStream(Self.stream, recreate: false)
