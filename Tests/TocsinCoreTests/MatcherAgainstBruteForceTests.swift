@@ -10,10 +10,12 @@ import Testing
 @Suite struct MatcherAgainstBruteForceTests {
     @Test func indexedMatchingEqualsBruteForceOnRandomChannels() async {
         var planned = 0
+        var thresholds = 0
+        var wholeThresholds = 0
         await propertyCheck(count: 200, input: Gen.int(in: 0...Int.max)) { seed in
             var world = World(seed: seed)
-            for _ in 0..<6 {
-                let text = world.whereClause()
+            for round in 0..<6 {
+                let text = round.isMultiple(of: 2) ? world.whereClause() : world.indexedWithThreshold()
                 guard
                     let channel = try? ChannelCompiler.compile(
                         ChannelDefinition(name: "c", stream: "s", params: world.params, whereClause: text), schema: world.schema)
@@ -22,6 +24,10 @@ import Testing
                     continue
                 }
                 if channel.plan != .scan { planned += 1 }
+                if let t = channel.residualThreshold {
+                    thresholds += 1
+                    if t.isWholeResidual { wholeThresholds += 1 }
+                }
                 var index = ChannelIndex(channel: channel)
                 var live: [InterestID: (params: [Value], refs: Int)] = [:]
                 for _ in 0..<Int.random(in: 1...40, using: &world.rng) {
@@ -52,5 +58,7 @@ import Testing
             }
         }
         #expect(planned > 100, "enough channels used an index, not a scan")
+        #expect(thresholds > 50, "enough channels checked a residual threshold")
+        #expect(wholeThresholds > 10, "enough channels had a residual threshold alone")
     }
 }

@@ -122,12 +122,7 @@ public enum Fixtures {
         return Fixture(index: index, events: events, churnParams: [])
     }
 
-    // MARK: Hand-built compiled channels (what ChannelCompiler would produce)
-
-    static func atLeast(_ a: Value, _ b: Value) -> Bool {
-        guard let x = a.numeric, let y = b.numeric else { return false }
-        return x >= y
-    }
+    // MARK: Channels, compiled as the broker compiles them
 
     /// Record: [location: geo, severity: int]; params: [lat, lon, radiusKm, minSeverity].
     public static func emergenciesNearMe() -> CompiledChannel {
@@ -139,17 +134,7 @@ public enum Fixtures {
                 ChannelParameter(name: "radiusKm", type: .double), ChannelParameter(name: "minSeverity", type: .int),
             ],
             whereClause: "distance(location, point($lat, $lon)) <= $radiusKm && severity >= $minSeverity")
-        let residual = Predicate { r, p, _ in atLeast(r[1], p[3]) }
-        let predicate = Predicate { r, p, _ in
-            guard case .geo(let e) = r[0], let lat = p[0].numeric, let lon = p[1].numeric, let radius = p[2].numeric else {
-                return false
-            }
-            return e.distanceKm(to: GeoPoint(lat: lat, lon: lon)) <= radius && atLeast(r[1], p[3])
-        }
-        return CompiledChannel(
-            definition: definition, schema: schema,
-            plan: .geoRadius(field: 0, lat: .param(0), lon: .param(1), radiusKm: .param(2), inclusive: true),
-            residual: residual, predicate: predicate)
+        return try! ChannelCompiler.compile(definition, schema: schema)
     }
 
     /// Record: [region: string, severity: int]; params: [region, subscriberTag, minSeverity]
@@ -163,10 +148,7 @@ public enum Fixtures {
                 ChannelParameter(name: "minSeverity", type: .int),
             ],
             whereClause: "region == $region && severity >= $minSeverity")
-        let residual = Predicate { r, p, _ in atLeast(r[1], p[2]) }
-        return CompiledChannel(
-            definition: definition, schema: schema, plan: .equality(field: 0, param: 0), residual: residual,
-            predicate: Predicate { r, p, n in r[0] == p[0] && residual.evaluate(r, p, n) })
+        return try! ChannelCompiler.compile(definition, schema: schema)
     }
 }
 

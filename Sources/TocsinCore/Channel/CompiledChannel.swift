@@ -36,6 +36,50 @@ public enum Comparison: String, Sendable, Hashable {
     case greaterOrEqual = ">="
 }
 
+extension Comparison {
+    /// `value <comparison> bound` as the evaluator decides it: two ints or two times exactly,
+    /// any other two numbers as doubles; false when either is not a number (null, NaN included).
+    @inlinable
+    public func holds(_ value: Value, _ bound: Value) -> Bool {
+        switch (value, bound) {
+        case (.int(let x), .int(let y)): return holds(x, y)
+        case (.time(let x), .time(let y)): return holds(x, y)
+        default:
+            guard let x = value.numeric, let y = bound.numeric else { return false }
+            return holds(x, y)
+        }
+    }
+
+    @inlinable
+    func holds<T: Comparable>(_ x: T, _ y: T) -> Bool {
+        switch self {
+        case .lessThan: x < y
+        case .lessOrEqual: x <= y
+        case .greaterThan: x > y
+        case .greaterOrEqual: x >= y
+        }
+    }
+}
+
+/// A conjunct `record[field] <comparison> $param` of the residual (a numeric or time field),
+/// which the matcher checks before the residual against each interest's parameter kept in a
+/// dense array: one load per candidate instead of the residual's walk through the interest's
+/// parameters. When it is the whole residual, it alone decides (`Comparison.holds` is the
+/// evaluator's comparison).
+public struct ResidualThreshold: Sendable, Hashable {
+    public var field: Int
+    public var comparison: Comparison
+    public var param: Int
+    public var isWholeResidual: Bool
+
+    public init(field: Int, comparison: Comparison, param: Int, isWholeResidual: Bool) {
+        self.field = field
+        self.comparison = comparison
+        self.param = param
+        self.isWholeResidual = isWholeResidual
+    }
+}
+
 /// How the matcher finds candidate subscriptions of a channel for an event.
 /// The planner picks one top-level conjunct of the `where` clause; the rest is the residual.
 public enum IndexPlan: Sendable, Hashable {
@@ -59,14 +103,20 @@ public struct CompiledChannel: Sendable {
     public let plan: IndexPlan
     /// The conjuncts that `plan` does not decide exactly. Candidates from the index must pass it.
     public let residual: Predicate
+    /// A threshold conjunct of the residual the matcher checks first, if there is one.
+    public let residualThreshold: ResidualThreshold?
     /// The whole `where` clause (the brute-force reference).
     public let predicate: Predicate
 
-    public init(definition: ChannelDefinition, schema: StreamSchema, plan: IndexPlan, residual: Predicate, predicate: Predicate) {
+    public init(
+        definition: ChannelDefinition, schema: StreamSchema, plan: IndexPlan, residual: Predicate,
+        residualThreshold: ResidualThreshold? = nil, predicate: Predicate
+    ) {
         self.definition = definition
         self.schema = schema
         self.plan = plan
         self.residual = residual
+        self.residualThreshold = residualThreshold
         self.predicate = predicate
     }
 

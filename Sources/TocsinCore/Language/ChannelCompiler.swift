@@ -16,7 +16,7 @@ public enum ChannelCompiler {
         }
         return CompiledChannel(
             definition: definition, schema: schema, plan: plan.index, residual: residual,
-            predicate: Predicate(Compiler.test(typed)))
+            residualThreshold: plan.residualThreshold, predicate: Predicate(Compiler.test(typed)))
     }
 
     /// Parses a `where` clause without checking names or types.
@@ -69,21 +69,12 @@ extension IndexPlan {
             let d = point.distanceKm(to: centre)
             return inclusive ? d <= r : d < r
         case .threshold(let field, let comparison, let bound):
-            let op: ComparisonOperator =
-                switch comparison {
-                case .lessThan: .less
-                case .lessOrEqual: .lessOrEqual
-                case .greaterThan: .greater
-                case .greaterOrEqual: .greaterOrEqual
+            let b: Value =
+                switch bound {
+                case .param(let i): params[i]
+                case .constant(let c): .double(c)
                 }
-            if case .int(let x) = record[field], case .param(let i) = bound, case .int(let y) = params[i] {
-                return op.holds(x, y)
-            }
-            if case .time(let x) = record[field], case .param(let i) = bound, case .time(let y) = params[i] {
-                return op.holds(x, y)
-            }
-            guard let x = record[field].numeric, let y = bound.value(in: params) else { return false }
-            return op.holds(x, y)
+            return comparison.holds(record[field], b)
         case .scan:
             return true
         }

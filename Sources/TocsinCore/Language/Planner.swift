@@ -8,6 +8,17 @@ enum Planner {
         var index: IndexPlan
         /// The conjuncts the index does not decide, in source order.
         var residual: [TypedExpr]
+
+        /// The first residual conjunct of the form `field <cmp> $param` (numeric or time).
+        var residualThreshold: ResidualThreshold? {
+            for conjunct in residual {
+                guard case .compare(let op, let l, let r) = conjunct.node,
+                    case .threshold(let field, let comparison, .param(let param)) = threshold(op, l, r) ?? threshold(op.mirrored, r, l)
+                else { continue }
+                return ResidualThreshold(field: field, comparison: comparison, param: param, isWholeResidual: residual.count == 1)
+            }
+            return nil
+        }
     }
 
     static func plan(_ e: TypedExpr) -> Plan {

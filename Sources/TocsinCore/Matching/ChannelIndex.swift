@@ -14,6 +14,9 @@ public struct ChannelIndex: Sendable {
     public let channel: CompiledChannel
     private var interests = InterestTable()
     private var index: Index
+    /// With `channel.residualThreshold`: each interest's bound (its parameter), by interest id.
+    /// Dense, so checking a candidate is one load, not a walk through its params.
+    private var thresholdBounds: [Value] = []
 
     private enum Index: Sendable {
         case keyed(KeyedIndex)
@@ -45,7 +48,17 @@ public struct ChannelIndex: Sendable {
     /// as `CompiledChannel.bind` returns them), creating it when it is new.
     public mutating func acquire(params: [Value]) -> InterestID {
         let (id, isNew) = interests.acquire(params)
-        if isNew { indexInsert(id, params: params) }
+        if isNew {
+            indexInsert(id, params: params)
+            if let threshold = channel.residualThreshold {
+                let bound = threshold.param < params.count ? params[threshold.param] : .null
+                if Int(id) < thresholdBounds.count {
+                    thresholdBounds[Int(id)] = bound
+                } else {
+                    thresholdBounds.append(bound)
+                }
+            }
+        }
         return InterestID(rawValue: id)
     }
 
@@ -70,29 +83,50 @@ public struct ChannelIndex: Sendable {
     /// Appends every interest whose bound params make the channel's where-clause true for the
     /// event. Does not clear `result`; allocation-free once `result` has grown to its working size.
     ///
-    /// The index appends the candidates whose indexed conjunct holds; every `blockSize` of them,
-    /// `ResidualFilter` checks the residual and compacts the block in place.
+    /// The index yields the candidates whose indexed conjunct holds; every `blockSize` of them,
+    /// `ResidualFilter` checks the residual threshold and the residual and compacts the block
+    /// in place.
     public func match(_ record: Record, nowMillis: Int64, into result: inout [InterestID]) {
-        var filter = ResidualFilter(
-            residual: channel.residual.evaluate, params: interests.params, record: record, nowMillis: nowMillis,
-            start: result.count)
+        guard let threshold = channel.residualThreshold else {
+            var filter = ResidualFilter(
+                residual: channel.residual.evaluate, params: interests.params, record: record, nowMillis: nowMillis,
+                start: result.count)
+            forEachCandidate(in: record) { filter.append($0, to: &result) }
+            filter.finish(&result)
+            return
+        }
+        guard threshold.field >= 0, threshold.field < record.count else { return }
+        thresholdBounds.withUnsafeBufferPointer { bounds in
+            var filter = ResidualFilter(
+                residual: channel.residual.evaluate,
+                threshold: .init(
+                    comparison: threshold.comparison, value: record[threshold.field], bounds: bounds,
+                    isWholeResidual: threshold.isWholeResidual),
+                params: interests.params, record: record, nowMillis: nowMillis, start: result.count)
+            forEachCandidate(in: record) { filter.append($0, to: &result) }
+            filter.finish(&result)
+        }
+    }
+
+    /// Calls `body` with every interest whose indexed conjunct holds for the record.
+    @inline(__always)
+    private func forEachCandidate(in record: Record, _ body: (Int32) -> Void) {
         switch index {
         case .keyed(let keyed):
             keyed.withCandidates(for: record) { entries in
-                for e in entries { filter.append(e.id, to: &result) }
+                for e in entries { body(e.id) }
             }
         case .geo(let geo):
-            geo.forEachMatch(in: record) { id in filter.append(id, to: &result) }
+            geo.forEachMatch(in: record, body)
         case .threshold(let threshold):
             threshold.forEachCandidateRun(for: record) { run in
-                for e in run { filter.append(e.id, to: &result) }
+                for e in run { body(e.id) }
             }
         case .scan:
             for i in 0..<interests.capacity where interests.isLive(Int32(i)) {
-                filter.append(Int32(i), to: &result)
+                body(Int32(i))
             }
         }
-        filter.finish(&result)
     }
 
     // Each mutation takes the payload out of `index` first, so its storage stays uniquely

@@ -124,6 +124,23 @@ import Testing
         #expect(single.residual.evaluate(other, everythingValues, now) == true)  // Predicate.always
     }
 
+    @Test func residualThreshold() throws {
+        func threshold(_ text: String) throws -> ResidualThreshold? { try compile(text, params: params).residualThreshold }
+        // The first threshold conjunct the index leaves, either way round.
+        #expect(try threshold("s == $s && i >= $i") == ResidualThreshold(field: 1, comparison: .greaterOrEqual, param: 1, isWholeResidual: true))
+        #expect(try threshold("s == $s && $d > d") == ResidualThreshold(field: 2, comparison: .lessThan, param: 2, isWholeResidual: true))
+        #expect(try threshold("s == $s && t <= $t") == ResidualThreshold(field: 4, comparison: .lessOrEqual, param: 4, isWholeResidual: true))
+        #expect(
+            try threshold("s == $s && startsWith(s, \"f\") && i < $i && d > $d")
+                == ResidualThreshold(field: 1, comparison: .lessThan, param: 1, isWholeResidual: false))
+        // None: no residual, none of that form, or the threshold is the index itself.
+        #expect(try threshold("s == $s") == nil)
+        #expect(try threshold("s == $s && i == 3") == nil)
+        #expect(try threshold("s == $s && i >= 3") == nil)
+        #expect(try threshold("i >= $i") == nil)
+        #expect(try threshold("i >= $i || d < $d") == nil)
+    }
+
     @Test func emergencyChannels() throws {
         let near = try compile(
             "distance(location, point($lat, $lon)) <= $radiusKm && severity >= $minSeverity", schema: emergencies,
@@ -132,6 +149,7 @@ import Testing
                 ChannelParameter(name: "radiusKm", type: .double), ChannelParameter(name: "minSeverity", type: .int, default: .int(1)),
             ])
         #expect(near.plan == .geoRadius(field: 2, lat: .param(0), lon: .param(1), radiusKm: .param(2), inclusive: true))
+        #expect(near.residualThreshold == ResidualThreshold(field: 1, comparison: .greaterOrEqual, param: 3, isWholeResidual: true))
         let values = try near.bind(params: ["lat": .double(52.37), "lon": .double(4.89), "radiusKm": .int(25)])
         #expect(values == [.double(52.37), .double(4.89), .double(25), .int(1)])
         let event = try emergencies.record(

@@ -167,13 +167,25 @@ struct World {
             let distance = chance(2) ? "distance(\(f), \(point))" : "distance(\(point), \(f))"
             return chance(2) ? "\(distance) \(pick(["<=", "<"])) \(r)" : "\(r) \(pick([">=", ">"])) \(distance)"
         default:
-            let type = pick([FieldType.int, .double, .time])
-            guard let f = reference(type, fieldsOnly: true) else { return nil }
-            let bounds = params.filter { type == .time ? $0.type == .time : $0.type.isNumeric }
-            guard let p = bounds.randomElement(using: &rng) else { return nil }
-            let op = pick(["<", "<=", ">", ">="])
-            return chance(2) ? "\(f) \(op) $\(p.name)" : "$\(p.name) \(op) \(f)"
+            return threshold()
         }
+    }
+
+    /// `field <cmp> $param` on a numeric or time field, either way round.
+    mutating func threshold() -> String? {
+        let type = pick([FieldType.int, .double, .time])
+        guard let f = reference(type, fieldsOnly: true) else { return nil }
+        let bounds = params.filter { type == .time ? $0.type == .time : $0.type.isNumeric }
+        guard let p = bounds.randomElement(using: &rng) else { return nil }
+        let op = pick(["<", "<=", ">", ">="])
+        return chance(2) ? "\(f) \(op) $\(p.name)" : "$\(p.name) \(op) \(f)"
+    }
+
+    /// An indexable conjunct and a threshold, sometimes with a third condition: the shape of
+    /// channels whose residual starts with (or is) a threshold.
+    mutating func indexedWithThreshold() -> String {
+        let parts = [indexable(), threshold(), chance(2) ? condition(depth: 2) : nil].compactMap { $0 }
+        return parts.isEmpty ? whereClause() : parts.joined(separator: " && ")
     }
 
     /// A top-level `where` clause: a conjunction of conditions.
