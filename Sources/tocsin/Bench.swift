@@ -113,9 +113,10 @@ struct Bench: AsyncParsableCommand {
     func latency(webSocketURL: String, serverPID: Int32?, logger: Logger) async throws {
         let samples = Samples()
         let kind = "bench-\(UInt32.random(in: 0...UInt32.max))"
-        guard let components = URLComponents(string: webSocketURL), let host = components.host, let port = components.port else {
-            throw ValidationError("bad broker URL \(webSocketURL)")
+        guard let components = URLComponents(string: webSocketURL), let host = components.host, components.scheme == "ws" else {
+            throw ValidationError("the latency bench speaks plain WebSocket (ws://) only, not \(webSocketURL)")
         }
+        let port = components.port ?? 80
         let clients = try await BenchSubscribers.connect(
             host: host, port: port, count: subscribers, kind: kind, ackEvery: 100, samples: samples)
         do {
