@@ -16,9 +16,10 @@ import NIOWebSocket
 /// Lives on the channel's event loop (see `NIOLoopBound` at its one use).
 final class FrameWriter {
     private let channel: any Channel
-    /// The encoder's context, found on first use; nil when the pipeline has no encoder (then
-    /// frames take the ordinary path through the whole pipeline).
-    private var encoderContext: ChannelHandlerContext??
+    /// The encoder's context, looked up on first use; nil when the pipeline has no encoder
+    /// (then frames take the ordinary path through the whole pipeline).
+    private var encoderContext: ChannelHandlerContext?
+    private var lookedUp = false
 
     init(channel: any Channel) {
         self.channel = channel
@@ -26,10 +27,11 @@ final class FrameWriter {
 
     /// Writes and flushes `frames` in order. Must run on the channel's event loop.
     func write(_ frames: [OutFrame]) {
-        if encoderContext == nil {
-            encoderContext = .some(try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self))
+        if !lookedUp {
+            encoderContext = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+            lookedUp = true
         }
-        guard let context = encoderContext ?? nil else {
+        guard let context = encoderContext else {
             for frame in frames {
                 channel.write(Self.webSocketFrame(frame, allocator: channel.allocator), promise: nil)
             }

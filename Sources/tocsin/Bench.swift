@@ -58,6 +58,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of warm-up, not measured.")
     var warmup = 2.0
 
+    func validate() throws {
+        guard spawn || mode == .network || (url.hasPrefix("http://") && URLComponents(string: url)?.host != nil) else {
+            throw ValidationError("--url must be the broker's plain http:// URL (the bench does not speak TLS), not \(url)")
+        }
+    }
+
     func run() async throws {
         var logger = Logger(label: "tocsin.bench")
         logger.logLevel = .critical
@@ -113,8 +119,9 @@ struct Bench: AsyncParsableCommand {
     func latency(webSocketURL: String, serverPID: Int32?, logger: Logger) async throws {
         let samples = Samples()
         let kind = "bench-\(UInt32.random(in: 0...UInt32.max))"
-        guard let components = URLComponents(string: webSocketURL), let host = components.host, components.scheme == "ws" else {
-            throw ValidationError("the latency bench speaks plain WebSocket (ws://) only, not \(webSocketURL)")
+        // `validate` checked the URL.
+        guard let components = URLComponents(string: webSocketURL), let host = components.host else {
+            throw ValidationError("bad broker URL \(webSocketURL)")
         }
         let port = components.port ?? 80
         let clients = try await BenchSubscribers.connect(

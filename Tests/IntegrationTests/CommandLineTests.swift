@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TocsinTesting
 
-/// Bad flags to the network commands: a clear message naming the flag, a non-zero exit, and
+/// Bad flags to the network commands and the bench: a clear message naming the flag, a non-zero exit, and
 /// nothing started.
 @Suite(.timeLimit(.minutes(1)))
 struct CommandLineTests {
@@ -29,6 +29,8 @@ struct CommandLineTests {
         (["controller", "--host", "0.0.0.0", "--port", "0"], "--advertise"),
         (["controller", "--tolerance", "1.5", "--port", "0"], "--tolerance"),
         (["dev", "--brokers", "0"], "--brokers"),
+        (["bench", "latency", "--url", "https://example.invalid"], "--url must be"),
+        (["bench", "throughput", "--url", "not a url"], "--url must be"),
     ])
     func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) throws {
         let (status, stderr) = try Self.run(arguments)

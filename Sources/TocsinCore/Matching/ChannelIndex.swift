@@ -87,22 +87,15 @@ public struct ChannelIndex: Sendable {
     /// `ResidualFilter` checks the residual threshold and the residual and compacts the block
     /// in place.
     public func match(_ record: Record, nowMillis: Int64, into result: inout [InterestID]) {
-        guard let threshold = channel.residualThreshold else {
-            var filter = ResidualFilter(
-                residual: channel.residual.evaluate, params: interests.params, record: record, nowMillis: nowMillis,
-                start: result.count)
-            forEachCandidate(in: record) { filter.append($0, to: &result) }
-            filter.finish(&result)
-            return
-        }
-        guard threshold.field >= 0, threshold.field < record.count else { return }
         thresholdBounds.withUnsafeBufferPointer { bounds in
+            let threshold = channel.residualThreshold.map { t in
+                ResidualFilter.Threshold(
+                    comparison: t.comparison, value: t.field >= 0 && t.field < record.count ? record[t.field] : .null,
+                    bounds: bounds, isWholeResidual: t.isWholeResidual)
+            }
             var filter = ResidualFilter(
-                residual: channel.residual.evaluate,
-                threshold: .init(
-                    comparison: threshold.comparison, value: record[threshold.field], bounds: bounds,
-                    isWholeResidual: threshold.isWholeResidual),
-                params: interests.params, record: record, nowMillis: nowMillis, start: result.count)
+                residual: channel.residual.evaluate, threshold: threshold, params: interests.params, record: record,
+                nowMillis: nowMillis, start: result.count)
             forEachCandidate(in: record) { filter.append($0, to: &result) }
             filter.finish(&result)
         }

@@ -31,7 +31,7 @@ struct ResidualFilter {
 
     init(
         residual: @escaping @Sendable (_ record: Record, _ params: [Value], _ nowMillis: Int64) -> Bool,
-        threshold: Threshold? = nil, params: [[Value]], record: Record, nowMillis: Int64, start: Int
+        threshold: Threshold?, params: [[Value]], record: Record, nowMillis: Int64, start: Int
     ) {
         self.residual = residual
         self.threshold = threshold
