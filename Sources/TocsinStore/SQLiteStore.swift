@@ -37,7 +37,11 @@ public final class SQLiteStore: Store {
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
         }
         config.label = "tocsin"
-        self.pool = try Self.retryingWhileAnotherProcessSetsUp { try DatabasePool(path: configuration.path, configuration: config) }
+        let pool = try Self.retryingWhileAnotherProcessSetsUp { try DatabasePool(path: configuration.path, configuration: config) }
+        // Once more on the writer: when GRDB switches it to WAL (after `prepareDatabase` ran)
+        // it sets synchronous = NORMAL, under which a commit is not synced before it returns.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+        self.pool = pool
         self.path = configuration.path
         self.logger = logger
         let feed = ChangeFeed()

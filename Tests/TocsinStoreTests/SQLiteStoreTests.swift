@@ -121,6 +121,15 @@ struct SQLiteStoreTests {
         #expect(try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") } == 1000)
     }
 
+    /// A durable store syncs every commit before `append` returns: its writer runs with
+    /// synchronous = FULL (GRDB's pool sets NORMAL when it opens the file in WAL mode).
+    @Test func durableStoreSyncsEveryCommit() async throws {
+        for (full, expected) in [(true, 2), (false, 1)] {
+            let store = try SQLiteStore(configuration: .init(path: path + (full ? "-full" : "-normal"), synchronousFull: full))
+            #expect(try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == expected)
+        }
+    }
+
     static let unbounded = try! StreamDefinition(name: "u", json: ["fields": [["name": "n", "type": "int"]]])
 
     /// Polls `condition` until it holds, for at most 10 s.
