@@ -21,6 +21,12 @@ public final class ChildProcess: Sendable {
     /// The exit status once reaped (by `waitForExit`).
     private let status = Mutex<Int32?>(nil)
 
+    /// This process's own executable, whatever it is named: what the `tocsin` command spawns
+    /// (a copy named `tocsin-old` must not start some other build it finds).
+    public static var currentExecutable: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
     /// The `tocsin` executable: `TOCSIN_BINARY`, else this process's own executable when it is
     /// `tocsin`, else one next to it (a test bundle's), else the package's build folders.
     public static var tocsinBinary: String {

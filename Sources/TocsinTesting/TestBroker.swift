@@ -14,13 +14,16 @@ public struct TestBroker: Sendable {
     public var httpURL: String { "http://127.0.0.1:\(port)" }
     public var webSocketURL: String { "ws://127.0.0.1:\(port)/v1/ws" }
 
-    /// Starts a broker, runs `body`, then shuts the broker down gracefully.
+    /// Starts a broker, runs `body`, then shuts the broker down gracefully. A directory it
+    /// made itself (none given) is removed afterwards.
     public static func with<T: Sendable>(
         directory: String? = nil,
         _ configure: (inout BrokerConfiguration) -> Void = { _ in },
         _ body: @Sendable (TestBroker) async throws -> T
     ) async throws -> T {
-        let directory = directory ?? TemporaryDirectory.make()
+        let made = directory == nil ? TemporaryDirectory.make() : nil
+        defer { if let made { TemporaryDirectory.remove(made) } }
+        let directory = directory ?? made!
         var configuration = BrokerConfiguration()
         configuration.port = 0
         configuration.databasePath = directory + "/tocsin.sqlite"
@@ -72,5 +75,9 @@ public enum TemporaryDirectory {
         let path = NSTemporaryDirectory() + "tocsin-test-" + UUID().uuidString
         try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
+    }
+
+    public static func remove(_ path: String) {
+        try? FileManager.default.removeItem(atPath: path)
     }
 }

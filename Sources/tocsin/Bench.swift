@@ -76,15 +76,19 @@ struct Bench: AsyncParsableCommand {
         }
         var server: ChildProcess? = nil
         var baseURL = url
+        let directory = NSTemporaryDirectory() + "tocsin-bench-\(UUID().uuidString)"
         if spawn {
-            let directory = NSTemporaryDirectory() + "tocsin-bench-\(UUID().uuidString)"
             let process = try await ChildProcess(
+                executable: ChildProcess.currentExecutable,
                 arguments: ["serve", "--port", "0", "--data-dir", directory, "--log-level", "warning"] + (noFsync ? ["--no-fsync"] : []))
-            print("spawned tocsin serve (pid \(process.pid)) on port \(process.port)\(noFsync ? " with --no-fsync" : "")")
+            print("spawned \(ChildProcess.currentExecutable) serve (pid \(process.pid)) on port \(process.port)\(noFsync ? " with --no-fsync" : "")")
             server = process
             baseURL = "http://127.0.0.1:\(process.port)"
         }
-        defer { server?.kill(SIGTERM) }
+        defer {
+            server?.kill(SIGTERM)
+            if spawn { try? FileManager.default.removeItem(atPath: directory) }
+        }
         let ws = baseURL.replacingOccurrences(of: "http://", with: "ws://") + "/v1/ws"
         switch mode {
         case .latency:

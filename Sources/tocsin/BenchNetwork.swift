@@ -51,6 +51,7 @@ struct NetworkBench {
     func run() async throws {
         let directory = NSTemporaryDirectory() + "tocsin-bench-net-\(UUID().uuidString)"
         var configuration = LocalNetwork.Configuration(directory: directory)
+        configuration.executable = ChildProcess.currentExecutable
         configuration.brokers = brokers
         if noFsync { configuration.brokerArguments.append("--no-fsync") }
         let network = try await LocalNetwork(configuration: configuration)

@@ -36,6 +36,7 @@ struct Dev: AsyncParsableCommand {
 
     func run() async throws {
         var configuration = LocalNetwork.Configuration(directory: dataDirectory)
+        configuration.executable = ChildProcess.currentExecutable
         configuration.brokers = brokers
         configuration.basePort = port
         configuration.logLevel = logLevel

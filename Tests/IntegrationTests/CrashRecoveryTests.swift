@@ -28,6 +28,7 @@ struct CrashRecoveryTests {
 
     @Test func everyAcknowledgedPublishIsDeliveredInOrderAcrossASigkill() async throws {
         let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
         var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory])
         let port = server.port
         let base = "http://127.0.0.1:\(port)"

@@ -120,6 +120,11 @@ struct NetworkTests {
         }
     }
 
+    static func tearDown(_ network: LocalNetwork) async {
+        await network.stop(signal: SIGKILL)
+        TemporaryDirectory.remove(network.configuration.directory)
+    }
+
     static func network(brokers: Int) async throws -> LocalNetwork {
         var configuration = LocalNetwork.Configuration(directory: TemporaryDirectory.make())
         configuration.brokers = brokers
@@ -153,7 +158,7 @@ struct NetworkTests {
         #expect(audience.inOrder)
         #expect(clients > 0)
         #expect(Set(audience.perBroker.keys).isSubset(of: Set(network.members.map(\.id))))
-        await network.stop(signal: SIGKILL)
+        await Self.tearDown(network)
     }
 
     @Test func addingABrokerMigratesClientsWithoutLoss() async throws {
@@ -179,7 +184,7 @@ struct NetworkTests {
         }
         #expect(audience.inOrder)
         #expect(audience.probes.allSatisfy { $0.migrations.withLock { $0.allSatisfy { $0 == "rebalance" } } })
-        await network.stop(signal: SIGKILL)
+        await Self.tearDown(network)
     }
 
     @Test func aBrokerStoppedGracefullyDrainsItsClientsFirst() async throws {
@@ -202,7 +207,7 @@ struct NetworkTests {
             audience.received(all: expected)
         }
         #expect(audience.inOrder)
-        await network.stop(signal: SIGKILL)
+        await Self.tearDown(network)
     }
 
     @Test func theSupervisorRestartsACrashedBrokerAsANewIncarnation() async throws {
@@ -222,6 +227,6 @@ struct NetworkTests {
         #expect(network.restarts == 1)
         #expect(network.member("broker-1")?.incarnation == 2)
         supervisor.cancel()
-        await network.stop(signal: SIGKILL)
+        await Self.tearDown(network)
     }
 }

@@ -4,8 +4,11 @@ import TocsinCore
 @testable import TocsinStore
 
 @Suite(.timeLimit(.minutes(1)))
-struct SQLiteStoreTests {
-    let path = NSTemporaryDirectory() + "tocsin-store-\(UUID().uuidString)/db.sqlite"
+final class SQLiteStoreTests {
+    let directory = NSTemporaryDirectory() + "tocsin-store-\(UUID().uuidString)"
+    var path: String { directory + "/db.sqlite" }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     func open() throws -> SQLiteStore {
         try SQLiteStore(configuration: .init(path: path, synchronousFull: false))
