@@ -29,7 +29,7 @@ public struct BrokerConfiguration: Sendable {
 
     /// How often the SQLite store's write-ahead log is checkpointed, beside the writer rather
     /// than inside a commit (see `SQLiteStore.runCheckpoints`).
-    public var checkpointInterval: Duration = .milliseconds(20)
+    public var checkpointInterval: Duration = .milliseconds(250)
 
     /// How often acknowledged cursors are written to the store.
     public var ackFlushInterval: Duration = .milliseconds(200)
