@@ -40,7 +40,15 @@ public final class SQLiteStore: Store {
         let pool = try Self.retryingWhileAnotherProcessSetsUp { try DatabasePool(path: configuration.path, configuration: config) }
         // Once more on the writer: when GRDB switches it to WAL (after `prepareDatabase` ran)
         // it sets synchronous = NORMAL, under which a commit is not synced before it returns.
-        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = \(synchronous)") }
+        // Read back, so that a library that resets it again fails the start instead of silently
+        // acknowledging publishes before they are on disk.
+        let level = try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            return try Int.fetchOne(db, sql: "PRAGMA synchronous")
+        }
+        guard level == (configuration.synchronousFull ? 2 : 1) else {
+            throw TocsinError(.internalError, "SQLite kept synchronous = \(level.map(String.init) ?? "?") on the writer; wanted \(synchronous)")
+        }
         self.pool = pool
         self.path = configuration.path
         self.logger = logger
