@@ -78,10 +78,11 @@ struct Bench: AsyncParsableCommand {
         var baseURL = url
         let directory = NSTemporaryDirectory() + "tocsin-bench-\(UUID().uuidString)"
         if spawn {
+            let executable = ChildProcess.currentExecutable
             let process = try await ChildProcess(
-                executable: ChildProcess.currentExecutable,
+                executable: executable,
                 arguments: ["serve", "--port", "0", "--data-dir", directory, "--log-level", "warning"] + (noFsync ? ["--no-fsync"] : []))
-            print("spawned \(ChildProcess.currentExecutable) serve (pid \(process.pid)) on port \(process.port)\(noFsync ? " with --no-fsync" : "")")
+            print("spawned \(executable) serve (pid \(process.pid)) on port \(process.port)\(noFsync ? " with --no-fsync" : "")")
             server = process
             baseURL = "http://127.0.0.1:\(process.port)"
         }

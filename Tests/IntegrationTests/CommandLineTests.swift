@@ -37,4 +37,26 @@ struct CommandLineTests {
         #expect(status != 0)
         #expect(stderr.contains(mentions), "stderr: \(stderr)")
     }
+
+    /// `bench --spawn` measures a server started from its own executable, whatever that is
+    /// called — not some other build it finds (a copy named `tocsin-copy` used to start
+    /// `.build/debug/tocsin`).
+    @Test func benchSpawnsItsOwnExecutable() throws {
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        let copy = directory + "/tocsin-copy"
+        try FileManager.default.copyItem(atPath: ServerProcess.tocsinBinary, toPath: copy)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: copy)
+        process.arguments = ["bench", "throughput", "--spawn", "--publishers", "1", "--duration", "0.5", "--warmup", "0"]
+        let stdout = Pipe()
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(text.contains("spawned \(copy) serve"), "stdout: \(text)")
+        #expect(text.contains("durable publishes:"), "stdout: \(text)")
+    }
 }
