@@ -20,6 +20,11 @@ final class FrameWriter {
     /// (then frames take the ordinary path through the whole pipeline).
     private var encoderContext: ChannelHandlerContext?
     private var lookedUp = false
+    /// The last drain's buffer. Once the socket has taken it (usually within the write) NIO lets
+    /// go of it and the next drain writes into it again instead of allocating.
+    private var spare: ByteBuffer?
+    /// A buffer that grew past this (one huge frame) is not kept.
+    static let maxSpareCapacity = 64 << 10
 
     init(channel: any Channel) {
         self.channel = channel
@@ -40,10 +45,14 @@ final class FrameWriter {
         }
         var size = 0
         for frame in frames { size += frame.payloadSize + WebSocketText.maxHeaderSize }
-        var buffer = channel.allocator.buffer(capacity: size)
+        // Still held by NIO (not written yet), `clear` gives it fresh storage: no bytes are shared.
+        var buffer = spare ?? channel.allocator.buffer(capacity: size)
+        spare = nil
+        buffer.clear(minimumCapacity: size)
         for frame in frames { buffer.writeTextFrame(frame) }
         // A context removed from the pipeline (the connection closed) fails the write; nothing else happens.
         context.writeAndFlush(NIOAny(buffer), promise: nil)
+        if buffer.capacity <= Self.maxSpareCapacity { spare = buffer }
     }
 
     static func webSocketFrame(_ frame: OutFrame, allocator: ByteBufferAllocator) -> WebSocketFrame {

@@ -42,6 +42,48 @@ import Testing
         #expect(written == expected)
     }
 
+    /// The writer reuses its last buffer once NIO has let go of it. Bytes NIO still holds (not
+    /// yet written) must never be overwritten by the next drain; a reused buffer must carry
+    /// nothing of the previous one.
+    @Test func aBufferIsReusedOnlyOnceNIOLetsGoOfIt() throws {
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandler(WebSocketFrameEncoder())
+        try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+        let writer = FrameWriter(channel: channel)
+        func expected(_ frames: [OutFrame]) throws -> ByteBuffer {
+            var all = ByteBuffer()
+            for frame in frames {
+                var bytes = try Self.encodedByNIO(frame)
+                all.writeBuffer(&bytes)
+            }
+            return all
+        }
+        let drains: [[OutFrame]] = [
+            [.text(String(repeating: "a", count: 200)), .text("b")],
+            [.text("c")],
+            [.notify(prefix: "{\"d\":", suffix: "1}")],
+        ]
+        func address(_ buffer: ByteBuffer?) -> UnsafeRawPointer? { buffer?.withUnsafeReadableBytes { $0.baseAddress } }
+        // Held: the embedded channel keeps every write until it is read.
+        for drain in drains { writer.write(drain) }
+        var held: [UnsafeRawPointer?] = []
+        for drain in drains {
+            let written = try channel.readOutbound(as: ByteBuffer.self)
+            #expect(written == (try expected(drain)))
+            held.append(address(written))
+        }
+        #expect(Set(held.compactMap { $0 }).count == drains.count)
+        // Let go of at once: each drain writes into the previous drain's buffer.
+        var reused: Set<UnsafeRawPointer> = []
+        for drain in drains + drains.reversed() {
+            writer.write(drain)
+            let written = try channel.readOutbound(as: ByteBuffer.self)
+            #expect(written == (try expected(drain)))
+            if let a = address(written) { reused.insert(a) }
+        }
+        #expect(reused.count == 1)
+    }
+
     @Test func withoutAnEncoderFramesTakeThePipeline() throws {
         let channel = EmbeddedChannel()
         try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
