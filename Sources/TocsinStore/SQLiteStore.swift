@@ -33,15 +33,13 @@ public final class SQLiteStore: Store {
         var config = GRDB.Configuration()
         config.busyMode = .timeout(10)
         let synchronous = configuration.synchronousFull ? "FULL" : "NORMAL"
-        config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
-        }
         config.label = "tocsin"
         let pool = try Self.retryingWhileAnotherProcessSetsUp { try DatabasePool(path: configuration.path, configuration: config) }
-        // Once more on the writer: when GRDB switches it to WAL (after `prepareDatabase` ran)
-        // it sets synchronous = NORMAL, under which a commit is not synced before it returns.
-        // Read back, so that a library that resets it again fails the start instead of silently
-        // acknowledging publishes before they are on disk.
+        // On the writer (the only connection that commits), once the pool is open: GRDB sets
+        // synchronous = NORMAL when it switches the writer to WAL — after `prepareDatabase` —
+        // and under NORMAL a commit is not synced before it returns. Read back, so that a
+        // library that resets it again fails the start instead of silently acknowledging
+        // publishes before they are on disk.
         let level = try pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             return try Int.fetchOne(db, sql: "PRAGMA synchronous")

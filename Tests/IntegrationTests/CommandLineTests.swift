@@ -6,16 +6,21 @@ import TocsinTesting
 /// nothing started.
 @Suite(.timeLimit(.minutes(1)))
 struct CommandLineTests {
-    /// Runs `tocsin arguments` to its exit; returns the status and what it wrote to stderr.
-    static func run(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    enum Output { case stdout, stderr }
+
+    /// Runs `executable arguments` to its exit; returns the status and what it wrote to `output`
+    /// (the other stream is discarded).
+    static func run(
+        _ arguments: [String], executable: String = ServerProcess.tocsinBinary, capturing output: Output = .stderr
+    ) throws -> (status: Int32, text: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: ServerProcess.tocsinBinary)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        let stderr = Pipe()
-        process.standardError = stderr
-        process.standardOutput = FileHandle.nullDevice
+        let pipe = Pipe()
+        process.standardOutput = output == .stdout ? pipe : FileHandle.nullDevice
+        process.standardError = output == .stderr ? pipe : FileHandle.nullDevice
         try process.run()
-        let text = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, text)
     }
@@ -46,16 +51,9 @@ struct CommandLineTests {
         defer { TemporaryDirectory.remove(directory) }
         let copy = directory + "/tocsin-copy"
         try FileManager.default.copyItem(atPath: ServerProcess.tocsinBinary, toPath: copy)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: copy)
-        process.arguments = ["bench", "throughput", "--spawn", "--publishers", "1", "--duration", "0.5", "--warmup", "0"]
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        let (status, text) = try Self.run(
+            ["bench", "throughput", "--spawn", "--publishers", "1", "--duration", "0.5", "--warmup", "0"], executable: copy, capturing: .stdout)
+        #expect(status == 0)
         #expect(text.contains("spawned \(copy) serve"), "stdout: \(text)")
         #expect(text.contains("durable publishes:"), "stdout: \(text)")
     }
