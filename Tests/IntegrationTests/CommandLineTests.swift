@@ -13,16 +13,45 @@ struct CommandLineTests {
     static func run(
         _ arguments: [String], executable: String = ServerProcess.tocsinBinary, capturing output: Output = .stderr
     ) throws -> (status: Int32, text: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = output == .stdout ? pipe : FileHandle.nullDevice
-        process.standardError = output == .stderr ? pipe : FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
+        // A freshly copied executable can be "busy" for a moment: a child that another test
+        // forked while the copy was open for writing holds that descriptor until it execs.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while true {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            let pipe = Pipe()
+            process.standardOutput = output == .stdout ? pipe : FileHandle.nullDevice
+            process.standardError = output == .stderr ? pipe : FileHandle.nullDevice
+            do {
+                try process.run()
+            } catch let error as NSError
+                where (error.userInfo[NSUnderlyingErrorKey] as? NSError)?.code == Int(ETXTBSY) && ContinuousClock.now < deadline
+            {
+                usleep(20_000)
+                continue
+            }
+            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            return (process.terminationStatus, text)
+        }
+    }
+
+    /// Copies an executable through a descriptor that children spawned meanwhile by other tests
+    /// do not inherit (one they kept would make the copy "busy" for as long as they live).
+    static func copyExecutable(_ source: String, to destination: String) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: source))
+        let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        try data.withUnsafeBytes { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                guard n > 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+                offset += n
+            }
+        }
     }
 
     @Test(arguments: [
@@ -50,7 +79,7 @@ struct CommandLineTests {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
         let copy = directory + "/tocsin-copy"
-        try FileManager.default.copyItem(atPath: ServerProcess.tocsinBinary, toPath: copy)
+        try Self.copyExecutable(ServerProcess.tocsinBinary, to: copy)
         let (status, text) = try Self.run(
             ["bench", "throughput", "--spawn", "--publishers", "1", "--duration", "0.5", "--warmup", "0"], executable: copy, capturing: .stdout)
         #expect(status == 0)
