@@ -86,7 +86,7 @@ extension Broker {
         let start = StreamDispatcher.resolve(from, acked: acked, info: info)
         let subscription = LiveSubscription(id: record.id, session: session, channel: channel, params: params)
         let dispatcher = dispatcher(for: info)
-        await dispatcher.attach(subscription)
+        dispatcher.attach(subscription)
         session.addSubscription(record.id, stream: info.name)
         let subscribed = SubscriptionInfo(
             subscription: record.id, channel: channel.name, params: record.params, stream: info.name,
@@ -101,7 +101,7 @@ extension Broker {
         _ = session.removeSubscription(id)
         // Wherever it is delivering (possibly another connection of the same client), stop it.
         if let stream = catalog.channel(record.channel)?.definition.stream, let d = existingDispatcher(stream),
-            let detached = await d.detach(id), detached.session !== session
+            let detached = d.detach(id), detached.session !== session
         {
             _ = detached.session.removeSubscription(id)
             detached.session.send(.unsubscribed(id: nil, subscription: id))
@@ -123,7 +123,7 @@ extension Broker {
     func closed(session: Session) async {
         sessions.withLock { _ = $0.removeValue(forKey: session.id) }
         for (id, stream) in session.subscriptions {
-            await existingDispatcher(stream)?.detach(id, session: session)
+            existingDispatcher(stream)?.detach(id, session: session)
         }
         session.finish()
         if let client = session.client, client.hasPrefix(Self.anonymousPrefix) {
@@ -246,7 +246,7 @@ extension Broker {
                 }
             }
         }
-        if result.1 == .updated { await existingDispatcher(definition.name)?.updateSchema(result.0) }
+        if result.1 == .updated { existingDispatcher(definition.name)?.updateSchema(result.0) }
         return result
     }
 
@@ -263,7 +263,7 @@ extension Broker {
         _ = try await storeCall("deleting the channel") { try await store.deleteChannel(named: name) }
         catalog.removeChannel(name)
         if let d = existingDispatcher(channel.definition.stream) {
-            for subscription in await d.detachAll(channel: name) {
+            for subscription in d.detachAll(channel: name) {
                 _ = subscription.session.removeSubscription(subscription.id)
                 subscription.session.send(.unsubscribed(id: nil, subscription: subscription.id))
             }

@@ -92,7 +92,7 @@ public final class Broker: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(10))
             let now = TimeFormat.nowMillis()
             for d in dispatchers.withLock({ Array($0.values) }) {
-                await d.flushRepetitive(nowMillis: now)
+                d.flushRepetitive(nowMillis: now)
             }
         }
     }
@@ -235,7 +235,8 @@ public final class Broker: Service, Sendable {
     /// How many sessions this broker disconnected as slow consumers.
     public var slowConsumerDisconnectCount: Int { slowConsumerDisconnects.load(ordering: .relaxed) }
 
-    /// The dispatcher of a stream, created (and its tail started) on first use.
+    /// The dispatcher of a stream, created on first use: it then consumes the stream's
+    /// commits in this process, and its tail starts.
     func dispatcher(for info: StreamInfo) -> StreamDispatcher {
         let (dispatcher, created) = dispatchers.withLock { d -> (StreamDispatcher, Bool) in
             if let existing = d[info.name] { return (existing, false) }
@@ -243,7 +244,15 @@ public final class Broker: Service, Sendable {
             d[info.name] = new
             return (new, true)
         }
-        if created { newTailsContinuation.yield(dispatcher) }
+        if created {
+            // Weak: the dispatcher holds the store, which holds this closure. One consumer per
+            // stream and store: a second broker on the same store in this process (tests) takes
+            // it over, and the first one's tail then dispatches for it.
+            store.changes.consume(stream: info.name) { [weak dispatcher] epoch, events in
+                dispatcher?.dispatchCommitted(epoch: epoch, events: events)
+            }
+            newTailsContinuation.yield(dispatcher)
+        }
         return dispatcher
     }
 

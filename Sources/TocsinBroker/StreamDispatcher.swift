@@ -1,32 +1,39 @@
 import Logging
+import Synchronization
 import TocsinCore
 import TocsinStore
 
 /// Matches one stream's events against the subscriptions attached on this broker and queues
 /// notifications, in seq order per subscription.
 ///
-/// The tail loop (`runTail`) reads committed events from the store and hands them to
-/// `dispatch`. A subscription that starts behind the tail first replays from the store
-/// (`replay`); it joins live dispatch inside `goLiveIfCaughtUp`, an actor step that no
-/// `dispatch` can interleave with, so nothing falls between replay and live delivery.
-/// Actor methods never suspend, so their state changes are atomic.
-actor StreamDispatcher {
+/// Events this process commits are dispatched right after their commit, on the committing
+/// thread (`dispatchCommitted`, the store's change-feed consumer), when they follow on from
+/// what was dispatched. Everything else — other processes' events, a recreated stream, events
+/// after a gap — the tail loop (`runTail`) reads and dispatches. A subscription that starts
+/// behind the tail first replays from the store (`replay`); it joins live dispatch inside
+/// `goLiveIfCaughtUp`, a step under the same lock as every dispatch, so nothing falls between
+/// replay and live delivery.
+///
+/// All state is behind one lock; no method holds it while waiting for anything. Sessions'
+/// locks (queueing a frame) and the catalog's are taken inside it, never the other way round.
+final class StreamDispatcher: Sendable {
     let stream: String
     private let store: any Store
     private let logger: Logger
+    private let catalog: Catalog
+    private let metrics: BrokerMetrics
+    /// The last seq dispatched, for the change feed: the tail waits for the stream to move
+    /// beyond it, so events dispatched at their commit do not wake the tail.
+    private let dispatched: ChangeFeed.Cursor
+    private let state: Mutex<State>
 
-    private(set) var epoch: String
-    /// The last seq the tail has dispatched.
-    private(set) var position: Int64
-    private var schema: StreamSchema
-
-    private struct ChannelState {
+    fileprivate struct ChannelState {
         var index: ChannelIndex
         /// Live subscriptions per interest.
         var subscribers: [InterestID: [LiveSubscription]] = [:]
     }
 
-    private struct Attached {
+    fileprivate struct Attached {
         var subscription: LiveSubscription
         var interest: InterestID?
         /// Repetitive channels: matches collected since the last flush.
@@ -36,25 +43,43 @@ actor StreamDispatcher {
         var nextFlushMillis: Int64 = 0
     }
 
-    private var channels: [String: ChannelState] = [:]
-    private var attached: [String: Attached] = [:]
-    /// Ids of attached subscriptions on repetitive channels (the ticker visits only these).
-    private var repetitive: Set<String> = []
-    /// Subscriptions that start beyond the tail (it lags the store): they go live once the tail reaches their seq.
-    private var waitingForTail: [String: Int64] = [:]
-    private var matched: [InterestID] = []
-    private let catalog: Catalog
-    private let metrics: BrokerMetrics
+    fileprivate struct State {
+        var epoch: String
+        /// The last seq dispatched.
+        var position: Int64
+        var schema: StreamSchema
+        var channels: [String: ChannelState] = [:]
+        var attached: [String: Attached] = [:]
+        /// Ids of attached subscriptions on repetitive channels (the ticker visits only these).
+        var repetitive: Set<String> = []
+        /// Subscriptions that start beyond the tail (it lags the store): they go live once the tail reaches their seq.
+        var waitingForTail: [String: Int64] = [:]
+        var matched: [InterestID] = []
+    }
 
     init(info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger) {
         self.stream = info.name
-        self.epoch = info.epoch
-        self.position = info.lastSeq
-        self.schema = info.definition.schema
+        self.state = Mutex(State(epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema))
+        self.dispatched = ChangeFeed.Cursor(info.lastSeq)
         self.store = store
         self.catalog = catalog
         self.metrics = metrics
         self.logger = logger
+    }
+
+    var epoch: String { state.withLock { $0.epoch } }
+    /// The last seq dispatched.
+    var position: Int64 { state.withLock { $0.position } }
+
+    /// Runs `body` under the lock, then wakes the event loops of the sessions it queued frames for.
+    private func locked<T: Sendable>(_ body: (inout State, inout WakeBatch) -> T) -> T {
+        let (result, wakes) = state.withLock { s in
+            var wakes = WakeBatch()
+            let result = body(&s, &wakes)
+            return (result, wakes)
+        }
+        wakes.run()
+        return result
     }
 
     // MARK: Attaching
@@ -65,7 +90,7 @@ actor StreamDispatcher {
         var recovered: Bool
     }
 
-    nonisolated static func resolve(_ from: StartPosition, acked: StreamPosition?, info: StreamInfo) -> Start {
+    static func resolve(_ from: StartPosition, acked: StreamPosition?, info: StreamInfo) -> Start {
         let oldest = info.firstSeq - 1
         func at(_ p: StreamPosition) -> Start {
             guard p.epoch == info.epoch else { return Start(seq: oldest, recovered: false) }
@@ -83,15 +108,222 @@ actor StreamDispatcher {
     /// `replay` runs (after the caller has queued its reply frame). An earlier attachment of
     /// the same subscription (the client reconnected) is replaced.
     func attach(_ subscription: LiveSubscription) {
-        detach(subscription.id)
-        attached[subscription.id] = Attached(subscription: subscription)
-        if subscription.isRepetitive { repetitive.insert(subscription.id) }
+        state.withLock { s in
+            _ = s.detach(subscription.id, session: nil)
+            s.attached[subscription.id] = Attached(subscription: subscription)
+            if subscription.isRepetitive { s.repetitive.insert(subscription.id) }
+        }
     }
 
     /// Stops delivering to a subscription, if `session` (when given) is the one it is attached
     /// to. Returns the subscription it detached.
     @discardableResult
     func detach(_ id: String, session: Session? = nil) -> LiveSubscription? {
+        state.withLock { s in s.detach(id, session: session) }
+    }
+
+    /// Detaches every subscription of a channel (the channel was deleted) and returns them.
+    func detachAll(channel: String) -> [LiveSubscription] {
+        state.withLock { s in
+            s.attached.values.filter { $0.subscription.channel.name == channel }.compactMap { s.detach($0.subscription.id, session: nil) }
+        }
+    }
+
+    /// Joins live dispatch if the replay reached the tail; otherwise returns how far to replay.
+    /// A subscription that starts beyond the tail joins when the tail gets there.
+    func goLiveIfCaughtUp(_ subscription: LiveSubscription, replayedTo seq: Int64) -> Int64? {
+        state.withLock { s in
+            guard var a = s.attached[subscription.id], a.subscription === subscription else { return nil }
+            if seq < s.position { return s.position }
+            if seq > s.position {
+                s.waitingForTail[subscription.id] = seq
+                return nil
+            }
+            s.makeLive(&a)
+            s.attached[subscription.id] = a
+            return nil
+        }
+    }
+
+    /// Replays the subscription's matches after `startSeq` from the store, then makes it live.
+    /// Runs in the caller's task, reading outside the lock, so replays never hold up live dispatch.
+    func replay(_ subscription: LiveSubscription, from startSeq: Int64, nowMillis: @Sendable () -> Int64) async throws {
+        var seq = startSeq
+        while let target = goLiveIfCaughtUp(subscription, replayedTo: seq) {
+            while seq < target {
+                let limit = min(1000, Int(target - seq))
+                let events = try await store.readEvents(stream: stream, after: seq, limit: limit)
+                if events.isEmpty { break }
+                let schema = state.withLock { $0.schema }
+                for event in events where event.seq <= target {
+                    if let record = Self.record(event, schema: schema), subscription.matches(record, nowMillis: nowMillis()) {
+                        guard deliverReplayed(subscription, event: event) else { return }
+                    }
+                    seq = event.seq
+                }
+                if events.count < limit { seq = max(seq, target) }
+            }
+            seq = max(seq, target)
+        }
+    }
+
+    private func deliverReplayed(_ subscription: LiveSubscription, event: StoredEvent) -> Bool {
+        locked { s, wakes in
+            guard var a = s.attached[subscription.id], a.subscription === subscription else { return false }
+            State.deliver(&a, event: event, wakes: &wakes)
+            s.attached[subscription.id] = a
+            return true
+        }
+    }
+
+    // MARK: Live dispatch
+
+    /// Matches committed events (in seq order; those at or before the position are skipped)
+    /// and queues notifications; returns how many it queued (repetitive matches count when
+    /// flushed).
+    @discardableResult
+    func dispatch(_ events: [StoredEvent], nowMillis: Int64) -> Int {
+        count(locked { s, wakes in s.dispatch(events, nowMillis: nowMillis, wakes: &wakes, dispatched: dispatched) })
+    }
+
+    /// The change feed's consumer: events this process has just committed, on the committing
+    /// thread. They are dispatched here when they follow on from the position in the same
+    /// epoch; otherwise (the tail is behind, or the stream was recreated) the tail will.
+    func dispatchCommitted(epoch: String, events: [StoredEvent]) {
+        count(
+            locked { s, wakes in
+                guard s.epoch == epoch, let first = events.first, first.seq == s.position + 1 else { return 0 }
+                return s.dispatch(events, nowMillis: TimeFormat.nowMillis(), wakes: &wakes, dispatched: dispatched)
+            })
+    }
+
+    @discardableResult
+    private func count(_ sent: Int) -> Int {
+        if sent > 0 {
+            metrics.deliveredNotifications.increment(by: Int64(sent))
+            metrics.totals.delivered.add(sent, ordering: .relaxed)
+        }
+        return sent
+    }
+
+    /// Sends what repetitive subscriptions collected, for those whose period is due.
+    func flushRepetitive(nowMillis: Int64) {
+        locked { s, wakes in
+            for id in s.repetitive {
+                guard var a = s.attached[id], case .repetitive(let period) = a.subscription.channel.definition.mode else { continue }
+                if a.nextFlushMillis == 0 { a.nextFlushMillis = nowMillis + period }
+                if nowMillis >= a.nextFlushMillis {
+                    a.nextFlushMillis = nowMillis + period
+                    if a.pendingCount > 0 {
+                        let n: ServerMessage.Notification =
+                            a.subscription.channel.definition.delivery == .push ? .events(a.pending) : .count(a.pendingCount)
+                        a.subscription.session.send(
+                            .notify(prefix: a.subscription.framePrefix, suffix: NotifyFrame.suffix(seq: a.pendingSeq, n)), wakes: &wakes)
+                        a.pending.removeAll()
+                        a.pendingCount = 0
+                    }
+                }
+                s.attached[id] = a
+            }
+        }
+    }
+
+    var attachedSubscriptions: [LiveSubscription] { state.withLock { s in s.attached.values.map(\.subscription) } }
+
+    /// The stream was recreated: its epoch starts over at seq 0. Every attached subscription is
+    /// recompiled against the new schema, told with a `subscribed` frame (no id, recovered
+    /// false, seq 0), and stays live, so the tail delivers the new epoch from its first event.
+    /// One whose channel no longer compiles or binds is detached with an `unsubscribed` frame.
+    func reset(to info: StreamInfo) {
+        locked { s, wakes in
+            s.epoch = info.epoch
+            s.schema = info.definition.schema
+            s.position = 0
+            dispatched.set(0)
+            s.channels = [:]
+            s.waitingForTail = [:]
+            let previous = s.attached
+            s.attached = [:]
+            s.repetitive = []
+            for old in previous.values.map(\.subscription) {
+                guard let definition = catalog.channel(old.channel.name)?.definition,
+                    let channel = try? ChannelCompiler.compile(definition, schema: info.definition.schema),
+                    old.params.count == definition.params.count
+                else {
+                    _ = old.session.removeSubscription(old.id)
+                    old.session.send(.text(ServerMessage.unsubscribed(id: nil, subscription: old.id).encoded), wakes: &wakes)
+                    continue
+                }
+                let renewed = LiveSubscription(id: old.id, session: old.session, channel: channel, params: old.params)
+                var a = Attached(subscription: renewed)
+                s.makeLive(&a)
+                s.attached[renewed.id] = a
+                if renewed.isRepetitive { s.repetitive.insert(renewed.id) }
+                var params: [String: JSONValue] = [:]
+                for (p, v) in zip(definition.params, old.params) { params[p.name] = v.json }
+                let subscribed = ServerMessage.subscribed(
+                    id: nil,
+                    SubscriptionInfo(
+                        subscription: renewed.id, channel: channel.name, params: params, stream: stream,
+                        position: StreamPosition(epoch: info.epoch, seq: 0), recovered: false))
+                renewed.session.send(.text(subscribed.encoded), wakes: &wakes)
+            }
+        }
+    }
+
+    func updateSchema(_ info: StreamInfo) {
+        state.withLock { s in
+            if info.epoch == s.epoch { s.schema = info.definition.schema }
+        }
+    }
+
+    // MARK: Tail
+
+    /// Follows the store's change feed and dispatches what `dispatchCommitted` did not, until
+    /// cancelled: other processes' events, and this process's when the tail was behind. Events
+    /// still in the feed come from there, others from the store. The stream is read again only
+    /// when the feed does not know its epoch or knows another one (it was recreated).
+    func runTail(nowMillis: @escaping @Sendable () -> Int64) async {
+        let changes = store.changes
+        while !Task.isCancelled {
+            let current = epoch
+            await changes.wait(stream: stream, after: dispatched, epoch: current)
+            if Task.isCancelled { return }
+            do {
+                if changes.epoch(of: stream) != current {
+                    guard let info = try await store.stream(named: stream) else { return }
+                    if info.epoch != current {
+                        reset(to: info)
+                        continue
+                    }
+                }
+                var from = position
+                while true {
+                    let events: [StoredEvent]
+                    if let recent = changes.recentEvents(stream: stream, epoch: current, after: from, limit: 1000) {
+                        events = recent
+                    } else {
+                        events = try await store.readEvents(stream: stream, after: from, limit: 1000)
+                    }
+                    guard let last = events.last else { break }
+                    dispatch(events, nowMillis: nowMillis())
+                    from = max(last.seq, position)
+                    if from >= changes.lastSeq(of: stream) && events.count < 1000 { break }
+                }
+            } catch {
+                logger.error("tail of stream failed; retrying", metadata: ["stream": "\(stream)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
+    static func record(_ event: StoredEvent, schema: StreamSchema) -> Record? {
+        try? schema.record(from: JSONValue.parse(event.json))
+    }
+}
+
+extension StreamDispatcher.State {
+    mutating func detach(_ id: String, session: Session?) -> LiveSubscription? {
         guard let a = attached[id] else { return nil }
         if let session, a.subscription.session !== session { return nil }
         attached.removeValue(forKey: id)
@@ -106,25 +338,11 @@ actor StreamDispatcher {
         return a.subscription
     }
 
-    /// Joins live dispatch if the replay reached the tail; otherwise returns how far to replay.
-    /// A subscription that starts beyond the tail joins when the tail gets there.
-    func goLiveIfCaughtUp(_ subscription: LiveSubscription, replayedTo seq: Int64) -> Int64? {
-        guard var a = attached[subscription.id], a.subscription === subscription else { return nil }
-        if seq < position { return position }
-        if seq > position {
-            waitingForTail[subscription.id] = seq
-            return nil
-        }
-        makeLive(&a)
-        attached[subscription.id] = a
-        return nil
-    }
-
-    private func makeLive(_ a: inout Attached) {
+    mutating func makeLive(_ a: inout StreamDispatcher.Attached) {
         guard a.interest == nil else { return }
         let subscription = a.subscription
         let channel = subscription.channel
-        var state = channels[channel.name] ?? ChannelState(index: ChannelIndex(channel: channel))
+        var state = channels[channel.name] ?? StreamDispatcher.ChannelState(index: ChannelIndex(channel: channel))
         let interest = state.index.acquire(params: subscription.params)
         state.subscribers[interest, default: []].append(subscription)
         channels[channel.name] = state
@@ -132,7 +350,7 @@ actor StreamDispatcher {
     }
 
     /// Makes live the waiting subscriptions the tail has now reached.
-    private func releaseWaiting() {
+    mutating func releaseWaiting() {
         for (id, seq) in waitingForTail where seq <= position {
             waitingForTail.removeValue(forKey: id)
             guard var a = attached[id] else { continue }
@@ -141,50 +359,13 @@ actor StreamDispatcher {
         }
     }
 
-    /// Replays the subscription's matches after `startSeq` from the store, then makes it live.
-    /// Runs in the caller's task, outside the actor, so replays never block live dispatch.
-    nonisolated func replay(_ subscription: LiveSubscription, from startSeq: Int64, nowMillis: @Sendable () -> Int64) async throws {
-        var seq = startSeq
-        while let target = await goLiveIfCaughtUp(subscription, replayedTo: seq) {
-            while seq < target {
-                let limit = min(1000, Int(target - seq))
-                let events = try await store.readEvents(stream: stream, after: seq, limit: limit)
-                if events.isEmpty { break }
-                let schema = await self.schema
-                for event in events where event.seq <= target {
-                    if let record = Self.record(event, schema: schema), subscription.matches(record, nowMillis: nowMillis()) {
-                        guard await deliverReplayed(subscription, event: event) else { return }
-                    }
-                    seq = event.seq
-                }
-                if events.count < limit { seq = max(seq, target) }
-            }
-            seq = max(seq, target)
-        }
-    }
-
-    private func deliverReplayed(_ subscription: LiveSubscription, event: StoredEvent) -> Bool {
-        guard var a = attached[subscription.id], a.subscription === subscription else { return false }
-        var wakes = WakeBatch()
-        deliver(&a, event: event, wakes: &wakes)
-        wakes.run()
-        attached[subscription.id] = a
-        return true
-    }
-
-    // MARK: Live dispatch
-
-    /// Matches committed events (in seq order) and queues notifications; returns how many
-    /// notifications it queued (repetitive matches count when flushed).
-    @discardableResult
-    func dispatch(_ events: [StoredEvent], nowMillis: Int64) -> Int {
+    mutating func dispatch(_ events: [StoredEvent], nowMillis: Int64, wakes: inout WakeBatch, dispatched: ChangeFeed.Cursor) -> Int {
         var sent = 0
-        var wakes = WakeBatch()
-        defer { wakes.run() }
+        defer { dispatched.set(position) }
         for event in events where event.seq > position {
             if !waitingForTail.isEmpty { releaseWaiting() }
             position = event.seq
-            guard !channels.isEmpty, let record = Self.record(event, schema: schema) else { continue }
+            guard !channels.isEmpty, let record = StreamDispatcher.record(event, schema: schema) else { continue }
             var pushSuffix: String? = nil
             for state in channels.values {
                 matched.removeAll(keepingCapacity: true)
@@ -193,7 +374,7 @@ actor StreamDispatcher {
                     for subscription in state.subscribers[interest] ?? [] {
                         if subscription.isRepetitive || subscription.channel.definition.delivery == .notify {
                             guard var a = attached[subscription.id] else { continue }
-                            if deliver(&a, event: event, wakes: &wakes) { sent += 1 }
+                            if Self.deliver(&a, event: event, wakes: &wakes) { sent += 1 }
                             attached[subscription.id] = a
                         } else {
                             if pushSuffix == nil { pushSuffix = NotifyFrame.suffix(seq: event.seq, .event(event.json)) }
@@ -211,7 +392,7 @@ actor StreamDispatcher {
 
     /// Sends (or, for repetitive channels, collects) one matching event; true if a frame was queued.
     @discardableResult
-    private func deliver(_ a: inout Attached, event: StoredEvent, wakes: inout WakeBatch) -> Bool {
+    static func deliver(_ a: inout StreamDispatcher.Attached, event: StoredEvent, wakes: inout WakeBatch) -> Bool {
         let subscription = a.subscription
         switch (subscription.channel.definition.mode, subscription.channel.definition.delivery) {
         case (.continuous, .push):
@@ -226,124 +407,5 @@ actor StreamDispatcher {
             a.pendingSeq = event.seq
             return false
         }
-    }
-
-    /// Sends what repetitive subscriptions collected, for those whose period is due.
-    func flushRepetitive(nowMillis: Int64) {
-        for id in repetitive {
-            guard var a = attached[id], case .repetitive(let period) = a.subscription.channel.definition.mode else { continue }
-            if a.nextFlushMillis == 0 { a.nextFlushMillis = nowMillis + period }
-            if nowMillis >= a.nextFlushMillis {
-                a.nextFlushMillis = nowMillis + period
-                if a.pendingCount > 0 {
-                    let n: ServerMessage.Notification =
-                        a.subscription.channel.definition.delivery == .push ? .events(a.pending) : .count(a.pendingCount)
-                    a.subscription.session.send(.notify(prefix: a.subscription.framePrefix, suffix: NotifyFrame.suffix(seq: a.pendingSeq, n)))
-                    a.pending.removeAll()
-                    a.pendingCount = 0
-                }
-            }
-            attached[id] = a
-        }
-    }
-
-    var attachedSubscriptions: [LiveSubscription] { attached.values.map(\.subscription) }
-
-    /// The stream was recreated: its epoch starts over at seq 0. Every attached subscription is
-    /// recompiled against the new schema, told with a `subscribed` frame (no id, recovered
-    /// false, seq 0), and stays live, so the tail delivers the new epoch from its first event.
-    /// One whose channel no longer compiles or binds is detached with an `unsubscribed` frame.
-    func reset(to info: StreamInfo) {
-        epoch = info.epoch
-        schema = info.definition.schema
-        position = 0
-        channels = [:]
-        waitingForTail = [:]
-        let previous = attached
-        attached = [:]
-        repetitive = []
-        for old in previous.values.map(\.subscription) {
-            guard let definition = catalog.channel(old.channel.name)?.definition,
-                let channel = try? ChannelCompiler.compile(definition, schema: info.definition.schema),
-                old.params.count == definition.params.count
-            else {
-                _ = old.session.removeSubscription(old.id)
-                old.session.send(.unsubscribed(id: nil, subscription: old.id))
-                continue
-            }
-            let renewed = LiveSubscription(id: old.id, session: old.session, channel: channel, params: old.params)
-            var a = Attached(subscription: renewed)
-            makeLive(&a)
-            attached[renewed.id] = a
-            if renewed.isRepetitive { repetitive.insert(renewed.id) }
-            var params: [String: JSONValue] = [:]
-            for (p, v) in zip(definition.params, old.params) { params[p.name] = v.json }
-            renewed.session.send(
-                .subscribed(
-                    id: nil,
-                    SubscriptionInfo(
-                        subscription: renewed.id, channel: channel.name, params: params, stream: stream,
-                        position: StreamPosition(epoch: info.epoch, seq: 0), recovered: false)))
-        }
-    }
-
-    func updateSchema(_ info: StreamInfo) {
-        if info.epoch == epoch { schema = info.definition.schema }
-    }
-
-    // MARK: Tail
-
-    /// Follows the store's change feed and dispatches new events until cancelled. Events this
-    /// process appended come straight from the feed; others (another process appended them, or
-    /// the feed no longer holds them) are read from the store. The stream is read again only
-    /// when the feed does not know its epoch or knows another one (it was recreated).
-    nonisolated func runTail(nowMillis: @escaping @Sendable () -> Int64) async {
-        let changes = store.changes
-        while !Task.isCancelled {
-            let seen = await position
-            let current = await epoch
-            await changes.wait(stream: stream, after: seen, epoch: current)
-            if Task.isCancelled { return }
-            do {
-                if changes.epoch(of: stream) != current {
-                    guard let info = try await store.stream(named: stream) else { return }
-                    if info.epoch != current {
-                        await reset(to: info)
-                        continue
-                    }
-                }
-                var from = seen
-                while true {
-                    let events: [StoredEvent]
-                    if let recent = changes.recentEvents(stream: stream, epoch: current, after: from, limit: 1000) {
-                        events = recent
-                    } else {
-                        events = try await store.readEvents(stream: stream, after: from, limit: 1000)
-                    }
-                    guard let last = events.last else { break }
-                    let sent = await dispatch(events, nowMillis: nowMillis())
-                    if sent > 0 {
-                        metrics.deliveredNotifications.increment(by: Int64(sent))
-                        metrics.totals.delivered.add(sent, ordering: .relaxed)
-                    }
-                    from = last.seq
-                    if from >= changes.lastSeq(of: stream) && events.count < 1000 { break }
-                }
-            } catch {
-                logger.error("tail of stream failed; retrying", metadata: ["stream": "\(stream)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
-            }
-        }
-    }
-
-    static func record(_ event: StoredEvent, schema: StreamSchema) -> Record? {
-        try? schema.record(from: JSONValue.parse(event.json))
-    }
-}
-
-extension StreamDispatcher {
-    /// Detaches every subscription of a channel (the channel was deleted) and returns them.
-    func detachAll(channel: String) -> [LiveSubscription] {
-        attachedSubscriptions.filter { $0.channel.name == channel }.compactMap { detach($0.id) }
     }
 }

@@ -52,14 +52,20 @@ public final class SQLiteStore: Store {
         self.logger = logger
         let feed = ChangeFeed()
         self.changes = feed
-        self.committer = GroupCommitter(pool: pool, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try Self.retryingWhileAnotherProcessSetsUp { [pool] in try Self.migrator.migrate(pool) }
         var watcherConfig = GRDB.Configuration()
         watcherConfig.readonly = true
         watcherConfig.busyMode = .timeout(10)
         watcherConfig.label = "tocsin-watcher"
         self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
+        // Last: it starts a thread, which only `deinit` (run once every property is set) stops.
+        self.committer = GroupCommitter(pool: pool, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try refreshChanges()
+    }
+
+    /// Ends the commit thread once what is queued is committed.
+    deinit {
+        committer.stop()
     }
 
     /// Several brokers may open a fresh store at once. Switching the file to WAL takes a lock

@@ -1,3 +1,4 @@
+import Synchronization
 import Testing
 import TocsinStore
 
@@ -74,5 +75,39 @@ struct ChangeFeedTests {
         var iterator = woken.stream.makeAsyncIterator()
         #expect(await iterator.next() == 6)
         await waiter.value
+    }
+
+    /// The broker's dispatcher consumes its own commits and moves its cursor; the tail waits on
+    /// that cursor, so it sleeps through commits already dispatched and wakes for the rest.
+    @Test func aConsumerTakesCommitsBeforeWaitersOnItsCursorLook() async {
+        let feed = ChangeFeed()
+        let cursor = ChangeFeed.Cursor(0)
+        let consumed = Mutex<[Int64]>([])
+        feed.consume(stream: "s") { epoch, events in
+            // As the dispatcher does: only events that follow on from the cursor, in its epoch.
+            guard epoch == "e1", events[0].seq == cursor.value + 1 else { return }
+            consumed.withLock { $0 += events.map(\.seq) }
+            cursor.set(events.last!.seq)
+        }
+        let woken = AsyncStream<Int64>.makeStream()
+        let waiter = Task {
+            await feed.wait(stream: "s", after: cursor, epoch: "e1")
+            woken.continuation.yield(feed.lastSeq(of: "s"))
+        }
+        feed.appended(stream: "s", epoch: "e1", events: Self.events(1...3))
+        feed.appended(stream: "s", epoch: "e1", events: Self.events(4...4))
+        // The consumer is told before the feed records: the events are still kept for readers.
+        #expect(consumed.withLock { $0 } == [1, 2, 3, 4])
+        #expect(feed.recentEvents(stream: "s", epoch: "e1", after: 0, limit: 100)?.map(\.seq) == [1, 2, 3, 4])
+        // Another process appended 5...6: nobody consumed those, so the waiter wakes.
+        feed.advance(stream: "s", epoch: "e1", to: 6)
+        var iterator = woken.stream.makeAsyncIterator()
+        #expect(await iterator.next() == 6)
+        await waiter.value
+        // After that gap the consumer leaves events to the tail.
+        feed.appended(stream: "s", epoch: "e1", events: Self.events(7...8))
+        #expect(consumed.withLock { $0 } == [1, 2, 3, 4])
+        // A waiter on a cursor already behind the stream returns at once.
+        await feed.wait(stream: "s", after: cursor, epoch: "e1")
     }
 }
