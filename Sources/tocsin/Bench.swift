@@ -138,7 +138,7 @@ struct Bench: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(20))
             }
             print("\(subscribers) subscribers ready; publishing \(rate) events/s for \(warmup) s warm-up + \(duration) s")
-            let window = Mutex<(cpu: Double, wall: ContinuousClock.Instant)>((0, .now))
+            let window = Mutex<(cpu: Double, wall: ContinuousClock.Instant, machine: MachineCPU?)>((0, .now, nil))
             try await Self.connect(webSocketURL, logger: logger) { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"type":"hello","client":"\#(kind)-publisher"}"#))
                 let drain = Task { for try await _ in inbound.messages(maxSize: 1 << 20) {} }
@@ -150,7 +150,7 @@ struct Bench: AsyncParsableCommand {
                 while n < total {
                     if n == warm {
                         let cpu = serverPID.map(Self.cpuSeconds) ?? 0
-                        window.withLock { $0 = (cpu, ContinuousClock.now) }
+                        window.withLock { $0 = (cpu, ContinuousClock.now, MachineCPU.read()) }
                         samples.windowStart.store(Self.monotonicNanos(), ordering: .relaxed)
                     }
                     let due = start + .seconds(Double(n) * interval)
@@ -164,9 +164,10 @@ struct Bench: AsyncParsableCommand {
                 drain.cancel()
             }
             // CPU over the publishing window; then give the last notifications time to arrive.
-            let (cpuStart, wallStart) = window.withLock { $0 }
+            let (cpuStart, wallStart, machineStart) = window.withLock { $0 }
             let wall = (ContinuousClock.now - wallStart).seconds
             let cpu = (serverPID.map(Self.cpuSeconds) ?? 0) - cpuStart
+            let machine = MachineCPU.read().flatMap { end in machineStart.map { end.summary(since: $0) } }
             // Deliveries later than this settle time count as missing.
             try await Task.sleep(for: .seconds(2))
             samples.stop.store(true, ordering: .relaxed)
@@ -183,6 +184,7 @@ struct Bench: AsyncParsableCommand {
                         format: "server CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.2f µs per delivered notification",
                         cpu, wall, cpu / wall * 100, perDelivery))
             }
+            if let machine { print(machine) }
         } catch {
             try? await clients.close()
             throw error
@@ -219,6 +221,7 @@ struct Bench: AsyncParsableCommand {
                 }
             }
             try await Task.sleep(for: .seconds(warmup))
+            let machineStart = MachineCPU.read()
             let cpuStart = serverPID.map(Self.cpuSeconds) ?? 0
             let wallStart = ContinuousClock.now
             state.measuring.store(true, ordering: .relaxed)
@@ -226,6 +229,7 @@ struct Bench: AsyncParsableCommand {
             state.measuring.store(false, ordering: .relaxed)
             let wall = (ContinuousClock.now - wallStart).seconds
             let cpu = (serverPID.map(Self.cpuSeconds) ?? 0) - cpuStart
+            let machine = MachineCPU.read().flatMap { end in machineStart.map { end.summary(since: $0) } }
             state.finished.store(true, ordering: .relaxed)
             try await group.waitForAll()
             let count = state.delivered.load(ordering: .relaxed)
@@ -234,6 +238,7 @@ struct Bench: AsyncParsableCommand {
             if serverPID != nil {
                 print(String(format: "server CPU: %.2f s (%.1f µs per event)", cpu, count > 0 ? cpu / Double(count) * 1e6 : 0))
             }
+            if let machine { print(machine) }
         }
     }
 
@@ -320,4 +325,35 @@ struct Bench: AsyncParsableCommand {
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// The whole machine's CPU time (all CPUs, in clock ticks, from the first line of /proc/stat),
+/// so a benchmark can say how busy the machine was over its window and how much time the
+/// hypervisor gave to other guests instead ("steal"): on a shared VM, steal is what turns a
+/// quiet run's 3 ms p99 into a noisy run's 40 ms.
+struct MachineCPU {
+    var busy: Double
+    var idle: Double
+    var steal: Double
+
+    static func read() -> MachineCPU? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+        else { return nil }
+        // user nice system idle iowait irq softirq steal …
+        let t = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard t.count >= 8 else { return nil }
+        return MachineCPU(busy: t[0] + t[1] + t[2] + t[5] + t[6], idle: t[3] + t[4], steal: t[7])
+    }
+
+    /// "machine: 61% busy, 35% idle, 4% stolen by the hypervisor (2 CPUs)" over the interval since `start`.
+    func summary(since start: MachineCPU) -> String {
+        let busy = self.busy - start.busy
+        let idle = self.idle - start.idle
+        let steal = self.steal - start.steal
+        let total = max(busy + idle + steal, 1)
+        return String(
+            format: "machine: %.0f%% busy, %.0f%% idle, %.1f%% stolen by the hypervisor (%d CPUs)",
+            busy / total * 100, idle / total * 100, steal / total * 100, ProcessInfo.processInfo.activeProcessorCount)
+    }
 }
