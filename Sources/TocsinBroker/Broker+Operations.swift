@@ -87,6 +87,7 @@ extension Broker {
         let subscription = LiveSubscription(id: record.id, session: session, channel: channel, params: params)
         let dispatcher = dispatcher(for: info)
         dispatcher.attach(subscription)
+        if subscription.isRepetitive { repetitiveSubscriptionAttached() }
         session.addSubscription(record.id, stream: info.name)
         let subscribed = SubscriptionInfo(
             subscription: record.id, channel: channel.name, params: record.params, stream: info.name,

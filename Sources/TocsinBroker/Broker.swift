@@ -26,6 +26,9 @@ public final class Broker: Service, Sendable {
     let member = Mutex<ClusterMember?>(nil)
     private let newTails: AsyncStream<StreamDispatcher>
     private let newTailsContinuation: AsyncStream<StreamDispatcher>.Continuation
+    /// Told when a subscription of a repetitive channel is attached: wakes the ticker, which
+    /// sleeps while there are none.
+    private let repetitiveAttached = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
 
     /// Unique to this process: a restarted broker is a new incarnation.
     public let incarnation = UUID().uuidString.lowercased()
@@ -87,14 +90,28 @@ public final class Broker: Service, Sendable {
         }
     }
 
+    /// Sends repetitive subscriptions' batches when due, checking every 10 ms while any is
+    /// attached. With none it sleeps until one is, so an idle broker is not woken 100 times a
+    /// second for nothing.
     private func runRepetitiveTicker() async {
+        var attached = repetitiveAttached.stream.makeAsyncIterator()
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(10))
             let now = TimeFormat.nowMillis()
-            for d in dispatchers.withLock({ Array($0.values) }) {
-                d.flushRepetitive(nowMillis: now)
+            var any = false
+            for d in dispatchers.withLock({ Array($0.values) }) where d.flushRepetitive(nowMillis: now) {
+                any = true
+            }
+            if any {
+                try? await Task.sleep(for: .milliseconds(10))
+            } else if await attached.next() == nil {
+                return  // cancelled
             }
         }
+    }
+
+    /// The ticker must run: a repetitive subscription was just attached.
+    func repetitiveSubscriptionAttached() {
+        repetitiveAttached.continuation.yield()
     }
 
     private func runRetention() async {

@@ -206,8 +206,10 @@ final class StreamDispatcher: Sendable {
         return sent
     }
 
-    /// Sends what repetitive subscriptions collected, for those whose period is due.
-    func flushRepetitive(nowMillis: Int64) {
+    /// Sends what repetitive subscriptions collected, for those whose period is due. Returns
+    /// whether any repetitive subscription is attached.
+    @discardableResult
+    func flushRepetitive(nowMillis: Int64) -> Bool {
         locked { s, wakes in
             for id in s.repetitive {
                 guard var a = s.attached[id], case .repetitive(let period) = a.subscription.channel.definition.mode else { continue }
@@ -225,6 +227,7 @@ final class StreamDispatcher: Sendable {
                 }
                 s.attached[id] = a
             }
+            return !s.repetitive.isEmpty
         }
     }
 
