@@ -10,7 +10,7 @@ struct PendingReplay: Sendable {
 
     func run() async {
         do {
-            try await dispatcher.replay(subscription, from: fromSeq, nowMillis: TimeFormat.nowMillis)
+            try await dispatcher.replay(subscription, from: fromSeq)
         } catch {
             subscription.session.logger.error(
                 "replay failed", metadata: ["subscription": "\(subscription.id)", "error": "\(error)"])

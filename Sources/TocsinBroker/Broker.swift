@@ -64,7 +64,7 @@ public final class Broker: Service, Sendable {
                 }
                 // Ends when the task is cancelled (graceful shutdown).
                 for await dispatcher in self.newTails {
-                    group.addTask { await dispatcher.runTail(nowMillis: TimeFormat.nowMillis) }
+                    group.addTask { await dispatcher.runTail() }
                 }
             }
         }

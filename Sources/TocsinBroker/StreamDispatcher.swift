@@ -26,6 +26,8 @@ final class StreamDispatcher: Sendable {
     /// beyond it, so events dispatched at their commit do not wake the tail.
     private let dispatched: ChangeFeed.Cursor
     private let state: Mutex<State>
+    /// The clock of time-relative channel conditions (`now()`), whichever path dispatches.
+    private let nowMillis: @Sendable () -> Int64
 
     fileprivate struct ChannelState {
         var index: ChannelIndex
@@ -57,8 +59,12 @@ final class StreamDispatcher: Sendable {
         var matched: [InterestID] = []
     }
 
-    init(info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger) {
+    init(
+        info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger,
+        nowMillis: @escaping @Sendable () -> Int64 = TimeFormat.nowMillis
+    ) {
         self.stream = info.name
+        self.nowMillis = nowMillis
         self.state = Mutex(State(epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema))
         self.dispatched = ChangeFeed.Cursor(info.lastSeq)
         self.store = store
@@ -147,7 +153,7 @@ final class StreamDispatcher: Sendable {
 
     /// Replays the subscription's matches after `startSeq` from the store, then makes it live.
     /// Runs in the caller's task, reading outside the lock, so replays never hold up live dispatch.
-    func replay(_ subscription: LiveSubscription, from startSeq: Int64, nowMillis: @Sendable () -> Int64) async throws {
+    func replay(_ subscription: LiveSubscription, from startSeq: Int64) async throws {
         var seq = startSeq
         while let target = goLiveIfCaughtUp(subscription, replayedTo: seq) {
             while seq < target {
@@ -192,8 +198,10 @@ final class StreamDispatcher: Sendable {
     func dispatchCommitted(epoch: String, events: [StoredEvent]) {
         count(
             locked { s, wakes in
-                guard s.epoch == epoch, let first = events.first, first.seq == s.position + 1 else { return 0 }
-                return s.dispatch(events, nowMillis: TimeFormat.nowMillis(), wakes: &wakes, dispatched: dispatched)
+                guard s.epoch == epoch, let first = events.first, let last = events.last, first.seq == s.position + 1 else { return 0 }
+                // Taken from here on: a poller that sees this commit meanwhile does not wake the tail.
+                dispatched.set(last.seq)
+                return s.dispatch(events, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched)
             })
     }
 
@@ -235,7 +243,7 @@ final class StreamDispatcher: Sendable {
 
     /// The stream was recreated: its epoch starts over at seq 0. Every attached subscription is
     /// recompiled against the new schema, told with a `subscribed` frame (no id, recovered
-    /// false, seq 0), and stays live, so the tail delivers the new epoch from its first event.
+    /// false, seq 0), and stays live, so it gets the new epoch from its first event.
     /// One whose channel no longer compiles or binds is detached with an `unsubscribed` frame.
     func reset(to info: StreamInfo) {
         locked { s, wakes in
@@ -286,7 +294,7 @@ final class StreamDispatcher: Sendable {
     /// cancelled: other processes' events, and this process's when the tail was behind. Events
     /// still in the feed come from there, others from the store. The stream is read again only
     /// when the feed does not know its epoch or knows another one (it was recreated).
-    func runTail(nowMillis: @escaping @Sendable () -> Int64) async {
+    func runTail() async {
         let changes = store.changes
         while !Task.isCancelled {
             let current = epoch

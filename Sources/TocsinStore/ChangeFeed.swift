@@ -74,7 +74,9 @@ public final class ChangeFeed: Sendable {
     }
 
     /// Hands `stream`'s events committed in this process to `consumer` from now on, replacing
-    /// any earlier one. It runs on the committing thread, in commit order, and must not block.
+    /// any earlier one. It runs on the committing thread, in commit order, while the store's
+    /// writer is still held: the next commit waits for it, so it must not wait for anything
+    /// slow (it takes locks held only briefly, and queues work for others).
     public func consume(stream: String, _ consumer: @escaping Consumer) {
         state.withLock { state in
             var s = state.streams[stream] ?? StreamState()
@@ -90,8 +92,10 @@ public final class ChangeFeed: Sendable {
         if let consumer = state.withLock({ $0.streams[stream]?.consumer }) { consumer(epoch, events) }
         update(stream) { s in
             if s.epoch != epoch {
+                // A new epoch starts over: the old one's seqs say nothing about it.
                 s.epoch = epoch
                 s.recent = []
+                s.lastSeq = 0
             }
             // Kept only while consecutive: another process's events in between leave a gap the store fills.
             if let previous = s.recent.last, previous.seq + 1 != events[0].seq { s.recent = [] }

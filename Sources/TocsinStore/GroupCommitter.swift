@@ -106,8 +106,8 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    /// Commits `batch` in one transaction and settles every request. The change feed and the
-    /// publishers hear of the commit from this thread, as soon as it is durable.
+    /// Commits `batch` in one transaction and settles every request, on this thread, as soon as
+    /// it is durable; then tells the change feed (whose consumers dispatch the events here).
     private func commit(_ batch: [Request]) {
         let now = TimeFormat.nowMillis()
         let onCommit = self.onCommit
@@ -139,15 +139,18 @@ final class GroupCommitter: Sendable {
                     return .commit
                 }
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
-                for (request, outcome) in zip(batch, outcomes) {
-                    if case .success(let r) = outcome {
-                        onCommit(request.stream, r.epoch, zip(r.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: now, json: $1) })
-                    }
-                }
+                // Publishers first: their replies need not wait for the fan-out below.
                 for (request, outcome) in zip(batch, outcomes) {
                     switch outcome {
                     case .success(let r): request.continuation.resume(returning: r)
                     case .failure(let e): request.continuation.resume(throwing: e)
+                    }
+                }
+                // Still holding the writer, so the feed hears of commits in the order they were
+                // made, before any later transaction (a recreate's new epoch) can tell it more.
+                for (request, outcome) in zip(batch, outcomes) {
+                    if case .success(let r) = outcome {
+                        onCommit(request.stream, r.epoch, zip(r.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: now, json: $1) })
                     }
                 }
             }

@@ -110,4 +110,26 @@ struct ChangeFeedTests {
         // A waiter on a cursor already behind the stream returns at once.
         await feed.wait(stream: "s", after: cursor, epoch: "e1")
     }
+
+    /// A commit of a new epoch (the stream was recreated) heard before the recreate itself: the
+    /// old epoch's seqs must not linger, or a waiter of the new epoch would never sleep.
+    @Test func aCommitInANewEpochStartsItsSeqsOver() async {
+        let feed = ChangeFeed()
+        feed.appended(stream: "s", epoch: "e1", events: Self.events(1...100))
+        feed.appended(stream: "s", epoch: "e2", events: Self.events(1...1))
+        #expect(feed.epoch(of: "s") == "e2")
+        #expect(feed.lastSeq(of: "s") == 1)
+        feed.advance(stream: "s", epoch: "e2", to: 0)
+        #expect(feed.lastSeq(of: "s") == 1)
+        // A waiter of e2 at seq 1 sleeps until seq 2 arrives.
+        let woken = AsyncStream<Int64>.makeStream()
+        let waiter = Task {
+            await feed.wait(stream: "s", after: 1, epoch: "e2")
+            woken.continuation.yield(feed.lastSeq(of: "s"))
+        }
+        feed.appended(stream: "s", epoch: "e2", events: Self.events(2...2))
+        var iterator = woken.stream.makeAsyncIterator()
+        #expect(await iterator.next() == 2)
+        await waiter.value
+    }
 }
