@@ -138,7 +138,7 @@ struct Bench: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(20))
             }
             print("\(subscribers) subscribers ready; publishing \(rate) events/s for \(warmup) s warm-up + \(duration) s")
-            let window = Mutex<(cpu: Double, wall: ContinuousClock.Instant, machine: MachineCPU?)>((0, .now, nil))
+            let window = Mutex<(cpu: Double, wall: ContinuousClock.Instant, machine: MachineCPU?, switches: Int)>((0, .now, nil, 0))
             try await Self.connect(webSocketURL, logger: logger) { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"type":"hello","client":"\#(kind)-publisher"}"#))
                 let drain = Task { for try await _ in inbound.messages(maxSize: 1 << 20) {} }
@@ -150,7 +150,8 @@ struct Bench: AsyncParsableCommand {
                 while n < total {
                     if n == warm {
                         let cpu = serverPID.map(Self.cpuSeconds) ?? 0
-                        window.withLock { $0 = (cpu, ContinuousClock.now, MachineCPU.read()) }
+                        let switches = serverPID.map(Self.contextSwitches) ?? 0
+                        window.withLock { $0 = (cpu, ContinuousClock.now, MachineCPU.read(), switches) }
                         samples.windowStart.store(Self.monotonicNanos(), ordering: .relaxed)
                     }
                     let due = start + .seconds(Double(n) * interval)
@@ -164,9 +165,10 @@ struct Bench: AsyncParsableCommand {
                 drain.cancel()
             }
             // CPU over the publishing window; then give the last notifications time to arrive.
-            let (cpuStart, wallStart, machineStart) = window.withLock { $0 }
+            let (cpuStart, wallStart, machineStart, switchesStart) = window.withLock { $0 }
             let wall = (ContinuousClock.now - wallStart).seconds
             let cpu = (serverPID.map(Self.cpuSeconds) ?? 0) - cpuStart
+            let switches = (serverPID.map(Self.contextSwitches) ?? 0) - switchesStart
             let machine = MachineCPU.read().flatMap { end in machineStart.map { end.summary(since: $0) } }
             // Deliveries later than this settle time count as missing.
             try await Task.sleep(for: .seconds(2))
@@ -183,6 +185,11 @@ struct Bench: AsyncParsableCommand {
                     String(
                         format: "server CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.2f µs per delivered notification",
                         cpu, wall, cpu / wall * 100, perDelivery))
+                let events = max(samples.published.load(ordering: .relaxed), 1)
+                print(
+                    String(
+                        format: "server context switches: %.1f per published event (%.0f/s, all threads)", Double(switches) / Double(events),
+                        Double(switches) / wall))
             }
             if let machine { print(machine) }
         } catch {
@@ -309,6 +316,21 @@ struct Bench: AsyncParsableCommand {
             return String(rest.prefix { $0 != "\"" })
         }
         return String(rest.prefix { $0.isNumber })
+    }
+
+    /// Context switches (voluntary and not) of all of a process's threads so far, from
+    /// /proc/PID/task/*/status: each is a thread going to sleep or being preempted, which on this
+    /// VM costs tens of microseconds.
+    static func contextSwitches(_ pid: Int32) -> Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var total = 0
+        for task in tasks {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+            for line in status.split(separator: "\n") where line.contains("ctxt_switches:") {
+                total += Int(line.split(separator: "\t").last ?? "") ?? 0
+            }
+        }
+        return total
     }
 
     /// User + system CPU seconds of a process, from /proc/PID/stat.
