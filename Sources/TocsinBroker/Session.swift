@@ -151,6 +151,10 @@ final class Session: Sendable {
         send(.text(message.encoded))
     }
 
+    func send(_ message: ServerMessage, wakes: inout WakeBatch) {
+        send(.text(message.encoded), wakes: &wakes)
+    }
+
     /// The transport could not keep up (too many bytes waiting for the socket).
     func overflowed() {
         let wake = state.withLock { s -> Bool in

@@ -186,10 +186,10 @@ final class StreamDispatcher: Sendable {
 
     /// Matches committed events (in seq order; those at or before the position are skipped)
     /// and queues notifications; returns how many it queued (repetitive matches count when
-    /// flushed).
+    /// flushed). The tail's way in.
     @discardableResult
-    func dispatch(_ events: [StoredEvent], nowMillis: Int64) -> Int {
-        count(locked { s, wakes in s.dispatch(events, nowMillis: nowMillis, wakes: &wakes, dispatched: dispatched) })
+    func dispatch(_ events: [StoredEvent]) -> Int {
+        count(locked { s, wakes in s.dispatch(events, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched) })
     }
 
     /// The change feed's consumer: events this process has just committed, on the committing
@@ -239,8 +239,6 @@ final class StreamDispatcher: Sendable {
         }
     }
 
-    var attachedSubscriptions: [LiveSubscription] { state.withLock { s in s.attached.values.map(\.subscription) } }
-
     /// The stream was recreated: its epoch starts over at seq 0. Every attached subscription is
     /// recompiled against the new schema, told with a `subscribed` frame (no id, recovered
     /// false, seq 0), and stays live, so it gets the new epoch from its first event.
@@ -262,7 +260,7 @@ final class StreamDispatcher: Sendable {
                     old.params.count == definition.params.count
                 else {
                     _ = old.session.removeSubscription(old.id)
-                    old.session.send(.text(ServerMessage.unsubscribed(id: nil, subscription: old.id).encoded), wakes: &wakes)
+                    old.session.send(.unsubscribed(id: nil, subscription: old.id), wakes: &wakes)
                     continue
                 }
                 let renewed = LiveSubscription(id: old.id, session: old.session, channel: channel, params: old.params)
@@ -277,7 +275,7 @@ final class StreamDispatcher: Sendable {
                     SubscriptionInfo(
                         subscription: renewed.id, channel: channel.name, params: params, stream: stream,
                         position: StreamPosition(epoch: info.epoch, seq: 0), recovered: false))
-                renewed.session.send(.text(subscribed.encoded), wakes: &wakes)
+                renewed.session.send(subscribed, wakes: &wakes)
             }
         }
     }
@@ -317,7 +315,7 @@ final class StreamDispatcher: Sendable {
                         events = try await store.readEvents(stream: stream, after: from, limit: 1000)
                     }
                     guard let last = events.last else { break }
-                    dispatch(events, nowMillis: nowMillis())
+                    dispatch(events)
                     from = max(last.seq, position)
                     if from >= changes.lastSeq(of: stream) && events.count < 1000 { break }
                 }
