@@ -165,14 +165,35 @@ extension Broker {
 
     /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
     public func publish(stream name: String, events: [JSONValue]) async throws(TocsinError) -> (epoch: String, seqs: [Int64]) {
+        let bodies = try validated(stream: name, events: events)
+        let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies) }
+        committed(bodies.count)
+        return result
+    }
+
+    /// The same publish without waiting for the commit: throws at once if an event is invalid,
+    /// otherwise returns and later calls `completion` (on the store's commit thread; it must not
+    /// block). Publishes made one after another complete in that order.
+    func publish(
+        stream name: String, events: [JSONValue],
+        completion: @escaping @Sendable (Result<(epoch: String, seqs: [Int64]), TocsinError>) -> Void
+    ) throws(TocsinError) {
+        let bodies = try validated(stream: name, events: events)
+        store.append(stream: name, events: bodies) { [self] result in
+            if case .success = result { committed(bodies.count) }
+            completion(result.mapError { storeError("appending events", $0) })
+        }
+    }
+
+    /// The events' canonical bodies, or the first event's error (with its index in a batch).
+    private func validated(stream name: String, events: [JSONValue]) throws(TocsinError) -> [String] {
         guard !events.isEmpty else {
             throw TocsinError(.badRequest, "nothing to publish: the batch is empty")
         }
         guard events.count <= configuration.maxBatchEvents else {
             throw TocsinError(.tooLarge, "a batch may hold at most \(configuration.maxBatchEvents) events, got \(events.count)")
         }
-        let info = try catalog.requireStream(name)
-        let schema = info.definition.schema
+        let schema = try catalog.requireStream(name).definition.schema
         var bodies: [String] = []
         bodies.reserveCapacity(events.count)
         for (i, event) in events.enumerated() {
@@ -183,10 +204,12 @@ extension Broker {
                 throw TocsinError(error.code, events.count == 1 ? error.message : "events[\(i)]: \(error.message)")
             }
         }
-        let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies) }
-        metrics.publishedEvents.increment(by: Int64(bodies.count))
-        metrics.totals.published.add(bodies.count, ordering: .relaxed)
-        return result
+        return bodies
+    }
+
+    private func committed(_ count: Int) {
+        metrics.publishedEvents.increment(by: Int64(count))
+        metrics.totals.published.add(count, ordering: .relaxed)
     }
 
     /// Matching events of a subscription after `after` (notify-then-fetch). Scans at most

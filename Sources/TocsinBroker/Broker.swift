@@ -282,9 +282,12 @@ public final class Broker: Service, Sendable {
 func storeCall<T>(_ what: String, _ body: () async throws -> T) async throws(TocsinError) -> T {
     do {
         return try await body()
-    } catch let error as TocsinError {
-        throw error
     } catch {
-        throw TocsinError(.internalError, "store failure while \(what): \(error)")
+        throw storeError(what, error)
     }
+}
+
+/// A store's error as the broker reports it: its own errors as they are, anything else internal.
+func storeError(_ what: String, _ error: any Error) -> TocsinError {
+    (error as? TocsinError) ?? TocsinError(.internalError, "store failure while \(what): \(error)")
 }

@@ -21,6 +21,10 @@ public struct BrokerConfiguration: Sendable {
     public var maxMessageBytes = 1 << 20
     /// Most events in one publish batch.
     public var maxBatchEvents = 10_000
+    /// Publishes one WebSocket connection may have committing at once. The connection's next
+    /// frames are read while they commit (so a client can pipeline publishes, and they share
+    /// commits); past this many the broker stops reading from it until one is answered.
+    public var maxPipelinedPublishes = 256
     /// Frames a session may have queued before it counts as a slow consumer and is disconnected.
     public var maxQueuedFrames = 50_000
     /// Bytes a connection may have waiting for its socket before it counts as a slow consumer.

@@ -9,7 +9,9 @@ import TocsinCore
 import TocsinHTTP
 
 /// The WebSocket protocol at /v1/ws (docs/protocol.md). One task reads frames and handles them
-/// in order; one task drains the session's outbox to the socket; replays run beside them. A bad
+/// in order; publishes are pipelined (the task goes on reading while they commit, see
+/// `PublishWindow`), and every reply still goes out in request order. The session's outbox is
+/// drained to the socket on the channel's event loop; replays run beside the reader. A bad
 /// frame gets an `error` reply and the connection stays open; nothing a client sends can
 /// affect another client.
 struct WebSocketEndpoint: Sendable {
@@ -36,6 +38,7 @@ struct WebSocketEndpoint: Sendable {
         ) { session in
             Self.drain(session, to: channel, writer: writer.value, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
         }
+        let publishes = PublishWindow(capacity: configuration.maxPipelinedPublishes)
         metrics.sessionsOpened.increment()
         broker.opened(session)
         await withDiscardingTaskGroup { group in
@@ -44,18 +47,20 @@ struct WebSocketEndpoint: Sendable {
                 // can be answered with `too_large` instead of a dropped connection.
                 for try await message in inbound.messages(maxSize: configuration.maxMessageBytes * 4) {
                     guard case .text(let text) = message else {
+                        await publishes.drained()
                         metrics.protocolErrors.increment()
                         session.send(.error(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames")))
                         continue
                     }
                     let size = text.utf8.count
                     guard size <= configuration.maxMessageBytes else {
+                        await publishes.drained()
                         metrics.protocolErrors.increment()
                         session.send(
                             .error(id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)")))
                         continue
                     }
-                    for replay in await handle(text, session: session) {
+                    for replay in await handle(text, session: session, publishes: publishes) {
                         group.addTask { await replay.run() }
                     }
                 }
@@ -68,17 +73,24 @@ struct WebSocketEndpoint: Sendable {
         }
     }
 
-    /// Handles one client frame; returns replays to start once the reply is queued.
-    func handle(_ text: String, session: Session) async -> [PendingReplay] {
+    /// Handles one client frame; returns replays to start once the reply is queued. A publish
+    /// returns once it is queued for commit (its reply follows from the commit thread); anything
+    /// else first waits for the publishes before it to be answered.
+    func handle(_ text: String, session: Session, publishes: PublishWindow) async -> [PendingReplay] {
         let message: ClientMessage
         switch ClientMessage.decode(text.utf8) {
         case .failure(let e):
-            broker.metrics.protocolErrors.increment()
-            session.send(.error(id: e.id, e.error))
+            await publishes.drained()
+            reject(id: e.id, e.error, session: session)
             return []
         case .success(let m):
             message = m
         }
+        if case .publish(let id, let stream, let events, _) = message {
+            await publish(id: id, stream: stream, events: events, session: session, publishes: publishes)
+            return []
+        }
+        await publishes.drained()
         do {
             switch message {
             case .hello(let id, let client):
@@ -93,9 +105,8 @@ struct WebSocketEndpoint: Sendable {
             case .unsubscribe(let id, let subscription):
                 try await broker.unsubscribe(session: session, subscription: subscription)
                 session.send(.unsubscribed(id: id, subscription: subscription))
-            case .publish(let id, let stream, let events, _):
-                let (epoch, seqs) = try await broker.publish(stream: stream, events: events)
-                session.send(.published(id: id, stream: stream, epoch: epoch, seqs: seqs))
+            case .publish:
+                break  // pipelined, above
             case .ack(_, let subscription, let seq):
                 try broker.ack(session: session, subscription: subscription, seq: seq)
             case .fetch(let id, let subscription, let after, let limit):
@@ -107,14 +118,37 @@ struct WebSocketEndpoint: Sendable {
                 session.send(.pong(id: id))
             }
         } catch {
-            let error = TocsinError.from(error)
-            broker.metrics.protocolErrors.increment()
-            if error.code == .internalError {
-                session.logger.error("request failed", metadata: ["error": "\(error.message)"])
-            }
-            session.send(.error(id: message.id, error))
+            reject(id: message.id, TocsinError.from(error), session: session)
         }
         return []
+    }
+
+    /// Queues a publish for commit; the commit thread sends its reply. An invalid event is
+    /// answered here, once the publishes before it have been.
+    func publish(id: String?, stream: String, events: [JSONValue], session: Session, publishes: PublishWindow) async {
+        await publishes.begin()
+        do {
+            try broker.publish(stream: stream, events: events) { [self] result in
+                switch result {
+                case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs))
+                case .failure(let error): reject(id: id, error, session: session)
+                }
+                publishes.end()
+            }
+        } catch {
+            publishes.end()
+            await publishes.drained()
+            reject(id: id, error, session: session)
+        }
+    }
+
+    /// Answers a request with `error`.
+    func reject(id: String?, _ error: TocsinError, session: Session) {
+        broker.metrics.protocolErrors.increment()
+        if error.code == .internalError {
+            session.logger.error("request failed", metadata: ["error": "\(error.message)"])
+        }
+        session.send(.error(id: id, error))
     }
 
     /// Writes everything the session has queued to its socket, on the channel's event loop:

@@ -16,10 +16,12 @@ import TocsinCore
 /// Each request is all-or-nothing: it is checked (stream exists) before any of its rows is
 /// written, and a failure of the transaction fails every request in it.
 final class GroupCommitter: Sendable {
+    typealias Completion = @Sendable (Result<(epoch: String, seqs: [Int64]), any Error>) -> Void
+
     private struct Request {
         var stream: String
         var events: [String]
-        var continuation: CheckedContinuation<(epoch: String, seqs: [Int64]), any Error>
+        var completion: Completion
     }
 
     private struct State {
@@ -54,17 +56,23 @@ final class GroupCommitter: Sendable {
 
     func append(stream: String, events: [String]) async throws -> (epoch: String, seqs: [Int64]) {
         try await withCheckedThrowingContinuation { continuation in
-            let outcome = state.withLock { s -> (accepted: Bool, signal: Bool) in
-                guard !s.stopped else { return (false, false) }
-                s.queue.append(Request(stream: stream, events: events, continuation: continuation))
-                let signal = s.sleeping
-                s.sleeping = false
-                return (true, signal)
-            }
-            if outcome.signal { wake.signal() }
-            if !outcome.accepted {
-                continuation.resume(throwing: TocsinError(.unavailable, "the store is closed"))
-            }
+            append(stream: stream, events: events) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// Queues an append and returns at once; `completion` runs on the commit thread once the
+    /// request is durable or has failed. Requests complete in the order they were queued.
+    func append(stream: String, events: [String], completion: @escaping Completion) {
+        let outcome = state.withLock { s -> (accepted: Bool, signal: Bool) in
+            guard !s.stopped else { return (false, false) }
+            s.queue.append(Request(stream: stream, events: events, completion: completion))
+            let signal = s.sleeping
+            s.sleeping = false
+            return (true, signal)
+        }
+        if outcome.signal { wake.signal() }
+        if !outcome.accepted {
+            completion(.failure(TocsinError(.unavailable, "the store is closed")))
         }
     }
 
@@ -141,10 +149,7 @@ final class GroupCommitter: Sendable {
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
                 // Publishers first: their replies need not wait for the fan-out below.
                 for (request, outcome) in zip(batch, outcomes) {
-                    switch outcome {
-                    case .success(let r): request.continuation.resume(returning: r)
-                    case .failure(let e): request.continuation.resume(throwing: e)
-                    }
+                    request.completion(outcome.mapError { $0 })
                 }
                 // Still holding the writer, so the feed hears of commits in the order they were
                 // made, before any later transaction (a recreate's new epoch) can tell it more.
@@ -157,7 +162,7 @@ final class GroupCommitter: Sendable {
         } catch {
             logger.error("append transaction failed", metadata: ["error": "\(error)", "requests": "\(batch.count)"])
             for request in batch {
-                request.continuation.resume(throwing: TocsinError(.internalError, "the store could not commit the events: \(error)"))
+                request.completion(.failure(TocsinError(.internalError, "the store could not commit the events: \(error)")))
             }
         }
     }

@@ -271,6 +271,12 @@ public final class SQLiteStore: Store {
         try await committer.append(stream: stream, events: events)
     }
 
+    public func append(
+        stream: String, events: [String], completion: @escaping @Sendable (Result<(epoch: String, seqs: [Int64]), any Error>) -> Void
+    ) {
+        committer.append(stream: stream, events: events, completion: completion)
+    }
+
     public func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent] {
         try await pool.read { db in
             try Row.fetchAll(

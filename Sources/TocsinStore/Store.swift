@@ -58,6 +58,11 @@ public protocol Store: Sendable {
     /// Appends events (canonical JSON, already validated) in one all-or-nothing batch, group
     /// committed with other concurrent appends. Returns after the commit is durable.
     func append(stream: String, events: [String]) async throws -> (epoch: String, seqs: [Int64])
+    /// The same append, without waiting: returns at once and calls `completion` once the batch
+    /// is durable or has failed. Appends made one after another complete in that order, so a
+    /// connection can pipeline publishes and still answer them in order. `completion` runs on
+    /// the store's commit thread: it must not block.
+    func append(stream: String, events: [String], completion: @escaping @Sendable (Result<(epoch: String, seqs: [Int64]), any Error>) -> Void)
     /// Events with seq > `after`, oldest first.
     func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent]
 

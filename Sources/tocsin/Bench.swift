@@ -43,6 +43,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Publishers (throughput mode).")
     var publishers = 1
 
+    @Option(name: .customLong("in-flight"), help: "Publishes each publisher keeps unanswered on its connection (throughput mode).")
+    var inFlight = 1
+
     @Option(help: "Brokers (network mode).")
     var brokers = 3
 
@@ -202,7 +205,9 @@ struct Bench: AsyncParsableCommand {
 
     func throughput(webSocketURL: String, serverPID: Int32?, logger: Logger) async throws {
         let state = Samples()
-        print("\(publishers) publisher(s), one event at a time each, for \(warmup) s warm-up + \(duration) s")
+        let window = inFlight
+        let pace = window == 1 ? "one event at a time each" : "each with up to \(window) publishes in flight"
+        print("\(publishers) publisher(s), \(pace), for \(warmup) s warm-up + \(duration) s")
         try await withThrowingTaskGroup(of: Void.self) { group in
             for p in 0..<publishers {
                 group.addTask {
@@ -210,11 +215,19 @@ struct Bench: AsyncParsableCommand {
                         var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
                         var local: [Int64] = []
                         var n = 0
-                        while !state.finished.load(ordering: .relaxed) {
-                            n += 1
-                            let event = #"{"kind":"tp-\#(p)","severity":1,"location":{"lat":1.0,"lon":2.0},"area":"tp","time":1763900000000}"#
-                            let start = Self.monotonicNanos()
-                            try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies","event":\#(event)}"#))
+                        // Start times of the unanswered publishes; replies come in request order.
+                        var sent: [Int64] = []
+                        var answered = 0
+                        let event = #"{"kind":"tp-\#(p)","severity":1,"location":{"lat":1.0,"lon":2.0},"area":"tp","time":1763900000000}"#
+                        while true {
+                            while sent.count - answered < window && !state.finished.load(ordering: .relaxed) {
+                                n += 1
+                                sent.append(Self.monotonicNanos())
+                                try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies","event":\#(event)}"#))
+                            }
+                            guard answered < sent.count else { break }
+                            let start = sent[answered]
+                            answered += 1
                             guard case .text(let reply)? = try await iterator.next(), reply.hasPrefix(#"{"type":"published""#) else {
                                 throw ValidationError("publish failed")
                             }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TocsinCore
 @testable import TocsinStore
@@ -70,6 +71,32 @@ final class SQLiteStoreTests {
         #expect(try await good.seqs == [1])
         let failure = await bad
         #expect(throws: TocsinError.self) { _ = try failure.get() }
+    }
+
+    @Test func appendsWithoutWaitingCompleteInTheOrderMade() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.stream, recreate: false)
+        // 200 appends queued from one task without waiting (they share commits); every 10th
+        // names a stream that does not exist and fails alone, in its place.
+        let outcomes = Mutex<[(index: Int, seqs: [Int64]?)]>([])
+        let done = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            done.withLock { $0 = continuation }
+            for i in 0..<200 {
+                store.append(stream: i % 10 == 9 ? "missing" : "s", events: [#"{"n":\#(i)}"#]) { result in
+                    let count = outcomes.withLock { o in
+                        o.append((i, try? result.get().seqs))
+                        return o.count
+                    }
+                    if count == 200 { done.withLock { $0 }?.resume() }
+                }
+            }
+        }
+        let got = outcomes.withLock { $0 }
+        #expect(got.map(\.index) == Array(0..<200), "completions come in the order the appends were made")
+        #expect(got.filter { $0.seqs == nil }.map(\.index) == Array(stride(from: 9, to: 200, by: 10)))
+        #expect(got.compactMap(\.seqs).flatMap { $0 } == Array(1...180))
+        #expect(try await store.readEvents(stream: "s", after: 0, limit: 500).map(\.seq) == Array(1...180))
     }
 
     @Test func subscriptionsAreDurableAndAcksOnlyMoveForward() async throws {

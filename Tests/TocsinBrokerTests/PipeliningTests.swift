@@ -1,0 +1,95 @@
+import Synchronization
+import Testing
+import TocsinClient
+import TocsinCore
+import TocsinTesting
+
+@testable import TocsinBroker
+
+@Suite(.timeLimit(.minutes(1)))
+struct PipeliningTests {
+    /// 120 frames sent without waiting for any reply, through a window of 8 publishes: good
+    /// publishes, bad ones, a ping, a malformed frame and a subscribe among them. Every reply
+    /// comes in request order, seqs follow one another, and the subscribe (which waits for the
+    /// publishes before it) starts after all of them.
+    @Test func pipelinedRequestsAreAnsweredInTheOrderSent() async throws {
+        try await TestBroker.with({ $0.maxPipelinedPublishes = 8 }) { broker in
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                try await connection.send(text: #"{"type":"hello","id":"h","client":"pipeliner"}"#)
+                let event = emergency("flood", severity: 2).serialized
+                enum Expect { case published, error(String?, String), pong, subscribed }
+                var expected: [Expect] = []
+                var goodBefore = 0  // good publishes sent before the subscribe
+                for i in 0..<120 {
+                    switch i {
+                    case 30:
+                        try await connection.send(text: #"{"type":"publish","id":"p\#(i)","stream":"nowhere","event":\#(event)}"#)
+                        expected.append(.error("p\(i)", "unknown_stream"))
+                    case 31:
+                        try await connection.send(text: #"{"type":"publish","id":"p\#(i)","stream":"emergencies","event":{"kind":"fire"}}"#)
+                        expected.append(.error("p\(i)", "schema_violation"))
+                    case 50:
+                        try await connection.send(text: #"{"type":"ping","id":"p\#(i)"}"#)
+                        expected.append(.pong)
+                    case 60:
+                        try await connection.send(text: "{not json")
+                        expected.append(.error(nil, "bad_json"))
+                    case 70:
+                        try await connection.send(
+                            text: #"{"type":"subscribe","id":"p\#(i)","channel":"EmergenciesOfKind","params":{"kind":"fire"},"from":"latest"}"#)
+                        expected.append(.subscribed)
+                        goodBefore = expected.filter { if case .published = $0 { true } else { false } }.count
+                    default:
+                        try await connection.send(text: #"{"type":"publish","id":"p\#(i)","stream":"emergencies","event":\#(event)}"#)
+                        expected.append(.published)
+                    }
+                }
+                guard case .welcome = try await inbox.next() else { throw TestFailure("expected welcome first") }
+                var lastSeq: Int64 = 0
+                for (i, want) in expected.enumerated() {
+                    let reply = try await inbox.next()
+                    switch (want, reply) {
+                    case (.published, .published(let id, _, _, let seqs)):
+                        #expect(id == "p\(i)")
+                        #expect(seqs == [lastSeq + 1], "one seq after the last")
+                        lastSeq = seqs.last ?? lastSeq
+                    case (.error(let wantID, let wantCode), .error(let id, let code, _)):
+                        #expect(id == wantID)
+                        #expect(code == wantCode)
+                    case (.pong, .pong(let id)):
+                        #expect(id == "p\(i)")
+                    case (.subscribed, .subscribed(let id, let info)):
+                        #expect(id == "p\(i)")
+                        #expect(info.position.seq == Int64(goodBefore), "the subscribe saw every publish sent before it")
+                    default:
+                        throw TestFailure("reply \(i): expected \(want), got \(reply.encoded)")
+                    }
+                }
+                #expect(lastSeq == Int64(expected.count - 5))
+                #expect(await inbox.isQuiet(for: .milliseconds(100)))
+            }
+        }
+    }
+
+    @Test func theWindowHoldsAtMostItsCapacityAndDrains() async throws {
+        let window = PublishWindow(capacity: 2)
+        await window.begin()
+        await window.begin()
+        #expect(window.inFlight == 2)
+        let third = Task { await window.begin() }
+        try await waitUntil("the third publish waits for room") { window.isWaiting }
+        #expect(window.inFlight == 2)
+        window.end()
+        await third.value
+        #expect(window.inFlight == 2)
+        let drain = Task { await window.drained() }
+        try await waitUntil("drained waits for both") { window.isWaiting }
+        window.end()
+        #expect(window.isWaiting, "one is still in flight")
+        window.end()
+        await drain.value
+        #expect(window.inFlight == 0)
+        await window.drained()  // nothing in flight: returns at once
+    }
+}
