@@ -25,6 +25,8 @@ public struct BrokerConfiguration: Sendable {
     /// frames are read while they commit (so a client can pipeline publishes, and they share
     /// commits); past this many the broker stops reading from it until one is answered.
     public var maxPipelinedPublishes = 256
+    /// The same limit in bytes of those publishes' messages (a larger message is read alone).
+    public var maxPipelinedPublishBytes = 8 << 20
     /// Frames a session may have queued before it counts as a slow consumer and is disconnected.
     public var maxQueuedFrames = 50_000
     /// Bytes a connection may have waiting for its socket before it counts as a slow consumer.

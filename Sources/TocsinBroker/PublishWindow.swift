@@ -7,39 +7,51 @@ import Synchronization
 /// each sending its reply before it `end`s, so once none is in flight every earlier reply has
 /// been sent.
 ///
+/// The window bounds what one connection holds in memory: at most `capacity` publishes and
+/// `byteCapacity` bytes of their messages (one larger message is let in alone).
+///
 /// One reader waits at a time (the connection's reading task); `end` comes from the store's
 /// commit thread.
 final class PublishWindow: Sendable {
     private struct State {
         var inFlight = 0
-        /// The reader, waiting for `inFlight` to fall to `limit`.
-        var waiter: (limit: Int, continuation: CheckedContinuation<Void, Never>)?
+        var bytes = 0
+        /// The reader, waiting for at most `count` publishes and `bytes` bytes in flight.
+        var waiter: (count: Int, bytes: Int, continuation: CheckedContinuation<Void, Never>)?
+
+        func within(count: Int, bytes: Int) -> Bool { inFlight <= count && self.bytes <= bytes }
     }
 
-    /// Most publishes in flight; `begin` waits for room beyond it.
     let capacity: Int
+    let byteCapacity: Int
     private let state = Mutex(State())
 
-    init(capacity: Int) {
-        precondition(capacity >= 1)
+    init(capacity: Int, byteCapacity: Int) {
+        precondition(capacity >= 1 && byteCapacity >= 0)
         self.capacity = capacity
+        self.byteCapacity = byteCapacity
     }
 
     var inFlight: Int { state.withLock { $0.inFlight } }
+    var bytesInFlight: Int { state.withLock { $0.bytes } }
     /// The reader is waiting (for room, or for the window to drain).
     var isWaiting: Bool { state.withLock { $0.waiter != nil } }
 
-    /// Counts one more publish in flight, first waiting until there is room for it.
-    func begin() async {
-        await wait(untilAtMost: capacity - 1)
-        state.withLock { $0.inFlight += 1 }
+    /// Counts a publish of a `bytes`-long message in flight, first waiting until there is room.
+    func begin(bytes: Int) async {
+        await wait(count: capacity - 1, bytes: max(byteCapacity - bytes, 0))
+        state.withLock { s in
+            s.inFlight += 1
+            s.bytes += bytes
+        }
     }
 
-    /// One publish was answered.
-    func end() {
+    /// The publish begun with `bytes` was answered.
+    func end(bytes: Int) {
         let resume = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.inFlight -= 1
-            guard let waiter = s.waiter, s.inFlight <= waiter.limit else { return nil }
+            s.bytes -= bytes
+            guard let waiter = s.waiter, s.within(count: waiter.count, bytes: waiter.bytes) else { return nil }
             s.waiter = nil
             return waiter.continuation
         }
@@ -48,17 +60,17 @@ final class PublishWindow: Sendable {
 
     /// Returns once every publish begun so far has been answered.
     func drained() async {
-        await wait(untilAtMost: 0)
+        await wait(count: 0, bytes: 0)
     }
 
-    private func wait(untilAtMost limit: Int) async {
+    private func wait(count: Int, bytes: Int) async {
         // The common case (nothing to wait for) takes the lock once and does not suspend.
-        if state.withLock({ $0.inFlight <= limit }) { return }
+        if state.withLock({ $0.within(count: count, bytes: bytes) }) { return }
         await withCheckedContinuation { continuation in
             let ready = state.withLock { s -> Bool in
                 precondition(s.waiter == nil, "one reader per connection")
-                if s.inFlight <= limit { return true }
-                s.waiter = (limit, continuation)
+                if s.within(count: count, bytes: bytes) { return true }
+                s.waiter = (count, bytes, continuation)
                 return false
             }
             if ready { continuation.resume() }

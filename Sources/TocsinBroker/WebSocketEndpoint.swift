@@ -38,7 +38,7 @@ struct WebSocketEndpoint: Sendable {
         ) { session in
             Self.drain(session, to: channel, writer: writer.value, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
         }
-        let publishes = PublishWindow(capacity: configuration.maxPipelinedPublishes)
+        let publishes = PublishWindow(capacity: configuration.maxPipelinedPublishes, byteCapacity: configuration.maxPipelinedPublishBytes)
         metrics.sessionsOpened.increment()
         broker.opened(session)
         await withDiscardingTaskGroup { group in
@@ -87,7 +87,7 @@ struct WebSocketEndpoint: Sendable {
             message = m
         }
         if case .publish(let id, let stream, let events, _) = message {
-            await publish(id: id, stream: stream, events: events, session: session, publishes: publishes)
+            await publish(id: id, stream: stream, events: events, bytes: text.utf8.count, session: session, publishes: publishes)
             return []
         }
         await publishes.drained()
@@ -125,18 +125,18 @@ struct WebSocketEndpoint: Sendable {
 
     /// Queues a publish for commit; the commit thread sends its reply. An invalid event is
     /// answered here, once the publishes before it have been.
-    func publish(id: String?, stream: String, events: [JSONValue], session: Session, publishes: PublishWindow) async {
-        await publishes.begin()
+    func publish(id: String?, stream: String, events: [JSONValue], bytes: Int, session: Session, publishes: PublishWindow) async {
+        await publishes.begin(bytes: bytes)
         do {
             try broker.publish(stream: stream, events: events) { [self] result in
                 switch result {
                 case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs))
                 case .failure(let error): reject(id: id, error, session: session)
                 }
-                publishes.end()
+                publishes.end(bytes: bytes)
             }
         } catch {
-            publishes.end()
+            publishes.end(bytes: bytes)
             await publishes.drained()
             reject(id: id, error, session: session)
         }

@@ -8,12 +8,16 @@ import TocsinTesting
 
 @Suite(.timeLimit(.minutes(1)))
 struct PipeliningTests {
-    /// 120 frames sent without waiting for any reply, through a window of 8 publishes: good
-    /// publishes, bad ones, a ping, a malformed frame and a subscribe among them. Every reply
-    /// comes in request order, seqs follow one another, and the subscribe (which waits for the
-    /// publishes before it) starts after all of them.
-    @Test func pipelinedRequestsAreAnsweredInTheOrderSent() async throws {
-        try await TestBroker.with({ $0.maxPipelinedPublishes = 8 }) { broker in
+    /// 120 frames sent without waiting for any reply, through a window of 8 publishes (or of 1
+    /// byte: one publish at a time): good publishes, bad ones, a ping, a malformed frame and a
+    /// subscribe among them. Every reply comes in request order, seqs follow one another, and
+    /// the subscribe (which waits for the publishes before it) starts after all of them.
+    @Test(arguments: [(8, 8 << 20), (256, 1)])
+    func pipelinedRequestsAreAnsweredInTheOrderSent(window: (count: Int, bytes: Int)) async throws {
+        try await TestBroker.with({
+            $0.maxPipelinedPublishes = window.count
+            $0.maxPipelinedPublishBytes = window.bytes
+        }) { broker in
             try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
                 let inbox = Inbox(connection)
                 try await connection.send(text: #"{"type":"hello","id":"h","client":"pipeliner"}"#)
@@ -73,23 +77,43 @@ struct PipeliningTests {
     }
 
     @Test func theWindowHoldsAtMostItsCapacityAndDrains() async throws {
-        let window = PublishWindow(capacity: 2)
-        await window.begin()
-        await window.begin()
+        let window = PublishWindow(capacity: 2, byteCapacity: 1000)
+        await window.begin(bytes: 10)
+        await window.begin(bytes: 10)
         #expect(window.inFlight == 2)
-        let third = Task { await window.begin() }
+        let third = Task { await window.begin(bytes: 10) }
         try await waitUntil("the third publish waits for room") { window.isWaiting }
         #expect(window.inFlight == 2)
-        window.end()
+        window.end(bytes: 10)
         await third.value
         #expect(window.inFlight == 2)
         let drain = Task { await window.drained() }
         try await waitUntil("drained waits for both") { window.isWaiting }
-        window.end()
+        window.end(bytes: 10)
         #expect(window.isWaiting, "one is still in flight")
-        window.end()
+        window.end(bytes: 10)
         await drain.value
-        #expect(window.inFlight == 0)
+        #expect(window.inFlight == 0 && window.bytesInFlight == 0)
         await window.drained()  // nothing in flight: returns at once
+    }
+
+    @Test func theWindowHoldsAtMostItsBytesButLetsOneLargeMessageInAlone() async throws {
+        let window = PublishWindow(capacity: 100, byteCapacity: 1000)
+        await window.begin(bytes: 600)
+        let second = Task { await window.begin(bytes: 600) }
+        try await waitUntil("1200 bytes do not fit in 1000") { window.isWaiting }
+        window.end(bytes: 600)
+        await second.value
+        #expect(window.bytesInFlight == 600)
+        let huge = Task { await window.begin(bytes: 5000) }
+        try await waitUntil("a message over the limit waits for an empty window") { window.isWaiting }
+        window.end(bytes: 600)
+        await huge.value
+        #expect(window.bytesInFlight == 5000 && window.inFlight == 1)
+        let small = Task { await window.begin(bytes: 1) }
+        try await waitUntil("nothing joins it") { window.isWaiting }
+        window.end(bytes: 5000)
+        await small.value
+        #expect(window.bytesInFlight == 1)
     }
 }
