@@ -217,6 +217,8 @@ public final class Connection: Sendable {
     }
 
     /// Publishes events in one batch; returns their seqs after the broker committed them.
+    /// Concurrent calls on one connection are pipelined: the broker commits them together and
+    /// answers each in the order it was sent.
     public func publish(stream: String, events: [JSONValue]) async throws -> [Int64] {
         let reply = try await request { .publish(id: $0, stream: stream, events: events, batch: events.count != 1) }
         guard case .published(_, _, _, let seqs) = reply else { throw UnexpectedReply(reply) }

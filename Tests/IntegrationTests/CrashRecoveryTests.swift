@@ -17,6 +17,11 @@ struct CrashRecoveryTests {
         /// Notifications as the subscriber library yielded them (duplicates already dropped).
         let received = Mutex<[(seq: Int64, description: String)]>([])
         let connections = Atomic<Int>(0)
+        /// Publishes acknowledged, of any kind.
+        let published = Atomic<Int>(0)
+        /// The last event number handed out to a publish.
+        let counter = Atomic<Int>(0)
+        let stopPublishing = Atomic<Bool>(false)
     }
 
     static func event(_ i: Int, kind: String) -> JSONValue {
@@ -26,7 +31,16 @@ struct CrashRecoveryTests {
         ]
     }
 
-    @Test func everyAcknowledgedPublishIsDeliveredInOrderAcrossASigkill() async throws {
+    enum PublishPath: String, Sendable, CaseIterable {
+        /// One HTTP publish at a time.
+        case http
+        /// One WebSocket connection with up to 32 publishes in flight (pipelined), reconnecting
+        /// when the server is gone.
+        case pipelinedWebSocket
+    }
+
+    @Test(arguments: PublishPath.allCases)
+    func everyAcknowledgedPublishIsDeliveredInOrderAcrossASigkill(path: PublishPath) async throws {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
         var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory])
@@ -55,30 +69,47 @@ struct CrashRecoveryTests {
         try await waitUntil("the subscriber connected") { log.connections.load(ordering: .relaxed) >= 1 }
 
         // Publish continuously; only successful (acknowledged) publishes are expected.
-        let stopPublishing = Atomic<Bool>(false)
-        let published = Atomic<Int>(0)
+        /// Notes event `i` as acknowledged with `seq` (nil: it was not); true if it was.
+        let record: @Sendable (_ i: Int, _ seq: Int64?) -> Bool = { i, seq in
+            guard let seq else { return false }
+            if i % 3 != 0 { log.acknowledged.withLock { $0["n\(i)"] = seq } }
+            log.published.add(1, ordering: .relaxed)
+            return true
+        }
         let publisher = Task {
-            var i = 0
-            while !stopPublishing.load(ordering: .relaxed) {
-                i += 1
-                let kind = i % 3 == 0 ? "flood" : "fire"
-                if let reply = try? await HTTPCall.call(.POST, "\(base)/v1/streams/emergencies/events", body: Self.event(i, kind: kind)),
-                    let seq = reply["seq"]?.intValue
-                {
-                    if kind == "fire" { log.acknowledged.withLock { $0["n\(i)"] = seq } }
-                    published.add(1, ordering: .relaxed)
-                } else {
-                    try? await Task.sleep(for: .milliseconds(20))  // the server is down; retry pacing, not a wait for a condition
+            while !log.stopPublishing.load(ordering: .relaxed) {
+                switch path {
+                case .http:
+                    let i = log.counter.add(1, ordering: .relaxed).newValue
+                    let reply = try? await HTTPCall.call(
+                        .POST, "\(base)/v1/streams/emergencies/events", body: Self.event(i, kind: i % 3 == 0 ? "flood" : "fire"))
+                    if record(i, reply?["seq"]?.intValue) { continue }
+                case .pipelinedWebSocket:
+                    _ = try? await Connection.run(url: "ws://127.0.0.1:\(port)/v1/ws", logger: logger) { connection in
+                        try await withThrowingDiscardingTaskGroup { group in
+                            for _ in 0..<32 {
+                                group.addTask {
+                                    while !log.stopPublishing.load(ordering: .relaxed) {
+                                        let i = log.counter.add(1, ordering: .relaxed).newValue
+                                        let seqs = try await connection.publish(
+                                            stream: "emergencies", events: [Self.event(i, kind: i % 3 == 0 ? "flood" : "fire")])
+                                        _ = record(i, seqs.first)
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
+                try? await Task.sleep(for: .milliseconds(20))  // the server is down; retry pacing, not a wait for a condition
             }
         }
 
-        try await waitUntil("200 publishes before the crash") { published.load(ordering: .relaxed) >= 200 }
+        try await waitUntil("200 publishes before the crash") { log.published.load(ordering: .relaxed) >= 200 }
         server.kill(SIGKILL)
-        let beforeCrash = published.load(ordering: .relaxed)
+        let beforeCrash = log.published.load(ordering: .relaxed)
         server = try await ServerProcess(arguments: ["serve", "--port", "\(port)", "--data-dir", directory])
-        try await waitUntil("200 publishes after the restart") { published.load(ordering: .relaxed) >= beforeCrash + 200 }
-        stopPublishing.store(true, ordering: .relaxed)
+        try await waitUntil("200 publishes after the restart") { log.published.load(ordering: .relaxed) >= beforeCrash + 200 }
+        log.stopPublishing.store(true, ordering: .relaxed)
         await publisher.value
 
         let expected = log.acknowledged.withLock { $0 }
