@@ -129,7 +129,7 @@ let package = Package(
                 "TocsinClient",
             ]
         ),
-        .testTarget(name: "TocsinStoreTests", dependencies: ["TocsinStore", "TocsinCore"]),
+        .testTarget(name: "TocsinStoreTests", dependencies: ["TocsinStore", "TocsinCore", "TocsinTesting"]),
         .testTarget(
             name: "TocsinBrokerTests",
             dependencies: [

@@ -25,7 +25,8 @@ public func buildBroker(
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> BrokerApplication {
     let store = try SQLiteStore(
-        configuration: .init(path: configuration.databasePath, synchronousFull: configuration.durableCommits),
+        configuration: .init(
+            path: configuration.databasePath, synchronousFull: configuration.durableCommits, publishKeyWindow: configuration.publishKeyWindow),
         logger: logger)
     if configuration.seedExample {
         try await ExampleData.seed(store)

@@ -164,10 +164,12 @@ extension Broker {
     // MARK: Publishing and reading
 
     /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
-    public func publish(stream name: String, events: [JSONValue]) async throws(TocsinError) -> (epoch: String, seqs: [Int64]) {
+    /// With a `key` (`PublishKey`) the stream stored within the window, nothing is stored and
+    /// the result is that publish's, marked `duplicate`.
+    public func publish(stream name: String, events: [JSONValue], key: String? = nil) async throws(TocsinError) -> Appended {
         let bodies = try validated(stream: name, events: events)
-        let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies) }
-        committed(bodies.count)
+        let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies, key: key) }
+        committed(result, count: bodies.count)
         return result
     }
 
@@ -175,12 +177,12 @@ extension Broker {
     /// otherwise returns and later calls `completion` (on the store's commit thread; it must not
     /// block). Publishes made one after another complete in that order.
     func publish(
-        stream name: String, events: [JSONValue],
-        completion: @escaping @Sendable (Result<(epoch: String, seqs: [Int64]), TocsinError>) -> Void
+        stream name: String, events: [JSONValue], key: String?,
+        completion: @escaping @Sendable (Result<Appended, TocsinError>) -> Void
     ) throws(TocsinError) {
         let bodies = try validated(stream: name, events: events)
-        store.append(stream: name, events: bodies) { [self] result in
-            if case .success = result { committed(bodies.count) }
+        store.append(stream: name, events: bodies, key: key) { [self] result in
+            if case .success(let appended) = result { committed(appended, count: bodies.count) }
             completion(result.mapError { storeError("appending events", $0) })
         }
     }
@@ -207,7 +209,11 @@ extension Broker {
         return bodies
     }
 
-    private func committed(_ count: Int) {
+    private func committed(_ appended: Appended, count: Int) {
+        if appended.duplicate {
+            metrics.publishDuplicates.increment()
+            return
+        }
         metrics.publishedEvents.increment(by: Int64(count))
         metrics.totals.published.add(count, ordering: .relaxed)
     }

@@ -27,6 +27,9 @@ public struct BrokerConfiguration: Sendable {
     public var maxPipelinedPublishes = 256
     /// The same limit in bytes of those publishes' messages (a larger message is read alone).
     public var maxPipelinedPublishBytes = 8 << 20
+    /// How long the store remembers a publish key (`PublishKey`): a publish repeated with its
+    /// key within this time is not stored again.
+    public var publishKeyWindow: Duration = .seconds(120)
     /// Frames a session may have queued before it counts as a slow consumer and is disconnected.
     public var maxQueuedFrames = 50_000
     /// Bytes a connection may have waiting for its socket before it counts as a slow consumer.

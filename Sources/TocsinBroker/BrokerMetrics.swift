@@ -6,6 +6,8 @@ import Synchronization
 struct BrokerMetrics: Sendable {
     let publishedEvents = Counter(label: "tocsin_published_events_total")
     let publishRejected = Counter(label: "tocsin_publish_rejected_total")
+    /// Publishes not stored because their key had been (`PublishKey`).
+    let publishDuplicates = Counter(label: "tocsin_publish_duplicates_total")
     let sessionsOpened = Counter(label: "tocsin_sessions_opened_total")
     let sessionsClosed = Counter(label: "tocsin_sessions_closed_total")
     let slowConsumers = Counter(label: "tocsin_slow_consumer_disconnects_total")

@@ -67,10 +67,14 @@ struct HTTPAPI: Sendable {
                 let body = try await self.body(request)
                 let events: [JSONValue]
                 if case .array(let list) = body { events = list } else { events = [body] }
-                let (epoch, seqs) = try await broker.publish(stream: name, events: events)
-                var out: [String: JSONValue] = ["stream": .string(name), "epoch": .string(epoch), "seqs": .array(seqs.map { .int($0) })]
-                if case .array = body {} else { out["seq"] = .int(seqs[0]) }
-                return .json(JSONValue.object(out).serialized, status: .created)
+                let key = try request.headers[.idempotencyKey].map { key throws(TocsinError) in try PublishKey.validated(key) }
+                let published = try await broker.publish(stream: name, events: events, key: key)
+                var out: [String: JSONValue] = [
+                    "stream": .string(name), "epoch": .string(published.epoch), "seqs": .array(published.seqs.map { .int($0) }),
+                ]
+                if case .array = body {} else { out["seq"] = .int(published.seqs[0]) }
+                if published.duplicate { out["duplicate"] = true }
+                return .json(JSONValue.object(out).serialized, status: published.duplicate ? .ok : .created)
             }
         }
         router.get("/v1/streams/:name/events") { request, context in
@@ -200,4 +204,9 @@ extension IndexPlan {
         case .scan: return "scan"
         }
     }
+}
+
+extension HTTPField.Name {
+    /// A publish's key (`PublishKey`) over HTTP.
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
 }

@@ -39,6 +39,8 @@ final class PublishWindow: Sendable {
 
     /// Counts a publish of a `bytes`-long message in flight, first waiting until there is room.
     func begin(bytes: Int) async {
+        // Room for one more and its bytes. A message larger than the whole budget waits for
+        // `bytes == 0`: an empty window, so it goes alone.
         await wait(count: capacity - 1, bytes: max(byteCapacity - bytes, 0))
         state.withLock { s in
             s.inFlight += 1
@@ -51,6 +53,7 @@ final class PublishWindow: Sendable {
         let resume = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.inFlight -= 1
             s.bytes -= bytes
+            precondition(s.inFlight >= 0 && s.bytes >= 0, "a publish ended twice")
             guard let waiter = s.waiter, s.within(count: waiter.count, bytes: waiter.bytes) else { return nil }
             s.waiter = nil
             return waiter.continuation

@@ -38,7 +38,8 @@ struct WebSocketEndpoint: Sendable {
         ) { session in
             Self.drain(session, to: channel, writer: writer.value, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
         }
-        let publishes = PublishWindow(capacity: configuration.maxPipelinedPublishes, byteCapacity: configuration.maxPipelinedPublishBytes)
+        let publishes = PublishWindow(
+            capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0))
         metrics.sessionsOpened.increment()
         broker.opened(session)
         await withDiscardingTaskGroup { group in
@@ -74,8 +75,9 @@ struct WebSocketEndpoint: Sendable {
     }
 
     /// Handles one client frame; returns replays to start once the reply is queued. A publish
-    /// returns once it is queued for commit (its reply follows from the commit thread); anything
-    /// else first waits for the publishes before it to be answered.
+    /// returns once it is queued for commit (its reply follows from the commit thread), and an
+    /// ack once applied; anything else, and any error reply, first waits for the publishes
+    /// before it to be answered.
     func handle(_ text: String, session: Session, publishes: PublishWindow) async -> [PendingReplay] {
         let message: ClientMessage
         switch ClientMessage.decode(text.utf8) {
@@ -86,11 +88,22 @@ struct WebSocketEndpoint: Sendable {
         case .success(let m):
             message = m
         }
-        if case .publish(let id, let stream, let events, _) = message {
-            await publish(id: id, stream: stream, events: events, bytes: text.utf8.count, session: session, publishes: publishes)
+        switch message {
+        case .publish(let id, let stream, let events, _, let key):
+            await publish(id: id, stream: stream, events: events, key: key, bytes: text.utf8.count, session: session, publishes: publishes)
             return []
+        case .ack(let id, let subscription, let seq):
+            // No reply unless it fails, so it need not wait for the publishes before it.
+            do {
+                try broker.ack(session: session, subscription: subscription, seq: seq)
+            } catch {
+                await publishes.drained()
+                reject(id: id, error, session: session)
+            }
+            return []
+        default:
+            await publishes.drained()
         }
-        await publishes.drained()
         do {
             switch message {
             case .hello(let id, let client):
@@ -105,10 +118,8 @@ struct WebSocketEndpoint: Sendable {
             case .unsubscribe(let id, let subscription):
                 try await broker.unsubscribe(session: session, subscription: subscription)
                 session.send(.unsubscribed(id: id, subscription: subscription))
-            case .publish:
-                break  // pipelined, above
-            case .ack(_, let subscription, let seq):
-                try broker.ack(session: session, subscription: subscription, seq: seq)
+            case .publish, .ack:
+                break  // handled above, without waiting for earlier publishes
             case .fetch(let id, let subscription, let after, let limit):
                 guard let client = session.client else { throw TocsinError(.notIdentified, "send hello first") }
                 let fetched = try await broker.fetch(subscription: subscription, client: client, after: after, limit: limit)
@@ -125,12 +136,14 @@ struct WebSocketEndpoint: Sendable {
 
     /// Queues a publish for commit; the commit thread sends its reply. An invalid event is
     /// answered here, once the publishes before it have been.
-    func publish(id: String?, stream: String, events: [JSONValue], bytes: Int, session: Session, publishes: PublishWindow) async {
+    func publish(
+        id: String?, stream: String, events: [JSONValue], key: String?, bytes: Int, session: Session, publishes: PublishWindow
+    ) async {
         await publishes.begin(bytes: bytes)
         do {
-            try broker.publish(stream: stream, events: events) { [self] result in
+            try broker.publish(stream: stream, events: events, key: key) { [self] result in
                 switch result {
-                case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs))
+                case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs, duplicate: r.duplicate))
                 case .failure(let error): reject(id: id, error, session: session)
                 }
                 publishes.end(bytes: bytes)

@@ -218,10 +218,11 @@ public final class Connection: Sendable {
 
     /// Publishes events in one batch; returns their seqs after the broker committed them.
     /// Concurrent calls on one connection are pipelined: the broker commits them together and
-    /// answers each in the order it was sent.
-    public func publish(stream: String, events: [JSONValue]) async throws -> [Int64] {
-        let reply = try await request { .publish(id: $0, stream: stream, events: events, batch: events.count != 1) }
-        guard case .published(_, _, _, let seqs) = reply else { throw UnexpectedReply(reply) }
+    /// answers each in the order it was sent. With a `key` the stream already stored (within
+    /// the broker's window), nothing is stored again and the first publish's seqs come back.
+    public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> [Int64] {
+        let reply = try await request { .publish(id: $0, stream: stream, events: events, batch: events.count != 1, key: key) }
+        guard case .published(_, _, _, let seqs, _) = reply else { throw UnexpectedReply(reply) }
         return seqs
     }
 
@@ -256,7 +257,7 @@ extension ServerMessage {
     /// The request id a reply answers, if it is a reply.
     var replyID: String? {
         switch self {
-        case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _), .published(let id, _, _, _),
+        case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _), .published(let id, _, _, _, _),
             .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _):
             id
         case .notify, .migrate:

@@ -25,9 +25,12 @@ public enum HTTPCall {
     }()
 
     /// Sends a request and returns the status and the JSON body, whatever the status.
-    public static func send(_ method: Method, _ url: String, rawBody: String? = nil, timeout: Duration = .seconds(30)) async throws -> Reply {
+    public static func send(
+        _ method: Method, _ url: String, rawBody: String? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30)
+    ) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         request.method = HTTPMethod(rawValue: method.rawValue)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let rawBody {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: rawBody))
@@ -40,8 +43,10 @@ public enum HTTPCall {
     }
 
     /// Sends a request; a non-2xx reply throws its `{"error": {code, message}}` as a `TocsinError`.
-    public static func call(_ method: Method, _ url: String, body: JSONValue? = nil, timeout: Duration = .seconds(30)) async throws -> JSONValue {
-        let reply = try await send(method, url, rawBody: body?.serialized, timeout: timeout)
+    public static func call(
+        _ method: Method, _ url: String, body: JSONValue? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30)
+    ) async throws -> JSONValue {
+        let reply = try await send(method, url, rawBody: body?.serialized, headers: headers, timeout: timeout)
         guard (200..<300).contains(reply.status) else {
             if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
                 throw TocsinError(.init(rawValue: code), message)

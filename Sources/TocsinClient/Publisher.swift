@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 public import TocsinCore
 
@@ -5,13 +6,17 @@ public import TocsinCore
 /// that cannot be reached is skipped for the next one; an error the broker answered (a schema
 /// violation, an unknown stream) is thrown as it is.
 ///
-/// A publish whose reply is lost with its connection may or may not have been committed; it is
-/// retried once elsewhere, so an event can be stored twice in that rare case (at-least-once).
+/// Every publish carries a key (`PublishKey`; a fresh UUID unless the caller gives one). A publish
+/// whose reply is lost with its connection may or may not have been committed; it is retried
+/// elsewhere with the same key, so it is stored once: brokers of one network share the store,
+/// which remembers keys for two minutes by default.
 public struct Publisher: Sendable {
     public struct Published: Sendable, Hashable {
         public var broker: String
         public var epoch: String
         public var seqs: [Int64]
+        /// The key had been stored already (by this publish's earlier try, or by the caller's).
+        public var duplicate: Bool
     }
 
     let locator: BrokerLocator
@@ -20,16 +25,18 @@ public struct Publisher: Sendable {
         locator = BrokerLocator(configuration: .init(seeds: seeds, client: client), logger: logger)
     }
 
-    public func publish(stream: String, events: [JSONValue]) async throws -> Published {
+    public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> Published {
+        let key = key ?? UUID().uuidString.lowercased()
         var exclude: Set<String> = []
         var lastError: (any Error)?
         for _ in 0..<3 {
             let broker = try await locator.locate(exclude: exclude)
             do {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
-                let reply = try await HTTPCall.call(.POST, broker.httpURL + path, body: .array(events))
+                let reply = try await HTTPCall.call(.POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)])
                 return Published(
-                    broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue))
+                    broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue),
+                    duplicate: reply["duplicate"]?.boolValue ?? false)
             } catch let error as TocsinError where error.code != .unavailable {
                 throw error
             } catch {

@@ -14,13 +14,16 @@ import TocsinCore
 /// queued, and ends once `stop` is called and the queue is empty.
 ///
 /// Each request is all-or-nothing: it is checked (stream exists) before any of its rows is
-/// written, and a failure of the transaction fails every request in it.
+/// written, and a failure of the transaction fails every request in it. A request with a key
+/// its stream stored within the window stores nothing and gets that append's seqs, marked
+/// `duplicate` (the key is checked and recorded in the same transaction as the events).
 final class GroupCommitter: Sendable {
-    typealias Completion = @Sendable (Result<(epoch: String, seqs: [Int64]), any Error>) -> Void
+    typealias Completion = @Sendable (Result<Appended, any Error>) -> Void
 
     private struct Request {
         var stream: String
         var events: [String]
+        var key: String?
         var completion: Completion
     }
 
@@ -38,12 +41,15 @@ final class GroupCommitter: Sendable {
     /// Signalled once per time the thread went to sleep (`sleeping` true → false), never more.
     private let wake = DispatchSemaphore(value: 0)
     private let pool: DatabasePool
+    /// How long a publish key keeps a second append with it from being stored.
+    private let publishKeyWindowMillis: Int64
     private let logger: Logger
     /// Told of each request's committed events, in commit order, on the committing thread.
     private let onCommit: @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void
 
-    init(pool: DatabasePool, logger: Logger, onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
+    init(pool: DatabasePool, publishKeyWindowMillis: Int64, logger: Logger, onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
         self.pool = pool
+        self.publishKeyWindowMillis = publishKeyWindowMillis
         self.logger = logger
         self.onCommit = onCommit
         Thread.detachNewThread { [self] in
@@ -54,18 +60,18 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    func append(stream: String, events: [String]) async throws -> (epoch: String, seqs: [Int64]) {
+    func append(stream: String, events: [String], key: String?) async throws -> Appended {
         try await withCheckedThrowingContinuation { continuation in
-            append(stream: stream, events: events) { continuation.resume(with: $0) }
+            append(stream: stream, events: events, key: key) { continuation.resume(with: $0) }
         }
     }
 
     /// Queues an append and returns at once; `completion` runs on the commit thread once the
     /// request is durable or has failed. Requests complete in the order they were queued.
-    func append(stream: String, events: [String], completion: @escaping Completion) {
+    func append(stream: String, events: [String], key: String?, completion: @escaping Completion) {
         let outcome = state.withLock { s -> (accepted: Bool, signal: Bool) in
             guard !s.stopped else { return (false, false) }
-            s.queue.append(Request(stream: stream, events: events, completion: completion))
+            s.queue.append(Request(stream: stream, events: events, key: key, completion: completion))
             let signal = s.sleeping
             s.sleeping = false
             return (true, signal)
@@ -114,6 +120,14 @@ final class GroupCommitter: Sendable {
         }
     }
 
+    /// Where the append that stored `key` in `stream` within the window put its events, if one did.
+    private func storedKey(_ key: String, stream: String, db: Database, nowMillis: Int64) throws -> (seq: Int64, count: Int64)? {
+        let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT first_seq, count FROM publish_keys WHERE stream = ? AND key = ? AND created_at >= ?"),
+            arguments: [stream, key, nowMillis - publishKeyWindowMillis])
+        return row.map { ($0[0], $0[1]) }
+    }
+
     /// Commits `batch` in one transaction and settles every request, on this thread, as soon as
     /// it is durable; then tells the change feed (whose consumers dispatch the events here).
     private func commit(_ batch: [Request]) {
@@ -121,7 +135,7 @@ final class GroupCommitter: Sendable {
         let onCommit = self.onCommit
         do {
             try pool.writeWithoutTransaction { db in
-                var outcomes: [Result<(epoch: String, seqs: [Int64]), TocsinError>] = []
+                var outcomes: [Result<Appended, TocsinError>] = []
                 try db.inTransaction(.immediate) {
                     outcomes = []
                     let select = try db.cachedStatement(sql: "SELECT epoch, last_seq FROM streams WHERE name = ?")
@@ -134,6 +148,10 @@ final class GroupCommitter: Sendable {
                         }
                         let epoch: String = row[0]
                         var seq: Int64 = row[1]
+                        if let key = item.key, let first = try storedKey(key, stream: item.stream, db: db, nowMillis: now) {
+                            outcomes.append(.success(Appended(epoch: epoch, seqs: Array(first.seq..<first.seq + first.count), duplicate: true)))
+                            continue
+                        }
                         var seqs: [Int64] = []
                         seqs.reserveCapacity(item.events.count)
                         for body in item.events {
@@ -142,7 +160,13 @@ final class GroupCommitter: Sendable {
                             seqs.append(seq)
                         }
                         try update.execute(arguments: [seq, item.stream])
-                        outcomes.append(.success((epoch, seqs)))
+                        if let key = item.key {
+                            // OR REPLACE: a row of this key from before the window is forgotten.
+                            try db.cachedStatement(
+                                sql: "INSERT OR REPLACE INTO publish_keys (stream, key, first_seq, count, created_at) VALUES (?, ?, ?, ?, ?)"
+                            ).execute(arguments: [item.stream, key, seqs[0], seqs.count, now])
+                        }
+                        outcomes.append(.success(Appended(epoch: epoch, seqs: seqs)))
                     }
                     return .commit
                 }
@@ -154,7 +178,7 @@ final class GroupCommitter: Sendable {
                 // Still holding the writer, so the feed hears of commits in the order they were
                 // made, before any later transaction (a recreate's new epoch) can tell it more.
                 for (request, outcome) in zip(batch, outcomes) {
-                    if case .success(let r) = outcome {
+                    if case .success(let r) = outcome, !r.duplicate {
                         onCommit(request.stream, r.epoch, zip(r.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: now, json: $1) })
                     }
                 }

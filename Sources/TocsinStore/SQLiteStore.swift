@@ -12,14 +12,18 @@ public final class SQLiteStore: Store {
         public var path: String
         /// `FULL` makes every group commit survive power loss; `NORMAL` survives process crashes only.
         public var synchronousFull: Bool = true
-        public init(path: String, synchronousFull: Bool = true) {
+        /// How long a publish key is remembered (`PublishKey`).
+        public var publishKeyWindow: Duration = .seconds(120)
+        public init(path: String, synchronousFull: Bool = true, publishKeyWindow: Duration = .seconds(120)) {
             self.path = path
             self.synchronousFull = synchronousFull
+            self.publishKeyWindow = publishKeyWindow
         }
     }
 
     let pool: DatabasePool
     let path: String
+    let publishKeyWindowMillis: Int64
     let logger: Logger
     public let changes: ChangeFeed
     let committer: GroupCommitter
@@ -49,6 +53,9 @@ public final class SQLiteStore: Store {
         }
         self.pool = pool
         self.path = configuration.path
+        let window = Int64(configuration.publishKeyWindow.components.seconds * 1000)
+            + configuration.publishKeyWindow.components.attoseconds / 1_000_000_000_000_000
+        self.publishKeyWindowMillis = window
         self.logger = logger
         let feed = ChangeFeed()
         self.changes = feed
@@ -59,7 +66,7 @@ public final class SQLiteStore: Store {
         watcherConfig.label = "tocsin-watcher"
         self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
         // Last: it starts a thread, which only `deinit` (run once every property is set) stops.
-        self.committer = GroupCommitter(pool: pool, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
+        self.committer = GroupCommitter(pool: pool, publishKeyWindowMillis: window, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try refreshChanges()
     }
 
@@ -203,6 +210,20 @@ public final class SQLiteStore: Store {
                     CREATE INDEX subscriptions_by_channel ON subscriptions (channel);
                     """)
         }
+        m.registerMigration("v2: publish keys") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE publish_keys (
+                        stream TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        first_seq INTEGER NOT NULL,
+                        count INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (stream, key)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX publish_keys_by_age ON publish_keys (created_at);
+                    """)
+        }
         return m
     }
 
@@ -226,6 +247,7 @@ public final class SQLiteStore: Store {
                         "stream '\(definition.name)' exists with different fields; PUT with ?recreate=true drops its events and starts a new epoch")
                 }
                 try db.execute(sql: "DELETE FROM events WHERE stream = ?", arguments: [definition.name])
+                try db.execute(sql: "DELETE FROM publish_keys WHERE stream = ?", arguments: [definition.name])
                 let epoch = Self.newEpoch()
                 try db.execute(
                     sql: "UPDATE streams SET definition = ?, epoch = ?, last_seq = 0, first_seq = 1, created_at = ? WHERE name = ?",
@@ -267,14 +289,12 @@ public final class SQLiteStore: Store {
 
     // MARK: Events
 
-    public func append(stream: String, events: [String]) async throws -> (epoch: String, seqs: [Int64]) {
-        try await committer.append(stream: stream, events: events)
+    public func append(stream: String, events: [String], key: String?) async throws -> Appended {
+        try await committer.append(stream: stream, events: events, key: key)
     }
 
-    public func append(
-        stream: String, events: [String], completion: @escaping @Sendable (Result<(epoch: String, seqs: [Int64]), any Error>) -> Void
-    ) {
-        committer.append(stream: stream, events: events, completion: completion)
+    public func append(stream: String, events: [String], key: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void) {
+        committer.append(stream: stream, events: events, key: key, completion: completion)
     }
 
     public func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent] {
@@ -401,7 +421,8 @@ public final class SQLiteStore: Store {
     // MARK: Retention
 
     public func enforceRetention(nowMillis: Int64) async throws -> Int {
-        try await write { db in
+        let keysBefore = nowMillis - publishKeyWindowMillis
+        return try await write { db in
             var deleted = 0
             for info in try Self.fetchStreams(db) {
                 let retention = info.definition.retention
@@ -420,6 +441,7 @@ public final class SQLiteStore: Store {
                 try db.execute(
                     sql: "UPDATE streams SET first_seq = ? WHERE name = ?", arguments: [first ?? info.lastSeq + 1, info.name])
             }
+            try db.execute(sql: "DELETE FROM publish_keys WHERE created_at < ?", arguments: [keysBefore])
             return deleted
         }
     }

@@ -40,6 +40,27 @@ public struct SubscriptionRecord: Sendable, Hashable {
     public var ackedSeq: Int64
 }
 
+/// Where an append's events went.
+public struct Appended: Sendable, Hashable {
+    public var epoch: String
+    /// Consecutive, in the order the events were given.
+    public var seqs: [Int64]
+    /// The key had been stored: nothing was appended, `seqs` are the first append's.
+    public var duplicate: Bool
+
+    public init(epoch: String, seqs: [Int64], duplicate: Bool = false) {
+        self.epoch = epoch
+        self.seqs = seqs
+        self.duplicate = duplicate
+    }
+}
+
+extension Store {
+    public func append(stream: String, events: [String]) async throws -> Appended {
+        try await append(stream: stream, events: events, key: nil)
+    }
+}
+
 /// What the store did with `putStream`.
 public enum PutOutcome: Sendable, Hashable {
     case created
@@ -56,13 +77,18 @@ public protocol Store: Sendable {
     func stream(named name: String) async throws -> StreamInfo?
 
     /// Appends events (canonical JSON, already validated) in one all-or-nothing batch, group
-    /// committed with other concurrent appends. Returns after the commit is durable.
-    func append(stream: String, events: [String]) async throws -> (epoch: String, seqs: [Int64])
+    /// committed with other concurrent appends. Returns after the commit is durable. With a
+    /// `key` (`PublishKey`) that the stream stored within the dedupe window, nothing is stored
+    /// and the result is the first append's, marked `duplicate`; the check and the append are
+    /// one transaction, so of concurrent appends with one key exactly one is stored.
+    func append(stream: String, events: [String], key: String?) async throws -> Appended
     /// The same append, without waiting: returns at once and calls `completion` once the batch
     /// is durable or has failed. Appends made one after another complete in that order, so a
     /// connection can pipeline publishes and still answer them in order. `completion` runs on
-    /// the store's commit thread: it must not block.
-    func append(stream: String, events: [String], completion: @escaping @Sendable (Result<(epoch: String, seqs: [Int64]), any Error>) -> Void)
+    /// the store's commit thread, while it holds the writer: it must be brief and must not
+    /// block. (Once the store is closed, which only happens when it is freed, an append fails
+    /// at once with `unavailable` on the caller's thread.)
+    func append(stream: String, events: [String], key: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void)
     /// Events with seq > `after`, oldest first.
     func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent]
 

@@ -23,6 +23,9 @@ struct Publish: AsyncParsableCommand {
     @Flag(help: "Fill a missing 'time' field with the current time.")
     var now = false
 
+    @Option(help: "The publish's key: run again with the same key (within the broker's window, 2 minutes by default), it is not stored twice. A fresh one by default.")
+    var key: String?
+
     func run() async throws {
         var texts = events
         if texts.isEmpty {
@@ -42,8 +45,13 @@ struct Publish: AsyncParsableCommand {
         guard !parsed.isEmpty else { throw ValidationError("no events to publish") }
         var logger = Logger(label: "tocsin.publish")
         logger.logLevel = .warning
-        let published = try await Publisher(seeds: server.seeds, logger: logger).publish(stream: stream, events: parsed)
-        let seqs = published.seqs
-        print("published \(seqs.count) event(s) to \(stream) via \(published.broker): seq \(seqs.map(String.init).joined(separator: ", "))")
+        if let key { _ = try PublishKey.validated(key) }
+        let published = try await Publisher(seeds: server.seeds, logger: logger).publish(stream: stream, events: parsed, key: key)
+        let seqs = published.seqs.map(String.init).joined(separator: ", ")
+        if published.duplicate {
+            print("already published with key \(key ?? ""): \(published.seqs.count) event(s) in \(stream), seq \(seqs); nothing stored")
+        } else {
+            print("published \(published.seqs.count) event(s) to \(stream) via \(published.broker): seq \(seqs)")
+        }
     }
 }

@@ -22,6 +22,19 @@ struct CrashRecoveryTests {
         /// The last event number handed out to a publish.
         let counter = Atomic<Int>(0)
         let stopPublishing = Atomic<Bool>(false)
+        /// Event numbers whose publish was sent and not answered (its connection went away).
+        let unanswered = Mutex<[Int]>([])
+        /// Publishes sent again after their connection went away.
+        let resent = Atomic<Int>(0)
+
+        /// The next event to publish: an unanswered one first.
+        func next() -> Int {
+            if let i = unanswered.withLock({ $0.popLast() }) {
+                resent.add(1, ordering: .relaxed)
+                return i
+            }
+            return counter.add(1, ordering: .relaxed).newValue
+        }
     }
 
     static func event(_ i: Int, kind: String) -> JSONValue {
@@ -35,8 +48,21 @@ struct CrashRecoveryTests {
         /// One HTTP publish at a time.
         case http
         /// One WebSocket connection with up to 32 publishes in flight (pipelined), reconnecting
-        /// when the server is gone.
-        case pipelinedWebSocket
+        /// when the server is gone and sending the unanswered publishes again with their keys:
+        /// every event is then stored exactly once.
+        case pipelinedWebSocketWithKeys
+    }
+
+    /// Publishes event `i` with its key; one whose connection fails goes back on the list of
+    /// unanswered publishes.
+    static func publishKeyed(_ i: Int, on connection: Connection, log: Log, record: (Int, Int64?) -> Bool) async throws {
+        do {
+            let seqs = try await connection.publish(stream: "emergencies", events: [event(i, kind: i % 3 == 0 ? "flood" : "fire")], key: "n\(i)")
+            _ = record(i, seqs.first)
+        } catch {
+            log.unanswered.withLock { $0.append(i) }
+            throw error
+        }
     }
 
     @Test(arguments: PublishPath.allCases)
@@ -84,16 +110,13 @@ struct CrashRecoveryTests {
                     let reply = try? await HTTPCall.call(
                         .POST, "\(base)/v1/streams/emergencies/events", body: Self.event(i, kind: i % 3 == 0 ? "flood" : "fire"))
                     if record(i, reply?["seq"]?.intValue) { continue }
-                case .pipelinedWebSocket:
+                case .pipelinedWebSocketWithKeys:
                     _ = try? await Connection.run(url: "ws://127.0.0.1:\(port)/v1/ws", logger: logger) { connection in
                         try await withThrowingDiscardingTaskGroup { group in
                             for _ in 0..<32 {
                                 group.addTask {
                                     while !log.stopPublishing.load(ordering: .relaxed) {
-                                        let i = log.counter.add(1, ordering: .relaxed).newValue
-                                        let seqs = try await connection.publish(
-                                            stream: "emergencies", events: [Self.event(i, kind: i % 3 == 0 ? "flood" : "fire")])
-                                        _ = record(i, seqs.first)
+                                        try await Self.publishKeyed(log.next(), on: connection, log: log, record: record)
                                     }
                                 }
                             }
@@ -111,6 +134,17 @@ struct CrashRecoveryTests {
         try await waitUntil("200 publishes after the restart") { log.published.load(ordering: .relaxed) >= beforeCrash + 200 }
         log.stopPublishing.store(true, ordering: .relaxed)
         await publisher.value
+        if path == .pipelinedWebSocketWithKeys {
+            // The publishes left unanswered at the crash, once more: now every event is stored.
+            try await Connection.run(url: "ws://127.0.0.1:\(port)/v1/ws", logger: logger) { connection in
+                while !log.unanswered.withLock({ $0.isEmpty }) {
+                    try await Self.publishKeyed(log.next(), on: connection, log: log, record: record)
+                }
+            }
+            let fires = (1...log.counter.load(ordering: .relaxed)).filter { $0 % 3 != 0 }.map { "n\($0)" }
+            #expect(Set(log.acknowledged.withLock { $0.keys }) == Set(fires), "every event sent was acknowledged at last")
+            #expect(log.resent.load(ordering: .relaxed) > 0, "publishes in flight at the crash were sent again")
+        }
 
         let expected = log.acknowledged.withLock { $0 }
         try await waitUntil("every acknowledged fire event delivered", timeout: .seconds(30)) {
@@ -124,6 +158,9 @@ struct CrashRecoveryTests {
         #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "strictly increasing seqs, no duplicates")
         for (seq, description) in received where expected[description] != nil {
             #expect(expected[description] == seq, "\(description) arrived with the seq its publish was acknowledged with")
+        }
+        if path == .pipelinedWebSocketWithKeys {
+            #expect(received.count == expected.count, "each event stored once: resending with its key stored no duplicate")
         }
         #expect(log.connections.load(ordering: .relaxed) >= 2, "the subscriber reconnected after the crash")
         #expect(expected.count > 250)

@@ -9,8 +9,8 @@ import TocsinTesting
 @Suite(.timeLimit(.minutes(1)))
 struct PipeliningTests {
     /// 120 frames sent without waiting for any reply, through a window of 8 publishes (or of 1
-    /// byte: one publish at a time): good publishes, bad ones, a ping, a malformed frame and a
-    /// subscribe among them. Every reply comes in request order, seqs follow one another, and
+    /// byte: one publish at a time): good publishes, bad ones, a ping, a malformed frame, a bad
+    /// ack and a subscribe among them. Every reply comes in request order, seqs follow one another, and
     /// the subscribe (which waits for the publishes before it) starts after all of them.
     @Test(arguments: [(8, 8 << 20), (256, 1)])
     func pipelinedRequestsAreAnsweredInTheOrderSent(window: (count: Int, bytes: Int)) async throws {
@@ -39,6 +39,9 @@ struct PipeliningTests {
                     case 60:
                         try await connection.send(text: "{not json")
                         expected.append(.error(nil, "bad_json"))
+                    case 90:
+                        try await connection.send(text: #"{"type":"ack","id":"p\#(i)","subscription":"s_nope","seq":1}"#)
+                        expected.append(.error("p\(i)", "unknown_subscription"))
                     case 70:
                         try await connection.send(
                             text: #"{"type":"subscribe","id":"p\#(i)","channel":"EmergenciesOfKind","params":{"kind":"fire"},"from":"latest"}"#)
@@ -54,7 +57,7 @@ struct PipeliningTests {
                 for (i, want) in expected.enumerated() {
                     let reply = try await inbox.next()
                     switch (want, reply) {
-                    case (.published, .published(let id, _, _, let seqs)):
+                    case (.published, .published(let id, _, _, let seqs, _)):
                         #expect(id == "p\(i)")
                         #expect(seqs == [lastSeq + 1], "one seq after the last")
                         lastSeq = seqs.last ?? lastSeq
@@ -70,7 +73,7 @@ struct PipeliningTests {
                         throw TestFailure("reply \(i): expected \(want), got \(reply.encoded)")
                     }
                 }
-                #expect(lastSeq == Int64(expected.count - 5))
+                #expect(lastSeq == Int64(expected.count - 6))
                 #expect(await inbox.isQuiet(for: .milliseconds(100)))
             }
         }

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import TocsinCore
+import TocsinTesting
 @testable import TocsinStore
 
 @Suite(.timeLimit(.minutes(1)))
@@ -44,7 +45,7 @@ final class SQLiteStoreTests {
                 group.addTask {
                     var seqs: [Int64] = []
                     for i in 0..<50 {
-                        let (_, s) = try await store.append(stream: "s", events: [#"{"n":\#(p * 1000 + i)}"#, #"{"n":-1}"#])
+                        let s = try await store.append(stream: "s", events: [#"{"n":\#(p * 1000 + i)}"#, #"{"n":-1}"#]).seqs
                         #expect(s.count == 2 && s[1] == s[0] + 1, "a batch's seqs are consecutive")
                         seqs += s
                     }
@@ -83,7 +84,7 @@ final class SQLiteStoreTests {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             done.withLock { $0 = continuation }
             for i in 0..<200 {
-                store.append(stream: i % 10 == 9 ? "missing" : "s", events: [#"{"n":\#(i)}"#]) { result in
+                store.append(stream: i % 10 == 9 ? "missing" : "s", events: [#"{"n":\#(i)}"#], key: nil) { result in
                     let count = outcomes.withLock { o in
                         o.append((i, try? result.get().seqs))
                         return o.count
@@ -97,6 +98,51 @@ final class SQLiteStoreTests {
         #expect(got.filter { $0.seqs == nil }.map(\.index) == Array(stride(from: 9, to: 200, by: 10)))
         #expect(got.compactMap(\.seqs).flatMap { $0 } == Array(1...180))
         #expect(try await store.readEvents(stream: "s", after: 0, limit: 500).map(\.seq) == Array(1...180))
+    }
+
+    @Test func anAppendWithAStoredKeyStoresNothingAndGetsTheFirstSeqs() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.stream, recreate: false)
+        let other = try StreamDefinition(name: "t", json: ["fields": [["name": "n", "type": "int"]]])
+        _ = try await store.putStream(other, recreate: false)
+        let first = try await store.append(stream: "s", events: [#"{"n":1}"#, #"{"n":2}"#], key: "k1")
+        #expect(first == Appended(epoch: first.epoch, seqs: [1, 2], duplicate: false))
+        let again = try await store.append(stream: "s", events: [#"{"n":99}"#], key: "k1")
+        #expect(again == Appended(epoch: first.epoch, seqs: [1, 2], duplicate: true), "the first publish's seqs, whatever the second carries")
+        #expect(try await store.append(stream: "t", events: [#"{"n":1}"#], key: "k1").duplicate == false, "keys are per stream")
+        #expect(try await store.append(stream: "s", events: [#"{"n":3}"#]).seqs == [3], "no key: always stored")
+        #expect(try await store.readEvents(stream: "s", after: 0, limit: 10).map(\.json) == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
+        #expect(store.changes.lastSeq(of: "s") == 3, "a duplicate tells the feed nothing")
+
+        // Queued together (one transaction): exactly one of them is stored.
+        async let a = store.append(stream: "s", events: [#"{"n":4}"#], key: "k2")
+        async let b = store.append(stream: "s", events: [#"{"n":5}"#], key: "k2")
+        let (ra, rb) = try await (a, b)
+        #expect(ra.seqs == rb.seqs && ra.seqs.count == 1 && ra.duplicate != rb.duplicate)
+        #expect(try await store.readEvents(stream: "s", after: 3, limit: 10).count == 1)
+
+        // Survives reopening the store (it is in the database, not in memory).
+        let reopened = try open()
+        #expect(try await reopened.append(stream: "s", events: [#"{"n":6}"#], key: "k1").duplicate)
+
+        // A recreated stream forgets its keys with its events.
+        _ = try await reopened.putStream(Self.stream, recreate: true)
+        #expect(try await reopened.append(stream: "s", events: [#"{"n":7}"#], key: "k1") == Appended(epoch: try #require(await reopened.stream(named: "s")).epoch, seqs: [1]))
+    }
+
+    @Test func publishKeysAreForgottenAfterTheWindow() async throws {
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, publishKeyWindow: .milliseconds(300)))
+        _ = try await store.putStream(Self.stream, recreate: false)
+        let stored = TimeFormat.nowMillis()
+        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").seqs == [1])
+        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").duplicate)
+        try await TocsinTesting.waitUntil("the key's window has passed") { TimeFormat.nowMillis() > stored + 400 }
+        // Checked by age at append: stored again, and remembered again.
+        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k") == Appended(epoch: try #require(await store.stream(named: "s")).epoch, seqs: [2]))
+        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").duplicate)
+        // Retention deletes the rows of keys past the window.
+        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis() + 1_000)
+        #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM publish_keys") } == 0)
     }
 
     @Test func subscriptionsAreDurableAndAcksOnlyMoveForward() async throws {

@@ -4,14 +4,15 @@ public enum ClientMessage: Sendable, Hashable {
     case hello(id: String?, client: String?)
     case subscribe(id: String?, channel: String, params: [String: JSONValue], from: StartPosition)
     case unsubscribe(id: String?, subscription: String)
-    case publish(id: String?, stream: String, events: [JSONValue], batch: Bool)
+    /// `key`: the publisher's idempotency key (see `PublishKey`), if it gave one.
+    case publish(id: String?, stream: String, events: [JSONValue], batch: Bool, key: String? = nil)
     case ack(id: String?, subscription: String, seq: Int64)
     case fetch(id: String?, subscription: String, after: Int64, limit: Int)
     case ping(id: String?)
 
     public var id: String? {
         switch self {
-        case .hello(let id, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _),
+        case .hello(let id, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _, _),
             .ack(let id, _, _), .fetch(let id, _, _, _), .ping(let id):
             id
         }
@@ -85,14 +86,20 @@ extension ClientMessage {
             return .unsubscribe(id: id, subscription: try string("subscription"))
         case "publish":
             let stream = try string("stream")
+            let key: String?
+            switch o["key"] {
+            case nil, .null?: key = nil
+            case .string(let k)?: key = try PublishKey.validated(k)
+            default: throw TocsinError(.badRequest, "'key' must be a string")
+            }
             if let event = o["event"] {
                 if o["events"] != nil { throw TocsinError(.badRequest, "'publish' takes 'event' or 'events', not both") }
-                return .publish(id: id, stream: stream, events: [event], batch: false)
+                return .publish(id: id, stream: stream, events: [event], batch: false, key: key)
             }
             guard case .array(let events)? = o["events"], !events.isEmpty else {
                 throw TocsinError(.badRequest, "'publish' needs an 'event' object or a non-empty 'events' array")
             }
-            return .publish(id: id, stream: stream, events: events, batch: true)
+            return .publish(id: id, stream: stream, events: events, batch: true, key: key)
         case "ack":
             let seq = try int("seq")
             guard seq >= 0 else { throw TocsinError(.badRequest, "'seq' must not be negative") }
@@ -144,9 +151,10 @@ extension ClientMessage {
         case .unsubscribe(_, let subscription):
             o["type"] = "unsubscribe"
             o["subscription"] = .string(subscription)
-        case .publish(_, let stream, let events, let batch):
+        case .publish(_, let stream, let events, let batch, let key):
             o["type"] = "publish"
             o["stream"] = .string(stream)
+            if let key { o["key"] = .string(key) }
             if batch || events.count != 1 { o["events"] = .array(events) } else { o["event"] = events[0] }
         case .ack(_, let subscription, let seq):
             o["type"] = "ack"

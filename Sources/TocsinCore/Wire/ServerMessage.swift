@@ -64,7 +64,8 @@ public enum ServerMessage: Sendable, Hashable {
     case welcome(id: String?, session: String, broker: String, client: String, subscriptions: [SubscriptionInfo])
     case subscribed(id: String?, SubscriptionInfo)
     case unsubscribed(id: String?, subscription: String)
-    case published(id: String?, stream: String, epoch: String, seqs: [Int64])
+    /// `duplicate`: the publish's key had been stored already, so nothing was stored; `seqs` are the first publish's.
+    case published(id: String?, stream: String, epoch: String, seqs: [Int64], duplicate: Bool = false)
     case notify(subscription: String, seq: Int64, Notification)
     case fetched(id: String?, subscription: String, events: [EventPayload], seq: Int64)
     case pong(id: String?)
@@ -107,13 +108,14 @@ extension ServerMessage {
             out += "\"unsubscribed\""
             id(i)
             field("subscription", .string(sub))
-        case .published(let i, let stream, let epoch, let seqs):
+        case .published(let i, let stream, let epoch, let seqs, let duplicate):
             out += "\"published\""
             id(i)
             field("stream", .string(stream))
             field("epoch", .string(epoch))
             field("seq", .int(seqs.last ?? 0))
             field("seqs", .array(seqs.map { .int($0) }))
+            if duplicate { field("duplicate", .bool(true)) }
         case .notify(let sub, let seq, let n):
             return NotifyFrame.prefix(subscription: sub) + NotifyFrame.suffix(seq: seq, n)
         case .fetched(let i, let sub, let events, let seq):
@@ -245,7 +247,7 @@ extension ServerMessage {
         case "published":
             return .published(
                 id: id, stream: o["stream"]?.stringValue ?? "", epoch: o["epoch"]?.stringValue ?? "",
-                seqs: (o["seqs"]?.arrayValue ?? []).compactMap(\.intValue))
+                seqs: (o["seqs"]?.arrayValue ?? []).compactMap(\.intValue), duplicate: o["duplicate"]?.boolValue ?? false)
         case "notify":
             guard let sub = o["subscription"]?.stringValue, let seq = o["seq"]?.intValue else { throw bad }
             if let e = o["event"] { return .notify(subscription: sub, seq: seq, .event(e.serialized)) }
