@@ -46,6 +46,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("in-flight"), help: "Publishes each publisher keeps unanswered on its connection (throughput mode).")
     var inFlight = 1
 
+    @Flag(help: "Throughput mode: give every publish a key (idempotent publishing), so each also checks and records it.")
+    var keys = false
+
     @Option(help: "Brokers (network mode).")
     var brokers = 3
 
@@ -206,8 +209,10 @@ struct Bench: AsyncParsableCommand {
     func throughput(webSocketURL: String, serverPID: Int32?, logger: Logger) async throws {
         let state = Samples()
         let window = inFlight
+        let keyed = keys
+        let run = UInt32.random(in: 0...UInt32.max)
         let pace = window == 1 ? "one event at a time each" : "each with up to \(window) publishes in flight"
-        print("\(publishers) publisher(s), \(pace), for \(warmup) s warm-up + \(duration) s")
+        print("\(publishers) publisher(s), \(pace)\(keyed ? ", every publish keyed" : ""), for \(warmup) s warm-up + \(duration) s")
         try await withThrowingTaskGroup(of: Void.self) { group in
             for p in 0..<publishers {
                 group.addTask {
@@ -223,7 +228,8 @@ struct Bench: AsyncParsableCommand {
                             while sent.count - answered < window && !state.finished.load(ordering: .relaxed) {
                                 n += 1
                                 sent.append(Self.monotonicNanos())
-                                try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies","event":\#(event)}"#))
+                                let key = keyed ? #","key":"p\#(p)-\#(n)-\#(run)""# : ""
+                                try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies"\#(key),"event":\#(event)}"#))
                             }
                             guard answered < sent.count else { break }
                             let start = sent[answered]
