@@ -32,6 +32,7 @@ let package = Package(
                 "TocsinCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         // The HTTP edge shared by the broker and the controller: error bodies and statuses, JSON bodies, queries.

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Metrics
 import Synchronization
 import TocsinCore
 
@@ -38,6 +39,10 @@ final class GroupCommitter: Sendable {
     static let maxEventsPerCommit = 20_000
 
     private let state = Mutex(State())
+    /// Transactions committed; with `tocsin_published_events_total`, how many events a commit
+    /// (and its sync) carries on average.
+    let commits = Atomic<Int>(0)
+    private let commitsMetric = Counter(label: "tocsin_store_commits_total")
     /// Signalled once per time the thread went to sleep (`sleeping` true → false), never more.
     private let wake = DispatchSemaphore(value: 0)
     private let pool: DatabasePool
@@ -171,6 +176,8 @@ final class GroupCommitter: Sendable {
                     return .commit
                 }
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
+                commits.add(1, ordering: .relaxed)
+                commitsMetric.increment()
                 // Publishers first: their replies need not wait for the fan-out below.
                 for (request, outcome) in zip(batch, outcomes) {
                     request.completion(outcome.mapError { $0 })

@@ -70,6 +70,9 @@ public final class SQLiteStore: Store {
         try refreshChanges()
     }
 
+    /// Group commits made so far (each one transaction and, with synced commits, one sync).
+    public var commitCount: Int { committer.commits.load(ordering: .relaxed) }
+
     /// Ends the commit thread once what is queued is committed.
     deinit {
         committer.stop()

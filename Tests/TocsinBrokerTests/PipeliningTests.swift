@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import Testing
 import TocsinClient
@@ -5,6 +6,7 @@ import TocsinCore
 import TocsinTesting
 
 @testable import TocsinBroker
+@testable import TocsinStore
 
 @Suite(.timeLimit(.minutes(1)))
 struct PipeliningTests {
@@ -76,6 +78,44 @@ struct PipeliningTests {
                 #expect(lastSeq == Int64(expected.count - 6))
                 #expect(await inbox.isQuiet(for: .milliseconds(100)))
             }
+        }
+    }
+
+    /// While something else holds the store's writer (here: a write that waits for the test), a
+    /// connection's publishes keep being read and queue up behind it; once the writer is free
+    /// they are committed together, in a few transactions, not one each.
+    @Test func publishesInFlightTogetherShareCommits() async throws {
+        try await TestBroker.with { broker in
+            let store = try #require(broker.broker.store as? SQLiteStore)
+            let release = DispatchSemaphore(value: 0)
+            let holding = Atomic<Bool>(false)
+            let holder = Task {
+                try await store.pool.writeWithoutTransaction { _ in
+                    holding.store(true, ordering: .relaxed)
+                    release.wait()
+                }
+            }
+            try await waitUntil("the writer is held") { holding.load(ordering: .relaxed) }
+            let commitsBefore = store.commitCount
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                let event = emergency("fire", severity: 1).serialized
+                for i in 0..<50 {
+                    try await connection.send(text: #"{"type":"publish","id":"p\#(i)","stream":"emergencies","event":\#(event)}"#)
+                }
+                try await connection.send(text: #"{"type":"ping","id":"after"}"#)
+                // The ping is answered only after every publish: none is answered while the writer is held.
+                #expect(await inbox.isQuiet(for: .milliseconds(200)))
+                release.signal()
+                for i in 0..<50 {
+                    guard case .published(let id, _, _, let seqs, false) = try await inbox.next() else { throw TestFailure("expected published") }
+                    #expect(id == "p\(i)" && seqs == [Int64(i + 1)])
+                }
+                guard case .pong("after") = try await inbox.next() else { throw TestFailure("expected the pong last") }
+            }
+            try await holder.value
+            let commits = store.commitCount - commitsBefore
+            #expect(commits <= 3, "50 publishes in flight together went into \(commits) commits")
         }
     }
 
