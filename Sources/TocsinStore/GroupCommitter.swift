@@ -125,11 +125,22 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    /// Where the append that stored `key` in `stream` within the window put its events, if one did.
-    private func storedKey(_ key: String, stream: String, db: Database, nowMillis: Int64) throws -> (seq: Int64, count: Int64)? {
+    /// Records `key` for an append of `count` events from `seqs` on, unless an append within the
+    /// window recorded it: then returns where that one put its events, and nothing may be stored.
+    /// One statement in the common case (a new key); a row from before the window is replaced.
+    private func claim(_ key: String, stream: String, seqs first: Int64, count: Int, db: Database, nowMillis: Int64) throws -> (seq: Int64, count: Int64)? {
+        let cutoff = nowMillis - publishKeyWindowMillis
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO publish_keys (stream, key, first_seq, count, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (stream, key) DO UPDATE
+                SET first_seq = excluded.first_seq, count = excluded.count, created_at = excluded.created_at
+                WHERE publish_keys.created_at < ?
+                """
+        ).execute(arguments: [stream, key, first, count, nowMillis, cutoff])
+        if db.changesCount == 1 { return nil }
         let row = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT first_seq, count FROM publish_keys WHERE stream = ? AND key = ? AND created_at >= ?"),
-            arguments: [stream, key, nowMillis - publishKeyWindowMillis])
+            db.cachedStatement(sql: "SELECT first_seq, count FROM publish_keys WHERE stream = ? AND key = ?"), arguments: [stream, key])
         return row.map { ($0[0], $0[1]) }
     }
 
@@ -153,7 +164,7 @@ final class GroupCommitter: Sendable {
                         }
                         let epoch: String = row[0]
                         var seq: Int64 = row[1]
-                        if let key = item.key, let first = try storedKey(key, stream: item.stream, db: db, nowMillis: now) {
+                        if let key = item.key, let first = try claim(key, stream: item.stream, seqs: seq + 1, count: item.events.count, db: db, nowMillis: now) {
                             outcomes.append(.success(Appended(epoch: epoch, seqs: Array(first.seq..<first.seq + first.count), duplicate: true)))
                             continue
                         }
@@ -165,12 +176,6 @@ final class GroupCommitter: Sendable {
                             seqs.append(seq)
                         }
                         try update.execute(arguments: [seq, item.stream])
-                        if let key = item.key {
-                            // OR REPLACE: a row of this key from before the window is forgotten.
-                            try db.cachedStatement(
-                                sql: "INSERT OR REPLACE INTO publish_keys (stream, key, first_seq, count, created_at) VALUES (?, ?, ?, ?, ?)"
-                            ).execute(arguments: [item.stream, key, seqs[0], seqs.count, now])
-                        }
                         outcomes.append(.success(Appended(epoch: epoch, seqs: seqs)))
                     }
                     return .commit
