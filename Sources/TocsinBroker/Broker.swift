@@ -17,6 +17,8 @@ public final class Broker: Service, Sendable {
     let logger: Logger
     let metrics = BrokerMetrics()
     let slowConsumerDisconnects = Atomic<Int>(0)
+    /// The bytes of pipelined publishes the broker holds while they commit, across connections.
+    let publishBudget: PublishBudget
     private let dispatchers = Mutex<[String: StreamDispatcher]>([:])
     /// Open WebSocket sessions by id.
     let sessions = Mutex<[String: Session]>([:])
@@ -35,6 +37,7 @@ public final class Broker: Service, Sendable {
 
     public init(configuration: BrokerConfiguration, store: any Store, logger: Logger) async throws {
         self.configuration = configuration
+        self.publishBudget = PublishBudget(capacity: configuration.maxPipelinedPublishBytesTotal)
         self.store = store
         self.logger = logger
         (newTails, newTailsContinuation) = AsyncStream.makeStream(of: StreamDispatcher.self)

@@ -27,6 +27,9 @@ public struct BrokerConfiguration: Sendable {
     public var maxPipelinedPublishes = 256
     /// The same limit in bytes of those publishes' messages (a larger message is read alone).
     public var maxPipelinedPublishBytes = 8 << 20
+    /// The same limit for the whole broker, across connections: past it, readers wait their
+    /// turn until commits free enough (`PublishBudget`).
+    public var maxPipelinedPublishBytesTotal = 256 << 20
     /// How long the store remembers a publish key (`PublishKey`): a publish repeated with its
     /// key within this time is not stored again.
     public var publishKeyWindow: Duration = .seconds(120)

@@ -8,7 +8,8 @@ import Synchronization
 /// been sent.
 ///
 /// The window bounds what one connection holds in memory: at most `capacity` publishes and
-/// `byteCapacity` bytes of their messages (one larger message is let in alone).
+/// `byteCapacity` bytes of their messages (one larger message is let in alone); and its
+/// publishes take their bytes from the broker-wide `budget` too.
 ///
 /// One reader waits at a time (the connection's reading task); `end` comes from the store's
 /// commit thread.
@@ -24,12 +25,14 @@ final class PublishWindow: Sendable {
 
     let capacity: Int
     let byteCapacity: Int
+    let budget: PublishBudget?
     private let state = Mutex(State())
 
-    init(capacity: Int, byteCapacity: Int) {
+    init(capacity: Int, byteCapacity: Int, budget: PublishBudget? = nil) {
         precondition(capacity >= 1 && byteCapacity >= 0)
         self.capacity = capacity
         self.byteCapacity = byteCapacity
+        self.budget = budget
     }
 
     var inFlight: Int { state.withLock { $0.inFlight } }
@@ -42,6 +45,7 @@ final class PublishWindow: Sendable {
         // Room for one more and its bytes. A message larger than the whole budget waits for
         // `bytes == 0`: an empty window, so it goes alone.
         await wait(count: capacity - 1, bytes: max(byteCapacity - bytes, 0))
+        await budget?.acquire(bytes)
         state.withLock { s in
             s.inFlight += 1
             s.bytes += bytes
@@ -50,6 +54,7 @@ final class PublishWindow: Sendable {
 
     /// The publish begun with `bytes` was answered.
     func end(bytes: Int) {
+        budget?.release(bytes)
         let resume = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.inFlight -= 1
             s.bytes -= bytes

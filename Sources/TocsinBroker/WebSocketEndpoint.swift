@@ -39,7 +39,8 @@ struct WebSocketEndpoint: Sendable {
             Self.drain(session, to: channel, writer: writer.value, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
         }
         let publishes = PublishWindow(
-            capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0))
+            capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0),
+            budget: broker.publishBudget)
         metrics.sessionsOpened.increment()
         broker.opened(session)
         await withDiscardingTaskGroup { group in

@@ -11,14 +11,15 @@ import TocsinTesting
 @Suite(.timeLimit(.minutes(1)))
 struct PipeliningTests {
     /// 120 frames sent without waiting for any reply, through a window of 8 publishes (or of 1
-    /// byte: one publish at a time): good publishes, bad ones, a ping, a malformed frame, a bad
+    /// byte, or a broker-wide budget of 1 byte: one publish at a time): good publishes, bad ones, a ping, a malformed frame, a bad
     /// ack and a subscribe among them. Every reply comes in request order, seqs follow one another, and
     /// the subscribe (which waits for the publishes before it) starts after all of them.
-    @Test(arguments: [(8, 8 << 20), (256, 1)])
-    func pipelinedRequestsAreAnsweredInTheOrderSent(window: (count: Int, bytes: Int)) async throws {
+    @Test(arguments: [(8, 8 << 20, 256 << 20), (256, 1, 256 << 20), (256, 8 << 20, 1)])
+    func pipelinedRequestsAreAnsweredInTheOrderSent(window: (count: Int, bytes: Int, total: Int)) async throws {
         try await TestBroker.with({
             $0.maxPipelinedPublishes = window.count
             $0.maxPipelinedPublishBytes = window.bytes
+            $0.maxPipelinedPublishBytesTotal = window.total
         }) { broker in
             try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
                 let inbox = Inbox(connection)
@@ -87,15 +88,7 @@ struct PipeliningTests {
     @Test func publishesInFlightTogetherShareCommits() async throws {
         try await TestBroker.with { broker in
             let store = try #require(broker.broker.store as? SQLiteStore)
-            let release = DispatchSemaphore(value: 0)
-            let holding = Atomic<Bool>(false)
-            let holder = Task {
-                try await store.pool.writeWithoutTransaction { _ in
-                    holding.store(true, ordering: .relaxed)
-                    release.wait()
-                }
-            }
-            try await waitUntil("the writer is held") { holding.load(ordering: .relaxed) }
+            let writer = try await HeldWriter(store)
             let commitsBefore = store.commitCount
             try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
                 let inbox = Inbox(connection)
@@ -106,16 +99,49 @@ struct PipeliningTests {
                 try await connection.send(text: #"{"type":"ping","id":"after"}"#)
                 // The ping is answered only after every publish: none is answered while the writer is held.
                 #expect(await inbox.isQuiet(for: .milliseconds(200)))
-                release.signal()
+                writer.release()
                 for i in 0..<50 {
                     guard case .published(let id, _, _, let seqs, false) = try await inbox.next() else { throw TestFailure("expected published") }
                     #expect(id == "p\(i)" && seqs == [Int64(i + 1)])
                 }
                 guard case .pong("after") = try await inbox.next() else { throw TestFailure("expected the pong last") }
             }
-            try await holder.value
+            try await writer.released()
             let commits = store.commitCount - commitsBefore
             #expect(commits <= 3, "50 publishes in flight together went into \(commits) commits")
+        }
+    }
+
+    /// Two connections pipelining while the writer is held: the broker as a whole holds no more
+    /// than its budget of their messages; the rest wait unread, and all are answered after.
+    @Test func theBrokerWideBudgetBoundsPublishesAcrossConnections() async throws {
+        let event = emergency("fire", severity: 1).serialized
+        let frame: @Sendable (Int) -> String = { i in #"{"type":"publish","id":"p\#(i)","stream":"emergencies","event":\#(event)}"# }
+        let size = frame(10).utf8.count
+        try await TestBroker.with({ $0.maxPipelinedPublishBytesTotal = 3 * size }) { broker in
+            let store = try #require(broker.broker.store as? SQLiteStore)
+            let budget = broker.broker.publishBudget
+            let writer = try await HeldWriter(store)
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { a in
+                try await Connection.run(url: broker.webSocketURL, logger: testLogger) { b in
+                    let inboxes = [Inbox(a), Inbox(b)]
+                    for i in 10..<20 {
+                        try await a.send(text: frame(i))
+                        try await b.send(text: frame(i))
+                    }
+                    try await waitUntil("both readers wait for the budget") { budget.waiting == 2 }
+                    #expect(budget.used <= 3 * size)
+                    writer.release()
+                    for inbox in inboxes {
+                        for i in 10..<20 {
+                            guard case .published(let id, _, _, _, false) = try await inbox.next() else { throw TestFailure("expected published") }
+                            #expect(id == "p\(i)")
+                        }
+                    }
+                    #expect(budget.used == 0 && budget.waiting == 0)
+                }
+            }
+            try await writer.released()
         }
     }
 
@@ -159,4 +185,59 @@ struct PipeliningTests {
         await small.value
         #expect(window.bytesInFlight == 1)
     }
+
+    @Test func theBudgetAdmitsInOrderWhatFitsAndOneLargeMessageAlone() async throws {
+        let budget = PublishBudget(capacity: 100)
+        await budget.acquire(60)
+        final class Order: Sendable { let list = Mutex<[Int]>([]) }
+        let order = Order()
+        let big = Task {
+            await budget.acquire(70)  // does not fit beside the 60
+            order.list.withLock { $0.append(70) }
+        }
+        try await waitUntil("70 waits") { budget.waiting == 1 }
+        let small = Task {
+            await budget.acquire(10)  // would fit, but comes after the waiting 70: no barging
+            order.list.withLock { $0.append(10) }
+        }
+        try await waitUntil("10 waits behind it") { budget.waiting == 2 }
+        budget.release(60)
+        await big.value
+        await small.value
+        #expect(order.list.withLock { $0 } == [70, 10])
+        #expect(budget.used == 80)
+        budget.release(70)
+        budget.release(10)
+        await budget.acquire(500)  // larger than the whole budget: goes alone, at once when it is free
+        #expect(budget.used == 500)
+        let next = Task { await budget.acquire(1) }
+        try await waitUntil("nothing joins it") { budget.waiting == 1 }
+        budget.release(500)
+        await next.value
+        #expect(budget.used == 1 && budget.waiting == 0)
+    }
+}
+
+/// The store's writer held, as a long write elsewhere in the broker would hold it, until
+/// `release`: commits wait meanwhile.
+final class HeldWriter: Sendable {
+    private let gate = DispatchSemaphore(value: 0)
+    private let holder: Task<Void, any Error>
+
+    init(_ store: SQLiteStore) async throws {
+        let held = Atomic<Bool>(false)
+        let gate = self.gate
+        holder = Task {
+            try await store.pool.writeWithoutTransaction { _ in
+                held.store(true, ordering: .relaxed)
+                gate.wait()
+            }
+        }
+        try await waitUntil("the writer is held") { held.load(ordering: .relaxed) }
+    }
+
+    func release() { gate.signal() }
+
+    /// Returns once the write that held it has ended.
+    func released() async throws { try await holder.value }
 }
