@@ -67,12 +67,14 @@ struct HTTPAPI: Sendable {
                 let body = try await self.body(request)
                 let events: [JSONValue]
                 if case .array(let list) = body { events = list } else { events = [body] }
-                let key = try request.headers[.idempotencyKey].map { key throws(TocsinError) in try PublishKey.validated(key) }
+                let keys = request.headers[values: .idempotencyKey]
+                guard keys.count <= 1 else { throw TocsinError(.badRequest, "give one Idempotency-Key header, not \(keys.count)") }
+                let key = try keys.first.map { key throws(TocsinError) in try PublishKey.validated(key) }
                 let published = try await broker.publish(stream: name, events: events, key: key)
                 var out: [String: JSONValue] = [
                     "stream": .string(name), "epoch": .string(published.epoch), "seqs": .array(published.seqs.map { .int($0) }),
                 ]
-                if case .array = body {} else { out["seq"] = .int(published.seqs[0]) }
+                if case .array = body {} else { out["seq"] = .int(published.seqs.last ?? 0) }
                 if published.duplicate { out["duplicate"] = true }
                 return .json(JSONValue.object(out).serialized, status: published.duplicate ? .ok : .created)
             }

@@ -5,6 +5,10 @@ import Synchronization
 /// served) until commits free enough. One message larger than the whole budget goes when
 /// nothing else holds any of it. So pipelining clients, however many, cannot make the broker
 /// hold more than about `capacity` of their messages at once.
+///
+/// A wait cannot be cancelled, on purpose: the commit thread settles every queued publish, and
+/// each releases its bytes, so a waiter (even of a connection that has closed meanwhile) is let
+/// in within the time the commits ahead of it take.
 final class PublishBudget: Sendable {
     private struct Waiter {
         var bytes: Int

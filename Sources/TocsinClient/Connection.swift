@@ -219,7 +219,8 @@ public final class Connection: Sendable {
     /// Publishes events in one batch; returns their seqs after the broker committed them.
     /// Concurrent calls on one connection are pipelined: the broker commits them together and
     /// answers each in the order it was sent. With a `key` the stream already stored (within
-    /// the broker's window), nothing is stored again and the first publish's seqs come back.
+    /// the broker's window), nothing is stored again and the first publish's seqs come back
+    /// (use `request` with `.publish` to see the reply's `duplicate`).
     public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> [Int64] {
         let reply = try await request { .publish(id: $0, stream: stream, events: events, batch: events.count != 1, key: key) }
         guard case .published(_, _, _, let seqs, _) = reply else { throw UnexpectedReply(reply) }

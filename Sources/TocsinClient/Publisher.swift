@@ -9,7 +9,8 @@ public import TocsinCore
 /// Every publish carries a key (`PublishKey`; a fresh UUID unless the caller gives one). A publish
 /// whose reply is lost with its connection may or may not have been committed; it is retried
 /// elsewhere with the same key, so it is stored once: brokers of one network share the store,
-/// which remembers keys for two minutes by default.
+/// which remembers keys for two minutes by default. A caller that retries after `publish`
+/// throws should pass its own `key`, the same each time, so those retries are safe too.
 public struct Publisher: Sendable {
     public struct Published: Sendable, Hashable {
         public var broker: String

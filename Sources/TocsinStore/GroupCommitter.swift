@@ -87,6 +87,9 @@ final class GroupCommitter: Sendable {
         }
     }
 
+    /// Appends waiting for the next transaction (not counting the one being committed).
+    var queued: Int { state.withLock { $0.queue.count } }
+
     /// Commits what is queued, then lets the thread end. Appends after this fail.
     func stop() {
         let signal = state.withLock { s -> Bool in
@@ -126,34 +129,39 @@ final class GroupCommitter: Sendable {
     }
 
     /// Records `key` for an append of `count` events from `seqs` on, unless an append within the
-    /// window recorded it: then returns where that one put its events, and nothing may be stored.
-    /// One statement in the common case (a new key); a row from before the window is replaced.
-    private func claim(_ key: String, stream: String, seqs first: Int64, count: Int, db: Database, nowMillis: Int64) throws -> (seq: Int64, count: Int64)? {
-        let cutoff = nowMillis - publishKeyWindowMillis
+    /// window recorded it in this epoch: then returns where that one put its events, and nothing
+    /// may be stored. One statement in the common case (a new key); a row from before the window,
+    /// or from an earlier epoch of the stream, is replaced.
+    private func claim(
+        _ key: String, stream: String, epoch: String, seqs first: Int64, count: Int, db: Database, nowMillis: Int64
+    ) throws -> (seq: Int64, count: Int64)? {
         try db.cachedStatement(
             sql: """
-                INSERT INTO publish_keys (stream, key, first_seq, count, created_at) VALUES (?, ?, ?, ?, ?)
+                INSERT INTO publish_keys (stream, key, epoch, first_seq, count, created_at) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (stream, key) DO UPDATE
-                SET first_seq = excluded.first_seq, count = excluded.count, created_at = excluded.created_at
-                WHERE publish_keys.created_at < ?
+                SET epoch = excluded.epoch, first_seq = excluded.first_seq, count = excluded.count, created_at = excluded.created_at
+                WHERE publish_keys.created_at < ? OR publish_keys.epoch != excluded.epoch
                 """
-        ).execute(arguments: [stream, key, first, count, nowMillis, cutoff])
+        ).execute(arguments: [stream, key, epoch, first, count, nowMillis, nowMillis - publishKeyWindowMillis])
         if db.changesCount == 1 { return nil }
         let row = try Row.fetchOne(
             db.cachedStatement(sql: "SELECT first_seq, count FROM publish_keys WHERE stream = ? AND key = ?"), arguments: [stream, key])
-        return row.map { ($0[0], $0[1]) }
+        guard let row else { throw TocsinError(.internalError, "publish key '\(key)' conflicted but cannot be read back") }
+        return (row[0], row[1])
     }
 
     /// Commits `batch` in one transaction and settles every request, on this thread, as soon as
     /// it is durable; then tells the change feed (whose consumers dispatch the events here).
     private func commit(_ batch: [Request]) {
-        let now = TimeFormat.nowMillis()
         let onCommit = self.onCommit
         do {
             try pool.writeWithoutTransaction { db in
                 var outcomes: [Result<Appended, TocsinError>] = []
+                var now: Int64 = 0
                 try db.inTransaction(.immediate) {
                     outcomes = []
+                    // Read once the writer is ours: the events' time, and the start of their keys' window.
+                    now = TimeFormat.nowMillis()
                     let select = try db.cachedStatement(sql: "SELECT epoch, last_seq FROM streams WHERE name = ?")
                     let insert = try db.cachedStatement(sql: "INSERT INTO events (stream, seq, published_at, body) VALUES (?, ?, ?, ?)")
                     let update = try db.cachedStatement(sql: "UPDATE streams SET last_seq = ? WHERE name = ?")
@@ -164,7 +172,7 @@ final class GroupCommitter: Sendable {
                         }
                         let epoch: String = row[0]
                         var seq: Int64 = row[1]
-                        if let key = item.key, let first = try claim(key, stream: item.stream, seqs: seq + 1, count: item.events.count, db: db, nowMillis: now) {
+                        if let key = item.key, let first = try claim(key, stream: item.stream, epoch: epoch, seqs: seq + 1, count: item.events.count, db: db, nowMillis: now) {
                             outcomes.append(.success(Appended(epoch: epoch, seqs: Array(first.seq..<first.seq + first.count), duplicate: true)))
                             continue
                         }

@@ -53,8 +53,9 @@ public final class SQLiteStore: Store {
         }
         self.pool = pool
         self.path = configuration.path
-        let window = Int64(configuration.publishKeyWindow.components.seconds * 1000)
-            + configuration.publishKeyWindow.components.attoseconds / 1_000_000_000_000_000
+        // Clamped: a negative window would turn keys off, a huge one overflow.
+        let seconds = min(max(configuration.publishKeyWindow.components.seconds, 0), 100 * 365 * 86_400)
+        let window = seconds * 1000 + max(configuration.publishKeyWindow.components.attoseconds, 0) / 1_000_000_000_000_000
         self.publishKeyWindowMillis = window
         self.logger = logger
         let feed = ChangeFeed()
@@ -219,6 +220,7 @@ public final class SQLiteStore: Store {
                     CREATE TABLE publish_keys (
                         stream TEXT NOT NULL,
                         key TEXT NOT NULL,
+                        epoch TEXT NOT NULL,
                         first_seq INTEGER NOT NULL,
                         count INTEGER NOT NULL,
                         created_at INTEGER NOT NULL,

@@ -1,5 +1,7 @@
 import Testing
 import TocsinClient
+@testable import TocsinBroker
+@testable import TocsinStore
 import TocsinCore
 import TocsinTesting
 
@@ -12,7 +14,7 @@ struct PublishKeyTests {
             try await connect(broker, client: "keyed") { connection, inbox, _ in
                 let sub = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"])
                 let event = emergency("fire", severity: 3).serialized
-                // Sent back to back, so both are in flight (and likely in one commit) together.
+                // Sent back to back: both in flight at once (whether they share a commit or not).
                 for id in ["a", "b"] {
                     try await connection.send(text: #"{"type":"publish","id":"\#(id)","stream":"emergencies","key":"alarm-1","event":\#(event)}"#)
                 }
@@ -36,6 +38,30 @@ struct PublishKeyTests {
                 let fetched = try await connection.fetch(subscription: sub.subscription, after: 0)
                 #expect(fetched.events.map(\.seq) == [1, 2])
             }
+        }
+    }
+
+    /// A publish commits after its connection is gone, so its reply is lost; the publisher sends
+    /// it again with its key on a new connection and learns its seq, and it is stored once.
+    @Test func aPublishWhoseReplyWasLostIsStoredOnceWhenSentAgain() async throws {
+        try await TestBroker.with { broker in
+            let store = try #require(broker.broker.store as? SQLiteStore)
+            let writer = try await HeldWriter(store)
+            let event = emergency("fire", severity: 5).serialized
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                try await connection.send(text: #"{"type":"publish","id":"lost","stream":"emergencies","key":"alarm-9","event":\#(event)}"#)
+                try await waitUntil("the publish is queued for commit") { broker.broker.publishBudget.used > 0 }
+            }  // closed before the commit: the reply has nowhere to go
+            writer.release()
+            try await writer.released()
+            try await waitUntil("it committed") { broker.broker.publishBudget.used == 0 }
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                try await connection.send(text: #"{"type":"publish","id":"again","stream":"emergencies","key":"alarm-9","event":\#(event)}"#)
+                guard case .published("again", _, _, [1], true) = try await inbox.next() else { throw TestFailure("expected a duplicate of seq 1") }
+            }
+            let events = try await HTTPCall.call(.GET, "\(broker.httpURL)/v1/streams/emergencies/events?after=0")
+            #expect(events["events"]?.arrayValue?.count == 1)
         }
     }
 
@@ -82,6 +108,10 @@ struct PublishKeyTests {
                 headers: [("Idempotency-Key", String(repeating: "k", count: PublishKey.maxBytes + 1))])
             #expect(reply.status == 400)
             #expect(reply.body["error"]?["code"] == "bad_request")
+            let two = try await HTTPCall.send(
+                .POST, url, rawBody: emergency("fire", severity: 3).serialized, headers: [("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
+            #expect(two.status == 400)
+            #expect(two.body["error"]?["message"]?.stringValue?.contains("one Idempotency-Key") == true)
             let events = try await HTTPCall.call(.GET, url + "?after=0")
             #expect(events["events"]?.arrayValue?.isEmpty == true, "nothing was stored")
         }

@@ -114,12 +114,28 @@ final class SQLiteStoreTests {
         #expect(try await store.readEvents(stream: "s", after: 0, limit: 10).map(\.json) == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
         #expect(store.changes.lastSeq(of: "s") == 3, "a duplicate tells the feed nothing")
 
-        // Queued together (one transaction): exactly one of them is stored.
-        async let a = store.append(stream: "s", events: [#"{"n":4}"#], key: "k2")
-        async let b = store.append(stream: "s", events: [#"{"n":5}"#], key: "k2")
-        let (ra, rb) = try await (a, b)
-        #expect(ra.seqs == rb.seqs && ra.seqs.count == 1 && ra.duplicate != rb.duplicate)
-        #expect(try await store.readEvents(stream: "s", after: 3, limit: 10).count == 1)
+        // Queued together behind a held writer, so they share one transaction: exactly one is stored.
+        let gate = DispatchSemaphore(value: 0)
+        let held = Atomic<Bool>(false)
+        let holder = Task { try await store.pool.writeWithoutTransaction { _ in held.store(true, ordering: .relaxed); gate.wait() } }
+        try await TocsinTesting.waitUntil("the writer is held") { held.load(ordering: .relaxed) }
+        let commits = store.commitCount
+        let replies = Mutex<[Appended?]>([])
+        // The commit thread takes this one and waits for the writer with it; the two behind it
+        // are then queued together.
+        store.append(stream: "t", events: [#"{"n":0}"#], key: nil) { _ in }
+        try await TocsinTesting.waitUntil("the commit thread waits for the writer") { store.committer.queued == 0 }
+        for n in [4, 5] {
+            store.append(stream: "s", events: [#"{"n":\#(n)}"#], key: "k2") { r in replies.withLock { $0.append(try? r.get()) } }
+        }
+        #expect(store.committer.queued == 2)
+        gate.signal()
+        try await holder.value
+        try await TocsinTesting.waitUntil("both answered") { replies.withLock { $0.count } == 2 }
+        let (ra, rb) = replies.withLock { ($0[0], $0[1]) }
+        #expect(store.commitCount == commits + 2, "the one taken first, then both together")
+        #expect(ra == Appended(epoch: first.epoch, seqs: [4]) && rb == Appended(epoch: first.epoch, seqs: [4], duplicate: true))
+        #expect(try await store.readEvents(stream: "s", after: 3, limit: 10).map(\.json) == [#"{"n":4}"#])
 
         // Survives reopening the store (it is in the database, not in memory).
         let reopened = try open()
