@@ -50,16 +50,15 @@ struct WebSocketEndpoint: Sendable {
                 for try await message in inbound.messages(maxSize: configuration.maxMessageBytes * 4) {
                     guard case .text(let text) = message else {
                         await publishes.drained()
-                        metrics.protocolErrors.increment()
-                        session.send(.error(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames")))
+                        reject(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames"), session: session)
                         continue
                     }
                     let size = text.utf8.count
                     guard size <= configuration.maxMessageBytes else {
                         await publishes.drained()
-                        metrics.protocolErrors.increment()
-                        session.send(
-                            .error(id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)")))
+                        reject(
+                            id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)"),
+                            session: session)
                         continue
                     }
                     for replay in await handle(text, session: session, publishes: publishes) {
