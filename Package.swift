@@ -139,6 +139,7 @@ let package = Package(
                 "TocsinStore",
                 "TocsinCore",
                 "TocsinClient",
+                .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -10,61 +10,71 @@ import Synchronization
 /// each releases its bytes, so a waiter (even of a connection that has closed meanwhile) is let
 /// in within the time the commits ahead of it take.
 final class PublishBudget: Sendable {
-    private struct Waiter {
-        var bytes: Int
-        var continuation: CheckedContinuation<Void, Never>
-    }
-
-    private struct State {
-        var used = 0
-        var waiters: [Waiter] = []
-
-        func fits(_ bytes: Int, capacity: Int) -> Bool { used == 0 || used + bytes <= capacity }
-    }
-
     let capacity: Int
-    private let state = Mutex(State())
+    private let queue: Mutex<BudgetQueue<CheckedContinuation<Void, Never>>>
 
     init(capacity: Int) {
         self.capacity = max(capacity, 0)
+        self.queue = Mutex(BudgetQueue(capacity: max(capacity, 0)))
     }
 
-    var used: Int { state.withLock { $0.used } }
-    var waiting: Int { state.withLock { $0.waiters.count } }
+    var used: Int { queue.withLock { $0.used } }
+    var waiting: Int { queue.withLock { $0.waiting.count } }
 
     /// Takes `bytes` of the budget, first waiting behind earlier waiters until they fit.
     func acquire(_ bytes: Int) async {
-        let taken = state.withLock { s -> Bool in
-            guard s.waiters.isEmpty, s.fits(bytes, capacity: capacity) else { return false }
-            s.used += bytes
-            return true
-        }
-        if taken { return }
+        // The common case (room, nobody waiting) takes the lock once and does not suspend.
+        if queue.withLock({ $0.take(bytes) }) { return }
         await withCheckedContinuation { continuation in
-            let resume = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-                s.waiters.append(Waiter(bytes: bytes, continuation: continuation))
-                return admit(&s)  // a release may have come in between
-            }
-            for c in resume { c.resume() }
+            // A release may have come in since: then it is admitted at once.
+            if queue.withLock({ $0.request(bytes, continuation) }) { continuation.resume() }
         }
     }
 
     func release(_ bytes: Int) {
-        let resume = state.withLock { s -> [CheckedContinuation<Void, Never>] in
-            s.used -= bytes
-            precondition(s.used >= 0, "released more than was acquired")
-            return admit(&s)
-        }
-        for c in resume { c.resume() }
+        for continuation in queue.withLock({ $0.release(bytes) }) { continuation.resume() }
+    }
+}
+
+/// A `PublishBudget`'s bookkeeping, apart from the waiting itself: how much is held, and who
+/// waits for how much, in arrival order. A request is admitted at once only if nobody waits
+/// and it fits; a release admits the waiters at the front that fit, in order. "Fits" means the
+/// bytes stay within `capacity`, or nothing is held (so one request larger than the whole
+/// budget goes alone).
+struct BudgetQueue<Waiter> {
+    let capacity: Int
+    private(set) var used = 0
+    private(set) var waiting: [(bytes: Int, waiter: Waiter)] = []
+
+    init(capacity: Int) {
+        self.capacity = capacity
     }
 
-    /// Takes the budget for the waiters at the front that fit, in order.
-    private func admit(_ s: inout State) -> [CheckedContinuation<Void, Never>] {
-        var admitted: [CheckedContinuation<Void, Never>] = []
-        while let first = s.waiters.first, s.fits(first.bytes, capacity: capacity) {
-            s.used += first.bytes
-            admitted.append(first.continuation)
-            s.waiters.removeFirst()
+    func fits(_ bytes: Int) -> Bool { used == 0 || used + bytes <= capacity }
+
+    /// Takes `bytes` if nobody waits and they fit; false (and nothing changes) otherwise.
+    mutating func take(_ bytes: Int) -> Bool {
+        guard waiting.isEmpty, fits(bytes) else { return false }
+        used += bytes
+        return true
+    }
+
+    /// Takes `bytes` for `waiter` now (true), or queues it behind the others (false).
+    mutating func request(_ bytes: Int, _ waiter: Waiter) -> Bool {
+        if take(bytes) { return true }
+        waiting.append((bytes, waiter))
+        return false
+    }
+
+    /// Gives back `bytes`; returns the waiters now admitted, in the order they came.
+    mutating func release(_ bytes: Int) -> [Waiter] {
+        used -= bytes
+        precondition(used >= 0, "released more than was taken")
+        var admitted: [Waiter] = []
+        while let first = waiting.first, fits(first.bytes) {
+            used += first.bytes
+            admitted.append(first.waiter)
+            waiting.removeFirst()
         }
         return admitted
     }
