@@ -35,7 +35,7 @@ public enum HTTPCall {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(string: rawBody))
         }
-        let millis = max(1, timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let millis = max(1, timeout.milliseconds)
         let response = try await client.execute(request, timeout: .milliseconds(millis))
         let bytes = try await response.body.collect(upTo: 64 << 20)
         let body = bytes.readableBytes == 0 ? JSONValue.null : try JSONValue.parse(bytes.readableBytesView)

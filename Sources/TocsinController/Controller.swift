@@ -223,10 +223,3 @@ public final class Controller: Service, Sendable {
         logger.info("controller stopped")
     }
 }
-
-extension Duration {
-    /// Whole milliseconds.
-    var milliseconds: Int64 {
-        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
-    }
-}

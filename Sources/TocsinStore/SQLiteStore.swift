@@ -54,8 +54,7 @@ public final class SQLiteStore: Store {
         self.pool = pool
         self.path = configuration.path
         // Clamped: a negative window would turn keys off, a huge one overflow.
-        let seconds = min(max(configuration.publishKeyWindow.components.seconds, 0), 100 * 365 * 86_400)
-        let window = seconds * 1000 + max(configuration.publishKeyWindow.components.attoseconds, 0) / 1_000_000_000_000_000
+        let window = min(max(configuration.publishKeyWindow, .zero), .seconds(100 * 365 * 86_400)).milliseconds
         self.publishKeyWindowMillis = window
         self.logger = logger
         let feed = ChangeFeed()

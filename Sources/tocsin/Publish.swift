@@ -48,8 +48,9 @@ struct Publish: AsyncParsableCommand {
         if let key { _ = try PublishKey.validated(key) }
         let published = try await Publisher(seeds: server.seeds, logger: logger).publish(stream: stream, events: parsed, key: key)
         let seqs = published.seqs.map(String.init).joined(separator: ", ")
-        if published.duplicate {
-            print("already published with key \(key ?? ""): \(published.seqs.count) event(s) in \(stream), seq \(seqs); nothing stored")
+        // Without --key a duplicate can only be the library's own retry finding its first try stored.
+        if published.duplicate, let key {
+            print("already published with key \(key): \(published.seqs.count) event(s) in \(stream), seq \(seqs); nothing stored")
         } else {
             print("published \(published.seqs.count) event(s) to \(stream) via \(published.broker): seq \(seqs)")
         }

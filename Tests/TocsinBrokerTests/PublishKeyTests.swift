@@ -108,6 +108,9 @@ struct PublishKeyTests {
                 headers: [("Idempotency-Key", String(repeating: "k", count: PublishKey.maxBytes + 1))])
             #expect(reply.status == 400)
             #expect(reply.body["error"]?["code"] == "bad_request")
+            let empty = try await HTTPCall.send(.POST, url, rawBody: emergency("fire", severity: 3).serialized, headers: [("Idempotency-Key", "")])
+            #expect(empty.status == 400)
+            #expect(empty.body["error"]?["code"] == "bad_request")
             let two = try await HTTPCall.send(
                 .POST, url, rawBody: emergency("fire", severity: 3).serialized, headers: [("Idempotency-Key", "a"), ("Idempotency-Key", "b")])
             #expect(two.status == 400)

@@ -263,3 +263,10 @@ public enum Identifier {
         }
     }
 }
+
+extension Duration {
+    /// Whole milliseconds (truncated toward zero).
+    public var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
+    }
+}
