@@ -136,6 +136,7 @@ let package = Package(
             dependencies: [
                 "TocsinTesting",
                 "TocsinBroker",
+                "TocsinController",
                 "TocsinStore",
                 "TocsinCore",
                 "TocsinClient",

@@ -6,6 +6,10 @@ public import TocsinCore
 /// that cannot be reached is skipped for the next one; an error the broker answered (a schema
 /// violation, an unknown stream) is thrown as it is.
 ///
+/// The broker found is kept for later publishes (one `assign` per `refreshInterval` of the
+/// locator, 30 s by default, not one per publish), and given up when it cannot be reached. Keep
+/// one `Publisher` for many publishes: each new one asks the network again.
+///
 /// Every publish carries a key (`PublishKey`; a fresh UUID unless the caller gives one). A publish
 /// whose reply is lost with its connection may or may not have been committed; it is retried
 /// elsewhere with the same key, so it is stored once: brokers of one network share the store,
@@ -21,6 +25,8 @@ public struct Publisher: Sendable {
     }
 
     let locator: BrokerLocator
+    /// The broker publishes go to, and when it was chosen.
+    private let chosen = LockedBox<(broker: BrokerSummary, at: ContinuousClock.Instant)?>(nil)
 
     public init(seeds: [String], client: String = "publisher", logger: Logger = Logger(label: "tocsin.publisher")) {
         locator = BrokerLocator(configuration: .init(seeds: seeds, client: client), logger: logger)
@@ -31,7 +37,7 @@ public struct Publisher: Sendable {
         var exclude: Set<String> = []
         var lastError: (any Error)?
         for _ in 0..<3 {
-            let broker = try await locator.locate(exclude: exclude)
+            let broker = try await self.broker(exclude: exclude)
             do {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
                 let reply = try await HTTPCall.call(.POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)])
@@ -43,8 +49,21 @@ public struct Publisher: Sendable {
             } catch {
                 lastError = error
                 exclude.insert(broker.id)
+                chosen.withLock { if $0?.broker.id == broker.id { $0 = nil } }
             }
         }
         throw lastError ?? TocsinError(.noBrokerAvailable, "no broker accepted the publish")
+    }
+
+    /// The kept broker, unless it is excluded or older than the locator's refresh interval;
+    /// otherwise a newly located one, which is kept.
+    private func broker(exclude: Set<String>) async throws -> BrokerSummary {
+        let now = ContinuousClock.now
+        if let kept = chosen.value, !exclude.contains(kept.broker.id), now - kept.at < locator.configuration.refreshInterval {
+            return kept.broker
+        }
+        let broker = try await locator.locate(exclude: exclude)
+        chosen.withLock { $0 = (broker, now) }
+        return broker
     }
 }

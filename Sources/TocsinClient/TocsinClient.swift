@@ -21,6 +21,8 @@ public struct TocsinClient: Sendable {
     public var region: String?
     public var location: GeoPoint?
     let logger: Logger
+    /// Shared by every `publish` (and every copy of this value), so they keep one broker.
+    let publisher: Publisher
 
     public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, logger: Logger = Logger(label: "tocsin.client")) {
         self.seeds = seeds
@@ -28,6 +30,7 @@ public struct TocsinClient: Sendable {
         self.region = region
         self.location = location
         self.logger = logger
+        self.publisher = Publisher(seeds: seeds, client: client + "-publisher", logger: logger)
     }
 
     /// Notifications of one channel with these parameters, until the consumer stops iterating.
@@ -77,6 +80,6 @@ public struct TocsinClient: Sendable {
 
     /// Publishes events to a stream through the network; returns their seqs once committed.
     public func publish(_ stream: String, events: [JSONValue]) async throws -> [Int64] {
-        try await Publisher(seeds: seeds, client: client + "-publisher", logger: logger).publish(stream: stream, events: events).seqs
+        try await publisher.publish(stream: stream, events: events).seqs
     }
 }

@@ -43,6 +43,10 @@ public final class Controller: Service, Sendable {
     private let state: Mutex<State>
     /// The URL the controller advertises, set once it listens.
     let advertisedURL = Mutex<String?>(nil)
+    private let assignments = Atomic<Int>(0)
+
+    /// How many `assign` questions the controller has answered (or refused) since it started.
+    public var assignmentCount: Int { assignments.load(ordering: .relaxed) }
 
     private struct State {
         var membership: Membership
@@ -144,6 +148,7 @@ public final class Controller: Service, Sendable {
     }
 
     public func assign(_ request: AssignmentRequest) throws(TocsinError) -> AssignReply {
+        assignments.add(1, ordering: .relaxed)
         let assignment = try state.withLock { s throws(TocsinError) -> Assignment in
             let a = try s.placement.assign(request)
             s.placement.noteAssigned(to: a.broker.id)

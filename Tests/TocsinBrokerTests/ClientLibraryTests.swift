@@ -1,5 +1,7 @@
 import Testing
+import TocsinBroker
 import TocsinClient
+import TocsinController
 import TocsinCore
 import TocsinTesting
 
@@ -51,6 +53,31 @@ struct ClientLibraryTests {
                 }
             }
             #expect(secondRun == [published[1]], "the unfinished notification is delivered again, the finished one is not")
+        }
+    }
+
+    /// Each `assign` counts as a client arriving at the broker (until its next heartbeat), so a
+    /// publisher that asked per publish would skew where subscribers are sent, and load the
+    /// controller in step with the publish rate.
+    @Test func aPublisherAsksTheNetworkOnceNotPerPublish() async throws {
+        try await TestController.with { c in
+            try await TestBroker.with({ $0.cluster = ClusterSettings(controllerURL: c.url) }) { broker in
+                try await waitUntil("the broker is active") { c.controller.cluster.brokers.first?.state == .active }
+                let publisher = Publisher(seeds: [c.url])
+                var seqs: [Int64] = []
+                for severity: Int64 in 1...10 {
+                    seqs += try await publisher.publish(stream: "emergencies", events: [emergency("fire", severity: severity)]).seqs
+                }
+                #expect(seqs == Array(1...10))
+                #expect(c.controller.assignmentCount == 1)
+                // TocsinClient keeps one publisher for all its publishes, and its copies share it.
+                let tocsin = TocsinClient(seeds: [c.url], client: "app", logger: testLogger)
+                let copy = tocsin
+                _ = try await tocsin.publish("emergencies", events: [emergency("flood", severity: 2)])
+                _ = try await copy.publish("emergencies", events: [emergency("flood", severity: 3)])
+                #expect(c.controller.assignmentCount == 2)
+                #expect(try await broker.broker.store.stream(named: "emergencies")?.lastSeq == 12)
+            }
         }
     }
 
