@@ -31,7 +31,8 @@ public func buildBroker(
     if configuration.seedExample {
         try await ExampleData.seed(store)
     }
-    let broker = try await Broker(configuration: configuration, store: store, logger: logger)
+    let eventLoops = EventLoopGroupProvider.singleton.eventLoopGroup
+    let broker = try await Broker(configuration: configuration, store: store, logger: logger, eventLoops: eventLoops)
     let router = Router(context: TocsinRequestContext.self)
     HTTPAPI(broker: broker).register(on: router)
     WebSocketEndpoint(broker: broker).register(on: router)
@@ -55,6 +56,7 @@ public func buildBroker(
             broker.listeningPort.withLock { $0 = port }
             await onListening(port)
         },
+        eventLoopGroupProvider: .shared(eventLoops),
         logger: logger
     )
     guard let settings = configuration.cluster else {

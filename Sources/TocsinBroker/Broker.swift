@@ -1,4 +1,5 @@
 public import Logging
+public import NIOCore
 public import ServiceLifecycle
 import Foundation
 import Synchronization
@@ -35,8 +36,15 @@ public final class Broker: Service, Sendable {
     /// Unique to this process: a restarted broker is a new incarnation.
     public let incarnation = UUID().uuidString.lowercased()
 
-    public init(configuration: BrokerConfiguration, store: any Store, logger: Logger) async throws {
+    /// Watches the server's event loops (`buildBroker` passes them); nil for a broker built without.
+    public let eventLoopWatch: EventLoopWatch?
+
+    public init(configuration: BrokerConfiguration, store: any Store, logger: Logger, eventLoops: (any EventLoopGroup)? = nil) async throws {
         self.configuration = configuration
+        self.eventLoopWatch = eventLoops.map {
+            EventLoopWatch(
+                group: $0, interval: configuration.eventLoopWatchInterval, threshold: configuration.eventLoopStallThreshold, logger: logger)
+        }
         self.publishBudget = PublishBudget(capacity: configuration.maxPipelinedPublishBytesTotal)
         self.store = store
         self.logger = logger
@@ -59,6 +67,9 @@ public final class Broker: Service, Sendable {
                 group.addTask { await self.runAckFlusher() }
                 group.addTask { await self.runRepetitiveTicker() }
                 group.addTask { await self.runRetention() }
+                if let watch = self.eventLoopWatch {
+                    group.addTask { await watch.run() }
+                }
                 if let sqlite = self.store as? SQLiteStore {
                     if let interval = self.configuration.storePollInterval {
                         group.addTask { await self.runStorePoller(sqlite, interval: interval) }

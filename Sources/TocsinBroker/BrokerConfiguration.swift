@@ -50,6 +50,11 @@ public struct BrokerConfiguration: Sendable {
     /// How often to look for appends by other processes sharing the store; nil if none do.
     public var storePollInterval: Duration? = nil
 
+    /// How often each event loop is probed (`EventLoopWatch`), and how late a probe may run
+    /// before the loop counts as blocked.
+    public var eventLoopWatchInterval: Duration = .seconds(1)
+    public var eventLoopStallThreshold: Duration = .milliseconds(200)
+
     /// Membership of a broker network run by a controller; nil for a standalone broker.
     public var cluster: ClusterSettings? = nil
 

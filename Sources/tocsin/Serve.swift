@@ -56,7 +56,9 @@ struct BrokerOptions: ParsableArguments {
         runTasksOnEventLoops()
         let logger = try bootstrapLogging(level: logLevel)
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["tocsin_event_loop_delay_seconds"] = [1, 5, 20, 50, 200, 1000, 5000].map { .milliseconds($0) }
+        MetricsSystem.bootstrap(factory)
         let host = self.host
         let dataDirectory = self.dataDirectory
         let app = try await buildBroker(configuration: configuration, logger: logger, metrics: registry) { port in
