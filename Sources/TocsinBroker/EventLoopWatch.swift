@@ -31,6 +31,7 @@ public final class EventLoopWatch: Sendable {
         /// Per loop, the probe that has not run yet.
         var pending: [Probe?]
         var stalls = 0
+        var stallsByLoop: [Int]
         var longest: Duration = .zero
     }
 
@@ -42,11 +43,13 @@ public final class EventLoopWatch: Sendable {
         self.interval = interval
         self.threshold = threshold
         self.logger = logger
-        self.state = Mutex(State(pending: Array(repeating: nil, count: loops.count)))
+        self.state = Mutex(State(pending: Array(repeating: nil, count: loops.count), stallsByLoop: Array(repeating: 0, count: loops.count)))
     }
 
     /// Stalls seen since start (a loop late or stuck by `threshold` or more, once per stall).
     public var stalls: Int { state.withLock { $0.stalls } }
+    /// The same for one loop (its index in the group's order).
+    public func stalls(ofLoop index: Int) -> Int { state.withLock { $0.stallsByLoop[index] } }
     /// The longest delay a probe has had.
     public var longestDelay: Duration { state.withLock { $0.longest } }
 
@@ -72,6 +75,7 @@ public final class EventLoopWatch: Sendable {
                 probe.reported = true
                 s.pending[index] = probe
                 s.stalls += 1
+                s.stallsByLoop[index] += 1
                 s.longest = max(s.longest, waited)
                 return .stuck(waited)
             }
@@ -97,7 +101,10 @@ public final class EventLoopWatch: Sendable {
             let delay = now - probe.sentAt
             s.longest = max(s.longest, delay)
             let newStall = delay >= threshold && !probe.reported
-            if newStall { s.stalls += 1 }
+            if newStall {
+                s.stalls += 1
+                s.stallsByLoop[index] += 1
+            }
             return (delay, newStall)
         }
         guard let (delay, newStall) = outcome else { return }

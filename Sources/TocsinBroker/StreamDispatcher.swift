@@ -184,25 +184,45 @@ final class StreamDispatcher: Sendable {
 
     // MARK: Live dispatch
 
+    /// Most events dispatched under one hold of the lock: the longest a big batch makes the
+    /// dispatcher's other users (a subscribe, an unsubscribe, a closing connection, on an event
+    /// loop) wait. Between chunks they get their turn; dispatch skips what is at or before the
+    /// position, so nothing is sent twice or out of order whoever dispatches the next chunk.
+    static let eventsPerLock = 256
+
     /// Matches committed events (in seq order; those at or before the position are skipped)
     /// and queues notifications; returns how many it queued (repetitive matches count when
     /// flushed). The tail's way in.
     @discardableResult
     func dispatch(_ events: [StoredEvent]) -> Int {
-        count(locked { s, wakes in s.dispatch(events, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched) })
+        var sent = 0
+        for start in stride(from: 0, to: events.count, by: Self.eventsPerLock) {
+            let chunk = events[start..<min(start + Self.eventsPerLock, events.count)]
+            sent += locked { s, wakes in s.dispatch(chunk, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched) }
+        }
+        return count(sent)
     }
 
     /// The change feed's consumer: events this process has just committed, on the committing
     /// thread. They are dispatched here when they follow on from the position in the same
     /// epoch; otherwise (the tail is behind, or the stream was recreated) the tail will.
     func dispatchCommitted(epoch: String, events: [StoredEvent]) {
-        count(
-            locked { s, wakes in
-                guard s.epoch == epoch, let first = events.first, let last = events.last, first.seq == s.position + 1 else { return 0 }
-                // Taken from here on: a poller that sees this commit meanwhile does not wake the tail.
-                dispatched.set(last.seq)
-                return s.dispatch(events, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched)
-            })
+        var sent = 0
+        for start in stride(from: 0, to: events.count, by: Self.eventsPerLock) {
+            let chunk = events[start..<min(start + Self.eventsPerLock, events.count)]
+            let go = locked { s, wakes -> Bool in
+                guard s.epoch == epoch else { return false }
+                if start == 0 {
+                    guard let first = chunk.first, first.seq == s.position + 1 else { return false }
+                    // Taken from here on: a poller that sees this commit meanwhile does not wake the tail.
+                    dispatched.advance(to: events[events.count - 1].seq)
+                }
+                sent += s.dispatch(chunk, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched)
+                return true
+            }
+            if !go { break }
+        }
+        count(sent)
     }
 
     @discardableResult
@@ -316,6 +336,8 @@ final class StreamDispatcher: Sendable {
                     }
                     guard let last = events.last else { break }
                     dispatch(events)
+                    // Up to 1000 events matched: let the event loop this may run on serve its connections.
+                    await Task.yield()
                     from = max(last.seq, position)
                     if from >= changes.lastSeq(of: stream) && events.count < 1000 { break }
                 }
@@ -368,9 +390,9 @@ extension StreamDispatcher.State {
         }
     }
 
-    mutating func dispatch(_ events: [StoredEvent], nowMillis: Int64, wakes: inout WakeBatch, dispatched: ChangeFeed.Cursor) -> Int {
+    mutating func dispatch(_ events: ArraySlice<StoredEvent>, nowMillis: Int64, wakes: inout WakeBatch, dispatched: ChangeFeed.Cursor) -> Int {
         var sent = 0
-        defer { dispatched.set(position) }
+        defer { dispatched.advance(to: position) }
         for event in events where event.seq > position {
             if !waitingForTail.isEmpty { releaseWaiting() }
             position = event.seq

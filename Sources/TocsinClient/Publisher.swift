@@ -7,7 +7,7 @@ public import TocsinCore
 /// violation, an unknown stream) is thrown as it is.
 ///
 /// The broker found is kept for later publishes (one `assign` per `refreshInterval` of the
-/// locator, 30 s by default, not one per publish), and given up when it cannot be reached. Keep
+/// locator, 30 s by default, not one per publish), and given up after any failed publish. Keep
 /// one `Publisher` for many publishes: each new one asks the network again.
 ///
 /// Every publish carries a key (`PublishKey`; a fresh UUID unless the caller gives one). A publish
@@ -44,12 +44,13 @@ public struct Publisher: Sendable {
                 return Published(
                     broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue),
                     duplicate: reply["duplicate"]?.boolValue ?? false)
-            } catch let error as TocsinError where error.code != .unavailable {
-                throw error
             } catch {
+                // Whatever went wrong, the next publish asks the network again: cheap, and a
+                // broker behind a failing proxy, or a failing one, is not kept for 30 s.
+                chosen.withLock { if $0?.broker.id == broker.id { $0 = nil } }
+                if let error = error as? TocsinError, error.code != .unavailable { throw error }
                 lastError = error
                 exclude.insert(broker.id)
-                chosen.withLock { if $0?.broker.id == broker.id { $0 = nil } }
             }
         }
         throw lastError ?? TocsinError(.noBrokerAvailable, "no broker accepted the publish")

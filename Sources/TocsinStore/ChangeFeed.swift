@@ -23,6 +23,9 @@ public final class ChangeFeed: Sendable {
         public var value: Int64 { seq.load(ordering: .acquiring) }
 
         public func set(_ value: Int64) { seq.store(value, ordering: .releasing) }
+
+        /// Moves the cursor to `value` unless it is there or beyond already.
+        public func advance(to value: Int64) { seq.max(value, ordering: .releasing) }
     }
 
     public typealias Consumer = @Sendable (_ epoch: String, _ events: [StoredEvent]) -> Void

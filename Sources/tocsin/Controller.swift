@@ -51,7 +51,6 @@ struct ControllerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        runTasksOnEventLoops()
         let logger = try bootstrapLogging(level: logLevel)
         var configuration = ControllerConfiguration()
         configuration.host = host

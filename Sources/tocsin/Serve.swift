@@ -53,7 +53,6 @@ struct BrokerOptions: ParsableArguments {
     /// Builds and runs the broker until SIGINT/SIGTERM; prints one line on stdout when listening
     /// (scripts and tests read the port from it).
     func run(_ configuration: BrokerConfiguration, role: String) async throws {
-        runTasksOnEventLoops()
         let logger = try bootstrapLogging(level: logLevel)
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)

@@ -12,6 +12,16 @@ struct Tocsin: AsyncParsableCommand {
         ],
         defaultSubcommand: nil
     )
+
+    /// The entry point: the server commands first make the event loops Swift's executor, which
+    /// SwiftNIO requires to happen on the main thread before any task runs (`run()` already runs
+    /// on Swift's pool).
+    @MainActor static func main() async {
+        if let command = CommandLine.arguments.dropFirst().first, ["serve", "broker", "controller"].contains(command) {
+            runTasksOnEventLoops()
+        }
+        await main(nil)
+    }
 }
 
 /// Where a client command finds the broker.

@@ -76,7 +76,13 @@ struct ClientLibraryTests {
                 _ = try await tocsin.publish("emergencies", events: [emergency("flood", severity: 2)])
                 _ = try await copy.publish("emergencies", events: [emergency("flood", severity: 3)])
                 #expect(c.controller.assignmentCount == 2)
-                #expect(try await broker.broker.store.stream(named: "emergencies")?.lastSeq == 12)
+                // A failed publish gives the kept broker up: the next one asks again.
+                await #expect(throws: TocsinError.self) {
+                    try await publisher.publish(stream: "emergencies", events: [["kind": "fire"]])
+                }
+                _ = try await publisher.publish(stream: "emergencies", events: [emergency("gas", severity: 1)])
+                #expect(c.controller.assignmentCount == 3)
+                #expect(try await broker.broker.store.stream(named: "emergencies")?.lastSeq == 13)
             }
         }
     }

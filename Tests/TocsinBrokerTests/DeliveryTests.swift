@@ -33,6 +33,28 @@ struct DeliveryTests {
         }
     }
 
+    /// One commit of 1,000 events is dispatched in chunks (`StreamDispatcher.eventsPerLock`),
+    /// letting a subscribe in between: every event still arrives once and in order, to a
+    /// subscriber that was there and to one that joins while the batches flow.
+    @Test func aBatchLargerThanOneDispatchChunkArrivesWholeAndInOrder() async throws {
+        try await TestBroker.with { broker in
+            try await connect(broker, client: "early") { early, earlyInbox, _ in
+                _ = try await early.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"])
+                let batch = (1...1000).map { emergency(["fire", "flood"][$0 % 2], severity: Int64($0 % 5 + 1)) }
+                try await connect(broker, client: "late") { late, lateInbox, _ in
+                    async let joined = late.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"], from: .earliest)
+                    for _ in 0..<3 { _ = try await early.publish(stream: "emergencies", events: batch) }
+                    _ = try await joined
+                    let fires = (0..<3000).filter { $0 % 2 == 1 }.map { Int64($0 + 1) }
+                    #expect(try await earlyInbox.notifications(fires.count).map(\.seq) == fires)
+                    #expect(try await lateInbox.notifications(fires.count).map(\.seq) == fires)
+                    #expect(await earlyInbox.isQuiet(for: .milliseconds(100)))
+                    #expect(await lateInbox.isQuiet(for: .milliseconds(100)))
+                }
+            }
+        }
+    }
+
     @Test func identicalSubscriptionsOfDifferentClientsEachGetTheEvent() async throws {
         try await TestBroker.with { broker in
             try await connect(broker, client: "a") { a, inboxA, _ in

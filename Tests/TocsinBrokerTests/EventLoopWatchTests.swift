@@ -60,16 +60,20 @@ struct EventLoopWatchTests {
         }) { broker in
             let watch = try #require(broker.broker.eventLoopWatch)
             try await waitUntil("the watch probes the loops") { watch.longestDelay > .zero }
-            let before = watch.stalls
+            let started = Atomic<Bool>(false)
             let released = Atomic<Bool>(false)
             let noticed = Atomic<Bool>(false)
             watch.loops[0].execute {
                 // Blocks this loop (the point of the test) until the watch has reported it.
+                started.store(true, ordering: .releasing)
                 while !released.load(ordering: .acquiring) { usleep(1000) }
                 noticed.store(true, ordering: .releasing)
             }
+            try await waitUntil("the loop is blocked") { started.load(ordering: .acquiring) }
+            // Counted from here on, on this loop only: a stall elsewhere cannot pass the test.
+            let before = watch.stalls(ofLoop: 0)
             do {
-                try await waitUntil("the watch reports the blocked loop") { watch.stalls > before }
+                try await waitUntil("the watch reports the blocked loop") { watch.stalls(ofLoop: 0) > before }
             } catch {
                 released.store(true, ordering: .releasing)
                 throw error
