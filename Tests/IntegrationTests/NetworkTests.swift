@@ -88,6 +88,8 @@ struct NetworkTests {
     /// Publishes one event every few milliseconds through the network until stopped; records acknowledged seqs.
     final class Feed: Sendable {
         let acknowledged = Mutex<[Int64]>([])
+        /// The broker that took the last publish (a `Publisher` keeps one until it fails).
+        let broker = Mutex<String?>(nil)
         let stopped = Atomic<Bool>(false)
         let task = Mutex<Task<Void, Never>?>(nil)
 
@@ -104,6 +106,7 @@ struct NetworkTests {
                         ]
                         if let published = try? await publisher.publish(stream: "emergencies", events: [event]) {
                             self.acknowledged.withLock { $0 += published.seqs }
+                            self.broker.withLock { $0 = published.broker }
                         }
                         try? await Task.sleep(for: .milliseconds(10))  // pacing of the feed, not a wait for a condition
                     }
@@ -144,7 +147,9 @@ struct NetworkTests {
 
         let feed = Feed(seeds: seeds, kind: audience.kind)
         try await waitUntil("100 events published") { feed.count >= 100 }
-        let (victim, clients) = try #require(audience.perBroker.max { $0.value < $1.value })
+        // The broker the publisher keeps: its next publish must find another one, with no loss.
+        let victim = try #require(feed.broker.withLock { $0 })
+        let clients = audience.perBroker[victim] ?? 0
         await network.crash(victim)
         try await waitUntil("the victim's clients reconnected elsewhere", timeout: .seconds(30)) {
             audience.perBroker[victim] == nil
@@ -157,6 +162,7 @@ struct NetworkTests {
         }
         #expect(audience.inOrder)
         #expect(clients > 0)
+        #expect(feed.broker.withLock { $0 } != victim, "the publisher moved to a survivor")
         #expect(Set(audience.perBroker.keys).isSubset(of: Set(network.members.map(\.id))))
         await Self.tearDown(network)
     }
