@@ -44,11 +44,12 @@ public final class ChildProcess: Sendable {
     /// Starts `executable arguments` and waits up to `timeout` for a stdout line containing
     /// `listening on http://HOST:PORT`. Later stdout lines go to `output` (stderr is inherited
     /// when `inheritStderr`, else discarded).
+    /// `environment` adds to (or replaces in) this process's environment for the child.
     public init(
-        executable: String = ChildProcess.tocsinBinary, arguments: [String], timeout: Duration = .seconds(30), inheritStderr: Bool = false,
-        output: (@Sendable (String) -> Void)? = nil
+        executable: String = ChildProcess.tocsinBinary, arguments: [String], environment: [String: String] = [:],
+        timeout: Duration = .seconds(30), inheritStderr: Bool = false, output: (@Sendable (String) -> Void)? = nil
     ) async throws {
-        let (pid, stdout) = try Self.spawn(executable: executable, arguments: arguments, inheritStderr: inheritStderr)
+        let (pid, stdout) = try Self.spawn(executable: executable, arguments: arguments, environment: environment, inheritStderr: inheritStderr)
         self.pid = pid
         let (lines, continuation) = AsyncStream.makeStream(of: String.self)
         let portSeen = Atomic<Bool>(false)
@@ -95,11 +96,15 @@ public final class ChildProcess: Sendable {
     /// Spawns the process with its stdout on a pipe; returns the pid and the pipe's read end.
     /// The child gets a process group of its own, so a Ctrl-C at the terminal reaches only the
     /// parent, which stops its children in order.
-    private static func spawn(executable: String, arguments: [String], inheritStderr: Bool) throws -> (Int32, Int32) {
-        try spawning.withLock { _ in try spawnLocked(executable: executable, arguments: arguments, inheritStderr: inheritStderr) }
+    private static func spawn(executable: String, arguments: [String], environment: [String: String], inheritStderr: Bool) throws -> (Int32, Int32) {
+        try spawning.withLock { _ in
+            try spawnLocked(executable: executable, arguments: arguments, environment: environment, inheritStderr: inheritStderr)
+        }
     }
 
-    private static func spawnLocked(executable: String, arguments: [String], inheritStderr: Bool) throws -> (Int32, Int32) {
+    private static func spawnLocked(
+        executable: String, arguments: [String], environment: [String: String], inheritStderr: Bool
+    ) throws -> (Int32, Int32) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ChildProcessError("pipe failed: errno \(errno)") }
         // Neither end leaks into this or any other child (dup2 onto its stdout clears the flag there).
@@ -123,7 +128,15 @@ public final class ChildProcess: Sendable {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        let result: Int32
+        if environment.isEmpty {
+            result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        } else {
+            let merged = ProcessInfo.processInfo.environment.merging(environment) { _, given in given }
+            let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer { for p in envp { free(p) } }
+            result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        }
         close(fds[1])
         guard result == 0 else {
             close(fds[0])

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import ArgumentParser
 import NIOCore
 import NIOPosix
 
@@ -15,20 +16,34 @@ enum Environment {
 
 func fflushStdout() { fflush(nil) }
 
-/// Makes the event loops (`MultiThreadedEventLoopGroup.singleton`, which the HTTP server and
-/// the HTTP client use) Swift concurrency's global executor, for the server commands. Call it on
-/// the main thread, before any task has started (`Tocsin.main`).
+/// Where the server commands run Swift tasks (`TOCSIN_TASK_EXECUTOR`): on Swift's own pool
+/// (`pool`, the default), or on the event loops (`event-loops`), by making SwiftNIO's shared
+/// group (`MultiThreadedEventLoopGroup.singleton`, which the HTTP server and client use) Swift's
+/// global executor. Call it on the main thread, before any task has started (`Tocsin.main`).
 ///
-/// A connection's task then runs on its channel's event loop: a frame read there resumes the
-/// task on the same thread instead of waking one of Swift's pool threads, and a reply the task
-/// writes needs no hop back. On this project's 2-core test machine that is one or two context
-/// switches and ~50 µs of CPU less per published event (docs/performance.md). The price: a task
-/// that blocks its thread blocks that event loop's connections, so tasks here must not block or
-/// run long without a suspension point: commits run on the store's commit thread, reads wait on
-/// GRDB's queues, and a stream's tail yields between chunks. The broker's `EventLoopWatch`
-/// reports a loop that stops turning; `TOCSIN_TASK_EXECUTOR=pool` keeps Swift's own pool, to
-/// rule this out when diagnosing a stall.
-func runTasksOnEventLoops() {
-    guard Environment.get("TOCSIN_TASK_EXECUTOR") != "pool" else { return }
-    NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+/// On the event loops a connection's task resumes on the thread that read its frame and writes
+/// without a hop back: at 500 events/s to 100 subscribers that is ~2 context switches and ~6% of
+/// the CPU per delivery less on the 2-core test machine. But one connection's publishes are then
+/// read, parsed and handled on one thread, and pipelined publishing fell 15-20% (21,000 against
+/// 26,000 events/s on one connection); with large fan-outs the two do the same. Hence the choice,
+/// measured in docs/performance.md. On the loops, a task that blocks its thread blocks that
+/// loop's connections; the broker's `EventLoopWatch` reports a loop that stops turning.
+enum TaskExecutorChoice: String {
+    case pool
+    case eventLoops = "event-loops"
+
+    /// Reads `TOCSIN_TASK_EXECUTOR`; an unknown value is an error, not a silent default.
+    static func fromEnvironment() throws -> TaskExecutorChoice {
+        guard let text = Environment.get("TOCSIN_TASK_EXECUTOR") else { return .pool }
+        guard let choice = TaskExecutorChoice(rawValue: text) else {
+            throw ValidationError("TOCSIN_TASK_EXECUTOR must be 'pool' or 'event-loops', got '\(text)'")
+        }
+        return choice
+    }
+
+    func install() {
+        if self == .eventLoops {
+            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+        }
+    }
 }

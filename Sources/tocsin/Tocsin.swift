@@ -13,12 +13,16 @@ struct Tocsin: AsyncParsableCommand {
         defaultSubcommand: nil
     )
 
-    /// The entry point: the server commands first make the event loops Swift's executor, which
-    /// SwiftNIO requires to happen on the main thread before any task runs (`run()` already runs
-    /// on Swift's pool).
+    /// The entry point: the server commands first choose where Swift tasks run
+    /// (`TaskExecutorChoice`), which SwiftNIO requires on the main thread before any task runs
+    /// (`run()` already runs on Swift's pool).
     @MainActor static func main() async {
         if let command = CommandLine.arguments.dropFirst().first, ["serve", "broker", "controller"].contains(command) {
-            runTasksOnEventLoops()
+            do {
+                try TaskExecutorChoice.fromEnvironment().install()
+            } catch {
+                exit(withError: error)
+            }
         }
         await main(nil)
     }

@@ -11,7 +11,8 @@ struct CommandLineTests {
     /// Runs `executable arguments` to its exit; returns the status and what it wrote to `output`
     /// (the other stream is discarded).
     static func run(
-        _ arguments: [String], executable: String = ServerProcess.tocsinBinary, capturing output: Output = .stderr
+        _ arguments: [String], executable: String = ServerProcess.tocsinBinary, environment: [String: String] = [:],
+        capturing output: Output = .stderr
     ) throws -> (status: Int32, text: String) {
         // A freshly copied executable can be "busy" for a moment: a child that another test
         // forked while the copy was open for writing holds that descriptor until it execs.
@@ -20,6 +21,9 @@ struct CommandLineTests {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
+            if !environment.isEmpty {
+                process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, given in given }
+            }
             let pipe = Pipe()
             process.standardOutput = output == .stdout ? pipe : FileHandle.nullDevice
             process.standardError = output == .stderr ? pipe : FileHandle.nullDevice
@@ -70,6 +74,15 @@ struct CommandLineTests {
         let (status, stderr) = try Self.run(arguments)
         #expect(status != 0)
         #expect(stderr.contains(mentions), "stderr: \(stderr)")
+    }
+
+    /// A mistyped TOCSIN_TASK_EXECUTOR stops the server commands with the variable named,
+    /// instead of running with a default the operator did not ask for.
+    @Test(arguments: ["serve", "broker", "controller"])
+    func anUnknownTaskExecutorIsRefused(command: String) throws {
+        let (status, stderr) = try Self.run([command, "--port", "0"], environment: ["TOCSIN_TASK_EXECUTOR": "event-loop"])
+        #expect(status != 0)
+        #expect(stderr.contains("TOCSIN_TASK_EXECUTOR must be 'pool' or 'event-loops', got 'event-loop'"), "stderr: \(stderr)")
     }
 
     /// `bench --spawn` measures a server started from its own executable, whatever that is

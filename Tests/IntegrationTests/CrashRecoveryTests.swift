@@ -65,11 +65,14 @@ struct CrashRecoveryTests {
         }
     }
 
-    @Test(arguments: PublishPath.allCases)
-    func everyAcknowledgedPublishIsDeliveredInOrderAcrossASigkill(path: PublishPath) async throws {
+    /// Each publish path with the server's tasks on Swift's pool (the default), and the
+    /// pipelined one also with them on the event loops (`TOCSIN_TASK_EXECUTOR=event-loops`).
+    @Test(arguments: zip([PublishPath.http, .pipelinedWebSocketWithKeys, .pipelinedWebSocketWithKeys], ["pool", "pool", "event-loops"]))
+    func everyAcknowledgedPublishIsDeliveredInOrderAcrossASigkill(path: PublishPath, executor: String) async throws {
+        let environment = ["TOCSIN_TASK_EXECUTOR": executor]
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory])
+        var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory], environment: environment)
         let port = server.port
         let base = "http://127.0.0.1:\(port)"
         let log = Log()
@@ -130,7 +133,7 @@ struct CrashRecoveryTests {
         try await waitUntil("200 publishes before the crash") { log.published.load(ordering: .relaxed) >= 200 }
         server.kill(SIGKILL)
         let beforeCrash = log.published.load(ordering: .relaxed)
-        server = try await ServerProcess(arguments: ["serve", "--port", "\(port)", "--data-dir", directory])
+        server = try await ServerProcess(arguments: ["serve", "--port", "\(port)", "--data-dir", directory], environment: environment)
         try await waitUntil("200 publishes after the restart") { log.published.load(ordering: .relaxed) >= beforeCrash + 200 }
         log.stopPublishing.store(true, ordering: .relaxed)
         await publisher.value
