@@ -36,13 +36,7 @@ public func buildBroker(
     let router = Router(context: TocsinRequestContext.self)
     HTTPAPI(broker: broker).register(on: router)
     WebSocketEndpoint(broker: broker).register(on: router)
-    if let metrics {
-        router.get("/metrics") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.emitToBuffer())))
-        }
-    }
+    if let metrics { router.addMetricsRoute(metrics) }
     let app = Application(
         router: router,
         server: .http1WebSocketUpgrade(

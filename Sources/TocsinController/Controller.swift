@@ -1,4 +1,5 @@
 public import Logging
+import Metrics
 public import ServiceLifecycle
 import Synchronization
 public import TocsinCore
@@ -44,6 +45,7 @@ public final class Controller: Service, Sendable {
     /// The URL the controller advertises, set once it listens.
     let advertisedURL = Mutex<String?>(nil)
     private let assignments = Atomic<Int>(0)
+    private let metrics = ControllerMetrics()
 
     /// How many `assign` questions the controller has answered (or refused) since it started.
     public var assignmentCount: Int { assignments.load(ordering: .relaxed) }
@@ -149,6 +151,7 @@ public final class Controller: Service, Sendable {
 
     public func assign(_ request: AssignmentRequest) throws(TocsinError) -> AssignReply {
         assignments.add(1, ordering: .relaxed)
+        metrics.assignments.increment()
         let assignment = try state.withLock { s throws(TocsinError) -> Assignment in
             let a = try s.placement.assign(request)
             s.placement.noteAssigned(to: a.broker.id)
@@ -212,7 +215,10 @@ public final class Controller: Service, Sendable {
         for b in expired {
             logger.warning("broker lease expired: treating it as dead", metadata: ["broker": "\(b.id)", "incarnation": "\(b.incarnation)"])
         }
+        metrics.leaseExpiries.increment(by: Int64(expired.count))
+        metrics.record(live: state.withLock { $0.membership.live })
         if let plan {
+            metrics.migrationsOrdered.increment(by: Int64(plan.moves.reduce(0) { $0 + $1.count }))
             let moves = plan.moves.map { "\($0.from)→\($0.to) \($0.count)" }.joined(separator: ", ")
             logger.notice("rebalance planned", metadata: ["clients": "\(plan.totalClients)", "moves": "\(moves)"])
         }
@@ -226,5 +232,24 @@ public final class Controller: Service, Sendable {
             }
         }
         logger.info("controller stopped")
+    }
+}
+
+/// The controller's metrics, with stable names (swift-metrics; `tocsin controller` exports them
+/// at `GET /metrics`).
+struct ControllerMetrics: Sendable {
+    let assignments = Counter(label: "tocsin_controller_assignments_total")
+    let leaseExpiries = Counter(label: "tocsin_controller_lease_expiries_total")
+    /// Clients the controller ordered brokers to move (rebalance and drain).
+    let migrationsOrdered = Counter(label: "tocsin_controller_migrations_ordered_total")
+    let activeBrokers = Gauge(label: "tocsin_controller_brokers", dimensions: [("state", "active")])
+    let drainingBrokers = Gauge(label: "tocsin_controller_brokers", dimensions: [("state", "draining")])
+    let clients = Gauge(label: "tocsin_controller_clients")
+
+    /// The live brokers as of a tick, and the clients they last reported.
+    func record(live: [BrokerRecord]) {
+        activeBrokers.record(live.filter { $0.state == .active }.count)
+        drainingBrokers.record(live.filter { $0.state == .draining }.count)
+        clients.record(live.reduce(0) { $0 + $1.load.connections })
     }
 }

@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 public import Logging
+public import Prometheus
 public import ServiceLifecycle
 import TocsinCore
 import TocsinHTTP
@@ -97,13 +98,16 @@ public struct ControllerApplication: Sendable {
 }
 
 /// Builds the controller with its HTTP API. `onListening` receives the bound port.
+/// `metrics`, when given, is served in the Prometheus text format at `GET /metrics`; the caller
+/// bootstraps swift-metrics with a factory writing to it (the executable does).
 public func buildController(
     configuration: ControllerConfiguration, logger: Logger, now: (@Sendable () -> ClusterTime)? = nil,
-    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    metrics: PrometheusCollectorRegistry? = nil, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> ControllerApplication {
     let controller = Controller(configuration: configuration, logger: logger, now: now)
     let router = Router(context: BasicRequestContext.self)
     ControllerAPI(controller: controller).register(on: router)
+    if let metrics { router.addMetricsRoute(metrics) }
     let app = Application(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin-controller"),

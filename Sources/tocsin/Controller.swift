@@ -1,4 +1,6 @@
 import ArgumentParser
+import Metrics
+import Prometheus
 import Logging
 import ServiceLifecycle
 import TocsinController
@@ -62,9 +64,11 @@ struct ControllerCommand: AsyncParsableCommand {
         configuration.rebalance.absoluteTolerance = toleranceClients
         configuration.rebalanceCooldown = .milliseconds(cooldownMilliseconds)
         configuration.rebalanceEnabled = !noRebalance
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let host = self.host
         let app = buildController(
-            configuration: configuration, logger: logger,
+            configuration: configuration, logger: logger, metrics: registry,
             onListening: { port in
                 print("tocsin controller listening on http://\(host):\(port)")
                 fflushStdout()

@@ -20,18 +20,8 @@ struct MetricsTests {
         let rejected = try await HTTPCall.send(.POST, base + "/v1/streams/emergencies/events", rawBody: #"{"kind": 7}"#)
         #expect(rejected.status == 400 || rejected.status == 422, "a schema violation: \(rejected.body)")
 
-        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/metrics"), timeout: .seconds(10))
-        #expect(response.status == .ok)
-        #expect(response.headers["content-type"].first?.hasPrefix("text/plain; version=0.0.4") == true)
-        let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
-
-        /// The value of an unlabelled sample, `name value`.
-        func value(_ name: String) -> Double? {
-            text.split(separator: "\n").lazy.compactMap { line -> Double? in
-                let parts = line.split(separator: " ")
-                return parts.count == 2 && parts[0] == name ? Double(parts[1]) : nil
-            }.first
-        }
+        let text = try await Self.metrics(base)
+        func value(_ name: String) -> Double? { Self.value(name, in: text) }
         #expect(value("tocsin_published_events_total") == 3)
         #expect(value("tocsin_publish_rejected_total") == 1)
         #expect((value("tocsin_store_commits_total") ?? 0) >= 1)
@@ -46,5 +36,22 @@ struct MetricsTests {
         #expect(text.contains(#"tocsin_event_loop_delay_seconds_bucket{le="0.001"}"#))
         #expect(text.contains(#"tocsin_event_loop_delay_seconds_bucket{le="5.0"}"#))
         #expect((value("tocsin_event_loop_delay_seconds_count") ?? 0) >= 1)
+    }
+
+    /// `GET base/metrics`, checked to be Prometheus text.
+    static func metrics(_ base: String) async throws -> String {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: base + "/metrics"), timeout: .seconds(10))
+        #expect(response.status == .ok)
+        #expect(response.headers["content-type"].first?.hasPrefix("text/plain; version=0.0.4") == true)
+        return String(buffer: try await response.body.collect(upTo: 1 << 20))
+    }
+
+    /// The value of the sample `series value`, where `series` is a name with its labels as
+    /// written (`tocsin_controller_brokers{state="active"}`).
+    static func value(_ series: String, in text: String) -> Double? {
+        text.split(separator: "\n").lazy.compactMap { line -> Double? in
+            let parts = line.split(separator: " ")
+            return parts.count == 2 && parts[0] == series ? Double(parts[1]) : nil
+        }.first
     }
 }

@@ -163,6 +163,14 @@ struct NetworkTests {
         #expect(audience.inOrder)
         #expect(clients > 0)
         #expect(feed.broker.withLock { $0 } != victim, "the publisher moved to a survivor")
+        // The controller's metrics tell the story: one lease expired, two brokers left, every
+        // subscriber (and the publisher) assigned at least once.
+        try await waitUntil("the controller counts the expired lease") {
+            (try? await MetricsTests.metrics(network.controllerURL)).flatMap { MetricsTests.value("tocsin_controller_lease_expiries_total", in: $0) } == 1
+        }
+        let metrics = try await MetricsTests.metrics(network.controllerURL)
+        #expect(MetricsTests.value(#"tocsin_controller_brokers{state="active"}"#, in: metrics) == 2)
+        #expect((MetricsTests.value("tocsin_controller_assignments_total", in: metrics) ?? 0) >= Double(audience.probes.count + 1))
         #expect(Set(audience.perBroker.keys).isSubset(of: Set(network.members.map(\.id))))
         await Self.tearDown(network)
     }
