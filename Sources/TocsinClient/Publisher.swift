@@ -15,6 +15,9 @@ public import TocsinCore
 /// elsewhere with the same key, so it is stored once: brokers of one network share the store,
 /// which remembers keys for two minutes by default. A caller that retries after `publish`
 /// throws should pass its own `key`, the same each time, so those retries are safe too.
+///
+/// A broker that accepts the request and never answers (hung, stopped, cut off behind a proxy)
+/// costs one `attemptTimeout` (10 s by default), then the publish goes elsewhere with its key.
 public struct Publisher: Sendable {
     public struct Published: Sendable, Hashable {
         public var broker: String
@@ -25,11 +28,17 @@ public struct Publisher: Sendable {
     }
 
     let locator: BrokerLocator
+    /// How long one try waits for its broker's answer before trying another.
+    public let attemptTimeout: Duration
     /// The broker publishes go to, and when it was chosen.
     private let chosen = LockedBox<(broker: BrokerSummary, at: ContinuousClock.Instant)?>(nil)
 
-    public init(seeds: [String], client: String = "publisher", logger: Logger = Logger(label: "tocsin.publisher")) {
+    public init(
+        seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10),
+        logger: Logger = Logger(label: "tocsin.publisher")
+    ) {
         locator = BrokerLocator(configuration: .init(seeds: seeds, client: client), logger: logger)
+        self.attemptTimeout = attemptTimeout
     }
 
     public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> Published {
@@ -40,7 +49,8 @@ public struct Publisher: Sendable {
             let broker = try await self.broker(exclude: exclude)
             do {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
-                let reply = try await HTTPCall.call(.POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)])
+                let reply = try await HTTPCall.call(
+                    .POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)], timeout: attemptTimeout)
                 return Published(
                     broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue),
                     duplicate: reply["duplicate"]?.boolValue ?? false)

@@ -175,6 +175,26 @@ struct NetworkTests {
         await Self.tearDown(network)
     }
 
+    /// A broker that takes the request and never answers (SIGSTOP: its kernel still accepts and
+    /// acknowledges the bytes) costs a publisher one attempt timeout, not the whole request's;
+    /// the retry goes to the other broker with the same key and the event is stored once.
+    @Test func aHungBrokerCostsAPublisherOneAttemptTimeout() async throws {
+        let network = try await Self.network(brokers: 2)
+        let publisher = Publisher(seeds: [network.controllerURL], client: "hung-test", attemptTimeout: .seconds(1))
+        let event = CrashRecoveryTests.event(1, kind: "fire")
+        let first = try await publisher.publish(stream: "emergencies", events: [event])
+        let hung = try #require(network.member(first.broker))
+        #expect(Glibc.kill(hung.pid, SIGSTOP) == 0)
+        let started = ContinuousClock.now
+        let second = try await publisher.publish(stream: "emergencies", events: [event])
+        let took = ContinuousClock.now - started
+        #expect(Glibc.kill(hung.pid, SIGCONT) == 0)
+        #expect(second.broker != first.broker)
+        #expect(second.seqs == [first.seqs[0] + 1], "stored once, right after the first")
+        #expect(took < .seconds(15), "one 1 s attempt and a retry, not HTTP's 30 s default: took \(took)")
+        await Self.tearDown(network)
+    }
+
     @Test func addingABrokerMigratesClientsWithoutLoss() async throws {
         let network = try await Self.network(brokers: 2)
         let seeds = [network.controllerURL]
