@@ -6,8 +6,8 @@ import TocsinCore
 
 /// Notices event loops that stop turning: every `interval` it queues a no-op on each loop and
 /// measures how late it runs. Every connection on a loop waits while something blocks it (a
-/// handler or a task that does not yield: the server commands run Swift tasks on the loops), so
-/// a late probe is what "all clients of this broker lag together" looks like from inside.
+/// handler, or with `TOCSIN_TASK_EXECUTOR=event-loops` a task that does not yield), so a late
+/// probe is what "all clients of this broker lag together" looks like from inside.
 ///
 /// A probe that runs `threshold` or more late logs a warning with its delay; one still waiting
 /// after `threshold` logs at once (the loop may be stuck for good) and once more when it finally
@@ -30,7 +30,6 @@ public final class EventLoopWatch: Sendable {
     private struct State {
         /// Per loop, the probe that has not run yet.
         var pending: [Probe?]
-        var stalls = 0
         var stallsByLoop: [Int]
         var longest: Duration = .zero
     }
@@ -47,7 +46,7 @@ public final class EventLoopWatch: Sendable {
     }
 
     /// Stalls seen since start (a loop late or stuck by `threshold` or more, once per stall).
-    public var stalls: Int { state.withLock { $0.stalls } }
+    public var stalls: Int { state.withLock { $0.stallsByLoop.reduce(0, +) } }
     /// The same for one loop (its index in the group's order).
     public func stalls(ofLoop index: Int) -> Int { state.withLock { $0.stallsByLoop[index] } }
     /// The longest delay a probe has had.
@@ -74,7 +73,6 @@ public final class EventLoopWatch: Sendable {
                 guard waited >= threshold, !probe.reported else { return .wait }
                 probe.reported = true
                 s.pending[index] = probe
-                s.stalls += 1
                 s.stallsByLoop[index] += 1
                 s.longest = max(s.longest, waited)
                 return .stuck(waited)
@@ -101,10 +99,7 @@ public final class EventLoopWatch: Sendable {
             let delay = now - probe.sentAt
             s.longest = max(s.longest, delay)
             let newStall = delay >= threshold && !probe.reported
-            if newStall {
-                s.stalls += 1
-                s.stallsByLoop[index] += 1
-            }
+            if newStall { s.stallsByLoop[index] += 1 }
             return (delay, newStall)
         }
         guard let (delay, newStall) = outcome else { return }

@@ -178,6 +178,7 @@ public final class Controller: Service, Sendable {
                 s.rebuildPlacement(configuration.placement)
             }
             let live = s.membership.live
+            metrics.record(live: live)
             // With rebalancing off, only draining brokers are emptied.
             guard configuration.rebalanceEnabled || live.contains(where: { $0.state == .draining }) else { return (expired, nil) }
             // While clients arrive or leave in numbers (a connect storm, a failover) the reports lag
@@ -216,7 +217,6 @@ public final class Controller: Service, Sendable {
             logger.warning("broker lease expired: treating it as dead", metadata: ["broker": "\(b.id)", "incarnation": "\(b.incarnation)"])
         }
         metrics.leaseExpiries.increment(by: Int64(expired.count))
-        metrics.record(live: state.withLock { $0.membership.live })
         if let plan {
             metrics.migrationsOrdered.increment(by: Int64(plan.moves.reduce(0) { $0 + $1.count }))
             let moves = plan.moves.map { "\($0.from)→\($0.to) \($0.count)" }.joined(separator: ", ")
