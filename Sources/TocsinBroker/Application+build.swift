@@ -26,7 +26,8 @@ public func buildBroker(
 ) async throws -> BrokerApplication {
     let store = try SQLiteStore(
         configuration: .init(
-            path: configuration.databasePath, synchronousFull: configuration.durableCommits, publishKeyWindow: configuration.publishKeyWindow),
+            path: configuration.databasePath, synchronousFull: configuration.durableCommits, publishKeyWindow: configuration.publishKeyWindow,
+            maxBytes: configuration.maxStoreBytes),
         logger: logger)
     if configuration.seedExample {
         try await ExampleData.seed(store)

@@ -75,6 +75,7 @@ public final class Broker: Service, Sendable {
                         group.addTask { await self.runStorePoller(sqlite, interval: interval) }
                     }
                     group.addTask { await sqlite.runCheckpoints(every: self.configuration.checkpointInterval) }
+                    group.addTask { await self.runStoreGauges(sqlite) }
                 }
                 // Ends when the task is cancelled (graceful shutdown).
                 for await dispatcher in self.newTails {
@@ -128,6 +129,17 @@ public final class Broker: Service, Sendable {
         repetitiveAttached.continuation.yield()
     }
 
+    /// How full the database is, for `tocsin_store_used_bytes` and `tocsin_store_max_bytes`.
+    private func runStoreGauges(_ store: SQLiteStore) async {
+        while !Task.isCancelled {
+            if let usage = try? await store.usage() {
+                metrics.storeUsedBytes.record(usage.usedBytes)
+                metrics.storeMaxBytes.record(usage.maxBytes ?? 0)
+            }
+            try? await Task.sleep(for: configuration.storeGaugeInterval)
+        }
+    }
+
     private func runRetention() async {
         while !Task.isCancelled {
             do {
@@ -136,6 +148,7 @@ public final class Broker: Service, Sendable {
             } catch {
                 logger.error("retention failed", metadata: ["error": "\(error)"])
             }
+
             try? await Task.sleep(for: configuration.retentionInterval)
         }
     }

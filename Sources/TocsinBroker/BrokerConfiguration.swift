@@ -12,6 +12,9 @@ public struct BrokerConfiguration: Sendable {
     public var databasePath = "./tocsin-data/tocsin.sqlite"
     /// FULL synchronous SQLite commits (survive power loss); false means NORMAL (survive process crashes).
     public var durableCommits = true
+    /// The most bytes the SQLite database may hold; past it publishes (and other writes that
+    /// need room) fail with `store_full` until retention frees space. nil: only the disk limits it.
+    public var maxStoreBytes: Int64? = nil
     /// Create the example `emergencies` stream and its channels in an empty store.
     public var seedExample = true
 
@@ -47,6 +50,8 @@ public struct BrokerConfiguration: Sendable {
     public var ackFlushInterval: Duration = .milliseconds(200)
     /// How often retention is enforced.
     public var retentionInterval: Duration = .seconds(30)
+    /// How often the store's size is measured for its gauges.
+    public var storeGaugeInterval: Duration = .seconds(5)
     /// How often to look for appends by other processes sharing the store; nil if none do.
     public var storePollInterval: Duration? = nil
 

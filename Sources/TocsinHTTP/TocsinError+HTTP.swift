@@ -13,6 +13,7 @@ extension TocsinError.Code {
         case .tooLarge: .contentTooLarge
         case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
         case .unavailable, .noBrokerAvailable: .serviceUnavailable
+        case .storeFull: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
         default: .internalServerError
         }
     }

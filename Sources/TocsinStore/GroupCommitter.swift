@@ -43,18 +43,25 @@ final class GroupCommitter: Sendable {
     /// (and its sync) carries on average.
     let commits = Atomic<Int>(0)
     private let commitsMetric = Counter(label: "tocsin_store_commits_total")
+    /// Publishes refused because the store was full, and whether the last one was (to log the
+    /// change, not every refusal).
+    private let storeFullMetric = Counter(label: "tocsin_store_full_rejections_total")
+    private let full = Atomic<Bool>(false)
     /// Signalled once per time the thread went to sleep (`sleeping` true → false), never more.
     private let wake = DispatchSemaphore(value: 0)
     private let pool: DatabasePool
     /// How long a publish key keeps a second append with it from being stored.
     private let publishKeyWindowMillis: Int64
+    /// The store's size limit, for the `store_full` message.
+    private let maxBytes: Int64?
     private let logger: Logger
     /// Told of each request's committed events, in commit order, on the committing thread.
     private let onCommit: @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void
 
-    init(pool: DatabasePool, publishKeyWindowMillis: Int64, logger: Logger, onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
+    init(pool: DatabasePool, publishKeyWindowMillis: Int64, maxBytes: Int64?, logger: Logger, onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
         self.pool = pool
         self.publishKeyWindowMillis = publishKeyWindowMillis
+        self.maxBytes = maxBytes
         self.logger = logger
         self.onCommit = onCommit
         Thread.detachNewThread { [self] in
@@ -190,6 +197,9 @@ final class GroupCommitter: Sendable {
                 }
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
                 commits.add(1, ordering: .relaxed)
+                if full.load(ordering: .relaxed), full.exchange(false, ordering: .relaxed) {
+                    logger.notice("the store has room again: publishes are stored")
+                }
                 commitsMetric.increment()
                 // Publishers first: their replies need not wait for the fan-out below.
                 for (request, outcome) in zip(batch, outcomes) {
@@ -203,6 +213,18 @@ final class GroupCommitter: Sendable {
                     }
                 }
             }
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+            // One request too big for the room left must not fail the others with it: each
+            // gets its own transaction, in order, and only those that do not fit fail.
+            if batch.count > 1 {
+                for request in batch { commit([request]) }
+                return
+            }
+            storeFullMetric.increment()
+            if !full.exchange(true, ordering: .relaxed) {
+                logger.warning("the store is full: publishes are refused with store_full until retention or an operator frees space")
+            }
+            batch[0].completion(.failure(TocsinError.storeFull(maxBytes: maxBytes)))
         } catch {
             logger.error("append transaction failed", metadata: ["error": "\(error)", "requests": "\(batch.count)"])
             for request in batch {

@@ -14,16 +14,32 @@ public final class SQLiteStore: Store {
         public var synchronousFull: Bool = true
         /// How long a publish key is remembered (`PublishKey`).
         public var publishKeyWindow: Duration = .seconds(120)
-        public init(path: String, synchronousFull: Bool = true, publishKeyWindow: Duration = .seconds(120)) {
+        /// The most bytes the database may hold (SQLite's `max_page_count`); nil for no limit but
+        /// the disk's. A write that needs more fails with `store_full` and stores nothing; pages
+        /// retention frees are reused. The write-ahead log comes on top of this (a few MiB).
+        public var maxBytes: Int64? = nil
+        public init(path: String, synchronousFull: Bool = true, publishKeyWindow: Duration = .seconds(120), maxBytes: Int64? = nil) {
             self.path = path
             self.synchronousFull = synchronousFull
             self.publishKeyWindow = publishKeyWindow
+            self.maxBytes = maxBytes
         }
+    }
+
+    /// How much of the database is in use (`usage()`).
+    public struct Usage: Sendable, Equatable {
+        /// Bytes of pages holding data (the file's size less its free pages).
+        public var usedBytes: Int64
+        /// The database file's size in pages.
+        public var fileBytes: Int64
+        /// The configured limit, if any.
+        public var maxBytes: Int64?
     }
 
     let pool: DatabasePool
     let path: String
     let publishKeyWindowMillis: Int64
+    let maxBytes: Int64?
     let logger: Logger
     public let changes: ChangeFeed
     let committer: GroupCommitter
@@ -38,6 +54,13 @@ public final class SQLiteStore: Store {
         config.busyMode = .timeout(10)
         let synchronous = configuration.synchronousFull ? "FULL" : "NORMAL"
         config.label = "tocsin"
+        if let maxBytes = configuration.maxBytes {
+            // On every connection (only the writer's matters): the limit is not stored in the file.
+            config.prepareDatabase { db in
+                let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+                try db.execute(sql: "PRAGMA max_page_count = \(max(maxBytes / pageSize, 1))")
+            }
+        }
         let pool = try Self.retryingWhileAnotherProcessSetsUp { try DatabasePool(path: configuration.path, configuration: config) }
         // On the writer (the only connection that commits), once the pool is open: GRDB sets
         // synchronous = NORMAL when it switches the writer to WAL — after `prepareDatabase` —
@@ -53,6 +76,7 @@ public final class SQLiteStore: Store {
         }
         self.pool = pool
         self.path = configuration.path
+        self.maxBytes = configuration.maxBytes
         // Clamped: a negative window would turn keys off, a huge one overflow.
         let window = min(max(configuration.publishKeyWindow, .zero), .seconds(100 * 365 * 86_400)).milliseconds
         self.publishKeyWindowMillis = window
@@ -66,8 +90,18 @@ public final class SQLiteStore: Store {
         watcherConfig.label = "tocsin-watcher"
         self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
         // Last: it starts a thread, which only `deinit` (run once every property is set) stops.
-        self.committer = GroupCommitter(pool: pool, publishKeyWindowMillis: window, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
+        self.committer = GroupCommitter(pool: pool, publishKeyWindowMillis: window, maxBytes: configuration.maxBytes, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try refreshChanges()
+    }
+
+    /// How full the database is.
+    public func usage() async throws -> Usage {
+        try await pool.read { [maxBytes] db in
+            let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+            return Usage(usedBytes: (pages - free) * pageSize, fileBytes: pages * pageSize, maxBytes: maxBytes)
+        }
     }
 
     /// Group commits made so far (each one transaction and, with synced commits, one sync).
@@ -453,14 +487,19 @@ public final class SQLiteStore: Store {
     // MARK: Helpers
 
     /// An IMMEDIATE transaction, so that writers in other processes wait instead of failing.
+    /// A write that finds the store full throws `store_full` (and, like any failure, stores nothing).
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        try await pool.writeWithoutTransaction { db in
-            var result: T?
-            try db.inTransaction(.immediate) {
-                result = try body(db)
-                return .commit
+        do {
+            return try await pool.writeWithoutTransaction { db in
+                var result: T?
+                try db.inTransaction(.immediate) {
+                    result = try body(db)
+                    return .commit
+                }
+                return result!
             }
-            return result!
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
+            throw TocsinError.storeFull(maxBytes: maxBytes)
         }
     }
 
@@ -487,5 +526,14 @@ extension Row {
 
     static func fetchAll(_ db: Database, cachedSQL sql: String, arguments: StatementArguments) throws -> [Row] {
         try Row.fetchAll(try db.cachedStatement(sql: sql), arguments: arguments)
+    }
+}
+
+extension TocsinError {
+    /// SQLite's `SQLITE_FULL`: the database reached `maxBytes` (`max_page_count`), or its disk is full.
+    static func storeFull(maxBytes: Int64?) -> TocsinError {
+        let what = maxBytes.map { "it reached its size limit of \($0) bytes (--max-store-size), or its disk is full" } ?? "its disk is full"
+        return TocsinError(
+            .storeFull, "the store is full: \(what). Nothing of this request was stored; it succeeds once retention or an operator frees space")
     }
 }

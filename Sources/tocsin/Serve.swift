@@ -26,6 +26,14 @@ struct BrokerOptions: ParsableArguments {
     @Flag(name: .customLong("no-fsync"), help: "Commit with synchronous=NORMAL: survives process crashes, not power loss.")
     var noFsync = false
 
+    @Option(
+        name: .customLong("max-store-size"),
+        help: "Most the SQLite database may hold, e.g. 512MB or 20GiB; past it publishes fail with store_full until retention frees space (env TOCSIN_MAX_STORE_SIZE). Default: the disk's size.")
+    var maxStoreSize: String? = Environment.get("TOCSIN_MAX_STORE_SIZE")
+
+    /// `--max-store-size` in bytes (`validate` has rejected a value that is not a size).
+    var maxStoreBytes: Int64? { maxStoreSize.flatMap { try? ByteCount.parse($0) } }
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env TOCSIN_LOG_LEVEL).")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
 
@@ -37,6 +45,13 @@ struct BrokerOptions: ParsableArguments {
             port = value
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
+        if let maxStoreSize {
+            do {
+                _ = try ByteCount.parse(maxStoreSize)
+            } catch {
+                throw ValidationError("--max-store-size (or TOCSIN_MAX_STORE_SIZE): \(error.message)")
+            }
+        }
     }
 
     var configuration: BrokerConfiguration {
@@ -47,6 +62,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.databasePath = dataDirectory + "/tocsin.sqlite"
         configuration.seedExample = !empty
         configuration.durableCommits = !noFsync
+        configuration.maxStoreBytes = maxStoreBytes
         return configuration
     }
 

@@ -67,6 +67,8 @@ struct CommandLineTests {
         (["controller", "--host", "0.0.0.0", "--port", "0"], "--advertise"),
         (["controller", "--tolerance", "1.5", "--port", "0"], "--tolerance"),
         (["dev", "--brokers", "0"], "--brokers"),
+        (["serve", "--max-store-size", "12 parsecs", "--port", "0"], "--max-store-size (or TOCSIN_MAX_STORE_SIZE): '12 parsecs' is not a size"),
+        (["broker", "--max-store-size", "0", "--port", "0"], "--max-store-size (or TOCSIN_MAX_STORE_SIZE): '0' is out of range"),
         (["bench", "latency", "--url", "https://example.invalid"], "--url must be"),
         (["bench", "throughput", "--url", "not a url"], "--url must be"),
     ])

@@ -28,10 +28,16 @@ struct MetricsTests {
         for name in [
             "tocsin_publish_duplicates_total", "tocsin_sessions_opened_total", "tocsin_sessions_closed_total",
             "tocsin_slow_consumer_disconnects_total", "tocsin_protocol_errors_total", "tocsin_notifications_sent_total",
-            "tocsin_event_loop_stalls_total",
+            "tocsin_event_loop_stalls_total", "tocsin_store_full_rejections_total",
         ] {
             #expect(value(name) != nil, "\(name) is exported")
         }
+        // Measured from the start: the example data's pages; no limit set.
+        try await waitUntil("the store's size is measured") {
+            guard let text = try? await Self.metrics(base) else { return false }
+            return (Self.value("tocsin_store_used_bytes", in: text) ?? 0) > 0
+        }
+        #expect(Self.value("tocsin_store_max_bytes", in: try await Self.metrics(base)) == 0)
         // The watch probes each loop at start: the histogram has samples, in the documented buckets.
         #expect(text.contains(#"tocsin_event_loop_delay_seconds_bucket{le="0.001"}"#))
         #expect(text.contains(#"tocsin_event_loop_delay_seconds_bucket{le="5.0"}"#))

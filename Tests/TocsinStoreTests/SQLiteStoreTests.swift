@@ -184,6 +184,73 @@ final class SQLiteStoreTests {
         #expect(try await store.subscriptions(client: "c").isEmpty)
     }
 
+    static let big = try! StreamDefinition(
+        name: "big", json: ["fields": [["name": "text", "type": "string"]], "retention": ["maxEvents": 5]])
+    static func text(_ bytes: Int) -> String { #"{"text":"\#(String(repeating: "x", count: bytes))"}"# }
+
+    @Test func aFullStoreRefusesAnAppendWholeAndReusesWhatRetentionFrees() async throws {
+        let limit: Int64 = 256 << 10
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: limit))
+        _ = try await store.putStream(Self.big, recreate: false)
+        var stored: Int64 = 0
+        var refusal: TocsinError?
+        for _ in 0..<200 {
+            do {
+                stored = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)]).seqs.last!
+            } catch let error as TocsinError {
+                refusal = error
+                break
+            }
+        }
+        #expect(refusal?.code == .storeFull)
+        #expect(refusal?.message.contains("\(limit) bytes") == true)
+        #expect(stored > 10, "the limit, not something else, stopped it")
+        // Nothing of the refused append is stored, not even its first event.
+        #expect(try await store.stream(named: "big")?.lastSeq == stored)
+        #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...stored))
+        let usage = try await store.usage()
+        #expect(usage.maxBytes == limit)
+        #expect(usage.fileBytes <= limit)
+        #expect(usage.usedBytes > limit / 2)
+        // Retention keeps 5 events; the pages it frees take new ones, and seqs go on without a gap.
+        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+        let freed = try await store.usage()
+        #expect(freed.usedBytes < usage.usedBytes / 2, "\(freed) after \(usage)")
+        for round in 0..<3 {
+            let next = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
+            #expect(next.seqs == [stored + 1 + 2 * Int64(round), stored + 2 + 2 * Int64(round)])
+        }
+        #expect(try await store.usage().fileBytes <= limit)
+    }
+
+    /// Appends queued together share a transaction; one too big for the room left must fail
+    /// alone, not take the others down with it.
+    @Test func anAppendTooBigForTheRoomLeftFailsAloneNotTheAppendsCommittedWithIt() async throws {
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
+        _ = try await store.putStream(Self.big, recreate: false)
+        // The first commits while the other two queue behind it, so those two share the next
+        // transaction (or all three share one).
+        let appends: [[String]] = [Array(repeating: Self.text(10), count: 500), Array(repeating: Self.text(4000), count: 100), [Self.text(10)]]
+        let outcomes = Mutex<[Int: Result<Appended, any Error>]>([:])
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            for (i, events) in appends.enumerated() {
+                store.append(stream: "big", events: events, key: nil) { result in
+                    let count = outcomes.withLock { o in
+                        o[i] = result
+                        return o.count
+                    }
+                    if count == appends.count { continuation.resume() }
+                }
+            }
+        }
+        let got = outcomes.withLock { $0 }
+        #expect(try got[0]?.get().seqs == Array(1...500))
+        #expect(throws: TocsinError.self) { try got[1]?.get() }
+        if case .failure(let error as TocsinError)? = got[1] { #expect(error.code == .storeFull) }
+        #expect(try got[2]?.get().seqs == [501])
+        #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...501))
+    }
+
     @Test func retentionKeepsTheNewestEvents() async throws {
         let store = try open()
         _ = try await store.putStream(Self.stream, recreate: false)

@@ -46,6 +46,10 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let staleIncarnation = Code(rawValue: "stale_incarnation")
         /// No live broker can take a client (none registered, all draining, excluded or full).
         public static let noBrokerAvailable = Code(rawValue: "no_broker_available")
+        /// The store has no room for the write: it reached its size limit (`--max-store-size`)
+        /// or its disk is full. Nothing of the request was stored; the same request succeeds
+        /// once retention or an operator frees space.
+        public static let storeFull = Code(rawValue: "store_full")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }

@@ -1,0 +1,68 @@
+import Testing
+import TocsinClient
+import TocsinCore
+import TocsinTesting
+
+/// A broker whose store reaches its size limit (`maxStoreBytes`, SQLite's `max_page_count`:
+/// the same `SQLITE_FULL` a full disk gives).
+@Suite(.timeLimit(.minutes(1)))
+struct StoreFullTests {
+    func report(_ kind: String, padding: Int) -> JSONValue {
+        guard case .object(var o) = emergency(kind, severity: 2) else { return emergency(kind, severity: 2) }
+        o["description"] = .string(String(repeating: "d", count: padding))
+        return .object(o)
+    }
+
+    @Test func aFullStoreRefusesPublishesWithStoreFullAndRecoversWhenRetentionFreesSpace() async throws {
+        try await TestBroker.with({
+            $0.maxStoreBytes = 512 << 10
+            $0.retentionInterval = .seconds(3600)  // retention runs when the test says
+        }) { broker in
+            // Keep 10 events per stream once retention runs.
+            var definition = try #require(try await HTTPCall.call(.GET, "\(broker.httpURL)/v1/streams/emergencies").objectValue)
+            let fields = try #require(definition["fields"])
+            definition = ["fields": fields, "retention": ["maxEvents": 10]]
+            _ = try await HTTPCall.call(.PUT, "\(broker.httpURL)/v1/streams/emergencies", body: .object(definition))
+
+            try await connect(broker, client: "watcher") { watcher, watcherInbox, _ in
+                _ = try await watcher.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"])
+                try await connect(broker, client: "reporter") { reporter, _, _ in
+                    var stored: Int64 = 0
+                    var refusal: TocsinError?
+                    let batch = Array(repeating: report("fire", padding: 2000), count: 10)
+                    for _ in 0..<200 {
+                        do {
+                            stored = try await reporter.publish(stream: "emergencies", events: batch).last!
+                        } catch let error as TocsinError {
+                            refusal = error
+                            break
+                        }
+                    }
+                    #expect(refusal?.code == .storeFull)
+                    #expect(refusal?.message.contains("524288 bytes") == true)
+                    #expect(stored >= 50, "the limit stopped it, not something else")
+
+                    // Over HTTP: 507 with the same code.
+                    let http = try await HTTPCall.send(
+                        .POST, "\(broker.httpURL)/v1/streams/emergencies/events", rawBody: JSONValue.array(batch).serialized)
+                    #expect(http.status == 507)
+                    #expect(http.body["error"]?["code"] == .string("store_full"))
+
+                    // Nothing of a refused batch was stored, and the reporter's connection still works.
+                    let info = try await HTTPCall.call(.GET, "\(broker.httpURL)/v1/streams/emergencies")
+                    #expect(info["lastSeq"] == .int(stored))
+                    try await reporter.ping()
+                    let delivered = try await watcherInbox.notifications(Int(stored)).map(\.seq)
+                    #expect(delivered == Array(1...stored))
+
+                    // Retention frees the pages; the next publish is stored right after the last one,
+                    // and it is the watcher's next notification (nothing refused was delivered).
+                    _ = try await broker.broker.store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+                    let next = try await reporter.publish(stream: "emergencies", events: batch)
+                    #expect(next == Array(stored + 1...stored + 10))
+                    #expect(try await watcherInbox.notifications(10).map(\.seq) == next)
+                }
+            }
+        }
+    }
+}
