@@ -35,6 +35,7 @@ public final class Broker: Service, Sendable {
 
     /// Unique to this process: a restarted broker is a new incarnation.
     public let incarnation = UUID().uuidString.lowercased()
+    private let ackFailureLog = Mutex(LogThrottle())
 
     /// Watches the server's event loops (`buildBroker` passes them); nil for a broker built without.
     public let eventLoopWatch: EventLoopWatch?
@@ -100,7 +101,10 @@ public final class Broker: Service, Sendable {
         do {
             try await store.saveAcks(batch)
         } catch {
-            logger.error("could not persist acknowledged positions; will retry", metadata: ["error": "\(error)"])
+            // Retried every flush (200 ms) until it works: logged once a minute, not each time.
+            if let failures = ackFailureLog.withLock({ $0.occurred() }) {
+                logger.error("could not persist acknowledged positions; will retry", metadata: ["error": "\(error)", "failures": "\(failures)"])
+            }
             acks.restore(batch)
         }
     }

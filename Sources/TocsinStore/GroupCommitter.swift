@@ -15,7 +15,9 @@ import TocsinCore
 /// queued, and ends once `stop` is called and the queue is empty.
 ///
 /// Each request is all-or-nothing: it is checked (stream exists) before any of its rows is
-/// written, and a failure of the transaction fails every request in it. A request with a key
+/// written, and a failure of the transaction fails every request in it — but for `SQLITE_FULL`
+/// (no room): then each request is tried again in a transaction of its own, in order, so only
+/// those that do not fit fail, with `store_full`. A request with a key
 /// its stream stored within the window stores nothing and gets that append's seqs, marked
 /// `duplicate` (the key is checked and recorded in the same transaction as the events).
 final class GroupCommitter: Sendable {
@@ -43,10 +45,9 @@ final class GroupCommitter: Sendable {
     /// (and its sync) carries on average.
     let commits = Atomic<Int>(0)
     private let commitsMetric = Counter(label: "tocsin_store_commits_total")
-    /// Publishes refused because the store was full, and whether the last one was (to log the
-    /// change, not every refusal).
+    /// Publishes refused because the store was full; they are logged at most once a minute.
     private let storeFullMetric = Counter(label: "tocsin_store_full_rejections_total")
-    private let full = Atomic<Bool>(false)
+    private let storeFullLog = Mutex(LogThrottle())
     /// Signalled once per time the thread went to sleep (`sleeping` true → false), never more.
     private let wake = DispatchSemaphore(value: 0)
     private let pool: DatabasePool
@@ -197,9 +198,6 @@ final class GroupCommitter: Sendable {
                 }
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
                 commits.add(1, ordering: .relaxed)
-                if full.load(ordering: .relaxed), full.exchange(false, ordering: .relaxed) {
-                    logger.notice("the store has room again: publishes are stored")
-                }
                 commitsMetric.increment()
                 // Publishers first: their replies need not wait for the fan-out below.
                 for (request, outcome) in zip(batch, outcomes) {
@@ -221,8 +219,10 @@ final class GroupCommitter: Sendable {
                 return
             }
             storeFullMetric.increment()
-            if !full.exchange(true, ordering: .relaxed) {
-                logger.warning("the store is full: publishes are refused with store_full until retention or an operator frees space")
+            if let refused = storeFullLog.withLock({ $0.occurred() }) {
+                logger.warning(
+                    "the store is full: publishes are refused with store_full until retention or an operator frees space",
+                    metadata: ["refused": "\(refused)"])
             }
             batch[0].completion(.failure(TocsinError.storeFull(maxBytes: maxBytes)))
         } catch {

@@ -30,9 +30,10 @@ public final class SQLiteStore: Store {
     public struct Usage: Sendable, Equatable {
         /// Bytes of pages holding data (the file's size less its free pages).
         public var usedBytes: Int64
-        /// The database file's size in pages.
+        /// The database file's size (its pages; the write-ahead log not counted).
         public var fileBytes: Int64
-        /// The configured limit, if any.
+        /// The limit in force, if one is set: the configured one, rounded down to whole pages, or the
+        /// database's size if it was larger when the store opened.
         public var maxBytes: Int64?
     }
 
@@ -54,13 +55,6 @@ public final class SQLiteStore: Store {
         config.busyMode = .timeout(10)
         let synchronous = configuration.synchronousFull ? "FULL" : "NORMAL"
         config.label = "tocsin"
-        if let maxBytes = configuration.maxBytes {
-            // On every connection (only the writer's matters): the limit is not stored in the file.
-            config.prepareDatabase { db in
-                let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
-                try db.execute(sql: "PRAGMA max_page_count = \(max(maxBytes / pageSize, 1))")
-            }
-        }
         let pool = try Self.retryingWhileAnotherProcessSetsUp { try DatabasePool(path: configuration.path, configuration: config) }
         // On the writer (the only connection that commits), once the pool is open: GRDB sets
         // synchronous = NORMAL when it switches the writer to WAL — after `prepareDatabase` —
@@ -74,24 +68,42 @@ public final class SQLiteStore: Store {
         guard level == (configuration.synchronousFull ? 2 : 1) else {
             throw TocsinError(.internalError, "SQLite kept synchronous = \(level.map(String.init) ?? "?") on the writer; wanted \(synchronous)")
         }
+        try Self.retryingWhileAnotherProcessSetsUp { [pool] in try Self.migrator.migrate(pool) }
+        // The size limit on the writer only (the only connection that grows the file; the limit
+        // is not stored in the file), and only now: opening the pool (GRDB creates and drops a
+        // table to switch to WAL) and migrating need room a store that filled up has not got.
+        let (limit, used) = try pool.writeWithoutTransaction { db in (try Self.limitSize(db, to: configuration.maxBytes), try Self.usedBytes(db)) }
+        if let wanted = configuration.maxBytes, used > wanted {
+            logger.warning(
+                "the store is already larger than its size limit: it may not grow, and publishes are refused with store_full until retention frees space",
+                metadata: ["limitBytes": "\(wanted)", "databaseBytes": "\(used)"])
+        }
         self.pool = pool
         self.path = configuration.path
-        self.maxBytes = configuration.maxBytes
+        self.maxBytes = limit
         // Clamped: a negative window would turn keys off, a huge one overflow.
         let window = min(max(configuration.publishKeyWindow, .zero), .seconds(100 * 365 * 86_400)).milliseconds
         self.publishKeyWindowMillis = window
         self.logger = logger
         let feed = ChangeFeed()
         self.changes = feed
-        try Self.retryingWhileAnotherProcessSetsUp { [pool] in try Self.migrator.migrate(pool) }
         var watcherConfig = GRDB.Configuration()
         watcherConfig.readonly = true
         watcherConfig.busyMode = .timeout(10)
         watcherConfig.label = "tocsin-watcher"
         self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
         // Last: it starts a thread, which only `deinit` (run once every property is set) stops.
-        self.committer = GroupCommitter(pool: pool, publishKeyWindowMillis: window, maxBytes: configuration.maxBytes, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
+        self.committer = GroupCommitter(pool: pool, publishKeyWindowMillis: window, maxBytes: limit, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try refreshChanges()
+    }
+
+    /// Sets SQLite's `max_page_count` for `maxBytes` (at least one page) and returns the limit in
+    /// force, in bytes: SQLite raises it to the database's size when the file is already larger.
+    static func limitSize(_ db: Database, to maxBytes: Int64?) throws -> Int64? {
+        guard let maxBytes else { return nil }
+        let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+        let pages = try Int64.fetchOne(db, sql: "PRAGMA max_page_count = \(max(maxBytes / pageSize, 1))") ?? 0
+        return pages * pageSize
     }
 
     /// How full the database is.
@@ -99,9 +111,16 @@ public final class SQLiteStore: Store {
         try await pool.read { [maxBytes] db in
             let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
             let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
-            let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-            return Usage(usedBytes: (pages - free) * pageSize, fileBytes: pages * pageSize, maxBytes: maxBytes)
+            return Usage(usedBytes: try Self.usedBytes(db), fileBytes: pages * pageSize, maxBytes: maxBytes)
         }
+    }
+
+    /// Bytes of the database's pages that hold data (not on its free list).
+    static func usedBytes(_ db: Database) throws -> Int64 {
+        let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+        let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+        let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
+        return (pages - free) * pageSize
     }
 
     /// Group commits made so far (each one transaction and, with synced commits, one sync).

@@ -46,10 +46,15 @@ struct BrokerOptions: ParsableArguments {
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         if let maxStoreSize {
+            let bytes: Int64
             do {
-                _ = try ByteCount.parse(maxStoreSize)
+                bytes = try ByteCount.parse(maxStoreSize)
             } catch {
                 throw ValidationError("--max-store-size (or TOCSIN_MAX_STORE_SIZE): \(error.message)")
+            }
+            // Below this a new store has no room for its own tables.
+            guard bytes >= 1 << 20 else {
+                throw ValidationError("--max-store-size (or TOCSIN_MAX_STORE_SIZE) must be at least 1MiB, got '\(maxStoreSize)'")
             }
         }
     }

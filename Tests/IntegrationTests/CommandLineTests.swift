@@ -69,6 +69,7 @@ struct CommandLineTests {
         (["dev", "--brokers", "0"], "--brokers"),
         (["serve", "--max-store-size", "12 parsecs", "--port", "0"], "--max-store-size (or TOCSIN_MAX_STORE_SIZE): '12 parsecs' is not a size"),
         (["broker", "--max-store-size", "0", "--port", "0"], "--max-store-size (or TOCSIN_MAX_STORE_SIZE): '0' is out of range"),
+        (["serve", "--max-store-size", "64KB", "--port", "0"], "--max-store-size (or TOCSIN_MAX_STORE_SIZE) must be at least 1MiB, got '64KB'"),
         (["bench", "latency", "--url", "https://example.invalid"], "--url must be"),
         (["bench", "throughput", "--url", "not a url"], "--url must be"),
     ])

@@ -228,20 +228,34 @@ final class SQLiteStoreTests {
     @Test func anAppendTooBigForTheRoomLeftFailsAloneNotTheAppendsCommittedWithIt() async throws {
         let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
         _ = try await store.putStream(Self.big, recreate: false)
-        // The first commits while the other two queue behind it, so those two share the next
-        // transaction (or all three share one).
+        // The writer is held; the commit thread takes the first append and waits for the writer
+        // while the other two queue behind it, so those two share the next transaction.
+        let holding = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            try? store.pool.writeWithoutTransaction { _ in
+                holding.signal()
+                release.wait()
+            }
+        }
+        holding.wait()
         let appends: [[String]] = [Array(repeating: Self.text(10), count: 500), Array(repeating: Self.text(4000), count: 100), [Self.text(10)]]
         let outcomes = Mutex<[Int: Result<Appended, any Error>]>([:])
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            for (i, events) in appends.enumerated() {
-                store.append(stream: "big", events: events, key: nil) { result in
-                    let count = outcomes.withLock { o in
-                        o[i] = result
-                        return o.count
-                    }
-                    if count == appends.count { continuation.resume() }
+        let all = Mutex<CheckedContinuation<Void, Never>?>(nil)
+        for (i, events) in appends.enumerated() {
+            store.append(stream: "big", events: events, key: nil) { result in
+                let count = outcomes.withLock { o in
+                    o[i] = result
+                    return o.count
                 }
+                if count == appends.count { all.withLock { $0 }?.resume() }
             }
+            if i == 0 { try await TocsinTesting.waitUntil("the commit thread took the first append") { store.committer.queued == 0 } }
+        }
+        try await TocsinTesting.waitUntil("the last two appends queue behind the held writer") { store.committer.queued == 2 }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            all.withLock { $0 = continuation }
+            release.signal()
         }
         let got = outcomes.withLock { $0 }
         #expect(try got[0]?.get().seqs == Array(1...500))
@@ -249,6 +263,60 @@ final class SQLiteStoreTests {
         if case .failure(let error as TocsinError)? = got[1] { #expect(error.code == .storeFull) }
         #expect(try got[2]?.get().seqs == [501])
         #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...501))
+    }
+
+    /// Appends two 4 KB events at a time until the store refuses them; returns the last seq stored.
+    func fill(_ store: SQLiteStore) async throws -> Int64 {
+        var stored: Int64 = 0
+        for _ in 0..<1000 {
+            do {
+                stored = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)]).seqs.last!
+            } catch let error as TocsinError where error.code == .storeFull {
+                return stored
+            }
+        }
+        throw TestFailure("the store never filled")
+    }
+
+    /// A store at `path` with the `big` stream, filled, its write-ahead log checkpointed and
+    /// emptied (as a clean shutdown leaves it, when GRDB's switch to WAL writes to the file).
+    /// Returns the last seq stored.
+    func fillAndCheckpoint(maxBytes: Int64) async throws -> Int64 {
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: maxBytes))
+        _ = try await store.putStream(Self.big, recreate: false)
+        let stored = try await fill(store)
+        try await store.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        return stored
+    }
+
+    @Test func aStoreThatFilledUpOpensAgainWithItsLimit() async throws {
+        let limit: Int64 = 256 << 10
+        let stored = try await fillAndCheckpoint(maxBytes: limit)
+        // Opening takes a page of its own (GRDB's switch to WAL creates and drops a table) before
+        // the limit is set, so the limit in force may be a page above the configured one.
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: limit))
+        let usage = try await store.usage()
+        let inForce = try #require(usage.maxBytes)
+        #expect(inForce >= limit && inForce <= limit + 4096, "\(usage)")
+        #expect(usage.usedBytes <= limit, "\(usage)")
+        await #expect(throws: TocsinError.storeFull(maxBytes: inForce)) {
+            _ = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
+        }
+        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+        #expect(try await store.append(stream: "big", events: [Self.text(4000)]).seqs == [stored + 1])
+    }
+
+    @Test func aStoreLargerThanItsLimitKeepsItsSizeAndSaysWhichLimitIsInForce() async throws {
+        let stored = try await fillAndCheckpoint(maxBytes: 512 << 10)
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 128 << 10))
+        let usage = try await store.usage()
+        #expect(usage.maxBytes == usage.fileBytes, "SQLite raised the limit to the file's size")
+        #expect(try #require(usage.maxBytes) > 256 << 10)
+        await #expect(throws: TocsinError.storeFull(maxBytes: usage.maxBytes)) {
+            _ = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
+        }
+        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+        #expect(try await store.append(stream: "big", events: [Self.text(4000)]).seqs == [stored + 1])
     }
 
     @Test func retentionKeepsTheNewestEvents() async throws {

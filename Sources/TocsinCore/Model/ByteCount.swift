@@ -18,9 +18,8 @@ public enum ByteCount {
             throw TocsinError(.badRequest, "'\(text)' is not a size: write bytes, or a number with KB, MB, GB, KiB, MiB or GiB")
         }
         let bytes = (value * multiplier).rounded(.down)
-        guard bytes >= 1, bytes < 9.2e18 else {
-            throw TocsinError(.badRequest, "'\(text)' is out of range: a size must be at least 1 byte")
-        }
+        guard bytes >= 1 else { throw TocsinError(.badRequest, "'\(text)' is out of range: a size must be at least 1 byte") }
+        guard bytes < 9.2e18 else { throw TocsinError(.badRequest, "'\(text)' is out of range: a size must be under 8 EiB") }
         return Int64(bytes)
     }
 }

@@ -16,4 +16,12 @@ struct ByteCountTests {
         #expect(error?.code == .badRequest)
         #expect(error?.message.contains("'\(text)'") == true)
     }
+
+    @Test func tooSmallAndTooLargeSaySo() {
+        #expect(throws: TocsinError(.badRequest, "'0.1' is out of range: a size must be at least 1 byte")) { try ByteCount.parse("0.1") }
+        #expect(throws: TocsinError(.badRequest, "'9000PB' is not a size: write bytes, or a number with KB, MB, GB, KiB, MiB or GiB")) {
+            try ByteCount.parse("9000PB")
+        }
+        #expect(throws: TocsinError(.badRequest, "'99999999999TB' is out of range: a size must be under 8 EiB")) { try ByteCount.parse("99999999999TB") }
+    }
 }
