@@ -45,6 +45,15 @@ final class GroupCommitter: Sendable {
     /// (and its sync) carries on average.
     let commits = Atomic<Int>(0)
     private let commitsMetric = Counter(label: "tocsin_store_commits_total")
+    /// How long each commit took, from taking its batch to durable (waiting for the writer, the
+    /// transaction, its sync); one longer than `slowCommitThreshold` is logged (at most once a
+    /// minute) and counted.
+    private let commitDuration = Timer(label: "tocsin_store_commit_seconds")
+    private let slowCommitsMetric = Counter(label: "tocsin_store_slow_commits_total")
+    private let slowCommitLog = Mutex(LogThrottle())
+    let slowCommitThreshold: Duration
+    /// Commits that took longer than `slowCommitThreshold`.
+    let slowCommits = Atomic<Int>(0)
     /// Publishes refused because the store was full; they are logged at most once a minute.
     private let storeFullMetric = Counter(label: "tocsin_store_full_rejections_total")
     private let storeFullLog = Mutex(LogThrottle())
@@ -59,10 +68,13 @@ final class GroupCommitter: Sendable {
     /// Told of each request's committed events, in commit order, on the committing thread.
     private let onCommit: @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void
 
-    init(pool: DatabasePool, publishKeyWindowMillis: Int64, maxBytes: Int64?, logger: Logger, onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
+    init(
+        pool: DatabasePool, publishKeyWindowMillis: Int64, maxBytes: Int64?, slowCommitThreshold: Duration = .seconds(1), logger: Logger,
+        onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
         self.pool = pool
         self.publishKeyWindowMillis = publishKeyWindowMillis
         self.maxBytes = maxBytes
+        self.slowCommitThreshold = slowCommitThreshold
         self.logger = logger
         self.onCommit = onCommit
         Thread.detachNewThread { [self] in
@@ -136,6 +148,19 @@ final class GroupCommitter: Sendable {
         }
     }
 
+    private func recordDuration(since started: ContinuousClock.Instant, events: Int) {
+        let took = ContinuousClock.now - started
+        commitDuration.recordNanoseconds(took.nanoseconds)
+        guard took > slowCommitThreshold else { return }
+        slowCommits.add(1, ordering: .relaxed)
+        slowCommitsMetric.increment()
+        if let slow = slowCommitLog.withLock({ $0.occurred() }) {
+            logger.warning(
+                "a commit was slow: publishes waited for the disk's sync, or for another writer of the SQLite file",
+                metadata: ["tookMs": "\(took.milliseconds)", "events": "\(events)", "slowCommits": "\(slow)"])
+        }
+    }
+
     /// Records `key` for an append of `count` events from `seqs` on, unless an append within the
     /// window recorded it in this epoch: then returns where that one put its events, and nothing
     /// may be stored. One statement in the common case (a new key); a row from before the window,
@@ -162,6 +187,7 @@ final class GroupCommitter: Sendable {
     /// it is durable; then tells the change feed (whose consumers dispatch the events here).
     private func commit(_ batch: [Request]) {
         let onCommit = self.onCommit
+        let started = ContinuousClock.now
         do {
             try pool.writeWithoutTransaction { db in
                 var outcomes: [Result<Appended, TocsinError>] = []
@@ -198,6 +224,7 @@ final class GroupCommitter: Sendable {
                 }
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
                 commits.add(1, ordering: .relaxed)
+                recordDuration(since: started, events: batch.reduce(0) { $0 + $1.events.count })
                 commitsMetric.increment()
                 // Publishers first: their replies need not wait for the fan-out below.
                 for (request, outcome) in zip(batch, outcomes) {

@@ -18,11 +18,17 @@ public final class SQLiteStore: Store {
         /// the disk's. A write that needs more fails with `store_full` and stores nothing; pages
         /// retention frees are reused. The write-ahead log comes on top of this (a few MiB).
         public var maxBytes: Int64? = nil
-        public init(path: String, synchronousFull: Bool = true, publishKeyWindow: Duration = .seconds(120), maxBytes: Int64? = nil) {
+        /// A commit that takes longer is logged and counted (`tocsin_store_slow_commits_total`).
+        public var slowCommitThreshold: Duration = .seconds(1)
+        public init(
+            path: String, synchronousFull: Bool = true, publishKeyWindow: Duration = .seconds(120), maxBytes: Int64? = nil,
+            slowCommitThreshold: Duration = .seconds(1)
+        ) {
             self.path = path
             self.synchronousFull = synchronousFull
             self.publishKeyWindow = publishKeyWindow
             self.maxBytes = maxBytes
+            self.slowCommitThreshold = slowCommitThreshold
         }
     }
 
@@ -93,7 +99,9 @@ public final class SQLiteStore: Store {
         watcherConfig.label = "tocsin-watcher"
         self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
         // Last: it starts a thread, which only `deinit` (run once every property is set) stops.
-        self.committer = GroupCommitter(pool: pool, publishKeyWindowMillis: window, maxBytes: limit, logger: logger) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
+        self.committer = GroupCommitter(
+            pool: pool, publishKeyWindowMillis: window, maxBytes: limit, slowCommitThreshold: configuration.slowCommitThreshold, logger: logger
+        ) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try refreshChanges()
     }
 
@@ -125,6 +133,8 @@ public final class SQLiteStore: Store {
 
     /// Group commits made so far (each one transaction and, with synced commits, one sync).
     public var commitCount: Int { committer.commits.load(ordering: .relaxed) }
+    /// Those that took longer than `Configuration.slowCommitThreshold`.
+    public var slowCommitCount: Int { committer.slowCommits.load(ordering: .relaxed) }
 
     /// Ends the commit thread once what is queued is committed.
     deinit {

@@ -78,6 +78,8 @@ struct BrokerOptions: ParsableArguments {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.durationHistogramBuckets["tocsin_event_loop_delay_seconds"] = [1, 5, 20, 50, 200, 1000, 5000].map { .milliseconds($0) }
+        factory.durationHistogramBuckets["tocsin_store_commit_seconds"] =
+            [500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 5_000_000].map { .microseconds($0) }
         MetricsSystem.bootstrap(factory)
         let host = self.host
         let dataDirectory = self.dataDirectory

@@ -28,10 +28,14 @@ struct MetricsTests {
         for name in [
             "tocsin_publish_duplicates_total", "tocsin_sessions_opened_total", "tocsin_sessions_closed_total",
             "tocsin_slow_consumer_disconnects_total", "tocsin_protocol_errors_total", "tocsin_notifications_sent_total",
-            "tocsin_event_loop_stalls_total", "tocsin_store_full_rejections_total",
+            "tocsin_event_loop_stalls_total", "tocsin_store_full_rejections_total", "tocsin_store_slow_commits_total",
         ] {
             #expect(value(name) != nil, "\(name) is exported")
         }
+        // The commits' durations, in the documented buckets.
+        #expect((value("tocsin_store_commit_seconds_count") ?? 0) >= 1)
+        #expect(text.contains(#"tocsin_store_commit_seconds_bucket{le="0.0005"}"#))
+        #expect(text.contains(#"tocsin_store_commit_seconds_bucket{le="5.0"}"#))
         // Measured from the start: the example data's pages; no limit set.
         try await waitUntil("the store's size is measured") {
             guard let text = try? await Self.metrics(base) else { return false }

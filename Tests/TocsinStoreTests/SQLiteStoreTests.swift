@@ -319,6 +319,24 @@ final class SQLiteStoreTests {
         #expect(try await store.append(stream: "big", events: [Self.text(4000)]).seqs == [stored + 1])
     }
 
+    /// A commit that waits past the threshold (here for another writer of the file; in
+    /// production usually for a slow disk's sync) is counted as slow.
+    @Test func aCommitHeldUpPastTheThresholdCountsAsSlow() async throws {
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, slowCommitThreshold: .milliseconds(200)))
+        _ = try await store.putStream(Self.stream, recreate: false)
+        let before = store.slowCommitCount
+        let holding = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            try? store.pool.writeWithoutTransaction { _ in
+                holding.signal()
+                Thread.sleep(forTimeInterval: 0.5)  // the stimulus: the writer is busy for 500 ms
+            }
+        }
+        holding.wait()
+        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#]).seqs == [1])
+        #expect(store.slowCommitCount == before + 1)
+    }
+
     @Test func retentionKeepsTheNewestEvents() async throws {
         let store = try open()
         _ = try await store.putStream(Self.stream, recreate: false)
