@@ -7,7 +7,12 @@ public import TocsinCore
 /// violation, an unknown stream) is thrown as it is.
 ///
 /// The broker found is kept for later publishes (one `assign` per `refreshInterval` of the
-/// locator, 30 s by default, not one per publish), and given up after any failed publish. Keep
+/// locator, 30 s by default, not one per publish; publishes made at once while none is kept
+/// share one `assign`). It is given up when a publish to it fails for a reason that may be the
+/// broker's: it could not be reached or did not answer in time, it answered `unavailable` or
+/// `internal`, or something between answered with something else. Errors about the publish
+/// itself (`schema_violation`, `unknown_stream`, `too_large`, `bad_request`) and `store_full`
+/// (the network's shared store: another broker has no more room) are thrown and keep it. Keep
 /// one `Publisher` for many publishes: each new one asks the network again.
 ///
 /// Every publish carries a key (`PublishKey`; a fresh UUID unless the caller gives one). A publish
@@ -30,8 +35,15 @@ public struct Publisher: Sendable {
     let locator: BrokerLocator
     /// How long one try waits for its broker's answer before trying another.
     public let attemptTimeout: Duration
-    /// The broker publishes go to, and when it was chosen.
-    private let chosen = LockedBox<(broker: BrokerSummary, at: ContinuousClock.Instant)?>(nil)
+    /// The broker publishes go to, and when it was chosen; or the search for one under way.
+    private let chosen = LockedBox<Choice>(.none)
+
+    private enum Choice {
+        case none
+        case kept(BrokerSummary, at: ContinuousClock.Instant)
+        /// Publishes that need a broker meanwhile (excluding the same ones) wait for this one.
+        case locating(Task<BrokerSummary, any Error>, excluding: Set<String>)
+    }
 
     public init(
         seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10),
@@ -55,9 +67,12 @@ public struct Publisher: Sendable {
                     broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue),
                     duplicate: reply["duplicate"]?.boolValue ?? false)
             } catch {
-                // Whatever went wrong, the next publish asks the network again: cheap, and a
-                // broker behind a failing proxy, or a failing one, is not kept for 30 s.
-                chosen.withLock { if $0?.broker.id == broker.id { $0 = nil } }
+                if let error = error as? TocsinError, Self.aboutTheRequest(error.code) { throw error }
+                // Maybe the broker's fault: the next publish asks the network again, so a failing
+                // broker, or one behind a failing proxy, is not kept for 30 s.
+                chosen.withLock { c in
+                    if case .kept(let kept, _) = c, kept.id == broker.id { c = .none }
+                }
                 if let error = error as? TocsinError, error.code != .unavailable { throw error }
                 lastError = error
                 exclude.insert(broker.id)
@@ -66,15 +81,52 @@ public struct Publisher: Sendable {
         throw lastError ?? TocsinError(.noBrokerAvailable, "no broker accepted the publish")
     }
 
+    /// Errors a broker answers about the publish itself, or about the store every broker of the
+    /// network shares: another broker would answer the same, and this one is fine. Anything else
+    /// (a reply that is not the broker's JSON comes back as `bad_json` or `internal`) may be the
+    /// broker's fault.
+    static func aboutTheRequest(_ code: TocsinError.Code) -> Bool {
+        [.schemaViolation, .unknownStream, .tooLarge, .badRequest, .storeFull].contains(code)
+    }
+
     /// The kept broker, unless it is excluded or older than the locator's refresh interval;
-    /// otherwise a newly located one, which is kept.
+    /// otherwise a newly located one, which is kept. One search at a time: publishes that need
+    /// a broker while one is being located wait for it instead of asking the network too.
     private func broker(exclude: Set<String>) async throws -> BrokerSummary {
-        let now = ContinuousClock.now
-        if let kept = chosen.value, !exclude.contains(kept.broker.id), now - kept.at < locator.configuration.refreshInterval {
-            return kept.broker
+        enum Step {
+            case use(BrokerSummary)
+            case wait(Task<BrokerSummary, any Error>)
         }
-        let broker = try await locator.locate(exclude: exclude)
-        chosen.withLock { $0 = (broker, now) }
-        return broker
+        let now = ContinuousClock.now
+        let refresh = locator.configuration.refreshInterval
+        let step = chosen.withLock { c -> Step in
+            switch c {
+            case .kept(let broker, let at) where !exclude.contains(broker.id) && now - at < refresh:
+                return .use(broker)
+            case .locating(let search, let excluding) where excluding == exclude:
+                return .wait(search)
+            default:
+                let search = Task { [locator] in try await locator.locate(exclude: exclude) }
+                c = .locating(search, excluding: exclude)
+                return .wait(search)
+            }
+        }
+        let search: Task<BrokerSummary, any Error>
+        switch step {
+        case .use(let broker): return broker
+        case .wait(let s): search = s
+        }
+        do {
+            let broker = try await search.value
+            chosen.withLock { c in
+                if case .locating(let current, _) = c, current == search { c = .kept(broker, at: .now) }
+            }
+            return broker
+        } catch {
+            chosen.withLock { c in
+                if case .locating(let current, _) = c, current == search { c = .none }
+            }
+            throw error
+        }
     }
 }

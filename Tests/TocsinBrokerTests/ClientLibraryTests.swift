@@ -76,13 +76,24 @@ struct ClientLibraryTests {
                 _ = try await tocsin.publish("emergencies", events: [emergency("flood", severity: 2)])
                 _ = try await copy.publish("emergencies", events: [emergency("flood", severity: 3)])
                 #expect(c.controller.assignmentCount == 2)
-                // A failed publish gives the kept broker up: the next one asks again.
+                // A publish the broker refuses as invalid is the caller's error, not the broker's:
+                // the publisher keeps it. (Losing it, the publisher asks again: NetworkTests.)
                 await #expect(throws: TocsinError.self) {
                     try await publisher.publish(stream: "emergencies", events: [["kind": "fire"]])
                 }
                 _ = try await publisher.publish(stream: "emergencies", events: [emergency("gas", severity: 1)])
+                #expect(c.controller.assignmentCount == 2)
+                // Publishes made at once by a publisher that has no broker yet share one assign.
+                let cold = Publisher(seeds: [c.url])
+                let coldSeqs = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                    for severity: Int64 in 1...10 {
+                        group.addTask { try await cold.publish(stream: "emergencies", events: [emergency("storm", severity: severity)]).seqs }
+                    }
+                    return try await group.reduce(into: []) { $0 += $1 }
+                }
+                #expect(coldSeqs.sorted() == Array(14...23))
                 #expect(c.controller.assignmentCount == 3)
-                #expect(try await broker.broker.store.stream(named: "emergencies")?.lastSeq == 13)
+                #expect(try await broker.broker.store.stream(named: "emergencies")?.lastSeq == 23)
             }
         }
     }
