@@ -24,6 +24,11 @@ struct StoreFullTests {
             definition = ["fields": fields, "retention": ["maxEvents": 10]]
             _ = try await HTTPCall.call(.PUT, "\(broker.httpURL)/v1/streams/emergencies", body: .object(definition))
 
+            // A client that subscribed before the store filled, and is away while it does.
+            try await connect(broker, client: "away") { away, _, _ in
+                _ = try await away.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"])
+            }
+
             try await connect(broker, client: "watcher") { watcher, watcherInbox, _ in
                 _ = try await watcher.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"])
                 try await connect(broker, client: "reporter") { reporter, _, _ in
@@ -54,6 +59,14 @@ struct StoreFullTests {
                     try await reporter.ping()
                     let delivered = try await watcherInbox.notifications(Int(stored)).map(\.seq)
                     #expect(delivered == Array(1...stored))
+
+                    // Coming back needs no room: the away client resumes and gets everything it missed.
+                    let missed = Int(stored)
+                    let resumed = try await connect(broker, client: "away") { _, awayInbox, welcome in
+                        (welcome.subscriptions.count, try await awayInbox.notifications(missed).map(\.seq))
+                    }
+                    #expect(resumed.0 == 1)
+                    #expect(resumed.1 == Array(1...stored))
 
                     // Retention frees the pages; the next publish is stored right after the last one,
                     // and it is the watcher's next notification (nothing refused was delivered).
