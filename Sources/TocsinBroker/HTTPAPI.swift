@@ -165,6 +165,7 @@ struct HTTPAPI: Sendable {
         var retention: [String: JSONValue] = [:]
         if let a = info.definition.retention.maxAgeSeconds { retention["maxAgeSeconds"] = .int(a) }
         if let e = info.definition.retention.maxEvents { retention["maxEvents"] = .int(e) }
+        if info.definition.retention.whenFull != .refuse { retention["whenFull"] = .string(info.definition.retention.whenFull.rawValue) }
         return .object([
             "name": .string(info.name),
             "fields": .array(

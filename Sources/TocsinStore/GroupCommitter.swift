@@ -57,6 +57,9 @@ final class GroupCommitter: Sendable {
     /// Publishes refused because the store was full; they are logged at most once a minute.
     private let storeFullMetric = Counter(label: "tocsin_store_full_rejections_total")
     private let storeFullLog = Mutex(LogThrottle())
+    /// Events deleted to make room on streams with `whenFull: dropOldest`.
+    private let droppedMetric = Counter(label: "tocsin_store_dropped_events_total")
+    private let dropLog = Mutex(LogThrottle())
     /// Signalled once per time the thread went to sleep (`sleeping` true → false), never more.
     private let wake = DispatchSemaphore(value: 0)
     private let pool: DatabasePool
@@ -161,6 +164,46 @@ final class GroupCommitter: Sendable {
         }
     }
 
+    /// For a request refused for room, on a stream whose retention says `whenFull: dropOldest`:
+    /// deletes the stream's oldest events, at least twice the request's size (doubling with each
+    /// attempt), and no less than 64 KiB or 1% of the store's limit, so a store that stays full
+    /// does not pay a delete (and its sync) for every publish. Returns how many it deleted: 0 for
+    /// any other stream, or one with nothing left to drop.
+    private func dropOldest(toFit request: Request, attempt: Int) throws -> Int {
+        let wanted = Int64(request.events.reduce(0) { $0 + $1.utf8.count }) * (Int64(2) << attempt)
+        let target = max(wanted, 64 << 10, (maxBytes ?? 0) / 100)
+        return try pool.writeWithoutTransaction { db in
+            var deleted = 0
+            try db.inTransaction(.immediate) {
+                guard
+                    let row = try Row.fetchOne(db, sql: "SELECT definition, last_seq FROM streams WHERE name = ?", arguments: [request.stream]),
+                    let definition = try? JSONDecoder().decode(StreamDefinition.self, from: Data((row[0] as String).utf8)),
+                    definition.retention.whenFull == .dropOldest
+                else { return .rollback }
+                let lastSeq: Int64 = row[1]
+                // The oldest events worth `target` bytes (the cursor is gone before the delete).
+                func lastToDrop() throws -> Int64? {
+                    var freed: Int64 = 0
+                    var upTo: Int64?
+                    let oldest = try Row.fetchCursor(
+                        db, sql: "SELECT seq, length(body) FROM events WHERE stream = ? ORDER BY seq", arguments: [request.stream])
+                    while freed < target, let event = try oldest.next() {
+                        upTo = event[0]
+                        freed += event[1] as Int64
+                    }
+                    return upTo
+                }
+                guard let upTo = try lastToDrop() else { return .rollback }
+                try db.execute(sql: "DELETE FROM events WHERE stream = ? AND seq <= ?", arguments: [request.stream, upTo])
+                deleted = db.changesCount
+                let first = try Int64.fetchOne(db, sql: "SELECT MIN(seq) FROM events WHERE stream = ?", arguments: [request.stream])
+                try db.execute(sql: "UPDATE streams SET first_seq = ? WHERE name = ?", arguments: [first ?? lastSeq + 1, request.stream])
+                return .commit
+            }
+            return deleted
+        }
+    }
+
     /// Records `key` for an append of `count` events from `seqs` on, unless an append within the
     /// window recorded it in this epoch: then returns where that one put its events, and nothing
     /// may be stored. One statement in the common case (a new key); a row from before the window,
@@ -185,7 +228,7 @@ final class GroupCommitter: Sendable {
 
     /// Commits `batch` in one transaction and settles every request, on this thread, as soon as
     /// it is durable; then tells the change feed (whose consumers dispatch the events here).
-    private func commit(_ batch: [Request]) {
+    private func commit(_ batch: [Request], roomMade: Int = 0) {
         let onCommit = self.onCommit
         let started = ContinuousClock.now
         do {
@@ -243,6 +286,17 @@ final class GroupCommitter: Sendable {
             // gets its own transaction, in order, and only those that do not fit fail.
             if batch.count > 1 {
                 for request in batch { commit([request]) }
+                return
+            }
+            // A stream that prefers new events to old ones makes room, a few times at most.
+            if roomMade < 6, let dropped = try? dropOldest(toFit: batch[0], attempt: roomMade), dropped > 0 {
+                droppedMetric.increment(by: Int64(dropped))
+                if let times = dropLog.withLock({ $0.occurred() }) {
+                    logger.warning(
+                        "the store is full: dropped the oldest events of a stream that keeps new events first (whenFull: dropOldest)",
+                        metadata: ["stream": "\(batch[0].stream)", "dropped": "\(dropped)", "times": "\(times)"])
+                }
+                commit(batch, roomMade: roomMade + 1)
                 return
             }
             storeFullMetric.increment()

@@ -78,4 +78,25 @@ struct StoreFullTests {
             }
         }
     }
+
+    /// Over the HTTP API: a stream defined with `whenFull: dropOldest` takes every publish into a
+    /// full store; one with a bad policy is refused.
+    @Test func aStreamThatDropsItsOldestTakesEveryPublish() async throws {
+        try await TestBroker.with({ $0.maxStoreBytes = 512 << 10 }) { broker in
+            let base = broker.httpURL + "/v1/streams/ticker"
+            let fields: JSONValue = [["name": "text", "type": "string"]]
+            let bad = try await HTTPCall.send(.PUT, base, rawBody: #"{"fields":[{"name":"text","type":"string"}],"retention":{"whenFull":"oldest"}}"#)
+            #expect(bad.status == 422)
+            #expect(bad.body["error"]?["code"] == .string("invalid_stream"))
+            _ = try await HTTPCall.call(.PUT, base, body: ["fields": fields, "retention": ["whenFull": "dropOldest"]])
+            #expect(try await HTTPCall.call(.GET, base)["retention"] == ["whenFull": "dropOldest"])
+            let batch = JSONValue.array(Array(repeating: ["text": .string(String(repeating: "t", count: 2000))], count: 10))
+            for _ in 0..<150 {
+                _ = try await HTTPCall.call(.POST, base + "/events", body: batch)
+            }
+            let info = try await HTTPCall.call(.GET, base)
+            #expect(info["lastSeq"] == .int(1500))
+            #expect((info["firstSeq"]?.intValue ?? 0) > 500, "three times what the store holds went in; the oldest went out")
+        }
+    }
 }

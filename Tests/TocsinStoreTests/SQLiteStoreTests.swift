@@ -265,6 +265,46 @@ final class SQLiteStoreTests {
         #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...501))
     }
 
+    static let ring = try! StreamDefinition(
+        name: "ring", json: ["fields": [["name": "text", "type": "string"]], "retention": ["whenFull": "dropOldest"]])
+
+    /// A stream set to `whenFull: dropOldest` keeps taking publishes in a full store, dropping its
+    /// oldest events; a `refuse` stream beside it is refused, and gets room only from its own retention.
+    @Test func aDropOldestStreamMakesRoomFromItsOwnHistoryAndOnlyThere() async throws {
+        let limit: Int64 = 256 << 10
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: limit))
+        _ = try await store.putStream(Self.ring, recreate: false)
+        _ = try await store.putStream(Self.big, recreate: false)
+        // Six times what the store holds, all accepted, in order, without a gap.
+        var seqs: [Int64] = []
+        for _ in 0..<200 { seqs += try await store.append(stream: "ring", events: [Self.text(4000), Self.text(4000)]).seqs }
+        #expect(seqs == Array(1...400))
+        let ring = try #require(try await store.stream(named: "ring"))
+        #expect(ring.lastSeq == 400)
+        #expect(ring.firstSeq > 100, "the oldest were dropped")
+        #expect(try await store.readEvents(stream: "ring", after: 0, limit: 1000).map(\.seq) == Array(ring.firstSeq...400))
+        #expect(try await store.usage().fileBytes <= limit)
+        // The refuse stream fills what is left, then is refused: the ring's history is not its to drop.
+        let bigStored = try await fill(store)
+        #expect(try await store.stream(named: "big")?.lastSeq == bigStored)
+        #expect(try await store.stream(named: "ring")?.firstSeq == ring.firstSeq, "big's publishes dropped nothing of ring")
+        // The ring still takes what big was just refused, making room from its own history.
+        #expect(try await store.append(stream: "ring", events: [Self.text(4000), Self.text(4000)]).seqs == [401, 402])
+        #expect(try #require(try await store.stream(named: "ring")).firstSeq > ring.firstSeq)
+    }
+
+    @Test func aDropOldestStreamWithNothingToDropIsRefused() async throws {
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
+        _ = try await store.putStream(Self.ring, recreate: false)
+        _ = try await store.putStream(Self.big, recreate: false)
+        _ = try await fill(store)
+        let error = await #expect(throws: TocsinError.self) {
+            _ = try await store.append(stream: "ring", events: [Self.text(4000), Self.text(4000)])
+        }
+        #expect(error?.code == .storeFull)
+        #expect(try await store.stream(named: "ring")?.lastSeq == 0)
+    }
+
     /// Appends two 4 KB events at a time until the store refuses them; returns the last seq stored.
     func fill(_ store: SQLiteStore) async throws -> Int64 {
         var stored: Int64 = 0

@@ -2,10 +2,40 @@
 public struct Retention: Sendable, Hashable, Codable {
     public var maxAgeSeconds: Int64?
     public var maxEvents: Int64?
+    /// What a publish to the stream does when the store has no room left.
+    public var whenFull: WhenFull = .refuse
 
-    public init(maxAgeSeconds: Int64? = nil, maxEvents: Int64? = nil) {
+    public enum WhenFull: String, Sendable, Hashable, Codable, CaseIterable {
+        /// The publish fails with `store_full`; nothing stored is lost (the default).
+        case refuse
+        /// The stream's oldest events are deleted to make room, and the publish is stored: new
+        /// events win over history. Subscribers that had not received the deleted events resume
+        /// with `recovered: false`.
+        case dropOldest
+    }
+
+    public init(maxAgeSeconds: Int64? = nil, maxEvents: Int64? = nil, whenFull: WhenFull = .refuse) {
         self.maxAgeSeconds = maxAgeSeconds
         self.maxEvents = maxEvents
+        self.whenFull = whenFull
+    }
+
+    enum CodingKeys: String, CodingKey { case maxAgeSeconds, maxEvents, whenFull }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        maxAgeSeconds = try c.decodeIfPresent(Int64.self, forKey: .maxAgeSeconds)
+        maxEvents = try c.decodeIfPresent(Int64.self, forKey: .maxEvents)
+        whenFull = try c.decodeIfPresent(WhenFull.self, forKey: .whenFull) ?? .refuse
+    }
+
+    /// `whenFull` only when it is not the default, so definitions stored before it existed and
+    /// those that do not use it read the same.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(maxAgeSeconds, forKey: .maxAgeSeconds)
+        try c.encodeIfPresent(maxEvents, forKey: .maxEvents)
+        if whenFull != .refuse { try c.encode(whenFull, forKey: .whenFull) }
     }
 }
 
@@ -76,16 +106,22 @@ extension StreamDefinition {
         var retention = Retention()
         if let r = body["retention"], r != .null {
             guard case .object(let o) = r else {
-                throw TocsinError(.invalidStream, "'retention' must be an object {\"maxAgeSeconds\", \"maxEvents\"}")
+                throw TocsinError(.invalidStream, "'retention' must be an object {\"maxAgeSeconds\", \"maxEvents\", \"whenFull\"}")
             }
-            for (key, value) in o {
-                guard let n = value.intValue, n > 0 else {
-                    throw TocsinError(.invalidStream, "retention.\(key) must be a positive integer")
-                }
+            for (key, value) in o.sorted(by: { $0.key < $1.key }) {
                 switch key {
-                case "maxAgeSeconds": retention.maxAgeSeconds = n
-                case "maxEvents": retention.maxEvents = n
-                default: throw TocsinError(.invalidStream, "unknown key 'retention.\(key)' (expected maxAgeSeconds, maxEvents)")
+                case "maxAgeSeconds", "maxEvents":
+                    guard let n = value.intValue, n > 0 else {
+                        throw TocsinError(.invalidStream, "retention.\(key) must be a positive integer")
+                    }
+                    if key == "maxAgeSeconds" { retention.maxAgeSeconds = n } else { retention.maxEvents = n }
+                case "whenFull":
+                    guard let text = value.stringValue, let policy = Retention.WhenFull(rawValue: text) else {
+                        throw TocsinError(.invalidStream, "retention.whenFull must be \"refuse\" or \"dropOldest\"")
+                    }
+                    retention.whenFull = policy
+                default:
+                    throw TocsinError(.invalidStream, "unknown key 'retention.\(key)' (expected maxAgeSeconds, maxEvents, whenFull)")
                 }
             }
         }

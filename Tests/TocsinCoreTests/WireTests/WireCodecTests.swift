@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import TocsinCore
 
@@ -161,5 +162,24 @@ struct SchemaTests {
         #expect(throws: TocsinError.self) { try StreamDefinition(name: "s", json: ["fields": [["name": "a", "type": "int"]], "retention": ["maxEvents": -1]]) }
         #expect(throws: TocsinError.self) { try StreamDefinition(name: "a b", json: ["fields": [["name": "a", "type": "int"]]]) }
         #expect(throws: Never.self) { try StreamDefinition(name: "ok.name-1", json: ["fields": [["name": "a", "type": "int"]]]) }
+    }
+
+    @Test func whenFullIsRefuseUnlessTheStreamAsksToDropItsOldest() throws {
+        let fields: JSONValue = [["name": "a", "type": "int"]]
+        #expect(try StreamDefinition(name: "s", json: ["fields": fields]).retention.whenFull == .refuse)
+        let ring = try StreamDefinition(name: "s", json: ["fields": fields, "retention": ["whenFull": "dropOldest", "maxEvents": 9]])
+        #expect(ring.retention == Retention(maxEvents: 9, whenFull: .dropOldest))
+        #expect(throws: TocsinError(.invalidStream, "retention.whenFull must be \"refuse\" or \"dropOldest\"")) {
+            try StreamDefinition(name: "s", json: ["fields": fields, "retention": ["whenFull": "drop"]])
+        }
+        #expect(throws: TocsinError(.invalidStream, "retention.whenFull must be \"refuse\" or \"dropOldest\"")) {
+            try StreamDefinition(name: "s", json: ["fields": fields, "retention": ["whenFull": 1]])
+        }
+        // Stored definitions: the default is not written, so those stored before it read the same.
+        let plain = String(decoding: try JSONEncoder().encode(try StreamDefinition(name: "s", json: ["fields": fields, "retention": ["maxEvents": 9]])), as: UTF8.self)
+        #expect(!plain.contains("whenFull"))
+        #expect(try JSONDecoder().decode(StreamDefinition.self, from: Data(plain.utf8)).retention == Retention(maxEvents: 9))
+        let encoded = try JSONEncoder().encode(ring)
+        #expect(try JSONDecoder().decode(StreamDefinition.self, from: encoded) == ring)
     }
 }
