@@ -212,6 +212,9 @@ public final class SQLiteStore: Store {
             config.label = "tocsin-checkpointer"
             let connection = try DatabaseQueue(path: path, configuration: config)
             try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
+            // A failure that repeats (a full disk: copying the log into the file needs room) is
+            // logged once a minute, not four times a second.
+            var failures = LogThrottle()
             while !Task.isCancelled {
                 try? await Task.sleep(for: interval)
                 do {
@@ -224,7 +227,9 @@ public final class SQLiteStore: Store {
                 } catch is CancellationError {
                     break
                 } catch {
-                    logger.warning("checkpoint failed", metadata: ["error": "\(error)"])
+                    if let count = failures.occurred() {
+                        logger.warning("checkpoint failed", metadata: ["error": "\(error)", "failures": "\(count)"])
+                    }
                 }
             }
         } catch {
