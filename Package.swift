@@ -145,6 +145,7 @@ let package = Package(
                 "TocsinClient",
                 .product(name: "PropertyBased", package: "swift-property-based"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]

@@ -11,7 +11,7 @@ public import TocsinCore
 /// share one `assign`). It is given up when a publish to it fails for a reason that may be the
 /// broker's: it could not be reached or did not answer in time, it answered `unavailable` or
 /// `internal`, or something between answered with something else. Errors about the publish
-/// itself (`schema_violation`, `unknown_stream`, `too_large`, `bad_request`) and `store_full`
+/// itself (`schema_violation`, `too_large`, `bad_request`) and `store_full`
 /// (the network's shared store: another broker has no more room) are thrown and keep it. Keep
 /// one `Publisher` for many publishes: each new one asks the network again.
 ///
@@ -73,7 +73,9 @@ public struct Publisher: Sendable {
                 chosen.withLock { c in
                     if case .kept(let kept, _) = c, kept.id == broker.id { c = .none }
                 }
-                if let error = error as? TocsinError, error.code != .unavailable { throw error }
+                // Tried elsewhere (with the same key, so it is stored once): the broker said it is
+                // unavailable or failed, or what answered was not a broker (a proxy's error page).
+                if let error = error as? TocsinError, ![.unavailable, .internalError, .badJSON].contains(error.code) { throw error }
                 lastError = error
                 exclude.insert(broker.id)
             }
@@ -81,12 +83,28 @@ public struct Publisher: Sendable {
         throw lastError ?? TocsinError(.noBrokerAvailable, "no broker accepted the publish")
     }
 
+    /// The shared search's result, or `CancellationError` as soon as this caller is cancelled
+    /// (the search goes on for the others).
+    static func value(of search: Task<BrokerSummary, any Error>) async throws -> BrokerSummary {
+        let waiter = LockedBox<CheckedContinuation<BrokerSummary, any Error>?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                waiter.withLock { $0 = continuation }
+                if Task.isCancelled { waiter.withLock { $0.take() }?.resume(throwing: CancellationError()) }
+                Task { let result = await search.result; waiter.withLock { $0.take() }?.resume(with: result) }
+            }
+        } onCancel: {
+            waiter.withLock { $0.take() }?.resume(throwing: CancellationError())
+        }
+    }
+
     /// Errors a broker answers about the publish itself, or about the store every broker of the
     /// network shares: another broker would answer the same, and this one is fine. Anything else
     /// (a reply that is not the broker's JSON comes back as `bad_json` or `internal`) may be the
     /// broker's fault.
+    /// (`unknown_stream` is not one: a broker whose catalog lags the store's may say it.)
     static func aboutTheRequest(_ code: TocsinError.Code) -> Bool {
-        [.schemaViolation, .unknownStream, .tooLarge, .badRequest, .storeFull].contains(code)
+        [.schemaViolation, .tooLarge, .badRequest, .storeFull].contains(code)
     }
 
     /// The kept broker, unless it is excluded or older than the locator's refresh interval;
@@ -117,7 +135,7 @@ public struct Publisher: Sendable {
         case .wait(let s): search = s
         }
         do {
-            let broker = try await search.value
+            let broker = try await Self.value(of: search)
             chosen.withLock { c in
                 if case .locating(let current, _) = c, current == search { c = .kept(broker, at: .now) }
             }

@@ -164,44 +164,67 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    /// For a request refused for room, on a stream whose retention says `whenFull: dropOldest`:
-    /// deletes the stream's oldest events, at least twice the request's size (doubling with each
-    /// attempt), and no less than 64 KiB or 1% of the store's limit, so a store that stays full
-    /// does not pay a delete (and its sync) for every publish. Returns how many it deleted: 0 for
-    /// any other stream, or one with nothing left to drop.
-    private func dropOldest(toFit request: Request, attempt: Int) throws -> Int {
-        let wanted = Int64(request.events.reduce(0) { $0 + $1.utf8.count }) * (Int64(2) << attempt)
-        let target = max(wanted, 64 << 10, (maxBytes ?? 0) / 100)
-        return try pool.writeWithoutTransaction { db in
-            var deleted = 0
-            try db.inTransaction(.immediate) {
-                guard
-                    let row = try Row.fetchOne(db, sql: "SELECT definition, last_seq FROM streams WHERE name = ?", arguments: [request.stream]),
-                    let definition = try? JSONDecoder().decode(StreamDefinition.self, from: Data((row[0] as String).utf8)),
-                    definition.retention.whenFull == .dropOldest
-                else { return .rollback }
-                let lastSeq: Int64 = row[1]
-                // The oldest events worth `target` bytes (the cursor is gone before the delete).
-                func lastToDrop() throws -> Int64? {
-                    var freed: Int64 = 0
-                    var upTo: Int64?
-                    let oldest = try Row.fetchCursor(
-                        db, sql: "SELECT seq, length(body) FROM events WHERE stream = ? ORDER BY seq", arguments: [request.stream])
-                    while freed < target, let event = try oldest.next() {
-                        upTo = event[0]
-                        freed += event[1] as Int64
-                    }
-                    return upTo
-                }
-                guard let upTo = try lastToDrop() else { return .rollback }
-                try db.execute(sql: "DELETE FROM events WHERE stream = ? AND seq <= ?", arguments: [request.stream, upTo])
-                deleted = db.changesCount
-                let first = try Int64.fetchOne(db, sql: "SELECT MIN(seq) FROM events WHERE stream = ?", arguments: [request.stream])
-                try db.execute(sql: "UPDATE streams SET first_seq = ? WHERE name = ?", arguments: [first ?? lastSeq + 1, request.stream])
-                return .commit
-            }
-            return deleted
+    private func refuseForRoom(_ request: Request) {
+        storeFullMetric.increment()
+        if let refused = storeFullLog.withLock({ $0.occurred() }) {
+            logger.warning(
+                "the store is full: publishes are refused with store_full until retention or an operator frees space",
+                metadata: ["refused": "\(refused)"])
         }
+        request.completion(.failure(TocsinError.storeFull(maxBytes: maxBytes)))
+    }
+
+    private func reportDropped(_ dropped: Int, stream: String) {
+        droppedMetric.increment(by: Int64(dropped))
+        if let times = dropLog.withLock({ $0.occurred() }) {
+            logger.warning(
+                "the store is full: dropped the oldest events of a stream that keeps new events first (whenFull: dropOldest)",
+                metadata: ["stream": "\(stream)", "dropped": "\(dropped)", "times": "\(times)"])
+        }
+    }
+
+    /// Whether `stream`'s retention says `whenFull: dropOldest` (read when a publish to it found
+    /// the store full).
+    private func dropsOldest(_ stream: String) -> Bool {
+        let definition = try? pool.read { db in
+            try String.fetchOne(db, sql: "SELECT definition FROM streams WHERE name = ?", arguments: [stream])
+        }
+        guard let definition = definition ?? nil,
+            let decoded = try? JSONDecoder().decode(StreamDefinition.self, from: Data(definition.utf8))
+        else { return false }
+        return decoded.retention.whenFull == .dropOldest
+    }
+
+    /// Nothing of the stream is left to drop.
+    private struct NothingToDrop: Error {}
+
+    /// Inside the transaction that retries a request refused for room (on a `whenFull:
+    /// dropOldest` stream): deletes the stream's oldest events, at least twice the request's size
+    /// (doubling with each attempt) and no less than 64 KiB, so a store that stays full does not
+    /// pay a delete for every publish. The deletes commit only with the request: if it still
+    /// does not fit, both roll back, and nothing is lost for nothing. Returns how many it deleted.
+    private func dropOldest(_ db: Database, toFit request: Request, attempt: Int) throws -> Int {
+        let wanted = Int64(request.events.reduce(0) { $0 + $1.utf8.count }) * (Int64(2) << attempt)
+        let target = max(wanted, 64 << 10)
+        // The oldest events worth `target` bytes (the cursor is gone before the delete).
+        func lastToDrop() throws -> Int64? {
+            var freed: Int64 = 0
+            var upTo: Int64?
+            let oldest = try Row.fetchCursor(
+                db, sql: "SELECT seq, length(CAST(body AS BLOB)) FROM events WHERE stream = ? ORDER BY seq", arguments: [request.stream])
+            while freed < target, let event = try oldest.next() {
+                upTo = event[0]
+                freed += event[1] as Int64
+            }
+            return upTo
+        }
+        guard let upTo = try lastToDrop() else { throw NothingToDrop() }
+        try db.execute(sql: "DELETE FROM events WHERE stream = ? AND seq <= ?", arguments: [request.stream, upTo])
+        let deleted = db.changesCount
+        try db.execute(
+            sql: "UPDATE streams SET first_seq = COALESCE((SELECT MIN(seq) FROM events WHERE stream = ?1), last_seq + 1) WHERE name = ?1",
+            arguments: [request.stream])
+        return deleted
     }
 
     /// Records `key` for an append of `count` events from `seqs` on, unless an append within the
@@ -228,15 +251,19 @@ final class GroupCommitter: Sendable {
 
     /// Commits `batch` in one transaction and settles every request, on this thread, as soon as
     /// it is durable; then tells the change feed (whose consumers dispatch the events here).
-    private func commit(_ batch: [Request], roomMade: Int = 0) {
+    /// `dropAttempt` > 0: a retry of a single request refused for room, on a stream that drops
+    /// its oldest events to make it (see `dropOldest`).
+    private func commit(_ batch: [Request], dropAttempt: Int = 0) {
         let onCommit = self.onCommit
         let started = ContinuousClock.now
         do {
             try pool.writeWithoutTransaction { db in
                 var outcomes: [Result<Appended, TocsinError>] = []
                 var now: Int64 = 0
+                var dropped = 0
                 try db.inTransaction(.immediate) {
                     outcomes = []
+                    if dropAttempt > 0 { dropped = try dropOldest(db, toFit: batch[0], attempt: dropAttempt - 1) }
                     // Read once the writer is ours: the events' time, and the start of their keys' window.
                     now = TimeFormat.nowMillis()
                     let select = try db.cachedStatement(sql: "SELECT epoch, last_seq FROM streams WHERE name = ?")
@@ -267,6 +294,7 @@ final class GroupCommitter: Sendable {
                 }
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
                 commits.add(1, ordering: .relaxed)
+                if dropped > 0 { reportDropped(dropped, stream: batch[0].stream) }
                 recordDuration(since: started, events: batch.reduce(0) { $0 + $1.events.count })
                 commitsMetric.increment()
                 // Publishers first: their replies need not wait for the fan-out below.
@@ -289,23 +317,13 @@ final class GroupCommitter: Sendable {
                 return
             }
             // A stream that prefers new events to old ones makes room, a few times at most.
-            if roomMade < 6, let dropped = try? dropOldest(toFit: batch[0], attempt: roomMade), dropped > 0 {
-                droppedMetric.increment(by: Int64(dropped))
-                if let times = dropLog.withLock({ $0.occurred() }) {
-                    logger.warning(
-                        "the store is full: dropped the oldest events of a stream that keeps new events first (whenFull: dropOldest)",
-                        metadata: ["stream": "\(batch[0].stream)", "dropped": "\(dropped)", "times": "\(times)"])
-                }
-                commit(batch, roomMade: roomMade + 1)
+            if dropAttempt < 6, dropAttempt > 0 || dropsOldest(batch[0].stream) {
+                commit(batch, dropAttempt: dropAttempt + 1)
                 return
             }
-            storeFullMetric.increment()
-            if let refused = storeFullLog.withLock({ $0.occurred() }) {
-                logger.warning(
-                    "the store is full: publishes are refused with store_full until retention or an operator frees space",
-                    metadata: ["refused": "\(refused)"])
-            }
-            batch[0].completion(.failure(TocsinError.storeFull(maxBytes: maxBytes)))
+            refuseForRoom(batch[0])
+        } catch is NothingToDrop {
+            refuseForRoom(batch[0])
         } catch {
             logger.error("append transaction failed", metadata: ["error": "\(error)", "requests": "\(batch.count)"])
             for request in batch {

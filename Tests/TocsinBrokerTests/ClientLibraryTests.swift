@@ -1,3 +1,6 @@
+import NIOCore
+import NIOPosix
+import Synchronization
 import Testing
 import TocsinBroker
 import TocsinClient
@@ -96,6 +99,29 @@ struct ClientLibraryTests {
                 #expect(try await broker.broker.store.stream(named: "emergencies")?.lastSeq == 23)
             }
         }
+    }
+
+    /// Concurrent publishes share one search for a broker; a caller cancelled meanwhile stops
+    /// waiting for it at once (here the "network" accepts connections and never answers).
+    @Test func aCancelledPublishStopsWaitingForTheSharedSearch() async throws {
+        final class Accepted: Sendable { let count = Atomic<Int>(0) }
+        let accepted = Accepted()
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                accepted.count.add(1, ordering: .relaxed)
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(silent.localAddress?.port)
+        let publisher = Publisher(seeds: ["http://127.0.0.1:\(port)"], logger: testLogger)
+        let waiting = Task { try await publisher.publish(stream: "emergencies", events: [emergency("fire", severity: 1)]) }
+        try await waitUntil("the search reached the network") { accepted.count.load(ordering: .relaxed) >= 1 }
+        let started = ContinuousClock.now
+        waiting.cancel()
+        let result = await waiting.result
+        #expect(ContinuousClock.now - started < .seconds(5), "not the HTTP timeout of the search")
+        #expect(throws: CancellationError.self) { try result.get() }
+        try await silent.close()
     }
 
     @Test func aSubscriptionThatCanNeverWorkEndsItsSequence() async throws {
