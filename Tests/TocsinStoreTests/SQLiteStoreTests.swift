@@ -293,6 +293,21 @@ final class SQLiteStoreTests {
         #expect(try #require(try await store.stream(named: "ring")).firstSeq > ring.firstSeq)
     }
 
+    /// Making room and storing are one transaction: a publish that does not fit even after the
+    /// drops is refused with the stream's history intact.
+    @Test func aPublishThatCannotFitEvenAfterDroppingDropsNothing() async throws {
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
+        _ = try await store.putStream(Self.ring, recreate: false)
+        _ = try await store.putStream(Self.big, recreate: false)
+        _ = try await store.append(stream: "ring", events: Array(repeating: Self.text(100), count: 5))
+        _ = try await fill(store)
+        await #expect(throws: TocsinError.storeFull(maxBytes: 256 << 10)) {
+            _ = try await store.append(stream: "ring", events: Array(repeating: Self.text(4000), count: 80))
+        }
+        #expect(try await store.readEvents(stream: "ring", after: 0, limit: 100).map(\.seq) == Array(1...5))
+        #expect(try await store.stream(named: "ring")?.firstSeq == 1)
+    }
+
     @Test func aDropOldestStreamWithNothingToDropIsRefused() async throws {
         let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
         _ = try await store.putStream(Self.ring, recreate: false)
