@@ -29,7 +29,10 @@ struct BrokerOptions: ParsableArguments {
     @Option(
         name: .customLong("max-store-size"),
         help: "Most the SQLite database may hold, e.g. 512MB or 20GiB; past it publishes fail with store_full until retention frees space (env TOCSIN_MAX_STORE_SIZE). Default: the disk's size.")
-    var maxStoreSize: String? = Environment.get("TOCSIN_MAX_STORE_SIZE")
+    var maxStoreSizeFlag: String?
+
+    /// `--max-store-size`, else `TOCSIN_MAX_STORE_SIZE`.
+    var maxStoreSize: String? { maxStoreSizeFlag ?? Environment.get("TOCSIN_MAX_STORE_SIZE") }
 
     /// `--max-store-size` in bytes (`validate` has rejected a value that is not a size).
     var maxStoreBytes: Int64? { maxStoreSize.flatMap { try? ByteCount.parse($0) } }

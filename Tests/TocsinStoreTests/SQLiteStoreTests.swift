@@ -233,7 +233,7 @@ final class SQLiteStoreTests {
         let holding = DispatchSemaphore(value: 0)
         let release = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            try? store.pool.writeWithoutTransaction { _ in
+            store.pool.writeWithoutTransaction { _ in
                 holding.signal()
                 release.wait()
             }
@@ -382,7 +382,7 @@ final class SQLiteStoreTests {
         let before = store.slowCommitCount
         let holding = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            try? store.pool.writeWithoutTransaction { _ in
+            store.pool.writeWithoutTransaction { _ in
                 holding.signal()
                 Thread.sleep(forTimeInterval: 0.5)  // the stimulus: the writer is busy for 500 ms
             }
