@@ -27,4 +27,15 @@ final class LiveSubscription: Sendable {
     func matches(_ record: Record, nowMillis: Int64) -> Bool {
         channel.predicate.evaluate(record, params, nowMillis)
     }
+
+    /// `subscribed` without an id and `recovered: false`: events this subscription had not
+    /// received are gone (its stream was recreated, or retention deleted them before they
+    /// reached it); delivery goes on after `position`.
+    func notRecovered(stream: String, position: StreamPosition) -> ServerMessage {
+        var bound: [String: JSONValue] = [:]
+        for (parameter, value) in zip(channel.definition.params, params) { bound[parameter.name] = value.json }
+        return .subscribed(
+            id: nil,
+            SubscriptionInfo(subscription: id, channel: channel.name, params: bound, stream: stream, position: position, recovered: false))
+    }
 }

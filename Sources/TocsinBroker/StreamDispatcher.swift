@@ -46,6 +46,7 @@ final class StreamDispatcher: Sendable {
     }
 
     fileprivate struct State {
+        let stream: String
         var epoch: String
         /// The last seq dispatched.
         var position: Int64
@@ -65,7 +66,7 @@ final class StreamDispatcher: Sendable {
     ) {
         self.stream = info.name
         self.nowMillis = nowMillis
-        self.state = Mutex(State(epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema))
+        self.state = Mutex(State(stream: info.name, epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema))
         self.dispatched = ChangeFeed.Cursor(info.lastSeq)
         self.store = store
         self.catalog = catalog
@@ -159,6 +160,13 @@ final class StreamDispatcher: Sendable {
             while seq < target {
                 let limit = min(1000, Int(target - seq))
                 let events = try await store.readEvents(stream: stream, after: seq, limit: limit)
+                // Seqs have no gaps: events missing after `seq` were deleted (retention, or
+                // `whenFull: dropOldest`) since the replay began. Never skipped silently.
+                let next = events.first?.seq ?? target + 1
+                if next > seq + 1 {
+                    seq = min(next - 1, target)
+                    guard tellGap(subscription, at: seq) else { return }
+                }
                 if events.isEmpty { break }
                 let schema = state.withLock { $0.schema }
                 for event in events where event.seq <= target {
@@ -170,6 +178,15 @@ final class StreamDispatcher: Sendable {
                 if events.count < limit { seq = max(seq, target) }
             }
             seq = max(seq, target)
+        }
+    }
+
+    /// Tells a replaying subscription that events before `seq` are gone; false if it was detached.
+    private func tellGap(_ subscription: LiveSubscription, at seq: Int64) -> Bool {
+        locked { s, wakes in
+            guard let a = s.attached[subscription.id], a.subscription === subscription else { return false }
+            subscription.session.send(subscription.notRecovered(stream: stream, position: StreamPosition(epoch: s.epoch, seq: seq)), wakes: &wakes)
+            return true
         }
     }
 
@@ -288,14 +305,7 @@ final class StreamDispatcher: Sendable {
                 s.makeLive(&a)
                 s.attached[renewed.id] = a
                 if renewed.isRepetitive { s.repetitive.insert(renewed.id) }
-                var params: [String: JSONValue] = [:]
-                for (p, v) in zip(definition.params, old.params) { params[p.name] = v.json }
-                let subscribed = ServerMessage.subscribed(
-                    id: nil,
-                    SubscriptionInfo(
-                        subscription: renewed.id, channel: channel.name, params: params, stream: stream,
-                        position: StreamPosition(epoch: info.epoch, seq: 0), recovered: false))
-                renewed.session.send(subscribed, wakes: &wakes)
+                renewed.session.send(renewed.notRecovered(stream: stream, position: StreamPosition(epoch: info.epoch, seq: 0)), wakes: &wakes)
             }
         }
     }
@@ -380,6 +390,15 @@ extension StreamDispatcher.State {
         a.interest = interest
     }
 
+    /// The tail found events before `seq` gone (deleted before it read them): every live
+    /// subscription may have missed some, and is told so.
+    mutating func tellGap(before seq: Int64, wakes: inout WakeBatch) {
+        for a in attached.values where a.interest != nil {
+            a.subscription.session.send(
+                a.subscription.notRecovered(stream: stream, position: StreamPosition(epoch: epoch, seq: seq - 1)), wakes: &wakes)
+        }
+    }
+
     /// Makes live the waiting subscriptions the tail has now reached.
     mutating func releaseWaiting() {
         for (id, seq) in waitingForTail where seq <= position {
@@ -394,6 +413,7 @@ extension StreamDispatcher.State {
         var sent = 0
         defer { dispatched.advance(to: position) }
         for event in events where event.seq > position {
+            if event.seq > position + 1 { tellGap(before: event.seq, wakes: &wakes) }
             if !waitingForTail.isEmpty { releaseWaiting() }
             position = event.seq
             guard !channels.isEmpty, let record = StreamDispatcher.record(event, schema: schema) else { continue }
