@@ -152,7 +152,6 @@ public final class Broker: Service, Sendable {
             } catch {
                 logger.error("retention failed", metadata: ["error": "\(error)"])
             }
-
             try? await Task.sleep(for: configuration.retentionInterval)
         }
     }

@@ -151,7 +151,7 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    private func recordDuration(since started: ContinuousClock.Instant, events: Int) {
+    private func recordDuration(since started: ContinuousClock.Instant, of batch: [Request]) {
         let took = ContinuousClock.now - started
         commitDuration.recordNanoseconds(took.nanoseconds)
         guard took > slowCommitThreshold else { return }
@@ -160,7 +160,7 @@ final class GroupCommitter: Sendable {
         if let slow = slowCommitLog.withLock({ $0.occurred() }) {
             logger.warning(
                 "a commit was slow: publishes waited for the disk's sync, or for another writer of the SQLite file",
-                metadata: ["tookMs": "\(took.milliseconds)", "events": "\(events)", "slowCommits": "\(slow)"])
+                metadata: ["tookMs": "\(took.milliseconds)", "events": "\(batch.reduce(0) { $0 + $1.events.count })", "slowCommits": "\(slow)"])
         }
     }
 
@@ -186,13 +186,8 @@ final class GroupCommitter: Sendable {
     /// Whether `stream`'s retention says `whenFull: dropOldest` (read when a publish to it found
     /// the store full).
     private func dropsOldest(_ stream: String) -> Bool {
-        let definition = try? pool.read { db in
-            try String.fetchOne(db, sql: "SELECT definition FROM streams WHERE name = ?", arguments: [stream])
-        }
-        guard let definition = definition ?? nil,
-            let decoded = try? JSONDecoder().decode(StreamDefinition.self, from: Data(definition.utf8))
-        else { return false }
-        return decoded.retention.whenFull == .dropOldest
+        let info = try? pool.read { db in try SQLiteStore.fetchStream(db, name: stream) }
+        return info?.definition.retention.whenFull == .dropOldest
     }
 
     /// Nothing of the stream is left to drop.
@@ -295,7 +290,7 @@ final class GroupCommitter: Sendable {
                 // Committed (and synced). Nothing below throws, so no request is settled twice.
                 commits.add(1, ordering: .relaxed)
                 if dropped > 0 { reportDropped(dropped, stream: batch[0].stream) }
-                recordDuration(since: started, events: batch.reduce(0) { $0 + $1.events.count })
+                recordDuration(since: started, of: batch)
                 commitsMetric.increment()
                 // Publishers first: their replies need not wait for the fan-out below.
                 for (request, outcome) in zip(batch, outcomes) {

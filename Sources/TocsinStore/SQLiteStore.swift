@@ -78,7 +78,9 @@ public final class SQLiteStore: Store {
         // The size limit on the writer only (the only connection that grows the file; the limit
         // is not stored in the file), and only now: opening the pool (GRDB creates and drops a
         // table to switch to WAL) and migrating need room a store that filled up has not got.
-        let (limit, used) = try pool.writeWithoutTransaction { db in (try Self.limitSize(db, to: configuration.maxBytes), try Self.usedBytes(db)) }
+        let (limit, used) = try pool.writeWithoutTransaction { db in
+            (try Self.limitSize(db, to: configuration.maxBytes), try Self.usage(db, maxBytes: nil).usedBytes)
+        }
         if let wanted = configuration.maxBytes, used > wanted {
             logger.warning(
                 "the store is already larger than its size limit: it may not grow, and publishes are refused with store_full until retention frees space",
@@ -116,19 +118,14 @@ public final class SQLiteStore: Store {
 
     /// How full the database is.
     public func usage() async throws -> Usage {
-        try await pool.read { [maxBytes] db in
-            let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
-            let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
-            return Usage(usedBytes: try Self.usedBytes(db), fileBytes: pages * pageSize, maxBytes: maxBytes)
-        }
+        try await pool.read { [maxBytes] db in try Self.usage(db, maxBytes: maxBytes) }
     }
 
-    /// Bytes of the database's pages that hold data (not on its free list).
-    static func usedBytes(_ db: Database) throws -> Int64 {
+    static func usage(_ db: Database, maxBytes: Int64?) throws -> Usage {
         let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
         let pages = try Int64.fetchOne(db, sql: "PRAGMA page_count") ?? 0
         let free = try Int64.fetchOne(db, sql: "PRAGMA freelist_count") ?? 0
-        return (pages - free) * pageSize
+        return Usage(usedBytes: (pages - free) * pageSize, fileBytes: pages * pageSize, maxBytes: maxBytes)
     }
 
     /// Group commits made so far (each one transaction and, with synced commits, one sync).

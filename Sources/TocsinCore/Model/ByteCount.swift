@@ -1,13 +1,15 @@
+import Foundation
+
 /// A size in bytes as an operator writes it: `1048576`, `512KB`, `64MiB`, `10GB`, `1.5GiB`.
 /// KB/MB/GB/TB are powers of 1000 and KiB/MiB/GiB/TiB powers of 1024 (`K`, `M`, `G`, `T` alone
 /// mean the binary ones, as in most server configs); the unit is case-insensitive and may be
 /// separated from the number by a space.
 public enum ByteCount {
     public static func parse(_ text: String) throws(TocsinError) -> Int64 {
-        let trimmed = text.trimmingWhitespace
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
         let unitStart = trimmed.firstIndex { !($0.isNumber || $0 == ".") } ?? trimmed.endIndex
         let number = String(trimmed[..<unitStart])
-        let unit = String(trimmed[unitStart...]).trimmingWhitespace.lowercased()
+        let unit = trimmed[unitStart...].trimmingCharacters(in: .whitespaces).lowercased()
         let multipliers: [String: Double] = [
             "": 1, "b": 1,
             "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
@@ -24,11 +26,3 @@ public enum ByteCount {
     }
 }
 
-extension String {
-    fileprivate var trimmingWhitespace: String {
-        var s = Substring(self)
-        while s.first?.isWhitespace == true { s.removeFirst() }
-        while s.last?.isWhitespace == true { s.removeLast() }
-        return String(s)
-    }
-}
