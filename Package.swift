@@ -41,8 +41,13 @@ let package = Package(
             dependencies: [
                 "TocsinCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .target(
@@ -139,6 +144,7 @@ let package = Package(
             dependencies: [
                 "TocsinTesting",
                 "TocsinBroker",
+                "TocsinHTTP",
                 "TocsinController",
                 "TocsinStore",
                 "TocsinCore",

@@ -35,15 +35,21 @@ public func buildBroker(
     let eventLoops = EventLoopGroupProvider.singleton.eventLoopGroup
     let broker = try await Broker(configuration: configuration, store: store, logger: logger, eventLoops: eventLoops)
     let router = Router(context: TocsinRequestContext.self)
+    let webSocketRouter = Router(context: TocsinRequestContext.self)
     HTTPAPI(broker: broker).register(on: router)
-    WebSocketEndpoint(broker: broker).register(on: router)
+    WebSocketEndpoint(broker: broker).register(on: router, webSocketRouter: webSocketRouter)
     if let metrics { router.addMetricsRoute(metrics) }
+    let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
+        http1: .init(httpDecoderConfiguration: configuration.http.decoderConfiguration),
+        ws: .init(
+            maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30)),
+            closeTimeout: configuration.closeGrace, validateUTF8: true))
+    let webSocketResponder = webSocketRouter.buildResponder()
     let app = Application(
         router: router,
-        server: .http1WebSocketUpgrade(
-            webSocketRouter: router,
-            configuration: .init(
-                ws: .init(maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30))))),
+        server: .guarded(limits: configuration.http) { responder in
+            HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration)
+        },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin"),
         services: [broker],
         onServerRunning: { channel in
@@ -54,13 +60,13 @@ public func buildBroker(
         eventLoopGroupProvider: .shared(eventLoops),
         logger: logger
     )
-    guard let settings = configuration.cluster else {
-        return BrokerApplication(broker: broker, service: app)
+    var services: [any Service] = [app]
+    if let settings = configuration.cluster {
+        // The member shuts down first (services stop in reverse order): it drains while the server
+        // still serves the clients it is moving away.
+        let member = ClusterMember(broker: broker, settings: settings, logger: logger)
+        broker.member.withLock { $0 = member }
+        services.append(member)
     }
-    // The member shuts down first (services stop in reverse order): it drains while the server
-    // still serves the clients it is moving away.
-    let member = ClusterMember(broker: broker, settings: settings, logger: logger)
-    broker.member.withLock { $0 = member }
-    let group = ServiceGroup(configuration: .init(services: [app, member], logger: logger))
-    return BrokerApplication(broker: broker, service: group)
+    return BrokerApplication(broker: broker, service: boundedShutdown(services, grace: configuration.shutdownGrace, logger: logger))
 }

@@ -1,4 +1,5 @@
 public import TocsinCore
+public import TocsinHTTP
 
 /// Everything a broker needs to know, with defaults for the embedded `tocsin serve`.
 /// Filled at the edge from flags and environment; tests build it directly.
@@ -36,11 +37,22 @@ public struct BrokerConfiguration: Sendable {
     /// How long the store remembers a publish key (`PublishKey`): a publish repeated with its
     /// key within this time is not stored again.
     public var publishKeyWindow: Duration = .seconds(120)
-    /// Frames a session may have queued before it counts as a slow consumer and is disconnected.
-    public var maxQueuedFrames = 50_000
-    /// Bytes a connection may have waiting for its socket before it counts as a slow consumer.
-    /// Checked once more than NIO's high-water mark (64 KiB) is waiting, so values below that act as 64 KiB.
-    public var maxBufferedBytes = 16 << 20
+    /// Bytes a WebSocket connection may have pending (queued notifications plus what its socket
+    /// has not taken yet) before it counts as a slow consumer: it gets `slow_consumer` and a 1008
+    /// close, and resumes from its acknowledged position when it reconnects. Replays wait for
+    /// room instead of counting against it.
+    public var maxOutboundBytes = 2 << 20
+    /// A WebSocket connection that sends no message within this of its upgrade is closed
+    /// (`timeout`, 1008).
+    public var firstMessageTimeout: Duration = .seconds(10)
+    /// How long a connection being closed by the broker (slow consumer, timeout) is given to
+    /// take its last frames before its socket is closed anyway.
+    public var closeGrace: Duration = .seconds(5)
+    /// Deadlines and size limits of every HTTP request (heads, bodies, targets).
+    public var http = HTTPEdgeLimits()
+    /// On graceful shutdown (SIGTERM), how long connections are given to finish before the
+    /// broker closes what is left and exits.
+    public var shutdownGrace: Duration = .seconds(10)
 
     /// How often the SQLite store's write-ahead log is checkpointed, beside the writer rather
     /// than inside a commit (see `SQLiteStore.runCheckpoints`).

@@ -11,6 +11,8 @@ struct BrokerMetrics: Sendable {
     let sessionsOpened = Counter(label: "tocsin_sessions_opened_total")
     let sessionsClosed = Counter(label: "tocsin_sessions_closed_total")
     let slowConsumers = Counter(label: "tocsin_slow_consumer_disconnects_total")
+    /// WebSocket connections closed for sending no first message in time.
+    let timeouts = Counter(label: "tocsin_websocket_timeouts_total")
     let protocolErrors = Counter(label: "tocsin_protocol_errors_total")
     let deliveredNotifications = Counter(label: "tocsin_notifications_sent_total")
     let replayedEvents = Counter(label: "tocsin_replayed_notifications_total")

@@ -18,19 +18,29 @@ enum OutFrame: Sendable {
 /// frames) until `take` comes back empty. So a burst of notifications to one client costs one
 /// wake-up and one socket write, not one per frame.
 ///
-/// Slow-consumer policy: more than `maxQueuedFrames` undrained frames, or the transport
-/// reporting too many bytes it could not write yet (`overflowed()`), closes the session as a
-/// slow consumer: the transport sends `error {code: "slow_consumer"}` and closes the
-/// connection. Nothing is lost: the client reconnects and resumes from its acknowledged position.
+/// Slow-consumer policy: the bytes a connection has pending — frames in the outbox plus what the
+/// socket has not taken yet (`transportBuffered`) — are bounded by `maxOutboundBytes`. A live
+/// frame that finds more than that pending closes the session as a slow consumer: the transport
+/// sends `error {code: "slow_consumer"}` and closes the connection with 1008. Nothing is lost:
+/// the client reconnects and resumes from its acknowledged position. Replays do not count against
+/// the bound: they wait for room (`waitForRoom`) instead of filling the outbox.
 final class Session: Sendable {
     enum CloseReason: Sendable, Equatable {
         case slowConsumer
         /// Told to migrate long ago and still here: closed so it reconnects through `assign`.
         case migrationTimedOut
+        /// Sent no message within the first-message timeout.
+        case silent
     }
 
-    private struct State {
+    fileprivate struct State {
         var queue: [OutFrame] = []
+        /// Payload bytes of `queue`.
+        var queuedBytes = 0
+        /// Bytes the socket had not taken yet at the transport's last report.
+        var transportBytes = 0
+        /// Replays waiting for the pending bytes to fall to half the bound.
+        var roomWaiters: [CheckedContinuation<Void, Never>] = []
         var drainScheduled = false
         var closed: CloseReason?
         var finished = false
@@ -43,7 +53,8 @@ final class Session: Sendable {
 
     let id: String
     let logger: Logger
-    private let maxQueuedFrames: Int
+    /// The bound on pending bytes (see the slow-consumer policy above).
+    let maxOutboundBytes: Int
     /// Where `drain` must run; nil runs it in place (tests).
     let eventLoop: (any EventLoop)?
     /// Writes what `take` returns until it says idle; runs on `eventLoop`.
@@ -51,11 +62,11 @@ final class Session: Sendable {
     private let state = Mutex(State())
 
     init(
-        id: String, maxQueuedFrames: Int, logger: Logger, eventLoop: (any EventLoop)? = nil,
+        id: String, maxOutboundBytes: Int, logger: Logger, eventLoop: (any EventLoop)? = nil,
         drain: @escaping @Sendable (Session) -> Void
     ) {
         self.id = id
-        self.maxQueuedFrames = maxQueuedFrames
+        self.maxOutboundBytes = maxOutboundBytes
         self.logger = logger
         self.eventLoop = eventLoop
         self.drain = drain
@@ -134,12 +145,15 @@ final class Session: Sendable {
     }
 
     private func enqueue(_ frame: OutFrame) -> (accepted: Bool, wake: Bool) {
-        state.withLock { s in
+        let size = frame.payloadSize
+        return state.withLock { s in
             guard s.closed == nil, !s.finished else { return (false, false) }
-            if s.queue.count >= maxQueuedFrames {
+            // Over the bound before this frame: one frame larger than the bound still goes out alone.
+            if s.queuedBytes + s.transportBytes > maxOutboundBytes {
                 s.closed = .slowConsumer
             } else {
                 s.queue.append(frame)
+                s.queuedBytes += size
             }
             let wake = !s.drainScheduled
             s.drainScheduled = true
@@ -155,24 +169,50 @@ final class Session: Sendable {
         send(.text(message.encoded), wakes: &wakes)
     }
 
-    /// The transport could not keep up (too many bytes waiting for the socket).
-    func overflowed() {
-        let wake = state.withLock { s -> Bool in
-            guard s.closed == nil, !s.finished else { return false }
-            s.closed = .slowConsumer
-            let wake = !s.drainScheduled
-            s.drainScheduled = true
-            return wake
+    /// The transport reports how many bytes the socket has not taken yet (0 once it is writable
+    /// again). Past the bound the session closes as a slow consumer; at half of it waiting
+    /// replays go on.
+    func transportBuffered(_ bytes: Int) {
+        let (wake, waiters) = state.withLock { s -> (Bool, [CheckedContinuation<Void, Never>]) in
+            guard s.closed == nil, !s.finished else { return (false, []) }
+            s.transportBytes = bytes
+            if bytes > maxOutboundBytes {
+                s.closed = .slowConsumer
+                let wake = !s.drainScheduled
+                s.drainScheduled = true
+                return (wake, [])
+            }
+            return (false, s.takeWaitersIfRoom(bound: maxOutboundBytes))
         }
+        for waiter in waiters { waiter.resume() }
         if wake { onReady() }
+    }
+
+    /// Whether a replay may queue more: the pending bytes are at most half the bound.
+    var hasRoom: Bool { state.withLock { $0.queuedBytes + $0.transportBytes <= maxOutboundBytes / 2 } }
+
+    /// Returns once the pending bytes are at most half the bound, or the session is closed.
+    func waitForRoom() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if s.closed != nil || s.finished || s.queuedBytes + s.transportBytes <= maxOutboundBytes / 2 { return true }
+                s.roomWaiters.append(waiter)
+                return false
+            }
+            if ready { waiter.resume() }
+        }
     }
 
     /// The connection is gone: drop everything and refuse further frames.
     func finish() {
-        state.withLock { s in
+        let waiters = state.withLock { s in
             s.finished = true
             s.queue.removeAll()
+            s.queuedBytes = 0
+            defer { s.roomWaiters = [] }
+            return s.roomWaiters
         }
+        for waiter in waiters { waiter.resume() }
     }
 
     enum Next: Equatable {
@@ -184,31 +224,46 @@ final class Session: Sendable {
         case finished
     }
 
-    /// The drainer's step.
+    /// The drainer's step. Frames it takes count as the transport's until it reports otherwise.
     func take() -> Next {
-        state.withLock { s in
+        let (next, waiters) = state.withLock { s -> (Next, [CheckedContinuation<Void, Never>]) in
             if s.finished {
                 s.drainScheduled = false
-                return .finished
+                return (.finished, [])
             }
             if let reason = s.closed {
                 s.queue.removeAll()
+                s.queuedBytes = 0
                 s.drainScheduled = false
                 s.finished = true
-                return .close(reason)
+                defer { s.roomWaiters = [] }
+                return (.close(reason), s.roomWaiters)
             }
             if s.queue.isEmpty {
                 s.drainScheduled = false
-                return .idle
+                return (.idle, [])
             }
             var taken: [OutFrame] = []
             swap(&taken, &s.queue)
-            return .frames(taken)
+            s.transportBytes += s.queuedBytes
+            s.queuedBytes = 0
+            return (.frames(taken), [])
         }
+        for waiter in waiters { waiter.resume() }
+        return next
     }
 }
 
 extension OutFrame: Equatable {}
+
+extension Session.State {
+    /// The replays waiting for room, if there is room now; they are removed from the state.
+    mutating func takeWaitersIfRoom(bound: Int) -> [CheckedContinuation<Void, Never>] {
+        guard !roomWaiters.isEmpty, queuedBytes + transportBytes <= bound / 2 else { return [] }
+        defer { roomWaiters = [] }
+        return roomWaiters
+    }
+}
 
 /// Sessions that need draining after a dispatch: one task per event loop drains them all,
 /// instead of one cross-thread wake-up per session.

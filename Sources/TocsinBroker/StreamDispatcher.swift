@@ -171,6 +171,8 @@ final class StreamDispatcher: Sendable {
                 let schema = state.withLock { $0.schema }
                 for event in events where event.seq <= target {
                     if let record = Self.record(event, schema: schema), subscription.matches(record, nowMillis: nowMillis()) {
+                        // Back-pressure: a replay waits for the client to read instead of filling its outbox.
+                        if !subscription.session.hasRoom { await subscription.session.waitForRoom() }
                         guard deliverReplayed(subscription, event: event) else { return }
                     }
                     seq = event.seq

@@ -17,15 +17,28 @@ import TocsinHTTP
 struct WebSocketEndpoint: Sendable {
     let broker: Broker
 
-    func register(on router: Router<TocsinRequestContext>) {
-        router.ws("/v1/ws") { _, _ in
-            .upgrade([:])
+    /// `webSocketRouter` decides upgrades; `router` serves plain HTTP, where `GET /v1/ws` without
+    /// an upgrade is answered `426 upgrade_required`.
+    func register(on router: Router<TocsinRequestContext>, webSocketRouter: Router<TocsinRequestContext>) {
+        webSocketRouter.ws("/v1/ws") { _, context in
+            // In place before the 101 goes out: every frame after the handshake is checked.
+            try await context.channel.pipeline.addHandler(ClientFrameMaskCheck(), position: .first).get()
+            return .upgrade([:])
         } onUpgrade: { inbound, _, context in
-            await self.serve(inbound: inbound, channel: context.requestContext.channel, logger: context.logger)
+            try await self.serve(inbound: inbound, channel: context.requestContext.channel, logger: context.logger)
+        }
+        router.get("/v1/ws") { _, _ in
+            var response = TocsinError(.upgradeRequired, "GET /v1/ws opens a WebSocket: send Upgrade: websocket (RFC 6455)").response
+            response.headers[.upgrade] = "websocket"
+            response.headers[.connection] = "Upgrade"
+            return response
         }
     }
 
-    func serve(inbound: WebSocketInboundStream, channel: any Channel, logger: Logger) async {
+    /// Serves one WebSocket connection until it closes. Throws only to have the WebSocket layer
+    /// close with a specific code (1007 for invalid UTF-8, 1009 for a message assembled from
+    /// fragments over the transport limit, 1002 for protocol errors); everything else ends here.
+    func serve(inbound: WebSocketInboundStream, channel: any Channel, logger: Logger) async throws {
         let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
         var logger = logger
         logger[metadataKey: "session"] = "\(sessionID)"
@@ -34,20 +47,35 @@ struct WebSocketEndpoint: Sendable {
         let broker = self.broker
         let writer = NIOLoopBoundBox.makeBoxSendingValue(FrameWriter(channel: channel), eventLoop: channel.eventLoop)
         let session = Session(
-            id: String(sessionID), maxQueuedFrames: configuration.maxQueuedFrames, logger: logger, eventLoop: channel.eventLoop
+            id: String(sessionID), maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop
         ) { session in
-            Self.drain(session, to: channel, writer: writer.value, maxBufferedBytes: configuration.maxBufferedBytes, broker: broker)
+            Self.drain(session, to: channel, writer: writer.value, broker: broker)
         }
+        // Tells the session when the socket takes its bytes again (waiting replays go on).
+        try? await channel.pipeline.addHandler(WritabilityObserver(session: session), position: .first).get()
+        // The first message must come within the timeout (`hello`, or a publisher's first request).
+        let silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {
+            broker.metrics.timeouts.increment()
+            session.logger.info("closing a WebSocket that sent nothing", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
+            session.close(.silent)
+        }
+        defer { silence.cancel() }
         let publishes = PublishWindow(
             capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0),
             budget: broker.publishBudget)
         metrics.sessionsOpened.increment()
         broker.opened(session)
-        await withDiscardingTaskGroup { group in
+        let failure: (any Error)? = await withDiscardingTaskGroup { group in
+            var failure: (any Error)?
+            var spoke = false
             do {
                 // The transport limit is above the protocol limit, so an oversized message
                 // can be answered with `too_large` instead of a dropped connection.
                 for try await message in inbound.messages(maxSize: configuration.maxMessageBytes * 4) {
+                    if !spoke {
+                        spoke = true
+                        silence.cancel()
+                    }
                     guard case .text(let text) = message else {
                         await publishes.drained()
                         reject(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames"), session: session)
@@ -67,11 +95,15 @@ struct WebSocketEndpoint: Sendable {
                 }
             } catch {
                 logger.debug("connection ended", metadata: ["error": "\(error)"])
+                failure = error
             }
             await broker.closed(session: session)
             metrics.sessionsClosed.increment()
             group.cancelAll()
+            return failure
         }
+        // The WebSocket layer closes with the code a protocol error carries (1002, 1007, 1009).
+        if let failure { throw failure }
     }
 
     /// Handles one client frame; returns replays to start once the reply is queued. A publish
@@ -166,15 +198,17 @@ struct WebSocketEndpoint: Sendable {
 
     /// Writes everything the session has queued to its socket, on the channel's event loop:
     /// one buffer and one flush per batch. Runs until the outbox is empty.
-    static func drain(_ session: Session, to channel: any Channel, writer: FrameWriter, maxBufferedBytes: Int, broker: Broker) {
+    static func drain(_ session: Session, to channel: any Channel, writer: FrameWriter, broker: Broker) {
         while true {
             switch session.take() {
             case .frames(let frames):
                 writer.write(frames)
                 // Asking for the buffered bytes costs more than the write: only once NIO's own
                 // (much lower) high-water mark says the socket is falling behind.
-                if !channel.isWritable, let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes), buffered > maxBufferedBytes {
-                    session.overflowed()
+                if channel.isWritable {
+                    session.transportBuffered(0)
+                } else if let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes) {
+                    session.transportBuffered(buffered)
                 }
             case .idle, .finished:
                 return
@@ -185,24 +219,40 @@ struct WebSocketEndpoint: Sendable {
             case .close(.slowConsumer):
                 broker.metrics.slowConsumers.increment()
                 broker.slowConsumerDisconnects.add(1, ordering: .relaxed)
-                session.logger.warning("disconnecting slow consumer")
+                session.logger.warning("disconnecting slow consumer", metadata: ["maxOutboundBytes": "\(session.maxOutboundBytes)"])
                 let notice = ServerMessage.error(
                     id: nil,
                     TocsinError(.slowConsumer, "too many undelivered notifications; reconnect and resume from your last acknowledged position"))
-                channel.write(FrameWriter.webSocketFrame(.text(notice.encoded), allocator: channel.allocator), promise: nil)
-                close(channel, code: .policyViolation, reason: "slow consumer")
+                close(channel, code: .policyViolation, reason: "slow consumer", after: notice, grace: broker.configuration.closeGrace)
+                return
+            case .close(.silent):
+                let notice = ServerMessage.error(
+                    id: nil,
+                    TocsinError(
+                        .timeout,
+                        "no message within \(broker.configuration.firstMessageTimeout.milliseconds / 1000) s of connecting; send hello first"))
+                close(channel, code: .policyViolation, reason: "timeout", after: notice, grace: broker.configuration.closeGrace)
                 return
             }
         }
     }
 
-    /// Sends a close frame with `code` and `reason`, then closes the connection.
-    static func close(_ channel: any Channel, code: WebSocketErrorCode, reason: String) {
+    /// Sends a close frame with `code` and `reason` (after `notice`, if any) behind whatever is
+    /// already queued for the socket, then closes the connection once they are written, or after
+    /// `grace` if the peer does not read them (closing at once would cut a frame in half).
+    static func close(_ channel: any Channel, code: WebSocketErrorCode, reason: String, after notice: ServerMessage? = nil, grace: Duration = .zero) {
+        if let notice {
+            channel.write(FrameWriter.webSocketFrame(.text(notice.encoded), allocator: channel.allocator), promise: nil)
+        }
         var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.write(webSocketErrorCode: code)
         data.writeString(reason)
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
-        channel.close(promise: nil)
+        let written = channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(grace.nanoseconds)) { channel.close(promise: nil) }
+        written.whenComplete { _ in
+            deadline.cancel()
+            channel.close(promise: nil)
+        }
     }
 }
 

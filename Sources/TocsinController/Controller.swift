@@ -3,12 +3,15 @@ import Metrics
 public import ServiceLifecycle
 import Synchronization
 public import TocsinCore
+public import TocsinHTTP
 
 /// Everything the controller needs to know, with defaults for one host.
 public struct ControllerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// 0 picks a free port; read it back from `onListening`.
     public var port = 7300
+    /// Deadlines and size limits of every HTTP request.
+    public var http = HTTPEdgeLimits()
     /// The controller's own URL in the discovery list (`http://host:port` when unset and the
     /// host is a concrete address; a wildcard bind address needs it said explicitly).
     public var advertisedURL: String?

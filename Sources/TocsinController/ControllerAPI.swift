@@ -108,8 +108,10 @@ public func buildController(
     let router = Router(context: BasicRequestContext.self)
     ControllerAPI(controller: controller).register(on: router)
     if let metrics { router.addMetricsRoute(metrics) }
+    let limits = configuration.http
     let app = Application(
         router: router,
+        server: .guardedHTTP1(limits: limits),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin-controller"),
         services: [controller],
         onServerRunning: { channel in

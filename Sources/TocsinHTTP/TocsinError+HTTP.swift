@@ -14,6 +14,12 @@ extension TocsinError.Code {
         case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
         case .unavailable, .noBrokerAvailable: .serviceUnavailable
         case .storeFull: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
+        case .timeout: .requestTimeout
+        case .uriTooLong: .uriTooLong
+        case .headersTooLarge: .requestHeaderFieldsTooLarge
+        case .notImplemented: .notImplemented
+        case .httpVersionNotSupported: HTTPResponse.Status(code: 505, reasonPhrase: "HTTP Version Not Supported")
+        case .upgradeRequired: HTTPResponse.Status(code: 426, reasonPhrase: "Upgrade Required")
         default: .internalServerError
         }
     }

@@ -37,6 +37,26 @@ struct BrokerOptions: ParsableArguments {
     /// `--max-store-size` in bytes (`validate` has rejected a value that is not a size).
     var maxStoreBytes: Int64? { maxStoreSize.flatMap { try? ByteCount.parse($0) } }
 
+    @Option(name: .customLong("head-timeout"), help: "Seconds an HTTP request's head may take to arrive (also the keep-alive idle time); 408 after.")
+    var headTimeout = 10.0
+
+    @Option(name: .customLong("body-timeout"), help: "Seconds an HTTP request's body may take to arrive after its head; 408 after.")
+    var bodyTimeout = 30.0
+
+    @Option(name: .customLong("first-message-timeout"), help: "Seconds a WebSocket connection may stay silent after its upgrade; closed (1008) after.")
+    var firstMessageTimeout = 10.0
+
+    @Option(name: .customLong("shutdown-grace"), help: "Seconds connections get to finish on SIGTERM before the rest are closed.")
+    var shutdownGrace = 10.0
+
+    @Option(
+        name: .customLong("max-outbound-bytes"),
+        help: "Bytes a WebSocket connection may have waiting to be sent before it is closed as a slow consumer, e.g. 2MiB (at least 64KiB).")
+    var maxOutboundBytesText = "2MiB"
+
+    /// `--max-outbound-bytes` in bytes (`validate` has checked it).
+    var maxOutboundBytes: Int { Int(clamping: (try? ByteCount.parse(maxOutboundBytesText)) ?? 2 << 20) }
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env TOCSIN_LOG_LEVEL).")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
 
@@ -48,6 +68,20 @@ struct BrokerOptions: ParsableArguments {
             port = value
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
+        for (flag, value) in [
+            ("--head-timeout", headTimeout), ("--body-timeout", bodyTimeout), ("--first-message-timeout", firstMessageTimeout),
+        ] {
+            _ = try seconds(value, flag: flag, range: 0.1...3600)
+        }
+        _ = try seconds(shutdownGrace, flag: "--shutdown-grace", range: 0...3600)
+        do {
+            let bytes = try ByteCount.parse(maxOutboundBytesText)
+            guard bytes >= 64 << 10, bytes <= 1 << 40 else {
+                throw ValidationError("--max-outbound-bytes must be between 64KiB and 1TiB, got '\(maxOutboundBytesText)'")
+            }
+        } catch let error as TocsinError {
+            throw ValidationError("--max-outbound-bytes: \(error.message)")
+        }
         if let maxStoreSize {
             let bytes: Int64
             do {
@@ -71,6 +105,12 @@ struct BrokerOptions: ParsableArguments {
         configuration.seedExample = !empty
         configuration.durableCommits = !noFsync
         configuration.maxStoreBytes = maxStoreBytes
+        // `validate` has checked the ranges.
+        configuration.http.headTimeout = (try? seconds(headTimeout, flag: "", range: 0.1...3600)) ?? .seconds(10)
+        configuration.http.bodyTimeout = (try? seconds(bodyTimeout, flag: "", range: 0.1...3600)) ?? .seconds(30)
+        configuration.firstMessageTimeout = (try? seconds(firstMessageTimeout, flag: "", range: 0.1...3600)) ?? .seconds(10)
+        configuration.shutdownGrace = (try? seconds(shutdownGrace, flag: "", range: 0...3600)) ?? .seconds(10)
+        configuration.maxOutboundBytes = maxOutboundBytes
         return configuration
     }
 
@@ -94,6 +134,15 @@ struct BrokerOptions: ParsableArguments {
             configuration: .init(services: [app.service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
+}
+
+/// A flag's value in seconds as a duration, refused with the flag named when outside `range`
+/// (which also keeps NaN and huge values out of the conversion).
+func seconds(_ value: Double, flag: String, range: ClosedRange<Double>) throws -> Duration {
+    guard range.contains(value) else {
+        throw ValidationError("\(flag) must be between \(range.lowerBound) and \(range.upperBound) seconds, got \(value)")
+    }
+    return .milliseconds(Int64((value * 1000).rounded()))
 }
 
 func bootstrapLogging(level text: String) throws -> Logger {
@@ -165,7 +214,8 @@ struct BrokerCommand: AsyncParsableCommand {
         }
         guard (lat == nil) == (lon == nil) else { throw ValidationError("give both --lat and --lon, or neither") }
         guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
-        guard pollMilliseconds >= 1 else { throw ValidationError("--poll-ms must be at least 1") }
+        guard (1...60_000).contains(pollMilliseconds) else { throw ValidationError("--poll-ms must be between 1 and 60000") }
+        _ = try seconds(drainTimeout, flag: "--drain-timeout", range: 0...3600)
     }
 
     func run() async throws {
@@ -178,7 +228,7 @@ struct BrokerCommand: AsyncParsableCommand {
             cluster.location = point
         }
         cluster.capacity = capacity
-        cluster.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
+        cluster.drainTimeout = try seconds(drainTimeout, flag: "--drain-timeout", range: 0...3600)
         configuration.cluster = cluster
         configuration.storePollInterval = .milliseconds(pollMilliseconds)
         try await options.run(configuration, role: "broker \(options.brokerID)")

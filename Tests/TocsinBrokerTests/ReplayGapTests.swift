@@ -18,7 +18,7 @@ struct ReplayGapTests {
 
     /// A session that drains in place into `frames`.
     func session(_ frames: Frames) -> Session {
-        Session(id: "s", maxQueuedFrames: 10_000, logger: Logger(label: "t")) { session in
+        Session(id: "s", maxOutboundBytes: 1 << 30, logger: Logger(label: "t")) { session in
             while case .frames(let taken) = session.take() {
                 let texts = taken.map { frame -> String in
                     switch frame {

@@ -10,7 +10,7 @@ struct SessionTests {
     }
 
     func session(max: Int, wakes: Wakes) -> Session {
-        Session(id: "t", maxQueuedFrames: max, logger: Logger(label: "t")) { _ in wakes.count.add(1, ordering: .relaxed) }
+        Session(id: "t", maxOutboundBytes: max, logger: Logger(label: "t")) { _ in wakes.count.add(1, ordering: .relaxed) }
     }
 
     @Test func aBurstCostsOneWakeUpAndDrainsInOrder() {
@@ -31,14 +31,35 @@ struct SessionTests {
         #expect(wakes.count.load(ordering: .relaxed) == 2)
     }
 
-    @Test func tooManyQueuedFramesCloseTheSessionAsASlowConsumer() {
+    @Test func moreThanTheBoundInBytesClosesTheSessionAsASlowConsumer() {
         let wakes = Wakes()
-        let s = session(max: 3, wakes: wakes)
-        for i in 0..<3 { #expect(s.send(.text("\(i)"))) }
-        #expect(!s.send(.text("overflow")))
+        let s = session(max: 10, wakes: wakes)
+        // 4 + 4 + 4 bytes: the third finds 8 pending (not over 10) and is queued; the fourth finds 12.
+        for text in ["aaaa", "bbbb", "cccc"] { #expect(s.send(.text(text))) }
+        #expect(!s.send(.text("dddd")))
         #expect(!s.send(.text("after")))
         #expect(s.take() == .close(.slowConsumer))
         #expect(s.take() == .finished)
+    }
+
+    @Test func oneFrameLargerThanTheBoundStillGoesOutAlone() {
+        let wakes = Wakes()
+        let s = session(max: 10, wakes: wakes)
+        let big = String(repeating: "x", count: 100)
+        #expect(s.send(.text(big)))
+        #expect(s.take() == .frames([.text(big)]))
+        s.transportBuffered(0)
+        #expect(s.send(.text("next")))
+    }
+
+    @Test func bytesTheSocketHasNotTakenCountUntilTheTransportSaysSo() {
+        let wakes = Wakes()
+        let s = session(max: 10, wakes: wakes)
+        #expect(s.send(.text("0123456789a")))
+        #expect(s.take() == .frames([.text("0123456789a")]))
+        // Handed to the transport, not yet written: still pending.
+        #expect(!s.send(.text("b")))
+        #expect(s.take() == .close(.slowConsumer))
     }
 
     @Test func aTransportThatCannotKeepUpClosesTheSession() {
@@ -46,9 +67,31 @@ struct SessionTests {
         let s = session(max: 100, wakes: wakes)
         #expect(s.send(.text("a")))
         #expect(s.take() == .frames([.text("a")]))
-        s.overflowed()
+        s.transportBuffered(101)
         #expect(!s.send(.text("b")))
         #expect(s.take() == .close(.slowConsumer))
+    }
+
+    @Test func aReplayWaitsForRoomInsteadOfOverflowing() async {
+        let wakes = Wakes()
+        let s = session(max: 10, wakes: wakes)
+        #expect(s.send(.text("01234567")))
+        #expect(!s.hasRoom)
+        #expect(s.take() == .frames([.text("01234567")]))
+        s.transportBuffered(8)
+        let waiting = Task { await s.waitForRoom() }
+        // Still not below half the bound: the waiter stays.
+        s.transportBuffered(6)
+        #expect(!s.hasRoom)
+        s.transportBuffered(0)
+        await waiting.value
+        #expect(s.hasRoom)
+        // A closed session releases its waiters too.
+        #expect(s.send(.text("0123456789")))
+        let released = Task { await s.waitForRoom() }
+        s.close(.slowConsumer)
+        _ = s.take()
+        await released.value
     }
 
     @Test func migrateIsSentOnceToIdentifiedSessionsAndTimesOut() {

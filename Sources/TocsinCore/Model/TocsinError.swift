@@ -50,6 +50,19 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         /// or its disk is full. Nothing of the request was stored; the same request succeeds
         /// once retention or an operator frees space.
         public static let storeFull = Code(rawValue: "store_full")
+        /// A deadline passed: an HTTP request's head or body did not arrive in time (408), or a
+        /// WebSocket sent no first message in time. The connection is closed after it.
+        public static let timeout = Code(rawValue: "timeout")
+        /// The HTTP request target is longer than the server accepts (414).
+        public static let uriTooLong = Code(rawValue: "uri_too_long")
+        /// The HTTP request head is larger, or has more fields, than the server accepts (431).
+        public static let headersTooLarge = Code(rawValue: "headers_too_large")
+        /// The HTTP request method is not one the server knows (501).
+        public static let notImplemented = Code(rawValue: "not_implemented")
+        /// The request is not HTTP/1.0 or HTTP/1.1 (505).
+        public static let httpVersionNotSupported = Code(rawValue: "http_version_not_supported")
+        /// `GET /v1/ws` without a WebSocket upgrade, or with an unsupported WebSocket version (426).
+        public static let upgradeRequired = Code(rawValue: "upgrade_required")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }

@@ -1,0 +1,175 @@
+import Testing
+@testable import TocsinBroker
+import TocsinClient
+import TocsinCore
+import TocsinTesting
+
+/// Real bad input over real sockets: malformed HTTP, requests and WebSockets that never finish,
+/// non-conforming WebSocket frames, a client that never reads during shutdown. Each gets its
+/// documented answer and close, and the broker goes on serving everyone else.
+@Suite(.timeLimit(.minutes(1)))
+struct HostileInputTests {
+    /// Short deadlines, so the tests wait seconds at most.
+    static func quick(_ c: inout BrokerConfiguration) {
+        c.http.headTimeout = .milliseconds(400)
+        c.http.bodyTimeout = .milliseconds(600)
+        c.firstMessageTimeout = .milliseconds(400)
+    }
+
+    /// The status code and the error body's code of an HTTP reply.
+    static func answer(_ bytes: [UInt8]) -> (status: Int?, code: String?, text: String) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        let status = text.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) }
+        var code: String?
+        if let body = text.range(of: "\r\n\r\n").map({ text[$0.upperBound...] }),
+            let json = try? JSONValue.parse(Array(body.utf8)), case .object(let error)? = json["error"]
+        {
+            code = error["code"]?.stringValue
+        }
+        return (status, code, text)
+    }
+
+    static func assertServing(_ broker: TestBroker) async throws {
+        #expect(try await HTTPCall.send(.GET, broker.httpURL + "/healthz").status == 200)
+    }
+
+    @Test func malformedHTTPGetsItsStatusAndACloseWhileOthersAreServed() async throws {
+        try await TestBroker.with { broker in
+            let cases: [(String, [UInt8], Int, String)] = [
+                // The parser cannot tell garbage from a method it does not know: both get 501.
+                ("binary garbage", [0x00, 0x01, 0x02, 0x0D, 0x0A, 0x0D, 0x0A], 501, "not_implemented"),
+                ("a header without a colon", Array("GET / HTTP/1.1\r\nHost x\r\n\r\n".utf8), 400, "bad_request"),
+                ("unknown method", Array("FOO / HTTP/1.1\r\nHost: x\r\n\r\n".utf8), 501, "not_implemented"),
+                ("HTTP/2 preface", Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8), 505, "http_version_not_supported"),
+                ("HTTP/2.0 request", Array("GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n".utf8), 505, "http_version_not_supported"),
+                ("100 KB URL", Array(("GET /" + String(repeating: "a", count: 100_000) + " HTTP/1.1\r\nHost: x\r\n\r\n").utf8), 414, "uri_too_long"),
+                (
+                    "200 KB of headers",
+                    Array(("GET / HTTP/1.1\r\n" + (0..<200).map { "X-H\($0): " + String(repeating: "v", count: 1000) + "\r\n" }.joined() + "\r\n").utf8),
+                    431, "headers_too_large"
+                ),
+                ("20,000 headers", Array(("GET / HTTP/1.1\r\n" + (0..<20_000).map { "X-\($0): v\r\n" }.joined() + "\r\n").utf8), 431, "headers_too_large"),
+                (
+                    "WebSocket version 8",
+                    Array(
+                        ("GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n").utf8), 426, "upgrade_required"
+                ),
+            ]
+            for (name, request, status, code) in cases {
+                let connection = try RawConnection(port: broker.port)
+                try connection.send(request)
+                let (bytes, closed) = await connection.readUntilClosed(timeout: .seconds(5))
+                let reply = Self.answer(bytes)
+                #expect(reply.status == status, "\(name): \(reply.text.prefix(200))")
+                #expect(reply.code == code, "\(name)")
+                #expect(closed, "\(name): the connection is closed after the answer")
+                if code == "upgrade_required" { #expect(reply.text.contains("Sec-WebSocket-Version: 13")) }
+            }
+            try await Self.assertServing(broker)
+        }
+    }
+
+    @Test func getOfTheWebSocketPathWithoutUpgradeIs426() async throws {
+        try await TestBroker.with { broker in
+            let connection = try RawConnection(port: broker.port)
+            try connection.send("GET /v1/ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            let reply = await Self.answer(connection.readUntilClosed(timeout: .seconds(5)).bytes)
+            #expect(reply.status == 426)
+            #expect(reply.code == "upgrade_required")
+            #expect(reply.text.lowercased().contains("upgrade: websocket"))
+        }
+    }
+
+    @Test func connectionsThatNeverFinishTimeOut() async throws {
+        try await TestBroker.with(Self.quick) { broker in
+            let requests: [(String, String)] = [
+                ("silent", ""),
+                ("half a request line", "GET /hea"),
+                ("half the headers", "GET /healthz HTTP/1.1\r\nHost: x\r\n"),
+                ("a body shorter than its Content-Length", "POST /v1/streams/emergencies/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"kind\":"),
+            ]
+            let connections = try requests.map { name, request in
+                let connection = try RawConnection(port: broker.port)
+                if !request.isEmpty { try connection.send(request) }
+                return (name, connection)
+            }
+            let before = try await broker.broker.store.stream(named: "emergencies")?.lastSeq
+            for (name, connection) in connections {
+                let (bytes, closed) = await connection.readUntilClosed(timeout: .seconds(10))
+                let reply = Self.answer(bytes)
+                #expect(reply.status == 408, "\(name): \(reply.text.prefix(200))")
+                #expect(reply.code == "timeout", "\(name)")
+                #expect(closed, "\(name)")
+            }
+            #expect(try await broker.broker.store.stream(named: "emergencies")?.lastSeq == before, "nothing was stored")
+            try await Self.assertServing(broker)
+        }
+    }
+
+    @Test func aWebSocketThatNeverSpeaksIsClosed() async throws {
+        try await TestBroker.with(Self.quick) { broker in
+            let silent = try RawConnection(port: broker.port)
+            #expect(try await silent.upgrade().hasPrefix("HTTP/1.1 101"))
+            // One that says hello in time stays.
+            try await connect(broker, client: "talker") { connection, _, _ in
+                let (bytes, closed) = await silent.readUntilClosed(timeout: .seconds(10))
+                let (frames, complete) = WebSocketWire.frames(bytes)
+                #expect(closed && complete)
+                #expect(frames.first?.text.contains(#""code":"timeout""#) == true, "\(frames.map(\.text))")
+                #expect(frames.last?.closeCode == 1008)
+                _ = try await connection.ping()
+            }
+        }
+    }
+
+    @Test func nonConformingWebSocketFramesCloseWithTheirCodes() async throws {
+        try await TestBroker.with({ $0.maxMessageBytes = 1000 }) { broker in
+            let ping = Array(#"{"type":"ping","id":"1","pad":""#.utf8)
+            let cases: [(String, [UInt8], Int)] = [
+                ("unmasked", WebSocketWire.text(#"{"type":"ping","id":"1"}"#, masked: false), 1002),
+                ("invalid UTF-8", WebSocketWire.frame(Array(#"{"type":"ping","id":""#.utf8) + [0xFF, 0xFE] + Array(#""}"#.utf8)), 1007),
+                (
+                    "fragments over the transport limit",
+                    WebSocketWire.frame(ping, fin: false)
+                        + (0..<5).flatMap { _ in WebSocketWire.frame(opcode: 0, Array(repeating: 0x78, count: 1000), fin: false) }
+                        + WebSocketWire.frame(opcode: 0, Array(#""}"#.utf8)), 1009
+                ),
+            ]
+            for (name, bytes, code) in cases {
+                let connection = try RawConnection(port: broker.port)
+                _ = try await connection.upgrade()
+                try connection.send(bytes)
+                let (reply, closed) = await connection.readUntilClosed(timeout: .seconds(5))
+                let frames = WebSocketWire.frames(reply).frames
+                #expect(closed, "\(name)")
+                #expect(frames.last?.closeCode == code, "\(name): \(frames.map(\.opcode))")
+            }
+            // A single message over the protocol limit (under the transport's) is answered, not closed.
+            try await connect(broker, client: "after") { connection, _, _ in
+                _ = try await connection.ping()
+            }
+        }
+    }
+
+    @Test func shutdownWithAClientThatNeverReadsEndsWithinTheGrace() async throws {
+        let started = ContinuousClock.now
+        let stalled = try await TestBroker.with({ $0.shutdownGrace = .milliseconds(500) }) { broker in
+            let connection = try RawConnection(port: broker.port, receiveBuffer: 4096)
+            _ = try await connection.upgrade()
+            try connection.send(WebSocketWire.text(#"{"type":"hello","client":"stalled"}"#))
+            try connection.send(WebSocketWire.text(#"{"type":"subscribe","channel":"EmergenciesOfKind","params":{"kind":"fire"}}"#))
+            try await waitUntil("the subscription is attached") { broker.broker.currentLoad().subscriptions == 1 }
+            // Fill the socket both ways: the broker cannot even write its close frame.
+            guard case .object(var event) = emergency("fire", severity: 1) else { return connection }
+            event["description"] = .string(String(repeating: "x", count: 2000))
+            for _ in 0..<5 {
+                _ = try await broker.broker.publish(stream: "emergencies", events: Array(repeating: .object(event), count: 100))
+            }
+            return connection
+        }
+        // `with` returns once the broker has shut down: bounded by the grace, not by the client.
+        #expect(ContinuousClock.now - started < .seconds(30))
+        _ = stalled
+    }
+}
