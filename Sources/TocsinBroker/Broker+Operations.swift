@@ -289,8 +289,13 @@ extension Broker {
     }
 
     func deleteChannel(_ name: String) async throws(TocsinError) {
-        let channel = try catalog.requireChannel(name)
-        _ = try await storeCall("deleting the channel") { try await store.deleteChannel(named: name) }
+        // A stored channel the catalog left out (its definition no longer loads) is deleted too.
+        let channel = catalog.channel(name)
+        let deleted = try await storeCall("deleting the channel") { try await store.deleteChannel(named: name) }
+        guard let channel else {
+            if deleted { return }
+            throw TocsinError(.unknownChannel, "no channel named '\(name)'")
+        }
         catalog.removeChannel(name)
         if let d = existingDispatcher(channel.definition.stream) {
             for subscription in d.detachAll(channel: name) {

@@ -186,6 +186,14 @@ struct NumbersAndTimesTests {
                 let seqs = try await connection.publish(stream: "emergencies", events: [emergency(time: "2026-11-23T12:00:02Z")])
                 #expect(try await inbox.notifications(1).map(\.seq) == seqs)
             }
+            // What was left out can be deleted (with its subscriptions) or replaced.
+            let delete = try await HTTPCall.send(.DELETE, "\(broker.httpURL)/v1/channels/Everything")
+            #expect(delete.status == 204)
+            #expect(try await HTTPCall.send(.DELETE, "\(broker.httpURL)/v1/channels/Everything").status == 404)
+            try await putEverything(broker, period: "1s")
+            let redefined = try await HTTPCall.send(
+                .PUT, "\(broker.httpURL)/v1/channels/Gone", rawBody: #"{"stream":"emergencies","where":"severity >= 2"}"#)
+            #expect(redefined.status == 200)
             let keep = try await HTTPCall.send(.PUT, "\(broker.httpURL)/v1/streams/broken", rawBody: #"{"fields":[{"name":"x","type":"int"}]}"#)
             #expect(keep.status == 409)
             let replace = try await HTTPCall.send(
