@@ -241,9 +241,12 @@ extension Broker {
             for event in events {
                 scanned += 1
                 seq = event.seq
-                if let record = StreamDispatcher.record(event, schema: info.definition.schema),
-                    channel.predicate.evaluate(record, params, now)
-                {
+                guard let record = StreamDispatcher.record(event, schema: info.definition.schema) else {
+                    // Stored before a rule tightened: counted, as live dispatch counts (and logs) it.
+                    metrics.unreadableEvents.increment()
+                    continue
+                }
+                if channel.predicate.evaluate(record, params, now) {
                     found.append(EventPayload(seq: event.seq, json: event.json))
                     if found.count == limit { break }
                 }

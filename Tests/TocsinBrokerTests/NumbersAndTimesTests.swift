@@ -180,11 +180,12 @@ struct NumbersAndTimesTests {
                     }
                 }
                 // Replay steps over the event it cannot read, and live delivery goes on.
-                _ = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"], from: .earliest)
+                let fires = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"], from: .earliest)
                 let replayed = try await inbox.notifications(2).map(\.seq)
                 #expect(replayed == [1, 3])
                 let seqs = try await connection.publish(stream: "emergencies", events: [emergency(time: "2026-11-23T12:00:02Z")])
                 #expect(try await inbox.notifications(1).map(\.seq) == seqs)
+                #expect(try await connection.fetch(subscription: fires.subscription, after: 0).events.map(\.seq) == [1, 3] + seqs)
             }
             // What was left out can be deleted (with its subscriptions) or replaced.
             let delete = try await HTTPCall.send(.DELETE, "\(broker.httpURL)/v1/channels/Everything")
