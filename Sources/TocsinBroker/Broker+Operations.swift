@@ -241,9 +241,12 @@ extension Broker {
             for event in events {
                 scanned += 1
                 seq = event.seq
-                if let record = StreamDispatcher.record(event, schema: info.definition.schema),
-                    channel.predicate.evaluate(record, params, now)
-                {
+                guard let record = StreamDispatcher.record(event, schema: info.definition.schema) else {
+                    // Stored before a rule tightened: counted, as live dispatch counts (and logs) it.
+                    metrics.unreadableEvents.increment()
+                    continue
+                }
+                if channel.predicate.evaluate(record, params, now) {
                     found.append(EventPayload(seq: event.seq, json: event.json))
                     if found.count == limit { break }
                 }
@@ -289,8 +292,13 @@ extension Broker {
     }
 
     func deleteChannel(_ name: String) async throws(TocsinError) {
-        let channel = try catalog.requireChannel(name)
-        _ = try await storeCall("deleting the channel") { try await store.deleteChannel(named: name) }
+        // A stored channel the catalog left out (its definition no longer loads) is deleted too.
+        let channel = catalog.channel(name)
+        let deleted = try await storeCall("deleting the channel") { try await store.deleteChannel(named: name) }
+        guard let channel else {
+            if deleted { return }
+            throw TocsinError(.unknownChannel, "no channel named '\(name)'")
+        }
         catalog.removeChannel(name)
         if let d = existingDispatcher(channel.definition.stream) {
             for subscription in d.detachAll(channel: name) {

@@ -53,11 +53,16 @@ public final class Broker: Service, Sendable {
         try await reloadCatalog()
     }
 
-    /// Reads streams and channels from the store into the catalog.
+    /// Reads streams and channels from the store into the catalog. A stored definition that
+    /// cannot be read or no longer compiles is logged once and left out; the rest serves.
     public func reloadCatalog() async throws {
         let streams = try await store.streams()
         let channels = try await store.channels()
-        try catalog.load(streams: streams, channels: channels)
+        for (definition, error) in catalog.load(streams: streams, channels: channels) {
+            logger.error(
+                "a stored channel no longer compiles against its stream; it is skipped (redefine or delete it), everything else serves",
+                metadata: ["channel": "\(definition.name)", "stream": "\(definition.stream)", "error": "\(error.message)"])
+        }
     }
 
     // MARK: Service

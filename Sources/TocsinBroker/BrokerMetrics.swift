@@ -17,6 +17,8 @@ struct BrokerMetrics: Sendable {
     let deliveredNotifications = Counter(label: "tocsin_notifications_sent_total")
     let replayedEvents = Counter(label: "tocsin_replayed_notifications_total")
     let migrationsOrdered = Counter(label: "tocsin_migrations_ordered_total")
+    /// Stored events that did not read back against their stream's schema (so could not be matched).
+    let unreadableEvents = Counter(label: "tocsin_unreadable_events_total")
     /// The SQLite database: bytes in use, and its limit (`maxStoreBytes`; 0 when there is none).
     let storeUsedBytes = Gauge(label: "tocsin_store_used_bytes")
     let storeMaxBytes = Gauge(label: "tocsin_store_max_bytes")

@@ -8,20 +8,34 @@ final class Catalog: Sendable {
     private struct State {
         var streams: [String: StreamInfo] = [:]
         var channels: [String: CompiledChannel] = [:]
+        /// Stored channels that did not compile, as last reported (name -> definition JSON).
+        var skipped: [String: String] = [:]
     }
 
     private let state = Mutex(State())
 
-    func load(streams: [StreamInfo], channels: [ChannelDefinition]) throws(TocsinError) {
+    /// Replaces the catalog. A stored channel that no longer compiles against its stream (it
+    /// was stored under older rules) is left out; the ones not reported by an earlier load with
+    /// the same definition are returned, so each is logged once. Everything else serves.
+    @discardableResult
+    func load(streams: [StreamInfo], channels: [ChannelDefinition]) -> [(definition: ChannelDefinition, error: TocsinError)] {
         var compiled: [String: CompiledChannel] = [:]
-        let byName = Dictionary(uniqueKeysWithValues: streams.map { ($0.name, $0) })
+        var failed: [(definition: ChannelDefinition, error: TocsinError)] = []
+        let byName = Dictionary(streams.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for definition in channels {
             guard let stream = byName[definition.stream] else { continue }
-            compiled[definition.name] = try ChannelCompiler.compile(definition, schema: stream.definition.schema)
+            do {
+                compiled[definition.name] = try ChannelCompiler.compile(definition, schema: stream.definition.schema)
+            } catch {
+                failed.append((definition, error))
+            }
         }
-        state.withLock { s in
+        return state.withLock { s in
             s.streams = byName
             s.channels = compiled
+            let previous = s.skipped
+            s.skipped = Dictionary(failed.map { ($0.definition.name, $0.definition.json.serialized) }, uniquingKeysWith: { a, _ in a })
+            return failed.filter { previous[$0.definition.name] != $0.definition.json.serialized }
         }
     }
 

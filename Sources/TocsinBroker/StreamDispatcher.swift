@@ -38,8 +38,11 @@ final class StreamDispatcher: Sendable {
     fileprivate struct Attached {
         var subscription: LiveSubscription
         var interest: InterestID?
-        /// Repetitive channels: matches collected since the last flush.
+        /// Repetitive channels: matches collected since the last flush (push delivery), at most
+        /// `maxBatchEvents` and about `maxBatchBytes` of event JSON. Mutated in place (never
+        /// through a copy of the `Attached`), so an append is O(1).
         var pending: [EventPayload] = []
+        var pendingBytes = 0
         var pendingCount = 0
         var pendingSeq: Int64 = 0
         var nextFlushMillis: Int64 = 0
@@ -58,7 +61,17 @@ final class StreamDispatcher: Sendable {
         /// Subscriptions that start beyond the tail (it lags the store): they go live once the tail reaches their seq.
         var waitingForTail: [String: Int64] = [:]
         var matched: [InterestID] = []
+        /// Seqs of stored events that did not read back against the schema in the last dispatch,
+        /// for the caller to report outside the lock.
+        var unreadable: [Int64] = []
     }
+
+    /// A repetitive channel's batch (push delivery) that reaches this many events, or
+    /// `maxBatchBytes` of event JSON, is sent at once instead of at the end of the period:
+    /// memory per subscription stays bounded, and nothing is lost.
+    static let maxBatchEvents = 1000
+    static let maxBatchBytes = 1 << 20
+    private let unreadableLog = Mutex(LogThrottle())
 
     init(
         info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger,
@@ -170,7 +183,12 @@ final class StreamDispatcher: Sendable {
                 if events.isEmpty { break }
                 let schema = state.withLock { $0.schema }
                 for event in events where event.seq <= target {
-                    if let record = Self.record(event, schema: schema), subscription.matches(record, nowMillis: nowMillis()) {
+                    guard let record = Self.record(event, schema: schema) else {
+                        reportUnreadable([event.seq])
+                        seq = event.seq
+                        continue
+                    }
+                    if subscription.matches(record, nowMillis: nowMillis()) {
                         // Back-pressure: a replay waits for the client to read instead of filling its outbox.
                         if !subscription.session.hasRoom { await subscription.session.waitForRoom() }
                         guard deliverReplayed(subscription, event: event) else { return }
@@ -194,9 +212,8 @@ final class StreamDispatcher: Sendable {
 
     private func deliverReplayed(_ subscription: LiveSubscription, event: StoredEvent) -> Bool {
         locked { s, wakes in
-            guard var a = s.attached[subscription.id], a.subscription === subscription else { return false }
-            State.deliver(&a, event: event, wakes: &wakes)
-            s.attached[subscription.id] = a
+            guard s.attached[subscription.id]?.subscription === subscription else { return false }
+            State.deliver(&s.attached[subscription.id]!, event: event, wakes: &wakes)
             return true
         }
     }
@@ -217,7 +234,12 @@ final class StreamDispatcher: Sendable {
         var sent = 0
         for start in stride(from: 0, to: events.count, by: Self.eventsPerLock) {
             let chunk = events[start..<min(start + Self.eventsPerLock, events.count)]
-            sent += locked { s, wakes in s.dispatch(chunk, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched) }
+            var unreadable: [Int64] = []
+            sent += locked { s, wakes in
+                defer { unreadable = s.takeUnreadable() }
+                return s.dispatch(chunk, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched)
+            }
+            reportUnreadable(unreadable)
         }
         return count(sent)
     }
@@ -229,7 +251,9 @@ final class StreamDispatcher: Sendable {
         var sent = 0
         for start in stride(from: 0, to: events.count, by: Self.eventsPerLock) {
             let chunk = events[start..<min(start + Self.eventsPerLock, events.count)]
+            var unreadable: [Int64] = []
             let go = locked { s, wakes -> Bool in
+                defer { unreadable = s.takeUnreadable() }
                 guard s.epoch == epoch else { return false }
                 if start == 0 {
                     guard let first = chunk.first, first.seq == s.position + 1 else { return false }
@@ -239,9 +263,22 @@ final class StreamDispatcher: Sendable {
                 sent += s.dispatch(chunk, nowMillis: nowMillis(), wakes: &wakes, dispatched: dispatched)
                 return true
             }
+            reportUnreadable(unreadable)
             if !go { break }
         }
         count(sent)
+    }
+
+    /// Stored events that no longer read back against the stream's schema (stored before a
+    /// rule tightened, or damaged) cannot be matched: never skipped silently. Each is counted
+    /// (`tocsin_unreadable_events_total`) and logged, at most once a minute per stream.
+    private func reportUnreadable(_ seqs: [Int64]) {
+        guard let first = seqs.first else { return }
+        metrics.unreadableEvents.increment(by: Int64(seqs.count))
+        guard let count = unreadableLog.withLock({ $0.occurred() }) else { return }
+        logger.error(
+            "stored events do not read back against the stream's schema; they cannot be matched or delivered",
+            metadata: ["stream": "\(stream)", "seq": "\(first)", "occurrences": "\(count + seqs.count - 1)"])
     }
 
     @discardableResult
@@ -258,21 +295,8 @@ final class StreamDispatcher: Sendable {
     @discardableResult
     func flushRepetitive(nowMillis: Int64) -> Bool {
         locked { s, wakes in
-            for id in s.repetitive {
-                guard var a = s.attached[id], case .repetitive(let period) = a.subscription.channel.definition.mode else { continue }
-                if a.nextFlushMillis == 0 { a.nextFlushMillis = nowMillis + period }
-                if nowMillis >= a.nextFlushMillis {
-                    a.nextFlushMillis = nowMillis + period
-                    if a.pendingCount > 0 {
-                        let n: ServerMessage.Notification =
-                            a.subscription.channel.definition.delivery == .push ? .events(a.pending) : .count(a.pendingCount)
-                        a.subscription.session.send(
-                            .notify(prefix: a.subscription.framePrefix, suffix: NotifyFrame.suffix(seq: a.pendingSeq, n)), wakes: &wakes)
-                        a.pending.removeAll()
-                        a.pendingCount = 0
-                    }
-                }
-                s.attached[id] = a
+            for id in s.repetitive where s.attached[id] != nil {
+                State.flushIfDue(&s.attached[id]!, nowMillis: nowMillis, wakes: &wakes)
             }
             return !s.repetitive.isEmpty
         }
@@ -418,7 +442,11 @@ extension StreamDispatcher.State {
             if event.seq > position + 1 { tellGap(before: event.seq, wakes: &wakes) }
             if !waitingForTail.isEmpty { releaseWaiting() }
             position = event.seq
-            guard !channels.isEmpty, let record = StreamDispatcher.record(event, schema: schema) else { continue }
+            guard !channels.isEmpty else { continue }
+            guard let record = StreamDispatcher.record(event, schema: schema) else {
+                unreadable.append(event.seq)
+                continue
+            }
             var pushSuffix: String? = nil
             for state in channels.values {
                 matched.removeAll(keepingCapacity: true)
@@ -426,9 +454,8 @@ extension StreamDispatcher.State {
                 for interest in matched {
                     for subscription in state.subscribers[interest] ?? [] {
                         if subscription.isRepetitive || subscription.channel.definition.delivery == .notify {
-                            guard var a = attached[subscription.id] else { continue }
-                            if Self.deliver(&a, event: event, wakes: &wakes) { sent += 1 }
-                            attached[subscription.id] = a
+                            guard attached[subscription.id] != nil else { continue }
+                            if Self.deliver(&attached[subscription.id]!, event: event, wakes: &wakes) { sent += 1 }
                         } else {
                             if pushSuffix == nil { pushSuffix = NotifyFrame.suffix(seq: event.seq, .event(event.json)) }
                             if subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: pushSuffix!), wakes: &wakes) {
@@ -455,10 +482,44 @@ extension StreamDispatcher.State {
             let suffix = NotifyFrame.suffix(seq: event.seq, .count(1))
             return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: suffix), wakes: &wakes)
         case (.repetitive, let delivery):
-            if delivery == .push { a.pending.append(EventPayload(seq: event.seq, json: event.json)) }
             a.pendingCount += 1
             a.pendingSeq = event.seq
-            return false
+            guard delivery == .push else { return false }
+            a.pending.append(EventPayload(seq: event.seq, json: event.json))
+            a.pendingBytes += event.json.utf8.count
+            guard a.pending.count >= StreamDispatcher.maxBatchEvents || a.pendingBytes >= StreamDispatcher.maxBatchBytes else { return false }
+            return sendPending(&a, wakes: &wakes)
         }
+    }
+
+    /// Sends the batch of a repetitive subscription if its period is due.
+    static func flushIfDue(_ a: inout StreamDispatcher.Attached, nowMillis: Int64, wakes: inout WakeBatch) {
+        guard case .repetitive(let period) = a.subscription.channel.definition.mode else { return }
+        // The period is bounded (`ChannelMode.maxPeriodMillis`); a clock at the end of time
+        // still must not trap.
+        let (next, overflow) = nowMillis.addingReportingOverflow(period)
+        let nextFlush = overflow ? Int64.max : next
+        if a.nextFlushMillis == 0 { a.nextFlushMillis = nextFlush }
+        guard nowMillis >= a.nextFlushMillis else { return }
+        a.nextFlushMillis = nextFlush
+        sendPending(&a, wakes: &wakes)
+    }
+
+    /// Sends what a repetitive subscription collected, if anything; true if a frame was queued.
+    @discardableResult
+    static func sendPending(_ a: inout StreamDispatcher.Attached, wakes: inout WakeBatch) -> Bool {
+        guard a.pendingCount > 0 else { return false }
+        let subscription = a.subscription
+        let n: ServerMessage.Notification = subscription.channel.definition.delivery == .push ? .events(a.pending) : .count(a.pendingCount)
+        // Fresh storage, not `removeAll(keepingCapacity:)`: the frame's text is built, the array is not kept.
+        a.pending = []
+        a.pendingBytes = 0
+        a.pendingCount = 0
+        return subscription.session.send(.notify(prefix: subscription.framePrefix, suffix: NotifyFrame.suffix(seq: a.pendingSeq, n)), wakes: &wakes)
+    }
+
+    mutating func takeUnreadable() -> [Int64] {
+        defer { unreadable = [] }
+        return unreadable
     }
 }

@@ -53,6 +53,9 @@ public final class SQLiteStore: Store {
     /// Its own connection, so `PRAGMA data_version` sees every other connection's commits.
     private let watcher: DatabaseQueue
     private let lastDataVersion = Mutex<Int?>(nil)
+    /// Stored definitions this store could not read and has logged (kind, name and text), so
+    /// each is logged once however often it is read.
+    private let reportedUnreadable = Mutex<Set<String>>([])
 
     public init(configuration: Configuration, logger: Logger = Logger(label: "tocsin.store")) throws {
         let directory = URL(fileURLWithPath: configuration.path).deletingLastPathComponent().path
@@ -302,7 +305,19 @@ public final class SQLiteStore: Store {
         let text = try Self.encode(definition)
         let result: (StreamInfo, PutOutcome) = try await write { db in
             let now = TimeFormat.nowMillis()
-            if let existing = try Self.fetchStream(db, name: definition.name) {
+            let existing = try Self.fetchStream(db, name: definition.name, unreadable: self.reportUnreadable)
+            if existing == nil, try Bool.fetchOne(db, sql: "SELECT 1 FROM streams WHERE name = ?", arguments: [definition.name]) == true {
+                // Stored with a definition that cannot be read: only a recreate replaces it.
+                guard recreate else {
+                    throw TocsinError(
+                        .conflict,
+                        "stream '\(definition.name)' exists with a stored definition this broker cannot read; PUT with ?recreate=true drops its events and starts a new epoch")
+                }
+                try db.execute(sql: "DELETE FROM streams WHERE name = ?", arguments: [definition.name])
+                try db.execute(sql: "DELETE FROM events WHERE stream = ?", arguments: [definition.name])
+                try db.execute(sql: "DELETE FROM publish_keys WHERE stream = ?", arguments: [definition.name])
+            }
+            if let existing {
                 if existing.definition.schema == definition.schema && !recreate {
                     if existing.definition.retention == definition.retention { return (existing, .unchanged) }
                     try db.execute(sql: "UPDATE streams SET definition = ? WHERE name = ?", arguments: [text, definition.name])
@@ -333,20 +348,45 @@ public final class SQLiteStore: Store {
         return result
     }
 
+    /// Streams whose stored definition cannot be read (stored by another version, or damaged)
+    /// are left out, each logged once: one bad definition never stops the rest from serving.
     public func streams() async throws -> [StreamInfo] {
-        try await pool.read { db in try Self.fetchStreams(db) }
+        try await pool.read { db in try Self.fetchStreams(db, unreadable: self.reportUnreadable) }
     }
 
     public func stream(named name: String) async throws -> StreamInfo? {
-        try await pool.read { db in try Self.fetchStream(db, name: name) }
+        try await pool.read { db in try Self.fetchStream(db, name: name, unreadable: self.reportUnreadable) }
     }
 
-    static func fetchStreams(_ db: Database) throws -> [StreamInfo] {
-        try Row.fetchAll(db, sql: "SELECT * FROM streams ORDER BY name").map(streamInfo)
+    /// What a read does with a stored definition it cannot decode: (kind, name, text, error).
+    typealias UnreadableDefinition = @Sendable (String, String, String, any Error) -> Void
+
+    static func fetchStreams(_ db: Database, unreadable: UnreadableDefinition? = nil) throws -> [StreamInfo] {
+        try Row.fetchAll(db, sql: "SELECT * FROM streams ORDER BY name").compactMap { try readableStream($0, unreadable) }
     }
 
-    static func fetchStream(_ db: Database, name: String) throws -> StreamInfo? {
-        try Row.fetchOne(db, cachedSQL: "SELECT * FROM streams WHERE name = ?", arguments: [name]).map(streamInfo)
+    static func fetchStream(_ db: Database, name: String, unreadable: UnreadableDefinition? = nil) throws -> StreamInfo? {
+        try Row.fetchOne(db, cachedSQL: "SELECT * FROM streams WHERE name = ?", arguments: [name]).flatMap { try readableStream($0, unreadable) }
+    }
+
+    /// The stream of a row, or nil (reported) when its definition cannot be read. Without a
+    /// handler the decoding error is thrown.
+    private static func readableStream(_ row: Row, _ unreadable: UnreadableDefinition?) throws -> StreamInfo? {
+        guard let unreadable else { return try streamInfo(row) }
+        do {
+            return try streamInfo(row)
+        } catch {
+            unreadable("stream", row["name"], row["definition"], error)
+            return nil
+        }
+    }
+
+    /// Logs a stored definition that cannot be read, once per name and text.
+    func reportUnreadable(kind: String, name: String, text: String, error: any Error) {
+        guard reportedUnreadable.withLock({ $0.insert("\(kind)\u{0}\(name)\u{0}\(text)").inserted }) else { return }
+        logger.error(
+            "a stored \(kind) definition cannot be read; it is skipped (redefine or delete it), everything else serves",
+            metadata: [kind: "\(name)", "definition": "\(text.prefix(500))", "error": "\(error)"])
     }
 
     static func streamInfo(_ row: Row) throws -> StreamInfo {
@@ -400,11 +440,19 @@ public final class SQLiteStore: Store {
         }
     }
 
+    /// Channels whose stored definition cannot be read (stored under older rules, or damaged)
+    /// are left out, each logged once.
     public func channels() async throws -> [ChannelDefinition] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT name, definition FROM channels ORDER BY name").map { row in
+            try Row.fetchAll(db, sql: "SELECT name, definition FROM channels ORDER BY name").compactMap { row in
+                let name: String = row["name"]
                 let text: String = row["definition"]
-                return try ChannelDefinition(name: row["name"], json: try JSONValue.parse(text))
+                do {
+                    return try ChannelDefinition(name: name, json: try JSONValue.parse(text))
+                } catch {
+                    self.reportUnreadable(kind: "channel", name: name, text: text, error: error)
+                    return nil
+                }
             }
         }
     }
@@ -493,15 +541,20 @@ public final class SQLiteStore: Store {
         let keysBefore = nowMillis - publishKeyWindowMillis
         return try await write { db in
             var deleted = 0
-            for info in try Self.fetchStreams(db) {
+            for info in try Self.fetchStreams(db, unreadable: self.reportUnreadable) {
                 let retention = info.definition.retention
-                if let maxAge = retention.maxAgeSeconds {
-                    try db.execute(
-                        sql: "DELETE FROM events WHERE stream = ? AND published_at < ?",
-                        arguments: [info.name, nowMillis - maxAge * 1000])
-                    deleted += db.changesCount
+                // Bounded when defined (`Retention.maxAgeSecondsLimit`); guarded all the same for
+                // definitions stored under older rules: an age beyond the clock's reach deletes nothing.
+                if let maxAge = retention.maxAgeSeconds, maxAge > 0 {
+                    let (ageMillis, tooLong) = maxAge.multipliedReportingOverflow(by: 1000)
+                    let (before, beforeAll) = nowMillis.subtractingReportingOverflow(ageMillis)
+                    if !tooLong && !beforeAll {
+                        try db.execute(
+                            sql: "DELETE FROM events WHERE stream = ? AND published_at < ?", arguments: [info.name, before])
+                        deleted += db.changesCount
+                    }
                 }
-                if let maxEvents = retention.maxEvents {
+                if let maxEvents = retention.maxEvents, maxEvents > 0 {
                     try db.execute(
                         sql: "DELETE FROM events WHERE stream = ? AND seq <= ?", arguments: [info.name, info.lastSeq - maxEvents])
                     deleted += db.changesCount

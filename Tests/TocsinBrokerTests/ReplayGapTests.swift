@@ -39,7 +39,7 @@ struct ReplayGapTests {
         let channel = try ChannelCompiler.compile(
             ChannelDefinition(name: "All", stream: "s", params: [], whereClause: "n >= 0"), schema: definition.schema)
         let catalog = Catalog()
-        try catalog.load(streams: [info], channels: [channel.definition])
+        catalog.load(streams: [info], channels: [channel.definition])
         let dispatcher = StreamDispatcher(info: info, store: store, catalog: catalog, metrics: BrokerMetrics(), logger: Logger(label: "t"))
         return (store, dispatcher, channel)
     }

@@ -17,6 +17,11 @@ public enum ChannelMode: Sendable, Hashable {
     case continuous
     /// Matching events are collected per subscription and sent together once per period.
     case repetitive(periodMillis: Int64)
+
+    /// The shortest period of a repetitive channel: 10ms.
+    public static let minPeriodMillis: Int64 = 10
+    /// The longest period of a repetitive channel: 30 days.
+    public static let maxPeriodMillis: Int64 = 30 * 86_400_000
 }
 
 /// What a notification carries.
@@ -140,8 +145,8 @@ extension ChannelDefinition {
             guard let text = body["period"]?.stringValue, let ms = Duration.parseMillis(text) else {
                 throw TocsinError(.invalidChannel, "mode \"repetitive\" needs a 'period' such as \"500ms\", \"10s\", \"5m\"")
             }
-            guard ms >= 10 else {
-                throw TocsinError(.invalidChannel, "'period' must be at least 10ms")
+            guard ms >= ChannelMode.minPeriodMillis, ms <= ChannelMode.maxPeriodMillis else {
+                throw TocsinError(.invalidChannel, "'period' must be at least 10ms and at most 30d, got \(text.prefix(40))")
             }
             mode = .repetitive(periodMillis: ms)
         default:

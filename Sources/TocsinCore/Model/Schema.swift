@@ -132,13 +132,19 @@ extension Value {
         case .time:
             switch json {
             case .int, .double:
-                guard let ms = json.intValue else { throw mismatch() }
-                self = .time(ms)
-            case .string(let s):
-                guard let ms = TimeFormat.parse(s) else {
-                    throw TocsinError(code, "\(what) must be an RFC 3339 time like 2026-11-23T12:00:00Z, got '\(s)'")
+                guard let ms = json.intValue else {
+                    throw TocsinError(code, "\(what) must be a time: an RFC 3339 string or whole milliseconds, got \(json.serialized.prefix(80))")
+                }
+                guard TimeFormat.supportedRange.contains(ms) else {
+                    throw TocsinError(code, "\(what) is out of range: times must be \(TimeFormat.rangeDescription), got \(ms)")
                 }
                 self = .time(ms)
+            case .string(let s):
+                switch TimeFormat.check(s) {
+                case .success(let ms): self = .time(ms)
+                case .failure(let problem):
+                    throw TocsinError(code, "\(what) is \(problem), got '\(s.prefix(80))'")
+                }
             default: throw mismatch()
             }
         case .geo:
@@ -214,31 +220,6 @@ extension FieldType {
         case .geo: "a point"
         case .stringList: "a list of strings"
         }
-    }
-}
-
-/// RFC 3339 times <-> milliseconds since the Unix epoch.
-public enum TimeFormat {
-    public static func parse(_ text: String) -> Int64? {
-        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) {
-            return Int64((date.timeIntervalSince1970 * 1000).rounded())
-        }
-        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle()) {
-            return Int64((date.timeIntervalSince1970 * 1000).rounded())
-        }
-        return nil
-    }
-
-    public static func format(_ ms: Int64) -> String {
-        let date = Date(timeIntervalSince1970: Double(ms) / 1000)
-        if ms % 1000 == 0 {
-            return date.formatted(Date.ISO8601FormatStyle())
-        }
-        return date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
-
-    public static func nowMillis() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1000).rounded())
     }
 }
 

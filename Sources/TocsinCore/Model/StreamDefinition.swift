@@ -14,6 +14,11 @@ public struct Retention: Sendable, Hashable, Codable {
         case dropOldest
     }
 
+    /// The largest `maxAgeSeconds` a definition may give: 100 years (of 365 days).
+    public static let maxAgeSecondsLimit: Int64 = 100 * 365 * 86_400
+    /// The largest `maxEvents` a definition may give: 10^12.
+    public static let maxEventsLimit: Int64 = 1_000_000_000_000
+
     public init(maxAgeSeconds: Int64? = nil, maxEvents: Int64? = nil, whenFull: WhenFull = .refuse) {
         self.maxAgeSeconds = maxAgeSeconds
         self.maxEvents = maxEvents
@@ -111,8 +116,11 @@ extension StreamDefinition {
             for (key, value) in o.sorted(by: { $0.key < $1.key }) {
                 switch key {
                 case "maxAgeSeconds", "maxEvents":
-                    guard let n = value.intValue, n > 0 else {
-                        throw TocsinError(.invalidStream, "retention.\(key) must be a positive integer")
+                    let limit = key == "maxAgeSeconds" ? Retention.maxAgeSecondsLimit : Retention.maxEventsLimit
+                    guard let n = value.intValue, n > 0, n <= limit else {
+                        let what = key == "maxAgeSeconds" ? "\(limit) (100 years)" : "\(limit)"
+                        throw TocsinError(
+                            .invalidStream, "retention.\(key) must be a positive integer of at most \(what), got \(value.serialized.prefix(40))")
                     }
                     if key == "maxAgeSeconds" { retention.maxAgeSeconds = n } else { retention.maxEvents = n }
                 case "whenFull":
