@@ -57,8 +57,16 @@ extension HTTPConnectionGuard {
             self.limits = limits
         }
 
-        /// The connection is open: the first head is due.
-        func started() -> Timer { .start(limits.headTimeout) }
+        /// The connection is open: the first head is due, unless the server already holds as
+        /// many connections as it may (`HTTPEdgeLimits.connectionLimit`).
+        mutating func started(overCapacity: Bool) -> Action {
+            guard !overCapacity else {
+                return reject(
+                    TocsinError(.unavailable, "the server holds as many connections as it may; retry later or elsewhere"),
+                    headers: ["Retry-After": "1"])
+            }
+            return .forward(.start(limits.headTimeout))
+        }
 
         mutating func receivedHead(_ head: Head) -> Action {
             switch phase {

@@ -4,6 +4,7 @@ package import Logging
 package import NIOCore
 package import NIOHTTP1
 package import Metrics
+import Synchronization
 package import TocsinCore
 
 /// Sits right after NIO's HTTP/1 request decoder on every connection and holds it to
@@ -24,20 +25,30 @@ package final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelH
 
     private var machine: StateMachine
     private var deadline: Scheduled<Void>?
+    private var started = false
+    private let overCapacity: Bool
     private let onReject: @Sendable (TocsinError) -> Void
 
-    /// `onReject` is told of every answer the guard gives itself (for a metric).
-    package init(limits: HTTPEdgeLimits, onReject: @escaping @Sendable (TocsinError) -> Void = { _ in }) {
+    /// `onReject` is told of every answer the guard gives itself (for a metric). An
+    /// `overCapacity` connection is answered 503 and closed as soon as it is active.
+    package init(limits: HTTPEdgeLimits, overCapacity: Bool = false, onReject: @escaping @Sendable (TocsinError) -> Void = { _ in }) {
         self.machine = StateMachine(limits: limits)
+        self.overCapacity = overCapacity
         self.onReject = onReject
     }
 
+    private func start(context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
+        run(machine.started(overCapacity: overCapacity), context: context) {}
+    }
+
     package func handlerAdded(context: ChannelHandlerContext) {
-        if context.channel.isActive { apply(machine.started(), context: context) }
+        if context.channel.isActive { start(context: context) }
     }
 
     package func channelActive(context: ChannelHandlerContext) {
-        if deadline == nil { apply(machine.started(), context: context) }
+        start(context: context)
         context.fireChannelActive()
     }
 
@@ -151,24 +162,30 @@ package final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelH
 }
 
 /// A server child channel with `HTTPConnectionGuard` put right after the HTTP/1 decoder of
-/// `Inner`'s pipeline (Hummingbird's HTTP/1 channel, with or without WebSocket upgrade).
+/// `Inner`'s pipeline (Hummingbird's HTTP/1 channel, with or without WebSocket upgrade), and
+/// the server's open connections counted against `HTTPEdgeLimits.connectionLimit`.
 package struct GuardedChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
     package typealias Value = Inner.Value
     let inner: Inner
     let limits: HTTPEdgeLimits
     let onReject: @Sendable (TocsinError) -> Void
+    let connections: ConnectionCount
 
     package init(_ inner: Inner, limits: HTTPEdgeLimits, onReject: @escaping @Sendable (TocsinError) -> Void) {
         self.inner = inner
         self.limits = limits
         self.onReject = onReject
+        self.connections = ConnectionCount(limit: limits.connectionLimit)
     }
 
     package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+        let admitted = connections.admit()
+        let connections = self.connections
+        channel.closeFuture.whenComplete { _ in connections.release() }
+        return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             try channel.pipeline.syncOperations.addHandler(
-                HTTPConnectionGuard(limits: limits, onReject: onReject), position: .after(decoder))
+                HTTPConnectionGuard(limits: limits, overCapacity: !admitted, onReject: onReject), position: .after(decoder))
             return value
         }
     }
@@ -176,6 +193,21 @@ package struct GuardedChildChannel<Inner: ServerChildChannel>: ServerChildChanne
     package func handle(value: Value, logger: Logger) async {
         await inner.handle(value: value, logger: logger)
     }
+}
+
+/// The connections a server holds, against its limit.
+package final class ConnectionCount: Sendable {
+    private let open = Atomic<Int>(0)
+    let limit: Int
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Counts a new connection; false when it is one too many (it still counts until it closes).
+    func admit() -> Bool { open.add(1, ordering: .relaxed).newValue <= limit }
+
+    func release() { open.subtract(1, ordering: .relaxed) }
 }
 
 extension HTTPEdgeLimits {

@@ -50,6 +50,11 @@ struct BrokerOptions: ParsableArguments {
     var shutdownGrace = 10.0
 
     @Option(
+        name: .customLong("max-connections"),
+        help: "Most connections open at once; more are answered 503 and closed. Default: the descriptor limit (ulimit -n) less 64.")
+    var maxConnections: Int?
+
+    @Option(
         name: .customLong("max-outbound-bytes"),
         help: "Bytes a WebSocket connection may have waiting to be sent before it is closed as a slow consumer, e.g. 2MiB (at least 64KiB).")
     var maxOutboundBytesText = "2MiB"
@@ -74,6 +79,7 @@ struct BrokerOptions: ParsableArguments {
             _ = try seconds(value, flag: flag, range: 0.1...3600)
         }
         _ = try seconds(shutdownGrace, flag: "--shutdown-grace", range: 0...3600)
+        if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         do {
             let bytes = try ByteCount.parse(maxOutboundBytesText)
             guard bytes >= 64 << 10, bytes <= 1 << 40 else {
@@ -111,6 +117,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.firstMessageTimeout = (try? seconds(firstMessageTimeout, flag: "", range: 0.1...3600)) ?? .seconds(10)
         configuration.shutdownGrace = (try? seconds(shutdownGrace, flag: "", range: 0...3600)) ?? .seconds(10)
         configuration.maxOutboundBytes = maxOutboundBytes
+        configuration.http.maxConnections = maxConnections
         return configuration
     }
 

@@ -22,7 +22,8 @@ struct ConnectionGuardTests {
 
     @Test func aRequestMovesTheDeadlineFromHeadToBodyToNone() {
         var m = Machine(limits: Self.limits)
-        #expect(m.started() == .start(.seconds(2)))
+        let start = m.started(overCapacity: false)
+        #expect(start == .forward(.start(.seconds(2))))
         let step1 = m.receivedHead(Self.head())
         #expect(step1 == .forward(.start(.seconds(5))))
         let step2 = m.receivedBodyPart()
@@ -91,6 +92,14 @@ struct ConnectionGuardTests {
         #expect(step12 == .drop)
         let step13 = m.sentResponseEnd()
         #expect(step13 == .keep)
+    }
+
+    @Test func aConnectionOverTheLimitIsAnswered503() {
+        var m = Machine(limits: Self.limits)
+        guard case .reject(let r) = m.started(overCapacity: true) else { Issue.record("expected a rejection"); return }
+        #expect(r.error.code == .unavailable)
+        #expect(r.headers["Retry-After"] == "1")
+        #expect(m.phase == .closed)
     }
 
     @Test func parseErrorsMapToStatuses() {

@@ -16,18 +16,7 @@ struct HostileInputTests {
         c.firstMessageTimeout = .milliseconds(400)
     }
 
-    /// The status code and the error body's code of an HTTP reply.
-    static func answer(_ bytes: [UInt8]) -> (status: Int?, code: String?, text: String) {
-        let text = String(decoding: bytes, as: UTF8.self)
-        let status = text.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) }
-        var code: String?
-        if let body = text.range(of: "\r\n\r\n").map({ text[$0.upperBound...] }),
-            let json = try? JSONValue.parse(Array(body.utf8)), case .object(let error)? = json["error"]
-        {
-            code = error["code"]?.stringValue
-        }
-        return (status, code, text)
-    }
+    static func answer(_ bytes: [UInt8]) -> HTTPAnswer { HTTPAnswer(bytes) }
 
     static func assertServing(_ broker: TestBroker) async throws {
         #expect(try await HTTPCall.send(.GET, broker.httpURL + "/healthz").status == 200)
