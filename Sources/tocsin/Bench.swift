@@ -40,6 +40,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Events per second (latency mode).")
     var rate = 500
 
+    @Option(
+        name: .customLong("non-readers"),
+        help: "Latency mode: this many more subscribers of the same events that never read their socket (slow consumers).")
+    var nonReaders = 0
+
     @Option(help: "Publishers (throughput mode).")
     var publishers = 1
 
@@ -143,7 +148,20 @@ struct Bench: AsyncParsableCommand {
                 guard ContinuousClock.now < deadline else { throw ValidationError("subscribers did not all subscribe within 60 s") }
                 try await Task.sleep(for: .milliseconds(20))
             }
-            print("\(subscribers) subscribers ready; publishing \(rate) events/s for \(warmup) s warm-up + \(duration) s")
+            // Subscribers that never read: the broker must cut them off without the others noticing.
+            var stalled: [RawConnection] = []
+            for i in 0..<nonReaders {
+                let connection = try RawConnection(port: port, receiveBuffer: 4096)
+                _ = try await connection.upgrade()
+                try connection.send(WebSocketWire.text(#"{"type":"hello","client":"\#(kind)-stalled-\#(i)"}"#))
+                try connection.send(
+                    WebSocketWire.text(#"{"type":"subscribe","channel":"EmergenciesOfKind","params":{"kind":"\#(kind)"}}"#))
+                stalled.append(connection)
+            }
+            defer { _ = stalled }
+            print(
+                "\(subscribers) subscribers\(nonReaders > 0 ? " and \(nonReaders) that never read" : "") ready; "
+                    + "publishing \(rate) events/s for \(warmup) s warm-up + \(duration) s")
             let window = Mutex<(cpu: Double, wall: ContinuousClock.Instant, machine: MachineCPU?, switches: Int)>((0, .now, nil, 0))
             try await Self.connect(webSocketURL, logger: logger) { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"type":"hello","client":"\#(kind)-publisher"}"#))
@@ -198,6 +216,9 @@ struct Bench: AsyncParsableCommand {
                         Double(switches) / wall))
             }
             if let machine { print(machine) }
+            if let pid = serverPID, let memory = Self.residentMemory(pid) {
+                print("server memory: \(memory.current / 1024) MiB resident, peak \(memory.peak / 1024) MiB")
+            }
         } catch {
             try? await clients.close()
             throw error
@@ -340,6 +361,16 @@ struct Bench: AsyncParsableCommand {
     /// Context switches (voluntary and not) of all of a process's threads so far, from
     /// /proc/PID/task/*/status: each is a thread going to sleep or being preempted, which on this
     /// VM costs tens of microseconds.
+    /// VmRSS and VmHWM of a process, in KiB.
+    static func residentMemory(_ pid: Int32) -> (current: Int, peak: Int)? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        func value(_ key: String) -> Int? {
+            status.split(separator: "\n").first { $0.hasPrefix(key) }.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
+        }
+        guard let current = value("VmRSS:"), let peak = value("VmHWM:") else { return nil }
+        return (current, peak)
+    }
+
     static func contextSwitches(_ pid: Int32) -> Int {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
         var total = 0

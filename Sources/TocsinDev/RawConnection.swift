@@ -1,21 +1,20 @@
 import Foundation
-import TocsinCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A plain blocking TCP connection to a server on this host, for tests that must send what no
-/// well-behaved client library would: half a request, garbage, unmasked WebSocket frames, or
-/// nothing at all.
+/// A plain blocking TCP connection to a server on this host, for tests and benchmarks that must
+/// send what no well-behaved client library would: half a request, garbage, unmasked WebSocket
+/// frames, or nothing at all — or read nothing.
 public final class RawConnection: @unchecked Sendable {
-    // @unchecked: a test drives each connection from one task at a time.
+    // @unchecked: its user drives each connection from one task at a time.
     public let fd: Int32
 
     /// Connects to 127.0.0.1:`port`; `receiveBuffer` shrinks the socket's receive buffer (a
     /// client that stops reading then fills the server's side sooner).
     public init(port: Int, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket() failed: errno \(errno)") }
+        guard fd >= 0 else { throw RawConnectionError("socket() failed: errno \(errno)") }
         if var size = receiveBuffer {
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
@@ -29,7 +28,7 @@ public final class RawConnection: @unchecked Sendable {
         guard connected == 0 else {
             let code = errno
             Glibc.close(fd)
-            throw TestFailure("connect to port \(port) failed: errno \(code)")
+            throw RawConnectionError("connect to port \(port) failed: errno \(code)")
         }
     }
 
@@ -39,7 +38,7 @@ public final class RawConnection: @unchecked Sendable {
         var sent = 0
         while sent < bytes.count {
             let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard n > 0 else { throw TestFailure("send failed: errno \(errno)") }
+            guard n > 0 else { throw RawConnectionError("send failed: errno \(errno)") }
             sent += n
         }
     }
@@ -61,7 +60,7 @@ public final class RawConnection: @unchecked Sendable {
             let left = deadline - ContinuousClock.now
             guard left > .zero else { return (received, false) }
             var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&pollfd, 1, Int32(max(1, left.milliseconds)))
+            let ready = poll(&pollfd, 1, Int32(clamping: max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)))
             if ready < 0, errno == EINTR { continue }
             guard ready > 0 else { continue }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
@@ -83,11 +82,16 @@ public final class RawConnection: @unchecked Sendable {
         var head: [UInt8] = []
         var byte: UInt8 = 0
         while !head.suffix(4).elementsEqual([13, 10, 13, 10]) {
-            guard recv(fd, &byte, 1, 0) == 1 else { throw TestFailure("connection closed during the WebSocket handshake") }
+            guard recv(fd, &byte, 1, 0) == 1 else { throw RawConnectionError("connection closed during the WebSocket handshake") }
             head.append(byte)
         }
         return String(decoding: head, as: UTF8.self)
     }
+}
+
+public struct RawConnectionError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Runs blocking `body` on a new thread and returns its result.
@@ -100,26 +104,6 @@ private func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) as
 private func offPool<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     await withCheckedContinuation { continuation in
         Thread.detachNewThread { continuation.resume(returning: body()) }
-    }
-}
-
-/// An HTTP reply read off a raw connection: its status, and the code of its JSON error body.
-public struct HTTPAnswer: Sendable {
-    public let status: Int?
-    public let code: String?
-    public let text: String
-
-    public init(_ bytes: [UInt8]) {
-        let text = String(decoding: bytes, as: UTF8.self)
-        self.text = text
-        status = text.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) }
-        var code: String?
-        if let body = text.range(of: "\r\n\r\n").map({ text[$0.upperBound...] }),
-            let json = try? JSONValue.parse(Array(body.utf8)), case .object(let error)? = json["error"]
-        {
-            code = error["code"]?.stringValue
-        }
-        self.code = code
     }
 }
 
