@@ -80,7 +80,7 @@ struct Reservations: Sendable {
     /// Keeps the queue within a small multiple of the live entries.
     private mutating func compactIfSparse() {
         let held = queue.count - head
-        guard head > 1024 || held > 2 * byClient.count + 1024 else { return }
+        guard (head > 1024 && head * 2 > queue.count) || held > 2 * byClient.count + 1024 else { return }
         queue = queue[head...].filter { item in byClient[item.client]?.sequence == item.sequence }
         head = 0
     }

@@ -135,6 +135,23 @@ import Testing
         #expect(total(placement) == 2)
     }
 
+    @Test func aClientMovedOverAndOverIsCountedOnceAndRememberedOnce() throws {
+        var placement = Placement(brokers: Self.three)
+        var last = try reserve(&placement, "alice")
+        for i in 0..<10_000 {
+            let next = try reserve(&placement, "alice", at: i / 1000, exclude: [last])
+            #expect(next != last)
+            last = next
+        }
+        #expect(placement.reservationCount == 1)
+        #expect(total(placement) == 1)
+        #expect(placement.connections(of: last) == 1)
+        // The stale entries of all those moves do not expire anything early or late.
+        _ = try reserve(&placement, "bob", at: 39)
+        #expect(placement.reservationCount == 1)
+        #expect(total(placement) == 1)
+    }
+
     @Test func theMemoryIsBoundedOldestFirst() throws {
         var placement = Placement(brokers: Self.three, policy: PlacementPolicy(maxReservations: 10))
         for i in 0..<25 { _ = try reserve(&placement, "client-\(i)") }
