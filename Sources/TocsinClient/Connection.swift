@@ -47,7 +47,8 @@ public final class Connection: Sendable {
         configuration.autoPing = .enabled(timePeriod: .seconds(30))
         // Errors thrown here are the connection's own (`body`'s are kept in `result`): made into sentences.
         do {
-            try await connect(url: url, configuration: configuration, logger: logger, maxMessageBytes: maxMessageBytes, result: result, body)
+            try await connect(
+                url: url, configuration: configuration, logger: logger, maxMessageBytes: maxMessageBytes, result: result, body)
         } catch {
             throw TransportFailure.from(error, url: url) ?? error
         }
@@ -59,8 +60,8 @@ public final class Connection: Sendable {
     }
 
     private static func connect<T: Sendable>(
-        url: String, configuration: WebSocketClientConfiguration, logger: Logger, maxMessageBytes: Int, result: LockedBox<Result<T, any Error>?>,
-        _ body: @escaping @Sendable (Connection) async throws -> T
+        url: String, configuration: WebSocketClientConfiguration, logger: Logger, maxMessageBytes: Int,
+        result: LockedBox<Result<T, any Error>?>, _ body: @escaping @Sendable (Connection) async throws -> T
     ) async throws {
         try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
             let connection = Connection(outbound: outbound)

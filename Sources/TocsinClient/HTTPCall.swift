@@ -50,9 +50,9 @@ public enum HTTPCall {
         do {
             body = bytes.readableBytes == 0 ? JSONValue.null : try JSONValue.parse(bytes.readableBytesView)
         } catch {
-            throw TocsinError(
-                .badJSON,
-                "\(TransportFailure.origin(of: url)) answered HTTP \(response.status.code) with something that is not JSON; is it a Tocsin node?")
+            let origin = TransportFailure.origin(of: url)
+            let status = response.status.code
+            throw TocsinError(.badJSON, "\(origin) answered HTTP \(status) with something that is not JSON; is it a Tocsin node?")
         }
         return Reply(status: Int(response.status.code), body: body)
     }
@@ -67,7 +67,8 @@ public enum HTTPCall {
                 throw TocsinError(.init(rawValue: code), message)
             }
             throw TocsinError(
-                .internalError, "\(url) answered HTTP \(reply.status) without a Tocsin error; is it a Tocsin node, and is the URL http://HOST:PORT?")
+                .internalError,
+                "\(url) answered HTTP \(reply.status) without a Tocsin error; is it a Tocsin node, and is the URL http://HOST:PORT?")
         }
         return reply.body
     }

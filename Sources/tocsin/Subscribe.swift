@@ -78,8 +78,9 @@ struct Subscribe: AsyncParsableCommand {
                     stderr("disconnected, retrying until it works: \(error)")
                 }
             case .notRecovered(let info):
-                if warnings.first("\(info.subscription) \(info.position.epoch):\(info.position.seq)") {
-                    stderr("warning: position of \(info.subscription) no longer exists; resuming from \(info.position.epoch):\(info.position.seq)")
+                let position = "\(info.position.epoch):\(info.position.seq)"
+                if warnings.first("\(info.subscription) \(position)") {
+                    stderr("warning: position of \(info.subscription) no longer exists; resuming from \(position)")
                 }
             case .notification(let n):
                 if json {

@@ -85,7 +85,8 @@ import Testing
     @Test func aFullBrokerStillKeepsTheClientItHolds() throws {
         let brokers = [F.broker("small", capacity: 1), F.broker("big", capacity: 100)]
         var placement = Placement(brokers: brokers)
-        let client = try #require((0..<1000).map { "c\($0)" }.first { (try? placement.assign(AssignmentRequest(clientID: $0)).broker.id) == "small" })
+        let client = try #require(
+            (0..<1000).map { "c\($0)" }.first { (try? placement.assign(AssignmentRequest(clientID: $0)).broker.id) == "small" })
         for _ in 0..<10 { #expect(try reserve(&placement, client) == "small") }
         #expect(placement.connections(of: "small") == 1)
         #expect(try reserve(&placement, "someone-else") == "big")
@@ -106,7 +107,9 @@ import Testing
         let b = try reserve(&placement, "alice")
         let c = try reserve(&placement, "bob")
         placement.updateLoad(of: c, connections: 1)  // bob's broker reported: bob no longer counted as reserved
-        var rebuilt = Placement(brokers: Self.three.map { var r = $0; if r.id == c { r.load.connections = 1 }; return r })
+        var reported = Self.three
+        reported[try #require(reported.firstIndex { $0.id == c })].load.connections = 1
+        var rebuilt = Placement(brokers: reported)
         rebuilt.carryReservations(from: placement)
         #expect(rebuilt.reservationCount == 2)
         #expect(total(rebuilt) == 2)
@@ -114,7 +117,12 @@ import Testing
         #expect(try reserve(&rebuilt, "bob") == c)
         #expect(total(rebuilt) == 2)
         // A restarted broker (new incarnation) holds none of the old reservations.
-        var restarted = Placement(brokers: Self.three.map { var r = $0; r.incarnation += "-2"; return r })
+        var restarted = Placement(
+            brokers: (1...3).map { F.broker("b\($0)") }.map {
+                BrokerRecord(
+                    id: $0.id, incarnation: $0.incarnation + "-2", webSocketURL: $0.webSocketURL, httpURL: $0.httpURL, region: $0.region,
+                    capacity: $0.capacity)
+            })
         restarted.carryReservations(from: placement)
         #expect(restarted.reservationCount == 0)
         #expect(total(restarted) == 0)
