@@ -49,7 +49,7 @@ public actor BrokerLocator {
         var candidates = view?.controller.map { [$0] } ?? []
         candidates += configuration.seeds.shuffled()
         candidates += (view?.brokers.map(\.httpURL) ?? []).shuffled()
-        var lastError: (any Error)?
+        var failures: [any Error] = []
         var seen: Set<String> = []
         for base in candidates where seen.insert(base).inserted {
             do {
@@ -62,10 +62,23 @@ public actor BrokerLocator {
                 refreshedAt = .now
                 return fresh
             } catch {
-                lastError = error
+                failures.append(error)
             }
         }
-        throw lastError ?? TocsinError(.noBrokerAvailable, "no seed URL given")
+        throw Self.combined(failures) ?? TocsinError(.noBrokerAvailable, "no seed URL given")
+    }
+
+    /// One error for every node failing: the only one, or, when all failed to answer, one
+    /// `TransportFailure` naming them all ("cannot reach a broker at any of A, B (connection refused)…").
+    static func combined(_ failures: [any Error]) -> (any Error)? {
+        guard failures.count > 1 else { return failures.first }
+        let transport = failures.compactMap { $0 as? TransportFailure }
+        guard transport.count == failures.count, let first = transport.first else { return failures.last }
+        var problems: [String] = []
+        for t in transport where !problems.contains(t.problem) { problems.append(t.problem) }
+        return TransportFailure(
+            kind: transport.allSatisfy { $0.kind == first.kind } ? first.kind : .other,
+            url: "any of " + transport.map(\.url).joined(separator: ", "), problem: problems.joined(separator: "; "))
     }
 
     /// The broker to connect to. `exclude` names brokers the client just failed to reach.
@@ -74,10 +87,12 @@ public actor BrokerLocator {
         // so a list younger than `refreshInterval` is good enough; without a controller, a failure
         // is a reason to look again.
         let stale = refreshedAt.map { ContinuousClock.now - $0 > configuration.refreshInterval } ?? true
+        var refreshFailure: (any Error)?
         if view == nil || stale || (!exclude.isEmpty && view?.controller == nil) {
             do {
                 try await refresh()
             } catch {
+                refreshFailure = error
                 logger.debug("could not refresh the broker list", metadata: ["error": "\(error)"])
             }
         }
@@ -93,6 +108,8 @@ public actor BrokerLocator {
             }
         }
         guard let choice = Self.fallback(client: configuration.client, brokers: view?.brokers ?? [], exclude: exclude) else {
+            // Nothing was ever reached: say why (refused, unknown host…) rather than only that.
+            if view == nil, let refreshFailure { throw refreshFailure }
             throw TocsinError(.noBrokerAvailable, "no reachable broker is known (seeds: \(configuration.seeds.joined(separator: ", ")))")
         }
         return choice

@@ -45,6 +45,24 @@ public final class Connection: Sendable {
         configuration.maxFrameSize = maxMessageBytes
         // A broker host that vanishes without closing the connection is noticed within a minute.
         configuration.autoPing = .enabled(timePeriod: .seconds(30))
+        // Errors thrown here are the connection's own (`body`'s are kept in `result`): made into sentences.
+        do {
+            try await connect(
+                url: url, configuration: configuration, logger: logger, maxMessageBytes: maxMessageBytes, result: result, body)
+        } catch {
+            throw TransportFailure.from(error, url: url) ?? error
+        }
+        switch result.value {
+        case .success(let value)?: return value
+        case .failure(let error)?: throw error
+        case nil: throw ConnectionClosed()
+        }
+    }
+
+    private static func connect<T: Sendable>(
+        url: String, configuration: WebSocketClientConfiguration, logger: Logger, maxMessageBytes: Int,
+        result: LockedBox<Result<T, any Error>?>, _ body: @escaping @Sendable (Connection) async throws -> T
+    ) async throws {
         try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
             let connection = Connection(outbound: outbound)
             await withTaskGroup(of: Void.self) { group in
@@ -69,11 +87,6 @@ public final class Connection: Sendable {
                 group.cancelAll()
                 connection.close()
             }
-        }
-        switch result.value {
-        case .success(let value)?: return value
-        case .failure(let error)?: throw error
-        case nil: throw ConnectionClosed()
         }
     }
 

@@ -24,7 +24,9 @@ public enum HTTPCall {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
-    /// Sends a request and returns the status and the JSON body, whatever the status.
+    /// Sends a request and returns the status and the JSON body, whatever the status. A failure
+    /// to get an answer (refused, timed out, unknown host, TLS, a bad URL) is thrown as a
+    /// `TransportFailure`, whose description is a sentence for the user.
     public static func send(
         _ method: Method, _ url: String, rawBody: String? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30)
     ) async throws -> Reply {
@@ -36,9 +38,22 @@ public enum HTTPCall {
             request.body = .bytes(ByteBuffer(string: rawBody))
         }
         let millis = max(1, timeout.milliseconds)
-        let response = try await client.execute(request, timeout: .milliseconds(millis))
-        let bytes = try await response.body.collect(upTo: 64 << 20)
-        let body = bytes.readableBytes == 0 ? JSONValue.null : try JSONValue.parse(bytes.readableBytesView)
+        let response: HTTPClientResponse
+        let bytes: ByteBuffer
+        do {
+            response = try await client.execute(request, timeout: .milliseconds(millis))
+            bytes = try await response.body.collect(upTo: 64 << 20)
+        } catch {
+            throw TransportFailure.from(error, url: url, timeout: timeout) ?? error
+        }
+        let body: JSONValue
+        do {
+            body = bytes.readableBytes == 0 ? JSONValue.null : try JSONValue.parse(bytes.readableBytesView)
+        } catch {
+            let origin = TransportFailure.origin(of: url)
+            let status = response.status.code
+            throw TocsinError(.badJSON, "\(origin) answered HTTP \(status) with something that is not JSON; is it a Tocsin node?")
+        }
         return Reply(status: Int(response.status.code), body: body)
     }
 
@@ -51,7 +66,9 @@ public enum HTTPCall {
             if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
                 throw TocsinError(.init(rawValue: code), message)
             }
-            throw TocsinError(.internalError, "HTTP \(reply.status) from \(url)")
+            throw TocsinError(
+                .internalError,
+                "\(url) answered HTTP \(reply.status) without a Tocsin error; is it a Tocsin node, and is the URL http://HOST:PORT?")
         }
         return reply.body
     }

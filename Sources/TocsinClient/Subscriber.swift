@@ -410,9 +410,11 @@ public struct Subscriber: Sendable {
                 try? await self.flushAcks(tracker, on: connection)
                 throw ConnectionClosed()
             }
-            signals.yield(.ended(generation: generation, error: "closed"))
+            signals.yield(.ended(generation: generation, error: "the broker at \(TransportFailure.origin(of: target.url)) closed the connection"))
         } catch let error as TocsinError where Self.permanent.contains(error.code) {
             signals.yield(.failed(generation: generation, error: error))
+        } catch is ConnectionClosed {
+            signals.yield(.ended(generation: generation, error: "the broker at \(TransportFailure.origin(of: target.url)) closed the connection"))
         } catch {
             signals.yield(.ended(generation: generation, error: "\(error)"))
         }

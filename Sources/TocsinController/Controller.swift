@@ -65,7 +65,9 @@ public final class Controller: Service, Sendable {
         var totals: [(at: ClusterTime, clients: Int)] = []
 
         mutating func rebuildPlacement(_ policy: PlacementPolicy) {
+            let previous = placement
             placement = Placement(brokers: membership.live, policy: policy)
+            placement.carryReservations(from: previous)
         }
     }
 
@@ -155,10 +157,9 @@ public final class Controller: Service, Sendable {
     public func assign(_ request: AssignmentRequest) throws(TocsinError) -> AssignReply {
         assignments.add(1, ordering: .relaxed)
         metrics.assignments.increment()
+        let at = now()
         let assignment = try state.withLock { s throws(TocsinError) -> Assignment in
-            let a = try s.placement.assign(request)
-            s.placement.noteAssigned(to: a.broker.id)
-            return a
+            try s.placement.reserve(request, now: at)
         }
         return AssignReply(assignment)
     }

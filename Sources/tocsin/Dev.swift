@@ -109,8 +109,25 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         var base = url
         while base.hasSuffix("/") { base.removeLast() }
-        let view = try ClusterView(json: try await HTTPCall.call(.GET, base + "/v1/cluster"))
-        print("controller: \(view.controller ?? "none (standalone broker)")")
+        let view: ClusterView
+        do {
+            view = try ClusterView(json: try await HTTPCall.call(.GET, base + "/v1/cluster"))
+        } catch let failure as TransportFailure where failure.kind == .refused {
+            throw CommandFailure(
+                failure.sentence(role: "a controller or broker", runBy: "`tocsin controller`")
+                    + " For a standalone broker (`tocsin serve`), give its URL: --url http://127.0.0.1:7400 by default.")
+        } catch let failure as TransportFailure {
+            throw CommandFailure(failure.sentence(role: "a controller or broker"))
+        }
+        if let controller = view.controller {
+            print("controller: \(controller)")
+        } else {
+            // A standalone broker (`tocsin serve`) answers with itself and no controller.
+            let which = view.brokers.count == 1 ? "broker \(view.brokers[0].id)" : "a broker"
+            print(
+                "\(base) is \(which) running standalone (`tocsin serve`): no controller, no other brokers; "
+                    + "its clients connect to it directly.")
+        }
         let header = ["BROKER", "STATE", "REGION", "CLIENTS", "CAPACITY", "SUBSCRIPTIONS", "DELIVERIES/S", "PUBLISHES/S", "CPU", "WEBSOCKET"]
         var rows = [header]
         for b in view.brokers.sorted(by: { $0.id < $1.id }) {

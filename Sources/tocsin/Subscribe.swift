@@ -54,25 +54,34 @@ struct Subscribe: AsyncParsableCommand {
             }
             start = .position(StreamPosition(epoch: String(parts[0]), seq: seq))
         }
+        // The subscriber's events below say everything its warnings would (connection lost, moved,
+        // refused), once each: its log would repeat them on every reconnect attempt.
         var logger = Logger(label: "tocsin.subscribe")
-        logger.logLevel = .warning
+        logger.logLevel = .critical
         let subscriber = Subscriber(
             configuration: .init(seeds: server.seeds, client: client, region: region),
             requests: [SubscriptionRequest(channel: channel, params: bound, from: start)], logger: logger)
         var received = 0
+        var warnings = Warnings()
         for await event in subscriber.events() {
             switch event {
             case .connected(let broker, let subs):
+                warnings.connected()
                 let positions = subs.map { "\($0.channel) \($0.subscription) at \($0.position.epoch):\($0.position.seq)" }
                 stderr("connected to \(broker) as \(client); \(positions.joined(separator: "; "))")
             case .failed(let error):
                 throw error
             case .migrated(let from, let to, let reason):
                 stderr("moved from \(from) to \(to) (\(reason))")
-            case .disconnected(let error, let retry):
-                stderr("disconnected (\(error)); retrying in \(retry)")
+            case .disconnected(let error, _):
+                if warnings.first(disconnected: error) {
+                    stderr("disconnected, retrying until it works: \(error)")
+                }
             case .notRecovered(let info):
-                stderr("warning: position of \(info.subscription) no longer exists; resuming from \(info.position.epoch):\(info.position.seq)")
+                let position = "\(info.position.epoch):\(info.position.seq)"
+                if warnings.first("\(info.subscription) \(position)") {
+                    stderr("warning: position of \(info.subscription) no longer exists; resuming from \(position)")
+                }
             case .notification(let n):
                 if json {
                     var o: [String: JSONValue] = [
@@ -90,6 +99,20 @@ struct Subscribe: AsyncParsableCommand {
                 if let max = maxNotifications, received >= max { return }
             }
         }
+    }
+
+    /// Which warnings were printed: each distinct one once, however often it recurs (a reconnect
+    /// loop, a position reported lost on every reconnect). A reason for being disconnected is said
+    /// again only after a connection succeeded in between.
+    struct Warnings {
+        private var said: Set<String> = []
+        private var disconnects: Set<String> = []
+
+        mutating func first(_ warning: String) -> Bool { said.insert(warning).inserted }
+
+        mutating func first(disconnected reason: String) -> Bool { disconnects.insert(reason).inserted }
+
+        mutating func connected() { disconnects.removeAll() }
     }
 
     func stderr(_ line: String) {

@@ -41,3 +41,9 @@ struct ServerOptions: ParsableArguments {
         return first.hasSuffix("/") ? String(first.dropLast()) : first
     }
 }
+
+/// A failure a command explains in its own words: printed as "Error: <sentence>", exit status 1.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

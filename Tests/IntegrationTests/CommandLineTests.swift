@@ -76,7 +76,99 @@ struct CommandLineTests {
     func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) throws {
         let (status, stderr) = try Self.run(arguments)
         #expect(status != 0)
-        #expect(stderr.contains(mentions), "stderr: \(stderr)")
+        // The error line itself names the flag (the usage below it names every flag anyway).
+        let errorLine = stderr.split(separator: "\n").first { $0.hasPrefix("Error: ") } ?? ""
+        #expect(errorLine.contains(mentions), "stderr: \(stderr)")
+    }
+
+    // MARK: - Messages for people
+
+    /// Words of NIO's error descriptions that must never reach a user.
+    static let nioWords = ["errno", "NIOConnectionError", "SingleConnectionFailure", "IOError", "HTTPClientError", "connection reset (error set)"]
+
+    /// A local port nothing listens on (bound, read back, closed).
+    static func deadPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.EIO) }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw POSIXError(.EADDRINUSE) }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    @Test(arguments: [["publish", "emergencies", #"{"kind":"fire"}"#], ["streams"], ["channels", "EmergenciesNearMe"]])
+    func aCommandToAPortNothingListensOnSaysSoInWords(command: [String]) throws {
+        let url = "http://127.0.0.1:\(try Self.deadPort())"
+        let (status, stderr) = try Self.run(command + ["--url", url])
+        #expect(status != 0)
+        #expect(stderr.contains("Error: cannot reach a broker at \(url) (connection refused); is `tocsin serve` running?"), "stderr: \(stderr)")
+        for word in Self.nioWords { #expect(!stderr.contains(word), "stderr: \(stderr)") }
+    }
+
+    @Test func anUnknownHostAndABadURLAreSaidInWords() throws {
+        let unknown = try Self.run(["publish", "--url", "http://no-such-host.invalid:7400", "s", "{}"])
+        #expect(unknown.status != 0)
+        #expect(unknown.text.contains("(host 'no-such-host.invalid' not found); check the host name"), "stderr: \(unknown.text)")
+        let bad = try Self.run(["streams", "--url", "localhost:7400"])
+        #expect(bad.status != 0)
+        #expect(bad.text.contains("'localhost:7400' is not a URL Tocsin can use"), "stderr: \(bad.text)")
+        for word in Self.nioWords { #expect(!unknown.text.contains(word) && !bad.text.contains(word)) }
+    }
+
+    @Test func statusExplainsAStandaloneBrokerAndShowsIt() async throws {
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        let server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory, "--broker-id", "solo"])
+        defer { server.kill(SIGKILL) }
+        let url = "http://127.0.0.1:\(server.port)"
+        let (status, stdout) = try Self.run(["status", "--url", url], capturing: .stdout)
+        #expect(status == 0)
+        #expect(stdout.contains("\(url) is broker solo running standalone (`tocsin serve`): no controller"), "stdout: \(stdout)")
+        #expect(stdout.contains("ws://127.0.0.1:\(server.port)/v1/ws"), "stdout: \(stdout)")
+        #expect(stdout.contains("1 broker(s)"), "stdout: \(stdout)")
+    }
+
+    @Test func statusWithNothingAtTheControllerPortSaysWhereAStandaloneBrokerIs() throws {
+        let url = "http://127.0.0.1:\(try Self.deadPort())"
+        let (status, stderr) = try Self.run(["status", "--url", url])
+        #expect(status != 0)
+        let sentence = "cannot reach a controller or broker at \(url) (connection refused); is `tocsin controller` running?"
+        #expect(stderr.contains(sentence), "stderr: \(stderr)")
+        #expect(stderr.contains("--url http://127.0.0.1:7400"), "stderr: \(stderr)")
+        for word in Self.nioWords { #expect(!stderr.contains(word), "stderr: \(stderr)") }
+    }
+
+    /// `subscribe` that cannot reach anything retries forever: it says why once, not on every try.
+    /// A listener that accepts and closes counts the tries, so the test waits for them, not for time.
+    @Test func subscribePrintsEachWarningOnce() async throws {
+        let listener = try ClosingListener()
+        defer { listener.stop() }
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        let errors = directory + "/stderr"
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ServerProcess.tocsinBinary)
+        process.arguments = ["subscribe", "--url", "http://127.0.0.1:\(listener.port)", "--client", "once", "EmergenciesNearMe"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errors))
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        try await waitUntil("three tries", timeout: .seconds(40)) { listener.accepted >= 3 }
+        process.terminate()
+        process.waitUntilExit()
+        let text = try String(contentsOfFile: errors, encoding: .utf8)
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("disconnected") }
+        #expect(lines.count == 1, "stderr: \(text)")
+        #expect(lines.first?.contains("http://127.0.0.1:\(listener.port)") == true, "stderr: \(text)")
+        #expect(!text.contains("warning"), "stderr: \(text)")
+        for word in Self.nioWords { #expect(!text.contains(word), "stderr: \(text)") }
     }
 
     /// A mistyped TOCSIN_TASK_EXECUTOR stops the server commands with the variable named,
@@ -101,5 +193,46 @@ struct CommandLineTests {
         #expect(status == 0)
         #expect(text.contains("spawned \(copy) serve"), "stdout: \(text)")
         #expect(text.contains("durable publishes:"), "stdout: \(text)")
+    }
+}
+
+/// A TCP listener on 127.0.0.1 that accepts connections and closes them at once, counting them.
+final class ClosingListener: @unchecked Sendable {
+    // @unchecked: `fd` is set once in init; `count` is behind `lock`.
+    let port: Int
+    private let fd: Int32
+    private let lock = NSLock()
+    private var count = 0
+
+    var accepted: Int { lock.withLock { count } }
+
+    init() throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let fd = self.fd
+        let ok = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard fd >= 0, ok else { throw POSIXError(.EADDRINUSE) }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        Thread.detachNewThread { [self] in
+            while true {
+                let client = accept(fd, nil, nil)
+                guard client >= 0 else { return }
+                close(client)
+                lock.withLock { count += 1 }
+            }
+        }
+    }
+
+    /// Stops accepting (the accepting thread's `accept` fails and it ends).
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
     }
 }

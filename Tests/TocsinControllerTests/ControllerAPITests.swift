@@ -123,6 +123,32 @@ struct ControllerAPITests {
         }
     }
 
+    @Test func assignIsStickyOnAnIdleNetworkAndDifferentClientsSpread() async throws {
+        try await TestController.with(clock: ManualClock()) { c in
+            for i in 1...3 {
+                _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b\(i)", port: 9000 + i, incarnation: "i\(i)"))
+            }
+            var named: Set<String> = []
+            for round in 0..<50 {
+                named.insert(try AssignReply(json: try await HTTPCall.call(.GET, c.url + "/v1/assign?client=alice")).broker.id)
+                if round == 25 {
+                    // Idle brokers report no clients (alice never connected): still the same broker.
+                    for i in 1...3 {
+                        _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers/b\(i)/heartbeat", body: Self.heartbeat(incarnation: "i\(i)", connections: 0))
+                    }
+                }
+            }
+            #expect(named.count == 1, "\(named)")
+            var spread: [String: Int] = [:]
+            for i in 0..<30 {
+                let id = try AssignReply(json: try await HTTPCall.call(.GET, c.url + "/v1/assign?client=client-\(i)")).broker.id
+                spread[id, default: 0] += 1
+            }
+            #expect(spread.count == 3, "\(spread)")
+            #expect(spread.values.allSatisfy { $0 <= 14 }, "\(spread)")
+        }
+    }
+
     /// Two brokers reporting these loads (connections, clients told to migrate); returns b1's lease reply.
     @discardableResult
     static func report(_ c: TestController, b1: Int, b2: Int, b1Migrating: Int = 0) async throws -> LeaseReply {

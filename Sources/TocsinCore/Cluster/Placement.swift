@@ -45,11 +45,24 @@ public struct PlacementPolicy: Sendable, Hashable {
     public var virtualNodes: Int
     /// How many alternates an assignment carries.
     public var alternates: Int
+    /// How long `reserve` remembers the broker it gave a client (from when it chose that broker; a
+    /// repeat that keeps the broker does not extend it). A remembered client asking again gets the same
+    /// broker without being counted twice; when the time is up, a reservation its broker has not yet
+    /// reported on is taken off that broker's count.
+    public var reservationLifetime: Duration
+    /// The most clients remembered at once; beyond it the oldest reservations are forgotten first (they
+    /// stay in their broker's count until its next report: a connect storm still spreads).
+    public var maxReservations: Int
 
-    public init(loadBound: Double = 1.25, virtualNodes: Int = 64, alternates: Int = 2) {
+    public init(
+        loadBound: Double = 1.25, virtualNodes: Int = 64, alternates: Int = 2, reservationLifetime: Duration = .seconds(30),
+        maxReservations: Int = 100_000
+    ) {
         self.loadBound = loadBound
         self.virtualNodes = virtualNodes
         self.alternates = alternates
+        self.reservationLifetime = reservationLifetime
+        self.maxReservations = maxReservations
     }
 }
 
@@ -84,6 +97,17 @@ public struct PlacementPolicy: Sendable, Hashable {
 /// A `Placement` is built once per membership change (building hashes every ring point) and answers
 /// `assign` with a binary search and a short walk. Between load reports, `noteAssigned` counts the
 /// clients it hands out so that a burst of assignments still spreads; the next report replaces the count.
+///
+/// **Reservations (sticky assignment).** `reserve` is `assign` plus `noteAssigned` with a memory: it
+/// remembers, per client id, the broker it chose (for `PlacementPolicy.reservationLifetime`, at most
+/// `maxReservations` clients). A client asking again gets the same broker, and is not counted again,
+/// while that broker is eligible, in the region the request is placed in, and under the bound with this
+/// client taken off its count (so on an idle network, where no report has counted anyone yet, a client
+/// asking 50 times still gets one broker, not a different one each time its own reservations push the
+/// first over the bound). A reservation counts on its broker until that broker's next load report
+/// (`updateLoad`), which replaces the count with the real one; after that the client is assumed to be
+/// among the reported connections if the broker reports any. A reservation that expires while still
+/// counted is taken off the count. A client given another broker moves its reservation there.
 public struct Placement: Sendable {
     public let policy: PlacementPolicy
 
@@ -109,6 +133,10 @@ public struct Placement: Sendable {
     private var connections: [Int]
     /// Clients per region, over its active brokers only (the `total` of the bound).
     private var regionTotals: [Int]
+    /// Per slot: how many load reports `updateLoad` has taken. A reservation made since the last one
+    /// is still in the slot's count.
+    private var reportsBySlot: [Int]
+    private var reservations = Reservations()
 
     /// Builds the rings. Duplicate ids keep the first record in (id, incarnation) order. Policy values
     /// out of range are clamped: `loadBound` to at least 1, `virtualNodes` to at least 1, `alternates`
@@ -166,11 +194,71 @@ public struct Placement: Sendable {
         }
         connections = sorted.map { max(0, $0.load.connections) }
         regionTotals = totals
+        reportsBySlot = Array(repeating: 0, count: sorted.count)
+    }
+
+    /// Takes over `previous`'s reservations for brokers still here in the same incarnation: those still
+    /// counted on their broker there are counted here too (a new placement starts from reported loads).
+    public mutating func carryReservations(from previous: Placement) {
+        for (client, reservation) in previous.reservations.inOrder {
+            guard let slot = slotByID[reservation.brokerID], records[slot].incarnation == reservation.incarnation else { continue }
+            var carried = reservation
+            carried.countedInReport = nil
+            if previous.isCounted(reservation) {
+                setConnections(slot, connections[slot] + 1)
+                carried.countedInReport = reportsBySlot[slot]
+            }
+            reservations.insert(client, carried)
+        }
+        _ = reservations.trim(to: policy.maxReservations)
+    }
+
+    /// How many clients are remembered.
+    public var reservationCount: Int { reservations.byClient.count }
+
+    /// `assign`, remembering the answer: see "Reservations" in the type's documentation. The chosen
+    /// broker's count includes the client afterwards (once, however often it asks). `now` is the
+    /// controller's clock; expired reservations are dropped first.
+    public mutating func reserve(_ request: AssignmentRequest, now: ClusterTime) throws(TocsinError) -> Assignment {
+        for old in reservations.expire(now: now) { uncount(old) }
+        guard let held = reservations.byClient[request.clientID],
+            let slot = slotByID[held.brokerID], records[slot].incarnation == held.incarnation
+        else {
+            let assignment = try assign(request, preferring: nil)
+            remember(request.clientID, on: assignment.broker.id, now: now)
+            return assignment
+        }
+        // Decide with the client taken off its broker: its own reservation must not push it away.
+        // A reported (no longer counted) client is assumed connected there if the broker reports anyone.
+        let counted = isCounted(held)
+        let own = counted ? 1 : min(1, connections[slot])
+        setConnections(slot, connections[slot] - own)
+        let assignment: Assignment
+        do {
+            assignment = try assign(request, preferring: slot)
+        } catch {
+            setConnections(slot, connections[slot] + own)
+            throw error
+        }
+        if assignment.broker.id == held.brokerID, own == 1 {
+            setConnections(slot, connections[slot] + 1)
+            return assignment
+        }
+        // Moved (or kept by a broker that reported no clients, so not among them): counted anew.
+        reservations.remove(request.clientID)
+        remember(request.clientID, on: assignment.broker.id, now: now)
+        return assignment
     }
 
     /// Chooses a broker for the client (see the type's documentation for the rules).
     /// `.noBrokerAvailable` when no broker in the cluster is active and below its capacity.
     public func assign(_ request: AssignmentRequest) throws(TocsinError) -> Assignment {
+        try assign(request, preferring: nil)
+    }
+
+    /// `assign`, taking `preferred` instead of walking the ring when it is eligible, in the chosen
+    /// region and under the bound.
+    private func assign(_ request: AssignmentRequest, preferring preferred: Int?) throws(TocsinError) -> Assignment {
         var excluded = excludedSlots(request.exclude)
         if excluded != nil, !anyEligible(excluded) {
             // Everything left is excluded: ignore the exclusions rather than refuse the client.
@@ -198,7 +286,7 @@ public struct Placement: Sendable {
             }
             chosen = first
         }
-        guard let primary = primarySlot(in: chosen, key: key, excluded) else {
+        guard let primary = primarySlot(in: chosen, key: key, excluded, preferring: preferred) else {
             throw TocsinError(.internalError, "placement found no broker in region \(regions[chosen].name)")
         }
 
@@ -223,9 +311,11 @@ public struct Placement: Sendable {
     }
 
     /// Replaces the broker's client count with a reported one (negative counts as 0). Unknown ids are ignored.
+    /// Reservations on the broker no longer count on it (the report includes those who connected).
     public mutating func updateLoad(of brokerID: String, connections count: Int) {
         guard let slot = slotByID[brokerID] else { return }
         setConnections(slot, max(0, count))
+        reportsBySlot[slot] += 1
     }
 
     /// The broker's current client count as placement sees it, or nil for an unknown id.
@@ -235,7 +325,30 @@ public struct Placement: Sendable {
 
     // MARK: - Internals
 
+    private func isCounted(_ reservation: Reservations.Entry) -> Bool {
+        guard let slot = slotByID[reservation.brokerID], records[slot].incarnation == reservation.incarnation else { return false }
+        return reservation.countedInReport == reportsBySlot[slot]
+    }
+
+    /// Takes a forgotten reservation off its broker's count if it is still on it.
+    private mutating func uncount(_ reservation: Reservations.Entry) {
+        guard isCounted(reservation), let slot = slotByID[reservation.brokerID] else { return }
+        setConnections(slot, connections[slot] - 1)
+    }
+
+    private mutating func remember(_ client: String, on brokerID: String, now: ClusterTime) {
+        guard let slot = slotByID[brokerID] else { return }
+        setConnections(slot, connections[slot] + 1)
+        reservations.insert(
+            client,
+            .init(
+                brokerID: brokerID, incarnation: records[slot].incarnation, expiresAt: now + policy.reservationLifetime,
+                countedInReport: reportsBySlot[slot]))
+        _ = reservations.trim(to: policy.maxReservations)
+    }
+
     private mutating func setConnections(_ slot: Int, _ value: Int) {
+        let value = max(0, value)
         if records[slot].state == .active { regionTotals[regionOfSlot[slot]] += value - connections[slot] }
         connections[slot] = value
     }
@@ -313,13 +426,17 @@ public struct Placement: Sendable {
         return Int(exact - whole <= 1e-9 * max(1, exact) ? whole : whole + 1)
     }
 
-    /// The first eligible broker under the bound on the clockwise walk from `key`, else the least-loaded
-    /// eligible one (first met among equals). Nil only if the region has no eligible broker.
-    private func primarySlot(in region: Int, key: UInt64, _ excluded: [Bool]?) -> Int? {
+    /// `preferred` if it is an eligible broker of the region under the bound; else the first eligible
+    /// broker under the bound on the clockwise walk from `key`, else the least-loaded eligible one (first
+    /// met among equals). Nil only if the region has no eligible broker.
+    private func primarySlot(in region: Int, key: UInt64, _ excluded: [Bool]?, preferring preferred: Int? = nil) -> Int? {
         let ring = regions[region].ring
         guard !ring.isEmpty else { return nil }
         let bound = Self.loadBound(
             total: regionTotals[region], brokers: regions[region].activeSlots.count, factor: policy.loadBound)
+        if let preferred, regionOfSlot[preferred] == region, isEligible(preferred, excluded), connections[preferred] < bound {
+            return preferred
+        }
         var fallback: Int?
         var position = ring.firstPosition(atOrAfter: key)
         for _ in 0..<ring.count {
