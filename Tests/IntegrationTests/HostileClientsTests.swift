@@ -169,4 +169,41 @@ struct HostileClientsTests {
             _ = hostile
         }
     }
+
+    @Test func sigtermWithAClientThatNeverReadsExitsCleanlyWithinTheGrace() async throws {
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        // Through a shell only to keep the server's stderr (exec: the pid is the server's).
+        let server = try await ServerProcess(
+            executable: "/bin/sh",
+            arguments: [
+                "-c", #"exec "$0" serve --port 0 --data-dir "$1" --no-fsync --shutdown-grace 1 2>"$1/stderr.log""#,
+                ServerProcess.tocsinBinary, directory,
+            ])
+        defer { server.kill(SIGKILL) }
+        let stalled = try RawConnection(port: server.port, receiveBuffer: 4096)
+        _ = try await stalled.upgrade()
+        try stalled.send(WebSocketWire.text(#"{"type":"hello","client":"stalled"}"#))
+        try stalled.send(WebSocketWire.text(#"{"type":"subscribe","channel":"EmergenciesOfKind","params":{"kind":"fire"}}"#))
+        let base = "http://127.0.0.1:\(server.port)"
+        try await waitUntil("the stalled client is subscribed") {
+            (try? await MetricsTests.metrics(base)).map { $0.contains("tocsin_sessions_opened_total 1") } ?? false
+        }
+        guard case .object(var event) = Self.event(0) else { return }
+        event["description"] = .string(String(repeating: "x", count: 2000))
+        for _ in 0..<5 {
+            _ = try await HTTPCall.call(.POST, base + "/v1/streams/emergencies/events", body: .array(Array(repeating: .object(event), count: 100)))
+        }
+        let started = ContinuousClock.now
+        server.signal(SIGTERM)
+        let status = await server.exit()
+        let took = ContinuousClock.now - started
+        print("SIGTERM with a client that never reads: exited after \(took)")
+        #expect(status == 0, "exit status \(status)")
+        #expect(took < .seconds(20))
+        let log = (try? String(contentsOfFile: directory + "/stderr.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("broker stopped"), "\(log)")
+        #expect(!log.contains("CancellationError"), "\(log)")
+        _ = stalled
+    }
 }
