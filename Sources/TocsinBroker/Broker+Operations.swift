@@ -88,7 +88,8 @@ extension Broker {
         let initial = StreamDispatcher.resolve(from, acked: nil, info: info)
         let (record, created) = try await storeCall("opening the subscription") {
             try await store.openSubscription(
-                client: client, channel: name, params: boundJSON, initial: StreamPosition(epoch: info.epoch, seq: initial.seq))
+                client: client, channel: name, params: boundJSON, initial: StreamPosition(epoch: info.epoch, seq: initial.seq),
+                maxPerClient: configuration.maxSubscriptionsPerClient)
         }
         if !created, from == .latest, session.stream(ofSubscription: record.id) != nil {
             // Already delivering on this connection: nothing to restart.

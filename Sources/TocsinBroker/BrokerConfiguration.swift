@@ -36,6 +36,10 @@ public struct BrokerConfiguration: Sendable {
     /// How long the store remembers a publish key (`PublishKey`): a publish repeated with its
     /// key within this time is not stored again.
     public var publishKeyWindow: Duration = .seconds(120)
+    /// Most durable subscriptions one client id may hold; a `subscribe` that would create one
+    /// more fails with `too_many_subscriptions`. 10,000 keeps a `welcome` listing them all under
+    /// about 3 MB and a takeover of them all well under a second; nil: no limit.
+    public var maxSubscriptionsPerClient: Int? = 10_000
     /// Frames a session may have queued before it counts as a slow consumer and is disconnected.
     public var maxQueuedFrames = 50_000
     /// Bytes a connection may have waiting for its socket before it counts as a slow consumer.

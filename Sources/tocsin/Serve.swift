@@ -37,6 +37,11 @@ struct BrokerOptions: ParsableArguments {
     /// `--max-store-size` in bytes (`validate` has rejected a value that is not a size).
     var maxStoreBytes: Int64? { maxStoreSize.flatMap { try? ByteCount.parse($0) } }
 
+    @Option(
+        name: .customLong("max-subscriptions-per-client"),
+        help: "Most durable subscriptions one client id may hold; 0 for no limit (env TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT).")
+    var maxSubscriptionsPerClient: Int = Environment.get("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT").flatMap { Int($0) } ?? 10_000
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env TOCSIN_LOG_LEVEL).")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
 
@@ -48,6 +53,12 @@ struct BrokerOptions: ParsableArguments {
             port = value
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
+        if let text = Environment.get("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT"), Int(text) == nil {
+            throw ValidationError("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT must be a whole number, got '\(text)'")
+        }
+        guard maxSubscriptionsPerClient >= 0 else {
+            throw ValidationError("--max-subscriptions-per-client must be 0 (no limit) or more, got \(maxSubscriptionsPerClient)")
+        }
         if let maxStoreSize {
             let bytes: Int64
             do {
@@ -71,6 +82,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.seedExample = !empty
         configuration.durableCommits = !noFsync
         configuration.maxStoreBytes = maxStoreBytes
+        configuration.maxSubscriptionsPerClient = maxSubscriptionsPerClient == 0 ? nil : maxSubscriptionsPerClient
         return configuration
     }
 

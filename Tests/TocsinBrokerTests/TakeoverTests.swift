@@ -82,4 +82,30 @@ struct TakeoverTests {
             }
         }
     }
+
+    @Test func aClientHoldsAtMostTheConfiguredNumberOfSubscriptions() async throws {
+        try await TestBroker.with({ $0.maxSubscriptionsPerClient = 3 }) { broker in
+            try await connect(broker, client: "capped") { connection, _, _ in
+                var ids: [String] = []
+                for kind in ["a", "b", "c"] {
+                    ids.append(try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": .string(kind)]).subscription)
+                }
+                let refused = await #expect(throws: TocsinError.self) {
+                    _ = try await connection.subscribe(channel: "AreaDigest", params: ["area": "Delft"])
+                }
+                #expect(refused?.code == .tooManySubscriptions)
+                #expect(refused?.message.contains("3") == true)
+                // Resuming one it has is no new subscription.
+                #expect(try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "b"]).subscription == ids[1])
+                try await connection.unsubscribe(ids[0])
+                _ = try await connection.subscribe(channel: "AreaDigest", params: ["area": "Delft"])
+            }
+            // The limit is per client id.
+            try await connect(broker, client: "other") { connection, _, _ in
+                _ = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "a"])
+            }
+            let stored = try await broker.broker.store.subscriptions(client: "capped")
+            #expect(stored.count == 3)
+        }
+    }
 }

@@ -50,6 +50,9 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         /// or its disk is full. Nothing of the request was stored; the same request succeeds
         /// once retention or an operator frees space.
         public static let storeFull = Code(rawValue: "store_full")
+        /// A client already holds as many subscriptions as a broker allows one client
+        /// (`maxSubscriptionsPerClient`): a new one is refused until it unsubscribes from some.
+        public static let tooManySubscriptions = Code(rawValue: "too_many_subscriptions")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }
