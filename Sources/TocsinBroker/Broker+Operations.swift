@@ -24,6 +24,11 @@ extension Broker {
     // MARK: Sessions
 
     func hello(session: Session, client: String?) async throws(TocsinError) -> (ServerMessage, [PendingReplay]) {
+        if let client, client.hasPrefix(Self.anonymousPrefix) {
+            throw TocsinError(
+                .badRequest,
+                "client ids starting with '\(Self.anonymousPrefix)' are the broker's own (their subscriptions end with the connection); choose another id")
+        }
         let clientID = client ?? Self.anonymousPrefix + UUID().uuidString.lowercased()
         guard session.identify(as: clientID) else {
             throw TocsinError(.badRequest, "this connection already said hello as '\(session.client ?? "")'")

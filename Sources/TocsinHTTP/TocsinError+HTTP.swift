@@ -13,6 +13,7 @@ extension TocsinError.Code {
         case .unknownStream, .unknownChannel, .unknownSubscription, .notFound, .unknownBroker: .notFound
         case .tooLarge: .contentTooLarge
         case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
+        case .methodNotAllowed: .methodNotAllowed
         case .unavailable, .noBrokerAvailable: .serviceUnavailable
         case .storeFull: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
         default: .internalServerError
