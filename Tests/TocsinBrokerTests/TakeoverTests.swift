@@ -62,9 +62,11 @@ struct TakeoverTests {
                 done.store(true, ordering: .relaxed)
                 try await prober.value
                 print("takeover of \(count) subscriptions: \(took); slowest /healthz meanwhile: \(slowest.withLock { $0 })")
-                // Generous bounds (a debug build on a shared machine): it took 15-20 s when quadratic.
+                // Generous bounds (a debug build on a shared 2-core machine, beside other tests):
+                // it took 15-20 s when quadratic. Tasks run on Swift's pool here; the event-loop
+                // case is IntegrationTests' TakeoverOnEventLoopsTests.
                 #expect(took < .seconds(5))
-                #expect(slowest.withLock { $0 } < .seconds(1))
+                #expect(slowest.withLock { $0 } < .seconds(2))
 
                 // The old connection is told, once per subscription, and acks on them now fail.
                 var told = Set<String>()
