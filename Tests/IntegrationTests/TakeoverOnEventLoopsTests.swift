@@ -72,4 +72,22 @@ struct TakeoverOnEventLoopsTests {
             #expect(slowest.withLock { $0 } < .seconds(2))
         }
     }
+
+    @Test func theSubscriptionCapIsSetOnTheCommandLine() async throws {
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        let server = try await ServerProcess(
+            arguments: ["serve", "--port", "0", "--data-dir", directory, "--no-fsync", "--max-subscriptions-per-client", "2"])
+        defer { server.kill() }
+        let logger = Logger(label: "cap-test")
+        try await Connection.run(url: "ws://127.0.0.1:\(server.port)/v1/ws", logger: logger) { connection in
+            _ = try await connection.hello(client: "capped")
+            _ = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "a"])
+            _ = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "b"])
+            let refused = await #expect(throws: TocsinError.self) {
+                _ = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "c"])
+            }
+            #expect(refused?.code == .tooManySubscriptions)
+        }
+    }
 }
