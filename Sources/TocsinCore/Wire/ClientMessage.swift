@@ -53,8 +53,9 @@ extension ClientMessage {
     }
 
     private static func decodeBody(_ frame: [String: JSONValue], id: String?) throws(TocsinError) -> ClientMessage {
-        // A field given as `null` is absent (an optional one takes its default, a required one is missing).
-        let o = frame.filter { $0.value != .null }
+        // A field given as `null` is absent (an optional one takes its default, a required one is
+        // missing). Copied only when there is one: publishes are decoded tens of thousands a second.
+        let o = frame.values.contains(.null) ? frame.filter { $0.value != .null } : frame
         guard let type = o["type"]?.stringValue else {
             throw TocsinError(.badRequest, "a frame needs a string 'type'")
         }
