@@ -2,15 +2,45 @@ import Foundation
 import TocsinCore
 import TocsinStore
 
-/// A replay to run after the reply that announced the subscription has been queued.
+/// A replay to run after the reply that announced the subscription has been queued: one
+/// subscription's, or (for a `hello`) a batch of them.
 struct PendingReplay: Sendable {
-    let subscription: LiveSubscription
-    let dispatcher: StreamDispatcher
-    let fromSeq: Int64
+    private struct One: Sendable {
+        let subscription: LiveSubscription
+        let dispatcher: StreamDispatcher
+        let fromSeq: Int64
+    }
+
+    private let replays: [One]
+
+    init(subscription: LiveSubscription, dispatcher: StreamDispatcher, fromSeq: Int64) {
+        replays = [One(subscription: subscription, dispatcher: dispatcher, fromSeq: fromSeq)]
+    }
+
+    /// Runs `batch` as one: a client resuming thousands of subscriptions starts their replays a
+    /// few hundred at a time, letting the event loop it may run on serve others in between,
+    /// instead of queueing thousands of tasks ahead of everything else at once.
+    init(batch: [PendingReplay]) {
+        replays = batch.flatMap(\.replays)
+    }
 
     func run() async {
+        if replays.count == 1 {
+            await Self.run(replays[0])
+            return
+        }
+        await withDiscardingTaskGroup { group in
+            for (i, replay) in replays.enumerated() {
+                if i % 256 == 255 { await Task.yield() }
+                group.addTask { await Self.run(replay) }
+            }
+        }
+    }
+
+    private static func run(_ replay: One) async {
+        let subscription = replay.subscription
         do {
-            try await dispatcher.replay(subscription, from: fromSeq)
+            try await replay.dispatcher.replay(subscription, from: replay.fromSeq)
         } catch {
             subscription.session.logger.error(
                 "replay failed", metadata: ["subscription": "\(subscription.id)", "error": "\(error)"])
@@ -24,27 +54,61 @@ extension Broker {
     // MARK: Sessions
 
     func hello(session: Session, client: String?) async throws(TocsinError) -> (ServerMessage, [PendingReplay]) {
+        if let client, client.hasPrefix(Self.anonymousPrefix) {
+            throw TocsinError(
+                .badRequest,
+                "client ids starting with '\(Self.anonymousPrefix)' are the broker's own (their subscriptions end with the connection); choose another id")
+        }
         let clientID = client ?? Self.anonymousPrefix + UUID().uuidString.lowercased()
         guard session.identify(as: clientID) else {
             throw TocsinError(.badRequest, "this connection already said hello as '\(session.client ?? "")'")
         }
         let records = try await storeCall("loading subscriptions") { try await store.subscriptions(client: clientID) }
+        // One read per stream, not per subscription: a client may hold thousands on one stream.
+        var streams: [String: Result<StreamInfo, TocsinError>] = [:]
         var infos: [SubscriptionInfo] = []
         var replays: [PendingReplay] = []
-        for record in records {
+        var takenOver: [ObjectIdentifier: (session: Session, ids: [String])] = [:]
+        infos.reserveCapacity(records.count)
+        replays.reserveCapacity(records.count)
+        for (i, record) in records.enumerated() {
+            // The loop is CPU work between store reads: let the event loop it may run on
+            // (TOCSIN_TASK_EXECUTOR=event-loops) serve its other connections now and then.
+            if i % 256 == 255 { await Task.yield() }
             do {
-                let (info, replay) = try await attach(
-                    session: session, record: record, from: .latest,
-                    acked: StreamPosition(epoch: record.epoch, seq: record.ackedSeq))
-                infos.append(info)
+                let channel = try catalog.requireChannel(record.channel)
+                let name = channel.definition.stream
+                if streams[name] == nil {
+                    do {
+                        streams[name] = .success(try await freshStream(name))
+                    } catch {
+                        streams[name] = .failure(error)
+                    }
+                }
+                let info = try streams[name]!.get()
+                let (subscribed, replay, replaced) = try attach(
+                    session: session, record: record, channel: channel, from: .latest,
+                    acked: StreamPosition(epoch: record.epoch, seq: record.ackedSeq), info: info)
+                infos.append(subscribed)
                 replays.append(replay)
+                if let replaced { takenOver[ObjectIdentifier(replaced), default: (replaced, [])].ids.append(record.id) }
             } catch {
                 session.send(.error(id: nil, TocsinError(error.code, "subscription \(record.id) cannot resume: \(error.message)")))
             }
         }
+        for (_, old) in takenOver { tellTakenOver(old.session, ids: old.ids) }
         let welcome = ServerMessage.welcome(
             id: nil, session: session.id, broker: configuration.brokerID, client: clientID, subscriptions: infos)
-        return (welcome, replays)
+        return (welcome, replays.isEmpty ? [] : [PendingReplay(batch: replays)])
+    }
+
+    /// Another connection of the same client took these subscriptions: the old connection no
+    /// longer delivers (nor acks) them, and is told so.
+    private func tellTakenOver(_ old: Session, ids: [String]) {
+        for id in ids {
+            _ = old.removeSubscription(id)
+            old.send(.unsubscribed(id: nil, subscription: id, reason: .takenOver))
+        }
     }
 
     func subscribe(session: Session, channel name: String, params: [String: JSONValue], from: StartPosition) async throws(TocsinError) -> (SubscriptionInfo, PendingReplay?) {
@@ -59,7 +123,8 @@ extension Broker {
         let initial = StreamDispatcher.resolve(from, acked: nil, info: info)
         let (record, created) = try await storeCall("opening the subscription") {
             try await store.openSubscription(
-                client: client, channel: name, params: boundJSON, initial: StreamPosition(epoch: info.epoch, seq: initial.seq))
+                client: client, channel: name, params: boundJSON, initial: StreamPosition(epoch: info.epoch, seq: initial.seq),
+                maxPerClient: configuration.maxSubscriptionsPerClient)
         }
         if !created, from == .latest, session.stream(ofSubscription: record.id) != nil {
             // Already delivering on this connection: nothing to restart.
@@ -70,29 +135,33 @@ extension Broker {
             )
         }
         let acked = created ? nil : StreamPosition(epoch: record.epoch, seq: record.ackedSeq)
-        let (subscribed, replay) = try await attach(session: session, record: record, from: created ? .position(StreamPosition(epoch: info.epoch, seq: initial.seq)) : from, acked: acked, info: info)
+        let (subscribed, replay, replaced) = try attach(
+            session: session, record: record, channel: channel,
+            from: created ? .position(StreamPosition(epoch: info.epoch, seq: initial.seq)) : from, acked: acked, info: info)
+        if let replaced { tellTakenOver(replaced, ids: [record.id]) }
         var result = subscribed
         if created { result.recovered = initial.recovered }
         return (result, replay)
     }
 
+    /// Attaches a subscription to `session`; returns the session it was delivering on until
+    /// now, if another connection had it.
     private func attach(
-        session: Session, record: SubscriptionRecord, from: StartPosition, acked: StreamPosition?, info known: StreamInfo? = nil
-    ) async throws(TocsinError) -> (SubscriptionInfo, PendingReplay) {
-        let channel = try catalog.requireChannel(record.channel)
+        session: Session, record: SubscriptionRecord, channel: CompiledChannel, from: StartPosition, acked: StreamPosition?,
+        info: StreamInfo
+    ) throws(TocsinError) -> (SubscriptionInfo, PendingReplay, replaced: Session?) {
         let params = try channel.bind(params: record.params)
-        let info: StreamInfo
-        if let known { info = known } else { info = try await freshStream(channel.definition.stream) }
         let start = StreamDispatcher.resolve(from, acked: acked, info: info)
         let subscription = LiveSubscription(id: record.id, session: session, channel: channel, params: params)
         let dispatcher = dispatcher(for: info)
-        dispatcher.attach(subscription)
+        let replaced = dispatcher.attach(subscription)
         if subscription.isRepetitive { repetitiveSubscriptionAttached() }
         session.addSubscription(record.id, stream: info.name)
         let subscribed = SubscriptionInfo(
             subscription: record.id, channel: channel.name, params: record.params, stream: info.name,
             position: StreamPosition(epoch: info.epoch, seq: start.seq), recovered: start.recovered)
-        return (subscribed, PendingReplay(subscription: subscription, dispatcher: dispatcher, fromSeq: start.seq))
+        let other = replaced.flatMap { $0.session !== session ? $0.session : nil }
+        return (subscribed, PendingReplay(subscription: subscription, dispatcher: dispatcher, fromSeq: start.seq), other)
     }
 
     func unsubscribe(session: Session, subscription id: String) async throws(TocsinError) {

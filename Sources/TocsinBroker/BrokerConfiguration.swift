@@ -53,6 +53,10 @@ public struct BrokerConfiguration: Sendable {
     /// On graceful shutdown (SIGTERM), how long connections are given to finish before the
     /// broker closes what is left and exits.
     public var shutdownGrace: Duration = .seconds(10)
+    /// Most durable subscriptions one client id may hold; a `subscribe` that would create one
+    /// more fails with `too_many_subscriptions`. 10,000 keeps a `welcome` listing them all under
+    /// about 3 MB and a takeover of them all well under a second; nil: no limit.
+    public var maxSubscriptionsPerClient: Int? = 10_000
 
     /// How often the SQLite store's write-ahead log is checkpointed, beside the writer rather
     /// than inside a commit (see `SQLiteStore.runCheckpoints`).

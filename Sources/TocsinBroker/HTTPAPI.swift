@@ -23,6 +23,8 @@ struct HTTPAPI: Sendable {
         router.get("/v1/assign") { request, _ in
             await self.api {
                 guard let controller = broker.clusterView.controller else {
+                    // Standalone: a network of one, but the question is checked as the controller would.
+                    _ = try request.assignmentRequest()
                     let me = broker.standaloneSummary
                     return .json(JSONValue.object(["broker": me.json, "alternates": .array([]), "region": .string(me.region)]))
                 }
@@ -35,6 +37,7 @@ struct HTTPAPI: Sendable {
                 }
             }
         }
+        router.refuseMethods(on: "/v1/assign", except: [.get])
 
         router.get("/v1/streams") { _, _ in
             await self.api {

@@ -126,12 +126,14 @@ final class StreamDispatcher: Sendable {
 
     /// Registers a subscription that will start after `startSeq`. It receives nothing until
     /// `replay` runs (after the caller has queued its reply frame). An earlier attachment of
-    /// the same subscription (the client reconnected) is replaced.
-    func attach(_ subscription: LiveSubscription) {
+    /// the same subscription (the client reconnected) is replaced and returned.
+    @discardableResult
+    func attach(_ subscription: LiveSubscription) -> LiveSubscription? {
         state.withLock { s in
-            _ = s.detach(subscription.id, session: nil)
+            let replaced = s.detach(subscription.id, session: nil)
             s.attached[subscription.id] = Attached(subscription: subscription)
             if subscription.isRepetitive { s.repetitive.insert(subscription.id) }
+            return replaced
         }
     }
 
@@ -397,11 +399,13 @@ extension StreamDispatcher.State {
         waitingForTail.removeValue(forKey: id)
         repetitive.remove(id)
         let name = a.subscription.channel.name
-        guard let interest = a.interest, var state = channels[name] else { return a.subscription }
-        state.subscribers[interest]?.removeAll { $0 === a.subscription }
-        if state.subscribers[interest]?.isEmpty == true { state.subscribers.removeValue(forKey: interest) }
-        state.index.release(interest)
-        channels[name] = state.index.count == 0 ? nil : state
+        guard let interest = a.interest, channels[name] != nil else { return a.subscription }
+        // Mutated in place (through the dictionary's accessor): a copy of the channel's state
+        // would copy its whole index and subscriber table on write, once per subscription.
+        channels[name]!.subscribers[interest]?.removeAll { $0 === a.subscription }
+        if channels[name]!.subscribers[interest]?.isEmpty == true { channels[name]!.subscribers.removeValue(forKey: interest) }
+        channels[name]!.index.release(interest)
+        if channels[name]!.index.count == 0 { channels.removeValue(forKey: name) }
         return a.subscription
     }
 
@@ -409,10 +413,10 @@ extension StreamDispatcher.State {
         guard a.interest == nil else { return }
         let subscription = a.subscription
         let channel = subscription.channel
-        var state = channels[channel.name] ?? StreamDispatcher.ChannelState(index: ChannelIndex(channel: channel))
-        let interest = state.index.acquire(params: subscription.params)
-        state.subscribers[interest, default: []].append(subscription)
-        channels[channel.name] = state
+        if channels[channel.name] == nil { channels[channel.name] = StreamDispatcher.ChannelState(index: ChannelIndex(channel: channel)) }
+        // In place, as in `detach`.
+        let interest = channels[channel.name]!.index.acquire(params: subscription.params)
+        channels[channel.name]!.subscribers[interest, default: []].append(subscription)
         a.interest = interest
     }
 

@@ -271,7 +271,7 @@ extension ServerMessage {
     /// The request id a reply answers, if it is a reply.
     var replyID: String? {
         switch self {
-        case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _), .published(let id, _, _, _, _),
+        case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _, _), .published(let id, _, _, _, _),
             .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _):
             id
         case .notify, .migrate:

@@ -59,6 +59,7 @@ struct ControllerAPI: Sendable {
                 .json(try controller.assign(try Self.assignment(request)).json)
             }
         }
+        router.refuseMethods(on: "/v1/assign", except: [.get])
     }
 
     private func api(_ body: () async throws -> Response) async -> Response {
@@ -73,21 +74,8 @@ struct ControllerAPI: Sendable {
         return (incarnation, try o["load"].map { v throws(TocsinError) in try BrokerLoad(json: v) } ?? .zero)
     }
 
-    /// `client` is required; `region`, `lat`+`lon` and `exclude` (comma-separated broker ids) are optional.
     static func assignment(_ request: Request) throws(TocsinError) -> AssignmentRequest {
-        let q = request.uri.queryParameters
-        guard let client = q.get("client"), !client.isEmpty, client.utf8.count <= 256 else {
-            throw TocsinError(.badRequest, "query parameter 'client' is required (1 to 256 bytes)")
-        }
-        let lat = try request.doubleQuery("lat", range: -90...90)
-        let lon = try request.doubleQuery("lon", range: -180...180)
-        guard (lat == nil) == (lon == nil) else {
-            throw TocsinError(.badRequest, "give both 'lat' and 'lon', or neither")
-        }
-        let location = lat.flatMap { lat in lon.map { GeoPoint(lat: lat, lon: $0) } }
-        let region = q.get("region").flatMap { $0.isEmpty ? nil : String($0) }
-        let exclude = Set((q.get("exclude") ?? "").split(separator: ",").map(String.init))
-        return AssignmentRequest(clientID: client, region: region, location: location, exclude: exclude)
+        try request.assignmentRequest()
     }
 }
 

@@ -8,10 +8,12 @@ extension TocsinError.Code {
     package var httpStatus: HTTPResponse.Status {
         switch self {
         case .badJSON, .badRequest, .unknownMessage, .notIdentified: .badRequest
-        case .schemaViolation, .invalidStream, .invalidChannel, .invalidParams, .invalidRegistration: .unprocessableContent
+        case .schemaViolation, .invalidStream, .invalidChannel, .invalidParams, .invalidRegistration, .tooManySubscriptions:
+            .unprocessableContent
         case .unknownStream, .unknownChannel, .unknownSubscription, .notFound, .unknownBroker: .notFound
         case .tooLarge: .contentTooLarge
         case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
+        case .methodNotAllowed: .methodNotAllowed
         case .unavailable, .noBrokerAvailable: .serviceUnavailable
         case .storeFull: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
         case .timeout: .requestTimeout

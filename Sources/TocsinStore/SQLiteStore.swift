@@ -467,7 +467,9 @@ public final class SQLiteStore: Store {
 
     // MARK: Subscriptions
 
-    public func openSubscription(client: String, channel: String, params: [String: JSONValue], initial: StreamPosition) async throws -> (SubscriptionRecord, created: Bool) {
+    public func openSubscription(
+        client: String, channel: String, params: [String: JSONValue], initial: StreamPosition, maxPerClient: Int?
+    ) async throws -> (SubscriptionRecord, created: Bool) {
         let paramsText = JSONValue.object(params).serialized
         // Resuming (the common case: every reconnect) only reads; the write lock, which brokers
         // sharing the file contend for, is taken only to create.
@@ -484,6 +486,15 @@ public final class SQLiteStore: Store {
                 arguments: [client, channel, paramsText])
             {
                 return (try Self.subscription(row), false)
+            }
+            if let maxPerClient {
+                // Only when creating (resuming is the common case), through the (client, …) index.
+                let held = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM subscriptions WHERE client = ?", arguments: [client]) ?? 0
+                if held >= maxPerClient {
+                    throw TocsinError(
+                        .tooManySubscriptions,
+                        "client '\(client)' already has \(held) subscriptions, the most a client may have (\(maxPerClient)); unsubscribe from some first")
+                }
             }
             let id = Self.newSubscriptionID()
             try db.execute(

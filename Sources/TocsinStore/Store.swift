@@ -56,6 +56,13 @@ public struct Appended: Sendable, Hashable {
 }
 
 extension Store {
+    /// `openSubscription` without a per-client limit.
+    public func openSubscription(
+        client: String, channel: String, params: [String: JSONValue], initial: StreamPosition
+    ) async throws -> (SubscriptionRecord, created: Bool) {
+        try await openSubscription(client: client, channel: channel, params: params, initial: initial, maxPerClient: nil)
+    }
+
     public func append(stream: String, events: [String]) async throws -> Appended {
         try await append(stream: stream, events: events, key: nil)
     }
@@ -99,8 +106,12 @@ public protocol Store: Sendable {
     func deleteChannel(named name: String) async throws -> Bool
 
     /// The client's subscription to `channel` with exactly these bound params, creating it at
-    /// `initial` if it does not exist. `created` tells which happened.
-    func openSubscription(client: String, channel: String, params: [String: JSONValue], initial: StreamPosition) async throws -> (SubscriptionRecord, created: Bool)
+    /// `initial` if it does not exist. `created` tells which happened. With `maxPerClient`, a
+    /// client that already has that many subscriptions gets no new one (`too_many_subscriptions`);
+    /// the count and the insert are one transaction.
+    func openSubscription(
+        client: String, channel: String, params: [String: JSONValue], initial: StreamPosition, maxPerClient: Int?
+    ) async throws -> (SubscriptionRecord, created: Bool)
     func subscriptions(client: String) async throws -> [SubscriptionRecord]
     func subscription(id: String) async throws -> SubscriptionRecord?
     func deleteSubscription(id: String) async throws -> Bool

@@ -61,6 +61,10 @@ struct BrokerOptions: ParsableArguments {
 
     /// `--max-outbound-bytes` in bytes (`validate` has checked it).
     var maxOutboundBytes: Int { Int(clamping: (try? ByteCount.parse(maxOutboundBytesText)) ?? 2 << 20) }
+    @Option(
+        name: .customLong("max-subscriptions-per-client"),
+        help: "Most durable subscriptions one client id may hold; 0 for no limit (env TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT).")
+    var maxSubscriptionsPerClient: Int = Environment.get("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT").flatMap { Int($0) } ?? 10_000
 
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env TOCSIN_LOG_LEVEL).")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
@@ -87,6 +91,12 @@ struct BrokerOptions: ParsableArguments {
             }
         } catch let error as TocsinError {
             throw ValidationError("--max-outbound-bytes: \(error.message)")
+        }
+        if let text = Environment.get("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT"), Int(text) == nil {
+            throw ValidationError("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT must be a whole number, got '\(text)'")
+        }
+        guard maxSubscriptionsPerClient >= 0 else {
+            throw ValidationError("--max-subscriptions-per-client must be 0 (no limit) or more, got \(maxSubscriptionsPerClient)")
         }
         if let maxStoreSize {
             let bytes: Int64
@@ -118,6 +128,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.shutdownGrace = (try? seconds(shutdownGrace, flag: "", range: 0...3600)) ?? .seconds(10)
         configuration.maxOutboundBytes = maxOutboundBytes
         configuration.http.maxConnections = maxConnections
+        configuration.maxSubscriptionsPerClient = maxSubscriptionsPerClient == 0 ? nil : maxSubscriptionsPerClient
         return configuration
     }
 

@@ -74,6 +74,7 @@ struct LifecycleTests {
                     try await first.unsubscribe(sub.subscription)
                     _ = try await second.publish(stream: "emergencies", events: [emergency("fire", severity: 1)])
                 }
+                #expect(try await firstInbox.next() == .unsubscribed(id: nil, subscription: sub.subscription, reason: .takenOver))
                 #expect(await firstInbox.isQuiet(for: .milliseconds(300)))
             }
         }

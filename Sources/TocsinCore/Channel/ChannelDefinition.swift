@@ -84,7 +84,7 @@ extension ChannelDefinition {
     /// Reads the body of `PUT /v1/channels/{name}` (shape checks only; `ChannelCompiler` type-checks).
     public init(name: String, json: JSONValue) throws(TocsinError) {
         guard Identifier.isValidName(name) else {
-            throw TocsinError(.invalidChannel, "channel name '\(name)' must be 1-128 characters of letters, digits, '_', '-' or '.'")
+            throw TocsinError(.invalidChannel, "channel name '\(name)' must be 1-128 characters of letters, digits, '_', '-' or '.', other than '.' and '..'")
         }
         guard case .object(let body) = json else {
             throw TocsinError(.invalidChannel, "a channel definition must be a JSON object")

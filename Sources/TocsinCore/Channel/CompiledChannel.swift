@@ -133,7 +133,10 @@ public struct CompiledChannel: Sendable {
         var bound: [Value] = []
         bound.reserveCapacity(definition.params.count)
         for p in definition.params {
-            let given = json[p.name].flatMap { $0 == .null ? nil : $0 } ?? p.default
+            // `null` is absent. (Spelled out: JSONValue is ExpressibleByNilLiteral, so a `nil`
+            // in a closure returning JSONValue? would be JSONValue.null, not absent.)
+            let given: JSONValue?
+            if let value = json[p.name], value != .null { given = value } else { given = p.default }
             guard let given else {
                 throw TocsinError(.invalidParams, "missing parameter '\(p.name)' (\(p.type.rawValue)) of channel '\(name)'")
             }

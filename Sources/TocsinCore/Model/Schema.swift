@@ -234,9 +234,10 @@ public enum Identifier {
         }
     }
 
-    /// Stream and channel names: identifier characters plus `-` and `.`.
+    /// Stream and channel names: identifier characters plus `-` and `.`, but not `.` or `..`
+    /// (they would name the path segments themselves in `/v1/streams/{name}`).
     public static func isValidName(_ name: String) -> Bool {
-        guard !name.isEmpty, name.utf8.count <= 128 else { return false }
+        guard !name.isEmpty, name.utf8.count <= 128, name != ".", name != ".." else { return false }
         return name.utf8.allSatisfy { b in
             (b >= UInt8(ascii: "a") && b <= UInt8(ascii: "z")) || (b >= UInt8(ascii: "A") && b <= UInt8(ascii: "Z"))
                 || (b >= UInt8(ascii: "0") && b <= UInt8(ascii: "9")) || b == UInt8(ascii: "_")

@@ -78,7 +78,7 @@ extension StreamDefinition {
     /// `{"fields": [{"name": "kind", "type": "string"}, ...], "retention": {"maxAgeSeconds": 86400, "maxEvents": 1000000}}`.
     public init(name: String, json: JSONValue) throws(TocsinError) {
         guard Identifier.isValidName(name) else {
-            throw TocsinError(.invalidStream, "stream name '\(name)' must be 1-128 characters of letters, digits, '_', '-' or '.'")
+            throw TocsinError(.invalidStream, "stream name '\(name)' must be 1-128 characters of letters, digits, '_', '-' or '.', other than '.' and '..'")
         }
         guard case .object(let body) = json else {
             throw TocsinError(.invalidStream, "a stream definition must be a JSON object")

@@ -63,6 +63,11 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let httpVersionNotSupported = Code(rawValue: "http_version_not_supported")
         /// `GET /v1/ws` without a WebSocket upgrade, or with an unsupported WebSocket version (426).
         public static let upgradeRequired = Code(rawValue: "upgrade_required")
+        /// A client already holds as many subscriptions as a broker allows one client
+        /// (`maxSubscriptionsPerClient`): a new one is refused until it unsubscribes from some.
+        public static let tooManySubscriptions = Code(rawValue: "too_many_subscriptions")
+        /// An HTTP request used a method its path does not take (the `Allow` header lists those it does).
+        public static let methodNotAllowed = Code(rawValue: "method_not_allowed")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }

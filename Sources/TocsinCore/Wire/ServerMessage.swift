@@ -63,7 +63,9 @@ public enum ServerMessage: Sendable, Hashable {
 
     case welcome(id: String?, session: String, broker: String, client: String, subscriptions: [SubscriptionInfo])
     case subscribed(id: String?, SubscriptionInfo)
-    case unsubscribed(id: String?, subscription: String)
+    /// Without `id`: the subscription stopped on this connection without a request; `reason`
+    /// says why when it still exists (another connection of the client took it over).
+    case unsubscribed(id: String?, subscription: String, reason: UnsubscribedReason? = nil)
     /// `duplicate`: the publish's key had been stored already, so nothing was stored; `seqs` are the first publish's.
     case published(id: String?, stream: String, epoch: String, seqs: [Int64], duplicate: Bool = false)
     case notify(subscription: String, seq: Int64, Notification)
@@ -73,6 +75,12 @@ public enum ServerMessage: Sendable, Hashable {
     /// Move to another broker: connect to `to` (a WebSocket URL), say hello and resume every
     /// subscription there, then close this connection. `reason` is `rebalance` or `drain`.
     case migrate(to: String, broker: String, reason: String)
+
+    /// Why a subscription that still exists stopped on this connection (`unsubscribed`'s `reason`).
+    public enum UnsubscribedReason: String, Sendable, Hashable {
+        /// Another connection said hello (or subscribed) with the same client id and now delivers it.
+        case takenOver = "taken_over"
+    }
 
     public static func error(id: String?, _ error: TocsinError) -> ServerMessage {
         .error(id: id, code: error.code.rawValue, message: error.message)
@@ -104,10 +112,11 @@ extension ServerMessage {
             out += "\"subscribed\""
             id(i)
             for key in info.fields.keys.sorted() { field(key, info.fields[key]!) }
-        case .unsubscribed(let i, let sub):
+        case .unsubscribed(let i, let sub, let reason):
             out += "\"unsubscribed\""
             id(i)
             field("subscription", .string(sub))
+            if let reason { field("reason", .string(reason.rawValue)) }
         case .published(let i, let stream, let epoch, let seqs, let duplicate):
             out += "\"published\""
             id(i)
@@ -243,7 +252,9 @@ extension ServerMessage {
             guard let info = SubscriptionInfo(o) else { throw bad }
             return .subscribed(id: id, info)
         case "unsubscribed":
-            return .unsubscribed(id: id, subscription: o["subscription"]?.stringValue ?? "")
+            return .unsubscribed(
+                id: id, subscription: o["subscription"]?.stringValue ?? "",
+                reason: o["reason"]?.stringValue.flatMap(UnsubscribedReason.init(rawValue:)))
         case "published":
             return .published(
                 id: id, stream: o["stream"]?.stringValue ?? "", epoch: o["epoch"]?.stringValue ?? "",
