@@ -102,6 +102,21 @@ public final class ChildProcess: Sendable {
         }
     }
 
+    /// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34+), looked up at run time: Swift's
+    /// Glibc module does not declare it (it needs _GNU_SOURCE).
+    private static let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+    }()
+
+    /// Has the child close every descriptor from `lowest` up. Where the C library lacks the call,
+    /// marks this process's own descriptors close-on-exec instead (under the spawn lock).
+    private static func closeFrom(_ actions: inout posix_spawn_file_actions_t, _ lowest: Int32) {
+        if let addCloseFrom, addCloseFrom(&actions, lowest) == 0 { return }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in open.compactMap({ Int32($0) }) where fd >= lowest { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    }
+
     private static func spawnLocked(
         executable: String, arguments: [String], environment: [String: String], inheritStderr: Bool
     ) throws -> (Int32, Int32) {
@@ -114,6 +129,10 @@ public final class ChildProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
         if !inheritStderr { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
+        // Nothing else of this process's reaches the child: NIO opens and accepts sockets without
+        // close-on-exec, and a child holding a copy of a socket this process closes keeps that
+        // connection (or a listening port) open for as long as the child lives.
+        Self.closeFrom(&actions, 3)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

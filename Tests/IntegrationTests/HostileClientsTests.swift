@@ -208,3 +208,24 @@ struct HostileClientsTests {
         _ = stalled
     }
 }
+
+/// A spawned `tocsin` inherits no descriptor of its parent's: NIO opens and accepts sockets
+/// without close-on-exec, and a child holding a copy of a connection its parent closed kept it
+/// open (a client waiting for the close never saw it).
+@Suite(.timeLimit(.minutes(1)))
+struct ChildDescriptorTests {
+    @Test func aSpawnedServerHoldsNoneOfItsParentsDescriptors() async throws {
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)  // deliberately without close-on-exec
+        defer { for fd in ends { close(fd) } }
+        let inherited = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(ends[0])")
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        let server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory])
+        defer { server.kill(SIGKILL) }
+        let held = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/fd").compactMap {
+            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(server.pid)/fd/\($0)")
+        }
+        #expect(!held.contains(inherited), "the child holds the parent's \(inherited)")
+    }
+}
