@@ -54,9 +54,10 @@ struct WebSocketEndpoint: Sendable {
         // Tells the session when the socket takes its bytes again (waiting replays go on).
         try? await channel.pipeline.addHandler(WritabilityObserver(session: session), position: .first).get()
         // The first message must come within the timeout (`hello`, or a publisher's first request).
+        // Counted, logged at debug only: a flood of silent connections must not flood the log.
         let silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {
             broker.metrics.timeouts.increment()
-            session.logger.info("closing a WebSocket that sent nothing", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
+            session.logger.debug("closing a WebSocket that sent nothing", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
             session.close(.silent)
         }
         defer { silence.cancel() }

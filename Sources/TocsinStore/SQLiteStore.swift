@@ -314,8 +314,7 @@ public final class SQLiteStore: Store {
                         "stream '\(definition.name)' exists with a stored definition this broker cannot read; PUT with ?recreate=true drops its events and starts a new epoch")
                 }
                 try db.execute(sql: "DELETE FROM streams WHERE name = ?", arguments: [definition.name])
-                try db.execute(sql: "DELETE FROM events WHERE stream = ?", arguments: [definition.name])
-                try db.execute(sql: "DELETE FROM publish_keys WHERE stream = ?", arguments: [definition.name])
+                try Self.deleteHistory(db, stream: definition.name)
             }
             if let existing {
                 if existing.definition.schema == definition.schema && !recreate {
@@ -330,8 +329,7 @@ public final class SQLiteStore: Store {
                         .conflict,
                         "stream '\(definition.name)' exists with different fields; PUT with ?recreate=true drops its events and starts a new epoch")
                 }
-                try db.execute(sql: "DELETE FROM events WHERE stream = ?", arguments: [definition.name])
-                try db.execute(sql: "DELETE FROM publish_keys WHERE stream = ?", arguments: [definition.name])
+                try Self.deleteHistory(db, stream: definition.name)
                 let epoch = Self.newEpoch()
                 try db.execute(
                     sql: "UPDATE streams SET definition = ?, epoch = ?, last_seq = 0, first_seq = 1, created_at = ? WHERE name = ?",
@@ -602,6 +600,12 @@ public final class SQLiteStore: Store {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(definition), as: UTF8.self)
+    }
+
+    /// Deletes a stream's events and publish keys (a recreate starts it over).
+    static func deleteHistory(_ db: Database, stream: String) throws {
+        try db.execute(sql: "DELETE FROM events WHERE stream = ?", arguments: [stream])
+        try db.execute(sql: "DELETE FROM publish_keys WHERE stream = ?", arguments: [stream])
     }
 
     static func newEpoch() -> String {
