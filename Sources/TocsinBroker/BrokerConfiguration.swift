@@ -104,11 +104,5 @@ public struct ClusterSettings: Sendable {
     }
 
     /// `http://h:p` → `ws://h:p/v1/ws` (https → wss).
-    public static func webSocketURL(forHTTP http: String) -> String {
-        var base = http
-        while base.hasSuffix("/") { base.removeLast() }
-        if base.hasPrefix("https://") { return "wss://" + base.dropFirst("https://".count) + "/v1/ws" }
-        if base.hasPrefix("http://") { return "ws://" + base.dropFirst("http://".count) + "/v1/ws" }
-        return base + "/v1/ws"
-    }
+    public static func webSocketURL(forHTTP http: String) -> String { BaseURL.webSocketURL(forHTTP: http) }
 }

@@ -31,11 +31,7 @@ final class ClusterMember: Service, Sendable {
     /// The controller's discovery list as of the last heartbeat.
     var view: ClusterView? { latestView.withLock { $0 } }
 
-    var controller: String {
-        var url = settings.controllerURL
-        while url.hasSuffix("/") { url.removeLast() }
-        return url
-    }
+    var controller: String { BaseURL.trimmed(settings.controllerURL) }
 
     func registration() -> RegistrationRequest {
         let http = settings.advertisedURL ?? "http://\(broker.configuration.host):\(broker.listeningPort.withLock { $0 } ?? broker.configuration.port)"

@@ -24,11 +24,7 @@ public actor BrokerLocator {
             self.location = location
         }
 
-        static func trimmed(_ url: String) -> String {
-            var u = url
-            while u.hasSuffix("/") { u.removeLast() }
-            return u
-        }
+        static func trimmed(_ url: String) -> String { BaseURL.trimmed(url) }
     }
 
     public let configuration: Configuration

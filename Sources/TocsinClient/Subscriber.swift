@@ -508,9 +508,6 @@ public struct Subscriber: Sendable {
 
     /// Full jitter: uniform in [0, min(max, initial·2^attempt)].
     static func backoff(attempt: Int, initial: Duration, max: Duration) -> Duration {
-        let factor = 1 << min(attempt, 16)
-        let ceiling = min(initial * factor, max)
-        let ms = Double(ceiling.components.seconds) * 1000 + Double(ceiling.components.attoseconds) / 1e15
-        return .milliseconds(Int64(ms * Double.random(in: 0...1)))
+        Backoff(initial: initial, maximum: max).delay(attempt: attempt)
     }
 }

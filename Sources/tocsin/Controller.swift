@@ -4,6 +4,7 @@ import Prometheus
 import Logging
 import ServiceLifecycle
 import TocsinController
+import TocsinCore
 
 /// `tocsin controller`: the Broker Controller Service.
 struct ControllerCommand: AsyncParsableCommand {
@@ -43,7 +44,7 @@ struct ControllerCommand: AsyncParsableCommand {
 
     mutating func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
-        if advertise == nil, ["0.0.0.0", "::", "[::]"].contains(host) {
+        if advertise == nil, ListenAddress.isWildcard(host) {
             throw ValidationError("--host \(host) listens on every address: say which one to use with --advertise http://HOST:PORT")
         }
         guard heartbeatMilliseconds >= 10, leaseMilliseconds > heartbeatMilliseconds * 2 else {

@@ -107,8 +107,7 @@ struct Status: AsyncParsableCommand {
     var url: String = Environment.get("TOCSIN_URL") ?? "http://127.0.0.1:7300"
 
     func run() async throws {
-        var base = url
-        while base.hasSuffix("/") { base.removeLast() }
+        let base = BaseURL.trimmed(url)
         let view: ClusterView
         do {
             view = try ClusterView(json: try await HTTPCall.call(.GET, base + "/v1/cluster"))

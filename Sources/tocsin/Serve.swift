@@ -224,7 +224,7 @@ struct BrokerCommand: AsyncParsableCommand {
 
     mutating func validate() throws {
         if advertise == nil { advertise = Environment.get("TOCSIN_ADVERTISE") }
-        if advertise == nil, ["0.0.0.0", "::", "[::]"].contains(options.host) {
+        if advertise == nil, ListenAddress.isWildcard(options.host) {
             throw ValidationError("--host \(options.host) listens on every address: say which one clients use with --advertise http://HOST:PORT")
         }
         if let advertise, !(advertise.hasPrefix("http://") || advertise.hasPrefix("https://")) {

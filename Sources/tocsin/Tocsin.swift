@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TocsinCore
 
 @main
 struct Tocsin: AsyncParsableCommand {
@@ -37,8 +38,7 @@ struct ServerOptions: ParsableArguments {
     var seeds: [String] { url.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
 
     var httpURL: String {
-        let first = seeds.first ?? url
-        return first.hasSuffix("/") ? String(first.dropLast()) : first
+        BaseURL.trimmed(seeds.first ?? url)
     }
 }
 
