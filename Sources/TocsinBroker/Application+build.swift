@@ -51,10 +51,10 @@ public func buildBroker(
             HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin"),
-        services: [broker],
+        services: broker.services,
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
-            broker.listeningPort.withLock { $0 = port }
+            broker.address.set(port)
             await onListening(port)
         },
         eventLoopGroupProvider: .shared(eventLoops),
@@ -65,7 +65,6 @@ public func buildBroker(
         // The member shuts down first (services stop in reverse order): it drains while the server
         // still serves the clients it is moving away.
         let member = ClusterMember(broker: broker, settings: settings, logger: logger)
-        broker.member.withLock { $0 = member }
         services.append(member)
     }
     return BrokerApplication(broker: broker, service: boundedShutdown(services, grace: configuration.shutdownGrace, logger: logger))

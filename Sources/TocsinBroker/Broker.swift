@@ -6,11 +6,15 @@ import Synchronization
 import TocsinCore
 public import TocsinStore
 
-/// The broker: accepts publishes, keeps a stream dispatcher per stream its clients need, and
-/// serves sessions. Transport-neutral: the HTTP and WebSocket layers call these operations.
-/// As a `Service` it runs the stream tails, the ack flusher, the repetitive-channel ticker and
-/// retention until graceful shutdown, then persists the last acknowledged positions.
-public final class Broker: Service, Sendable {
+/// The broker: a façade over the parts that each do one job, and the operations the transports
+/// call (hello, subscribe, publish, fetch, definitions; see the `Broker+…` files). Operations
+/// return domain values; `WebSocketEndpoint` and `HTTPAPI` alone turn them into frames and JSON.
+///
+/// - `sessions`: the open WebSocket sessions, their load and migration (`SessionRegistry`);
+/// - `tails`: one `StreamDispatcher` per stream clients need, and their tails (`StreamTails`);
+/// - `catalog`: the compiled streams and channels; `acks`: acknowledged positions to persist;
+/// - `services`: every long-running loop, each a `Service` run beside the HTTP server.
+public final class Broker: Sendable {
     public let configuration: BrokerConfiguration
     public let store: any Store
     let catalog = Catalog()
@@ -20,27 +24,26 @@ public final class Broker: Service, Sendable {
     let slowConsumerDisconnects = Atomic<Int>(0)
     /// The bytes of pipelined publishes the broker holds while they commit, across connections.
     let publishBudget: PublishBudget
-    private let dispatchers = Mutex<[String: StreamDispatcher]>([:])
-    /// Open WebSocket sessions by id.
-    let sessions = Mutex<[String: Session]>([:])
-    /// The port the server listens on, once it does.
-    let listeningPort = Mutex<Int?>(nil)
-    /// Set when the broker is a member of a cluster (`tocsin broker --controller`).
-    let member = Mutex<ClusterMember?>(nil)
-    private let newTails: AsyncStream<StreamDispatcher>
-    private let newTailsContinuation: AsyncStream<StreamDispatcher>.Continuation
-    /// Told when a subscription of a repetitive channel is attached: wakes the ticker, which
-    /// sleeps while there are none.
-    private let repetitiveAttached = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    let sessions: SessionRegistry
+    let tails: StreamTails
+    let repetitiveTicker: RepetitiveTicker
+    /// The port the server listens on, set once it does.
+    let address = ListeningAddress()
+    /// The controller's discovery list as the cluster member last heard it (nil when standalone).
+    let discovery: Discovery?
+    /// Wall-clock milliseconds, for time-relative channel conditions and retention.
+    let nowMillis: @Sendable () -> Int64
 
     /// Unique to this process: a restarted broker is a new incarnation.
     public let incarnation = UUID().uuidString.lowercased()
-    private let ackFailureLog = Mutex(LogThrottle())
 
     /// Watches the server's event loops (`buildBroker` passes them); nil for a broker built without.
     public let eventLoopWatch: EventLoopWatch?
 
-    public init(configuration: BrokerConfiguration, store: any Store, logger: Logger, eventLoops: (any EventLoopGroup)? = nil) async throws {
+    public init(
+        configuration: BrokerConfiguration, store: any Store, logger: Logger, eventLoops: (any EventLoopGroup)? = nil,
+        nowMillis: @escaping @Sendable () -> Int64 = TimeFormat.nowMillis
+    ) async throws {
         self.configuration = configuration
         self.eventLoopWatch = eventLoops.map {
             EventLoopWatch(
@@ -49,8 +52,32 @@ public final class Broker: Service, Sendable {
         self.publishBudget = PublishBudget(capacity: configuration.maxPipelinedPublishBytesTotal)
         self.store = store
         self.logger = logger
-        (newTails, newTailsContinuation) = AsyncStream.makeStream(of: StreamDispatcher.self)
+        self.nowMillis = nowMillis
+        self.sessions = SessionRegistry(logger: logger, metrics: metrics)
+        self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger)
+        self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)
+        self.discovery = configuration.cluster.map { Discovery(controller: BaseURL.trimmed($0.controllerURL)) }
         try await reloadCatalog()
+    }
+
+    /// The broker's long-running work, each a `Service`, in start order: the service group stops
+    /// them in reverse, so the ack flusher's final flush comes after everything else stopped.
+    public var services: [any Service] {
+        let flusher = AckFlusher(acks: acks, store: store, logger: logger)
+        let logger = self.logger
+        var services: [any Service] = [
+            // First, so it stops last: its final flush persists every ack taken before the end.
+            PeriodicService(name: "ack flusher", interval: configuration.ackFlushInterval, work: flusher.flush) {
+                await flusher.flush()
+                logger.info("broker stopped")
+            },
+            PeriodicService.retention(store: store, every: configuration.retentionInterval, logger: logger, nowMillis: nowMillis),
+            tails,
+            repetitiveTicker,
+        ]
+        if let eventLoopWatch { services.append(eventLoopWatch) }
+        services += StoreMaintenance.services(for: self)
+        return services
     }
 
     /// Reads streams and channels from the store into the catalog. A stored definition that
@@ -65,251 +92,55 @@ public final class Broker: Service, Sendable {
         }
     }
 
-    // MARK: Service
-
-    public func run() async throws {
-        await cancelWhenGracefulShutdown {
-            await withDiscardingTaskGroup { group in
-                group.addTask { await self.runAckFlusher() }
-                group.addTask { await self.runRepetitiveTicker() }
-                group.addTask { await self.runRetention() }
-                if let watch = self.eventLoopWatch {
-                    group.addTask { await watch.run() }
-                }
-                if let sqlite = self.store as? SQLiteStore {
-                    if let interval = self.configuration.storePollInterval {
-                        group.addTask { await self.runStorePoller(sqlite, interval: interval) }
-                    }
-                    group.addTask { await sqlite.runCheckpoints(every: self.configuration.checkpointInterval) }
-                    group.addTask { await self.runStoreGauges(sqlite) }
-                }
-                // Ends when the task is cancelled (graceful shutdown).
-                for await dispatcher in self.newTails {
-                    group.addTask { await dispatcher.runTail() }
-                }
-            }
-        }
-        await flushAcks()
-        logger.info("broker stopped")
-    }
-
-    private func runAckFlusher() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.ackFlushInterval)
-            await flushAcks()
-        }
-    }
-
-    func flushAcks() async {
-        let batch = acks.take()
-        guard !batch.isEmpty else { return }
-        do {
-            try await store.saveAcks(batch)
-        } catch {
-            // Retried every flush (200 ms) until it works: logged once a minute, not each time.
-            if let failures = ackFailureLog.withLock({ $0.occurred() }) {
-                logger.error("could not persist acknowledged positions; will retry", metadata: ["error": "\(error)", "failures": "\(failures)"])
-            }
-            acks.restore(batch)
-        }
-    }
-
-    /// Sends repetitive subscriptions' batches when due, checking every 10 ms while any is
-    /// attached. With none it sleeps until one is, so an idle broker is not woken 100 times a
-    /// second for nothing.
-    private func runRepetitiveTicker() async {
-        var attached = repetitiveAttached.stream.makeAsyncIterator()
-        while !Task.isCancelled {
-            let now = TimeFormat.nowMillis()
-            var any = false
-            for d in dispatchers.withLock({ Array($0.values) }) where d.flushRepetitive(nowMillis: now) {
-                any = true
-            }
-            if any {
-                try? await Task.sleep(for: .milliseconds(10))
-            } else if await attached.next() == nil {
-                return  // cancelled
-            }
-        }
-    }
-
-    /// The ticker must run: a repetitive subscription was just attached.
-    func repetitiveSubscriptionAttached() {
-        repetitiveAttached.continuation.yield()
-    }
-
-    /// How full the database is, for `tocsin_store_used_bytes` and `tocsin_store_max_bytes`.
-    private func runStoreGauges(_ store: SQLiteStore) async {
-        while !Task.isCancelled {
-            if let usage = try? await store.usage() {
-                metrics.storeUsedBytes.record(usage.usedBytes)
-                metrics.storeMaxBytes.record(usage.maxBytes ?? 0)
-            }
-            try? await Task.sleep(for: configuration.storeGaugeInterval)
-        }
-    }
-
-    private func runRetention() async {
-        while !Task.isCancelled {
-            do {
-                let deleted = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
-                if deleted > 0 { logger.info("retention deleted events", metadata: ["count": "\(deleted)"]) }
-            } catch {
-                logger.error("retention failed", metadata: ["error": "\(error)"])
-            }
-            try? await Task.sleep(for: configuration.retentionInterval)
-        }
-    }
-
-    /// Another process sharing the SQLite file appends events and defines streams and channels:
-    /// wake the tails on new events every poll, and reload the catalog when definitions change.
-    ///
-    /// The poll runs on a thread of its own (a blocking sleep and one `PRAGMA data_version`):
-    /// waking an async task every 2 ms costs several times more CPU in timer and thread hops.
-    private func runStorePoller(_ store: SQLiteStore, interval: Duration) async {
-        let (catalogChanges, catalogChanged) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let stop = Atomic<Bool>(false)
-        let micros = UInt32(clamping: interval.components.seconds * 1_000_000 + interval.components.attoseconds / 1_000_000_000_000)
-        let logger = self.logger
-        Thread.detachNewThread {
-            var catalogVersion = (try? store.catalogVersion()) ?? ""
-            var lastCatalogCheck = ContinuousClock.now
-            var fileChanged = false
-            while !stop.load(ordering: .relaxed) {
-                usleep(micros)
-                do {
-                    if try store.refreshChanges() { fileChanged = true }
-                    // Definitions change rarely: look at most every 500 ms, and only if the file changed.
-                    if fileChanged, ContinuousClock.now - lastCatalogCheck >= .milliseconds(500) {
-                        lastCatalogCheck = .now
-                        let version = try store.catalogVersion()
-                        fileChanged = false
-                        if version != catalogVersion {
-                            catalogVersion = version
-                            catalogChanged.yield()
-                        }
-                    }
-                } catch {
-                    logger.warning("store poll failed", metadata: ["error": "\(error)"])
-                }
-            }
-            catalogChanged.finish()
-        }
-        await withTaskCancellationHandler {
-            for await _ in catalogChanges {
-                do {
-                    try await reloadCatalog()
-                    logger.info("definitions changed in the shared store; catalog reloaded")
-                } catch {
-                    logger.warning("could not reload the catalog", metadata: ["error": "\(error)"])
-                }
-            }
-        } onCancel: {
-            stop.store(true, ordering: .relaxed)
-        }
-    }
-
-    // MARK: Sessions and load
-
-    /// Sessions that said hello (the ones a drain can migrate; a bare publisher connection cannot move).
-    var identifiedSessionCount: Int { sessions.withLock { $0.values.filter { $0.client != nil }.count } }
-
-    func opened(_ session: Session) {
-        sessions.withLock { $0[session.id] = session }
-    }
-
-    /// Load as reported to the controller. Sessions already told to migrate are not counted:
-    /// they are leaving, and counting them would make the controller order the same move twice.
-    func currentLoad() -> (connections: Int, subscriptions: Int, migrating: Int) {
-        sessions.withLock { all in
-            var connections = 0
-            var subscriptions = 0
-            var migrating = 0
-            for session in all.values {
-                if session.isMigrating {
-                    migrating += 1
-                } else {
-                    connections += 1
-                    subscriptions += session.subscriptionCount
-                }
-            }
-            return (connections, subscriptions, migrating)
-        }
-    }
-
-    /// Closes sessions told to migrate more than `timeout` ago (clients that ignore `migrate`):
-    /// they reconnect through `assign` like after any lost connection.
-    func closeStaleMigrations(olderThan timeout: Duration) {
-        let deadline = ContinuousClock.now - timeout
-        let stale = sessions.withLock { all in all.values.filter { $0.migrating(before: deadline) } }
-        for session in stale { session.close(.migrationTimedOut) }
-        if !stale.isEmpty {
-            logger.warning("closed clients that did not migrate", metadata: ["clients": "\(stale.count)"])
-        }
-    }
-
-    /// Sends `migrate` to up to `count` identified sessions; returns how many were told.
-    @discardableResult
-    func migrate(count: Int, to target: BrokerSummary, reason: String) -> Int {
-        let candidates = sessions.withLock { all in all.values.filter(\.canMigrate).prefix(count) }
-        var told = 0
-        for session in candidates where session.migrate(to: target.webSocketURL, broker: target.id, reason: reason) {
-            told += 1
-        }
-        if told > 0 {
-            metrics.migrationsOrdered.increment(by: Int64(told))
-            logger.info("migrating clients", metadata: ["to": "\(target.id)", "clients": "\(told)", "reason": "\(reason)"])
-        }
-        return told
+    /// Load as reported to the controller.
+    public func currentLoad() -> (connections: Int, subscriptions: Int, migrating: Int) {
+        let load = sessions.load()
+        return (load.connections, load.subscriptions, load.migrating)
     }
 
     /// The discovery list this broker serves: the controller's, or just itself when standalone.
     public var clusterView: ClusterView {
-        if let member = member.withLock({ $0 }) {
+        if let discovery {
             // Not registered yet: point clients at the controller rather than at ourselves.
-            return member.view ?? ClusterView(controller: member.controller, brokers: [])
+            return discovery.view ?? ClusterView(controller: discovery.controller, brokers: [])
         }
         return ClusterView(controller: nil, brokers: [standaloneSummary])
     }
 
+    /// The HTTP URL this broker is reached at: the advertised one, or its host and bound port.
+    var httpURL: String {
+        configuration.cluster?.advertisedURL ?? "http://\(configuration.host):\(address.current ?? configuration.port)"
+    }
+
     /// This broker as a one-node cluster (no controller).
     var standaloneSummary: BrokerSummary {
-        let port = listeningPort.withLock { $0 } ?? configuration.port
-        let http = configuration.cluster?.advertisedURL ?? "http://\(configuration.host):\(port)"
-        let (connections, subscriptions, _) = currentLoad()
+        let http = httpURL
+        let load = sessions.load()
         return BrokerSummary(
-            id: configuration.brokerID, incarnation: incarnation, webSocketURL: ClusterSettings.webSocketURL(forHTTP: http), httpURL: http,
+            id: configuration.brokerID, incarnation: incarnation, webSocketURL: BaseURL.webSocketURL(forHTTP: http), httpURL: http,
             region: configuration.cluster?.region ?? "local", location: configuration.cluster?.location,
             capacity: configuration.cluster?.capacity ?? Int(Int32.max), state: .active,
-            load: BrokerLoad(connections: connections, subscriptions: subscriptions))
+            load: BrokerLoad(connections: load.connections, subscriptions: load.subscriptions))
     }
 
     /// How many sessions this broker disconnected as slow consumers.
     public var slowConsumerDisconnectCount: Int { slowConsumerDisconnects.load(ordering: .relaxed) }
+}
 
-    /// The dispatcher of a stream, created on first use: it then consumes the stream's
-    /// commits in this process, and its tail starts.
-    func dispatcher(for info: StreamInfo) -> StreamDispatcher {
-        let (dispatcher, created) = dispatchers.withLock { d -> (StreamDispatcher, Bool) in
-            if let existing = d[info.name] { return (existing, false) }
-            let new = StreamDispatcher(info: info, store: store, catalog: catalog, metrics: metrics, logger: logger)
-            d[info.name] = new
-            return (new, true)
-        }
-        if created {
-            // Weak: the dispatcher holds the store, which holds this closure. One consumer per
-            // stream and store: a second broker on the same store in this process (tests) takes
-            // it over, and the first one's tail then dispatches for it.
-            store.changes.consume(stream: info.name) { [weak dispatcher] epoch, events in
-                dispatcher?.dispatchCommitted(epoch: epoch, events: events)
-            }
-            newTailsContinuation.yield(dispatcher)
-        }
-        return dispatcher
+/// The controller's discovery list as of the cluster member's last heartbeat: the member writes
+/// it, the broker serves it at `GET /v1/cluster`.
+final class Discovery: Sendable {
+    let controller: String
+    private let latest = Mutex<ClusterView?>(nil)
+
+    init(controller: String) {
+        self.controller = controller
     }
 
-    func existingDispatcher(_ stream: String) -> StreamDispatcher? {
-        dispatchers.withLock { $0[stream] }
+    var view: ClusterView? { latest.withLock { $0 } }
+
+    func update(_ view: ClusterView) {
+        latest.withLock { $0 = view }
     }
 }
 

@@ -34,18 +34,15 @@ final class ClusterMember: Service, Sendable {
     var controller: String { BaseURL.trimmed(settings.controllerURL) }
 
     func registration() -> RegistrationRequest {
-        let http = settings.advertisedURL ?? "http://\(broker.configuration.host):\(broker.listeningPort.withLock { $0 } ?? broker.configuration.port)"
+        let http = broker.httpURL
         return RegistrationRequest(
-            id: broker.configuration.brokerID, incarnation: broker.incarnation, webSocketURL: ClusterSettings.webSocketURL(forHTTP: http),
+            id: broker.configuration.brokerID, incarnation: broker.incarnation, webSocketURL: BaseURL.webSocketURL(forHTTP: http),
             httpURL: http, region: settings.region, location: settings.location, capacity: settings.capacity)
     }
 
     func run() async throws {
         // Wait for the server to listen: the registration advertises its port.
-        while broker.listeningPort.withLock({ $0 }) == nil {
-            try? await Task.sleep(for: .milliseconds(5))
-            if Task.isCancelled { return }
-        }
+        guard await broker.address.port() != nil else { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.heartbeatLoop() }
             // Returns when graceful shutdown starts (or throws when cancelled: then no drain).
@@ -66,7 +63,7 @@ final class ClusterMember: Service, Sendable {
                 if !registered.load(ordering: .relaxed) {
                     try await register()
                 } else {
-                    broker.closeStaleMigrations(olderThan: settings.migrationTimeout)
+                    broker.sessions.closeStaleMigrations(olderThan: settings.migrationTimeout)
                     try await heartbeat(meter.sample(broker.currentLoad()))
                 }
                 failures = 0
@@ -127,9 +124,10 @@ final class ClusterMember: Service, Sendable {
 
     private func apply(_ reply: LeaseReply) {
         latestView.withLock { $0 = reply.cluster }
+        broker.discovery?.update(reply.cluster)
         heartbeatInterval.withLock { $0 = .milliseconds(max(50, reply.heartbeatMillis)) }
         for command in reply.commands {
-            broker.migrate(count: command.count, to: command.to, reason: command.reason)
+            broker.sessions.migrate(count: command.count, to: command.to, reason: command.reason)
         }
     }
 
@@ -151,16 +149,16 @@ final class ClusterMember: Service, Sendable {
             logger.warning("could not start draining; clients will fail over", metadata: ["error": "\(error)"])
             return
         }
-        logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(broker.sessions.withLock { $0.count })"])
+        logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(broker.sessions.count)"])
         let deadline = ContinuousClock.now + settings.drainTimeout
         while ContinuousClock.now < deadline {
-            if broker.identifiedSessionCount == 0 { break }
+            if broker.sessions.identifiedCount == 0 { break }
             // Everyone else left too (the whole network is stopping): nowhere to send them.
             let me = broker.configuration.brokerID
             if let view, !view.brokers.contains(where: { $0.id != me && $0.state == .active }) { break }
             try? await Task.sleep(for: .milliseconds(50))
         }
-        let left = broker.identifiedSessionCount
+        let left = broker.sessions.identifiedCount
         if left > 0 {
             logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(left)"])
         } else {

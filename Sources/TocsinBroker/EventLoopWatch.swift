@@ -1,6 +1,7 @@
 import Logging
 import Metrics
 import NIOCore
+public import ServiceLifecycle
 import Synchronization
 import TocsinCore
 
@@ -13,7 +14,7 @@ import TocsinCore
 /// after `threshold` logs at once (the loop may be stuck for good) and once more when it finally
 /// runs. Each such loop counts once in `tocsin_event_loop_stalls_total`; every probe's delay
 /// goes to the `tocsin_event_loop_delay_seconds` histogram.
-public final class EventLoopWatch: Sendable {
+public final class EventLoopWatch: Service, Sendable {
     public let interval: Duration
     public let threshold: Duration
     let loops: [any EventLoop]
@@ -52,11 +53,13 @@ public final class EventLoopWatch: Sendable {
     /// The longest delay a probe has had.
     public var longestDelay: Duration { state.withLock { $0.longest } }
 
-    /// Probes every `interval` until cancelled.
-    func run() async {
-        while !Task.isCancelled {
-            probe(now: .now)
-            try? await Task.sleep(for: interval)
+    /// Probes every `interval` until graceful shutdown.
+    public func run() async {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                self.probe(now: .now)
+                try? await Task.sleep(for: self.interval)
+            }
         }
     }
 

@@ -142,7 +142,7 @@ struct HTTPAPI: Sendable {
                 let limit = try request.intQuery("limit", default: 100, range: 1...10_000)
                 let fetched = try await broker.fetch(
                     subscription: context.parameters.get("id") ?? "", client: nil, after: after, limit: Int(limit))
-                return .json(fetched.encoded)
+                return .json(ServerMessage.fetched(id: nil, subscription: fetched.subscription, events: fetched.events, seq: fetched.seq).encoded)
             }
         }
     }

@@ -47,8 +47,6 @@ final class Session: Sendable {
         var client: String?
         /// Subscription id -> stream, for this session's attached subscriptions.
         var subscriptions: [String: String] = [:]
-        /// Told to move to another broker (and expected to close soon), since when.
-        var migratingSince: ContinuousClock.Instant?
     }
 
     let id: String
@@ -96,15 +94,6 @@ final class Session: Sendable {
     var subscriptions: [String: String] { state.withLock { $0.subscriptions } }
     var subscriptionCount: Int { state.withLock { $0.subscriptions.count } }
 
-    /// Identified and not yet told to migrate: a candidate to move.
-    var canMigrate: Bool { state.withLock { $0.client != nil && $0.migratingSince == nil && $0.closed == nil && !$0.finished } }
-    var isMigrating: Bool { state.withLock { $0.migratingSince != nil } }
-
-    /// Told to migrate before `deadline` and still open.
-    func migrating(before deadline: ContinuousClock.Instant) -> Bool {
-        state.withLock { s in s.migratingSince.map { $0 < deadline } ?? false && s.closed == nil && !s.finished }
-    }
-
     /// Closes the connection for `reason` (the transport writes the close frame).
     func close(_ reason: CloseReason) {
         let wake = state.withLock { s -> Bool in
@@ -115,17 +104,6 @@ final class Session: Sendable {
             return wake
         }
         if wake { onReady() }
-    }
-
-    /// Sends `migrate` unless the session is already moving; returns whether it was sent.
-    func migrate(to webSocketURL: String, broker: String, reason: String) -> Bool {
-        let first = state.withLock { s -> Bool in
-            guard s.client != nil, s.migratingSince == nil, s.closed == nil, !s.finished else { return false }
-            s.migratingSince = .now
-            return true
-        }
-        if first { send(.migrate(to: webSocketURL, broker: broker, reason: reason)) }
-        return first
     }
 
     /// Queues a frame. Returns false when the session is closed or just overflowed.
@@ -161,7 +139,8 @@ final class Session: Sendable {
         }
     }
 
-    func send(_ message: ServerMessage) {
+    @discardableResult
+    func send(_ message: ServerMessage) -> Bool {
         send(.text(message.encoded))
     }
 

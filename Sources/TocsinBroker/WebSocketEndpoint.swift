@@ -65,7 +65,7 @@ struct WebSocketEndpoint: Sendable {
             capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0),
             budget: broker.publishBudget)
         metrics.sessionsOpened.increment()
-        broker.opened(session)
+        broker.sessions.opened(session)
         let failure: (any Error)? = await withDiscardingTaskGroup { group in
             var failure: (any Error)?
             var spoke = false
@@ -140,10 +140,13 @@ struct WebSocketEndpoint: Sendable {
         do {
             switch message {
             case .hello(let id, let client):
-                let (welcome, replays) = try await broker.hello(session: session, client: client)
-                guard case .welcome(_, let s, let b, let c, let subs) = welcome else { return [] }
-                session.send(.welcome(id: id, session: s, broker: b, client: c, subscriptions: subs))
-                return replays
+                let welcome = try await broker.hello(session: session, client: client)
+                for failure in welcome.failures { session.send(.error(id: nil, failure)) }
+                session.send(
+                    .welcome(
+                        id: id, session: welcome.session, broker: welcome.broker, client: welcome.client,
+                        subscriptions: welcome.subscriptions))
+                return welcome.replay.map { [$0] } ?? []
             case .subscribe(let id, let channel, let params, let from):
                 let (info, replay) = try await broker.subscribe(session: session, channel: channel, params: params, from: from)
                 session.send(.subscribed(id: id, info))
@@ -156,8 +159,7 @@ struct WebSocketEndpoint: Sendable {
             case .fetch(let id, let subscription, let after, let limit):
                 guard let client = session.client else { throw TocsinError(.notIdentified, "send hello first") }
                 let fetched = try await broker.fetch(subscription: subscription, client: client, after: after, limit: limit)
-                guard case .fetched(_, let sub, let events, let seq) = fetched else { return [] }
-                session.send(.fetched(id: id, subscription: sub, events: events, seq: seq))
+                session.send(.fetched(id: id, subscription: fetched.subscription, events: fetched.events, seq: fetched.seq))
             case .ping(let id):
                 session.send(.pong(id: id))
             }
@@ -195,78 +197,5 @@ struct WebSocketEndpoint: Sendable {
             session.logger.error("request failed", metadata: ["error": "\(error.message)"])
         }
         session.send(.error(id: id, error))
-    }
-
-    /// Writes everything the session has queued to its socket, on the channel's event loop:
-    /// one buffer and one flush per batch. Runs until the outbox is empty.
-    static func drain(_ session: Session, to channel: any Channel, writer: FrameWriter, broker: Broker) {
-        while true {
-            switch session.take() {
-            case .frames(let frames):
-                writer.write(frames)
-                // Asking for the buffered bytes costs more than the write: only once NIO's own
-                // (much lower) high-water mark says the socket is falling behind.
-                if channel.isWritable {
-                    session.transportBuffered(0)
-                } else if let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes) {
-                    session.transportBuffered(buffered)
-                }
-            case .idle, .finished:
-                return
-            case .close(.migrationTimedOut):
-                session.logger.info("closing a client that did not follow its migrate order")
-                close(channel, code: .goingAway, reason: "migrate")
-                return
-            case .close(.slowConsumer):
-                broker.metrics.slowConsumers.increment()
-                broker.slowConsumerDisconnects.add(1, ordering: .relaxed)
-                session.logger.warning("disconnecting slow consumer", metadata: ["maxOutboundBytes": "\(session.maxOutboundBytes)"])
-                let notice = ServerMessage.error(
-                    id: nil,
-                    TocsinError(.slowConsumer, "too many undelivered notifications; reconnect and resume from your last acknowledged position"))
-                close(channel, code: .policyViolation, reason: "slow consumer", after: notice, grace: broker.configuration.closeGrace)
-                return
-            case .close(.silent):
-                let notice = ServerMessage.error(
-                    id: nil,
-                    TocsinError(
-                        .timeout,
-                        "no message within \(broker.configuration.firstMessageTimeout.milliseconds / 1000) s of connecting; send hello first"))
-                close(channel, code: .policyViolation, reason: "timeout", after: notice, grace: broker.configuration.closeGrace)
-                return
-            }
-        }
-    }
-
-    /// Sends a close frame with `code` and `reason` (after `notice`, if any) behind whatever is
-    /// already queued for the socket, then closes the connection once they are written, or after
-    /// `grace` if the peer does not read them (closing at once would cut a frame in half).
-    static func close(_ channel: any Channel, code: WebSocketErrorCode, reason: String, after notice: ServerMessage? = nil, grace: Duration = .zero) {
-        if let notice {
-            channel.write(FrameWriter.webSocketFrame(.text(notice.encoded), allocator: channel.allocator), promise: nil)
-        }
-        var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        data.write(webSocketErrorCode: code)
-        data.writeString(reason)
-        let written = channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(grace.nanoseconds)) { channel.close(promise: nil) }
-        written.whenComplete { _ in
-            deadline.cancel()
-            channel.close(promise: nil)
-        }
-    }
-}
-
-/// The request context of every route: Hummingbird's basics, WebSocket upgrade support, and the
-/// connection's channel (a WebSocket session writes its frames to it directly).
-struct TocsinRequestContext: RequestContext, WebSocketRequestContext {
-    var coreContext: CoreRequestContextStorage
-    let webSocket: WebSocketHandlerReference<TocsinRequestContext>
-    let channel: any Channel
-
-    init(source: ApplicationRequestContextSource) {
-        self.coreContext = .init(source: source)
-        self.webSocket = .init()
-        self.channel = source.channel
     }
 }

@@ -2,6 +2,7 @@ import Logging
 import Synchronization
 import Testing
 @testable import TocsinBroker
+import TocsinCore
 
 /// The outbox, its wake-ups and the slow-consumer policy, driven directly (no sockets).
 struct SessionTests {
@@ -97,20 +98,26 @@ struct SessionTests {
     @Test func migrateIsSentOnceToIdentifiedSessionsAndTimesOut() {
         let wakes = Wakes()
         let s = session(max: 10, wakes: wakes)
-        #expect(!s.migrate(to: "ws://b2/v1/ws", broker: "b2", reason: "rebalance"), "an anonymous connection (no hello) is not moved")
+        let clock = ManualElapsed()
+        let registry = SessionRegistry(logger: Logger(label: "t"), metrics: BrokerMetrics(), now: clock.now)
+        let b2 = BrokerSummary.testTarget("b2")
+        registry.opened(s)
+        #expect(registry.migrate(count: 1, to: b2, reason: "rebalance") == 0, "an anonymous connection (no hello) is not moved")
         #expect(s.identify(as: "alice"))
-        #expect(s.canMigrate)
-        #expect(s.migrate(to: "ws://b2/v1/ws", broker: "b2", reason: "rebalance"))
-        #expect(!s.migrate(to: "ws://b3/v1/ws", broker: "b3", reason: "rebalance"), "one move at a time")
-        #expect(s.isMigrating && !s.canMigrate)
+        registry.identified(s)
+        #expect(registry.migrate(count: 1, to: b2, reason: "rebalance") == 1)
+        #expect(registry.migrate(count: 1, to: .testTarget("b3"), reason: "rebalance") == 0, "one move at a time")
+        #expect(registry.load() == SessionRegistry.Load(connections: 0, subscriptions: 0, migrating: 1))
         guard case .frames(let frames) = s.take(), case .text(let text)? = frames.first else {
             Issue.record("expected the migrate frame")
             return
         }
         #expect(text == #"{"type":"migrate","to":"ws://b2/v1/ws","broker":"b2","reason":"rebalance"}"#)
-        #expect(!s.migrating(before: .now - .seconds(60)))
-        #expect(s.migrating(before: .now + .seconds(1)))
-        s.close(.migrationTimedOut)
+        clock.advance(.seconds(30))
+        registry.closeStaleMigrations(olderThan: .seconds(30))
+        #expect(s.take() == .idle, "not stale until the timeout has passed")
+        clock.advance(.milliseconds(1))
+        registry.closeStaleMigrations(olderThan: .seconds(30))
         #expect(s.take() == .close(.migrationTimedOut))
         #expect(!s.send(.text("late")))
     }
@@ -121,5 +128,20 @@ struct SessionTests {
         s.finish()
         #expect(!s.send(.text("late")))
         #expect(s.take() == .finished)
+    }
+}
+
+/// Elapsed time a test moves by hand.
+final class ManualElapsed: Sendable {
+    private let elapsed = Mutex<Duration>(.zero)
+    var now: @Sendable () -> Duration { { self.elapsed.withLock { $0 } } }
+    func advance(_ by: Duration) { elapsed.withLock { $0 += by } }
+}
+
+extension BrokerSummary {
+    static func testTarget(_ id: String) -> BrokerSummary {
+        BrokerSummary(
+            id: id, incarnation: "i-\(id)", webSocketURL: "ws://\(id)/v1/ws", httpURL: "http://\(id)", region: "local", location: nil,
+            capacity: 100, state: .active, load: BrokerLoad(connections: 0, subscriptions: 0))
     }
 }

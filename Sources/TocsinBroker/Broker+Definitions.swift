@@ -1,0 +1,57 @@
+import TocsinCore
+import TocsinStore
+
+/// Defining streams and channels.
+extension Broker {
+
+    func putStream(_ definition: StreamDefinition, recreate: Bool) async throws(TocsinError) -> (StreamInfo, PutOutcome) {
+        if recreate {
+            // Every channel on the stream must still type-check against the new fields.
+            for channel in catalog.channels where channel.definition.stream == definition.name {
+                do {
+                    _ = try ChannelCompiler.compile(channel.definition, schema: definition.schema)
+                } catch {
+                    throw TocsinError(
+                        .conflict,
+                        "channel '\(channel.name)' does not fit the new fields (\(error.message)); delete or redefine it first")
+                }
+            }
+        }
+        let result = try await storeCall("saving the stream") { try await store.putStream(definition, recreate: recreate) }
+        catalog.put(stream: result.0)
+        if result.1 == .recreated {
+            for channel in catalog.channels where channel.definition.stream == definition.name {
+                if let recompiled = try? ChannelCompiler.compile(channel.definition, schema: definition.schema) {
+                    catalog.put(channel: recompiled)
+                }
+            }
+        }
+        if result.1 == .updated { tails.existing(definition.name)?.updateSchema(result.0) }
+        return result
+    }
+
+    func putChannel(_ definition: ChannelDefinition) async throws(TocsinError) -> (CompiledChannel, PutOutcome) {
+        let stream = try catalog.requireStream(definition.stream)
+        let compiled = try ChannelCompiler.compile(definition, schema: stream.definition.schema)
+        let outcome = try await storeCall("saving the channel") { try await store.putChannel(definition) }
+        catalog.put(channel: compiled)
+        return (compiled, outcome)
+    }
+
+    func deleteChannel(_ name: String) async throws(TocsinError) {
+        // A stored channel the catalog left out (its definition no longer loads) is deleted too.
+        let channel = catalog.channel(name)
+        let deleted = try await storeCall("deleting the channel") { try await store.deleteChannel(named: name) }
+        guard let channel else {
+            if deleted { return }
+            throw TocsinError(.unknownChannel, "no channel named '\(name)'")
+        }
+        catalog.removeChannel(name)
+        if let d = tails.existing(channel.definition.stream) {
+            for subscription in d.detachAll(channel: name) {
+                _ = subscription.session.removeSubscription(subscription.id)
+                subscription.session.send(.unsubscribed(id: nil, subscription: subscription.id))
+            }
+        }
+    }
+}

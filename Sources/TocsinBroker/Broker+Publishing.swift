@@ -1,0 +1,106 @@
+import TocsinCore
+import TocsinStore
+
+/// Publishing events and reading a subscription's matches (notify-then-fetch).
+extension Broker {
+
+    /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
+    /// With a `key` (`PublishKey`) the stream stored within the window, nothing is stored and
+    /// the result is that publish's, marked `duplicate`.
+    public func publish(stream name: String, events: [JSONValue], key: String? = nil) async throws(TocsinError) -> Appended {
+        let bodies = try validated(stream: name, events: events)
+        let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies, key: key) }
+        committed(result, count: bodies.count)
+        return result
+    }
+
+    /// The same publish without waiting for the commit: throws at once if an event is invalid,
+    /// otherwise returns and later calls `completion` (on the store's commit thread; it must not
+    /// block). Publishes made one after another complete in that order.
+    func publish(
+        stream name: String, events: [JSONValue], key: String?,
+        completion: @escaping @Sendable (Result<Appended, TocsinError>) -> Void
+    ) throws(TocsinError) {
+        let bodies = try validated(stream: name, events: events)
+        store.append(stream: name, events: bodies, key: key) { [self] result in
+            if case .success(let appended) = result { committed(appended, count: bodies.count) }
+            completion(result.mapError { storeError("appending events", $0) })
+        }
+    }
+
+    /// The events' canonical bodies, or the first event's error (with its index in a batch).
+    private func validated(stream name: String, events: [JSONValue]) throws(TocsinError) -> [String] {
+        guard !events.isEmpty else {
+            throw TocsinError(.badRequest, "nothing to publish: the batch is empty")
+        }
+        guard events.count <= configuration.maxBatchEvents else {
+            throw TocsinError(.tooLarge, "a batch may hold at most \(configuration.maxBatchEvents) events, got \(events.count)")
+        }
+        let schema = try catalog.requireStream(name).definition.schema
+        var bodies: [String] = []
+        bodies.reserveCapacity(events.count)
+        for (i, event) in events.enumerated() {
+            do {
+                bodies.append(schema.json(of: try schema.record(from: event)))
+            } catch {
+                metrics.publishRejected.increment()
+                throw TocsinError(error.code, events.count == 1 ? error.message : "events[\(i)]: \(error.message)")
+            }
+        }
+        return bodies
+    }
+
+    private func committed(_ appended: Appended, count: Int) {
+        if appended.duplicate {
+            metrics.publishDuplicates.increment()
+            return
+        }
+        metrics.publishedEvents.increment(by: Int64(count))
+        metrics.totals.published.add(count, ordering: .relaxed)
+    }
+
+    /// Matching events of a subscription after `after` (notify-then-fetch). Scans at most
+    /// `maxScan` events; the returned `seq` is where the scan stopped, to continue from.
+    /// A page of a subscription's matching events.
+    struct Fetched: Sendable, Equatable {
+        var subscription: String
+        var events: [EventPayload]
+        /// Where the scan stopped: the next fetch continues after it.
+        var seq: Int64
+    }
+
+    func fetch(subscription id: String, client: String?, after: Int64, limit: Int, maxScan: Int = 50_000) async throws(TocsinError) -> Fetched {
+        guard let record = try await storeCall("loading the subscription", { try await store.subscription(id: id) }),
+            client == nil || record.client == client
+        else {
+            throw TocsinError(.unknownSubscription, "no subscription '\(id)'")
+        }
+        let channel = try catalog.requireChannel(record.channel)
+        let params = try channel.bind(params: record.params)
+        let info = try await freshStream(channel.definition.stream)
+        var seq = after
+        var scanned = 0
+        var found: [EventPayload] = []
+        let now = nowMillis()
+        while found.count < limit && scanned < maxScan && seq < info.lastSeq {
+            let events = try await storeCall("reading events") {
+                try await store.readEvents(stream: info.name, after: seq, limit: 1000)
+            }
+            guard !events.isEmpty else { break }
+            for event in events {
+                scanned += 1
+                seq = event.seq
+                guard let record = StreamDispatcher.record(event, schema: info.definition.schema) else {
+                    // Stored before a rule tightened: counted, as live dispatch counts (and logs) it.
+                    metrics.unreadableEvents.increment()
+                    continue
+                }
+                if channel.predicate.evaluate(record, params, now) {
+                    found.append(EventPayload(seq: event.seq, json: event.json))
+                    if found.count == limit { break }
+                }
+            }
+        }
+        return Fetched(subscription: id, events: found, seq: max(seq, after))
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import TocsinCore
+import TocsinStore
+
+/// A WebSocket session's requests: hello, subscribe, unsubscribe, ack, and its end.
+extension Broker {
+
+    /// What a `hello` established: the session's identity and the subscriptions it resumed.
+    struct Welcome: Sendable {
+        var session: String
+        var broker: String
+        var client: String
+        var subscriptions: [SubscriptionInfo]
+        /// Subscriptions that could not resume (their channel or stream is gone), one error each.
+        var failures: [TocsinError]
+        /// The resumed subscriptions' replays, to start once the welcome is queued.
+        var replay: PendingReplay?
+    }
+
+    func hello(session: Session, client: String?) async throws(TocsinError) -> Welcome {
+        if let client, client.hasPrefix(Self.anonymousPrefix) {
+            throw TocsinError(
+                .badRequest,
+                "client ids starting with '\(Self.anonymousPrefix)' are the broker's own (their subscriptions end with the connection); choose another id")
+        }
+        let clientID = client ?? Self.anonymousPrefix + UUID().uuidString.lowercased()
+        guard session.identify(as: clientID) else {
+            throw TocsinError(.badRequest, "this connection already said hello as '\(session.client ?? "")'")
+        }
+        sessions.identified(session)
+        let records = try await storeCall("loading subscriptions") { try await store.subscriptions(client: clientID) }
+        // One read per stream, not per subscription: a client may hold thousands on one stream.
+        var streams: [String: Result<StreamInfo, TocsinError>] = [:]
+        var infos: [SubscriptionInfo] = []
+        var replays: [PendingReplay] = []
+        var failures: [TocsinError] = []
+        var takenOver: [ObjectIdentifier: (session: Session, ids: [String])] = [:]
+        infos.reserveCapacity(records.count)
+        replays.reserveCapacity(records.count)
+        for (i, record) in records.enumerated() {
+            // The loop is CPU work between store reads: let the event loop it may run on
+            // (TOCSIN_TASK_EXECUTOR=event-loops) serve its other connections now and then.
+            if i % 256 == 255 { await Task.yield() }
+            do {
+                let channel = try catalog.requireChannel(record.channel)
+                let name = channel.definition.stream
+                if streams[name] == nil {
+                    do {
+                        streams[name] = .success(try await freshStream(name))
+                    } catch {
+                        streams[name] = .failure(error)
+                    }
+                }
+                let info = try streams[name]!.get()
+                let (subscribed, replay, replaced) = try attach(
+                    session: session, record: record, channel: channel, from: .latest,
+                    acked: StreamPosition(epoch: record.epoch, seq: record.ackedSeq), info: info)
+                infos.append(subscribed)
+                replays.append(replay)
+                if let replaced { takenOver[ObjectIdentifier(replaced), default: (replaced, [])].ids.append(record.id) }
+            } catch {
+                failures.append(TocsinError(error.code, "subscription \(record.id) cannot resume: \(error.message)"))
+            }
+        }
+        for (_, old) in takenOver { tellTakenOver(old.session, ids: old.ids) }
+        return Welcome(
+            session: session.id, broker: configuration.brokerID, client: clientID, subscriptions: infos, failures: failures,
+            replay: replays.isEmpty ? nil : PendingReplay(batch: replays))
+    }
+
+    /// Another connection of the same client took these subscriptions: the old connection no
+    /// longer delivers (nor acks) them, and is told so.
+    private func tellTakenOver(_ old: Session, ids: [String]) {
+        for id in ids {
+            _ = old.removeSubscription(id)
+            old.send(.unsubscribed(id: nil, subscription: id, reason: .takenOver))
+        }
+    }
+
+    func subscribe(session: Session, channel name: String, params: [String: JSONValue], from: StartPosition) async throws(TocsinError) -> (SubscriptionInfo, PendingReplay?) {
+        guard let client = session.client else {
+            throw TocsinError(.notIdentified, "send hello before subscribe")
+        }
+        let channel = try catalog.requireChannel(name)
+        let bound = try channel.bind(params: params)
+        var boundJSON: [String: JSONValue] = [:]
+        for (p, v) in zip(channel.definition.params, bound) { boundJSON[p.name] = v.json }
+        let info = try await freshStream(channel.definition.stream)
+        let initial = StreamDispatcher.resolve(from, acked: nil, info: info)
+        let (record, created) = try await storeCall("opening the subscription") {
+            try await store.openSubscription(
+                client: client, channel: name, params: boundJSON, initial: StreamPosition(epoch: info.epoch, seq: initial.seq),
+                maxPerClient: configuration.maxSubscriptionsPerClient)
+        }
+        if !created, from == .latest, session.stream(ofSubscription: record.id) != nil {
+            // Already delivering on this connection: nothing to restart.
+            return (
+                SubscriptionInfo(
+                    subscription: record.id, channel: name, params: boundJSON, stream: info.name,
+                    position: StreamPosition(epoch: record.epoch, seq: record.ackedSeq), recovered: true), nil
+            )
+        }
+        let acked = created ? nil : StreamPosition(epoch: record.epoch, seq: record.ackedSeq)
+        let (subscribed, replay, replaced) = try attach(
+            session: session, record: record, channel: channel,
+            from: created ? .position(StreamPosition(epoch: info.epoch, seq: initial.seq)) : from, acked: acked, info: info)
+        if let replaced { tellTakenOver(replaced, ids: [record.id]) }
+        var result = subscribed
+        if created { result.recovered = initial.recovered }
+        return (result, replay)
+    }
+
+    /// Attaches a subscription to `session`; returns the session it was delivering on until
+    /// now, if another connection had it.
+    private func attach(
+        session: Session, record: SubscriptionRecord, channel: CompiledChannel, from: StartPosition, acked: StreamPosition?,
+        info: StreamInfo
+    ) throws(TocsinError) -> (SubscriptionInfo, PendingReplay, replaced: Session?) {
+        let params = try channel.bind(params: record.params)
+        let start = StreamDispatcher.resolve(from, acked: acked, info: info)
+        let subscription = LiveSubscription(id: record.id, session: session, channel: channel, params: params)
+        let dispatcher = tails.dispatcher(for: info)
+        let replaced = dispatcher.attach(subscription)
+        if subscription.isRepetitive { repetitiveTicker.attached() }
+        session.addSubscription(record.id, stream: info.name)
+        let subscribed = SubscriptionInfo(
+            subscription: record.id, channel: channel.name, params: record.params, stream: info.name,
+            position: StreamPosition(epoch: info.epoch, seq: start.seq), recovered: start.recovered)
+        let other = replaced.flatMap { $0.session !== session ? $0.session : nil }
+        return (subscribed, PendingReplay(subscription: subscription, dispatcher: dispatcher, fromSeq: start.seq), other)
+    }
+
+    func unsubscribe(session: Session, subscription id: String) async throws(TocsinError) {
+        let record = try await ownedSubscription(session: session, id: id)
+        _ = try await storeCall("deleting the subscription") { try await store.deleteSubscription(id: record.id) }
+        acks.forget(subscription: id)
+        _ = session.removeSubscription(id)
+        // Wherever it is delivering (possibly another connection of the same client), stop it.
+        if let stream = catalog.channel(record.channel)?.definition.stream, let d = tails.existing(stream),
+            let detached = d.detach(id), detached.session !== session
+        {
+            _ = detached.session.removeSubscription(id)
+            detached.session.send(.unsubscribed(id: nil, subscription: id))
+        }
+    }
+
+    func ack(session: Session, subscription id: String, seq: Int64) throws(TocsinError) {
+        guard session.client != nil else {
+            throw TocsinError(.notIdentified, "send hello before ack")
+        }
+        guard let stream = session.stream(ofSubscription: id), let info = catalog.stream(stream) else {
+            throw TocsinError(.unknownSubscription, "no subscription '\(id)' on this connection")
+        }
+        acks.record(subscription: id, position: StreamPosition(epoch: info.epoch, seq: seq))
+    }
+
+    /// Detaches every subscription of a closed session. They stay durable in the store, except
+    /// those of a client that said hello without an id: nobody can resume them, so they go.
+    func closed(session: Session) async {
+        sessions.closed(session)
+        for (id, stream) in session.subscriptions {
+            tails.existing(stream)?.detach(id, session: session)
+        }
+        session.finish()
+        if let client = session.client, client.hasPrefix(Self.anonymousPrefix) {
+            do {
+                for record in try await store.subscriptions(client: client) {
+                    _ = try await store.deleteSubscription(id: record.id)
+                    acks.forget(subscription: record.id)
+                }
+            } catch {
+                logger.warning("could not remove an anonymous client's subscriptions", metadata: ["client": "\(client)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Client ids the broker assigns to a hello without one.
+    static let anonymousPrefix = "anon-"
+
+
+    private func ownedSubscription(session: Session, id: String) async throws(TocsinError) -> SubscriptionRecord {
+        guard let client = session.client else {
+            throw TocsinError(.notIdentified, "send hello first")
+        }
+        let record = try await storeCall("loading the subscription") { try await store.subscription(id: id) }
+        guard let record, record.client == client else {
+            throw TocsinError(.unknownSubscription, "no subscription '\(id)' for client '\(client)'")
+        }
+        return record
+    }
+
+    func freshStream(_ name: String) async throws(TocsinError) -> StreamInfo {
+        guard let info = try await storeCall("reading the stream", { try await store.stream(named: name) }) else {
+            throw TocsinError(.unknownStream, "no stream named '\(name)'")
+        }
+        return info
+    }
+}
