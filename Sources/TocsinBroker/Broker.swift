@@ -76,13 +76,13 @@ public final class Broker: Service, Sendable {
                 if let watch = self.eventLoopWatch {
                     group.addTask { await watch.run() }
                 }
-                if let sqlite = self.store as? SQLiteStore {
-                    if let interval = self.configuration.storePollInterval {
-                        group.addTask { await self.runStorePoller(sqlite, interval: interval) }
-                    }
-                    group.addTask { await sqlite.runCheckpoints(every: self.configuration.checkpointInterval) }
-                    group.addTask { await self.runStoreGauges(sqlite) }
+                // Listening before the store's maintenance (which tells of changes) starts.
+                let definitionChanges = self.store.changes.definitionChanges()
+                group.addTask { await self.reloadCatalog(on: definitionChanges) }
+                for service in self.store.maintenanceServices() {
+                    group.addTask { await self.runStoreMaintenance(service) }
                 }
+                group.addTask { await self.runStoreGauges() }
                 // Ends when the task is cancelled (graceful shutdown).
                 for await dispatcher in self.newTails {
                     group.addTask { await dispatcher.runTail() }
@@ -138,8 +138,8 @@ public final class Broker: Service, Sendable {
         repetitiveAttached.continuation.yield()
     }
 
-    /// How full the database is, for `tocsin_store_used_bytes` and `tocsin_store_max_bytes`.
-    private func runStoreGauges(_ store: SQLiteStore) async {
+    /// How full the store is, for `tocsin_store_used_bytes` and `tocsin_store_max_bytes`.
+    private func runStoreGauges() async {
         while !Task.isCancelled {
             if let usage = try? await store.usage() {
                 metrics.storeUsedBytes.record(usage.usedBytes)
@@ -161,51 +161,25 @@ public final class Broker: Service, Sendable {
         }
     }
 
-    /// Another process sharing the SQLite file appends events and defines streams and channels:
-    /// wake the tails on new events every poll, and reload the catalog when definitions change.
-    ///
-    /// The poll runs on a thread of its own (a blocking sleep and one `PRAGMA data_version`):
-    /// waking an async task every 2 ms costs several times more CPU in timer and thread hops.
-    private func runStorePoller(_ store: SQLiteStore, interval: Duration) async {
-        let (catalogChanges, catalogChanged) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let stop = Atomic<Bool>(false)
-        let micros = UInt32(clamping: interval.components.seconds * 1_000_000 + interval.components.attoseconds / 1_000_000_000_000)
-        let logger = self.logger
-        Thread.detachNewThread {
-            var catalogVersion = (try? store.catalogVersion()) ?? ""
-            var lastCatalogCheck = ContinuousClock.now
-            var fileChanged = false
-            while !stop.load(ordering: .relaxed) {
-                usleep(micros)
-                do {
-                    if try store.refreshChanges() { fileChanged = true }
-                    // Definitions change rarely: look at most every 500 ms, and only if the file changed.
-                    if fileChanged, ContinuousClock.now - lastCatalogCheck >= .milliseconds(500) {
-                        lastCatalogCheck = .now
-                        let version = try store.catalogVersion()
-                        fileChanged = false
-                        if version != catalogVersion {
-                            catalogVersion = version
-                            catalogChanged.yield()
-                        }
-                    }
-                } catch {
-                    logger.warning("store poll failed", metadata: ["error": "\(error)"])
-                }
+    /// Reloads the catalog each time the store says definitions changed (another process
+    /// sharing it defined, recreated or deleted a stream or channel), until cancelled.
+    private func reloadCatalog(on changes: AsyncStream<Void>) async {
+        for await _ in changes {
+            do {
+                try await reloadCatalog()
+                logger.info("definitions changed in the shared store; catalog reloaded")
+            } catch {
+                logger.warning("could not reload the catalog", metadata: ["error": "\(error)"])
             }
-            catalogChanged.finish()
         }
-        await withTaskCancellationHandler {
-            for await _ in catalogChanges {
-                do {
-                    try await reloadCatalog()
-                    logger.info("definitions changed in the shared store; catalog reloaded")
-                } catch {
-                    logger.warning("could not reload the catalog", metadata: ["error": "\(error)"])
-                }
-            }
-        } onCancel: {
-            stop.store(true, ordering: .relaxed)
+    }
+
+    /// One of the store's maintenance services, until the broker stops.
+    private func runStoreMaintenance(_ service: any Service) async {
+        do {
+            try await service.run()
+        } catch {
+            logger.error("store maintenance failed", metadata: ["service": "\(service)", "error": "\(error)"])
         }
     }
 

@@ -210,7 +210,7 @@ final class SQLiteStoreTests {
         #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...stored))
         let usage = try await store.usage()
         #expect(usage.maxBytes == limit)
-        #expect(usage.fileBytes <= limit)
+        #expect(usage.allocatedBytes <= limit)
         #expect(usage.usedBytes > limit / 2)
         // Retention keeps 5 events; the pages it frees take new ones, and seqs go on without a gap.
         _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
@@ -220,7 +220,7 @@ final class SQLiteStoreTests {
             let next = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
             #expect(next.seqs == [stored + 1 + 2 * Int64(round), stored + 2 + 2 * Int64(round)])
         }
-        #expect(try await store.usage().fileBytes <= limit)
+        #expect(try await store.usage().allocatedBytes <= limit)
     }
 
     /// Appends queued together share a transaction; one too big for the room left must fail
@@ -283,7 +283,7 @@ final class SQLiteStoreTests {
         #expect(ring.lastSeq == 400)
         #expect(ring.firstSeq > 100, "the oldest were dropped")
         #expect(try await store.readEvents(stream: "ring", after: 0, limit: 1000).map(\.seq) == Array(ring.firstSeq...400))
-        #expect(try await store.usage().fileBytes <= limit)
+        #expect(try await store.usage().allocatedBytes <= limit)
         // The refuse stream fills what is left, then is refused: the ring's history is not its to drop.
         let bigStored = try await fill(store)
         #expect(try await store.stream(named: "big")?.lastSeq == bigStored)
@@ -365,7 +365,7 @@ final class SQLiteStoreTests {
         let stored = try await fillAndCheckpoint(maxBytes: 512 << 10)
         let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 128 << 10))
         let usage = try await store.usage()
-        #expect(usage.maxBytes == usage.fileBytes, "SQLite raised the limit to the file's size")
+        #expect(usage.maxBytes == usage.allocatedBytes, "SQLite raised the limit to the file's size")
         #expect(try #require(usage.maxBytes) > 256 << 10)
         await #expect(throws: TocsinError.storeFull(maxBytes: usage.maxBytes)) {
             _ = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
