@@ -140,7 +140,12 @@ let package = Package(
                 "TocsinClient",
             ]
         ),
-        .testTarget(name: "TocsinStoreTests", dependencies: ["TocsinStore", "TocsinCore", "TocsinTesting"]),
+        .testTarget(
+            name: "TocsinStoreTests",
+            dependencies: [
+                "TocsinStore", "TocsinCore", "TocsinTesting", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "TocsinBrokerTests",
             dependencies: [
