@@ -33,6 +33,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // The HTTP edge shared by the broker and the controller: error bodies and statuses, JSON bodies, queries.
@@ -114,6 +115,7 @@ let package = Package(
             name: "TocsinTesting",
             dependencies: [
                 "TocsinCore",
+                "TocsinStore",
                 "TocsinBroker",
                 "TocsinController",
                 "TocsinClient",
@@ -138,7 +140,12 @@ let package = Package(
                 "TocsinClient",
             ]
         ),
-        .testTarget(name: "TocsinStoreTests", dependencies: ["TocsinStore", "TocsinCore", "TocsinTesting"]),
+        .testTarget(
+            name: "TocsinStoreTests",
+            dependencies: [
+                "TocsinStore", "TocsinCore", "TocsinTesting", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .testTarget(
             name: "TocsinBrokerTests",
             dependencies: [

@@ -6,7 +6,7 @@ public import Prometheus
 public import ServiceLifecycle
 import TocsinCore
 import TocsinHTTP
-import TocsinStore
+public import TocsinStore
 
 /// A built broker process: the HTTP/WebSocket application plus the broker service.
 public struct BrokerApplication: Sendable {
@@ -15,20 +15,17 @@ public struct BrokerApplication: Sendable {
     public let service: any Service
 }
 
-/// Builds the broker with its store, HTTP API and WebSocket endpoint. `onListening` receives
-/// the bound port (useful with port 0). The executable and the tests both call this.
+/// Builds the broker on `store` (opened by the caller: `StoreConfiguration.open`), with its HTTP
+/// API and WebSocket endpoint. `onListening` receives the bound port (useful with port 0). The
+/// executable and the tests both call this. With `seedExample`, an empty store gets the example
+/// definitions first.
 ///
 /// `metrics`, when given, is served in the Prometheus text format at `GET /metrics`; the caller
 /// bootstraps swift-metrics with a factory writing to it (the executable does).
 public func buildBroker(
-    configuration: BrokerConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry? = nil,
+    configuration: BrokerConfiguration, store: any Store, logger: Logger, metrics: PrometheusCollectorRegistry? = nil,
     onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> BrokerApplication {
-    let store = try SQLiteStore(
-        configuration: .init(
-            path: configuration.databasePath, synchronousFull: configuration.durableCommits, publishKeyWindow: configuration.publishKeyWindow,
-            maxBytes: configuration.maxStoreBytes),
-        logger: logger)
     if configuration.seedExample {
         try await ExampleData.seed(store)
     }

@@ -76,7 +76,29 @@ public final class Broker: Sendable {
             repetitiveTicker,
         ]
         if let eventLoopWatch { services.append(eventLoopWatch) }
-        services += StoreMaintenance.services(for: self)
+        // Listening before the store's maintenance (which tells of other processes' changes) starts.
+        let definitionChanges = store.changes.definitionChanges()
+        services.append(ScopedService { await self.reloadCatalog(on: definitionChanges) })
+        for maintenance in store.maintenanceServices() {
+            services.append(
+                ScopedService {
+                    do {
+                        try await maintenance.run()
+                    } catch {
+                        logger.error("store maintenance failed", metadata: ["service": "\(maintenance)", "error": "\(error)"])
+                    }
+                })
+        }
+        let (store, metrics) = (self.store, self.metrics)
+        var gauges = PeriodicService(name: "store gauges", interval: configuration.storeGaugeInterval) {
+            // How full the store is, for `tocsin_store_used_bytes` and `tocsin_store_max_bytes`.
+            if let usage = try? await store.usage() {
+                metrics.storeUsedBytes.record(usage.usedBytes)
+                metrics.storeMaxBytes.record(usage.maxBytes ?? 0)
+            }
+        }
+        gauges.atStart = true
+        services.append(gauges)
         return services
     }
 
@@ -89,6 +111,19 @@ public final class Broker: Sendable {
             logger.error(
                 "a stored channel no longer compiles against its stream; it is skipped (redefine or delete it), everything else serves",
                 metadata: ["channel": "\(definition.name)", "stream": "\(definition.stream)", "error": "\(error.message)"])
+        }
+    }
+
+    /// Reloads the catalog each time the store says definitions changed (another process
+    /// sharing it defined, recreated or deleted a stream or channel), until cancelled.
+    private func reloadCatalog(on changes: AsyncStream<Void>) async {
+        for await _ in changes {
+            do {
+                try await reloadCatalog()
+                logger.info("definitions changed in the shared store; catalog reloaded")
+            } catch {
+                logger.warning("could not reload the catalog", metadata: ["error": "\(error)"])
+            }
         }
     }
 

@@ -2,20 +2,14 @@ public import TocsinCore
 public import TocsinHTTP
 
 /// Everything a broker needs to know, with defaults for the embedded `tocsin serve`.
-/// Filled at the edge from flags and environment; tests build it directly.
+/// Filled at the edge from flags and environment; tests build it directly. The store is
+/// configured apart (`StoreConfiguration`) and handed to `buildBroker` open.
 public struct BrokerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// 0 picks a free port; read it back from `onListening`.
     public var port = 7400
     /// The broker's id, reported in `welcome`.
     public var brokerID = "broker-1"
-    /// The SQLite file, under the data directory by default.
-    public var databasePath = "./tocsin-data/tocsin.sqlite"
-    /// FULL synchronous SQLite commits (survive power loss); false means NORMAL (survive process crashes).
-    public var durableCommits = true
-    /// The most bytes the SQLite database may hold; past it publishes (and other writes that
-    /// need room) fail with `store_full` until retention frees space. nil: only the disk limits it.
-    public var maxStoreBytes: Int64? = nil
     /// Create the example `emergencies` stream and its channels in an empty store.
     public var seedExample = true
 
@@ -34,9 +28,6 @@ public struct BrokerConfiguration: Sendable {
     /// The same limit for the whole broker, across connections: past it, readers wait their
     /// turn until commits free enough (`PublishBudget`).
     public var maxPipelinedPublishBytesTotal = 256 << 20
-    /// How long the store remembers a publish key (`PublishKey`): a publish repeated with its
-    /// key within this time is not stored again.
-    public var publishKeyWindow: Duration = .seconds(120)
     /// Bytes a WebSocket connection may have pending (queued notifications plus what its socket
     /// has not taken yet) before it counts as a slow consumer: it gets `slow_consumer` and a 1008
     /// close, and resumes from its acknowledged position when it reconnects. Replays wait for
@@ -58,18 +49,12 @@ public struct BrokerConfiguration: Sendable {
     /// about 3 MB and a takeover of them all well under a second; nil: no limit.
     public var maxSubscriptionsPerClient: Int? = 10_000
 
-    /// How often the SQLite store's write-ahead log is checkpointed, beside the writer rather
-    /// than inside a commit (see `SQLiteStore.runCheckpoints`).
-    public var checkpointInterval: Duration = .milliseconds(250)
-
     /// How often acknowledged cursors are written to the store.
     public var ackFlushInterval: Duration = .milliseconds(200)
     /// How often retention is enforced.
     public var retentionInterval: Duration = .seconds(30)
     /// How often the store's size is measured for its gauges.
     public var storeGaugeInterval: Duration = .seconds(5)
-    /// How often to look for appends by other processes sharing the store; nil if none do.
-    public var storePollInterval: Duration? = nil
 
     /// How often each event loop is probed (`EventLoopWatch`), and how late a probe may run
     /// before the loop counts as blocked.

@@ -27,6 +27,19 @@ struct PeriodicService: Service {
     }
 }
 
+/// A loop that runs until its task is cancelled, as a service that stops at graceful shutdown.
+struct ScopedService: Service {
+    let body: @Sendable () async -> Void
+
+    init(_ body: @escaping @Sendable () async -> Void) {
+        self.body = body
+    }
+
+    func run() async {
+        await cancelWhenGracefulShutdown { await body() }
+    }
+}
+
 /// Persists acknowledged positions in one transaction per interval (`AckTracker` collects them).
 final class AckFlusher: Sendable {
     let acks: AckTracker

@@ -12,6 +12,10 @@ import Synchronization
 /// on the committing thread, before any waiter is looked at. A waiter that waits on a `Cursor`
 /// its consumer moves forward is then not woken for events that were already taken care of,
 /// which saves a thread wake-up per commit.
+///
+/// The feed also says when stream or channel definitions changed (`definitionChanges`): a store
+/// whose definitions other processes may change calls `definitionsChanged` when it notices, and
+/// the broker reloads its catalog.
 public final class ChangeFeed: Sendable {
     /// A seq its owner moves forward (the last event it has handled). A waiter on a cursor
     /// wakes when the stream is beyond the cursor's value at the time of the change.
@@ -56,6 +60,7 @@ public final class ChangeFeed: Sendable {
     private struct State {
         var streams: [String: StreamState] = [:]
         var nextWaiter = 0
+        var definitionListeners: [Int: AsyncStream<Void>.Continuation] = [:]
     }
 
     private let state = Mutex(State())
@@ -124,6 +129,26 @@ public final class ChangeFeed: Sendable {
             return wake
         }
         for c in woken { c.resume() }
+    }
+
+    /// Stream or channel definitions changed: tells every `definitionChanges` sequence.
+    public func definitionsChanged() {
+        for listener in state.withLock({ Array($0.definitionListeners.values) }) { listener.yield() }
+    }
+
+    /// One element each time definitions change from now on (changes that come faster than
+    /// they are taken count as one), until the iterating task is cancelled.
+    public func definitionChanges() -> AsyncStream<Void> {
+        let (changes, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            state.definitionListeners[state.nextWaiter] = continuation
+            return state.nextWaiter
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.definitionListeners.removeValue(forKey: id) }
+        }
+        return changes
     }
 
     public func lastSeq(of stream: String) -> Int64 {

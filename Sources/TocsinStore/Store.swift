@@ -1,3 +1,4 @@
+public import ServiceLifecycle
 public import TocsinCore
 
 /// A stream as stored: its definition, the current epoch and the range of retained seqs.
@@ -68,6 +69,22 @@ extension Store {
     }
 }
 
+/// How much room a store takes and may take (`tocsin_store_used_bytes`, `tocsin_store_max_bytes`).
+public struct StoreUsage: Sendable, Equatable {
+    /// Bytes holding data.
+    public var usedBytes: Int64
+    /// Bytes the store has taken, used or free for reuse (SQLite: the database file's pages).
+    public var allocatedBytes: Int64
+    /// The most the store may take, if limited: past it, writes that need room fail with `store_full`.
+    public var maxBytes: Int64?
+
+    public init(usedBytes: Int64, allocatedBytes: Int64, maxBytes: Int64?) {
+        self.usedBytes = usedBytes
+        self.allocatedBytes = allocatedBytes
+        self.maxBytes = maxBytes
+    }
+}
+
 /// What the store did with `putStream`.
 public enum PutOutcome: Sendable, Hashable {
     case created
@@ -77,7 +94,10 @@ public enum PutOutcome: Sendable, Hashable {
     case recreated
 }
 
-/// The source of truth (design.md, "store"). SQLite is the embedded default.
+/// The source of truth (design.md, "store"), and all the broker knows of it: the broker and
+/// its builder take `any Store`, and `StoreConfiguration` picks one at the edge. SQLite is the
+/// embedded default. Every store passes the conformance suite (Tests/TocsinStoreTests,
+/// `StoreConformanceTests`).
 public protocol Store: Sendable {
     func putStream(_ definition: StreamDefinition, recreate: Bool) async throws -> (StreamInfo, PutOutcome)
     func streams() async throws -> [StreamInfo]
@@ -121,6 +141,16 @@ public protocol Store: Sendable {
     /// Deletes events outside their stream's retention. Returns how many were deleted.
     func enforceRetention(nowMillis: Int64) async throws -> Int
 
-    /// Wakes tails when streams grow (in-process and, by polling, from other processes).
+    /// How much room the store takes, for the broker's gauges.
+    func usage() async throws -> StoreUsage
+
+    /// Wakes tails when streams grow, and says when definitions change: at once for this
+    /// process's appends, and, through the maintenance services, for what other processes
+    /// sharing the store commit.
     var changes: ChangeFeed { get }
+
+    /// The background work the store needs while a broker runs on it (for SQLite: checkpoints,
+    /// and the poller that feeds `changes` with other processes' commits), as services that run
+    /// until cancelled or graceful shutdown. Each call makes new ones.
+    func maintenanceServices() -> [any Service]
 }

@@ -4,8 +4,9 @@ import ServiceLifecycle
 public import TocsinBroker
 import TocsinClient
 import TocsinCore
+public import TocsinStore
 
-/// A broker running in this process on a free port with a fresh SQLite file.
+/// A broker running in this process on a free port, on a fresh store (an SQLite file in its directory).
 public struct TestBroker: Sendable {
     public let port: Int
     public let broker: Broker
@@ -15,9 +16,11 @@ public struct TestBroker: Sendable {
     public var webSocketURL: String { "ws://127.0.0.1:\(port)/v1/ws" }
 
     /// Starts a broker, runs `body`, then shuts the broker down gracefully. A directory it
-    /// made itself (none given) is removed afterwards.
+    /// made itself (none given) is removed afterwards. `store` says which store to open in the
+    /// directory.
     public static func with<T: Sendable>(
         directory: String? = nil,
+        store: (_ directory: String) -> StoreConfiguration = { StoreConfiguration.testing(in: $0) },
         _ configure: (inout BrokerConfiguration) -> Void = { _ in },
         _ body: @Sendable (TestBroker) async throws -> T
     ) async throws -> T {
@@ -26,19 +29,25 @@ public struct TestBroker: Sendable {
         let directory = directory ?? made!
         var configuration = BrokerConfiguration()
         configuration.port = 0
-        configuration.databasePath = directory + "/tocsin.sqlite"
-        configuration.durableCommits = false
         configuration.ackFlushInterval = .milliseconds(20)
         configure(&configuration)
         var logger = Logger(label: "test-broker")
         logger.logLevel = .warning
         let (ports, portsContinuation) = AsyncStream.makeStream(of: Int.self)
-        let app = try await buildBroker(configuration: configuration, logger: logger) { port in
+        let opened = try await store(directory).open(logger: logger)
+        let app = try await buildBroker(configuration: configuration, store: opened, logger: logger) { port in
             portsContinuation.yield(port)
         }
         return try await runService(app.service, logger: logger, ports: ports) { port in
             try await body(TestBroker(port: port, broker: app.broker, directory: directory))
         }
+    }
+}
+
+extension StoreConfiguration {
+    /// The store tests run brokers on: `tocsin.sqlite` in `directory`, commits not synced.
+    public static func testing(in directory: String, maxBytes: Int64? = nil) -> StoreConfiguration {
+        .sqlite(.init(path: directory + "/tocsin.sqlite", synchronousFull: false, maxBytes: maxBytes))
     }
 }
 

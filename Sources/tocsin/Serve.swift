@@ -5,6 +5,7 @@ import Prometheus
 import ServiceLifecycle
 import TocsinBroker
 import TocsinCore
+import TocsinStore
 
 /// The options every broker process takes (`serve` and `broker`).
 struct BrokerOptions: ParsableArguments {
@@ -117,10 +118,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.host = host
         configuration.port = port
         configuration.brokerID = brokerID
-        configuration.databasePath = dataDirectory + "/tocsin.sqlite"
         configuration.seedExample = !empty
-        configuration.durableCommits = !noFsync
-        configuration.maxStoreBytes = maxStoreBytes
         // `validate` has checked the ranges.
         configuration.http.headTimeout = (try? seconds(headTimeout, flag: "", range: 0.1...3600)) ?? .seconds(10)
         configuration.http.bodyTimeout = (try? seconds(bodyTimeout, flag: "", range: 0.1...3600)) ?? .seconds(30)
@@ -132,9 +130,17 @@ struct BrokerOptions: ParsableArguments {
         return configuration
     }
 
+    /// The store: the SQLite file in the data directory. `pollInterval`: how often to look for
+    /// what other brokers sharing it commit (nil: none do).
+    func store(pollInterval: Duration? = nil) -> StoreConfiguration {
+        .sqlite(
+            SQLiteStore.Configuration(
+                path: dataDirectory + "/tocsin.sqlite", synchronousFull: !noFsync, maxBytes: maxStoreBytes, pollInterval: pollInterval))
+    }
+
     /// Builds and runs the broker until SIGINT/SIGTERM; prints one line on stdout when listening
     /// (scripts and tests read the port from it).
-    func run(_ configuration: BrokerConfiguration, role: String) async throws {
+    func run(_ configuration: BrokerConfiguration, store: StoreConfiguration, role: String) async throws {
         let logger = try bootstrapLogging(level: logLevel)
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -144,7 +150,8 @@ struct BrokerOptions: ParsableArguments {
         MetricsSystem.bootstrap(factory)
         let host = self.host
         let dataDirectory = self.dataDirectory
-        let app = try await buildBroker(configuration: configuration, logger: logger, metrics: registry) { port in
+        let store = try await store.open(logger: logger)
+        let app = try await buildBroker(configuration: configuration, store: store, logger: logger, metrics: registry) { port in
             print("tocsin\(role.isEmpty ? "" : " " + role) listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
             fflushStdout()
         }
@@ -182,7 +189,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var options: BrokerOptions
 
     func run() async throws {
-        try await options.run(options.configuration, role: "")
+        try await options.run(options.configuration, store: options.store(), role: "")
     }
 }
 
@@ -248,7 +255,6 @@ struct BrokerCommand: AsyncParsableCommand {
         cluster.capacity = capacity
         cluster.drainTimeout = try seconds(drainTimeout, flag: "--drain-timeout", range: 0...3600)
         configuration.cluster = cluster
-        configuration.storePollInterval = .milliseconds(pollMilliseconds)
-        try await options.run(configuration, role: "broker \(options.brokerID)")
+        try await options.run(configuration, store: options.store(pollInterval: .milliseconds(pollMilliseconds)), role: "broker \(options.brokerID)")
     }
 }

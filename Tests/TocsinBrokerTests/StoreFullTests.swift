@@ -3,7 +3,7 @@ import TocsinClient
 import TocsinCore
 import TocsinTesting
 
-/// A broker whose store reaches its size limit (`maxStoreBytes`, SQLite's `max_page_count`:
+/// A broker whose store reaches its size limit (`maxBytes`, SQLite's `max_page_count`:
 /// the same `SQLITE_FULL` a full disk gives).
 @Suite(.timeLimit(.minutes(1)))
 struct StoreFullTests {
@@ -14,8 +14,7 @@ struct StoreFullTests {
     }
 
     @Test func aFullStoreRefusesPublishesWithStoreFullAndRecoversWhenRetentionFreesSpace() async throws {
-        try await TestBroker.with({
-            $0.maxStoreBytes = 512 << 10
+        try await TestBroker.with(store: { .testing(in: $0, maxBytes: 512 << 10) }, {
             $0.retentionInterval = .seconds(3600)  // retention runs when the test says
         }) { broker in
             // Keep 10 events per stream once retention runs.
@@ -82,7 +81,7 @@ struct StoreFullTests {
     /// Over the HTTP API: a stream defined with `whenFull: dropOldest` takes every publish into a
     /// full store; one with a bad policy is refused.
     @Test func aStreamThatDropsItsOldestTakesEveryPublish() async throws {
-        try await TestBroker.with({ $0.maxStoreBytes = 512 << 10 }) { broker in
+        try await TestBroker.with(store: { .testing(in: $0, maxBytes: 512 << 10) }) { broker in
             let base = broker.httpURL + "/v1/streams/ticker"
             let fields: JSONValue = [["name": "text", "type": "string"]]
             let bad = try await HTTPCall.send(.PUT, base, rawBody: #"{"fields":[{"name":"text","type":"string"}],"retention":{"whenFull":"oldest"}}"#)

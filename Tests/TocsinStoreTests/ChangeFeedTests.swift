@@ -132,4 +132,26 @@ struct ChangeFeedTests {
         #expect(await iterator.next() == 2)
         await waiter.value
     }
+
+    /// Every listener hears that definitions changed, each time; a listener that is gone is forgotten.
+    @Test func definitionChangesReachEveryListener() async {
+        let feed = ChangeFeed()
+        feed.definitionsChanged()  // before anyone listens: nobody hears it
+        var first = feed.definitionChanges().makeAsyncIterator()
+        var second = feed.definitionChanges().makeAsyncIterator()
+        do {
+            _ = feed.definitionChanges()  // dropped at once
+        }
+        feed.definitionsChanged()
+        feed.definitionsChanged()
+        #expect(await first.next() != nil)
+        #expect(await second.next() != nil)
+        // And hears the next change.
+        let next = Task {
+            var iterator = first
+            return await iterator.next() != nil
+        }
+        feed.definitionsChanged()
+        #expect(await next.value)
+    }
 }

@@ -1,10 +1,14 @@
 import Foundation
+import ServiceLifecycle
 import Synchronization
 import Testing
 import TocsinCore
 import TocsinTesting
 @testable import TocsinStore
 
+/// What only the SQLite store has: its file, its writer lock, its size limit in pages, its
+/// checkpoints, and the poller that follows other processes sharing the file. Everything any
+/// store must do is in `StoreConformanceTests`, which runs on SQLite too.
 @Suite(.timeLimit(.minutes(1)))
 final class SQLiteStoreTests {
     let directory = NSTemporaryDirectory() + "tocsin-store-\(UUID().uuidString)"
@@ -16,103 +20,20 @@ final class SQLiteStoreTests {
         try SQLiteStore(configuration: .init(path: path, synchronousFull: false))
     }
 
-    static let stream = try! StreamDefinition(
-        name: "s", json: ["fields": [["name": "n", "type": "int"]], "retention": ["maxEvents": 5]])
+    static let stream = Fixtures.stream
+    static let big = Fixtures.big
+    static let unbounded = Fixtures.unbounded
+    static func text(_ bytes: Int) -> String { Fixtures.text(bytes) }
+    func fill(_ store: SQLiteStore) async throws -> Int64 { try await Fixtures.fill(store) }
 
-    @Test func putStreamIsIdempotentAndGuardsTheSchema() async throws {
-        let store = try open()
-        let (created, outcome) = try await store.putStream(Self.stream, recreate: false)
-        #expect(outcome == .created)
-        let (same, again) = try await store.putStream(Self.stream, recreate: false)
-        #expect(again == .unchanged)
-        #expect(same.epoch == created.epoch)
-        var changed = Self.stream
-        changed.schema = try StreamSchema(fields: [FieldSpec(name: "m", type: .string)])
-        await #expect(throws: TocsinError.self) { _ = try await store.putStream(changed, recreate: false) }
-        _ = try await store.append(stream: "s", events: [#"{"n":1}"#])
-        let (recreated, how) = try await store.putStream(changed, recreate: true)
-        #expect(how == .recreated)
-        #expect(recreated.epoch != created.epoch)
-        #expect(recreated.lastSeq == 0)
-        #expect(try await store.readEvents(stream: "s", after: 0, limit: 10).isEmpty)
-    }
-
-    @Test func concurrentAppendsGetGaplessSeqsAndAreGroupCommitted() async throws {
-        let store = try open()
-        _ = try await store.putStream(Self.stream, recreate: false)
-        let results = try await withThrowingTaskGroup(of: [Int64].self) { group in
-            for p in 0..<16 {
-                group.addTask {
-                    var seqs: [Int64] = []
-                    for i in 0..<50 {
-                        let s = try await store.append(stream: "s", events: [#"{"n":\#(p * 1000 + i)}"#, #"{"n":-1}"#]).seqs
-                        #expect(s.count == 2 && s[1] == s[0] + 1, "a batch's seqs are consecutive")
-                        seqs += s
-                    }
-                    return seqs
-                }
-            }
-            var all: [[Int64]] = []
-            for try await r in group { all.append(r) }
-            return all
-        }
-        for seqs in results { #expect(seqs == seqs.sorted(), "one publisher's seqs increase") }
-        let all = results.flatMap { $0 }.sorted()
-        #expect(all == Array(1...1600))
-        let events = try await store.readEvents(stream: "s", after: 0, limit: 10_000)
-        #expect(events.map(\.seq) == Array(1...1600))
-        #expect(store.changes.lastSeq(of: "s") == 1600)
-    }
-
-    @Test func appendToAMissingStreamFailsAlone() async throws {
-        let store = try open()
-        _ = try await store.putStream(Self.stream, recreate: false)
-        async let good = store.append(stream: "s", events: [#"{"n":1}"#])
-        async let bad = Result(catching: { try await store.append(stream: "missing", events: [#"{"n":1}"#]) })
-        #expect(try await good.seqs == [1])
-        let failure = await bad
-        #expect(throws: TocsinError.self) { _ = try failure.get() }
-    }
-
-    @Test func appendsWithoutWaitingCompleteInTheOrderMade() async throws {
-        let store = try open()
-        _ = try await store.putStream(Self.stream, recreate: false)
-        // 200 appends queued from one task without waiting (they share commits); every 10th
-        // names a stream that does not exist and fails alone, in its place.
-        let outcomes = Mutex<[(index: Int, seqs: [Int64]?)]>([])
-        let done = Mutex<CheckedContinuation<Void, Never>?>(nil)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            done.withLock { $0 = continuation }
-            for i in 0..<200 {
-                store.append(stream: i % 10 == 9 ? "missing" : "s", events: [#"{"n":\#(i)}"#], key: nil) { result in
-                    let count = outcomes.withLock { o in
-                        o.append((i, try? result.get().seqs))
-                        return o.count
-                    }
-                    if count == 200 { done.withLock { $0 }?.resume() }
-                }
-            }
-        }
-        let got = outcomes.withLock { $0 }
-        #expect(got.map(\.index) == Array(0..<200), "completions come in the order the appends were made")
-        #expect(got.filter { $0.seqs == nil }.map(\.index) == Array(stride(from: 9, to: 200, by: 10)))
-        #expect(got.compactMap(\.seqs).flatMap { $0 } == Array(1...180))
-        #expect(try await store.readEvents(stream: "s", after: 0, limit: 500).map(\.seq) == Array(1...180))
-    }
-
-    @Test func anAppendWithAStoredKeyStoresNothingAndGetsTheFirstSeqs() async throws {
+    /// Appends with one key queued together behind a held writer share one transaction: exactly
+    /// one is stored. (The rest of publish keys: `StoreConformanceTests`.)
+    @Test func appendsWithOneKeyInOneTransactionStoreOne() async throws {
         let store = try open()
         _ = try await store.putStream(Self.stream, recreate: false)
         let other = try StreamDefinition(name: "t", json: ["fields": [["name": "n", "type": "int"]]])
         _ = try await store.putStream(other, recreate: false)
-        let first = try await store.append(stream: "s", events: [#"{"n":1}"#, #"{"n":2}"#], key: "k1")
-        #expect(first == Appended(epoch: first.epoch, seqs: [1, 2], duplicate: false))
-        let again = try await store.append(stream: "s", events: [#"{"n":99}"#], key: "k1")
-        #expect(again == Appended(epoch: first.epoch, seqs: [1, 2], duplicate: true), "the first publish's seqs, whatever the second carries")
-        #expect(try await store.append(stream: "t", events: [#"{"n":1}"#], key: "k1").duplicate == false, "keys are per stream")
-        #expect(try await store.append(stream: "s", events: [#"{"n":3}"#]).seqs == [3], "no key: always stored")
-        #expect(try await store.readEvents(stream: "s", after: 0, limit: 10).map(\.json) == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#])
-        #expect(store.changes.lastSeq(of: "s") == 3, "a duplicate tells the feed nothing")
+        let first = try await store.append(stream: "s", events: [#"{"n":1}"#, #"{"n":2}"#, #"{"n":3}"#], key: "k1")
 
         // Queued together behind a held writer, so they share one transaction: exactly one is stored.
         let gate = DispatchSemaphore(value: 0)
@@ -136,91 +57,16 @@ final class SQLiteStoreTests {
         #expect(store.commitCount == commits + 2, "the one taken first, then both together")
         #expect(ra == Appended(epoch: first.epoch, seqs: [4]) && rb == Appended(epoch: first.epoch, seqs: [4], duplicate: true))
         #expect(try await store.readEvents(stream: "s", after: 3, limit: 10).map(\.json) == [#"{"n":4}"#])
-
-        // Survives reopening the store (it is in the database, not in memory).
-        let reopened = try open()
-        #expect(try await reopened.append(stream: "s", events: [#"{"n":6}"#], key: "k1").duplicate)
-
-        // A recreated stream forgets its keys with its events.
-        _ = try await reopened.putStream(Self.stream, recreate: true)
-        #expect(try await reopened.append(stream: "s", events: [#"{"n":7}"#], key: "k1") == Appended(epoch: try #require(await reopened.stream(named: "s")).epoch, seqs: [1]))
     }
 
-    @Test func publishKeysAreForgottenAfterTheWindow() async throws {
+    @Test func retentionDeletesPublishKeysPastTheWindow() async throws {
         let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, publishKeyWindow: .milliseconds(300)))
         _ = try await store.putStream(Self.stream, recreate: false)
-        let stored = TimeFormat.nowMillis()
         #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").seqs == [1])
-        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").duplicate)
-        try await TocsinTesting.waitUntil("the key's window has passed") { TimeFormat.nowMillis() > stored + 400 }
-        // Checked by age at append: stored again, and remembered again.
-        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k") == Appended(epoch: try #require(await store.stream(named: "s")).epoch, seqs: [2]))
-        #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").duplicate)
+        #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM publish_keys") } == 1)
         // Retention deletes the rows of keys past the window.
         _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis() + 1_000)
         #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM publish_keys") } == 0)
-    }
-
-    @Test func subscriptionsAreDurableAndAcksOnlyMoveForward() async throws {
-        do {
-            let store = try open()
-            let (info, _) = try await store.putStream(Self.stream, recreate: false)
-            let start = StreamPosition(epoch: info.epoch, seq: 0)
-            let (a, created) = try await store.openSubscription(client: "c", channel: "ch", params: ["k": 1], initial: start)
-            #expect(created)
-            let (b, createdAgain) = try await store.openSubscription(client: "c", channel: "ch", params: ["k": 1], initial: start)
-            #expect(!createdAgain)
-            #expect(a.id == b.id)
-            try await store.saveAcks([a.id: StreamPosition(epoch: info.epoch, seq: 7)])
-            try await store.saveAcks([a.id: StreamPosition(epoch: info.epoch, seq: 3)])
-        }
-        // Reopen: everything is still there.
-        let store = try open()
-        let subs = try await store.subscriptions(client: "c")
-        #expect(subs.count == 1)
-        #expect(subs[0].ackedSeq == 7)
-        #expect(subs[0].params == ["k": 1])
-        #expect(try await store.deleteSubscription(id: subs[0].id))
-        #expect(try await store.subscriptions(client: "c").isEmpty)
-    }
-
-    static let big = try! StreamDefinition(
-        name: "big", json: ["fields": [["name": "text", "type": "string"]], "retention": ["maxEvents": 5]])
-    static func text(_ bytes: Int) -> String { #"{"text":"\#(String(repeating: "x", count: bytes))"}"# }
-
-    @Test func aFullStoreRefusesAnAppendWholeAndReusesWhatRetentionFrees() async throws {
-        let limit: Int64 = 256 << 10
-        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: limit))
-        _ = try await store.putStream(Self.big, recreate: false)
-        var stored: Int64 = 0
-        var refusal: TocsinError?
-        for _ in 0..<200 {
-            do {
-                stored = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)]).seqs.last!
-            } catch let error as TocsinError {
-                refusal = error
-                break
-            }
-        }
-        #expect(refusal?.code == .storeFull)
-        #expect(refusal?.message.contains("\(limit) bytes") == true)
-        #expect(stored > 10, "the limit, not something else, stopped it")
-        // Nothing of the refused append is stored, not even its first event.
-        #expect(try await store.stream(named: "big")?.lastSeq == stored)
-        #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...stored))
-        let usage = try await store.usage()
-        #expect(usage.maxBytes == limit)
-        #expect(usage.fileBytes <= limit)
-        #expect(usage.usedBytes > limit / 2)
-        // Retention keeps 5 events; the pages it frees take new ones, and seqs go on without a gap.
-        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
-        let freed = try await store.usage()
-        #expect(freed.usedBytes < usage.usedBytes / 2, "\(freed) after \(usage)")
-        for round in 0..<3 {
-            let next = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
-            #expect(next.seqs == [stored + 1 + 2 * Int64(round), stored + 2 + 2 * Int64(round)])
-        }
-        #expect(try await store.usage().fileBytes <= limit)
     }
 
     /// Appends queued together share a transaction; one too big for the room left must fail
@@ -265,74 +111,6 @@ final class SQLiteStoreTests {
         #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...501))
     }
 
-    static let ring = try! StreamDefinition(
-        name: "ring", json: ["fields": [["name": "text", "type": "string"]], "retention": ["whenFull": "dropOldest"]])
-
-    /// A stream set to `whenFull: dropOldest` keeps taking publishes in a full store, dropping its
-    /// oldest events; a `refuse` stream beside it is refused, and gets room only from its own retention.
-    @Test func aDropOldestStreamMakesRoomFromItsOwnHistoryAndOnlyThere() async throws {
-        let limit: Int64 = 256 << 10
-        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: limit))
-        _ = try await store.putStream(Self.ring, recreate: false)
-        _ = try await store.putStream(Self.big, recreate: false)
-        // Six times what the store holds, all accepted, in order, without a gap.
-        var seqs: [Int64] = []
-        for _ in 0..<200 { seqs += try await store.append(stream: "ring", events: [Self.text(4000), Self.text(4000)]).seqs }
-        #expect(seqs == Array(1...400))
-        let ring = try #require(try await store.stream(named: "ring"))
-        #expect(ring.lastSeq == 400)
-        #expect(ring.firstSeq > 100, "the oldest were dropped")
-        #expect(try await store.readEvents(stream: "ring", after: 0, limit: 1000).map(\.seq) == Array(ring.firstSeq...400))
-        #expect(try await store.usage().fileBytes <= limit)
-        // The refuse stream fills what is left, then is refused: the ring's history is not its to drop.
-        let bigStored = try await fill(store)
-        #expect(try await store.stream(named: "big")?.lastSeq == bigStored)
-        #expect(try await store.stream(named: "ring")?.firstSeq == ring.firstSeq, "big's publishes dropped nothing of ring")
-        // The ring still takes what big was just refused, making room from its own history.
-        #expect(try await store.append(stream: "ring", events: [Self.text(4000), Self.text(4000)]).seqs == [401, 402])
-        #expect(try #require(try await store.stream(named: "ring")).firstSeq > ring.firstSeq)
-    }
-
-    /// Making room and storing are one transaction: a publish that does not fit even after the
-    /// drops is refused with the stream's history intact.
-    @Test func aPublishThatCannotFitEvenAfterDroppingDropsNothing() async throws {
-        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
-        _ = try await store.putStream(Self.ring, recreate: false)
-        _ = try await store.putStream(Self.big, recreate: false)
-        _ = try await store.append(stream: "ring", events: Array(repeating: Self.text(100), count: 5))
-        _ = try await fill(store)
-        await #expect(throws: TocsinError.storeFull(maxBytes: 256 << 10)) {
-            _ = try await store.append(stream: "ring", events: Array(repeating: Self.text(4000), count: 80))
-        }
-        #expect(try await store.readEvents(stream: "ring", after: 0, limit: 100).map(\.seq) == Array(1...5))
-        #expect(try await store.stream(named: "ring")?.firstSeq == 1)
-    }
-
-    @Test func aDropOldestStreamWithNothingToDropIsRefused() async throws {
-        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
-        _ = try await store.putStream(Self.ring, recreate: false)
-        _ = try await store.putStream(Self.big, recreate: false)
-        _ = try await fill(store)
-        let error = await #expect(throws: TocsinError.self) {
-            _ = try await store.append(stream: "ring", events: [Self.text(4000), Self.text(4000)])
-        }
-        #expect(error?.code == .storeFull)
-        #expect(try await store.stream(named: "ring")?.lastSeq == 0)
-    }
-
-    /// Appends two 4 KB events at a time until the store refuses them; returns the last seq stored.
-    func fill(_ store: SQLiteStore) async throws -> Int64 {
-        var stored: Int64 = 0
-        for _ in 0..<1000 {
-            do {
-                stored = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)]).seqs.last!
-            } catch let error as TocsinError where error.code == .storeFull {
-                return stored
-            }
-        }
-        throw TestFailure("the store never filled")
-    }
-
     /// A store at `path` with the `big` stream, filled, its write-ahead log checkpointed and
     /// emptied (as a clean shutdown leaves it, when GRDB's switch to WAL writes to the file).
     /// Returns the last seq stored.
@@ -365,7 +143,7 @@ final class SQLiteStoreTests {
         let stored = try await fillAndCheckpoint(maxBytes: 512 << 10)
         let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 128 << 10))
         let usage = try await store.usage()
-        #expect(usage.maxBytes == usage.fileBytes, "SQLite raised the limit to the file's size")
+        #expect(usage.maxBytes == usage.allocatedBytes, "SQLite raised the limit to the file's size")
         #expect(try #require(usage.maxBytes) > 256 << 10)
         await #expect(throws: TocsinError.storeFull(maxBytes: usage.maxBytes)) {
             _ = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
@@ -390,18 +168,6 @@ final class SQLiteStoreTests {
         holding.wait()
         #expect(try await store.append(stream: "s", events: [#"{"n":1}"#]).seqs == [1])
         #expect(store.slowCommitCount == before + 1)
-    }
-
-    @Test func retentionKeepsTheNewestEvents() async throws {
-        let store = try open()
-        _ = try await store.putStream(Self.stream, recreate: false)
-        for i in 0..<12 { _ = try await store.append(stream: "s", events: [#"{"n":\#(i)}"#]) }
-        let deleted = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
-        #expect(deleted == 7)
-        let info = try #require(try await store.stream(named: "s"))
-        #expect(info.firstSeq == 8)
-        #expect(info.lastSeq == 12)
-        #expect(try await store.readEvents(stream: "s", after: 0, limit: 100).map(\.seq) == Array(8...12))
     }
 
     @Test func backgroundCheckpointsKeepTheLogBoundedAndHandBackWhenStopped() async throws {
@@ -430,8 +196,6 @@ final class SQLiteStoreTests {
         }
     }
 
-    static let unbounded = try! StreamDefinition(name: "u", json: ["fields": [["name": "n", "type": "int"]]])
-
     /// Polls `condition` until it holds, for at most 10 s.
     func waitUntil(_ condition: () async throws -> Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(10)
@@ -441,18 +205,53 @@ final class SQLiteStoreTests {
         }
     }
 
-    @Test func changeFeedWakesWaiters() async throws {
-        let store = try open()
-        _ = try await store.putStream(Self.stream, recreate: false)
-        async let woke: Void = store.changes.wait(stream: "s", after: 0)
-        _ = try await store.append(stream: "s", events: [#"{"n":1}"#])
-        await woke
-        #expect(store.changes.lastSeq(of: "s") == 1)
+    /// Its maintenance: checkpoints always, the poller only when other processes share the file.
+    @Test func maintenanceIsCheckpointsAndThePollerWhenAskedFor() throws {
+        #expect(try open().maintenanceServices().map { "\($0)" } == ["sqlite checkpoints"])
+        let polling = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, pollInterval: .milliseconds(2)))
+        #expect(polling.maintenanceServices().map { "\($0)" } == ["sqlite checkpoints", "sqlite poller"])
     }
-}
 
-extension Result where Failure == any Error {
-    init(catching body: () async throws -> Success) async {
-        do { self = .success(try await body()) } catch { self = .failure(error) }
+    /// Two stores on one file, as two brokers of one host: the polling one's change feed learns
+    /// of the other's appends (its tails wake) and of its new definitions (its broker reloads).
+    @Test func thePollerFollowsAnotherProcessSharingTheFile() async throws {
+        let other = try open()
+        _ = try await other.putStream(Self.stream, recreate: false)
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, pollInterval: .milliseconds(2)))
+        let definitionChanges = store.changes.definitionChanges()
+        let group = ServiceGroup(configuration: .init(services: store.maintenanceServices(), logger: .init(label: "test")))
+        let running = Task { try await group.run() }
+        async let woke: Void = store.changes.wait(stream: "s", after: 0)
+        let appended = try await other.append(stream: "s", events: [#"{"n":1}"#, #"{"n":2}"#])
+        await woke
+        #expect(store.changes.lastSeq(of: "s") == 2)
+        #expect(store.changes.epoch(of: "s") == appended.epoch)
+        // Events alone change no definition; a new channel does.
+        var changes = definitionChanges.makeAsyncIterator()
+        _ = try await other.putChannel(ChannelDefinition(name: "all", stream: "s", params: [], whereClause: "true"))
+        #expect(await changes.next() != nil)
+        await group.triggerGracefulShutdown()
+        try await running.value
+    }
+
+    /// Streams are stored in the form earlier versions wrote (through `Codable`), byte for byte,
+    /// so a store written by either reads the same.
+    @Test func aStreamIsStoredInTheFormEarlierVersionsWrote() throws {
+        let definitions = [
+            Self.stream, Fixtures.ring, Fixtures.unbounded,
+            try StreamDefinition(
+                name: "d.x-1",
+                json: [
+                    "fields": [["name": "n", "type": "int"], ["name": "p", "type": "geo", "optional": true], ["name": "l", "type": "list<string>"]],
+                    "retention": ["maxAgeSeconds": 3600, "maxEvents": 10],
+                ]),
+        ]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for definition in definitions {
+            let earlier = String(decoding: try encoder.encode(definition), as: UTF8.self)
+            #expect(StoredDefinition.text(definition) == earlier)
+            #expect(try StoredDefinition.stream(name: definition.name, text: earlier) == definition)
+        }
     }
 }

@@ -1,0 +1,61 @@
+import GRDB
+
+/// The database schema, as versioned migrations run when a store opens.
+extension SQLiteStore {
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE streams (
+                        name TEXT PRIMARY KEY,
+                        definition TEXT NOT NULL,
+                        epoch TEXT NOT NULL,
+                        last_seq INTEGER NOT NULL DEFAULT 0,
+                        first_seq INTEGER NOT NULL DEFAULT 1,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE events (
+                        stream TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        published_at INTEGER NOT NULL,
+                        body TEXT NOT NULL,
+                        PRIMARY KEY (stream, seq)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE channels (
+                        name TEXT PRIMARY KEY,
+                        stream TEXT NOT NULL,
+                        definition TEXT NOT NULL,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE subscriptions (
+                        id TEXT PRIMARY KEY,
+                        client TEXT NOT NULL,
+                        channel TEXT NOT NULL,
+                        params TEXT NOT NULL,
+                        epoch TEXT NOT NULL,
+                        acked_seq INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        UNIQUE (client, channel, params)
+                    );
+                    CREATE INDEX subscriptions_by_channel ON subscriptions (channel);
+                    """)
+        }
+        m.registerMigration("v2: publish keys") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE publish_keys (
+                        stream TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        epoch TEXT NOT NULL,
+                        first_seq INTEGER NOT NULL,
+                        count INTEGER NOT NULL,
+                        created_at INTEGER NOT NULL,
+                        PRIMARY KEY (stream, key)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX publish_keys_by_age ON publish_keys (created_at);
+                    """)
+        }
+        return m
+    }
+}
