@@ -167,6 +167,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "tocsin",
+                "TocsinStore",
                 "TocsinDev",
                 "TocsinTesting",
                 "TocsinCore",

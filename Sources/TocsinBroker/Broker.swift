@@ -42,7 +42,7 @@ public final class Broker: Sendable {
 
     public init(
         configuration: BrokerConfiguration, store: any Store, logger: Logger, eventLoops: (any EventLoopGroup)? = nil,
-        nowMillis: @escaping @Sendable () -> Int64 = TimeFormat.nowMillis
+        nowMillis: @escaping @Sendable () -> Int64 = WallClock.nowMillis
     ) async throws {
         self.configuration = configuration
         self.eventLoopWatch = eventLoops.map {

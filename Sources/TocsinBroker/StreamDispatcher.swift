@@ -75,7 +75,7 @@ final class StreamDispatcher: Sendable {
 
     init(
         info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger,
-        nowMillis: @escaping @Sendable () -> Int64 = TimeFormat.nowMillis
+        nowMillis: @escaping @Sendable () -> Int64 = WallClock.nowMillis
     ) {
         self.stream = info.name
         self.nowMillis = nowMillis

@@ -68,16 +68,19 @@ final class GroupCommitter: Sendable {
     /// The store's size limit, for the `store_full` message.
     private let maxBytes: Int64?
     private let logger: Logger
+    private let nowMillis: @Sendable () -> Int64
     /// Told of each request's committed events, in commit order, on the committing thread.
     private let onCommit: @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void
 
     init(
-        pool: DatabasePool, publishKeyWindowMillis: Int64, maxBytes: Int64?, slowCommitThreshold: Duration = .seconds(1), logger: Logger,
+        pool: DatabasePool, publishKeyWindowMillis: Int64, maxBytes: Int64?, slowCommitThreshold: Duration = .seconds(1),
+        nowMillis: @escaping @Sendable () -> Int64 = WallClock.nowMillis, logger: Logger,
         onCommit: @escaping @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void) {
         self.pool = pool
         self.publishKeyWindowMillis = publishKeyWindowMillis
         self.maxBytes = maxBytes
         self.slowCommitThreshold = slowCommitThreshold
+        self.nowMillis = nowMillis
         self.logger = logger
         self.onCommit = onCommit
         Thread.detachNewThread { [self] in
@@ -260,7 +263,7 @@ final class GroupCommitter: Sendable {
                     outcomes = []
                     if dropAttempt > 0 { dropped = try dropOldest(db, toFit: batch[0], attempt: dropAttempt - 1) }
                     // Read once the writer is ours: the events' time, and the start of their keys' window.
-                    now = TimeFormat.nowMillis()
+                    now = nowMillis()
                     let select = try db.cachedStatement(sql: "SELECT epoch, last_seq FROM streams WHERE name = ?")
                     let insert = try db.cachedStatement(sql: "INSERT INTO events (stream, seq, published_at, body) VALUES (?, ?, ?, ?)")
                     let update = try db.cachedStatement(sql: "UPDATE streams SET last_seq = ? WHERE name = ?")

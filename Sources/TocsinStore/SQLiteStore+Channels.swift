@@ -21,7 +21,7 @@ extension SQLiteStore {
                     INSERT INTO channels (name, stream, definition, created_at) VALUES (?, ?, ?, ?)
                     ON CONFLICT (name) DO UPDATE SET stream = excluded.stream, definition = excluded.definition
                     """,
-                arguments: [definition.name, definition.stream, text, TimeFormat.nowMillis()])
+                arguments: [definition.name, definition.stream, text, self.nowMillis()])
             return existing == nil ? .created : .updated
         }
     }

@@ -7,7 +7,7 @@ extension SQLiteStore {
     public func putStream(_ definition: StreamDefinition, recreate: Bool) async throws -> (StreamInfo, PutOutcome) {
         let text = StoredDefinition.text(definition)
         let result: (StreamInfo, PutOutcome) = try await write { db in
-            let now = TimeFormat.nowMillis()
+            let now = self.nowMillis()
             let existing = try Self.fetchStream(db, name: definition.name, unreadable: self.reportUnreadable)
             if existing == nil, try Bool.fetchOne(db, sql: "SELECT 1 FROM streams WHERE name = ?", arguments: [definition.name]) == true {
                 // Stored with a definition that cannot be read: only a recreate replaces it.

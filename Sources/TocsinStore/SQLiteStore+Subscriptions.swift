@@ -36,7 +36,7 @@ extension SQLiteStore {
             let id = Self.newSubscriptionID()
             try db.execute(
                 sql: "INSERT INTO subscriptions (id, client, channel, params, epoch, acked_seq, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arguments: [id, client, channel, paramsText, initial.epoch, initial.seq, TimeFormat.nowMillis()])
+                arguments: [id, client, channel, paramsText, initial.epoch, initial.seq, self.nowMillis()])
             return (
                 SubscriptionRecord(id: id, client: client, channel: channel, params: params, epoch: initial.epoch, ackedSeq: initial.seq),
                 true

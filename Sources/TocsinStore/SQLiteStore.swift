@@ -26,6 +26,8 @@ public final class SQLiteStore: Store {
         /// How often the write-ahead log is checkpointed, beside the writer rather than inside a
         /// commit (`runCheckpoints`).
         public var checkpointInterval: Duration = .milliseconds(250)
+        /// The wall clock that stamps events, definitions and subscriptions, and times publish keys.
+        public var nowMillis: @Sendable () -> Int64 = WallClock.nowMillis
 
         public init(
             path: String, synchronousFull: Bool = true, publishKeyWindow: Duration = .seconds(120), maxBytes: Int64? = nil,
@@ -49,6 +51,8 @@ public final class SQLiteStore: Store {
     let pollInterval: Duration?
     let checkpointInterval: Duration
     let logger: Logger
+    /// The wall clock (`Configuration.nowMillis`).
+    let nowMillis: @Sendable () -> Int64
     public let changes: ChangeFeed
     let committer: GroupCommitter
     /// Its own connection, so `PRAGMA data_version` sees every other connection's commits.
@@ -92,6 +96,7 @@ public final class SQLiteStore: Store {
         }
         self.pool = pool
         self.path = configuration.path
+        self.nowMillis = configuration.nowMillis
         self.maxBytes = limit
         self.pollInterval = configuration.pollInterval
         self.checkpointInterval = configuration.checkpointInterval
@@ -108,7 +113,8 @@ public final class SQLiteStore: Store {
         self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
         // Last: it starts a thread, which only `deinit` (run once every property is set) stops.
         self.committer = GroupCommitter(
-            pool: pool, publishKeyWindowMillis: window, maxBytes: limit, slowCommitThreshold: configuration.slowCommitThreshold, logger: logger
+            pool: pool, publishKeyWindowMillis: window, maxBytes: limit, slowCommitThreshold: configuration.slowCommitThreshold,
+            nowMillis: configuration.nowMillis, logger: logger
         ) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
         try refreshChanges()
     }

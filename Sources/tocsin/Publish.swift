@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TocsinClient
 import TocsinCore
+import TocsinStore
 
 struct Publish: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,7 +38,7 @@ struct Publish: AsyncParsableCommand {
         for text in texts {
             var event = try JSONValue.parse(text)
             if now, case .object(var o) = event, o["time"] == nil {
-                o["time"] = .string(TimeFormat.format(TimeFormat.nowMillis()))
+                o["time"] = .string(TimeFormat.format(WallClock.nowMillis()))
                 event = .object(o)
             }
             parsed.append(event)

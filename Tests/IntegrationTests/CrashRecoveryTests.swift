@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinStore
 import TocsinTesting
 
 /// Kills a real `tocsin serve` process with SIGKILL while events are being published, restarts
@@ -40,7 +41,7 @@ struct CrashRecoveryTests {
     static func event(_ i: Int, kind: String) -> JSONValue {
         [
             "kind": .string(kind), "severity": 3, "location": ["lat": 52.0, "lon": 4.0], "area": "Delft",
-            "description": .string("n\(i)"), "time": .string(TimeFormat.format(TimeFormat.nowMillis())),
+            "description": .string("n\(i)"), "time": .string(TimeFormat.format(WallClock.nowMillis())),
         ]
     }
 

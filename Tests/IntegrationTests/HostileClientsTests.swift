@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinStore
 import TocsinTesting
 
 /// A real `tocsin serve` under connections that never finish: a thousand idle and half-open
@@ -42,7 +43,7 @@ struct HostileClientsTests {
     static func event(_ i: Int) -> JSONValue {
         [
             "kind": "fire", "severity": 3, "location": ["lat": 52.0, "lon": 4.0], "area": "Delft",
-            "description": .string("n\(i)"), "time": .string(TimeFormat.format(TimeFormat.nowMillis())),
+            "description": .string("n\(i)"), "time": .string(TimeFormat.format(WallClock.nowMillis())),
         ]
     }
 

@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinStore
 import TocsinDev
 import TocsinTesting
 
@@ -102,7 +103,7 @@ struct NetworkTests {
                         i += 1
                         let event: JSONValue = [
                             "kind": .string(kind), "severity": 3, "location": ["lat": 52.0, "lon": 4.0], "area": "Delft",
-                            "description": .string("n\(i)"), "time": .string(TimeFormat.format(TimeFormat.nowMillis())),
+                            "description": .string("n\(i)"), "time": .string(TimeFormat.format(WallClock.nowMillis())),
                         ]
                         if let published = try? await publisher.publish(stream: "emergencies", events: [event]) {
                             self.acknowledged.withLock { $0 += published.seqs }

@@ -2,6 +2,7 @@ import GRDB
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinStore
 import TocsinTesting
 
 /// Numbers and times a client chooses: refused at the edge when out of range, exact when in it;
@@ -85,7 +86,7 @@ struct NumbersAndTimesTests {
             }
             let atLimits = try await put(["maxAgeSeconds": .int(Retention.maxAgeSecondsLimit), "maxEvents": .int(Retention.maxEventsLimit)])
             #expect(atLimits.status == 201)
-            #expect(try await broker.broker.store.enforceRetention(nowMillis: TimeFormat.nowMillis()) == 0)
+            #expect(try await broker.broker.store.enforceRetention(nowMillis: WallClock.nowMillis()) == 0)
 
             let channel = "\(broker.httpURL)/v1/channels/Slow"
             for period in ["106751991167d", "2562047788015h", "9223372036854775807ms", "31d", "2592000001ms", "9ms"] {
@@ -113,7 +114,7 @@ struct NumbersAndTimesTests {
             try await putEverything(broker, period: "30d")
             try await connect(broker, client: "batched") { connection, inbox, _ in
                 _ = try await connection.subscribe(channel: "Everything", params: [:])
-                let now = JSONValue.string(TimeFormat.format(TimeFormat.nowMillis()))
+                let now = JSONValue.string(TimeFormat.format(WallClock.nowMillis()))
                 let seqs = try await connection.publish(
                     stream: "emergencies", events: Array(repeating: emergency(time: now), count: 1001))
                 let batch = try await inbox.notifications(1)
@@ -160,7 +161,7 @@ struct NumbersAndTimesTests {
             let good = emergency(time: "2026-11-23T12:00:01Z").serialized
             try db.execute(
                 sql: "INSERT INTO events (stream, seq, published_at, body) VALUES ('emergencies', 2, ?, ?), ('emergencies', 3, ?, ?)",
-                arguments: [TimeFormat.nowMillis(), bad, TimeFormat.nowMillis(), good])
+                arguments: [WallClock.nowMillis(), bad, WallClock.nowMillis(), good])
             try update("UPDATE streams SET last_seq = 3 WHERE name = 'emergencies'")
         }
         try database.close()
@@ -169,7 +170,7 @@ struct NumbersAndTimesTests {
             let streams = try await HTTPCall.call(.GET, "\(broker.httpURL)/v1/streams")
             #expect(Set(streams["streams"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []) == ["emergencies", "old"])
             // The old retention no longer traps, here or in the broker's own retention task.
-            _ = try await broker.broker.store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+            _ = try await broker.broker.store.enforceRetention(nowMillis: WallClock.nowMillis())
             try await connect(broker, client: "durable") { connection, inbox, welcome in
                 // Its subscription to the channel left out cannot resume, and says so.
                 #expect(welcome.subscriptions.isEmpty)

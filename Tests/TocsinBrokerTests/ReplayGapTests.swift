@@ -67,7 +67,7 @@ struct ReplayGapTests {
         let frames = Frames()
         let subscription = LiveSubscription(id: "sub", session: session(frames), channel: channel, params: [])
         dispatcher.attach(subscription)
-        #expect(try await store.enforceRetention(nowMillis: TimeFormat.nowMillis()) == 7)
+        #expect(try await store.enforceRetention(nowMillis: WallClock.nowMillis()) == 7)
         try await dispatcher.replay(subscription, from: 0)
         #expect(kinds(frames.texts.withLock { $0 }) == ["gap after 7, recovered false", "notify 8", "notify 9", "notify 10"])
         // Live from here, with no notice.
@@ -87,7 +87,7 @@ struct ReplayGapTests {
         // Ten events appended elsewhere (another process), of which retention keeps 8…10
         // before this broker's tail reads them.
         for n in 1...10 { _ = try await store.append(stream: "s", events: [#"{"n":\#(n)}"#]) }
-        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+        _ = try await store.enforceRetention(nowMillis: WallClock.nowMillis())
         dispatcher.dispatch(try await store.readEvents(stream: "s", after: 0, limit: 100))
         #expect(kinds(frames.texts.withLock { $0 }) == ["gap after 7, recovered false", "notify 8", "notify 9", "notify 10"])
     }

@@ -1,6 +1,7 @@
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinStore
 import TocsinTesting
 
 /// A broker whose store reaches its size limit (`maxBytes`, SQLite's `max_page_count`:
@@ -69,7 +70,7 @@ struct StoreFullTests {
 
                     // Retention frees the pages; the next publish is stored right after the last one,
                     // and it is the watcher's next notification (nothing refused was delivered).
-                    _ = try await broker.broker.store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+                    _ = try await broker.broker.store.enforceRetention(nowMillis: WallClock.nowMillis())
                     let next = try await reporter.publish(stream: "emergencies", events: batch)
                     #expect(next == Array(stored + 1...stored + 10))
                     #expect(try await watcherInbox.notifications(10).map(\.seq) == next)

@@ -1,6 +1,7 @@
 import Logging
 import TocsinClient
 import TocsinCore
+import TocsinStore
 import TocsinTesting
 
 let testLogger: Logger = {
@@ -12,7 +13,7 @@ let testLogger: Logger = {
 func emergency(_ kind: String, severity: Int64, lat: Double = 52.37, lon: Double = 4.89, area: String = "Amsterdam") -> JSONValue {
     .object([
         "kind": .string(kind), "severity": .int(severity), "location": .object(["lat": .double(lat), "lon": .double(lon)]),
-        "area": .string(area), "time": .string(TimeFormat.format(TimeFormat.nowMillis())),
+        "area": .string(area), "time": .string(TimeFormat.format(WallClock.nowMillis())),
     ])
 }
 

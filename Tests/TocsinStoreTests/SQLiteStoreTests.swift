@@ -65,7 +65,7 @@ final class SQLiteStoreTests {
         #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").seqs == [1])
         #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM publish_keys") } == 1)
         // Retention deletes the rows of keys past the window.
-        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis() + 1_000)
+        _ = try await store.enforceRetention(nowMillis: WallClock.nowMillis() + 1_000)
         #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM publish_keys") } == 0)
     }
 
@@ -135,7 +135,7 @@ final class SQLiteStoreTests {
         await #expect(throws: TocsinError.storeFull(maxBytes: inForce)) {
             _ = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
         }
-        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+        _ = try await store.enforceRetention(nowMillis: WallClock.nowMillis())
         #expect(try await store.append(stream: "big", events: [Self.text(4000)]).seqs == [stored + 1])
     }
 
@@ -148,7 +148,7 @@ final class SQLiteStoreTests {
         await #expect(throws: TocsinError.storeFull(maxBytes: usage.maxBytes)) {
             _ = try await store.append(stream: "big", events: [Self.text(4000), Self.text(4000)])
         }
-        _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+        _ = try await store.enforceRetention(nowMillis: WallClock.nowMillis())
         #expect(try await store.append(stream: "big", events: [Self.text(4000)]).seqs == [stored + 1])
     }
 

@@ -166,10 +166,10 @@ struct StoreConformanceTests {
     func publishKeysAreForgottenAfterTheWindow(_ factory: StoreFactory) async throws {
         try await factory.withStore(StoreOptions(publishKeyWindow: .milliseconds(300))) { store in
             _ = try await store.putStream(Fixtures.stream, recreate: false)
-            let stored = TimeFormat.nowMillis()
+            let stored = WallClock.nowMillis()
             #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").seqs == [1])
             #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").duplicate)
-            try await TocsinTesting.waitUntil("the key's window has passed") { TimeFormat.nowMillis() > stored + 400 }
+            try await TocsinTesting.waitUntil("the key's window has passed") { WallClock.nowMillis() > stored + 400 }
             // Checked by age at append: stored again, and remembered again.
             #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k") == Appended(epoch: try #require(await store.stream(named: "s")).epoch, seqs: [2]))
             #expect(try await store.append(stream: "s", events: [#"{"n":1}"#], key: "k").duplicate)
@@ -228,7 +228,7 @@ struct StoreConformanceTests {
             #expect(usage.allocatedBytes <= limit)
             #expect(usage.usedBytes > limit / 2)
             // Retention keeps 5 events; the room it frees takes new ones, and seqs go on without a gap.
-            _ = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+            _ = try await store.enforceRetention(nowMillis: WallClock.nowMillis())
             let freed = try await store.usage()
             #expect(freed.usedBytes < usage.usedBytes / 2, "\(freed) after \(usage)")
             for round in 0..<3 {
@@ -302,7 +302,7 @@ struct StoreConformanceTests {
         try await factory.withStore { store in
             _ = try await store.putStream(Fixtures.stream, recreate: false)
             for i in 0..<12 { _ = try await store.append(stream: "s", events: [#"{"n":\#(i)}"#]) }
-            let deleted = try await store.enforceRetention(nowMillis: TimeFormat.nowMillis())
+            let deleted = try await store.enforceRetention(nowMillis: WallClock.nowMillis())
             #expect(deleted == 7)
             let info = try #require(try await store.stream(named: "s"))
             #expect(info.firstSeq == 8)

@@ -1,5 +1,3 @@
-import Foundation
-
 /// RFC 3339 times <-> milliseconds since the Unix epoch, exact: integer arithmetic on the
 /// proleptic Gregorian calendar, no `Date` or floating point in between.
 ///
@@ -143,10 +141,6 @@ public enum TimeFormat {
         }
         out += "Z"
         return out
-    }
-
-    public static func nowMillis() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1000).rounded())
     }
 
     // MARK: Calendar arithmetic (proleptic Gregorian; H. Hinnant's days-from-civil)
