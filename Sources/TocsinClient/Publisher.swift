@@ -63,9 +63,8 @@ public struct Publisher: Sendable {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
                 let reply = try await HTTPCall.call(
                     .POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)], timeout: attemptTimeout)
-                return Published(
-                    broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue),
-                    duplicate: reply["duplicate"]?.boolValue ?? false)
+                let published = try PublishReply(json: reply)
+                return Published(broker: broker.id, epoch: published.epoch, seqs: published.seqs, duplicate: published.duplicate)
             } catch {
                 if let error = error as? TocsinError, Self.aboutTheRequest(error.code) { throw error }
                 // Maybe the broker's fault: the next publish asks the network again, so a failing
