@@ -75,11 +75,7 @@ public struct StreamList: Sendable, Hashable {
     public var json: JSONValue { .object(["streams": .array(streams.map(\.json))]) }
 
     public init(json: JSONValue) throws(TocsinError) {
-        let fields = try Fields(json, what: "stream list", code: .badJSON)
-        guard let list = try fields.optional("streams")?.arrayValue else { throw TocsinError(.badJSON, "stream list: 'streams' must be an array") }
-        var streams: [StreamDescription] = []
-        for s in list { streams.append(try StreamDescription(json: s)) }
-        self.streams = streams
+        streams = try Fields(json, what: "stream list", code: .badJSON).list("streams") { s throws(TocsinError) in try StreamDescription(json: s) }
     }
 }
 
@@ -138,16 +134,13 @@ public struct EventsPage: Sendable, Hashable {
         epoch = try fields.string("epoch")
         lastSeq = try fields.int("lastSeq")
         firstSeq = try fields.int("firstSeq")
-        guard let list = try fields.optional("events")?.arrayValue else { throw TocsinError(.badJSON, "events page: 'events' must be an array") }
-        var events: [Event] = []
-        for e in list {
+        events = try fields.list("events") { e throws(TocsinError) in
             let event = try Fields(e, what: "event", code: .badJSON)
             let publishedAt = try event.string("publishedAt")
             guard let millis = TimeFormat.parse(publishedAt) else { throw TocsinError(.badJSON, "event: 'publishedAt' is not a time: \(publishedAt)") }
             guard let body = try event.optional("event") else { throw TocsinError(.badJSON, "event: 'event' is missing") }
-            events.append(Event(seq: try event.int("seq"), publishedAtMillis: millis, json: body.serialized))
+            return Event(seq: try event.int("seq"), publishedAtMillis: millis, json: body.serialized)
         }
-        self.events = events
     }
 }
 
@@ -182,13 +175,10 @@ public struct PublishReply: Sendable, Hashable {
         let fields = try Fields(json, what: "publish reply", code: .badJSON)
         stream = try fields.string("stream")
         epoch = try fields.string("epoch")
-        guard let list = try fields.optional("seqs")?.arrayValue else { throw TocsinError(.badJSON, "publish reply: 'seqs' must be an array") }
-        var seqs: [Int64] = []
-        for s in list {
+        seqs = try fields.list("seqs") { s throws(TocsinError) in
             guard let seq = s.intValue else { throw TocsinError(.badJSON, "publish reply: 'seqs' must hold integers") }
-            seqs.append(seq)
+            return seq
         }
-        self.seqs = seqs
         seq = try fields.optional("seq") == nil ? nil : try fields.int("seq")
         duplicate = try fields.optional("duplicate")?.boolValue ?? false
     }
@@ -237,10 +227,19 @@ public struct ChannelList: Sendable, Hashable {
     public var json: JSONValue { .object(["channels": .array(channels.map(\.json))]) }
 
     public init(json: JSONValue) throws(TocsinError) {
-        let fields = try Fields(json, what: "channel list", code: .badJSON)
-        guard let list = try fields.optional("channels")?.arrayValue else { throw TocsinError(.badJSON, "channel list: 'channels' must be an array") }
-        var channels: [ChannelDescription] = []
-        for c in list { channels.append(try ChannelDescription(json: c)) }
-        self.channels = channels
+        channels = try Fields(json, what: "channel list", code: .badJSON).list("channels") { c throws(TocsinError) in
+            try ChannelDescription(json: c)
+        }
+    }
+}
+
+extension Fields {
+    /// The array under `key`, each element decoded.
+    func list<T>(_ key: String, _ decode: (JSONValue) throws(TocsinError) -> T) throws(TocsinError) -> [T] {
+        guard let list = try optional(key)?.arrayValue else { throw TocsinError(code, "\(what): '\(key)' must be an array") }
+        var decoded: [T] = []
+        decoded.reserveCapacity(list.count)
+        for element in list { decoded.append(try decode(element)) }
+        return decoded
     }
 }
