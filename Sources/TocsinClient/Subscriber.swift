@@ -4,7 +4,9 @@ public import TocsinCore
 
 /// A notification as the application sees it: duplicates already dropped.
 public struct Notification: Sendable, Hashable {
+    /// The subscription's id (`s_…`), as the broker reported it in `subscribed`.
     public var subscription: String
+    /// The channel the subscription is to (empty if the broker never named it).
     public var channel: String
     /// The seq of the (last) event this notification covers.
     public var seq: Int64
@@ -16,11 +18,24 @@ public struct Notification: Sendable, Hashable {
 }
 
 /// What a subscriber wants: a channel with parameters, starting from a position the first time.
+///
+/// ```swift
+/// let request = SubscriptionRequest(channel: "EmergenciesNearMe", params: ["lat": 52.37, "lon": 4.89, "radiusKm": 10])
+/// ```
 public struct SubscriptionRequest: Sendable, Hashable {
+    /// The channel's name (`GET /v1/channels` lists them).
     public var channel: String
+    /// Values for the channel's parameters, by name; parameters with a default may be left out.
     public var params: [String: JSONValue]
+    /// Where delivery starts the first time this client subscribes. Afterwards the broker
+    /// resumes from the acknowledged position and this is not used.
     public var from: StartPosition
 
+    /// - Parameters:
+    ///   - channel: The channel's name.
+    ///   - params: Values for its parameters.
+    ///   - from: Where delivery starts the first time: `.latest` (the default), `.earliest`, or
+    ///     a position (`epoch` and `seq`) to continue after.
     public init(channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) {
         self.channel = channel
         self.params = params
@@ -41,7 +56,22 @@ public struct SubscriptionRequest: Sendable, Hashable {
 /// - On a lost connection it reconnects after a random delay (full jitter: uniform in
 ///   [0, min(maxBackoff, initialBackoff·2^attempt)]), so the clients of a dead broker come back
 ///   spread out rather than in one herd, asks for a broker excluding the one that failed, and resumes.
+///
+/// ```swift
+/// let subscriber = Subscriber(
+///     configuration: .init(seeds: ["http://127.0.0.1:7300"], client: "alice"),
+///     requests: [SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": "fire"])],
+///     logger: Logger(label: "alerts"))
+/// for await event in subscriber.events() {
+///     switch event {
+///     case .notification(let n): print(n.seq, n.events)
+///     case .disconnected(let error, let retryIn): print("lost (\(error)); retrying in \(retryIn)")
+///     default: break
+///     }
+/// }
+/// ```
 public struct Subscriber: Sendable {
+    /// Where to connect, under which client id, and the timings of retries and acks.
     public struct Configuration: Sendable {
         /// Where to connect: a fixed broker, or a network found through seed URLs.
         public enum Endpoint: Sendable {
@@ -51,9 +81,14 @@ public struct Subscriber: Sendable {
             case cluster(BrokerLocator.Configuration)
         }
 
+        /// Where to connect.
         public var endpoint: Endpoint
+        /// The durable client id: the broker keeps this client's subscriptions and acknowledged
+        /// positions under it, and holds one connection per id (a second one takes its place).
         public var client: String
+        /// The ceiling of the first reconnect's random delay; it doubles with each failure in a row.
         public var initialBackoff: Duration = .milliseconds(100)
+        /// The largest ceiling of a reconnect's random delay.
         public var maxBackoff: Duration = .seconds(10)
         /// How often acknowledged positions are sent (acks are cumulative).
         public var ackInterval: Duration = .milliseconds(100)
@@ -63,11 +98,22 @@ public struct Subscriber: Sendable {
         /// counts as failed (a broker that accepts connections but does not answer).
         public var setupTimeout: Duration = .seconds(10)
 
+        /// A subscriber of one broker.
+        /// - Parameters:
+        ///   - url: The broker's WebSocket URL, `ws://host:port/v1/ws`.
+        ///   - client: The durable client id.
         public init(url: String, client: String) {
             self.endpoint = .broker(url)
             self.client = client
         }
 
+        /// A subscriber of a network, which the controller's `assign` places on a broker
+        /// (reconnects start at 1 s: a network's brokers come back in seconds, not milliseconds).
+        /// - Parameters:
+        ///   - seeds: HTTP URLs of any of the network's nodes, `http://host:port`.
+        ///   - client: The durable client id.
+        ///   - region: The region to prefer, if the network spans several.
+        ///   - location: Where the client is, to prefer a broker near it.
         public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil) {
             self.endpoint = .cluster(BrokerLocator.Configuration(seeds: seeds, client: client, region: region, location: location))
             self.client = client
@@ -77,6 +123,7 @@ public struct Subscriber: Sendable {
 
     /// Something the subscriber did, for logs and for tests.
     public enum Event: Sendable, Equatable {
+        /// A notification, each seq of a subscription once, in order.
         case notification(Notification)
         /// Connected and resumed; `subscriptions` as the broker reported them.
         case connected(broker: String, subscriptions: [SubscriptionInfo])
@@ -98,15 +145,26 @@ public struct Subscriber: Sendable {
         let reconnects = Atomic<Int>(0)
         /// Notifications dropped because their seq had already been delivered.
         public var duplicatesDropped: Int { duplicates.load(ordering: .relaxed) }
+        /// Moves to another broker on a broker's request, completed.
         public var migrationsFollowed: Int { migrations.load(ordering: .relaxed) }
+        /// Connections lost (each followed by a reconnect).
         public var reconnections: Int { reconnects.load(ordering: .relaxed) }
     }
 
+    /// Where it connects and how it retries.
     public let configuration: Configuration
+    /// What it subscribes to on every connection.
     public let requests: [SubscriptionRequest]
+    /// Counters over the subscriber's life.
     public let statistics = Statistics()
     let logger: Logger
 
+    /// A subscriber; nothing happens until `events()` is iterated.
+    /// - Parameters:
+    ///   - configuration: Where to connect and how to retry.
+    ///   - requests: The subscriptions to make (on every connection; the broker keeps them
+    ///     durable under the client id).
+    ///   - logger: Where warnings (a lost connection, a failed move) and errors go.
     public init(configuration: Configuration, requests: [SubscriptionRequest], logger: Logger) {
         self.configuration = configuration
         self.requests = requests
@@ -114,7 +172,9 @@ public struct Subscriber: Sendable {
     }
 
 
-    /// Runs until the consumer stops iterating (or the task is cancelled).
+    /// Connects and delivers; runs until the consumer stops iterating (or its task is
+    /// cancelled), then acknowledges what the app finished and closes. The sequence also ends
+    /// after `.failed`. Each call is a run of its own.
     ///
     /// A notification is acknowledged once the application has processed it, which is taken to
     /// be when it asks for the next element: one the app received but had not finished when its
@@ -130,15 +190,18 @@ public struct Subscriber: Sendable {
 
     /// The subscriber's events; see `events()`.
     public struct Events: AsyncSequence, Sendable {
+        /// The subscriber's events.
         public typealias Element = Event
         let stream: AsyncStream<Event>
         let driver: Driver
 
+        /// Iterates the events; asking for the next one acknowledges the previous notification.
         public struct AsyncIterator: AsyncIteratorProtocol {
             var base: AsyncStream<Event>.AsyncIterator
             let driver: Driver
             var handedOut: (subscription: String, seq: Int64)?
 
+            /// The next event (the previous notification counts as processed), or nil when the run ended.
             public mutating func next() async -> Event? {
                 if let done = handedOut {
                     driver.processed(subscription: done.subscription, seq: done.seq)
@@ -149,6 +212,7 @@ public struct Subscriber: Sendable {
                 return event
             }
 
+            /// The next event, on the caller's actor; see `next()`.
             public mutating func next(isolation actor: isolated (any Actor)?) async -> Event? {
                 if let done = handedOut {
                     driver.processed(subscription: done.subscription, seq: done.seq)
@@ -160,6 +224,7 @@ public struct Subscriber: Sendable {
             }
         }
 
+        /// The one iterator of this run (iterate it from one task).
         public func makeAsyncIterator() -> AsyncIterator {
             AsyncIterator(base: stream.makeAsyncIterator(), driver: driver)
         }
