@@ -160,7 +160,8 @@ struct HTTPAPI: Sendable {
 extension StreamDescription {
     init(_ info: StreamInfo) {
         self.init(
-            definition: info.definition, epoch: info.epoch, lastSeq: info.lastSeq, firstSeq: info.firstSeq, createdAtMillis: info.createdAtMillis)
+            definition: info.definition, epoch: info.epoch, lastSeq: info.lastSeq, firstSeq: info.firstSeq,
+            createdAtMillis: info.createdAtMillis)
     }
 }
 

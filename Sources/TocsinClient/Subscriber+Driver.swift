@@ -48,7 +48,8 @@ extension Subscriber {
             started = clock.now
             machine = Mutex(
                 Machine(
-                    requests: subscriber.requests, backoff: Backoff(initial: configuration.initialBackoff, maximum: configuration.maxBackoff),
+                    requests: subscriber.requests,
+                    backoff: Backoff(initial: configuration.initialBackoff, maximum: configuration.maxBackoff),
                     ackInterval: configuration.ackInterval, ackEvery: configuration.ackEvery))
         }
 
@@ -165,7 +166,9 @@ extension Subscriber {
                     // positions are known; from then on they are handled on the read task directly.
                     connection.bufferEvents()
                     guard case .resume(let requests) = self.machine.withLock({ $0.connected(id) }) else { return }
-                    let (welcome, infos) = try await Subscriber.within(self.configuration.setupTimeout, "hello and subscribe at \(target.url)") {
+                    let (welcome, infos) = try await Subscriber.within(
+                        self.configuration.setupTimeout, "hello and subscribe at \(target.url)"
+                    ) {
                         let welcome = try await connection.hello(client: self.client)
                         var infos = welcome.subscriptions
                         for request in requests {

@@ -171,7 +171,6 @@ public struct Subscriber: Sendable {
         self.logger = logger
     }
 
-
     /// Connects and delivers; runs until the consumer stops iterating (or its task is
     /// cancelled), then acknowledges what the app finished and closes. The sequence also ends
     /// after `.failed`. Each call is a run of its own.

@@ -286,7 +286,8 @@ struct SubscriberStateMachine: Sendable {
         switch n {
         case .event(let json):
             return .deliver(
-                Notification(subscription: subscription, channel: channel, seq: seq, events: [EventPayload(seq: seq, json: json)], count: 1))
+                Notification(subscription: subscription, channel: channel, seq: seq, events: [EventPayload(seq: seq, json: json)], count: 1)
+            )
         case .events(let events):
             // A period's batch may overlap what another connection delivered: keep only the new events.
             let fresh = last.map { l in events.filter { $0.seq > l } } ?? events

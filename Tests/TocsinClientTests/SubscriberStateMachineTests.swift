@@ -1,6 +1,7 @@
 import Testing
-@testable import TocsinClient
 import TocsinCore
+
+@testable import TocsinClient
 
 /// The subscriber's decisions, driven directly with literal times and random draws: no sockets,
 /// no tasks, no sleeps.
@@ -52,7 +53,8 @@ struct SubscriberStateMachineTests {
         #expect(m.phase == .connecting(1))
         #expect(m.connected(1) == .resume([Self.request]), "the first time: from where the caller asked")
         let info = Self.info(seq: 10)
-        #expect(m.resumed(1, broker: "a", subscriptions: [info], now: .seconds(1)) == [.report(.connected(broker: "a", subscriptions: [info]))])
+        #expect(
+            m.resumed(1, broker: "a", subscriptions: [info], now: .seconds(1)) == [.report(.connected(broker: "a", subscriptions: [info]))])
         #expect(m.phase == .connected(1))
         #expect(m.positions["s1"] == StreamPosition(epoch: "e1", seq: 10))
     }
@@ -73,7 +75,9 @@ struct SubscriberStateMachineTests {
         _ = m.start()
         // Locating fails again and again: 100, 200, 400, 800 ms, then capped at 1 s.
         var now: Duration = .zero
-        for expected: Duration in [.milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(1)] {
+        for expected: Duration in [
+            .milliseconds(100), .milliseconds(200), .milliseconds(400), .milliseconds(800), .seconds(1), .seconds(1),
+        ] {
             let actions = m.locateFailed(error: "refused", now: now, jitter: 1)
             #expect(actions == [.report(.disconnected(error: "refused", retryIn: expected)), .schedule(.reconnect, at: now + expected)])
             #expect(m.phase == .waiting(until: now + expected))
@@ -84,9 +88,10 @@ struct SubscriberStateMachineTests {
         }
         #expect(m.attempt == 6)
         // Jitter draws within the ceiling: half of it.
-        #expect(m.locateFailed(error: "refused", now: now, jitter: 0.5) == [
-            .report(.disconnected(error: "refused", retryIn: .milliseconds(500))), .schedule(.reconnect, at: now + .milliseconds(500)),
-        ])
+        #expect(
+            m.locateFailed(error: "refused", now: now, jitter: 0.5) == [
+                .report(.disconnected(error: "refused", retryIn: .milliseconds(500))), .schedule(.reconnect, at: now + .milliseconds(500)),
+            ])
         now += .milliseconds(500)
         _ = m.timerFired(.reconnect, now: now)
         // A connection that is found but lost before it resumed is a failure too: `a` is avoided.
@@ -154,7 +159,8 @@ struct SubscriberStateMachineTests {
         #expect(m.phase == .connecting(2))
         _ = m.connected(2)
         let info = Self.info(seq: 10)
-        #expect(m.resumed(2, broker: "b", subscriptions: [info], now: .seconds(3)) == [.report(.connected(broker: "b", subscriptions: [info]))])
+        #expect(
+            m.resumed(2, broker: "b", subscriptions: [info], now: .seconds(3)) == [.report(.connected(broker: "b", subscriptions: [info]))])
         #expect(m.phase == .connected(2))
         #expect(m.counts == .init(duplicatesDropped: 0, migrationsFollowed: 0, reconnections: 0))
         #expect(m.exclude.isEmpty && m.attempt == 0)
@@ -208,8 +214,13 @@ struct SubscriberStateMachineTests {
                 == .deliver(Notification(subscription: "s1", channel: "EmergenciesOfKind", seq: 13, events: [batch[2]], count: 1)))
         #expect(m.counts.duplicatesDropped == 2)
         // A new epoch (the stream was recreated) restarts seqs from the broker's position.
-        #expect(m.subscriptionChanged(Self.info(seq: 0, epoch: "e2", recovered: false)) == [.report(.notRecovered(Self.info(seq: 0, epoch: "e2", recovered: false)))])
-        #expect(m.received(subscription: "s1", seq: 1, .count(1)) == .deliver(Notification(subscription: "s1", channel: "EmergenciesOfKind", seq: 1, events: [], count: 1)))
+        #expect(
+            m.subscriptionChanged(Self.info(seq: 0, epoch: "e2", recovered: false)) == [
+                .report(.notRecovered(Self.info(seq: 0, epoch: "e2", recovered: false)))
+            ])
+        #expect(
+            m.received(subscription: "s1", seq: 1, .count(1))
+                == .deliver(Notification(subscription: "s1", channel: "EmergenciesOfKind", seq: 1, events: [], count: 1)))
     }
 
     @Test func acksAreBatchedAndSurviveAFailedSend() {
@@ -231,7 +242,9 @@ struct SubscriberStateMachineTests {
         #expect(m.unacked == ["s1": 15])
         _ = m.timerFired(.reconnect, now: .seconds(5))
         _ = m.located(Self.b)
-        #expect(m.resumed(2, broker: "b", subscriptions: [Self.info(seq: 15)], now: .seconds(5)).contains(.schedule(.ack, at: .milliseconds(5050))))
+        #expect(
+            m.resumed(2, broker: "b", subscriptions: [Self.info(seq: 15)], now: .seconds(5)).contains(
+                .schedule(.ack, at: .milliseconds(5050))))
         #expect(m.timerFired(.ack, now: .milliseconds(5050)) == [.ack(["s1": 15], on: 2)])
     }
 
@@ -240,7 +253,8 @@ struct SubscriberStateMachineTests {
         let error = TocsinError(.unknownChannel, "no channel named 'X'")
         #expect(
             m.connectionFailed(2, error: error) == [
-                .log(.error, "subscription request refused; stopping", error: "unknown_channel: no channel named 'X'"), .close(1), .close(2),
+                .log(.error, "subscription request refused; stopping", error: "unknown_channel: no channel named 'X'"), .close(1),
+                .close(2),
                 .report(.failed(error)), .finish,
             ])
         #expect(m.phase == .stopped)

@@ -59,7 +59,9 @@ public struct StreamDescription: Sendable, Hashable {
         lastSeq = try fields.int("lastSeq")
         firstSeq = try fields.int("firstSeq")
         let createdAt = try fields.string("createdAt")
-        guard let millis = TimeFormat.parse(createdAt) else { throw TocsinError(.badJSON, "stream: 'createdAt' is not a time: \(createdAt)") }
+        guard let millis = TimeFormat.parse(createdAt) else {
+            throw TocsinError(.badJSON, "stream: 'createdAt' is not a time: \(createdAt)")
+        }
         createdAtMillis = millis
     }
 }
@@ -75,7 +77,9 @@ public struct StreamList: Sendable, Hashable {
     public var json: JSONValue { .object(["streams": .array(streams.map(\.json))]) }
 
     public init(json: JSONValue) throws(TocsinError) {
-        streams = try Fields(json, what: "stream list", code: .badJSON).list("streams") { s throws(TocsinError) in try StreamDescription(json: s) }
+        streams = try Fields(json, what: "stream list", code: .badJSON).list("streams") { s throws(TocsinError) in
+            try StreamDescription(json: s)
+        }
     }
 }
 
@@ -137,7 +141,9 @@ public struct EventsPage: Sendable, Hashable {
         events = try fields.list("events") { e throws(TocsinError) in
             let event = try Fields(e, what: "event", code: .badJSON)
             let publishedAt = try event.string("publishedAt")
-            guard let millis = TimeFormat.parse(publishedAt) else { throw TocsinError(.badJSON, "event: 'publishedAt' is not a time: \(publishedAt)") }
+            guard let millis = TimeFormat.parse(publishedAt) else {
+                throw TocsinError(.badJSON, "event: 'publishedAt' is not a time: \(publishedAt)")
+            }
             guard let body = try event.optional("event") else { throw TocsinError(.badJSON, "event: 'event' is missing") }
             return Event(seq: try event.int("seq"), publishedAtMillis: millis, json: body.serialized)
         }

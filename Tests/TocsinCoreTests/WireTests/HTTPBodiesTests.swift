@@ -46,8 +46,10 @@ struct HTTPBodiesTests {
         let page = EventsPage(
             stream: "emergencies", epoch: "mi2k0f3a-1x9q2b", lastSeq: 44, firstSeq: 1,
             events: [
-                EventsPage.Event(seq: 43, publishedAtMillis: TimeFormat.parse("2026-11-23T12:00:01.204Z")!, json: #"{"kind":"fire","severity":4}"#),
-                EventsPage.Event(seq: 44, publishedAtMillis: TimeFormat.parse("2026-11-23T12:00:03.551Z")!, json: #"{"kind":"flood","severity":2}"#),
+                EventsPage.Event(
+                    seq: 43, publishedAtMillis: TimeFormat.parse("2026-11-23T12:00:01.204Z")!, json: #"{"kind":"fire","severity":4}"#),
+                EventsPage.Event(
+                    seq: 44, publishedAtMillis: TimeFormat.parse("2026-11-23T12:00:03.551Z")!, json: #"{"kind":"flood","severity":2}"#),
             ])
         #expect(
             page.encoded
