@@ -163,6 +163,20 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),
+        // The client library: its state machine driven directly, and the library against in-process brokers.
+        .testTarget(
+            name: "TocsinClientTests",
+            dependencies: [
+                "TocsinClient",
+                "TocsinCore",
+                "TocsinTesting",
+                "TocsinBroker",
+                "TocsinController",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -42,7 +42,7 @@ struct HTTPAPI: Sendable {
         router.get("/v1/streams") { _, _ in
             await self.api {
                 let streams = try await storeCall("listing streams") { try await broker.store.streams() }
-                return .json(JSONValue.object(["streams": .array(streams.map(Self.json))]).serialized)
+                return .json(StreamList(streams: streams.map(StreamDescription.init)).json.serialized)
             }
         }
         router.put("/v1/streams/:name") { request, context in
@@ -52,7 +52,7 @@ struct HTTPAPI: Sendable {
                 let definition = try StreamDefinition(name: name, json: body)
                 let recreate = request.uri.queryParameters.get("recreate") == "true"
                 let (info, outcome) = try await broker.putStream(definition, recreate: recreate)
-                return .json(Self.json(info).serialized, status: outcome == .created ? .created : .ok)
+                return .json(StreamDescription(info).json.serialized, status: outcome == .created ? .created : .ok)
             }
         }
         router.get("/v1/streams/:name") { _, context in
@@ -61,7 +61,7 @@ struct HTTPAPI: Sendable {
                 guard let info = try await storeCall("reading the stream", { try await broker.store.stream(named: name) }) else {
                     throw TocsinError(.unknownStream, "no stream named '\(name)'")
                 }
-                return .json(Self.json(info).serialized)
+                return .json(StreamDescription(info).json.serialized)
             }
         }
         router.post("/v1/streams/:name/events") { request, context in
@@ -74,12 +74,13 @@ struct HTTPAPI: Sendable {
                 guard keys.count <= 1 else { throw TocsinError(.badRequest, "give one Idempotency-Key header, not \(keys.count)") }
                 let key = try keys.first.map { key throws(TocsinError) in try PublishKey.validated(key) }
                 let published = try await broker.publish(stream: name, events: events, key: key)
-                var out: [String: JSONValue] = [
-                    "stream": .string(name), "epoch": .string(published.epoch), "seqs": .array(published.seqs.map { .int($0) }),
-                ]
-                if case .array = body {} else { out["seq"] = .int(published.seqs.last ?? 0) }
-                if published.duplicate { out["duplicate"] = true }
-                return .json(JSONValue.object(out).serialized, status: published.duplicate ? .ok : .created)
+                // An object body (one event) is also answered with its `seq`.
+                var single = true
+                if case .array = body { single = false }
+                let reply = PublishReply(
+                    stream: name, epoch: published.epoch, seqs: published.seqs, seq: single ? published.seqs.last ?? 0 : nil,
+                    duplicate: published.duplicate)
+                return .json(reply.json.serialized, status: published.duplicate ? .ok : .created)
             }
         }
         router.get("/v1/streams/:name/events") { request, context in
@@ -93,26 +94,17 @@ struct HTTPAPI: Sendable {
                 let events = try await storeCall("reading events") {
                     try await broker.store.readEvents(stream: name, after: after, limit: Int(limit))
                 }
-                var out = "{\"stream\":"
-                JSONWriter.writeString(name, into: &out)
-                out += ",\"epoch\":"
-                JSONWriter.writeString(info.epoch, into: &out)
-                out += ",\"lastSeq\":\(info.lastSeq),\"firstSeq\":\(info.firstSeq),\"events\":["
-                for (i, e) in events.enumerated() {
-                    if i > 0 { out += "," }
-                    out += "{\"seq\":\(e.seq),\"publishedAt\":"
-                    JSONWriter.writeString(TimeFormat.format(e.publishedAtMillis), into: &out)
-                    out += ",\"event\":\(e.json)}"
-                }
-                out += "]}"
-                return .json(out)
+                let page = EventsPage(
+                    stream: name, epoch: info.epoch, lastSeq: info.lastSeq, firstSeq: info.firstSeq,
+                    events: events.map { EventsPage.Event(seq: $0.seq, publishedAtMillis: $0.publishedAtMillis, json: $0.json) })
+                return .json(page.encoded)
             }
         }
 
         router.get("/v1/channels") { _, _ in
             await self.api {
                 let channels = broker.catalog.channels.sorted { $0.name < $1.name }
-                return .json(JSONValue.object(["channels": .array(channels.map(Self.json))]).serialized)
+                return .json(ChannelList(channels: channels.map(ChannelDescription.init)).json.serialized)
             }
         }
         router.put("/v1/channels/:name") { request, context in
@@ -120,13 +112,13 @@ struct HTTPAPI: Sendable {
                 let name = context.parameters.get("name") ?? ""
                 let definition = try ChannelDefinition(name: name, json: try await self.body(request))
                 let (compiled, outcome) = try await broker.putChannel(definition)
-                return .json(Self.json(compiled).serialized, status: outcome == .created ? .created : .ok)
+                return .json(ChannelDescription(compiled).json.serialized, status: outcome == .created ? .created : .ok)
             }
         }
         router.get("/v1/channels/:name") { _, context in
             await self.api {
                 let channel = try broker.catalog.requireChannel(context.parameters.get("name") ?? "")
-                return .json(Self.json(channel).serialized)
+                return .json(ChannelDescription(channel).json.serialized)
             }
         }
         router.delete("/v1/channels/:name") { _, context in
@@ -163,30 +155,19 @@ struct HTTPAPI: Sendable {
             return TocsinError(.unavailable, "the store is not reachable: \(error)").response
         }
     }
+}
 
-    static func json(_ info: StreamInfo) -> JSONValue {
-        var retention: [String: JSONValue] = [:]
-        if let a = info.definition.retention.maxAgeSeconds { retention["maxAgeSeconds"] = .int(a) }
-        if let e = info.definition.retention.maxEvents { retention["maxEvents"] = .int(e) }
-        if info.definition.retention.whenFull != .refuse { retention["whenFull"] = .string(info.definition.retention.whenFull.rawValue) }
-        return .object([
-            "name": .string(info.name),
-            "fields": .array(
-                info.definition.schema.fields.map { f in
-                    .object(["name": .string(f.name), "type": .string(f.type.rawValue), "optional": .bool(f.optional)])
-                }),
-            "retention": .object(retention),
-            "epoch": .string(info.epoch),
-            "lastSeq": .int(info.lastSeq),
-            "firstSeq": .int(info.firstSeq),
-            "createdAt": .string(TimeFormat.format(info.createdAtMillis)),
-        ])
+extension StreamDescription {
+    init(_ info: StreamInfo) {
+        self.init(
+            definition: info.definition, epoch: info.epoch, lastSeq: info.lastSeq, firstSeq: info.firstSeq,
+            createdAtMillis: info.createdAtMillis)
     }
+}
 
-    static func json(_ channel: CompiledChannel) -> JSONValue {
-        guard case .object(var o) = channel.definition.json else { return .null }
-        o["index"] = .string(channel.plan.summary(schema: channel.schema, params: channel.definition.params))
-        return .object(o)
+extension ChannelDescription {
+    init(_ channel: CompiledChannel) {
+        self.init(definition: channel.definition, index: channel.plan.summary(schema: channel.schema, params: channel.definition.params))
     }
 }
 

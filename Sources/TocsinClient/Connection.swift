@@ -8,6 +8,19 @@ import WSClient
 /// One WebSocket connection to a broker, speaking docs/protocol.md: requests are matched to
 /// replies by `id`; everything the server sends unasked (notifications, server-side
 /// unsubscribes, resets) arrives on `events`.
+///
+/// A connection is scoped: `Connection.run(url:logger:_:)` opens it, runs the body and closes it.
+/// It does not reconnect; `Subscriber` does that on top of it.
+///
+/// ```swift
+/// try await Connection.run(url: "ws://127.0.0.1:7400/v1/ws", logger: logger) { connection in
+///     _ = try await connection.hello(client: "alice")
+///     let info = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"])
+///     for await message in connection.events {
+///         if case .notify(_, let seq, _) = message { try await connection.ack(subscription: info.subscription, seq: seq) }
+///     }
+/// }
+/// ```
 public final class Connection: Sendable {
     private struct State {
         var nextID = 0
@@ -37,6 +50,16 @@ public final class Connection: Sendable {
     /// Connects, runs `body` with the connection, and closes it when `body` returns or throws.
     /// If the server goes away first, pending requests fail with `ConnectionClosed` and
     /// `events` finishes.
+    ///
+    /// - Parameters:
+    ///   - url: The broker's WebSocket URL, `ws://host:port/v1/ws` (or `wss://`).
+    ///   - logger: The WebSocket client's logger.
+    ///   - maxMessageBytes: The largest frame accepted from the broker (16 MiB by default).
+    ///   - body: What to do with the open connection; its result is returned.
+    /// - Returns: What `body` returned.
+    /// - Throws: A `TransportFailure` when the connection cannot be made (refused, unknown
+    ///   host, not a WebSocket endpoint…), whatever `body` throws, or `ConnectionClosed` when
+    ///   the connection closed before `body` finished.
     public static func run<T: Sendable>(
         url: String, logger: Logger, maxMessageBytes: Int = 16 << 20, _ body: @escaping @Sendable (Connection) async throws -> T
     ) async throws -> T {
@@ -162,6 +185,7 @@ public final class Connection: Sendable {
     }
 
     /// Sends a frame that expects no reply (e.g. `ack`).
+    /// - Throws: The WebSocket's error when the frame cannot be written (the connection closed).
     public func send(_ message: ClientMessage) async throws {
         try await outbound.write(.text(message.encoded))
     }
@@ -172,6 +196,10 @@ public final class Connection: Sendable {
     }
 
     /// Sends a request with a fresh id and waits for its reply. An `error` reply throws it as a `TocsinError`.
+    /// - Parameter make: Builds the request from the id to use.
+    /// - Returns: The reply with that id.
+    /// - Throws: The broker's `error` reply as a `TocsinError`, or `ConnectionClosed` when the
+    ///   connection closes first.
     public func request(_ make: (String) -> ClientMessage) async throws -> ServerMessage {
         let id: String = state.withLock { s in
             s.nextID += 1
@@ -205,25 +233,47 @@ public final class Connection: Sendable {
 
     // MARK: The protocol's requests
 
+    /// The broker's answer to `hello`.
     public struct Welcome: Sendable {
+        /// This connection's session id.
         public var session: String
+        /// The broker's id.
         public var broker: String
+        /// The client id in use (the broker makes one up, `anon-…`, when none was given).
         public var client: String
+        /// The client's durable subscriptions, resumed on this connection from their
+        /// acknowledged positions.
         public var subscriptions: [SubscriptionInfo]
     }
 
+    /// Identifies the client. With a client id the broker resumes its durable subscriptions
+    /// (and closes another connection of the same id); without one the client is anonymous and
+    /// its subscriptions end with the connection.
+    /// - Parameter client: The durable client id, or nil for an anonymous client.
+    /// - Throws: `TocsinError` (e.g. `bad_request` for an id the broker refuses), `ConnectionClosed`.
     public func hello(client: String?) async throws -> Welcome {
         let reply = try await request { .hello(id: $0, client: client) }
         guard case .welcome(_, let session, let broker, let client, let subs) = reply else { throw UnexpectedReply(reply) }
         return Welcome(session: session, broker: broker, client: client, subscriptions: subs)
     }
 
+    /// Subscribes to a channel with these parameters (an existing durable subscription of the
+    /// client with the same parameters is resumed instead, from its acknowledged position).
+    /// - Parameters:
+    ///   - channel: The channel's name.
+    ///   - params: Values for its parameters.
+    ///   - from: Where a new subscription starts: `.latest` (the default), `.earliest` or a position.
+    /// - Returns: The subscription: its id and the position delivery continues from.
+    /// - Throws: `TocsinError` `unknown_channel`, `invalid_params` and the like; `ConnectionClosed`.
     public func subscribe(channel: String, params: [String: JSONValue], from: StartPosition = .latest) async throws -> SubscriptionInfo {
         let reply = try await request { .subscribe(id: $0, channel: channel, params: params, from: from) }
         guard case .subscribed(_, let info) = reply else { throw UnexpectedReply(reply) }
         return info
     }
 
+    /// Ends a subscription (durable ones are deleted with their position).
+    /// - Parameter subscription: The subscription's id.
+    /// - Throws: `TocsinError` `unknown_subscription`; `ConnectionClosed`.
     public func unsubscribe(_ subscription: String) async throws {
         let reply = try await request { .unsubscribe(id: $0, subscription: subscription) }
         guard case .unsubscribed = reply else { throw UnexpectedReply(reply) }
@@ -234,22 +284,41 @@ public final class Connection: Sendable {
     /// answers each in the order it was sent. With a `key` the stream already stored (within
     /// the broker's window), nothing is stored again and the first publish's seqs come back
     /// (use `request` with `.publish` to see the reply's `duplicate`).
+    /// - Parameters:
+    ///   - stream: The stream's name.
+    ///   - events: The events, each a JSON object of the stream's schema.
+    ///   - key: The publish's key (`PublishKey`), to make a retry store nothing twice.
+    /// - Returns: The events' seqs, in order.
+    /// - Throws: `TocsinError` `unknown_stream`, `schema_violation`, `too_large`, `store_full`…; `ConnectionClosed`.
     public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> [Int64] {
         let reply = try await request { .publish(id: $0, stream: stream, events: events, batch: events.count != 1, key: key) }
         guard case .published(_, _, _, let seqs, _) = reply else { throw UnexpectedReply(reply) }
         return seqs
     }
 
+    /// Acknowledges a subscription's notifications up to and including `seq` (acks are
+    /// cumulative): a reconnect resumes after it. The broker does not answer.
+    /// - Throws: The WebSocket's error when the frame cannot be written.
     public func ack(subscription: String, seq: Int64) async throws {
         try await send(.ack(id: nil, subscription: subscription, seq: seq))
     }
 
+    /// Reads a subscription's matching events after `after` (for notify delivery, which sends
+    /// counts only).
+    /// - Parameters:
+    ///   - subscription: The subscription's id.
+    ///   - after: Return events with a seq above this.
+    ///   - limit: At most this many events (1–10,000).
+    /// - Returns: The events, and the seq to pass as `after` to continue.
+    /// - Throws: `TocsinError` `unknown_subscription`, `bad_request`; `ConnectionClosed`.
     public func fetch(subscription: String, after: Int64, limit: Int = 100) async throws -> (events: [EventPayload], seq: Int64) {
         let reply = try await request { .fetch(id: $0, subscription: subscription, after: after, limit: limit) }
         guard case .fetched(_, _, let events, let seq) = reply else { throw UnexpectedReply(reply) }
         return (events, seq)
     }
 
+    /// Asks for a `pong`: the broker is there and answering.
+    /// - Throws: `ConnectionClosed` when the connection closed first.
     public func ping() async throws {
         _ = try await request { .ping(id: $0) }
     }
@@ -257,13 +326,18 @@ public final class Connection: Sendable {
 
 /// The connection closed before a reply arrived.
 public struct ConnectionClosed: Error, Sendable, CustomStringConvertible {
+    /// The error.
     public init() {}
+    /// "the connection to the broker closed".
     public var description: String { "the connection to the broker closed" }
 }
 
+/// The broker answered a request with a frame of another kind than the request's reply.
 public struct UnexpectedReply: Error, Sendable, CustomStringConvertible {
+    /// What the broker answered.
     public var reply: ServerMessage
     init(_ reply: ServerMessage) { self.reply = reply }
+    /// "unexpected reply: " and the frame.
     public var description: String { "unexpected reply: \(reply.encoded)" }
 }
 

@@ -23,10 +23,20 @@ public import TocsinCore
 ///
 /// A broker that accepts the request and never answers (hung, stopped, cut off behind a proxy)
 /// costs one `attemptTimeout` (10 s by default), then the publish goes elsewhere with its key.
+///
+/// ```swift
+/// let publisher = Publisher(seeds: ["http://127.0.0.1:7300"])
+/// let published = try await publisher.publish(stream: "emergencies", events: [["kind": "fire", "severity": 4, ...]])
+/// print(published.seqs)
+/// ```
 public struct Publisher: Sendable {
+    /// A committed publish.
     public struct Published: Sendable, Hashable {
+        /// The id of the broker that stored it.
         public var broker: String
+        /// The stream's epoch the seqs belong to.
         public var epoch: String
+        /// The events' seqs, in the order given.
         public var seqs: [Int64]
         /// The key had been stored already (by this publish's earlier try, or by the caller's).
         public var duplicate: Bool
@@ -45,6 +55,12 @@ public struct Publisher: Sendable {
         case locating(Task<BrokerSummary, any Error>, excluding: Set<String>)
     }
 
+    /// A publisher of a network (or of one broker: a standalone broker is a network of one).
+    /// - Parameters:
+    ///   - seeds: HTTP URLs of any of the network's nodes, `http://host:port`.
+    ///   - client: The client id `assign` places (publishes are not durable under it).
+    ///   - attemptTimeout: How long one try waits for its broker's answer.
+    ///   - logger: Where the search for a broker logs.
     public init(
         seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10),
         logger: Logger = Logger(label: "tocsin.publisher")
@@ -53,6 +69,16 @@ public struct Publisher: Sendable {
         self.attemptTimeout = attemptTimeout
     }
 
+    /// Publishes events in one batch (all or nothing) and returns once they are committed.
+    /// - Parameters:
+    ///   - stream: The stream's name.
+    ///   - events: The events, each a JSON object of the stream's schema (at most 10,000).
+    ///   - key: The publish's key; give the same one when retrying after this throws, so the
+    ///     events are stored once. A fresh UUID when nil.
+    /// - Returns: Where and under which seqs they were stored.
+    /// - Throws: The broker's `TocsinError` about the publish (`schema_violation`, `too_large`,
+    ///   `bad_request`, `store_full`, `unknown_stream`…), or, when no broker took it after three
+    ///   tries, the last failure (a `TransportFailure`, `unavailable`, `no_broker_available`…).
     public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> Published {
         let key = key ?? UUID().uuidString.lowercased()
         var exclude: Set<String> = []
@@ -63,9 +89,8 @@ public struct Publisher: Sendable {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
                 let reply = try await HTTPCall.call(
                     .POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)], timeout: attemptTimeout)
-                return Published(
-                    broker: broker.id, epoch: reply["epoch"]?.stringValue ?? "", seqs: (reply["seqs"]?.arrayValue ?? []).compactMap(\.intValue),
-                    duplicate: reply["duplicate"]?.boolValue ?? false)
+                let published = try PublishReply(json: reply)
+                return Published(broker: broker.id, epoch: published.epoch, seqs: published.seqs, duplicate: published.duplicate)
             } catch {
                 if let error = error as? TocsinError, Self.aboutTheRequest(error.code) { throw error }
                 // Maybe the broker's fault: the next publish asks the network again, so a failing

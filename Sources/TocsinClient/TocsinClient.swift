@@ -16,14 +16,26 @@ public import TocsinCore
 /// order. Use `Subscriber` directly to also see connection events or several channels on one
 /// connection.
 public struct TocsinClient: Sendable {
+    /// HTTP URLs of any of the network's nodes.
     public let seeds: [String]
+    /// The app's client id; each subscription's durable id is derived from it (`clientID`).
     public let client: String
+    /// The region to prefer, if the network spans several.
     public var region: String?
+    /// Where the app is, to prefer a broker near it.
     public var location: GeoPoint?
     let logger: Logger
     /// Shared by every `publish` (and every copy of this value), so they keep one broker.
     let publisher: Publisher
 
+    /// A client of a network; nothing connects until a subscription is iterated or a publish made.
+    /// - Parameters:
+    ///   - seeds: HTTP URLs of any of the network's nodes (`http://host:port`): brokers or the
+    ///     controller; one standalone broker works too.
+    ///   - client: The app's client id, stable across runs: positions are kept under it.
+    ///   - region: The region to prefer, if the network spans several.
+    ///   - location: Where the app is, to prefer a broker near it.
+    ///   - logger: Where the subscriptions and the publisher log.
     public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, logger: Logger = Logger(label: "tocsin.client")) {
         self.seeds = seeds
         self.client = client
@@ -40,6 +52,13 @@ public struct TocsinClient: Sendable {
     /// Each subscription has a connection of its own, durable under the client id
     /// `<client>#<channel>#<hash of the parameters>`: the broker keeps one connection per
     /// client id, so two subscriptions sharing one id would take each other's place.
+    ///
+    /// - Parameters:
+    ///   - channel: The channel's name.
+    ///   - params: Values for its parameters.
+    ///   - from: Where delivery starts the first time this subscription is made; afterwards it
+    ///     resumes after the last notification the app finished.
+    /// - Returns: The notifications, as an async sequence.
     public func subscribe(_ channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) -> Notifications {
         let subscriber = Subscriber(
             configuration: .init(seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location),
@@ -50,12 +69,15 @@ public struct TocsinClient: Sendable {
     /// The notifications of one subscription. A notification is acknowledged when the next one
     /// is asked for, so what the app had not finished when it died comes again after a restart.
     public struct Notifications: AsyncSequence, Sendable {
+        /// One notification.
         public typealias Element = Notification
         let events: Subscriber.Events
 
+        /// Iterates the notifications; asking for the next one acknowledges the previous one.
         public struct AsyncIterator: AsyncIteratorProtocol {
             var base: Subscriber.Events.AsyncIterator
 
+            /// The next notification, or nil when the subscription can never work.
             public mutating func next() async -> Notification? {
                 while let event = await base.next() {
                     switch event {
@@ -68,10 +90,12 @@ public struct TocsinClient: Sendable {
             }
         }
 
+        /// The one iterator of this subscription (iterate it from one task).
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: events.makeAsyncIterator()) }
     }
 
     /// The durable client id of one subscription: stable across runs and processes.
+    /// - Returns: `<client>#<channel>#<hash of the parameters>`.
     public static func clientID(_ client: String, channel: String, params: [String: JSONValue]) -> String {
         let canonical = params.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value.serialized)" }.joined(separator: "&")
         let hash = String(StableHash.hash(canonical), radix: 16)
@@ -79,6 +103,16 @@ public struct TocsinClient: Sendable {
     }
 
     /// Publishes events to a stream through the network; returns their seqs once committed.
+    /// All publishes of this value and its copies share one `Publisher` (and its broker).
+    ///
+    /// ```swift
+    /// let seqs = try await tocsin.publish("emergencies", events: [["kind": "fire", "severity": 4, ...]])
+    /// ```
+    /// - Parameters:
+    ///   - stream: The stream's name.
+    ///   - events: The events, each a JSON object of the stream's schema.
+    /// - Returns: The events' seqs, in order.
+    /// - Throws: As `Publisher.publish(stream:events:key:)`.
     public func publish(_ stream: String, events: [JSONValue]) async throws -> [Int64] {
         try await publisher.publish(stream: stream, events: events).seqs
     }

@@ -12,15 +12,13 @@ struct Streams: AsyncParsableCommand {
 
     func run() async throws {
         if let name {
-            print(try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams/\(name)").serialized)
+            print(try StreamDescription(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams/\(name)")).json.serialized)
             return
         }
-        let reply = try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams")
-        for s in reply["streams"]?.arrayValue ?? [] {
-            let fields = (s["fields"]?.arrayValue ?? []).map { f in
-                "\(f["name"]?.stringValue ?? ""):\(f["type"]?.stringValue ?? "")\(f["optional"] == .bool(true) ? "?" : "")"
-            }
-            print("\(s["name"]?.stringValue ?? "")  epoch \(s["epoch"]?.stringValue ?? "")  seq \(s["firstSeq"]?.intValue ?? 0)..\(s["lastSeq"]?.intValue ?? 0)  (\(fields.joined(separator: ", ")))")
+        let list = try StreamList(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams"))
+        for s in list.streams {
+            let fields = s.definition.schema.fields.map { f in "\(f.name):\(f.type.rawValue)\(f.optional ? "?" : "")" }
+            print("\(s.name)  epoch \(s.epoch)  seq \(s.firstSeq)..\(s.lastSeq)  (\(fields.joined(separator: ", ")))")
         }
     }
 }
@@ -35,19 +33,21 @@ struct Channels: AsyncParsableCommand {
 
     func run() async throws {
         if let name {
-            print(try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels/\(name)").serialized)
+            print(try ChannelDescription(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels/\(name)")).json.serialized)
             return
         }
-        let reply = try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels")
-        for c in reply["channels"]?.arrayValue ?? [] {
-            let params = (c["params"]?.arrayValue ?? []).map { p in
-                "\(p["name"]?.stringValue ?? ""): \(p["type"]?.stringValue ?? "")\(p["default"].map { " = \($0.serialized)" } ?? "")"
+        let list = try ChannelList(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels"))
+        for c in list.channels {
+            let d = c.definition
+            let params = d.params.map { p in "\(p.name): \(p.type.rawValue)\(p.default.map { " = \($0.serialized)" } ?? "")" }
+            var mode: String
+            switch d.mode {
+            case .continuous: mode = "continuous"
+            case .repetitive(let ms): mode = "repetitive every \(Duration.format(millis: ms))"
             }
-            var mode = c["mode"]?.stringValue ?? ""
-            if let period = c["period"]?.stringValue { mode += " every \(period)" }
-            print("\(c["name"]?.stringValue ?? "")(\(params.joined(separator: ", "))) on \(c["stream"]?.stringValue ?? ""), \(mode), \(c["delivery"]?.stringValue ?? "")")
-            print("    where \(c["where"]?.stringValue ?? "")")
-            print("    index \(c["index"]?.stringValue ?? "")")
+            print("\(d.name)(\(params.joined(separator: ", "))) on \(d.stream), \(mode), \(d.delivery.rawValue)")
+            print("    where \(d.whereClause)")
+            print("    index \(c.index)")
         }
     }
 }
