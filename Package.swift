@@ -169,6 +169,7 @@ let package = Package(
             dependencies: [
                 "TocsinClient",
                 "TocsinCore",
+                "TocsinStore",
                 "TocsinTesting",
                 "TocsinBroker",
                 "TocsinController",

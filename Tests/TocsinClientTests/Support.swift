@@ -1,5 +1,6 @@
 import Logging
 import TocsinCore
+import TocsinStore
 
 let testLogger: Logger = {
     var l = Logger(label: "test-client")
@@ -11,6 +12,6 @@ let testLogger: Logger = {
 func emergency(_ kind: String, severity: Int64) -> JSONValue {
     .object([
         "kind": .string(kind), "severity": .int(severity), "location": .object(["lat": .double(52.37), "lon": .double(4.89)]),
-        "area": .string("Amsterdam"), "time": .string(TimeFormat.format(TimeFormat.nowMillis())),
+        "area": .string("Amsterdam"), "time": .string(TimeFormat.format(WallClock.nowMillis())),
     ])
 }
