@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
-import TocsinClient
+import TocsinHTTPClient
 import TocsinCore
 
 /// A broker's membership in a network: registers with the controller, renews its lease with
@@ -46,28 +46,31 @@ final class ClusterMember: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(5))
             if Task.isCancelled { return }
         }
+        // The member's own HTTP connections to the controller, closed when it stops.
+        let client = ControllerClient(url: settings.controllerURL)
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.heartbeatLoop() }
+            group.addTask { await self.heartbeatLoop(client) }
             // Returns when graceful shutdown starts (or throws when cancelled: then no drain).
             let graceful = (try? await gracefulShutdown()) != nil
-            if graceful { await self.drain() }
+            if graceful { await self.drain(client) }
             group.cancelAll()
         }
-        await deregister()
+        await deregister(client)
+        try? await client.shutdown()
     }
 
     // MARK: Heartbeats
 
-    private func heartbeatLoop() async {
+    private func heartbeatLoop(_ client: ControllerClient) async {
         var meter = LoadMeter(totals: broker.metrics.totals)
         var failures = 0
         while !Task.isCancelled {
             do {
                 if !registered.load(ordering: .relaxed) {
-                    try await register()
+                    try await register(client)
                 } else {
                     broker.closeStaleMigrations(olderThan: settings.migrationTimeout)
-                    try await heartbeat(meter.sample(broker.currentLoad()))
+                    try await heartbeat(client, meter.sample(broker.currentLoad()))
                 }
                 failures = 0
                 try? await Task.sleep(for: heartbeatInterval.withLock { $0 })
@@ -96,29 +99,24 @@ final class ClusterMember: Service, Sendable {
         }
     }
 
-    private func register() async throws {
+    private func register(_ client: ControllerClient) async throws {
         let request = registration()
-        let reply = try LeaseReply(json: try await HTTPCall.call(.POST, controller + "/v1/brokers", body: request.json, timeout: requestTimeout))
+        let reply = try await client.register(request, timeout: requestTimeout)
         registered.store(true, ordering: .relaxed)
         apply(reply)
         logger.info(
             "registered with the controller",
             metadata: ["controller": "\(controller)", "ws": "\(request.webSocketURL)", "incarnation": "\(request.incarnation)"])
         // Registered again mid-drain (the controller restarted): it must not send clients here.
-        if draining.load(ordering: .relaxed) { try await requestDrain() }
+        if draining.load(ordering: .relaxed) { try await requestDrain(client) }
     }
 
-    private func requestDrain() async throws {
-        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/drain"
-        apply(
-            try LeaseReply(
-                json: try await HTTPCall.call(.POST, url, body: .object(["incarnation": .string(broker.incarnation)]), timeout: requestTimeout)))
+    private func requestDrain(_ client: ControllerClient) async throws {
+        apply(try await client.drain(id: broker.configuration.brokerID, incarnation: broker.incarnation, timeout: requestTimeout))
     }
 
-    private func heartbeat(_ load: BrokerLoad) async throws {
-        let body = JSONValue.object(["incarnation": .string(broker.incarnation), "load": load.json])
-        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/heartbeat"
-        apply(try LeaseReply(json: try await HTTPCall.call(.POST, url, body: body, timeout: requestTimeout)))
+    private func heartbeat(_ client: ControllerClient, _ load: BrokerLoad) async throws {
+        apply(try await client.heartbeat(id: broker.configuration.brokerID, incarnation: broker.incarnation, load: load, timeout: requestTimeout))
     }
 
     /// A heartbeat that takes longer than this is abandoned and retried: waiting longer would
@@ -137,7 +135,7 @@ final class ClusterMember: Service, Sendable {
 
     /// Tells the controller this broker is leaving; its clients get migrate orders through the
     /// heartbeats, which keep running. Waits until they have gone or `drainTimeout` passes.
-    private func drain() async {
+    private func drain(_ client: ControllerClient) async {
         guard registered.load(ordering: .relaxed) else { return }
         let others = (view?.brokers ?? []).filter { $0.id != broker.configuration.brokerID && $0.state == .active }
         guard !others.isEmpty else {
@@ -146,7 +144,7 @@ final class ClusterMember: Service, Sendable {
         }
         do {
             draining.store(true, ordering: .relaxed)
-            try await requestDrain()
+            try await requestDrain(client)
         } catch {
             logger.warning("could not start draining; clients will fail over", metadata: ["error": "\(error)"])
             return
@@ -168,11 +166,10 @@ final class ClusterMember: Service, Sendable {
         }
     }
 
-    private func deregister() async {
+    private func deregister(_ client: ControllerClient) async {
         guard registered.exchange(false, ordering: .relaxed) else { return }
-        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)?incarnation=\(broker.incarnation)"
         do {
-            _ = try await HTTPCall.call(.DELETE, url)
+            try await client.deregister(id: broker.configuration.brokerID, incarnation: broker.incarnation)
         } catch {
             logger.warning("could not deregister; the lease will expire", metadata: ["error": "\(error)"])
         }
