@@ -16,25 +16,26 @@ final class ClusterMember: Service, Sendable {
     let broker: Broker
     let settings: ClusterSettings
     let logger: Logger
-    private let latestView = Mutex<ClusterView?>(nil)
-    private let registered = Atomic<Bool>(false)
-    /// Set once a drain has started: a re-registration (the controller restarted) drains again.
-    private let draining = Atomic<Bool>(false)
-    private let heartbeatInterval = Mutex<Duration>(.milliseconds(500))
+    private let machine: Mutex<StateMachine>
+    /// The member's clock: `now` arguments of the state machine are measured from here.
+    private let origin = ContinuousClock.now
 
     init(broker: Broker, settings: ClusterSettings, logger: Logger) {
         self.broker = broker
         self.settings = settings
         self.logger = logger
+        machine = Mutex(StateMachine(brokerID: broker.configuration.brokerID, drainTimeout: settings.drainTimeout))
     }
 
     /// The controller's discovery list as of the last heartbeat.
-    var view: ClusterView? { latestView.withLock { $0 } }
+    var view: ClusterView? { machine.withLock { $0.view } }
 
     var controller: String { BaseURL.trimmed(settings.controllerURL) }
 
-    func registration() -> RegistrationRequest {
-        let http = settings.advertisedURL ?? "http://\(broker.configuration.host):\(broker.listeningPort.withLock { $0 } ?? broker.configuration.port)"
+    private var now: Duration { ContinuousClock.now - origin }
+
+    func registration(port: Int) -> RegistrationRequest {
+        let http = settings.advertisedURL ?? "http://\(broker.configuration.host):\(port)"
         return RegistrationRequest(
             id: broker.configuration.brokerID, incarnation: broker.incarnation, webSocketURL: ClusterSettings.webSocketURL(forHTTP: http),
             httpURL: http, region: settings.region, location: settings.location, capacity: settings.capacity)
@@ -46,131 +47,156 @@ final class ClusterMember: Service, Sendable {
             try? await Task.sleep(for: .milliseconds(5))
             if Task.isCancelled { return }
         }
+        let request = registration(port: broker.listeningPort.withLock { $0 } ?? broker.configuration.port)
         // The member's own HTTP connections to the controller, closed when it stops.
         let client = ControllerClient(url: settings.controllerURL)
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.heartbeatLoop(client) }
+            group.addTask { await self.heartbeats(client, request) }
             // Returns when graceful shutdown starts (or throws when cancelled: then no drain).
             let graceful = (try? await gracefulShutdown()) != nil
             if graceful { await self.drain(client) }
             group.cancelAll()
         }
-        await deregister(client)
+        if machine.withLock({ $0.shutdown() }).contains(.deregister) {
+            do {
+                try await client.deregister(id: broker.configuration.brokerID, incarnation: broker.incarnation)
+            } catch {
+                carryOut(machine.withLock { $0.deregisterFailed("\(error)") })
+            }
+        }
         try? await client.shutdown()
     }
 
     // MARK: Heartbeats
 
-    private func heartbeatLoop(_ client: ControllerClient) async {
+    /// Registers, renews the lease and carries out the orders that come back, until cancelled.
+    private func heartbeats(_ client: ControllerClient, _ request: RegistrationRequest) async {
         var meter = LoadMeter(totals: broker.metrics.totals)
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                if !registered.load(ordering: .relaxed) {
-                    try await register(client)
-                } else {
+        var actions = machine.withLock { $0.start() }
+        while !actions.isEmpty, !Task.isCancelled {
+            var next: [StateMachine.Action] = []
+            for action in actions {
+                switch action {
+                case .register:
+                    next = await outcome(client) { timeout in
+                        let reply = try await client.register(request, timeout: timeout)
+                        return { $0.registered(reply) }
+                    }
+                case .heartbeat:
                     broker.closeStaleMigrations(olderThan: settings.migrationTimeout)
-                    try await heartbeat(client, meter.sample(broker.currentLoad()))
+                    let load = meter.sample(broker.currentLoad())
+                    next = await outcome(client) { timeout in
+                        let reply = try await client.heartbeat(
+                            id: self.broker.configuration.brokerID, incarnation: self.broker.incarnation, load: load, timeout: timeout)
+                        return { $0.answered(reply) }
+                    }
+                case .requestDrain:
+                    next = await outcome(client) { timeout in
+                        let reply = try await client.drain(id: self.broker.configuration.brokerID, incarnation: self.broker.incarnation, timeout: timeout)
+                        return { $0.answered(reply) }
+                    }
+                case .sleep(let duration):
+                    try? await Task.sleep(for: duration)
+                    next = machine.withLock { $0.woke() }
+                case .migrate, .log, .deregister, .drainEnded:
+                    carryOut([action], registration: request)
                 }
-                failures = 0
-                try? await Task.sleep(for: heartbeatInterval.withLock { $0 })
-            } catch let error as TocsinError where error.code == .unknownBroker || error.code == .staleIncarnation {
-                // The controller restarted, or our lease expired (a long pause): register again.
-                logger.warning("controller does not know this broker; registering again", metadata: ["reason": "\(error.message)"])
-                registered.store(false, ordering: .relaxed)
-            } catch is CancellationError {
-                return
-            } catch let error as TocsinError {
-                // The controller answered but refused (e.g. `broker_id_in_use`: another live broker
-                // has this id). Say so plainly; retry, since the other one may go away.
-                failures += 1
-                if failures == 1 || failures % 20 == 0 {
-                    logger.error("controller refused this broker", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+            }
+            actions = next
+        }
+    }
+
+    /// Makes a call to the controller and feeds its outcome to the state machine: the reply
+    /// (through the event `call` returns), a refusal, or no answer. Empty when cancelled.
+    private func outcome(
+        _ client: ControllerClient,
+        _ call: (Duration) async throws -> (inout StateMachine) -> [StateMachine.Action]
+    ) async -> [StateMachine.Action] {
+        let timeout = machine.withLock { $0.requestTimeout }
+        do {
+            let event = try await call(timeout)
+            return machine.withLock { event(&$0) }
+        } catch let error as TocsinError {
+            return machine.withLock { $0.refused(error) }
+        } catch {
+            if Task.isCancelled { return [] }
+            return machine.withLock { $0.unreachable("\(error)") }
+        }
+    }
+
+    // MARK: Drain
+
+    /// Tells the controller this broker is leaving; its clients get migrate orders through the
+    /// heartbeats, which keep running. Waits until they have gone, every other broker has left,
+    /// or `drainTimeout` passes.
+    private func drain(_ client: ControllerClient) async {
+        var actions = machine.withLock { $0.drainStarted() }
+        while !actions.isEmpty {
+            var next: [StateMachine.Action] = []
+            for action in actions {
+                switch action {
+                case .requestDrain:
+                    do {
+                        let timeout = machine.withLock { $0.requestTimeout }
+                        let reply = try await client.drain(id: broker.configuration.brokerID, incarnation: broker.incarnation, timeout: timeout)
+                        let (clients, at) = (broker.identifiedSessionCount, now)
+                        next = machine.withLock { $0.drainAccepted(reply, identifiedSessions: clients, now: at) }
+                    } catch {
+                        next = machine.withLock { $0.drainFailed("\(error)") }
+                    }
+                case .sleep(let duration):
+                    try? await Task.sleep(for: duration)
+                    let (clients, at) = (broker.identifiedSessionCount, now)
+                    next = machine.withLock { $0.drainProgress(identifiedSessions: clients, now: at) }
+                case .drainEnded:
+                    return
+                case .migrate, .log, .register, .heartbeat, .deregister:
+                    carryOut([action])
                 }
-                try? await Task.sleep(for: .milliseconds(min(5_000, 200 * (1 << min(failures, 5)))))
-            } catch {
-                failures += 1
-                // Keep serving clients while the controller is unreachable; retry with backoff.
-                if failures == 1 || failures % 20 == 0 {
-                    logger.warning("controller unreachable", metadata: ["controller": "\(controller)", "error": "\(error)"])
-                }
-                try? await Task.sleep(for: .milliseconds(min(5_000, 200 * (1 << min(failures, 5)))))
+            }
+            actions = next
+        }
+    }
+
+    /// Carries out the actions that need no answer: migrate orders and logs.
+    private func carryOut(_ actions: [StateMachine.Action], registration: RegistrationRequest? = nil) {
+        for action in actions {
+            switch action {
+            case .migrate(let count, let to, let reason):
+                broker.migrate(count: count, to: to, reason: reason)
+            case .log(let fact):
+                log(fact, registration: registration)
+            case .register, .heartbeat, .requestDrain, .deregister, .sleep, .drainEnded:
+                break
             }
         }
     }
 
-    private func register(_ client: ControllerClient) async throws {
-        let request = registration()
-        let reply = try await client.register(request, timeout: requestTimeout)
-        registered.store(true, ordering: .relaxed)
-        apply(reply)
-        logger.info(
-            "registered with the controller",
-            metadata: ["controller": "\(controller)", "ws": "\(request.webSocketURL)", "incarnation": "\(request.incarnation)"])
-        // Registered again mid-drain (the controller restarted): it must not send clients here.
-        if draining.load(ordering: .relaxed) { try await requestDrain(client) }
-    }
-
-    private func requestDrain(_ client: ControllerClient) async throws {
-        apply(try await client.drain(id: broker.configuration.brokerID, incarnation: broker.incarnation, timeout: requestTimeout))
-    }
-
-    private func heartbeat(_ client: ControllerClient, _ load: BrokerLoad) async throws {
-        apply(try await client.heartbeat(id: broker.configuration.brokerID, incarnation: broker.incarnation, load: load, timeout: requestTimeout))
-    }
-
-    /// A heartbeat that takes longer than this is abandoned and retried: waiting longer would
-    /// let the lease expire unnoticed.
-    var requestTimeout: Duration { max(.milliseconds(200), heartbeatInterval.withLock { $0 } * 2) }
-
-    private func apply(_ reply: LeaseReply) {
-        latestView.withLock { $0 = reply.cluster }
-        heartbeatInterval.withLock { $0 = .milliseconds(max(50, reply.heartbeatMillis)) }
-        for command in reply.commands {
-            broker.migrate(count: command.count, to: command.to, reason: command.reason)
-        }
-    }
-
-    // MARK: Drain and leave
-
-    /// Tells the controller this broker is leaving; its clients get migrate orders through the
-    /// heartbeats, which keep running. Waits until they have gone or `drainTimeout` passes.
-    private func drain(_ client: ControllerClient) async {
-        guard registered.load(ordering: .relaxed) else { return }
-        let others = (view?.brokers ?? []).filter { $0.id != broker.configuration.brokerID && $0.state == .active }
-        guard !others.isEmpty else {
+    private func log(_ fact: StateMachine.Fact, registration: RegistrationRequest?) {
+        switch fact {
+        case .registered:
+            logger.info(
+                "registered with the controller",
+                metadata: ["controller": "\(controller)", "ws": "\(registration?.webSocketURL ?? "")", "incarnation": "\(broker.incarnation)"])
+        case .forgotten(let reason):
+            logger.warning("controller does not know this broker; registering again", metadata: ["reason": "\(reason)"])
+        case .refused(let code, let message):
+            logger.error("controller refused this broker", metadata: ["code": "\(code)", "reason": "\(message)"])
+        case .unreachable(let error):
+            logger.warning("controller unreachable", metadata: ["controller": "\(controller)", "error": "\(error)"])
+        case .nothingToDrainTo:
             logger.info("no other broker to drain to; closing connections")
-            return
-        }
-        do {
-            draining.store(true, ordering: .relaxed)
-            try await requestDrain(client)
-        } catch {
+        case .drainNotStarted(let error):
             logger.warning("could not start draining; clients will fail over", metadata: ["error": "\(error)"])
-            return
-        }
-        logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(broker.sessions.withLock { $0.count })"])
-        let deadline = ContinuousClock.now + settings.drainTimeout
-        while ContinuousClock.now < deadline {
-            if broker.identifiedSessionCount == 0 { break }
-            // Everyone else left too (the whole network is stopping): nowhere to send them.
-            let me = broker.configuration.brokerID
-            if let view, !view.brokers.contains(where: { $0.id != me && $0.state == .active }) { break }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        let left = broker.identifiedSessionCount
-        if left > 0 {
-            logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(left)"])
-        } else {
+        case .draining(let clients):
+            logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(clients)"])
+        case .drained:
             logger.notice("drained")
-        }
-    }
-
-    private func deregister(_ client: ControllerClient) async {
-        guard registered.exchange(false, ordering: .relaxed) else { return }
-        do {
-            try await client.deregister(id: broker.configuration.brokerID, incarnation: broker.incarnation)
-        } catch {
+        case .nowhereLeftToDrainTo(let clients):
+            logger.warning("every other broker left; closing the remaining connections", metadata: ["clients": "\(clients)"])
+        case .drainTimedOut(let clients):
+            logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(clients)"])
+        case .deregisterFailed(let error):
             logger.warning("could not deregister; the lease will expire", metadata: ["error": "\(error)"])
         }
     }
