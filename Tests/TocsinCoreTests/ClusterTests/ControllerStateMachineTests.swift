@@ -35,6 +35,16 @@ import Testing
         return orders
     }
 
+    /// b1 with 90 clients and b2 with 10, settled since 0: at 1 s, b1 has orders waiting.
+    static func unbalancedWithOrders() throws -> Machine {
+        var m = machine()
+        try register(&m, ["b1", "b2"])
+        try report(&m, ["b1": 90, "b2": 10], now: .zero)
+        _ = m.tick(now: .zero)
+        _ = m.tick(now: .seconds(1))
+        return m
+    }
+
     static func plans(_ facts: [Machine.Fact]) -> [RebalancePlan] {
         facts.compactMap { if case .planned(let plan) = $0 { plan } else { nil } }
     }
@@ -77,11 +87,7 @@ import Testing
     }
 
     @Test func aNewIncarnationReplacesTheOldOneAndItsOrders() throws {
-        var m = Self.machine()
-        try Self.register(&m, ["b1", "b2"])
-        try Self.report(&m, ["b1": 90, "b2": 10], now: .zero)
-        _ = m.tick(now: .zero)
-        _ = m.tick(now: .seconds(1))
+        var m = try Self.unbalancedWithOrders()
         #expect(m.orders["b1"]?.map(\.count) == [35])
         // b1 restarts before its next heartbeat: the old incarnation's orders die with it.
         let facts = try m.register(Self.registration("b1", incarnation: "b1-2"), now: .milliseconds(1_100))
@@ -199,11 +205,7 @@ import Testing
     }
 
     @Test func aDeregisteredBrokerLeavesWithItsOrders() throws {
-        var m = Self.machine()
-        try Self.register(&m, ["b1", "b2"])
-        try Self.report(&m, ["b1": 90, "b2": 10], now: .zero)
-        _ = m.tick(now: .zero)
-        _ = m.tick(now: .seconds(1))
+        var m = try Self.unbalancedWithOrders()
         #expect(m.orders["b1"] != nil)
         F.expectError(.staleIncarnation) { () throws(TocsinError) in try m.deregister(id: "b1", incarnation: "b1-0") }
         #expect(try m.deregister(id: "b1", incarnation: "b1-1") == [.deregistered(id: "b1")])
