@@ -12,6 +12,9 @@ extension ClusterMember {
     /// `woke()`. The drain, on graceful shutdown: `drainStarted`, a `requestDrain` call reported
     /// with `drainAccepted` or `drainFailed`, then `sleep`s each followed by `drainProgress`,
     /// until `drainEnded`. Then `shutdown()` says whether to deregister.
+    ///
+    /// Every list of actions holds at most one call or `sleep`, and it comes last: the actions
+    /// before it (migrate orders, logs) are carried out first.
     struct StateMachine: Equatable {
         enum Lease: Equatable {
             /// Must register: not yet, or the controller no longer knows this incarnation.
