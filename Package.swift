@@ -71,7 +71,7 @@ let package = Package(
                 "TocsinCore",
                 "TocsinStore",
                 "TocsinHTTP",
-                "TocsinClient",
+                "TocsinHTTPClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -82,10 +82,22 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // JSON over HTTP to Tocsin nodes, and the controller's API as typed calls (brokers, clients and the CLI).
+        .target(
+            name: "TocsinHTTPClient",
+            dependencies: [
+                "TocsinCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "TocsinClient",
             dependencies: [
                 "TocsinCore",
+                "TocsinHTTPClient",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

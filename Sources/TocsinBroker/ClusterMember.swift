@@ -1,8 +1,7 @@
-import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
-import TocsinClient
+import TocsinHTTPClient
 import TocsinCore
 
 /// A broker's membership in a network: registers with the controller, renews its lease with
@@ -16,25 +15,26 @@ final class ClusterMember: Service, Sendable {
     let broker: Broker
     let settings: ClusterSettings
     let logger: Logger
-    private let latestView = Mutex<ClusterView?>(nil)
-    private let registered = Atomic<Bool>(false)
-    /// Set once a drain has started: a re-registration (the controller restarted) drains again.
-    private let draining = Atomic<Bool>(false)
-    private let heartbeatInterval = Mutex<Duration>(.milliseconds(500))
+    private let machine: Mutex<StateMachine>
+    /// The member's clock: `now` arguments of the state machine are measured from here.
+    private let origin = ContinuousClock.now
 
     init(broker: Broker, settings: ClusterSettings, logger: Logger) {
         self.broker = broker
         self.settings = settings
         self.logger = logger
+        machine = Mutex(StateMachine(brokerID: broker.configuration.brokerID, drainTimeout: settings.drainTimeout))
     }
 
     /// The controller's discovery list as of the last heartbeat.
-    var view: ClusterView? { latestView.withLock { $0 } }
+    var view: ClusterView? { machine.withLock { $0.view } }
 
     var controller: String { BaseURL.trimmed(settings.controllerURL) }
 
-    func registration() -> RegistrationRequest {
-        let http = broker.httpURL
+    private var now: Duration { ContinuousClock.now - origin }
+
+    func registration(port: Int) -> RegistrationRequest {
+        let http = settings.advertisedURL ?? "http://\(broker.configuration.host):\(port)"
         return RegistrationRequest(
             id: broker.configuration.brokerID, incarnation: broker.incarnation, webSocketURL: BaseURL.webSocketURL(forHTTP: http),
             httpURL: http, region: settings.region, location: settings.location, capacity: settings.capacity)
@@ -42,182 +42,166 @@ final class ClusterMember: Service, Sendable {
 
     func run() async throws {
         // Wait for the server to listen: the registration advertises its port.
-        guard await broker.address.port() != nil else { return }
+        guard let port = await broker.address.port() else { return }
+        let request = registration(port: port)
+        // The member's own HTTP connections to the controller, closed when it stops.
+        let client = ControllerClient(url: settings.controllerURL)
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.heartbeatLoop() }
+            group.addTask { await self.heartbeats(client, request) }
             // Returns when graceful shutdown starts (or throws when cancelled: then no drain).
             let graceful = (try? await gracefulShutdown()) != nil
-            if graceful { await self.drain() }
+            if graceful { await self.drain(client) }
             group.cancelAll()
         }
-        await deregister()
+        if step({ $0.shutdown() }).contains(.deregister) {
+            do {
+                try await client.deregister(id: broker.configuration.brokerID, incarnation: broker.incarnation)
+            } catch {
+                carryOut(step { $0.deregisterFailed("\(error)") })
+            }
+        }
+        try? await client.shutdown()
     }
 
     // MARK: Heartbeats
 
-    private func heartbeatLoop() async {
+    /// Registers, renews the lease and carries out the orders that come back, until cancelled.
+    private func heartbeats(_ client: ControllerClient, _ request: RegistrationRequest) async {
         var meter = LoadMeter(totals: broker.metrics.totals)
-        var failures = 0
-        while !Task.isCancelled {
-            do {
-                if !registered.load(ordering: .relaxed) {
-                    try await register()
-                } else {
+        var actions = step { $0.start() }
+        while !actions.isEmpty, !Task.isCancelled {
+            var next: [StateMachine.Action] = []
+            for action in actions {
+                switch action {
+                case .register:
+                    next = await outcome(client) { timeout in
+                        let reply = try await client.register(request, timeout: timeout)
+                        return { $0.registered(reply) }
+                    }
+                case .heartbeat:
                     broker.sessions.closeStaleMigrations(olderThan: settings.migrationTimeout)
-                    try await heartbeat(meter.sample(broker.currentLoad()))
+                    let load = meter.sample(broker.currentLoad())
+                    next = await outcome(client) { timeout in
+                        let reply = try await client.heartbeat(
+                            id: self.broker.configuration.brokerID, incarnation: self.broker.incarnation, load: load, timeout: timeout)
+                        return { $0.answered(reply) }
+                    }
+                case .requestDrain:
+                    next = await outcome(client) { timeout in
+                        let reply = try await client.drain(id: self.broker.configuration.brokerID, incarnation: self.broker.incarnation, timeout: timeout)
+                        return { $0.answered(reply) }
+                    }
+                case .sleep(let duration):
+                    try? await Task.sleep(for: duration)
+                    next = step { $0.woke() }
+                case .migrate, .log, .deregister, .drainEnded:
+                    carryOut([action], registration: request)
                 }
-                failures = 0
-                try? await Task.sleep(for: heartbeatInterval.withLock { $0 })
-            } catch let error as TocsinError where error.code == .unknownBroker || error.code == .staleIncarnation {
-                // The controller restarted, or our lease expired (a long pause): register again.
-                logger.warning("controller does not know this broker; registering again", metadata: ["reason": "\(error.message)"])
-                registered.store(false, ordering: .relaxed)
-            } catch is CancellationError {
-                return
-            } catch let error as TocsinError {
-                // The controller answered but refused (e.g. `broker_id_in_use`: another live broker
-                // has this id). Say so plainly; retry, since the other one may go away.
-                failures += 1
-                if failures == 1 || failures % 20 == 0 {
-                    logger.error("controller refused this broker", metadata: ["code": "\(error.code)", "reason": "\(error.message)"])
+            }
+            actions = next
+        }
+    }
+
+    /// Makes a call to the controller and feeds its outcome to the state machine: the reply
+    /// (through the event `call` returns), a refusal, or no answer. Empty when cancelled.
+    private func outcome(
+        _ client: ControllerClient,
+        _ call: (Duration) async throws -> (inout StateMachine) -> [StateMachine.Action]
+    ) async -> [StateMachine.Action] {
+        let timeout = machine.withLock { $0.requestTimeout }
+        do {
+            let event = try await call(timeout)
+            return step { event(&$0) }
+        } catch let error as TocsinError {
+            return step { $0.refused(error) }
+        } catch {
+            if Task.isCancelled { return [] }
+            return step { $0.unreachable("\(error)") }
+        }
+    }
+
+    // MARK: Drain
+
+    /// Tells the controller this broker is leaving; its clients get migrate orders through the
+    /// heartbeats, which keep running. Waits until they have gone, every other broker has left,
+    /// or `drainTimeout` passes.
+    private func drain(_ client: ControllerClient) async {
+        var actions = step { $0.drainStarted() }
+        while !actions.isEmpty {
+            var next: [StateMachine.Action] = []
+            for action in actions {
+                switch action {
+                case .requestDrain:
+                    do {
+                        let timeout = machine.withLock { $0.requestTimeout }
+                        let reply = try await client.drain(id: broker.configuration.brokerID, incarnation: broker.incarnation, timeout: timeout)
+                        let (clients, at) = (broker.sessions.identifiedCount, now)
+                        next = step { $0.drainAccepted(reply, identifiedSessions: clients, now: at) }
+                    } catch {
+                        next = step { $0.drainFailed("\(error)") }
+                    }
+                case .sleep(let duration):
+                    try? await Task.sleep(for: duration)
+                    let (clients, at) = (broker.sessions.identifiedCount, now)
+                    next = step { $0.drainProgress(identifiedSessions: clients, now: at) }
+                case .drainEnded:
+                    return
+                case .migrate, .log, .register, .heartbeat, .deregister:
+                    carryOut([action])
                 }
-                try? await Task.sleep(for: .milliseconds(min(5_000, 200 * (1 << min(failures, 5)))))
-            } catch {
-                failures += 1
-                // Keep serving clients while the controller is unreachable; retry with backoff.
-                if failures == 1 || failures % 20 == 0 {
-                    logger.warning("controller unreachable", metadata: ["controller": "\(controller)", "error": "\(error)"])
-                }
-                try? await Task.sleep(for: .milliseconds(min(5_000, 200 * (1 << min(failures, 5)))))
+            }
+            actions = next
+        }
+    }
+
+    /// Runs one step of the machine under its lock; then, outside it, publishes the discovery
+    /// list it holds to the broker (`GET /v1/cluster`).
+    private func step(_ body: (inout StateMachine) -> [StateMachine.Action]) -> [StateMachine.Action] {
+        let (actions, view) = machine.withLock { m in (body(&m), m.view) }
+        if let view { broker.discovery?.update(view) }
+        return actions
+    }
+
+    /// Carries out the actions that need no answer: migrate orders and logs.
+    private func carryOut(_ actions: [StateMachine.Action], registration: RegistrationRequest? = nil) {
+        for action in actions {
+            switch action {
+            case .migrate(let count, let to, let reason):
+                broker.sessions.migrate(count: count, to: to, reason: reason)
+            case .log(let fact):
+                log(fact, registration: registration)
+            case .register, .heartbeat, .requestDrain, .deregister, .sleep, .drainEnded:
+                break
             }
         }
     }
 
-    private func register() async throws {
-        let request = registration()
-        let reply = try LeaseReply(json: try await HTTPCall.call(.POST, controller + "/v1/brokers", body: request.json, timeout: requestTimeout))
-        registered.store(true, ordering: .relaxed)
-        apply(reply)
-        logger.info(
-            "registered with the controller",
-            metadata: ["controller": "\(controller)", "ws": "\(request.webSocketURL)", "incarnation": "\(request.incarnation)"])
-        // Registered again mid-drain (the controller restarted): it must not send clients here.
-        if draining.load(ordering: .relaxed) { try await requestDrain() }
-    }
-
-    private func requestDrain() async throws {
-        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/drain"
-        apply(
-            try LeaseReply(
-                json: try await HTTPCall.call(.POST, url, body: .object(["incarnation": .string(broker.incarnation)]), timeout: requestTimeout)))
-    }
-
-    private func heartbeat(_ load: BrokerLoad) async throws {
-        let body = JSONValue.object(["incarnation": .string(broker.incarnation), "load": load.json])
-        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)/heartbeat"
-        apply(try LeaseReply(json: try await HTTPCall.call(.POST, url, body: body, timeout: requestTimeout)))
-    }
-
-    /// A heartbeat that takes longer than this is abandoned and retried: waiting longer would
-    /// let the lease expire unnoticed.
-    var requestTimeout: Duration { max(.milliseconds(200), heartbeatInterval.withLock { $0 } * 2) }
-
-    private func apply(_ reply: LeaseReply) {
-        latestView.withLock { $0 = reply.cluster }
-        broker.discovery?.update(reply.cluster)
-        heartbeatInterval.withLock { $0 = .milliseconds(max(50, reply.heartbeatMillis)) }
-        for command in reply.commands {
-            broker.sessions.migrate(count: command.count, to: command.to, reason: command.reason)
-        }
-    }
-
-    // MARK: Drain and leave
-
-    /// Tells the controller this broker is leaving; its clients get migrate orders through the
-    /// heartbeats, which keep running. Waits until they have gone or `drainTimeout` passes.
-    private func drain() async {
-        guard registered.load(ordering: .relaxed) else { return }
-        let others = (view?.brokers ?? []).filter { $0.id != broker.configuration.brokerID && $0.state == .active }
-        guard !others.isEmpty else {
+    private func log(_ fact: StateMachine.Fact, registration: RegistrationRequest?) {
+        switch fact {
+        case .registered:
+            logger.info(
+                "registered with the controller",
+                metadata: ["controller": "\(controller)", "ws": "\(registration?.webSocketURL ?? "")", "incarnation": "\(broker.incarnation)"])
+        case .forgotten(let reason):
+            logger.warning("controller does not know this broker; registering again", metadata: ["reason": "\(reason)"])
+        case .refused(let code, let message):
+            logger.error("controller refused this broker", metadata: ["code": "\(code)", "reason": "\(message)"])
+        case .unreachable(let error):
+            logger.warning("controller unreachable", metadata: ["controller": "\(controller)", "error": "\(error)"])
+        case .nothingToDrainTo:
             logger.info("no other broker to drain to; closing connections")
-            return
-        }
-        do {
-            draining.store(true, ordering: .relaxed)
-            try await requestDrain()
-        } catch {
+        case .drainNotStarted(let error):
             logger.warning("could not start draining; clients will fail over", metadata: ["error": "\(error)"])
-            return
-        }
-        logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(broker.sessions.count)"])
-        let deadline = ContinuousClock.now + settings.drainTimeout
-        while ContinuousClock.now < deadline {
-            if broker.sessions.identifiedCount == 0 { break }
-            // Everyone else left too (the whole network is stopping): nowhere to send them.
-            let me = broker.configuration.brokerID
-            if let view, !view.brokers.contains(where: { $0.id != me && $0.state == .active }) { break }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        let left = broker.sessions.identifiedCount
-        if left > 0 {
-            logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(left)"])
-        } else {
+        case .draining(let clients):
+            logger.notice("draining: moving clients to other brokers", metadata: ["clients": "\(clients)"])
+        case .drained:
             logger.notice("drained")
-        }
-    }
-
-    private func deregister() async {
-        guard registered.exchange(false, ordering: .relaxed) else { return }
-        let url = controller + "/v1/brokers/\(broker.configuration.brokerID)?incarnation=\(broker.incarnation)"
-        do {
-            _ = try await HTTPCall.call(.DELETE, url)
-        } catch {
+        case .nowhereLeftToDrainTo(let clients):
+            logger.warning("every other broker left; closing the remaining connections", metadata: ["clients": "\(clients)"])
+        case .drainTimedOut(let clients):
+            logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(clients)"])
+        case .deregisterFailed(let error):
             logger.warning("could not deregister; the lease will expire", metadata: ["error": "\(error)"])
         }
-    }
-}
-
-/// Turns the broker's running totals into per-second rates between two heartbeats.
-struct LoadMeter {
-    let totals: BrokerMetrics.Totals
-    private var last = ContinuousClock.now
-    private var delivered = 0
-    private var published = 0
-    private var cpuSeconds = LoadMeter.processCPUSeconds()
-
-    init(totals: BrokerMetrics.Totals) {
-        self.totals = totals
-        delivered = totals.delivered.load(ordering: .relaxed)
-        published = totals.published.load(ordering: .relaxed)
-    }
-
-    mutating func sample(_ current: (connections: Int, subscriptions: Int, migrating: Int)) -> BrokerLoad {
-        let now = ContinuousClock.now
-        let elapsed = max(0.001, Double((now - last).components.attoseconds) / 1e18 + Double((now - last).components.seconds))
-        let d = totals.delivered.load(ordering: .relaxed)
-        let p = totals.published.load(ordering: .relaxed)
-        let cpu = Self.processCPUSeconds()
-        defer {
-            last = now
-            delivered = d
-            published = p
-            cpuSeconds = cpu
-        }
-        return BrokerLoad(
-            connections: current.connections, subscriptions: current.subscriptions,
-            deliveriesPerSecond: Double(d - delivered) / elapsed, publishesPerSecond: Double(p - published) / elapsed,
-            cpu: max(0, (cpu - cpuSeconds) / elapsed), migrating: current.migrating)
-    }
-
-    /// User + system CPU time of this process.
-    static func processCPUSeconds() -> Double {
-        var usage = rusage()
-        #if canImport(Glibc)
-        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-        #else
-        getrusage(RUSAGE_SELF, &usage)
-        #endif
-        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 }

@@ -2,7 +2,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
-import TocsinClient
+import TocsinHTTPClient
 import TocsinCore
 import TocsinHTTP
 import TocsinStore

@@ -1,6 +1,6 @@
-import Foundation
 import Logging
 public import TocsinCore
+import TocsinHTTPClient
 
 /// Finds the broker a client should use. It learns the network from any node it knows (each
 /// broker and the controller serve `GET /v1/cluster`), asks the controller's `assign`, and when
@@ -49,9 +49,7 @@ public actor BrokerLocator {
         var seen: Set<String> = []
         for base in candidates where seen.insert(base).inserted {
             do {
-                let reply = try await HTTPCall.send(.GET, base + "/v1/cluster", timeout: configuration.requestTimeout)
-                guard reply.status == 200 else { throw TocsinError(.unavailable, "HTTP \(reply.status) from \(base)/v1/cluster") }
-                var fresh = try ClusterView(json: reply.body)
+                var fresh = try await controller(at: base).cluster(timeout: configuration.requestTimeout)
                 // A standalone broker names no controller: it answers `assign` itself.
                 if fresh.controller == nil, fresh.brokers.count == 1 { fresh.controller = base }
                 view = fresh
@@ -111,19 +109,16 @@ public actor BrokerLocator {
         return choice
     }
 
-    private func assign(controller: String, exclude: Set<String>) async throws -> BrokerSummary {
-        var query = "client=" + Self.escape(configuration.client)
-        if let region = configuration.region { query += "&region=" + Self.escape(region) }
-        if let location = configuration.location { query += "&lat=\(location.lat)&lon=\(location.lon)" }
-        if !exclude.isEmpty { query += "&exclude=" + Self.escape(exclude.sorted().joined(separator: ",")) }
-        let reply = try await HTTPCall.send(.GET, controller + "/v1/assign?" + query, timeout: configuration.requestTimeout)
-        guard reply.status == 200 else {
-            if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
-                throw TocsinError(.init(rawValue: code), message)
-            }
-            throw TocsinError(.unavailable, "HTTP \(reply.status) from \(controller)/v1/assign")
-        }
-        return try AssignReply(json: reply.body).broker
+    private func assign(controller url: String, exclude: Set<String>) async throws -> BrokerSummary {
+        let request = AssignmentRequest(
+            clientID: configuration.client, region: configuration.region, location: configuration.location, exclude: exclude)
+        return try await controller(at: url).assign(request, timeout: configuration.requestTimeout).broker
+    }
+
+    /// The controller's API at `url` (or any node's, for the discovery list), over the process's
+    /// shared HTTP connections.
+    private func controller(at url: String) -> ControllerClient {
+        ControllerClient(url: url, httpClient: HTTPCall.shared)
     }
 
     /// Without a controller: the active broker with the highest rendezvous score for this client,
@@ -136,14 +131,6 @@ public actor BrokerLocator {
     }
 
     static func escape(_ s: String) -> String {
-        s.addingPercentEncoding(withAllowedCharacters: .urlQueryValueAllowed) ?? s
+        ControllerClient.escape(s)
     }
-}
-
-extension CharacterSet {
-    static let urlQueryValueAllowed: CharacterSet = {
-        var set = CharacterSet.urlQueryAllowed
-        set.remove(charactersIn: "&=+#")
-        return set
-    }()
 }

@@ -73,7 +73,7 @@ public final class Connection: Sendable {
             try await connect(
                 url: url, configuration: configuration, logger: logger, maxMessageBytes: maxMessageBytes, result: result, body)
         } catch {
-            throw TransportFailure.from(error, url: url) ?? error
+            throw TransportFailure.from(connecting: error, url: url) ?? error
         }
         switch result.value {
         case .success(let value)?: return value

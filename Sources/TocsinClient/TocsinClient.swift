@@ -1,5 +1,7 @@
 import Logging
 public import TocsinCore
+// HTTPCall and TransportFailure are part of the client library's API.
+@_exported public import TocsinHTTPClient
 
 /// The entry point an app uses: one client id, the network's seed URLs, and subscriptions as
 /// async sequences of notifications.

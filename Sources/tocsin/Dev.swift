@@ -110,7 +110,7 @@ struct Status: AsyncParsableCommand {
         let base = BaseURL.trimmed(url)
         let view: ClusterView
         do {
-            view = try ClusterView(json: try await HTTPCall.call(.GET, base + "/v1/cluster"))
+            view = try await ControllerClient.withClient(url: base) { try await $0.cluster() }
         } catch let failure as TransportFailure where failure.kind == .refused {
             throw CommandFailure(
                 failure.sentence(role: "a controller or broker", runBy: "`tocsin controller`")

@@ -1,4 +1,4 @@
-import AsyncHTTPClient
+public import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 public import TocsinCore
@@ -14,21 +14,27 @@ public enum HTTPCall {
         case GET, PUT, POST, DELETE
     }
 
-    /// The process's HTTP client. Unlike `HTTPClient.shared` it fails a request at once when the
-    /// peer refuses the connection, instead of retrying until the deadline: a dead broker must
-    /// cost a client milliseconds, not its whole timeout, to skip.
-    static let client: HTTPClient = {
+    /// The process's HTTP client, for calls that have no client of their own (it lives as long
+    /// as the process). `ControllerClient` makes and shuts down its own.
+    public static let shared: HTTPClient = makeClient()
+
+    /// A new HTTP client configured for Tocsin nodes. Unlike `HTTPClient.shared` it fails a
+    /// request at once when the peer refuses the connection, instead of retrying until the
+    /// deadline: a dead broker must cost a client milliseconds, not its whole timeout, to skip.
+    /// The caller shuts it down.
+    public static func makeClient() -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(2)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+    }
 
     /// Sends a request and returns the status and the JSON body, whatever the status. A failure
     /// to get an answer (refused, timed out, unknown host, TLS, a bad URL) is thrown as a
     /// `TransportFailure`, whose description is a sentence for the user.
     public static func send(
-        _ method: Method, _ url: String, rawBody: String? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30)
+        _ method: Method, _ url: String, rawBody: String? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30),
+        using client: HTTPClient = shared
     ) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         request.method = HTTPMethod(rawValue: method.rawValue)
@@ -59,9 +65,10 @@ public enum HTTPCall {
 
     /// Sends a request; a non-2xx reply throws its `{"error": {code, message}}` as a `TocsinError`.
     public static func call(
-        _ method: Method, _ url: String, body: JSONValue? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30)
+        _ method: Method, _ url: String, body: JSONValue? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30),
+        using client: HTTPClient = shared
     ) async throws -> JSONValue {
-        let reply = try await send(method, url, rawBody: body?.serialized, headers: headers, timeout: timeout)
+        let reply = try await send(method, url, rawBody: body?.serialized, headers: headers, timeout: timeout, using: client)
         guard (200..<300).contains(reply.status) else {
             if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
                 throw TocsinError(.init(rawValue: code), message)

@@ -3,16 +3,16 @@ import Foundation
 import NIOCore
 import NIOPosix
 import NIOSSL
-import WSClient
 
 /// A call to a Tocsin node that failed below the protocol: nothing answered, or not in time, or
 /// the address is wrong. Its `description` is one sentence that says what happened and what to
 /// check, e.g. "cannot reach a broker at http://127.0.0.1:7400 (connection refused); is `tocsin
 /// serve` running?" — not a NIO error description.
 ///
-/// `TransportFailure.from(_:url:timeout:)` is the one place that turns the errors of SwiftNIO,
-/// AsyncHTTPClient and the WebSocket client into these; `HTTPCall` and `Connection` throw them, so
-/// every command and every client log says the same thing about the same failure.
+/// `TransportFailure.from(_:url:timeout:)` is the one place that turns the errors of SwiftNIO and
+/// AsyncHTTPClient into these (the client library adds the WebSocket client's, through
+/// `make(_:_:url:)`); `HTTPCall`, `ControllerClient` and `Connection` throw them, so every command
+/// and every client log says the same thing about the same failure.
 public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertible {
     public enum Kind: String, Sendable, Hashable {
         /// Nothing listens there.
@@ -86,12 +86,7 @@ public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertib
     /// returned as is). `timeout` is the call's time limit, named when it ran out.
     public static func from(_ error: any Error, url: String, timeout: Duration? = nil) -> TransportFailure? {
         if let failure = error as? TransportFailure { return failure }
-        let origin = Self.origin(of: url)
-        // A bad URL is shown as the user gave it: without the API path the call added.
-        let given = url.range(of: "/v1/").map { String(url[..<$0.lowerBound]) } ?? url
-        func make(_ kind: Kind, _ problem: String) -> TransportFailure {
-            TransportFailure(kind: kind, url: kind == .badURL ? given : origin, problem: problem)
-        }
+        func make(_ kind: Kind, _ problem: String) -> TransportFailure { Self.make(kind, problem, url: url) }
         switch error {
         case let error as NIOConnectionError:
             if error.connectionErrors.isEmpty, error.dnsAError != nil || error.dnsAAAAError != nil {
@@ -137,15 +132,18 @@ public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertib
                 }
                 return make(.other, "\(error)")
             }
-        case let error as WebSocketClientError:
-            if error == .invalidURL { return make(.badURL, "not a ws:// or wss:// URL") }
-            if error == .webSocketUpgradeFailed { return make(.notWebSocket, "the upgrade was refused") }
-            return make(.other, "\(error)")
         case is NIOSSLError, is BoringSSLError, is NIOSSLExtraError:
             return make(.tls, "TLS failed: \(error)")
         default:
             return nil
         }
+    }
+
+    /// A failure of `kind` for a call to `url`: named by its origin (`scheme://host:port`), or, for
+    /// a bad URL, as the user gave it (without the API path the call added).
+    package static func make(_ kind: Kind, _ problem: String, url: String) -> TransportFailure {
+        let given = url.range(of: "/v1/").map { String(url[..<$0.lowerBound]) } ?? url
+        return TransportFailure(kind: kind, url: kind == .badURL ? given : origin(of: url), problem: problem)
     }
 
     private static func fromErrno(_ code: CInt, url: String, _ make: (Kind, String) -> TransportFailure) -> TransportFailure {
@@ -162,7 +160,7 @@ public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertib
     }
 
     /// `scheme://host:port` of a URL, or the text itself when it does not parse as one.
-    static func origin(of url: String) -> String {
+    package static func origin(of url: String) -> String {
         guard let parts = URLComponents(string: url), let scheme = parts.scheme, let host = parts.host, !host.isEmpty else { return url }
         let shownHost = host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
         return "\(scheme)://\(shownHost)" + (parts.port.map { ":\($0)" } ?? "")
