@@ -58,10 +58,10 @@ public func buildBroker(
         logger: logger
     )
     var services: [any Service] = [app]
-    if let settings = configuration.cluster {
+    if let settings = configuration.cluster, let controller = broker.controller {
         // The member shuts down first (services stop in reverse order): it drains while the server
         // still serves the clients it is moving away.
-        let member = ClusterMember(broker: broker, settings: settings, logger: logger)
+        let member = ClusterMember(broker: broker, controller: controller, settings: settings, logger: logger)
         services.append(member)
     }
     return BrokerApplication(broker: broker, service: boundedShutdown(services, grace: configuration.shutdownGrace, logger: logger))

@@ -4,6 +4,7 @@ public import ServiceLifecycle
 import Foundation
 import Synchronization
 import TocsinCore
+import TocsinHTTPClient
 public import TocsinStore
 
 /// The broker: a façade over the parts that each do one job, and the operations the transports
@@ -31,6 +32,9 @@ public final class Broker: Sendable {
     let address = ListeningAddress()
     /// The controller's discovery list as the cluster member last heard it (nil when standalone).
     let discovery: Discovery?
+    /// The controller's API, when this broker is a member of a network: the member registers
+    /// and renews through it, and `GET /v1/assign` is forwarded with it. Closed last, at shutdown.
+    let controller: ControllerClient?
     /// Wall-clock milliseconds, for time-relative channel conditions and retention.
     let nowMillis: @Sendable () -> Int64
 
@@ -57,6 +61,7 @@ public final class Broker: Sendable {
         self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)
         self.discovery = configuration.cluster.map { Discovery(controller: BaseURL.trimmed($0.controllerURL)) }
+        self.controller = configuration.cluster.map { ControllerClient(url: $0.controllerURL) }
         try await reloadCatalog()
     }
 
@@ -75,6 +80,10 @@ public final class Broker: Sendable {
             tails,
             repetitiveTicker,
         ]
+        if let controller {
+            // First of all, so it stops after everything that calls the controller.
+            services.insert(OnShutdown { try? await controller.shutdown() }, at: 0)
+        }
         if let eventLoopWatch { services.append(eventLoopWatch) }
         // Listening before the store's maintenance (which tells of other processes' changes) starts.
         let definitionChanges = store.changes.definitionChanges()

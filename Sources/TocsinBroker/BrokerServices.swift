@@ -40,6 +40,20 @@ struct ScopedService: Service {
     }
 }
 
+/// Waits for graceful shutdown, then runs `action` (also when cancelled instead).
+struct OnShutdown: Service {
+    let action: @Sendable () async -> Void
+
+    init(_ action: @escaping @Sendable () async -> Void) {
+        self.action = action
+    }
+
+    func run() async {
+        try? await gracefulShutdown()
+        await action()
+    }
+}
+
 /// Persists acknowledged positions in one transaction per interval (`AckTracker` collects them).
 final class AckFlusher: Sendable {
     let acks: AckTracker

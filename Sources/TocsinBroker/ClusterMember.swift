@@ -13,14 +13,17 @@ import TocsinCore
 /// finishes draining while the server still serves the clients it is moving.
 final class ClusterMember: Service, Sendable {
     let broker: Broker
+    private let client: ControllerClient
     let settings: ClusterSettings
     let logger: Logger
     private let machine: Mutex<StateMachine>
     /// The member's clock: `now` arguments of the state machine are measured from here.
     private let origin = ContinuousClock.now
 
-    init(broker: Broker, settings: ClusterSettings, logger: Logger) {
+    /// `controller` is the broker's client of the controller's API; the broker closes it.
+    init(broker: Broker, controller: ControllerClient, settings: ClusterSettings, logger: Logger) {
         self.broker = broker
+        self.client = controller
         self.settings = settings
         self.logger = logger
         machine = Mutex(StateMachine(brokerID: broker.configuration.brokerID, drainTimeout: settings.drainTimeout))
@@ -44,8 +47,7 @@ final class ClusterMember: Service, Sendable {
         // Wait for the server to listen: the registration advertises its port.
         guard let port = await broker.address.port() else { return }
         let request = registration(port: port)
-        // The member's own HTTP connections to the controller, closed when it stops.
-        let client = ControllerClient(url: settings.controllerURL)
+        let client = self.client
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.heartbeats(client, request) }
             // Returns when graceful shutdown starts (or throws when cancelled: then no drain).
@@ -60,7 +62,6 @@ final class ClusterMember: Service, Sendable {
                 carryOut(step { $0.deregisterFailed("\(error)") })
             }
         }
-        try? await client.shutdown()
     }
 
     // MARK: Heartbeats

@@ -22,18 +22,19 @@ struct HTTPAPI: Sendable {
         // Assignment is the controller's; a broker forwards the question (or, standalone, answers itself).
         router.get("/v1/assign") { request, _ in
             await self.api {
-                guard let controller = broker.clusterView.controller else {
+                guard let controller = broker.controller else {
                     // Standalone: a network of one, but the question is checked as the controller would.
                     _ = try request.assignmentRequest()
                     let me = broker.standaloneSummary
                     return .json(JSONValue.object(["broker": me.json, "alternates": .array([]), "region": .string(me.region)]))
                 }
-                let query = request.uri.query.map { "?" + $0 } ?? ""
+                let question = try request.assignmentRequest()
                 do {
-                    let reply = try await HTTPCall.send(.GET, controller + "/v1/assign" + query, timeout: .seconds(5))
-                    return .json(reply.body, status: .init(code: reply.status))
+                    return .json(try await controller.assign(question, timeout: .seconds(5)).json)
+                } catch let refused as TocsinError {
+                    throw refused  // the controller's answer, relayed as it is
                 } catch {
-                    throw TocsinError(.unavailable, "the controller at \(controller) cannot be reached: \(error)")
+                    throw TocsinError(.unavailable, "the controller at \(controller.url) cannot be reached: \(error)")
                 }
             }
         }
