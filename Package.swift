@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "tocsin", targets: ["tocsin"]),
         .library(name: "TocsinCore", targets: ["TocsinCore"]),
         .library(name: "TocsinClient", targets: ["TocsinClient"]),
+        .library(name: "TocsinLoad", targets: ["TocsinLoad"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
@@ -44,6 +45,7 @@ let package = Package(
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -90,18 +92,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(
-            name: "tocsin",
+        // Load generation and benchmarks: configurations in, reports out. `tocsin bench`, the
+        // integration tests and Benchmarks/ share it (raw WebSocket load client, /proc figures,
+        // subscriber audiences, publish feeds, percentiles).
+        .target(
+            name: "TocsinLoad",
             dependencies: [
                 "TocsinCore",
-                "TocsinStore",
-                "TocsinBroker",
-                "TocsinController",
                 "TocsinClient",
                 "TocsinDev",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tocsin",
+            dependencies: [
+                "TocsinCore",
+                "TocsinStore",
+                "TocsinHTTP",
+                "TocsinBroker",
+                "TocsinController",
+                "TocsinClient",
+                "TocsinDev",
+                "TocsinLoad",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -118,6 +134,7 @@ let package = Package(
                 "TocsinController",
                 "TocsinClient",
                 "TocsinDev",
+                "TocsinLoad",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -164,6 +181,7 @@ let package = Package(
                 "TocsinTesting",
                 "TocsinCore",
                 "TocsinClient",
+                "TocsinLoad",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),

@@ -1,0 +1,216 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// What the raw subscribers of a latency benchmark gathered: latencies of the events published
+/// inside the measured window, deliveries, subscriptions made.
+public final class LatencySamples: Sendable {
+    let latencies = Mutex<[Int64]>([])
+    let delivered = Atomic<Int>(0)
+    let subscribed = Atomic<Int>(0)
+    /// Set when the subscribers should close on their next notification.
+    let stop = Atomic<Bool>(false)
+    /// The measured window, in the monotonic nanoseconds events carry: an event counts when
+    /// it was published inside it (so late deliveries of warm-up events do not).
+    let windowStart = Atomic<Int64>(.max)
+    let windowEnd = Atomic<Int64>(.max)
+
+    public init() {}
+
+    func inWindow(_ sent: Int64) -> Bool {
+        sent >= windowStart.load(ordering: .relaxed) && sent < windowEnd.load(ordering: .relaxed)
+    }
+}
+
+/// A latency benchmark's subscribers: raw WebSocket connections on one event-loop thread,
+/// frames parsed in place from the socket's buffer, no task or `String` per notification.
+///
+/// The load generator shares the machine with the broker it measures; a client that spends
+/// more CPU per notification than the broker does (a general-purpose WebSocket client does)
+/// would measure its own queueing, not the broker's latency. This one speaks just enough of
+/// the protocol: the upgrade, `hello`, `subscribe`, `notify`, cumulative `ack`s, `ping`.
+struct RawSubscribers {
+    let group: MultiThreadedEventLoopGroup
+    let channels: [any Channel]
+
+    /// Connects `count` subscribers of `EmergenciesOfKind(kind)` to the broker at `host:port`.
+    static func connect(
+        host: String, port: Int, count: Int, kind: String, ackEvery: Int, samples: LatencySamples
+    ) async throws -> RawSubscribers {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var channels: [any Channel] = []
+        for i in 0..<count {
+            let channel = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            RawSubscriberHandler(
+                                host: "\(host):\(port)", client: "\(kind)-\(i)", kind: kind, ackEvery: ackEvery, samples: samples))
+                    }
+                }
+                .connect(host: host, port: port).get()
+            channels.append(channel)
+        }
+        return RawSubscribers(group: group, channels: channels)
+    }
+
+    /// Closes every connection (each hands its samples over as it closes) and stops the thread.
+    func close() async throws {
+        for channel in channels { channel.close(promise: nil) }
+        for channel in channels { try? await channel.closeFuture.get() }
+        try await group.shutdownGracefully()
+    }
+}
+
+/// One subscriber connection (see `RawSubscribers`).
+final class RawSubscriberHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let host: String
+    private let client: String
+    private let kind: String
+    private let ackEvery: Int
+    private let samples: LatencySamples
+    private var upgraded = false
+    private var buffer = ByteBuffer()
+    private var subscription = ""
+    private var received = 0
+    private var latencies: [Int64] = []
+
+    init(host: String, client: String, kind: String, ackEvery: Int, samples: LatencySamples) {
+        self.host = host
+        self.client = client
+        self.kind = kind
+        self.ackEvery = ackEvery
+        self.samples = samples
+        latencies.reserveCapacity(1 << 16)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let request =
+            "GET /v1/ws HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        context.write(wrapOutboundOut(ByteBuffer(string: request)), promise: nil)
+        send(#"{"type":"hello","id":"h","client":"\#(client)"}"#, context: context)
+        send(#"{"type":"subscribe","id":"s","channel":"EmergenciesOfKind","params":{"kind":"\#(kind)"}}"#, context: context)
+        context.flush()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        if !upgraded {
+            guard let end = buffer.readableBytesView.firstRange(of: Array("\r\n\r\n".utf8)) else { return }
+            let head = buffer.readString(length: end.upperBound - buffer.readerIndex) ?? ""
+            guard head.hasPrefix("HTTP/1.1 101") else {
+                print("subscriber \(client): upgrade refused: \(head.prefix { $0 != "\r" })")
+                context.close(promise: nil)
+                return
+            }
+            upgraded = true
+        }
+        var wroteSomething = false
+        while let (opcode, payload) = nextFrame() {
+            switch opcode {
+            case 0x1:
+                if handleText(payload, context: context) { wroteSomething = true }
+            case 0x9:
+                sendFrame(opcode: 0xA, payload: payload, context: context)
+                wroteSomething = true
+            case 0x8:
+                context.close(promise: nil)
+                return
+            default:
+                break
+            }
+        }
+        buffer.discardReadBytes()
+        if wroteSomething { context.flush() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let inWindow = latencies.count
+        samples.latencies.withLock { $0 += latencies }
+        samples.delivered.add(inWindow, ordering: .relaxed)
+        latencies = []
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    /// The next complete frame (server frames are unmasked and, from Tocsin, unfragmented).
+    private func nextFrame() -> (opcode: UInt8, payload: ByteBuffer)? {
+        let start = buffer.readerIndex
+        guard let b0 = buffer.getInteger(at: start, as: UInt8.self), let b1 = buffer.getInteger(at: start + 1, as: UInt8.self)
+        else { return nil }
+        var headerSize = 2
+        var length = Int(b1 & 0x7F)
+        if length == 126 {
+            guard let l = buffer.getInteger(at: start + 2, as: UInt16.self) else { return nil }
+            length = Int(l)
+            headerSize = 4
+        } else if length == 127 {
+            guard let l = buffer.getInteger(at: start + 2, as: UInt64.self) else { return nil }
+            length = Int(l)
+            headerSize = 10
+        }
+        guard buffer.readableBytes >= headerSize + length else { return nil }
+        buffer.moveReaderIndex(forwardBy: headerSize)
+        let payload = buffer.readSlice(length: length)!
+        return (b0 & 0x0F, payload)
+    }
+
+    /// Records a notification's latency and acks every `ackEvery`; true when it wrote an ack.
+    private func handleText(_ payload: ByteBuffer, context: ChannelHandlerContext) -> Bool {
+        let now = Monotonic.nanos()
+        let view = payload.readableBytesView
+        if view.starts(with: Self.notifyPrefix) {
+            guard let sent = FrameScan.number(after: FrameScan.sentPattern, in: view) else { return false }
+            received += 1
+            if samples.inWindow(sent) { latencies.append(now - sent) }
+            if samples.stop.load(ordering: .relaxed) {
+                context.close(promise: nil)
+                return false
+            }
+            guard received % ackEvery == 0, let seq = FrameScan.number(after: Self.seqPattern, in: view) else { return false }
+            send(#"{"type":"ack","subscription":"\#(subscription)","seq":\#(seq)}"#, context: context)
+            return true
+        }
+        if view.starts(with: Self.subscribedPrefix) {
+            subscription = FrameScan.field(String(buffer: payload), "subscription") ?? ""
+            samples.subscribed.add(1, ordering: .relaxed)
+        }
+        return false
+    }
+
+    private func send(_ text: String, context: ChannelHandlerContext) {
+        sendFrame(opcode: 0x1, payload: ByteBuffer(string: text), context: context)
+    }
+
+    /// A client frame: masked, as RFC 6455 requires of clients.
+    private func sendFrame(opcode: UInt8, payload: ByteBuffer, context: ChannelHandlerContext) {
+        var frame = ByteBuffer()
+        frame.reserveCapacity(payload.readableBytes + 14)
+        frame.writeInteger(0x80 | opcode)
+        let length = payload.readableBytes
+        if length < 126 {
+            frame.writeInteger(UInt8(0x80 | length))
+        } else {
+            frame.writeInteger(UInt8(0x80 | 126))
+            frame.writeInteger(UInt16(length))
+        }
+        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
+        frame.writeBytes(mask)
+        for (i, byte) in payload.readableBytesView.enumerated() { frame.writeInteger(byte ^ mask[i & 3]) }
+        context.write(wrapOutboundOut(frame), promise: nil)
+    }
+
+    private static let notifyPrefix = Array(#"{"type":"notify""#.utf8)
+    private static let subscribedPrefix = Array(#"{"type":"subscribed""#.utf8)
+    private static let seqPattern = Array(#""seq":"#.utf8)
+}
