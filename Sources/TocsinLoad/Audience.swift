@@ -52,54 +52,47 @@ public final class Audience: Sendable {
     public let configuration: Configuration
     public let probes: [Probe]
     public let subscribers: [Subscriber]
-    private let tasks: [Task<Void, Never>]
-    private let crashed: CrashNote
-
-    /// The broker the test or benchmark crashed, and when (monotonic nanos).
-    final class CrashNote: Sendable {
-        let value = Mutex<(broker: String, at: Int64)?>(nil)
-    }
+    private let crashed = Mutex<(broker: String, at: Int64)?>(nil)
 
     public var kind: String { configuration.kind }
 
+    /// The subscribers, not yet connected: `run()` connects them.
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
-        var probes: [Probe] = []
-        var subscribers: [Subscriber] = []
-        var tasks: [Task<Void, Never>] = []
-        let crashed = CrashNote()
-        for i in 0..<configuration.count {
+        subscribers = (0..<configuration.count).map { i in
             var subscriberConfiguration = Subscriber.Configuration(seeds: configuration.seeds, client: "\(configuration.kind)-\(i)")
             if let ackInterval = configuration.ackInterval { subscriberConfiguration.ackInterval = ackInterval }
             if let initialBackoff = configuration.initialBackoff { subscriberConfiguration.initialBackoff = initialBackoff }
-            let subscriber = Subscriber(
+            return Subscriber(
                 configuration: subscriberConfiguration,
                 requests: [SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": .string(configuration.kind)])],
                 logger: logger)
-            let probe = Probe()
-            tasks.append(
-                Task {
-                    for await event in subscriber.events() {
-                        Self.observe(event, probe: probe, crashed: crashed.value.withLock { $0 })
-                    }
-                })
-            probes.append(probe)
-            subscribers.append(subscriber)
         }
-        self.probes = probes
-        self.subscribers = subscribers
-        self.tasks = tasks
-        self.crashed = crashed
+        probes = subscribers.map { _ in Probe() }
+    }
+
+    /// Runs every subscriber, recording what each sees in its probe, until the task is
+    /// cancelled (`async let _ = audience.run()` for the length of a scope).
+    public func run() async {
+        await withDiscardingTaskGroup { group in
+            for (subscriber, probe) in zip(subscribers, probes) {
+                group.addTask {
+                    for await event in subscriber.events() {
+                        Self.observe(event, probe: probe, crashed: self.crash)
+                    }
+                }
+            }
+        }
     }
 
     /// Notes that `broker` was crashed now: its subscribers' disconnects and reconnects after
     /// this time the failover.
     public func noteCrash(of broker: String, at nanos: Int64 = Monotonic.nanos()) {
-        crashed.value.withLock { $0 = (broker, nanos) }
+        crashed.withLock { $0 = (broker, nanos) }
     }
 
     /// The crash noted, if any.
-    public var crash: (broker: String, at: Int64)? { crashed.value.withLock { $0 } }
+    public var crash: (broker: String, at: Int64)? { crashed.withLock { $0 } }
 
     static func observe(_ event: Subscriber.Event, probe: Probe, crashed: (broker: String, at: Int64)?) {
         switch event {
@@ -156,5 +149,4 @@ public final class Audience: Sendable {
     /// Migrations followed, over all subscribers.
     public var migrationReasons: [String] { probes.flatMap { $0.state.withLock { $0.migrationReasons } } }
 
-    public func stop() { for t in tasks { t.cancel() } }
 }

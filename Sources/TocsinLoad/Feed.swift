@@ -24,6 +24,7 @@ public final class Feed: Sendable {
         }
     }
 
+    public let configuration: Configuration
     /// The seqs acknowledged, in order.
     public let acknowledged = Mutex<[Int64]>([])
     /// The broker that took the last publish (a `Publisher` keeps one until it fails).
@@ -31,27 +32,30 @@ public final class Feed: Sendable {
     /// Publish calls that failed (nothing acknowledged).
     public let failures = Atomic<Int>(0)
     private let stopped = Atomic<Bool>(false)
-    private let task = Mutex<Task<Void, Never>?>(nil)
+    private let publisher: Publisher
 
+    /// The feed, not yet publishing: `run()` publishes.
     public init(configuration: Configuration, logger: Logger) {
-        let publisher = Publisher(seeds: configuration.seeds, client: "\(configuration.kind)-publisher", logger: logger)
-        task.withLock {
-            $0 = Task { [self] in
-                let start = ContinuousClock.now
-                var n = 0
-                while !self.stopped.load(ordering: .relaxed), n < configuration.limit ?? .max {
-                    let due = start + .seconds(Double(n) / Double(configuration.rate))
-                    if due > ContinuousClock.now { try? await Task.sleep(until: due) }
-                    n += 1
-                    do {
-                        let published = try await publisher.publish(
-                            stream: "emergencies", events: [Self.event(kind: configuration.kind, sent: Monotonic.nanos())])
-                        self.acknowledged.withLock { $0 += published.seqs }
-                        self.broker.withLock { $0 = published.broker }
-                    } catch {
-                        self.failures.add(1, ordering: .relaxed)
-                    }
-                }
+        self.configuration = configuration
+        publisher = Publisher(seeds: configuration.seeds, client: "\(configuration.kind)-publisher", logger: logger)
+    }
+
+    /// Publishes until `limit` events, `stop()` or cancellation (`async let publishing: Void =
+    /// feed.run()` for the length of a scope).
+    public func run() async {
+        let start = ContinuousClock.now
+        var n = 0
+        while !stopped.load(ordering: .relaxed), !Task.isCancelled, n < configuration.limit ?? .max {
+            let due = start + .seconds(Double(n) / Double(configuration.rate))
+            if due > ContinuousClock.now { try? await Task.sleep(until: due) }
+            n += 1
+            do {
+                let published = try await publisher.publish(
+                    stream: "emergencies", events: [Self.event(kind: configuration.kind, sent: Monotonic.nanos())])
+                acknowledged.withLock { $0 += published.seqs }
+                broker.withLock { $0 = published.broker }
+            } catch {
+                failures.add(1, ordering: .relaxed)
             }
         }
     }
@@ -67,13 +71,9 @@ public final class Feed: Sendable {
     /// Publishes acknowledged so far.
     public var count: Int { acknowledged.withLock { $0.count } }
 
-    /// Waits until the feed has published its `limit` (or was stopped).
-    public func finished() async { await task.withLock { $0 }?.value }
+    /// Every seq acknowledged so far.
+    public var acknowledgedSeqs: Set<Int64> { Set(acknowledged.withLock { $0 }) }
 
-    /// Stops publishing; returns every seq acknowledged.
-    public func stop() async -> Set<Int64> {
-        stopped.store(true, ordering: .relaxed)
-        await finished()
-        return Set(acknowledged.withLock { $0 })
-    }
+    /// Asks `run()` to return after the publish in flight.
+    public func stop() { stopped.store(true, ordering: .relaxed) }
 }

@@ -65,7 +65,7 @@ public struct NetworkBenchmark: Sendable {
         // once a second (acks are cumulative) rather than after every notification.
         audienceConfiguration.ackInterval = .seconds(1)
         let audience = Audience(configuration: audienceConfiguration, logger: logger)
-        defer { audience.stop() }
+        async let _ = audience.run()
         let connectStart = ContinuousClock.now
         guard try await poll(timeout: .seconds(120), every: .milliseconds(50), { audience.allConnected }) else {
             throw BenchError("timed out waiting for \(c.subscribers) subscribers to connect")
@@ -83,6 +83,7 @@ public struct NetworkBenchmark: Sendable {
                 + (c.addAt.map { "; add a broker at \($0) s" } ?? ""))
         let start = ContinuousClock.now
         let feed = Feed(configuration: .init(seeds: seeds, kind: kind, rate: c.rate, limit: Int(c.duration * Double(c.rate))), logger: logger)
+        async let publishing: Void = feed.run()
         // The kill and the addition, in time order, while the feed publishes.
         var killed: String?
         let moments = [c.killAt.map { ($0, true) }, c.addAt.map { ($0, false) }].compactMap { $0 }.filter { $0.0 < c.duration }
@@ -113,7 +114,7 @@ public struct NetworkBenchmark: Sendable {
                 progress(String(format: "t=%.1f s: added %@ on port %d", elapsed, member.id, member.port))
             }
         }
-        await feed.finished()
+        await publishing
         let publishingWall = (ContinuousClock.now - start).inSeconds
         let cpuAfter = Self.cpu(network)
         let acknowledged = feed.acknowledged.withLock { $0 }

@@ -20,14 +20,14 @@ struct NetworkTests {
         return logger
     }()
 
-    /// `count` subscribers of the library to `EmergenciesOfKind(kind)` on the network.
+    /// `count` subscribers of the library to `EmergenciesOfKind(kind)` on the network (`run()` connects them).
     static func audience(count: Int, seeds: [String], kind: String) -> Audience {
         var configuration = Audience.Configuration(count: count, seeds: seeds, kind: kind)
         configuration.initialBackoff = .milliseconds(500)
         return Audience(configuration: configuration, logger: logger)
     }
 
-    /// Publishes one event of `kind` every 10 ms through the network until stopped.
+    /// Publishes one event of `kind` every 10 ms through the network (`run()`) until stopped.
     static func feed(seeds: [String], kind: String) -> Feed {
         Feed(configuration: .init(seeds: seeds, kind: kind, rate: 100), logger: logger)
     }
@@ -50,11 +50,12 @@ struct NetworkTests {
         let network = try await Self.network(brokers: 3)
         let seeds = [network.controllerURL]
         let audience = Self.audience(count: 45, seeds: seeds, kind: "kill-\(UInt32.random(in: 0...UInt32.max))")
-        defer { audience.stop() }
+        async let _ = audience.run()
         try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
         #expect(audience.perBroker.count == 3, "assign spreads clients over all brokers: \(audience.perBroker)")
 
         let feed = Self.feed(seeds: seeds, kind: audience.kind)
+        async let publishing: Void = feed.run()
         try await waitUntil("100 events published") { feed.count >= 100 }
         // The broker the publisher keeps: its next publish must find another one, with no loss.
         let victim = try #require(feed.broker.withLock { $0 })
@@ -65,7 +66,9 @@ struct NetworkTests {
         }
         let afterKill = feed.count
         try await waitUntil("100 more events published") { feed.count >= afterKill + 100 }
-        let expected = await feed.stop()
+        feed.stop()
+        await publishing
+        let expected = feed.acknowledgedSeqs
         try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
             audience.received(all: expected)
         }
@@ -110,9 +113,10 @@ struct NetworkTests {
         let network = try await Self.network(brokers: 2)
         let seeds = [network.controllerURL]
         let audience = Self.audience(count: 60, seeds: seeds, kind: "grow-\(UInt32.random(in: 0...UInt32.max))")
-        defer { audience.stop() }
+        async let _ = audience.run()
         try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
         let feed = Self.feed(seeds: seeds, kind: audience.kind)
+        async let publishing: Void = feed.run()
         try await waitUntil("50 events published") { feed.count >= 50 }
         let added = try await network.addBroker()
         // Mean 20 with ±5 (the absolute tolerance beats 10% here): the new broker takes at least 15.
@@ -123,7 +127,9 @@ struct NetworkTests {
         #expect(moved >= 15 && moved <= 25, "no more moves than needed: \(moved)")
         let afterMove = feed.count
         try await waitUntil("50 more events published") { feed.count >= afterMove + 50 }
-        let expected = await feed.stop()
+        feed.stop()
+        await publishing
+        let expected = feed.acknowledgedSeqs
         try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
             audience.received(all: expected)
         }
@@ -136,9 +142,10 @@ struct NetworkTests {
         let network = try await Self.network(brokers: 2)
         let seeds = [network.controllerURL]
         let audience = Self.audience(count: 20, seeds: seeds, kind: "drain-\(UInt32.random(in: 0...UInt32.max))")
-        defer { audience.stop() }
+        async let _ = audience.run()
         try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
         let feed = Self.feed(seeds: seeds, kind: audience.kind)
+        async let publishing: Void = feed.run()
         try await waitUntil("30 events published") { feed.count >= 30 }
         let (leaving, clients) = try #require(audience.perBroker.max { $0.value < $1.value })
         await network.kill(leaving, signal: SIGTERM)
@@ -147,7 +154,9 @@ struct NetworkTests {
         #expect(drained == clients, "every client of the leaving broker was migrated, none had to reconnect")
         let afterDrain = feed.count
         try await waitUntil("30 more events published") { feed.count >= afterDrain + 30 }
-        let expected = await feed.stop()
+        feed.stop()
+        await publishing
+        let expected = feed.acknowledgedSeqs
         try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
             audience.received(all: expected)
         }
