@@ -155,6 +155,7 @@ let package = Package(
                 "TocsinClient",
             ]
         ),
+        .testTarget(name: "TocsinLoadTests", dependencies: ["TocsinLoad"]),
         .testTarget(name: "TocsinStoreTests", dependencies: ["TocsinStore", "TocsinCore", "TocsinTesting"]),
         .testTarget(
             name: "TocsinBrokerTests",
