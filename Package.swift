@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "tocsin", targets: ["tocsin"]),
         .library(name: "TocsinCore", targets: ["TocsinCore"]),
         .library(name: "TocsinClient", targets: ["TocsinClient"]),
+        .library(name: "TocsinLoad", targets: ["TocsinLoad"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
@@ -45,6 +46,7 @@ let package = Package(
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -103,18 +105,32 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(
-            name: "tocsin",
+        // Load generation and benchmarks: configurations in, reports out. `tocsin bench`, the
+        // integration tests and Benchmarks/ share it (raw WebSocket load client, /proc figures,
+        // subscriber audiences, publish feeds, percentiles).
+        .target(
+            name: "TocsinLoad",
             dependencies: [
                 "TocsinCore",
-                "TocsinStore",
-                "TocsinBroker",
-                "TocsinController",
                 "TocsinClient",
                 "TocsinDev",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tocsin",
+            dependencies: [
+                "TocsinCore",
+                "TocsinStore",
+                "TocsinHTTP",
+                "TocsinBroker",
+                "TocsinController",
+                "TocsinClient",
+                "TocsinDev",
+                "TocsinLoad",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -132,6 +148,7 @@ let package = Package(
                 "TocsinController",
                 "TocsinClient",
                 "TocsinDev",
+                "TocsinLoad",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -152,6 +169,7 @@ let package = Package(
                 "TocsinClient",
             ]
         ),
+        .testTarget(name: "TocsinLoadTests", dependencies: ["TocsinLoad"]),
         .testTarget(
             name: "TocsinStoreTests",
             dependencies: [
@@ -199,6 +217,7 @@ let package = Package(
                 "TocsinTesting",
                 "TocsinCore",
                 "TocsinClient",
+                "TocsinLoad",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ]
         ),

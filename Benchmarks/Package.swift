@@ -39,7 +39,7 @@ let package = Package(
         // The controller's decisions (assign, rebalance plan), timed per call.
         .executableTarget(
             name: "ClusterProbe",
-            dependencies: [.product(name: "TocsinCore", package: "tocsin")],
+            dependencies: [.product(name: "TocsinCore", package: "tocsin"), .product(name: "TocsinLoad", package: "tocsin")],
             path: "Tools/ClusterProbe"
         ),
     ]

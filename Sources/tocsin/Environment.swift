@@ -4,8 +4,7 @@ import Glibc
 import Darwin
 #endif
 import ArgumentParser
-import NIOCore
-import NIOPosix
+import TocsinHTTP
 
 enum Environment {
     static func get(_ name: String) -> String? {
@@ -43,7 +42,7 @@ enum TaskExecutorChoice: String {
 
     func install() {
         if self == .eventLoops {
-            NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
+            EventLoopExecutor.install()
         }
     }
 }

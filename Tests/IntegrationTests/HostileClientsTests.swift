@@ -5,6 +5,7 @@ import Testing
 import TocsinClient
 import TocsinCore
 import TocsinStore
+import TocsinLoad
 import TocsinTesting
 
 /// A real `tocsin serve` under connections that never finish: a thousand idle and half-open
@@ -13,39 +14,13 @@ import TocsinTesting
 /// closed them, and the accept loop backs off instead of spinning.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct HostileClientsTests {
-    /// What /proc says of a process.
-    struct ProcessFigures {
-        let pid: Int32
-        var descriptors: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
-        /// Resident memory in KiB.
-        var residentKiB: Int {
-            guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
-            else { return -1 }
-            return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
-        }
-        /// CPU time used so far (user + system), in clock ticks.
-        var cpuTicks: Int {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                let afterName = stat.range(of: ") ")
-            else { return -1 }
-            let fields = stat[afterName.upperBound...].split(separator: " ")
-            return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
-        }
-    }
-
     static let logger: Logger = {
         var logger = Logger(label: "hostile-clients")
         logger.logLevel = .critical
         return logger
     }()
 
-    static func event(_ i: Int) -> JSONValue {
-        [
-            "kind": "fire", "severity": 3, "location": ["lat": 52.0, "lon": 4.0], "area": "Delft",
-            "description": .string("n\(i)"), "time": .string(TimeFormat.format(WallClock.nowMillis())),
-        ]
-    }
+    static func event(_ i: Int) -> JSONValue { CrashRecoveryTests.event(i, kind: "fire") }
 
     /// Opens `count` connections that never finish, a quarter of each kind.
     static func hostileConnections(port: Int, count: Int) async throws -> [RawConnection] {
@@ -80,14 +55,14 @@ struct HostileClientsTests {
             for i in 0..<20 { _ = try await HTTPCall.call(.POST, base + "/v1/streams/emergencies/events", body: Self.event(i)) }
             _ = try await inbox.notifications(20)
             let baselineDescriptors = figures.descriptors
-            let baselineKiB = figures.residentKiB
+            let baselineKiB = figures.residentMemory?.current ?? -1
 
             // Deadlines of 20 s: long enough for all of them to be open at once, even on a busy machine.
             let hostile = try await Self.hostileConnections(port: server.port, count: 1000)
             try await waitUntil("the broker holds the hostile connections", timeout: .seconds(10)) {
                 figures.descriptors >= baselineDescriptors + 900
             }
-            let peakKiB = figures.residentKiB
+            let peakKiB = figures.residentMemory?.current ?? -1
 
             // The subscriber is served meanwhile: every event, in order, no gap.
             var latencies: [Duration] = []
@@ -109,7 +84,7 @@ struct HostileClientsTests {
             try await waitUntil("the broker's descriptors return to their baseline", timeout: .seconds(60)) {
                 figures.descriptors <= baselineDescriptors + 5
             }
-            let afterKiB = figures.residentKiB
+            let afterKiB = figures.residentMemory?.current ?? -1
             print("hostile clients: after the timeouts, descriptors \(figures.descriptors), resident \(afterKiB) KiB")
             #expect(afterKiB < baselineKiB + 64 * 1024, "memory came back near its baseline (\(baselineKiB) -> \(afterKiB) KiB)")
             for connection in hostile.prefix(8) {
@@ -152,13 +127,13 @@ struct HostileClientsTests {
             #expect(shed.text.contains("Retry-After: 1"))
             #expect(figures.descriptors < 160)
 
-            let ticks = figures.cpuTicks
+            let cpu = figures.cpuSeconds
             let start = ContinuousClock.now
             // The connected subscriber publishes and receives on its open connection meanwhile.
             for i in 0..<20 { _ = try await subscriber.publish(stream: "emergencies", events: [Self.event(i)]) }
             #expect(try await inbox.notifications(20).map(\.seq) == Array(1...20))
             try await Task.sleep(for: .seconds(1))  // measuring CPU over an interval, not waiting for a condition
-            let used = Double(figures.cpuTicks - ticks) / Double(sysconf(Int32(_SC_CLK_TCK)))
+            let used = figures.cpuSeconds - cpu
             let elapsed = ContinuousClock.now - start
             let share = used / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
             print("300 connections against 160 descriptors: the broker used \(Int(share * 100))% of a core while out of descriptors")

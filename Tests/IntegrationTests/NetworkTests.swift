@@ -6,6 +6,7 @@ import TocsinClient
 import TocsinCore
 import TocsinStore
 import TocsinDev
+import TocsinLoad
 import TocsinTesting
 
 /// A real network: `tocsin controller` and `tocsin broker` processes sharing one SQLite file,
@@ -14,114 +15,22 @@ import TocsinTesting
 /// acknowledged event, in strictly increasing seq order.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct NetworkTests {
-    /// What one subscriber saw.
-    final class Probe: Sendable {
-        let seqs = Mutex<[Int64]>([])
-        let broker = Mutex<String>("")
-        let connections = Atomic<Int>(0)
-        let migrations = Mutex<[String]>([])
+    static let logger: Logger = {
+        var logger = Logger(label: "network-test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    /// `count` subscribers of the library to `EmergenciesOfKind(kind)` on the network (`run()` connects them).
+    static func audience(count: Int, seeds: [String], kind: String) -> Audience {
+        var configuration = Audience.Configuration(count: count, seeds: seeds, kind: kind)
+        configuration.initialBackoff = .milliseconds(500)
+        return Audience(configuration: configuration, logger: logger)
     }
 
-    /// Subscribers of one channel on the network, with what each received.
-    final class Audience: Sendable {
-        let probes: [Probe]
-        let subscribers: [Subscriber]
-        let tasks: [Task<Void, Never>]
-        let kind: String
-
-        init(count: Int, seeds: [String], kind: String) {
-            var logger = Logger(label: "network-test")
-            logger.logLevel = .critical
-            var probes: [Probe] = []
-            var subscribers: [Subscriber] = []
-            var tasks: [Task<Void, Never>] = []
-            for i in 0..<count {
-                var configuration = Subscriber.Configuration(seeds: seeds, client: "\(kind)-\(i)")
-                configuration.initialBackoff = .milliseconds(500)
-                let subscriber = Subscriber(
-                    configuration: configuration, requests: [SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": .string(kind)])],
-                    logger: logger)
-                let probe = Probe()
-                tasks.append(
-                    Task {
-                        for await event in subscriber.events() {
-                            switch event {
-                            case .notification(let n): probe.seqs.withLock { $0 += n.events.map(\.seq) }
-                            case .connected(let broker, _):
-                                probe.broker.withLock { $0 = broker }
-                                probe.connections.add(1, ordering: .relaxed)
-                            case .migrated(_, let to, let reason):
-                                probe.broker.withLock { $0 = to }
-                                probe.migrations.withLock { $0.append(reason) }
-                            default: break
-                            }
-                        }
-                    })
-                probes.append(probe)
-                subscribers.append(subscriber)
-            }
-            self.probes = probes
-            self.subscribers = subscribers
-            self.tasks = tasks
-            self.kind = kind
-        }
-
-        var allConnected: Bool { probes.allSatisfy { $0.connections.load(ordering: .relaxed) > 0 } }
-
-        var perBroker: [String: Int] {
-            var counts: [String: Int] = [:]
-            for p in probes { counts[p.broker.withLock { $0 }, default: 0] += 1 }
-            return counts
-        }
-
-        func received(all expected: Set<Int64>) -> Bool {
-            probes.allSatisfy { p in p.seqs.withLock { expected.isSubset(of: Set($0)) } }
-        }
-
-        /// Every subscriber's seqs strictly increase (the library drops duplicates).
-        var inOrder: Bool {
-            probes.allSatisfy { p in p.seqs.withLock { s in zip(s, s.dropFirst()).allSatisfy { $0 < $1 } } }
-        }
-
-        func stop() { for t in tasks { t.cancel() } }
-    }
-
-    /// Publishes one event every few milliseconds through the network until stopped; records acknowledged seqs.
-    final class Feed: Sendable {
-        let acknowledged = Mutex<[Int64]>([])
-        /// The broker that took the last publish (a `Publisher` keeps one until it fails).
-        let broker = Mutex<String?>(nil)
-        let stopped = Atomic<Bool>(false)
-        let task = Mutex<Task<Void, Never>?>(nil)
-
-        init(seeds: [String], kind: String) {
-            let publisher = Publisher(seeds: seeds, client: "\(kind)-publisher")
-            task.withLock {
-                $0 = Task { [self] in
-                    var i = 0
-                    while !self.stopped.load(ordering: .relaxed) {
-                        i += 1
-                        let event: JSONValue = [
-                            "kind": .string(kind), "severity": 3, "location": ["lat": 52.0, "lon": 4.0], "area": "Delft",
-                            "description": .string("n\(i)"), "time": .string(TimeFormat.format(WallClock.nowMillis())),
-                        ]
-                        if let published = try? await publisher.publish(stream: "emergencies", events: [event]) {
-                            self.acknowledged.withLock { $0 += published.seqs }
-                            self.broker.withLock { $0 = published.broker }
-                        }
-                        try? await Task.sleep(for: .milliseconds(10))  // pacing of the feed, not a wait for a condition
-                    }
-                }
-            }
-        }
-
-        var count: Int { acknowledged.withLock { $0.count } }
-
-        func stop() async -> Set<Int64> {
-            stopped.store(true, ordering: .relaxed)
-            await task.withLock { $0 }?.value
-            return Set(acknowledged.withLock { $0 })
-        }
+    /// Publishes one event of `kind` every 10 ms through the network (`run()`) until stopped.
+    static func feed(seeds: [String], kind: String) -> Feed {
+        Feed(configuration: .init(seeds: seeds, kind: kind, rate: 100), logger: logger)
     }
 
     static func tearDown(_ network: LocalNetwork) async {
@@ -141,12 +50,13 @@ struct NetworkTests {
     @Test func killingABrokerUnderLoadLosesNothing() async throws {
         let network = try await Self.network(brokers: 3)
         let seeds = [network.controllerURL]
-        let audience = Audience(count: 45, seeds: seeds, kind: "kill-\(UInt32.random(in: 0...UInt32.max))")
-        defer { audience.stop() }
+        let audience = Self.audience(count: 45, seeds: seeds, kind: "kill-\(UInt32.random(in: 0...UInt32.max))")
+        async let _ = audience.run()
         try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
         #expect(audience.perBroker.count == 3, "assign spreads clients over all brokers: \(audience.perBroker)")
 
-        let feed = Feed(seeds: seeds, kind: audience.kind)
+        let feed = Self.feed(seeds: seeds, kind: audience.kind)
+        async let publishing: Void = feed.run()
         try await waitUntil("100 events published") { feed.count >= 100 }
         // The broker the publisher keeps: its next publish must find another one, with no loss.
         let victim = try #require(feed.broker.withLock { $0 })
@@ -157,7 +67,9 @@ struct NetworkTests {
         }
         let afterKill = feed.count
         try await waitUntil("100 more events published") { feed.count >= afterKill + 100 }
-        let expected = await feed.stop()
+        feed.stop()
+        await publishing
+        let expected = feed.acknowledgedSeqs
         try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
             audience.received(all: expected)
         }
@@ -201,45 +113,51 @@ struct NetworkTests {
     @Test func addingABrokerMigratesClientsWithoutLoss() async throws {
         let network = try await Self.network(brokers: 2)
         let seeds = [network.controllerURL]
-        let audience = Audience(count: 60, seeds: seeds, kind: "grow-\(UInt32.random(in: 0...UInt32.max))")
-        defer { audience.stop() }
+        let audience = Self.audience(count: 60, seeds: seeds, kind: "grow-\(UInt32.random(in: 0...UInt32.max))")
+        async let _ = audience.run()
         try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
-        let feed = Feed(seeds: seeds, kind: audience.kind)
+        let feed = Self.feed(seeds: seeds, kind: audience.kind)
+        async let publishing: Void = feed.run()
         try await waitUntil("50 events published") { feed.count >= 50 }
         let added = try await network.addBroker()
         // Mean 20 with ±5 (the absolute tolerance beats 10% here): the new broker takes at least 15.
         try await waitUntil("the new broker took its share", timeout: .seconds(60)) {
             (audience.perBroker[added.id] ?? 0) >= 15
         }
-        let moved = audience.probes.reduce(0) { $0 + $1.migrations.withLock { $0.count } }
+        let moved = audience.migrationReasons.count
         #expect(moved >= 15 && moved <= 25, "no more moves than needed: \(moved)")
         let afterMove = feed.count
         try await waitUntil("50 more events published") { feed.count >= afterMove + 50 }
-        let expected = await feed.stop()
+        feed.stop()
+        await publishing
+        let expected = feed.acknowledgedSeqs
         try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
             audience.received(all: expected)
         }
         #expect(audience.inOrder)
-        #expect(audience.probes.allSatisfy { $0.migrations.withLock { $0.allSatisfy { $0 == "rebalance" } } })
+        #expect(audience.migrationReasons.allSatisfy { $0 == "rebalance" })
         await Self.tearDown(network)
     }
 
     @Test func aBrokerStoppedGracefullyDrainsItsClientsFirst() async throws {
         let network = try await Self.network(brokers: 2)
         let seeds = [network.controllerURL]
-        let audience = Audience(count: 20, seeds: seeds, kind: "drain-\(UInt32.random(in: 0...UInt32.max))")
-        defer { audience.stop() }
+        let audience = Self.audience(count: 20, seeds: seeds, kind: "drain-\(UInt32.random(in: 0...UInt32.max))")
+        async let _ = audience.run()
         try await waitUntil("every subscriber connected", timeout: .seconds(60)) { audience.allConnected }
-        let feed = Feed(seeds: seeds, kind: audience.kind)
+        let feed = Self.feed(seeds: seeds, kind: audience.kind)
+        async let publishing: Void = feed.run()
         try await waitUntil("30 events published") { feed.count >= 30 }
         let (leaving, clients) = try #require(audience.perBroker.max { $0.value < $1.value })
         await network.kill(leaving, signal: SIGTERM)
         #expect(audience.perBroker[leaving] == nil)
-        let drained = audience.probes.reduce(0) { $0 + $1.migrations.withLock { $0.filter { $0 == "drain" }.count } }
+        let drained = audience.migrationReasons.filter { $0 == "drain" }.count
         #expect(drained == clients, "every client of the leaving broker was migrated, none had to reconnect")
         let afterDrain = feed.count
         try await waitUntil("30 more events published") { feed.count >= afterDrain + 30 }
-        let expected = await feed.stop()
+        feed.stop()
+        await publishing
+        let expected = feed.acknowledgedSeqs
         try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
             audience.received(all: expected)
         }

@@ -1,10 +1,5 @@
 import TocsinCore
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import TocsinLoad
 
 // The controller's decisions, timed one call at a time (no harness), in a release build:
 //   swift build -c release --package-path Benchmarks --product ClusterProbe
@@ -12,16 +7,12 @@ import Darwin
 // assign: a fresh client id each call, with noteAssigned (what GET /v1/assign does under the lock).
 // plan: the rebalancer over a network that just gained a broker.
 
-func nanos() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-}
+func nanos() -> Int64 { Monotonic.nanos() }
 
 func summary(_ samples: [Int64]) -> String {
-    let sorted = samples.sorted()
-    func at(_ q: Double) -> Int64 { sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
-    return "median \(at(0.5)) ns, p99 \(at(0.99)) ns, p99.9 \(at(0.999)) ns, max \(sorted.last ?? 0) ns (\(sorted.count) calls)"
+    let d = LatencyDistribution(samples)
+    func at(_ q: Double) -> Int64 { d.at(q) ?? 0 }
+    return "median \(at(0.5)) ns, p99 \(at(0.99)) ns, p99.9 \(at(0.999)) ns, max \(d.sorted.last ?? 0) ns (\(d.count) calls)"
 }
 
 func brokers(_ n: Int, regions: Int) -> [BrokerRecord] {

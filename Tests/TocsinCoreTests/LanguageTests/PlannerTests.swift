@@ -141,13 +141,9 @@ import Testing
         #expect(try threshold("i >= $i || d < $d") == nil)
     }
 
+    /// The example's channels (`ExampleDefinitions`), as the broker seeds them.
     @Test func emergencyChannels() throws {
-        let near = try compile(
-            "distance(location, point($lat, $lon)) <= $radiusKm && severity >= $minSeverity", schema: emergencies,
-            params: [
-                ChannelParameter(name: "lat", type: .double), ChannelParameter(name: "lon", type: .double),
-                ChannelParameter(name: "radiusKm", type: .double), ChannelParameter(name: "minSeverity", type: .int, default: .int(1)),
-            ])
+        let near = try ChannelCompiler.compile(try #require(ExampleDefinitions.channel("EmergenciesNearMe")), schema: emergencies)
         #expect(near.plan == .geoRadius(field: 2, lat: .param(0), lon: .param(1), radiusKm: .param(2), inclusive: true))
         #expect(near.residualThreshold == ResidualThreshold(field: 1, comparison: .greaterOrEqual, param: 3, isWholeResidual: true))
         let values = try near.bind(params: ["lat": .double(52.37), "lon": .double(4.89), "radiusKm": .int(25)])
@@ -159,7 +155,7 @@ import Testing
         #expect(near.plan.admits(event, params: values) == true)
         #expect(near.residual.evaluate(event, values, now) == true)
 
-        let ofKind = try compile("kind == $kind", schema: emergencies, params: [ChannelParameter(name: "kind", type: .string)])
+        let ofKind = try ChannelCompiler.compile(try #require(ExampleDefinitions.channel("EmergenciesOfKind")), schema: emergencies)
         #expect(ofKind.plan == .equality(field: 0, param: 0))
         #expect(ofKind.predicate.evaluate(event, [.string("fire")], now) == true)
         #expect(ofKind.predicate.evaluate(event, [.string("flood")], now) == false)

@@ -2,15 +2,8 @@ import Testing
 
 @testable import TocsinCore
 
-/// The standard `emergencies` stream.
-let emergencies = try! StreamSchema(fields: [
-    FieldSpec(name: "kind", type: .string),
-    FieldSpec(name: "severity", type: .int),
-    FieldSpec(name: "location", type: .geo),
-    FieldSpec(name: "area", type: .string),
-    FieldSpec(name: "description", type: .string, optional: true),
-    FieldSpec(name: "time", type: .time),
-])
+/// The standard `emergencies` stream (the example the broker seeds).
+let emergencies = ExampleDefinitions.emergencies.schema
 
 /// A stream with one field of every type, some optional.
 let everything = try! StreamSchema(fields: [

@@ -1,22 +1,43 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import Synchronization
 
-/// The latency benchmark's subscribers: raw WebSocket connections on one event-loop thread,
+/// What the raw subscribers of a latency benchmark gathered: latencies of the events published
+/// inside the measured window, deliveries, subscriptions made.
+public final class LatencySamples: Sendable {
+    let latencies = Mutex<[Int64]>([])
+    let delivered = Atomic<Int>(0)
+    let subscribed = Atomic<Int>(0)
+    /// Set when the subscribers should close on their next notification.
+    let stop = Atomic<Bool>(false)
+    /// The measured window, in the monotonic nanoseconds events carry: an event counts when
+    /// it was published inside it (so late deliveries of warm-up events do not).
+    let windowStart = Atomic<Int64>(.max)
+    let windowEnd = Atomic<Int64>(.max)
+
+    public init() {}
+
+    func inWindow(_ sent: Int64) -> Bool {
+        sent >= windowStart.load(ordering: .relaxed) && sent < windowEnd.load(ordering: .relaxed)
+    }
+}
+
+/// A latency benchmark's subscribers: raw WebSocket connections on one event-loop thread,
 /// frames parsed in place from the socket's buffer, no task or `String` per notification.
 ///
 /// The load generator shares the machine with the broker it measures; a client that spends
 /// more CPU per notification than the broker does (a general-purpose WebSocket client does)
 /// would measure its own queueing, not the broker's latency. This one speaks just enough of
 /// the protocol: the upgrade, `hello`, `subscribe`, `notify`, cumulative `ack`s, `ping`.
-struct BenchSubscribers {
+struct RawSubscribers {
     let group: MultiThreadedEventLoopGroup
     let channels: [any Channel]
 
     /// Connects `count` subscribers of `EmergenciesOfKind(kind)` to the broker at `host:port`.
     static func connect(
-        host: String, port: Int, count: Int, kind: String, ackEvery: Int, samples: Bench.Samples
-    ) async throws -> BenchSubscribers {
+        host: String, port: Int, count: Int, kind: String, ackEvery: Int, samples: LatencySamples
+    ) async throws -> RawSubscribers {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var channels: [any Channel] = []
         for i in 0..<count {
@@ -25,14 +46,14 @@ struct BenchSubscribers {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
-                            BenchSubscriberHandler(
+                            RawSubscriberHandler(
                                 host: "\(host):\(port)", client: "\(kind)-\(i)", kind: kind, ackEvery: ackEvery, samples: samples))
                     }
                 }
                 .connect(host: host, port: port).get()
             channels.append(channel)
         }
-        return BenchSubscribers(group: group, channels: channels)
+        return RawSubscribers(group: group, channels: channels)
     }
 
     /// Closes every connection (each hands its samples over as it closes) and stops the thread.
@@ -43,8 +64,8 @@ struct BenchSubscribers {
     }
 }
 
-/// One subscriber connection (see `BenchSubscribers`).
-final class BenchSubscriberHandler: ChannelInboundHandler {
+/// One subscriber connection (see `RawSubscribers`).
+final class RawSubscriberHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -52,14 +73,14 @@ final class BenchSubscriberHandler: ChannelInboundHandler {
     private let client: String
     private let kind: String
     private let ackEvery: Int
-    private let samples: Bench.Samples
+    private let samples: LatencySamples
     private var upgraded = false
     private var buffer = ByteBuffer()
     private var subscription = ""
     private var received = 0
     private var latencies: [Int64] = []
 
-    init(host: String, client: String, kind: String, ackEvery: Int, samples: Bench.Samples) {
+    init(host: String, client: String, kind: String, ackEvery: Int, samples: LatencySamples) {
         self.host = host
         self.client = client
         self.kind = kind
@@ -146,22 +167,22 @@ final class BenchSubscriberHandler: ChannelInboundHandler {
 
     /// Records a notification's latency and acks every `ackEvery`; true when it wrote an ack.
     private func handleText(_ payload: ByteBuffer, context: ChannelHandlerContext) -> Bool {
-        let now = Bench.monotonicNanos()
+        let now = Monotonic.nanos()
         let view = payload.readableBytesView
         if view.starts(with: Self.notifyPrefix) {
-            guard let sent = Bench.number(after: Self.sentPattern, in: view) else { return false }
+            guard let sent = FrameScan.number(after: FrameScan.sentPattern, in: view) else { return false }
             received += 1
             if samples.inWindow(sent) { latencies.append(now - sent) }
             if samples.stop.load(ordering: .relaxed) {
                 context.close(promise: nil)
                 return false
             }
-            guard received % ackEvery == 0, let seq = Bench.number(after: Self.seqPattern, in: view) else { return false }
+            guard received % ackEvery == 0, let seq = FrameScan.number(after: Self.seqPattern, in: view) else { return false }
             send(#"{"type":"ack","subscription":"\#(subscription)","seq":\#(seq)}"#, context: context)
             return true
         }
         if view.starts(with: Self.subscribedPrefix) {
-            subscription = Bench.field(String(buffer: payload), "subscription") ?? ""
+            subscription = FrameScan.field(String(buffer: payload), "subscription") ?? ""
             samples.subscribed.add(1, ordering: .relaxed)
         }
         return false
@@ -191,6 +212,5 @@ final class BenchSubscriberHandler: ChannelInboundHandler {
 
     private static let notifyPrefix = Array(#"{"type":"notify""#.utf8)
     private static let subscribedPrefix = Array(#"{"type":"subscribed""#.utf8)
-    private static let sentPattern = Array(#""description":"t"#.utf8)
     private static let seqPattern = Array(#""seq":"#.utf8)
 }

@@ -1,0 +1,95 @@
+import Foundation
+
+/// What /proc says of one process (Linux): CPU time, memory, context switches, descriptors.
+/// A figure /proc does not give (another OS, a process gone) reads as 0 or nil.
+public struct ProcessFigures: Sendable {
+    public let pid: Int32
+
+    public init(pid: Int32) { self.pid = pid }
+
+    /// This process.
+    public static var current: ProcessFigures { ProcessFigures(pid: getpid()) }
+
+    /// User + system CPU time so far, in clock ticks, from /proc/PID/stat.
+    public var cpuTicks: Int {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime field 14, stime field 15 (1-based over the whole line).
+        guard fields.count > 13, let user = Int(fields[11]), let system = Int(fields[12]) else { return 0 }
+        return user + system
+    }
+
+    /// User + system CPU seconds so far.
+    public var cpuSeconds: Double { Double(cpuTicks) / Double(sysconf(Int32(_SC_CLK_TCK))) }
+
+    /// VmRSS and VmHWM, in KiB.
+    public var residentMemory: (current: Int, peak: Int)? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        func value(_ key: String) -> Int? {
+            status.split(separator: "\n").first { $0.hasPrefix(key) }.flatMap { Int($0.split(separator: " ").dropFirst().first ?? "") }
+        }
+        guard let current = value("VmRSS:"), let peak = value("VmHWM:") else { return nil }
+        return (current, peak)
+    }
+
+    /// Context switches (voluntary and not) of all of the process's threads so far, from
+    /// /proc/PID/task/*/status: each is a thread going to sleep or being preempted, which on a
+    /// VM costs tens of microseconds.
+    public var contextSwitches: Int {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var total = 0
+        for task in tasks {
+            guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+            for line in status.split(separator: "\n") where line.contains("ctxt_switches:") {
+                total += Int(line.split(separator: "\t").last ?? "") ?? 0
+            }
+        }
+        return total
+    }
+
+    /// Open file descriptors (-1 when /proc cannot tell).
+    public var descriptors: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
+}
+
+/// The whole machine's CPU time (all CPUs, in clock ticks, from the first line of /proc/stat),
+/// so a benchmark can say how much of it the hypervisor gave to other guests over its window
+/// ("steal"): on a shared VM, steal is what turns a quiet run's 3 ms p99 into a noisy run's
+/// 40 ms. (Busy and idle are not printed: on this VM they disagree with the processes' own CPU.)
+public struct MachineCPU: Sendable {
+    public var total: Double
+    public var steal: Double
+
+    public static func read() -> MachineCPU? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+        else { return nil }
+        // user nice system idle iowait irq softirq steal (guest time is already in user)
+        let t = line.split(separator: " ").dropFirst().prefix(8).compactMap { Double($0) }
+        guard t.count == 8 else { return nil }
+        return MachineCPU(total: t.reduce(0, +), steal: t[7])
+    }
+
+    /// The share of the machine's CPU time stolen since `start`, in percent.
+    public func stolenPercent(since start: MachineCPU) -> Double {
+        (steal - start.steal) / max(total - start.total, 1) * 100
+    }
+}
+
+/// The steal over a benchmark's window, as printed:
+/// "machine: 0.7% of the CPU time was stolen by the hypervisor (2 CPUs)".
+public struct MachineSteal: Sendable, Hashable, CustomStringConvertible {
+    public var percent: Double
+    public var processors: Int
+
+    init?(from start: MachineCPU?, to end: MachineCPU?) {
+        guard let start, let end else { return nil }
+        percent = end.stolenPercent(since: start)
+        processors = ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    public var description: String {
+        String(format: "machine: %.1f%% of the CPU time was stolen by the hypervisor (%d CPUs)", percent, processors)
+    }
+}

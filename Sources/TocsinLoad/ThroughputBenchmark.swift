@@ -1,0 +1,129 @@
+import Foundation
+import Logging
+import Synchronization
+import WSClient
+
+/// Durable publish throughput: P publishers, each on its own WebSocket connection with up to
+/// `inFlight` publishes unanswered, each waiting for its `published` reply (the event is stored).
+public struct ThroughputBenchmark: Sendable {
+    public struct Configuration: Sendable {
+        public var target: BenchTarget
+        public var publishers: Int
+        /// Publishes each publisher keeps unanswered on its connection.
+        public var inFlight: Int
+        /// Give every publish a key (idempotent publishing), so each also checks and records it.
+        public var keys: Bool
+        /// Seconds measured, after the warm-up.
+        public var duration: Double
+        /// Seconds of warm-up, not measured.
+        public var warmup: Double
+
+        public init(
+            target: BenchTarget, publishers: Int = 1, inFlight: Int = 1, keys: Bool = false, duration: Double = 10, warmup: Double = 2
+        ) {
+            (self.target, self.publishers, self.inFlight, self.keys) = (target, publishers, inFlight, keys)
+            (self.duration, self.warmup) = (duration, warmup)
+        }
+    }
+
+    public let configuration: Configuration
+
+    public init(configuration: Configuration) { self.configuration = configuration }
+
+    /// Runs the benchmark; `progress` gets a line as each stage starts.
+    public func run(logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> ThroughputReport {
+        try await MeasuredBroker.with(configuration.target, progress: progress) { try await measure($0, logger: logger, progress: progress) }
+    }
+
+    private func measure(_ broker: MeasuredBroker, logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> ThroughputReport {
+        let c = configuration
+        let state = State()
+        let server = broker.pid.map(ProcessFigures.init(pid:))
+        let run = UInt32.random(in: 0...UInt32.max)
+        let pace = c.inFlight == 1 ? "one event at a time each" : "each with up to \(c.inFlight) publishes in flight"
+        progress("\(c.publishers) publisher(s), \(pace)\(c.keys ? ", every publish keyed" : ""), for \(c.warmup) s warm-up + \(c.duration) s")
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for p in 0..<c.publishers {
+                group.addTask {
+                    try await webSocket(broker.webSocketURL, logger: logger) { inbound, outbound, _ in
+                        var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
+                        var local: [Int64] = []
+                        var n = 0
+                        // Start times of the unanswered publishes; replies come in request order.
+                        var sent: [Int64] = []
+                        var replies = 0
+                        let event = #"{"kind":"tp-\#(p)","severity":1,"location":{"lat":1.0,"lon":2.0},"area":"tp","time":1763900000000}"#
+                        while true {
+                            while sent.count - replies < c.inFlight && !state.finished.load(ordering: .relaxed) {
+                                n += 1
+                                sent.append(Monotonic.nanos())
+                                let key = c.keys ? #","key":"p\#(p)-\#(n)-\#(run)""# : ""
+                                try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies"\#(key),"event":\#(event)}"#))
+                            }
+                            guard replies < sent.count else { break }
+                            let start = sent[replies]
+                            replies += 1
+                            guard case .text(let reply)? = try await iterator.next(), reply.hasPrefix(#"{"type":"published""#) else {
+                                throw BenchError("publish failed")
+                            }
+                            if state.measuring.load(ordering: .relaxed) {
+                                local.append(Monotonic.nanos() - start)
+                                state.answered.add(1, ordering: .relaxed)
+                            }
+                        }
+                        state.latencies.withLock { $0 += local }
+                    }
+                }
+            }
+            try await Task.sleep(for: .seconds(c.warmup))
+            let machineStart = MachineCPU.read()
+            let cpuStart = server?.cpuSeconds ?? 0
+            let wallStart = ContinuousClock.now
+            state.measuring.store(true, ordering: .relaxed)
+            try await Task.sleep(for: .seconds(c.duration))
+            state.measuring.store(false, ordering: .relaxed)
+            let wall = (ContinuousClock.now - wallStart).inSeconds
+            let cpu = server.map { $0.cpuSeconds - cpuStart }
+            let machine = MachineSteal(from: machineStart, to: MachineCPU.read())
+            state.finished.store(true, ordering: .relaxed)
+            try await group.waitForAll()
+            return ThroughputReport(
+                published: state.answered.load(ordering: .relaxed), wallSeconds: wall, latency: LatencyDistribution(state.latencies.withLock { $0 }),
+                serverCPUSeconds: cpu, machine: machine)
+        }
+    }
+}
+
+/// What the publishers share while they run.
+private final class State: Sendable {
+    let latencies = Mutex<[Int64]>([])
+    let answered = Atomic<Int>(0)
+    let measuring = Atomic<Bool>(false)
+    let finished = Atomic<Bool>(false)
+}
+
+/// What a throughput benchmark measured; its description is what `tocsin bench throughput` prints.
+public struct ThroughputReport: Sendable, CustomStringConvertible {
+    /// Publishes answered `published` in the measured window.
+    public var published: Int
+    public var wallSeconds: Double
+    /// Publish→published latency.
+    public var latency: LatencyDistribution
+    /// The spawned broker's CPU seconds over the window (nil for a broker given by URL).
+    public var serverCPUSeconds: Double?
+    public var machine: MachineSteal?
+
+    public var eventsPerSecond: Double { Double(published) / wallSeconds }
+
+    public var description: String {
+        var lines = [
+            String(format: "durable publishes: %d in %.1f s = %.0f events/s", published, wallSeconds, eventsPerSecond),
+            "publish→published latency: \(latency)",
+        ]
+        if let cpu = serverCPUSeconds {
+            lines.append(String(format: "server CPU: %.2f s (%.1f µs per event)", cpu, published > 0 ? cpu / Double(published) * 1e6 : 0))
+        }
+        if let machine { lines.append(machine.description) }
+        return lines.joined(separator: "\n")
+    }
+}
