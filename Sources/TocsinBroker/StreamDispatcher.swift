@@ -55,12 +55,12 @@ final class StreamDispatcher: Sendable {
         var queue: [Action] = []
         /// Someone is applying the queue; whoever appends to it then leaves.
         var draining = false
+        /// The last drainer's emptied batch, kept so the queue does not grow from nothing again.
+        var spare: [Action] = []
     }
 
-    static var maxBatchEvents: Int { StreamDispatch.maxBatchEvents }
-    static var maxBatchBytes: Int { StreamDispatch.maxBatchBytes }
     /// A drained batch buffer bigger than this is not kept for the next batch.
-    private static let maxSpareActions = 4096
+    private static let maxSpareActions = 8192
     private let unreadableLog = Mutex(LogThrottle())
 
     init(
@@ -86,13 +86,15 @@ final class StreamDispatcher: Sendable {
 
     /// Runs one step of the machine under the lock, then applies the queue if nobody is.
     func step<T: Sendable>(_ body: (inout Machine, inout [Action]) -> T) -> T {
-        let (result, drain) = state.withLock { s -> (T, Bool) in
+        let (result, spare) = state.withLock { s -> (T, [Action]?) in
             let result = body(&s.machine, &s.queue)
-            guard !s.queue.isEmpty, !s.draining else { return (result, false) }
+            guard !s.queue.isEmpty, !s.draining else { return (result, nil) }
             s.draining = true
-            return (result, true)
+            var spare: [Action] = []
+            swap(&spare, &s.spare)
+            return (result, spare)
         }
-        if drain { self.drain() }
+        if var batch = spare { drain(&batch) }
         return result
     }
 
@@ -101,9 +103,9 @@ final class StreamDispatcher: Sendable {
         state.withLock { body(&$0.machine) }
     }
 
-    /// The drainer's loop: applies the queue until it is empty, then gives up the role.
-    private func drain() {
-        var batch: [Action] = []
+    /// The drainer's loop: applies the queue until it is empty, then gives up the role (and
+    /// leaves `batch`, an empty buffer, as the next drainer's spare).
+    private func drain(_ batch: inout [Action]) {
         while applying.withLock({ _ in applyQueue(&batch, drainer: true) }) {}
     }
 
@@ -118,7 +120,10 @@ final class StreamDispatcher: Sendable {
     private func applyQueue(_ batch: inout [Action], drainer: Bool) -> Bool {
         let taken = state.withLock { s -> Bool in
             guard !s.queue.isEmpty else {
-                if drainer { s.draining = false }
+                if drainer {
+                    s.draining = false
+                    swap(&batch, &s.spare)
+                }
                 return false
             }
             swap(&batch, &s.queue)
