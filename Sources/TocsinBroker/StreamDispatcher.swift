@@ -31,6 +31,11 @@ import TocsinStore
 /// them — frames for the subscription they detached included — has been queued on its session,
 /// and nothing is decided for it afterwards. So the `unsubscribed` a caller sends next comes
 /// after the subscription's last notification, as when this type sent under its lock.
+///
+/// The price: whoever drains (usually the commit thread; sometimes a replay's task, the ticker
+/// or the tail) also applies what others decide meanwhile, and a `detach` waits for a batch
+/// being applied, as it waited for the lock before. Lock order: `applying`, then `state`, then
+/// a session's or the catalog's (`reset` compiles under `state`); never the other way round.
 final class StreamDispatcher: Sendable {
     typealias Machine = StreamDispatch.StateMachine<LiveSubscription>
     typealias Action = Machine.Action
