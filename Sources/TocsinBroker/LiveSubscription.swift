@@ -1,8 +1,9 @@
 import TocsinCore
 
 /// A durable subscription attached to a session on this broker. Immutable; the dispatcher
-/// keeps the mutable delivery state.
-final class LiveSubscription: Sendable {
+/// keeps the mutable delivery state. Equal only to itself: each attachment is a new object, so
+/// a replay of an attachment that was replaced (or renewed by a reset) is told apart.
+final class LiveSubscription: Sendable, Hashable {
     let id: String
     let session: Session
     let channel: CompiledChannel
@@ -19,6 +20,9 @@ final class LiveSubscription: Sendable {
         self.framePrefix = NotifyFrame.prefix(subscription: id)
     }
 
+    static func == (a: LiveSubscription, b: LiveSubscription) -> Bool { a === b }
+    func hash(into hasher: inout Hasher) { hasher.combine(ObjectIdentifier(self)) }
+
     var isRepetitive: Bool {
         if case .repetitive = channel.definition.mode { return true }
         return false
@@ -26,16 +30,5 @@ final class LiveSubscription: Sendable {
 
     func matches(_ record: Record, nowMillis: Int64) -> Bool {
         channel.predicate.evaluate(record, params, nowMillis)
-    }
-
-    /// `subscribed` without an id and `recovered: false`: events this subscription had not
-    /// received are gone (its stream was recreated, or retention deleted them before they
-    /// reached it); delivery goes on after `position`.
-    func notRecovered(stream: String, position: StreamPosition) -> ServerMessage {
-        var bound: [String: JSONValue] = [:]
-        for (parameter, value) in zip(channel.definition.params, params) { bound[parameter.name] = value.json }
-        return .subscribed(
-            id: nil,
-            SubscriptionInfo(subscription: id, channel: channel.name, params: bound, stream: stream, position: position, recovered: false))
     }
 }
