@@ -58,7 +58,7 @@ public final class Broker: Sendable {
         self.logger = logger
         self.nowMillis = nowMillis
         self.sessions = SessionRegistry(logger: logger, metrics: metrics)
-        self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger)
+        self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)
         self.discovery = configuration.cluster.map { Discovery(controller: BaseURL.trimmed($0.controllerURL)) }
         self.controller = configuration.cluster.map { ControllerClient(url: $0.controllerURL) }

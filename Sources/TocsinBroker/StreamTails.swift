@@ -11,10 +11,12 @@ final class StreamTails: Service, Sendable {
     private let catalog: Catalog
     private let metrics: BrokerMetrics
     private let logger: Logger
+    private let nowMillis: @Sendable () -> Int64
     private let dispatchers = Mutex<[String: StreamDispatcher]>([:])
     private let newTails = AsyncStream.makeStream(of: StreamDispatcher.self)
 
-    init(store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger) {
+    init(store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger, nowMillis: @escaping @Sendable () -> Int64) {
+        self.nowMillis = nowMillis
         self.store = store
         self.catalog = catalog
         self.metrics = metrics
@@ -25,7 +27,7 @@ final class StreamTails: Service, Sendable {
     func dispatcher(for info: StreamInfo) -> StreamDispatcher {
         let (dispatcher, created) = dispatchers.withLock { d -> (StreamDispatcher, Bool) in
             if let existing = d[info.name] { return (existing, false) }
-            let new = StreamDispatcher(info: info, store: store, catalog: catalog, metrics: metrics, logger: logger)
+            let new = StreamDispatcher(info: info, store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis)
             d[info.name] = new
             return (new, true)
         }
