@@ -7,9 +7,10 @@ import TocsinCore
 import TocsinHTTPClient
 public import TocsinStore
 
-/// The broker: a façade over the parts that each do one job, and the operations the transports
-/// call (hello, subscribe, publish, fetch, definitions; see the `Broker+…` files). Operations
-/// return domain values; `WebSocketEndpoint` and `HTTPAPI` alone turn them into frames and JSON.
+/// The broker: a façade over the parts that each do one job. The transports call its
+/// operations through three of them — `subscriptions` (hello, subscribe, unsubscribe, ack),
+/// `publishing` (publish, fetch) and `definitions` (streams and channels) — which return domain
+/// values; `WebSocketEndpoint` and `HTTPAPI` alone turn them into frames and JSON.
 ///
 /// - `sessions`: the open WebSocket sessions, their load and migration (`SessionRegistry`);
 /// - `tails`: one `StreamDispatcher` per stream clients need, and their tails (`StreamTails`);
@@ -37,6 +38,9 @@ public final class Broker: Sendable {
     let controller: ControllerClient?
     /// Wall-clock milliseconds, for time-relative channel conditions and retention.
     let nowMillis: @Sendable () -> Int64
+    let subscriptions: Subscriptions
+    let publishing: Publishing
+    let definitions: Definitions
 
     /// Unique to this process: a restarted broker is a new incarnation.
     public let incarnation = UUID().uuidString.lowercased()
@@ -60,6 +64,11 @@ public final class Broker: Sendable {
         self.sessions = SessionRegistry(logger: logger, metrics: metrics)
         self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)
+        self.subscriptions = Subscriptions(
+            configuration: configuration, store: store, catalog: catalog, tails: tails, sessions: sessions, acks: acks,
+            repetitiveTicker: repetitiveTicker, logger: logger)
+        self.publishing = Publishing(configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis)
+        self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { Discovery(controller: BaseURL.trimmed($0.controllerURL)) }
         self.controller = configuration.cluster.map { ControllerClient(url: $0.controllerURL) }
         try await reloadCatalog()
@@ -136,6 +145,12 @@ public final class Broker: Sendable {
         }
     }
 
+    /// Validates every event (nothing is stored if one is invalid), then appends them as one
+    /// batch; see `Publishing.publish`.
+    public func publish(stream name: String, events: [JSONValue], key: String? = nil) async throws(TocsinError) -> Appended {
+        try await publishing.publish(stream: name, events: events, key: key)
+    }
+
     /// Load as reported to the controller.
     public func currentLoad() -> (connections: Int, subscriptions: Int, migrating: Int) {
         let load = sessions.load()
@@ -185,6 +200,16 @@ final class Discovery: Sendable {
 
     func update(_ view: ClusterView) {
         latest.withLock { $0 = view }
+    }
+}
+
+extension Store {
+    /// The stream as stored now, or `unknown_stream`.
+    func requireStream(_ name: String) async throws(TocsinError) -> StreamInfo {
+        guard let info = try await storeCall("reading the stream", { try await stream(named: name) }) else {
+            throw TocsinError(.unknownStream, "no stream named '\(name)'")
+        }
+        return info
     }
 }
 

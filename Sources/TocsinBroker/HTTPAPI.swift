@@ -52,7 +52,7 @@ struct HTTPAPI: Sendable {
                 let body = try await self.body(request)
                 let definition = try StreamDefinition(name: name, json: body)
                 let recreate = request.uri.queryParameters.get("recreate") == "true"
-                let (info, outcome) = try await broker.putStream(definition, recreate: recreate)
+                let (info, outcome) = try await broker.definitions.putStream(definition, recreate: recreate)
                 return .json(StreamDescription(info).json.serialized, status: outcome == .created ? .created : .ok)
             }
         }
@@ -112,7 +112,7 @@ struct HTTPAPI: Sendable {
             await self.api {
                 let name = context.parameters.get("name") ?? ""
                 let definition = try ChannelDefinition(name: name, json: try await self.body(request))
-                let (compiled, outcome) = try await broker.putChannel(definition)
+                let (compiled, outcome) = try await broker.definitions.putChannel(definition)
                 return .json(ChannelDescription(compiled).json.serialized, status: outcome == .created ? .created : .ok)
             }
         }
@@ -124,7 +124,7 @@ struct HTTPAPI: Sendable {
         }
         router.delete("/v1/channels/:name") { _, context in
             await self.api {
-                try await broker.deleteChannel(context.parameters.get("name") ?? "")
+                try await broker.definitions.deleteChannel(context.parameters.get("name") ?? "")
                 return Response(status: .noContent)
             }
         }
@@ -133,7 +133,7 @@ struct HTTPAPI: Sendable {
             await self.api {
                 let after = try request.intQuery("after", default: 0, range: 0...Int64.max)
                 let limit = try request.intQuery("limit", default: 100, range: 1...10_000)
-                let fetched = try await broker.fetch(
+                let fetched = try await broker.publishing.fetch(
                     subscription: context.parameters.get("id") ?? "", client: nil, after: after, limit: Int(limit))
                 return .json(ServerMessage.fetched(id: nil, subscription: fetched.subscription, events: fetched.events, seq: fetched.seq).encoded)
             }

@@ -98,7 +98,7 @@ struct WebSocketEndpoint: Sendable {
                 logger.debug("connection ended", metadata: ["error": "\(error)"])
                 failure = error
             }
-            await broker.closed(session: session)
+            await broker.subscriptions.closed(session: session)
             metrics.sessionsClosed.increment()
             group.cancelAll()
             return failure
@@ -128,7 +128,7 @@ struct WebSocketEndpoint: Sendable {
         case .ack(let id, let subscription, let seq):
             // No reply unless it fails, so it need not wait for the publishes before it.
             do {
-                try broker.ack(session: session, subscription: subscription, seq: seq)
+                try broker.subscriptions.ack(session: session, subscription: subscription, seq: seq)
             } catch {
                 await publishes.drained()
                 reject(id: id, error, session: session)
@@ -140,7 +140,7 @@ struct WebSocketEndpoint: Sendable {
         do {
             switch message {
             case .hello(let id, let client):
-                let welcome = try await broker.hello(session: session, client: client)
+                let welcome = try await broker.subscriptions.hello(session: session, client: client)
                 for failure in welcome.failures { session.send(.error(id: nil, failure)) }
                 session.send(
                     .welcome(
@@ -148,17 +148,17 @@ struct WebSocketEndpoint: Sendable {
                         subscriptions: welcome.subscriptions))
                 return welcome.replay.map { [$0] } ?? []
             case .subscribe(let id, let channel, let params, let from):
-                let (info, replay) = try await broker.subscribe(session: session, channel: channel, params: params, from: from)
+                let (info, replay) = try await broker.subscriptions.subscribe(session: session, channel: channel, params: params, from: from)
                 session.send(.subscribed(id: id, info))
                 return replay.map { [$0] } ?? []
             case .unsubscribe(let id, let subscription):
-                try await broker.unsubscribe(session: session, subscription: subscription)
+                try await broker.subscriptions.unsubscribe(session: session, subscription: subscription)
                 session.send(.unsubscribed(id: id, subscription: subscription))
             case .publish, .ack:
                 break  // handled above, without waiting for earlier publishes
             case .fetch(let id, let subscription, let after, let limit):
                 guard let client = session.client else { throw TocsinError(.notIdentified, "send hello first") }
-                let fetched = try await broker.fetch(subscription: subscription, client: client, after: after, limit: limit)
+                let fetched = try await broker.publishing.fetch(subscription: subscription, client: client, after: after, limit: limit)
                 session.send(.fetched(id: id, subscription: fetched.subscription, events: fetched.events, seq: fetched.seq))
             case .ping(let id):
                 session.send(.pong(id: id))
@@ -176,7 +176,7 @@ struct WebSocketEndpoint: Sendable {
     ) async {
         await publishes.begin(bytes: bytes)
         do {
-            try broker.publish(stream: stream, events: events, key: key) { [self] result in
+            try broker.publishing.publish(stream: stream, events: events, key: key) { [self] result in
                 switch result {
                 case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs, duplicate: r.duplicate))
                 case .failure(let error): reject(id: id, error, session: session)

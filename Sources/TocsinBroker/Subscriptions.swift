@@ -1,9 +1,20 @@
 import Foundation
+import Logging
 import TocsinCore
 import TocsinStore
 
-/// A WebSocket session's requests: hello, subscribe, unsubscribe, ack, and its end.
-extension Broker {
+/// A WebSocket session's subscription requests — hello (which resumes the client's durable
+/// subscriptions), subscribe, unsubscribe, ack — and the end of a session. One of the broker's
+/// parts (`Broker.subscriptions`); it returns domain values, the endpoint writes the frames.
+struct Subscriptions: Sendable {
+    let configuration: BrokerConfiguration
+    let store: any Store
+    let catalog: Catalog
+    let tails: StreamTails
+    let sessions: SessionRegistry
+    let acks: AckTracker
+    let repetitiveTicker: RepetitiveTicker
+    let logger: Logger
 
     /// What a `hello` established: the session's identity and the subscriptions it resumed.
     struct Welcome: Sendable {
@@ -46,7 +57,7 @@ extension Broker {
                 let name = channel.definition.stream
                 if streams[name] == nil {
                     do {
-                        streams[name] = .success(try await freshStream(name))
+                        streams[name] = .success(try await store.requireStream(name))
                     } catch {
                         streams[name] = .failure(error)
                     }
@@ -85,7 +96,7 @@ extension Broker {
         let bound = try channel.bind(params: params)
         var boundJSON: [String: JSONValue] = [:]
         for (p, v) in zip(channel.definition.params, bound) { boundJSON[p.name] = v.json }
-        let info = try await freshStream(channel.definition.stream)
+        let info = try await store.requireStream(channel.definition.stream)
         let initial = StreamDispatcher.resolve(from, acked: nil, info: info)
         let (record, created) = try await storeCall("opening the subscription") {
             try await store.openSubscription(
@@ -189,10 +200,4 @@ extension Broker {
         return record
     }
 
-    func freshStream(_ name: String) async throws(TocsinError) -> StreamInfo {
-        guard let info = try await storeCall("reading the stream", { try await store.stream(named: name) }) else {
-            throw TocsinError(.unknownStream, "no stream named '\(name)'")
-        }
-        return info
-    }
 }

@@ -1,8 +1,12 @@
 import TocsinCore
 import TocsinStore
 
-/// Defining streams and channels.
-extension Broker {
+/// Defining streams and channels: the store first, then the catalog and any live dispatcher.
+/// One of the broker's parts (`Broker.definitions`).
+struct Definitions: Sendable {
+    let store: any Store
+    let catalog: Catalog
+    let tails: StreamTails
 
     func putStream(_ definition: StreamDefinition, recreate: Bool) async throws(TocsinError) -> (StreamInfo, PutOutcome) {
         if recreate {

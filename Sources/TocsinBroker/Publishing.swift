@@ -1,13 +1,19 @@
 import TocsinCore
 import TocsinStore
 
-/// Publishing events and reading a subscription's matches (notify-then-fetch).
-extension Broker {
+/// Publishing events, and reading a subscription's matches (notify-then-fetch). One of the
+/// broker's parts (`Broker.publishing`).
+struct Publishing: Sendable {
+    let configuration: BrokerConfiguration
+    let store: any Store
+    let catalog: Catalog
+    let metrics: BrokerMetrics
+    let nowMillis: @Sendable () -> Int64
 
     /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
     /// With a `key` (`PublishKey`) the stream stored within the window, nothing is stored and
     /// the result is that publish's, marked `duplicate`.
-    public func publish(stream name: String, events: [JSONValue], key: String? = nil) async throws(TocsinError) -> Appended {
+    func publish(stream name: String, events: [JSONValue], key: String? = nil) async throws(TocsinError) -> Appended {
         let bodies = try validated(stream: name, events: events)
         let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies, key: key) }
         committed(result, count: bodies.count)
@@ -77,7 +83,7 @@ extension Broker {
         }
         let channel = try catalog.requireChannel(record.channel)
         let params = try channel.bind(params: record.params)
-        let info = try await freshStream(channel.definition.stream)
+        let info = try await store.requireStream(channel.definition.stream)
         var seq = after
         var scanned = 0
         var found: [EventPayload] = []
