@@ -96,7 +96,7 @@ struct Publishing: Sendable {
             for event in events {
                 scanned += 1
                 seq = event.seq
-                guard let record = StreamDispatcher.record(event, schema: info.definition.schema) else {
+                guard let record = StreamDispatch.record(event, schema: info.definition.schema) else {
                     // Stored before a rule tightened: counted, as live dispatch counts (and logs) it.
                     metrics.unreadableEvents.increment()
                     continue

@@ -160,26 +160,6 @@ final class StreamDispatcher: Sendable {
 
     // MARK: Attaching
 
-    /// Where a subscription will start, resolved against the stream's current state.
-    struct Start: Sendable {
-        var seq: Int64
-        var recovered: Bool
-    }
-
-    static func resolve(_ from: StartPosition, acked: StreamPosition?, info: StreamInfo) -> Start {
-        let oldest = info.firstSeq - 1
-        func at(_ p: StreamPosition) -> Start {
-            guard p.epoch == info.epoch else { return Start(seq: oldest, recovered: false) }
-            if p.seq < oldest { return Start(seq: oldest, recovered: false) }
-            return Start(seq: min(p.seq, info.lastSeq), recovered: true)
-        }
-        switch from {
-        case .latest: return acked.map(at) ?? Start(seq: info.lastSeq, recovered: true)
-        case .earliest: return Start(seq: oldest, recovered: true)
-        case .position(let p): return at(p)
-        }
-    }
-
     /// Registers a subscription that will start after `startSeq`. It receives nothing until
     /// `replay` runs (after the caller has queued its reply frame). An earlier attachment of
     /// the same subscription (the client reconnected) is replaced and returned, once everything
@@ -214,10 +194,6 @@ final class StreamDispatcher: Sendable {
 
     func updateSchema(_ info: StreamInfo) {
         read { $0.updateSchema(epoch: info.epoch, schema: info.definition.schema) }
-    }
-
-    static func record(_ event: StoredEvent, schema: StreamSchema) -> Record? {
-        StreamDispatch.record(event, schema: schema)
     }
 
     /// Stored events that no longer read back against the stream's schema (stored before a

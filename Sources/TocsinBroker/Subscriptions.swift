@@ -97,7 +97,7 @@ struct Subscriptions: Sendable {
         var boundJSON: [String: JSONValue] = [:]
         for (p, v) in zip(channel.definition.params, bound) { boundJSON[p.name] = v.json }
         let info = try await store.requireStream(channel.definition.stream)
-        let initial = StreamDispatcher.resolve(from, acked: nil, info: info)
+        let initial = StreamDispatch.resolve(from, acked: nil, info: info)
         let (record, created) = try await storeCall("opening the subscription") {
             try await store.openSubscription(
                 client: client, channel: name, params: boundJSON, initial: StreamPosition(epoch: info.epoch, seq: initial.seq),
@@ -128,7 +128,7 @@ struct Subscriptions: Sendable {
         info: StreamInfo
     ) throws(TocsinError) -> (SubscriptionInfo, PendingReplay, replaced: Session?) {
         let params = try channel.bind(params: record.params)
-        let start = StreamDispatcher.resolve(from, acked: acked, info: info)
+        let start = StreamDispatch.resolve(from, acked: acked, info: info)
         let subscription = LiveSubscription(id: record.id, session: session, channel: channel, params: params)
         let dispatcher = tails.dispatcher(for: info)
         let replaced = dispatcher.attach(subscription)
