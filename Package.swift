@@ -66,7 +66,7 @@ let package = Package(
             ]
         ),
         // Local networks of real processes: `tocsin dev`, the benchmarks and the integration tests share it.
-        .target(name: "TocsinDev"),
+        .target(name: "TocsinDev", dependencies: ["TocsinCore"]),
         .target(
             name: "TocsinBroker",
             dependencies: [

@@ -1,5 +1,6 @@
 public import Foundation
 import Synchronization
+import TocsinCore
 
 /// A broker network on one host, as separate processes: a controller and N brokers sharing one
 /// SQLite store (WAL). `tocsin dev` runs it for people, `tocsin bench` for measurements, the
@@ -8,6 +9,9 @@ import Synchronization
 /// When `supervise` runs, a broker that exits without being asked to is started again on the
 /// same port as a new incarnation, the way a deployment restores a deleted pod.
 public final class LocalNetwork: Sendable {
+    /// A broker that cannot be restarted is tried again after 1 s, 2 s, 4 s … up to 30 s.
+    static let restartBackoff = Backoff(initial: .seconds(1), maximum: .seconds(30))
+
     public struct Configuration: Sendable {
         public var executable = ChildProcess.tocsinBinary
         /// The shared store lives here.
@@ -150,7 +154,7 @@ public final class LocalNetwork: Sendable {
                 } catch {
                     // The dead process stays on the books, so a later round tries again.
                     let count = (failures[id]?.count ?? 0) + 1
-                    let delay = Duration.seconds(min(30, 1 << min(count - 1, 5)))
+                    let delay = Self.restartBackoff.ceiling(attempt: count - 1)
                     failures[id] = (count, .now + delay)
                     report("could not restart \(id): \(error); retrying in \(delay)")
                 }

@@ -19,6 +19,11 @@ struct ImportRulesTests {
         "TocsinBroker": ["GRDB", "TocsinClient", "TocsinController", "TocsinLoad", "TocsinDev", "WSClient"],
         "TocsinClient": ["GRDB", "Hummingbird*", "TocsinStore", "TocsinBroker", "TocsinController", "TocsinHTTP"],
         "TocsinLoad": ["GRDB", "TocsinBroker", "TocsinController", "TocsinStore"],
+        // Processes and sockets for tests, benches and `tocsin dev`: nothing of ours but the core.
+        "TocsinDev": [
+            "NIO*", "GRDB", "Hummingbird*", "TocsinStore", "TocsinHTTP", "TocsinHTTPClient", "TocsinBroker", "TocsinController", "TocsinClient",
+            "TocsinLoad",
+        ],
         // The executable is flags and printing: no event loops, no WebSocket client of its own.
         "tocsin": ["NIO*", "WSClient", "GRDB", "Hummingbird*"],
     ]
