@@ -19,7 +19,7 @@ struct BrokerMetrics: Sendable {
     let migrationsOrdered = Counter(label: "tocsin_migrations_ordered_total")
     /// Stored events that did not read back against their stream's schema (so could not be matched).
     let unreadableEvents = Counter(label: "tocsin_unreadable_events_total")
-    /// The SQLite database: bytes in use, and its limit (`maxStoreBytes`; 0 when there is none).
+    /// The store: bytes in use, and its limit (`StoreUsage.maxBytes`; 0 when there is none).
     let storeUsedBytes = Gauge(label: "tocsin_store_used_bytes")
     let storeMaxBytes = Gauge(label: "tocsin_store_max_bytes")
     /// Totals the broker reads back for its load reports (swift-metrics counters are write-only).
