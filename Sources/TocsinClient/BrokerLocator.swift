@@ -6,17 +6,30 @@ import TocsinHTTPClient
 /// broker and the controller serve `GET /v1/cluster`), asks the controller's `assign`, and when
 /// the controller is unreachable picks from the last known list itself (rendezvous hashing on
 /// the client id, so a client still lands on the same survivor every time).
+///
+/// ```swift
+/// let locator = BrokerLocator(configuration: .init(seeds: ["http://127.0.0.1:7300"], client: "phone-42"), logger: logger)
+/// let broker = try await locator.locate()          // ask `assign` (or pick from the list)
+/// let next = try await locator.locate(exclude: [broker.id])  // after failing to reach it
+/// ```
 public actor BrokerLocator {
+    /// Where to start and who is asking.
     public struct Configuration: Sendable {
         /// HTTP URLs of any brokers or the controller: `http://host:port`.
         public var seeds: [String]
+        /// The client id `assign` places (the same id always lands on the same broker when the
+        /// controller is unreachable).
         public var client: String
+        /// The region to prefer, if any (`assign`'s `region`).
         public var region: String?
+        /// Where the client is, to prefer a broker near it (`assign`'s `lat`/`lon`).
         public var location: GeoPoint?
         /// Refresh the broker list when it is older than this.
         public var refreshInterval: Duration = .seconds(30)
+        /// How long one discovery or `assign` call may take before the next node is tried.
         public var requestTimeout: Duration = .seconds(2)
 
+        /// Seeds are HTTP URLs of any nodes (trailing slashes are dropped).
         public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil) {
             self.seeds = seeds.map(Self.trimmed)
             self.client = client
@@ -27,11 +40,14 @@ public actor BrokerLocator {
         static func trimmed(_ url: String) -> String { BaseURL.trimmed(url) }
     }
 
+    /// As given at creation.
     public let configuration: Configuration
     private let logger: Logger
+    /// The discovery list as last read (nil before the first `refresh`).
     public private(set) var view: ClusterView?
     private var refreshedAt: ContinuousClock.Instant?
 
+    /// A locator that has read nothing yet; the first `locate` or `refresh` asks the network.
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger

@@ -15,6 +15,7 @@ public import TocsinCore
 public struct ControllerClient: Sendable {
     /// The controller's (or, for `cluster()`, any node's) base URL, without trailing slashes.
     public let url: String
+    /// The HTTP client the calls go through (owned by this one only if made by `init(url:)`).
     public let httpClient: HTTPClient
     private let ownsHTTPClient: Bool
 

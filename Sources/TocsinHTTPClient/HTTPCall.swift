@@ -5,11 +5,15 @@ public import TocsinCore
 
 /// JSON over HTTP to a broker's API (docs/protocol.md, "HTTP API").
 public enum HTTPCall {
+    /// An answer as it came: any status, its JSON body.
     public struct Reply: Sendable {
+        /// The HTTP status code.
         public var status: Int
+        /// The body, parsed (`null` when it was empty).
         public var body: JSONValue
     }
 
+    /// The methods the API uses.
     public enum Method: String, Sendable {
         case GET, PUT, POST, DELETE
     }

@@ -14,6 +14,7 @@ import NIOSSL
 /// `make(_:_:url:)`); `HTTPCall`, `ControllerClient` and `Connection` throw them, so every command
 /// and every client log says the same thing about the same failure.
 public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertible {
+    /// What went wrong, as a program would test it.
     public enum Kind: String, Sendable, Hashable {
         /// Nothing listens there.
         case refused
@@ -37,18 +38,21 @@ public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertib
         case other
     }
 
+    /// What went wrong.
     public var kind: Kind
     /// Where the call went: scheme, host and port (the whole text when it is not a URL).
     public var url: String
     /// The failure in a few words, as it appears in parentheses: "connection refused".
     public var problem: String
 
+    /// A failure of `kind` for a call to `url`; `problem` in a few words.
     public init(kind: Kind, url: String, problem: String) {
         self.kind = kind
         self.url = url
         self.problem = problem
     }
 
+    /// The whole sentence, as `sentence()` says it with no role or command named.
     public var description: String { sentence() }
 
     /// The sentence, naming what was expected at the URL (`role`) and the command that runs it.
