@@ -93,11 +93,19 @@ struct PipeliningTests {
             try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
                 let inbox = Inbox(connection)
                 let event = emergency("fire", severity: 1).serialized
+                var bytes = 0
                 for i in 0..<50 {
-                    try await connection.send(text: #"{"type":"publish","id":"p\#(i)","stream":"emergencies","event":\#(event)}"#)
+                    let publish = #"{"type":"publish","id":"p\#(i)","stream":"emergencies","event":\#(event)}"#
+                    bytes += publish.utf8.count
+                    try await connection.send(text: publish)
                 }
                 try await connection.send(text: #"{"type":"ping","id":"after"}"#)
-                // The ping is answered only after every publish: none is answered while the writer is held.
+                // All 50 read and waiting for the writer (however slowly the machine runs them)...
+                let queued = bytes
+                try await waitUntil("the 50 publishes are queued behind the held writer") {
+                    broker.broker.publishBudget.used == queued
+                }
+                // ...and the ping is answered only after every publish: none is answered while the writer is held.
                 #expect(await inbox.isQuiet(for: .milliseconds(200)))
                 writer.release()
                 for i in 0..<50 {
