@@ -97,7 +97,7 @@ struct HTTPAPI: Sendable {
                 }
                 let page = EventsPage(
                     stream: name, epoch: info.epoch, lastSeq: info.lastSeq, firstSeq: info.firstSeq,
-                    events: events.map { EventsPage.Event(seq: $0.seq, publishedAtMillis: $0.publishedAtMillis, json: $0.json) })
+                    events: events)
                 return .json(page.encoded)
             }
         }

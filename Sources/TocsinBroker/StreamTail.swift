@@ -1,3 +1,4 @@
+import TocsinCore
 import TocsinStore
 
 /// A stream's tail: follows the store's change feed and dispatches what `dispatchCommitted`

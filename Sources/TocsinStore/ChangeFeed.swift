@@ -1,3 +1,4 @@
+public import TocsinCore
 import Synchronization
 
 /// Tells waiters when a stream moves past what they have seen, and keeps the events this

@@ -15,19 +15,6 @@ public struct StreamInfo: Sendable, Hashable {
     public var name: String { definition.name }
 }
 
-public struct StoredEvent: Sendable, Hashable {
-    public var seq: Int64
-    public var publishedAtMillis: Int64
-    /// The event's canonical JSON (fields in schema order).
-    public var json: String
-
-    public init(seq: Int64, publishedAtMillis: Int64, json: String) {
-        self.seq = seq
-        self.publishedAtMillis = publishedAtMillis
-        self.json = json
-    }
-}
-
 /// A durable subscription: a client's interest in a channel with bound parameters, and how far
 /// the client has acknowledged it.
 public struct SubscriptionRecord: Sendable, Hashable {

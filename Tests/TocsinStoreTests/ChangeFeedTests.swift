@@ -1,5 +1,6 @@
 import Synchronization
 import Testing
+import TocsinCore
 import TocsinStore
 
 /// The change feed on its own: which waiters wake, and which events it hands out instead of the store.

@@ -85,19 +85,7 @@ public struct StreamList: Sendable, Hashable {
 
 /// `GET /v1/streams/{name}/events`: a page of stored events.
 public struct EventsPage: Sendable, Hashable {
-    public struct Event: Sendable, Hashable {
-        public var seq: Int64
-        /// When the broker stored it.
-        public var publishedAtMillis: Int64
-        /// The event's JSON object text, as stored.
-        public var json: String
-
-        public init(seq: Int64, publishedAtMillis: Int64, json: String) {
-            self.seq = seq
-            self.publishedAtMillis = publishedAtMillis
-            self.json = json
-        }
-    }
+    public typealias Event = StoredEvent
 
     public var stream: String
     public var epoch: String
