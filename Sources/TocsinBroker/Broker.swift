@@ -69,7 +69,7 @@ public final class Broker: Sendable {
             repetitiveTicker: repetitiveTicker, logger: logger)
         self.publishing = Publishing(configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis)
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
-        self.discovery = configuration.cluster.map { Discovery(controller: BaseURL.trimmed($0.controllerURL)) }
+        self.discovery = configuration.cluster.map { _ in Discovery() }
         self.controller = configuration.cluster.map { ControllerClient(url: $0.controllerURL) }
         try await reloadCatalog()
     }
@@ -161,7 +161,7 @@ public final class Broker: Sendable {
     public var clusterView: ClusterView {
         if let discovery {
             // Not registered yet: point clients at the controller rather than at ourselves.
-            return discovery.view ?? ClusterView(controller: discovery.controller, brokers: [])
+            return discovery.view ?? ClusterView(controller: controller?.url, brokers: [])
         }
         return ClusterView(controller: nil, brokers: [standaloneSummary])
     }
@@ -189,12 +189,7 @@ public final class Broker: Sendable {
 /// The controller's discovery list as of the cluster member's last heartbeat: the member writes
 /// it, the broker serves it at `GET /v1/cluster`.
 final class Discovery: Sendable {
-    let controller: String
     private let latest = Mutex<ClusterView?>(nil)
-
-    init(controller: String) {
-        self.controller = controller
-    }
 
     var view: ClusterView? { latest.withLock { $0 } }
 

@@ -6,13 +6,16 @@ import TocsinStore
 
 /// Runs `work` every `interval` until graceful shutdown, then `final` once (the ack flusher's
 /// last flush). The broker's periodic chores are each one of these, in the service group.
-struct PeriodicService: Service {
+struct PeriodicService: Service, CustomStringConvertible {
+    /// How the service group's logs name it.
     let name: String
     let interval: Duration
     let work: @Sendable () async -> Void
     var final: (@Sendable () async -> Void)? = nil
     /// Does the work once at start too, instead of first waiting an interval.
     var atStart = false
+
+    var description: String { name }
 
     func run() async {
         await cancelWhenGracefulShutdown {
