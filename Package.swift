@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Pure: model, schema, channel language, matcher and indexes, wire messages. No NIO, no database.
@@ -32,6 +34,8 @@ let package = Package(
             dependencies: [
                 "TocsinCore",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -173,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "TocsinStoreTests",
             dependencies: [
-                "TocsinStore", "TocsinCore", "TocsinTesting", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                "TocsinStore", "TocsinCore", "TocsinTesting", "TocsinDev", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .testTarget(

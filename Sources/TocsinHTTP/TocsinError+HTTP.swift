@@ -14,7 +14,7 @@ extension TocsinError.Code {
         case .tooLarge: .contentTooLarge
         case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
         case .methodNotAllowed: .methodNotAllowed
-        case .unavailable, .noBrokerAvailable: .serviceUnavailable
+        case .unavailable, .noBrokerAvailable, .storeUnavailable: .serviceUnavailable
         case .storeFull: HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage")
         case .timeout: .requestTimeout
         case .uriTooLong: .uriTooLong
@@ -36,7 +36,10 @@ extension TocsinError {
     /// `{"error": {"code": "...", "message": "..."}}` with the code's status.
     package var response: Response {
         let body = JSONValue.object(["error": .object(["code": .string(code.rawValue), "message": .string(message)])]).serialized
-        return Response.json(body, status: code.httpStatus)
+        var response = Response.json(body, status: code.httpStatus)
+        // Retryable by nature: say when (the store's outage or failover takes seconds).
+        if code == .storeUnavailable { response.headers[.retryAfter] = "1" }
+        return response
     }
 }
 

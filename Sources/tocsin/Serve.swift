@@ -18,6 +18,14 @@ struct BrokerOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"), help: "Directory of the SQLite store (env TOCSIN_DATA_DIR).")
     var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
 
+    @Option(
+        name: .customLong("store"),
+        help: "A PostgreSQL connection string (postgres://user:pass@host:5432/db, or host=a,b dbname=… user=… for failover; pool=N and timeout=S ride along) to share one store across hosts (env TOCSIN_STORE). Default: the SQLite file in --data-dir.")
+    var storeFlag: String?
+
+    /// `--store`, else `TOCSIN_STORE`.
+    var storeLocation: String? { storeFlag ?? Environment.get("TOCSIN_STORE") }
+
     @Option(name: .customLong("broker-id"), help: "This broker's id, reported to clients (env TOCSIN_BROKER_ID).")
     var brokerID: String = Environment.get("TOCSIN_BROKER_ID") ?? "broker-1"
 
@@ -99,6 +107,13 @@ struct BrokerOptions: ParsableArguments {
         guard maxSubscriptionsPerClient >= 0 else {
             throw ValidationError("--max-subscriptions-per-client must be 0 (no limit) or more, got \(maxSubscriptionsPerClient)")
         }
+        if let storeLocation {
+            do {
+                _ = try PostgresLocation(parsing: storeLocation)
+            } catch {
+                throw ValidationError("--store (or TOCSIN_STORE): \(error.message)")
+            }
+        }
         if let maxStoreSize {
             let bytes: Int64
             do {
@@ -130,10 +145,15 @@ struct BrokerOptions: ParsableArguments {
         return configuration
     }
 
-    /// The store: the SQLite file in the data directory. `pollInterval`: how often to look for
-    /// what other brokers sharing it commit (nil: none do).
+    /// The store: PostgreSQL with `--store`, else the SQLite file in the data directory.
+    /// `pollInterval`: how often to look for what other brokers sharing the SQLite file commit
+    /// (nil: none do).
     func store(pollInterval: Duration? = nil) -> StoreConfiguration {
-        .sqlite(
+        // `validate` has checked the connection string.
+        if let storeLocation, let location = try? PostgresLocation(parsing: storeLocation) {
+            return .postgres(PostgresStore.Configuration(location: location, maxBytes: maxStoreBytes))
+        }
+        return .sqlite(
             SQLiteStore.Configuration(
                 path: dataDirectory + "/tocsin.sqlite", synchronousFull: !noFsync, maxBytes: maxStoreBytes, pollInterval: pollInterval))
     }
@@ -149,7 +169,12 @@ struct BrokerOptions: ParsableArguments {
             [500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 5_000_000].map { .microseconds($0) }
         MetricsSystem.bootstrap(factory)
         let host = self.host
-        let dataDirectory = self.dataDirectory
+        let dataDirectory: String
+        if case .postgres(let postgres) = store {
+            dataDirectory = postgres.location.description
+        } else {
+            dataDirectory = self.dataDirectory
+        }
         let store = try await store.open(logger: logger)
         let app = try await buildBroker(configuration: configuration, store: store, logger: logger, metrics: registry) { port in
             print("tocsin\(role.isEmpty ? "" : " " + role) listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
@@ -184,7 +209,7 @@ func bootstrapLogging(level text: String) throws -> Logger {
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a standalone broker with its HTTP API and WebSocket endpoint on an embedded SQLite store.")
+        abstract: "Run a standalone broker with its HTTP API and WebSocket endpoint on an embedded SQLite store (or PostgreSQL, with --store).")
 
     @OptionGroup var options: BrokerOptions
 

@@ -1,6 +1,8 @@
 import Foundation
+import Synchronization
 import Testing
 import TocsinCore
+import TocsinDev
 import TocsinStore
 import TocsinTesting
 
@@ -18,10 +20,13 @@ struct StoreFactory: Sendable, CustomTestStringConvertible {
 
     var testDescription: String { name }
 
-    static let all: [StoreFactory] = [.sqlite]
+    static let all: [StoreFactory] = [.sqlite, .postgres]
 
     /// A file in a temporary directory, commits not synced (the tests do not pull the plug).
     static let sqlite = StoreFactory(name: "SQLite") { SQLiteHome() }
+
+    /// A throwaway PostgreSQL server of its own (fsync off), started for the test and removed after it.
+    static let postgres = StoreFactory(name: "PostgreSQL") { try PostgresHome() }
 
     /// Runs `body` with a fresh home, removed afterwards (also when `body` throws).
     func withHome<T>(_ body: (any StoreHome) async throws -> T) async throws -> T {
@@ -48,6 +53,19 @@ struct StoreOptions: Sendable {
     var publishKeyWindow: Duration = .seconds(120)
     /// The most room the store may take; nil for no limit.
     var maxBytes: Int64? = nil
+    /// The store's wall clock (a test's own, to move time without waiting).
+    var nowMillis: @Sendable () -> Int64 = WallClock.nowMillis
+}
+
+/// A wall clock a test moves by hand.
+final class TestClock: Sendable {
+    private let millis: Atomic<Int64>
+
+    init(_ start: Int64 = WallClock.nowMillis()) { millis = Atomic(start) }
+
+    @Sendable func now() -> Int64 { millis.load(ordering: .relaxed) }
+
+    func advance(byMillis delta: Int64) { millis.add(delta, ordering: .relaxed) }
 }
 
 /// Where one test's store lives.
@@ -62,12 +80,29 @@ struct SQLiteHome: StoreHome {
     let directory = TemporaryDirectory.make()
 
     func open(_ options: StoreOptions) async throws -> any Store {
-        try await StoreConfiguration.sqlite(
-            .init(path: directory + "/db.sqlite", synchronousFull: false, publishKeyWindow: options.publishKeyWindow, maxBytes: options.maxBytes)
-        ).open(logger: .init(label: "tocsin.store"))
+        var configuration = SQLiteStore.Configuration(
+            path: directory + "/db.sqlite", synchronousFull: false, publishKeyWindow: options.publishKeyWindow, maxBytes: options.maxBytes)
+        configuration.nowMillis = options.nowMillis
+        return try await StoreConfiguration.sqlite(configuration).open(logger: .init(label: "tocsin.store"))
     }
 
     func remove() async { TemporaryDirectory.remove(directory) }
+}
+
+struct PostgresHome: StoreHome {
+    let server: PostgresServer
+
+    init() throws { server = try PostgresServer.start() }
+
+    func open(_ options: StoreOptions) async throws -> any Store {
+        var configuration = PostgresStore.Configuration(
+            location: try PostgresLocation(parsing: server.url), publishKeyWindow: options.publishKeyWindow, maxBytes: options.maxBytes)
+        configuration.pollInterval = .milliseconds(100)
+        configuration.nowMillis = options.nowMillis
+        return try await StoreConfiguration.postgres(configuration).open(logger: .init(label: "tocsin.store"))
+    }
+
+    func remove() async { server.destroy() }
 }
 
 /// Definitions and events the store tests share.

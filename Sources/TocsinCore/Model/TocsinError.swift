@@ -50,6 +50,10 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         /// or its disk is full. Nothing of the request was stored; the same request succeeds
         /// once retention or an operator frees space.
         public static let storeFull = Code(rawValue: "store_full")
+        /// The store cannot be reached right now (its database is restarting, failing over or
+        /// unreachable). Nothing of the request is known to be stored: retry it (with the same
+        /// publish key, so a publish that did commit is not stored twice). HTTP 503 with `Retry-After`.
+        public static let storeUnavailable = Code(rawValue: "store_unavailable")
         /// A deadline passed: an HTTP request's head or body did not arrive in time (408), or a
         /// WebSocket sent no first message in time. The connection is closed after it.
         public static let timeout = Code(rawValue: "timeout")

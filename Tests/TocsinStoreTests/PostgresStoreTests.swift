@@ -1,0 +1,144 @@
+import Foundation
+import Synchronization
+import Testing
+import TocsinCore
+import TocsinDev
+import TocsinStore
+import TocsinTesting
+
+/// What only the PostgreSQL store has: many processes on one database (here, several stores in
+/// one process, each with its own connections, as brokers on other hosts would have), the
+/// change feed across them, migrations racing, and outages of the database itself.
+@Suite(.timeLimit(.minutes(2)))
+struct PostgresStoreTests {
+    static func open(_ server: PostgresServer, timeout: Double = 5) async throws -> PostgresStore {
+        var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: server.url + "?timeout=\(timeout)"))
+        configuration.pollInterval = .milliseconds(100)
+        return try await PostgresStore.open(configuration)
+    }
+
+    static func withServer<T>(_ body: (PostgresServer) async throws -> T) async throws -> T {
+        let server = try PostgresServer.start()
+        defer { server.destroy() }
+        return try await body(server)
+    }
+
+    @Test func storesOpeningAFreshDatabaseAtOnceMigrateItOnce() async throws {
+        try await Self.withServer { server in
+            let stores = try await withThrowingTaskGroup(of: PostgresStore.self) { group in
+                for _ in 0..<4 { group.addTask { try await Self.open(server) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(stores.count == 4)
+            #expect(try server.psql("SELECT version FROM tocsin_migrations ORDER BY version") == "1\n")
+            _ = try await stores[0].putStream(Fixtures.unbounded, recreate: false)
+            #expect(try await stores[3].stream(named: "u") != nil)
+        }
+    }
+
+    /// Brokers on many hosts append to one stream at once: every seq is used once, with no gap,
+    /// and a reader that follows the stream never sees a seq before a lower one it has not seen.
+    @Test func appendsFromManyStoresGetGaplessSeqsInCommitOrder() async throws {
+        try await Self.withServer { server in
+            let stores = [try await Self.open(server), try await Self.open(server), try await Self.open(server)]
+            _ = try await stores[0].putStream(Fixtures.unbounded, recreate: false)
+            // A reader polling the table as fast as it can, checking each read is a prefix.
+            let stop = Atomic<Bool>(false)
+            let reader = Task { () -> [Int64] in
+                var seen: [Int64] = []
+                while !stop.load(ordering: .relaxed) {
+                    let events = try await stores[2].readEvents(stream: "u", after: seen.last ?? 0, limit: 1000)
+                    seen += events.map(\.seq)
+                }
+                seen += try await stores[2].readEvents(stream: "u", after: seen.last ?? 0, limit: 100_000).map(\.seq)
+                return seen
+            }
+            let seqs = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                for i in 0..<24 {
+                    let store = stores[i % 2]
+                    group.addTask {
+                        var seqs: [Int64] = []
+                        for j in 0..<20 { seqs += try await store.append(stream: "u", events: [#"{"n":\#(i)}"#, #"{"n":\#(j)}"#]).seqs }
+                        return seqs
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            stop.store(true, ordering: .relaxed)
+            let seen = try await reader.value
+            #expect(seqs.sorted() == Array(1...960))
+            #expect(seen == Array(1...960), "the reader saw every seq once, in order, skipping none")
+        }
+    }
+
+    /// A store learns of another's commits through LISTEN at once, and of definitions changing.
+    @Test func anotherStoresCommitsWakeTheChangeFeed() async throws {
+        try await Self.withServer { server in
+            let writer = try await Self.open(server)
+            let follower = try await Self.open(server)
+            let services = follower.maintenanceServices()
+            let running = Task { await withTaskGroup(of: Void.self) { group in for s in services { group.addTask { try? await s.run() } } } }
+            defer { running.cancel() }
+            let definitions = follower.changes.definitionChanges()
+            _ = try await writer.putStream(Fixtures.unbounded, recreate: false)
+            let told = await firstOrNil(within: .seconds(10)) { () -> Bool? in
+                for await _ in definitions { return true }
+                return nil
+            }
+            #expect(told == true, "told the definitions changed")
+            let appended = try await writer.append(stream: "u", events: [#"{"n":1}"#, #"{"n":2}"#])
+            let woke = await firstOrNil(within: .seconds(10)) { () -> Bool? in
+                await follower.changes.wait(stream: "u", after: 0)
+                return true
+            }
+            #expect(woke == true)
+            #expect(follower.changes.lastSeq(of: "u") == 2)
+            #expect(follower.changes.epoch(of: "u") == appended.epoch)
+        }
+    }
+
+    /// While the database is down, every operation fails within the timeout with the retryable
+    /// `store_unavailable` (nothing is acknowledged); once it is back, the same store works
+    /// again and nothing acknowledged before is lost.
+    @Test func anOutageFailsOperationsRetryablyAndTheStoreRecovers() async throws {
+        try await Self.withServer { server in
+            let store = try await Self.open(server, timeout: 1)
+            _ = try await store.putStream(Fixtures.unbounded, recreate: false)
+            let before = try await store.append(stream: "u", events: [#"{"n":1}"#])
+            try server.stop()
+            let started = ContinuousClock.now
+            let error = await #expect(throws: TocsinError.self) { _ = try await store.append(stream: "u", events: [#"{"n":2}"#]) }
+            #expect(error?.code == .storeUnavailable, "\(String(describing: error))")
+            #expect(ContinuousClock.now - started < .seconds(5), "failed within the timeout, not after it")
+            let readError = await #expect(throws: TocsinError.self) { _ = try await store.readEvents(stream: "u", after: 0, limit: 10) }
+            #expect(readError?.code == .storeUnavailable)
+            try server.restart()
+            let after = try await waitForValue("the store answers again", timeout: .seconds(30)) {
+                try? await store.append(stream: "u", events: [#"{"n":3}"#])
+            }
+            #expect(after.epoch == before.epoch)
+            #expect(after.seqs == [2], "the refused append stored nothing")
+            #expect(try await store.readEvents(stream: "u", after: 0, limit: 10).map(\.seq) == [1, 2])
+        }
+    }
+
+    @Test func connectionStringsParseAsLibpqTakesThem() throws {
+        let url = try PostgresLocation(parsing: "postgres://alice:s%40cret@db.example:6543/alerts?pool=20&timeout=2.5&sslmode=require")
+        #expect(url.hosts == [.init(name: "db.example", port: 6543)])
+        #expect(url.user == "alice")
+        #expect(url.password == "s@cret")
+        #expect(url.database == "alerts")
+        #expect(url.poolSize == 20)
+        #expect(url.operationTimeout == .milliseconds(2500))
+        #expect(url.requireTLS)
+        #expect(!url.description.contains("s@cret"), "the description leaves the password out")
+        let multi = try PostgresLocation(parsing: "host=a,b port=5432,5433 dbname=tocsin user=t target_session_attrs=read-write")
+        #expect(multi.hosts == [.init(name: "a", port: 5432), .init(name: "b", port: 5433)])
+        #expect(multi.readWriteOnly)
+        let urlMulti = try PostgresLocation(parsing: "postgresql://t@a:1,b:2/db")
+        #expect(urlMulti.hosts == [.init(name: "a", port: 1), .init(name: "b", port: 2)])
+        for bad in ["postgres://h/db", "host=a port=99999 user=t", "host=a,b,c port=1,2 user=t", "postgres://t@h/db?pool=0", "postgres://t@h/db?sslmode=maybe"] {
+            #expect(throws: TocsinError.self, "\(bad)") { try PostgresLocation(parsing: bad) }
+        }
+    }
+}
