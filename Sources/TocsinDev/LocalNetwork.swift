@@ -3,7 +3,7 @@ import Synchronization
 import TocsinCore
 
 /// A broker network on one host, as separate processes: a controller and N brokers sharing one
-/// SQLite store (WAL). `tocsin dev` runs it for people, `tocsin bench` for measurements, the
+/// store: a SQLite file (WAL), or a PostgreSQL database (`Configuration.store`). `tocsin dev` runs it for people, `tocsin bench` for measurements, the
 /// integration tests to kill brokers with SIGKILL — all through this one type.
 ///
 /// When `supervise` runs, a broker that exits without being asked to is started again on the
@@ -21,6 +21,9 @@ public final class LocalNetwork: Sendable {
         public var basePort = 0
         public var host = "127.0.0.1"
         public var logLevel = "warning"
+        /// A PostgreSQL connection string the brokers share as their store (`--store`); nil: the
+        /// SQLite file in `directory`.
+        public var store: String?
         /// Extra arguments for every broker (e.g. `--no-fsync`, `--capacity 5000`).
         public var brokerArguments: [String] = []
         /// Extra arguments for the controller (e.g. `--lease-ms 2000`).
@@ -97,7 +100,7 @@ public final class LocalNetwork: Sendable {
             arguments: [
                 "broker", "--controller", controllerURL, "--broker-id", id, "--host", configuration.host, "--port", "\(port)",
                 "--data-dir", configuration.directory, "--log-level", configuration.logLevel,
-            ] + configuration.brokerArguments,
+            ] + (configuration.store.map { ["--store", $0] } ?? []) + configuration.brokerArguments,
             inheritStderr: configuration.showLogs)
         let member = Member(
             id: id, port: process.port, pid: process.pid, incarnation: incarnation, httpURL: "http://\(configuration.host):\(process.port)")

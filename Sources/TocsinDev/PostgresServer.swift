@@ -59,6 +59,8 @@ public final class PostgresServer: Sendable {
         try run(binaries + "/pg_ctl", ["start", "-w", "-t", "60", "-D", dataDirectory, "-l", directory + "/server.log", "-o", options])
     }
 
+    deinit { destroy() }
+
     /// Starts the server again after `stop` or `kill` (same directory, same port).
     public func restart() throws { try startServer() }
 
@@ -79,8 +81,12 @@ public final class PostgresServer: Sendable {
         while Glibc.kill(pid, 0) == 0, ContinuousClock.now < deadline { usleep(10_000) }
     }
 
-    /// Stops the server (immediately) and deletes its directory.
+    private let destroyed = Atomic<Bool>(false)
+
+    /// Stops the server (immediately) and deletes its directory. Also done when the last
+    /// reference goes away, so a failing test leaves no server running.
     public func destroy() {
+        guard !destroyed.exchange(true, ordering: .relaxed) else { return }
         if FileManager.default.fileExists(atPath: dataDirectory + "/postmaster.pid") { try? stop(immediate: true) }
         try? FileManager.default.removeItem(atPath: directory)
     }

@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinDev
 import TocsinStore
 import TocsinTesting
 
@@ -68,12 +69,19 @@ struct CrashRecoveryTests {
 
     /// Each publish path with the server's tasks on Swift's pool (the default), and the
     /// pipelined one also with them on the event loops (`TOCSIN_TASK_EXECUTOR=event-loops`).
-    @Test(arguments: zip([PublishPath.http, .pipelinedWebSocketWithKeys, .pipelinedWebSocketWithKeys], ["pool", "pool", "event-loops"]))
-    func everyAcknowledgedPublishIsDeliveredInOrderAcrossASigkill(path: PublishPath, executor: String) async throws {
+    /// The pipelined path also on PostgreSQL (a throwaway server, which outlives the broker's SIGKILL).
+    @Test(arguments: [
+        (PublishPath.http, "pool", false), (.pipelinedWebSocketWithKeys, "pool", false), (.pipelinedWebSocketWithKeys, "event-loops", false),
+        (.pipelinedWebSocketWithKeys, "pool", true),
+    ])
+    func everyAcknowledgedPublishIsDeliveredInOrderAcrossASigkill(path: PublishPath, executor: String, postgres: Bool) async throws {
         let environment = ["TOCSIN_TASK_EXECUTOR": executor]
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory], environment: environment)
+        let database = postgres ? try PostgresServer.start() : nil
+        defer { database?.destroy() }
+        let store = database.map { ["--store", $0.url] } ?? []
+        var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory] + store, environment: environment)
         let port = server.port
         let base = "http://127.0.0.1:\(port)"
         let log = Log()
@@ -134,7 +142,7 @@ struct CrashRecoveryTests {
         try await waitUntil("200 publishes before the crash") { log.published.load(ordering: .relaxed) >= 200 }
         server.kill(SIGKILL)
         let beforeCrash = log.published.load(ordering: .relaxed)
-        server = try await ServerProcess(arguments: ["serve", "--port", "\(port)", "--data-dir", directory], environment: environment)
+        server = try await ServerProcess(arguments: ["serve", "--port", "\(port)", "--data-dir", directory] + store, environment: environment)
         try await waitUntil("200 publishes after the restart") { log.published.load(ordering: .relaxed) >= beforeCrash + 200 }
         log.stopPublishing.store(true, ordering: .relaxed)
         await publisher.value

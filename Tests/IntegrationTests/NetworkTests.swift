@@ -9,7 +9,8 @@ import TocsinDev
 import TocsinLoad
 import TocsinTesting
 
-/// A real network: `tocsin controller` and `tocsin broker` processes sharing one SQLite file,
+/// A real network: `tocsin controller` and `tocsin broker` processes sharing one store (a SQLite
+/// file, and a PostgreSQL database: every test runs on both),
 /// subscribers of the client library, a publisher throughout. Brokers are killed with SIGKILL,
 /// added, and stopped with SIGTERM; every test asserts that every subscriber receives every
 /// acknowledged event, in strictly increasing seq order.
@@ -33,22 +34,36 @@ struct NetworkTests {
         Feed(configuration: .init(seeds: seeds, kind: kind, rate: 100), logger: logger)
     }
 
-    static func tearDown(_ network: LocalNetwork) async {
-        await network.stop(signal: SIGKILL)
-        TemporaryDirectory.remove(network.configuration.directory)
+    /// The store the brokers share: each test runs on both.
+    enum SharedStore: String, CaseIterable, Sendable {
+        case sqlite, postgres
     }
 
-    static func network(brokers: Int) async throws -> LocalNetwork {
+    static func tearDown(_ network: LocalNetwork, _ database: PostgresServer?) async {
+        await network.stop(signal: SIGKILL)
+        TemporaryDirectory.remove(network.configuration.directory)
+        database?.destroy()
+    }
+
+    /// A network of `brokers` on `store` (for PostgreSQL, a throwaway server of its own).
+    static func network(brokers: Int, store: SharedStore) async throws -> (LocalNetwork, PostgresServer?) {
         var configuration = LocalNetwork.Configuration(directory: TemporaryDirectory.make())
+        let database = store == .postgres ? try PostgresServer.start() : nil
+        configuration.store = database?.url
         configuration.brokers = brokers
         configuration.executable = ServerProcess.tocsinBinary
         configuration.brokerArguments = ["--no-fsync", "--drain-timeout", "20"]
         configuration.controllerArguments = ["--lease-ms", "1500", "--heartbeat-ms", "200", "--cooldown-ms", "1000"]
-        return try await LocalNetwork(configuration: configuration)
+        do {
+            return (try await LocalNetwork(configuration: configuration), database)
+        } catch {
+            database?.destroy()
+            throw error
+        }
     }
 
-    @Test func killingABrokerUnderLoadLosesNothing() async throws {
-        let network = try await Self.network(brokers: 3)
+    @Test(arguments: SharedStore.allCases) func killingABrokerUnderLoadLosesNothing(store: SharedStore) async throws {
+        let (network, database) = try await Self.network(brokers: 3, store: store)
         let seeds = [network.controllerURL]
         let audience = Self.audience(count: 45, seeds: seeds, kind: "kill-\(UInt32.random(in: 0...UInt32.max))")
         async let _ = audience.run()
@@ -85,14 +100,14 @@ struct NetworkTests {
         #expect(MetricsTests.value(#"tocsin_controller_brokers{state="active"}"#, in: metrics) == 2)
         #expect((MetricsTests.value("tocsin_controller_assignments_total", in: metrics) ?? 0) >= Double(audience.probes.count + 1))
         #expect(Set(audience.perBroker.keys).isSubset(of: Set(network.members.map(\.id))))
-        await Self.tearDown(network)
+        await Self.tearDown(network, database)
     }
 
     /// A broker that takes the request and never answers (SIGSTOP: its kernel still accepts and
     /// acknowledges the bytes) costs a publisher one attempt timeout, not the whole request's;
     /// the retry goes to the other broker with the same key and the event is stored once.
-    @Test func aHungBrokerCostsAPublisherOneAttemptTimeout() async throws {
-        let network = try await Self.network(brokers: 2)
+    @Test(arguments: SharedStore.allCases) func aHungBrokerCostsAPublisherOneAttemptTimeout(store: SharedStore) async throws {
+        let (network, database) = try await Self.network(brokers: 2, store: store)
         // 5 s, not less: on a loaded machine (CI building beside it) a healthy broker once took
         // over 1 s to answer, and the publish failed on both brokers.
         let publisher = Publisher(seeds: [network.controllerURL], client: "hung-test", attemptTimeout: .seconds(5))
@@ -107,11 +122,11 @@ struct NetworkTests {
         #expect(second.broker != first.broker)
         #expect(second.seqs == [first.seqs[0] + 1], "stored once, right after the first")
         #expect(took < .seconds(15), "one 5 s attempt and a retry, not HTTP's 30 s default: took \(took)")
-        await Self.tearDown(network)
+        await Self.tearDown(network, database)
     }
 
-    @Test func addingABrokerMigratesClientsWithoutLoss() async throws {
-        let network = try await Self.network(brokers: 2)
+    @Test(arguments: SharedStore.allCases) func addingABrokerMigratesClientsWithoutLoss(store: SharedStore) async throws {
+        let (network, database) = try await Self.network(brokers: 2, store: store)
         let seeds = [network.controllerURL]
         let audience = Self.audience(count: 60, seeds: seeds, kind: "grow-\(UInt32.random(in: 0...UInt32.max))")
         async let _ = audience.run()
@@ -136,11 +151,11 @@ struct NetworkTests {
         }
         #expect(audience.inOrder)
         #expect(audience.migrationReasons.allSatisfy { $0 == "rebalance" })
-        await Self.tearDown(network)
+        await Self.tearDown(network, database)
     }
 
-    @Test func aBrokerStoppedGracefullyDrainsItsClientsFirst() async throws {
-        let network = try await Self.network(brokers: 2)
+    @Test(arguments: SharedStore.allCases) func aBrokerStoppedGracefullyDrainsItsClientsFirst(store: SharedStore) async throws {
+        let (network, database) = try await Self.network(brokers: 2, store: store)
         let seeds = [network.controllerURL]
         let audience = Self.audience(count: 20, seeds: seeds, kind: "drain-\(UInt32.random(in: 0...UInt32.max))")
         async let _ = audience.run()
@@ -162,11 +177,11 @@ struct NetworkTests {
             audience.received(all: expected)
         }
         #expect(audience.inOrder)
-        await Self.tearDown(network)
+        await Self.tearDown(network, database)
     }
 
-    @Test func theSupervisorRestartsACrashedBrokerAsANewIncarnation() async throws {
-        let network = try await Self.network(brokers: 2)
+    @Test(arguments: SharedStore.allCases) func theSupervisorRestartsACrashedBrokerAsANewIncarnation(store: SharedStore) async throws {
+        let (network, database) = try await Self.network(brokers: 2, store: store)
         let supervisor = Task { await network.supervise() }
         defer { supervisor.cancel() }
         let before = try ClusterView(json: try await HTTPCall.call(.GET, network.controllerURL + "/v1/cluster"))
@@ -182,6 +197,6 @@ struct NetworkTests {
         #expect(network.restarts == 1)
         #expect(network.member("broker-1")?.incarnation == 2)
         supervisor.cancel()
-        await Self.tearDown(network)
+        await Self.tearDown(network, database)
     }
 }
