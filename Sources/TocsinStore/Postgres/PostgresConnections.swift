@@ -116,9 +116,13 @@ final class PostgresConnections: Sendable {
 
     /// Whether `host` answers and (with `read-write`) is not a standby.
     private func accepts(_ host: PostgresLocation.Host) async -> Bool {
+        var tls = PostgresConnection.Configuration.TLS.disable
+        if location.requireTLS {
+            guard let context = try? NIOSSLContext(configuration: .makeClientConfiguration()) else { return false }
+            tls = .require(context)
+        }
         var config = PostgresConnection.Configuration(
-            host: host.name, port: host.port, username: location.user, password: location.password, database: location.database,
-            tls: location.requireTLS ? .require((try? NIOSSLContext(configuration: .makeClientConfiguration()))!) : .disable)
+            host: host.name, port: host.port, username: location.user, password: location.password, database: location.database, tls: tls)
         config.options.connectTimeout = .seconds(2)
         let configuration = config
         do {
