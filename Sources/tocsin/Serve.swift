@@ -175,7 +175,7 @@ struct BrokerOptions: ParsableArguments {
         } else {
             dataDirectory = self.dataDirectory
         }
-        let store = try await store.open(logger: logger)
+        let store = try await Self.open(store, logger: logger)
         let app = try await buildBroker(configuration: configuration, store: store, logger: logger, metrics: registry) { port in
             print("tocsin\(role.isEmpty ? "" : " " + role) listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
             fflushStdout()
@@ -183,6 +183,26 @@ struct BrokerOptions: ParsableArguments {
         let group = ServiceGroup(
             configuration: .init(services: [app.service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+extension BrokerOptions {
+    /// Opens the store; while its database cannot be reached (a broker started before
+    /// PostgreSQL, or during its restart) tries again every few seconds, saying so, instead of
+    /// exiting. Any other failure (a bad password, a schema from a newer Tocsin) ends the start.
+    static func open(_ store: StoreConfiguration, logger: Logger) async throws -> any Store {
+        var attempts = 0
+        while true {
+            do {
+                return try await store.open(logger: logger)
+            } catch let error as TocsinError where error.code == .storeUnavailable {
+                attempts += 1
+                if attempts == 1 || attempts % 12 == 0 {
+                    logger.warning("waiting for the store's database", metadata: ["error": "\(error.message)", "attempts": "\(attempts)"])
+                }
+                try await Task.sleep(for: .seconds(min(attempts, 5)))
+            }
+        }
     }
 }
 
