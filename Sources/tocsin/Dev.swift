@@ -4,11 +4,12 @@ import Foundation
 import TocsinClient
 import TocsinCore
 import TocsinDev
+import TocsinStore
 
 /// `tocsin dev --brokers N`: a local network of separate processes in one command.
 struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a local broker network: a controller and N broker processes sharing one SQLite store, supervised.",
+        abstract: "Run a local broker network: a controller and N broker processes sharing one store (SQLite, or PostgreSQL with --store), supervised.",
         discussion: """
             The controller listens on --port, the brokers on the ports after it. A broker that crashes is
             restarted (a new incarnation) on its port; Ctrl-C stops everything. Try `tocsin status` beside it.
@@ -23,6 +24,9 @@ struct Dev: AsyncParsableCommand {
     @Option(name: .customLong("data-dir"), help: "Directory of the shared SQLite store.")
     var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
 
+    @Option(name: .customLong("store"), help: "A PostgreSQL connection string the brokers share instead of the SQLite file (env TOCSIN_STORE).")
+    var store: String? = Environment.get("TOCSIN_STORE")
+
     @Flag(name: .customLong("no-fsync"), help: "Brokers commit with synchronous=NORMAL.")
     var noFsync = false
 
@@ -32,6 +36,13 @@ struct Dev: AsyncParsableCommand {
     mutating func validate() throws {
         guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
         guard (1...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
+        if let store {
+            do {
+                _ = try PostgresLocation(parsing: store)
+            } catch {
+                throw ValidationError("--store (or TOCSIN_STORE): \(error.message)")
+            }
+        }
     }
 
     func run() async throws {
@@ -41,13 +52,14 @@ struct Dev: AsyncParsableCommand {
         configuration.basePort = port
         configuration.logLevel = logLevel
         configuration.showLogs = true
+        configuration.store = store
         if noFsync { configuration.brokerArguments.append("--no-fsync") }
         let network = try await LocalNetwork(configuration: configuration)
         print("controller  \(network.controllerURL)   (discovery: \(network.controllerURL)/v1/cluster)")
         for m in network.members {
             print("\(m.id)    \(m.httpURL)   \(m.webSocketURL)   pid \(m.pid)")
         }
-        print("data in \(dataDirectory); Ctrl-C stops the network")
+        print("data in \(store.map { _ in "the PostgreSQL database of --store" } ?? dataDirectory); Ctrl-C stops the network")
         fflushStdout()
         let supervisor = Task {
             await network.supervise { line in
