@@ -53,6 +53,28 @@ public struct ProcessFigures: Sendable {
     public var descriptors: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
 }
 
+/// Several processes' figures, summed: the brokers of one benchmark run.
+public struct ProcessGroupFigures: Sendable {
+    public let members: [ProcessFigures]
+
+    public init(pids: [Int32]) { members = pids.map(ProcessFigures.init(pid:)) }
+
+    public var count: Int { members.count }
+
+    /// User + system CPU seconds so far, all of them.
+    public var cpuSeconds: Double { members.reduce(0) { $0 + $1.cpuSeconds } }
+
+    /// Context switches of all their threads so far.
+    public var contextSwitches: Int { members.reduce(0) { $0 + $1.contextSwitches } }
+
+    /// VmRSS and VmHWM summed, in KiB (nil when /proc gives none of them).
+    public var residentMemory: (current: Int, peak: Int)? {
+        let each = members.compactMap(\.residentMemory)
+        guard !each.isEmpty else { return nil }
+        return each.reduce((0, 0)) { ($0.0 + $1.current, $0.1 + $1.peak) }
+    }
+}
+
 /// The whole machine's CPU time (all CPUs, in clock ticks, from the first line of /proc/stat),
 /// so a benchmark can say how much of it the hypervisor gave to other guests over its window
 /// ("steal"): on a shared VM, steal is what turns a quiet run's 3 ms p99 into a noisy run's
