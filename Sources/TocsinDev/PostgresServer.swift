@@ -94,11 +94,15 @@ public final class PostgresServer: Sendable {
         try run(binaries + "/pg_ctl", ["stop", "-w", "-D", dataDirectory, "-m", immediate ? "immediate" : "fast"])
     }
 
+    /// The running postmaster's pid (its backends are its children), from `postmaster.pid`.
+    public var postmasterPID: Int32? {
+        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8) else { return nil }
+        return Int32(text.split(separator: "\n").first ?? "")
+    }
+
     /// SIGKILLs the postmaster (its backends end when they notice it is gone).
     public func kill() {
-        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
-            let pid = Int32(text.split(separator: "\n").first ?? "")
-        else { return }
+        guard let pid = postmasterPID else { return }
         Glibc.kill(pid, SIGKILL)
         // Its backends hold the port and shared memory until they exit.
         let deadline = ContinuousClock.now + .seconds(10)

@@ -69,11 +69,14 @@ struct MeasuredBrokers: Sendable {
     let endpoints: [Endpoint]
     let processes: [ChildProcess]
     private let directory: String?
-    private let database: PostgresServer?
+    private let server: PostgresServer?
     private let namespaces: NetworkNamespaces?
 
     /// The spawned brokers' figures, summed (nil for a broker given by URL).
     var figures: ProcessGroupFigures? { processes.isEmpty ? nil : ProcessGroupFigures(pids: processes.map(\.pid)) }
+
+    /// The throwaway PostgreSQL server's processes (nil without one).
+    var database: ProcessTreeCPU? { server?.postmasterPID.map(ProcessTreeCPU.init(root:)) }
 
     /// Spawns or names the brokers; `progress` gets a line for each thing spawned.
     static func start(_ target: BenchTarget, progress: @Sendable (String) -> Void) async throws -> MeasuredBrokers {
@@ -83,7 +86,7 @@ struct MeasuredBrokers: Sendable {
                 throw BenchError("the broker's URL must be a plain http:// URL (the bench does not speak TLS), not \(url)")
             }
             return MeasuredBrokers(
-                endpoints: [Endpoint(host: host, port: components.port ?? 80)], processes: [], directory: nil, database: nil, namespaces: nil)
+                endpoints: [Endpoint(host: host, port: components.port ?? 80)], processes: [], directory: nil, server: nil, namespaces: nil)
         case .spawn(let spawn):
             if let problem = spawn.problem { throw BenchError(problem) }
             return try await start(spawn, progress: progress)
@@ -134,9 +137,9 @@ struct MeasuredBrokers: Sendable {
                 let on = spawn.store == .sqlite ? (spawn.noFsync ? " with --no-fsync" : "") : " on PostgreSQL"
                 progress("spawned \(spawn.executable) serve (pid \(process.pid))\(place) on \(address == "127.0.0.1" ? "port \(process.port)" : "\(address):\(process.port)")\(on)")
             }
-            return MeasuredBrokers(endpoints: endpoints, processes: processes, directory: directory, database: database, namespaces: namespaces)
+            return MeasuredBrokers(endpoints: endpoints, processes: processes, directory: directory, server: database, namespaces: namespaces)
         } catch {
-            MeasuredBrokers(endpoints: [], processes: processes, directory: directory, database: database, namespaces: namespaces).stop()
+            MeasuredBrokers(endpoints: [], processes: processes, directory: directory, server: database, namespaces: namespaces).stop()
             throw error
         }
     }
@@ -156,7 +159,7 @@ struct MeasuredBrokers: Sendable {
         for process in processes { process.signal(SIGTERM) }
         for process in processes { process.waitForExit() }
         namespaces?.destroy()
-        database?.destroy()
+        server?.destroy()
         if let directory { try? FileManager.default.removeItem(atPath: directory) }
     }
 }

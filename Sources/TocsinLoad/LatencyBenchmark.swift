@@ -83,7 +83,9 @@ public struct LatencyBenchmark: Sendable {
                     if n == warm {
                         let cpu = server?.cpuSeconds ?? 0
                         let switches = server?.contextSwitches ?? 0
+                        let database = brokers.database?.read()
                         window.start.withLock { $0 = (cpu, ContinuousClock.now, MachineCPU.read(), switches) }
+                        window.database.withLock { $0 = database }
                         samples.windowStart.store(Monotonic.nanos(), ordering: .relaxed)
                     }
                     let due = start + .seconds(Double(n) * interval)
@@ -103,13 +105,16 @@ public struct LatencyBenchmark: Sendable {
                 LatencyReport.Server(cpuSeconds: $0.cpuSeconds - cpuStart, wallSeconds: wall, contextSwitches: $0.contextSwitches - switchesStart)
             }
             let machine = MachineSteal(from: machineStart, to: MachineCPU.read())
+            let databaseStart = window.database.withLock { $0 }
+            let databaseCPU = brokers.database.flatMap { database in databaseStart.map { ProcessTreeCPU.seconds(from: $0, to: database.read()) } }
             // Deliveries later than this settle time count as missing.
             try await Task.sleep(for: .seconds(2))
             samples.stop.store(true, ordering: .relaxed)
             try await clients.close()
             return LatencyReport(
                 subscribers: c.subscribers, published: published.value.load(ordering: .relaxed), delivered: samples.delivered.load(ordering: .relaxed),
-                latency: LatencyDistribution(samples.latencies.withLock { $0 }), server: serverFigures, brokers: server?.count ?? 1, machine: machine,
+                latency: LatencyDistribution(samples.latencies.withLock { $0 }), server: serverFigures, brokers: server?.count ?? 1,
+                databaseCPUSeconds: databaseCPU, machine: machine,
                 serverMemory: server?.residentMemory.map { LatencyReport.Memory(residentKiB: $0.current, peakKiB: $0.peak) })
         } catch {
             try? await clients.close()
@@ -125,6 +130,8 @@ private final class Counter: Sendable {
 /// The figures at the start of the measured window.
 private final class Window: Sendable {
     let start = Mutex<(cpu: Double, wall: ContinuousClock.Instant, machine: MachineCPU?, switches: Int)>((0, .now, nil, 0))
+    /// The throwaway PostgreSQL server's processes' CPU ticks.
+    let database = Mutex<[Int32: Int]?>(nil)
 }
 
 /// What a latency benchmark measured; its description is what `tocsin bench latency` prints.
@@ -152,6 +159,8 @@ public struct LatencyReport: Sendable, CustomStringConvertible {
     public var server: Server?
     /// How many brokers `server` and `serverMemory` sum.
     public var brokers = 1
+    /// The throwaway PostgreSQL server's CPU seconds over the publishing window (nil without one).
+    public var databaseCPUSeconds: Double? = nil
     public var machine: MachineSteal?
     public var serverMemory: Memory?
 
@@ -179,6 +188,12 @@ public struct LatencyReport: Sendable, CustomStringConvertible {
                     + String(
                         format: " context switches: %.1f per published event (%.0f/s, all threads)",
                         Double(server.contextSwitches) / Double(events), Double(server.contextSwitches) / server.wallSeconds))
+        }
+        if let cpu = databaseCPUSeconds, let wall = server?.wallSeconds {
+            lines.append(
+                String(
+                    format: "PostgreSQL CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.1f µs per published event", cpu, wall,
+                    cpu / wall * 100, published > 0 ? cpu / Double(published) * 1e6 : 0))
         }
         if let machine { lines.append(machine.description) }
         if let serverMemory {

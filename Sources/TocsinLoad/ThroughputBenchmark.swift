@@ -81,18 +81,20 @@ public struct ThroughputBenchmark: Sendable {
             try await Task.sleep(for: .seconds(c.warmup))
             let machineStart = MachineCPU.read()
             let cpuStart = server?.cpuSeconds ?? 0
+            let databaseStart = brokers.database?.read()
             let wallStart = ContinuousClock.now
             state.measuring.store(true, ordering: .relaxed)
             try await Task.sleep(for: .seconds(c.duration))
             state.measuring.store(false, ordering: .relaxed)
             let wall = (ContinuousClock.now - wallStart).inSeconds
             let cpu = server.map { $0.cpuSeconds - cpuStart }
+            let databaseCPU = brokers.database.flatMap { database in databaseStart.map { ProcessTreeCPU.seconds(from: $0, to: database.read()) } }
             let machine = MachineSteal(from: machineStart, to: MachineCPU.read())
             state.finished.store(true, ordering: .relaxed)
             try await group.waitForAll()
             return ThroughputReport(
                 published: state.answered.load(ordering: .relaxed), wallSeconds: wall, latency: LatencyDistribution(state.latencies.withLock { $0 }),
-                serverCPUSeconds: cpu, brokers: server?.count ?? 1, machine: machine)
+                serverCPUSeconds: cpu, brokers: server?.count ?? 1, databaseCPUSeconds: databaseCPU, machine: machine)
         }
     }
 }
@@ -116,6 +118,8 @@ public struct ThroughputReport: Sendable, CustomStringConvertible {
     public var serverCPUSeconds: Double?
     /// How many brokers `serverCPUSeconds` sums.
     public var brokers = 1
+    /// The throwaway PostgreSQL server's CPU seconds over the window (nil without one).
+    public var databaseCPUSeconds: Double? = nil
     public var machine: MachineSteal?
 
     public var eventsPerSecond: Double { Double(published) / wallSeconds }
@@ -128,6 +132,9 @@ public struct ThroughputReport: Sendable, CustomStringConvertible {
         if let cpu = serverCPUSeconds {
             let who = brokers > 1 ? "servers (\(brokers) brokers, summed)" : "server"
             lines.append("\(who) CPU: " + String(format: "%.2f s (%.1f µs per event)", cpu, published > 0 ? cpu / Double(published) * 1e6 : 0))
+        }
+        if let cpu = databaseCPUSeconds {
+            lines.append(String(format: "PostgreSQL CPU: %.2f s (%.1f µs per event)", cpu, published > 0 ? cpu / Double(published) * 1e6 : 0))
         }
         if let machine { lines.append(machine.description) }
         return lines.joined(separator: "\n")

@@ -33,10 +33,12 @@ import Testing
             ])
         // Several spawned brokers: their figures are summed, and it says so.
         report.brokers = 2
+        report.databaseCPUSeconds = 1.25
         #expect(
-            report.description.split(separator: "\n").suffix(3) == [
+            report.description.split(separator: "\n").suffix(4) == [
                 "servers (2 brokers, summed) CPU: 2.63 s over 5.0 s wall (53% of one core); 10.52 µs per delivered notification",
                 "servers (2 brokers, summed) context switches: 9.5 per published event (4774/s, all threads)",
+                "PostgreSQL CPU: 1.25 s over 5.0 s wall (25% of one core); 500.0 µs per published event",
                 "servers (2 brokers, summed) memory: 50 MiB resident, peak 50 MiB",
             ])
         // A broker given by URL: no server figures.
@@ -56,7 +58,11 @@ import Testing
             ])
         var three = report
         three.brokers = 3
-        #expect(three.description.split(separator: "\n").last == "servers (3 brokers, summed) CPU: 2.06 s (82.2 µs per event)")
+        three.databaseCPUSeconds = 1.5
+        #expect(
+            three.description.split(separator: "\n").suffix(2) == [
+                "servers (3 brokers, summed) CPU: 2.06 s (82.2 µs per event)", "PostgreSQL CPU: 1.50 s (59.9 µs per event)",
+            ])
     }
 
     @Test func aSpawnThatCannotRunSaysWhy() {
