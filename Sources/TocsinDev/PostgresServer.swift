@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// A throwaway PostgreSQL server for tests and benchmarks: `initdb` into a temporary directory,
-/// `pg_ctl start` on a free loopback port, removed by `destroy`. It uses the machine's
+/// `pg_ctl start` on a free port (on loopback, and on any other addresses it is given), removed by `destroy`. It uses the machine's
 /// PostgreSQL binaries (`TOCSIN_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`, else
 /// `pg_config --bindir`); PostgreSQL refuses to run as root, so as root they run as the
 /// `postgres` account (`runuser`).
@@ -16,16 +16,25 @@ public final class PostgresServer: Sendable {
     public let directory: String
     public let port: Int
     public let binaries: String
-    /// The connection string of its `tocsin` database, as `--store` takes it.
-    public var url: String { "postgres://tocsin@127.0.0.1:\(port)/tocsin" }
+    /// The connection string of its `tocsin` database on loopback, as `--store` takes it.
+    public var url: String { url(host: "127.0.0.1") }
+    /// The connection string of its `tocsin` database at `host`, one of its listen addresses.
+    public func url(host: String) -> String { "postgres://tocsin@\(host):\(port)/tocsin" }
     public var dataDirectory: String { directory + "/data" }
 
     private let extraSettings: [String]
+    /// Networks (`10.1.2.0/24`) whose clients are trusted besides loopback's.
+    private let trusted: [String]
 
     /// Initializes and starts a server, with a `tocsin` superuser (trust auth on loopback) and a
-    /// `tocsin` database. `settings` are extra `-c name=value` server settings.
-    public static func start(durable: Bool = false, settings: [String] = [], port: Int? = nil) throws -> PostgresServer {
-        let server = try PostgresServer(durable: durable, settings: settings, port: port ?? freePort())
+    /// `tocsin` database. `settings` are extra `-c name=value` server settings. It listens on
+    /// `listenAddresses` (e.g. a bridge's address besides 127.0.0.1, for network namespaces) and
+    /// trusts clients from the `trusting` networks (CIDR, e.g. `NetworkNamespaces.subnet`) too.
+    public static func start(
+        durable: Bool = false, settings: [String] = [], port: Int? = nil, listenAddresses: [String] = ["127.0.0.1"], trusting: [String] = []
+    ) throws -> PostgresServer {
+        let server = try PostgresServer(
+            durable: durable, settings: settings, port: port ?? freePort(), listenAddresses: listenAddresses, trusting: trusting)
         do {
             try server.initialize()
             try server.startServer()
@@ -37,11 +46,18 @@ public final class PostgresServer: Sendable {
         return server
     }
 
-    private init(durable: Bool, settings: [String], port: Int) throws {
+    private init(durable: Bool, settings: [String], port: Int, listenAddresses: [String], trusting: [String]) throws {
+        guard !listenAddresses.isEmpty, listenAddresses.allSatisfy({ !$0.isEmpty && !$0.contains(where: { $0 == "," || $0 == " " }) }) else {
+            throw ChildProcessError("PostgreSQL's listen addresses must be one or more host names or IP addresses, got \(listenAddresses)")
+        }
+        guard trusting.allSatisfy({ !$0.isEmpty && !$0.contains(where: \.isWhitespace) }) else {
+            throw ChildProcessError("the networks PostgreSQL trusts must be CIDR networks such as 10.1.2.0/24, got \(trusting)")
+        }
         binaries = try Self.findBinaries()
         directory = NSTemporaryDirectory() + "tocsin-pg-\(UUID().uuidString.prefix(8))"
         self.port = port
-        var all = ["port=\(port)", "listen_addresses=127.0.0.1", "max_connections=300", "unix_socket_directories=" + directory]
+        trusted = trusting
+        var all = ["port=\(port)", "listen_addresses=" + listenAddresses.joined(separator: ","), "max_connections=300", "unix_socket_directories=" + directory]
         if !durable { all += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] }
         extraSettings = all + settings
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -52,6 +68,14 @@ public final class PostgresServer: Sendable {
 
     private func initialize() throws {
         try run(binaries + "/initdb", ["-D", dataDirectory, "-U", "tocsin", "-A", "trust", "-E", "UTF8", "--no-sync", "--locale=C"])
+        guard !trusted.isEmpty else { return }
+        let lines = trusted.map { "host all all \($0) trust\n" }.joined()
+        guard let file = FileHandle(forWritingAtPath: dataDirectory + "/pg_hba.conf") else {
+            throw ChildProcessError("could not open \(dataDirectory)/pg_hba.conf to trust \(trusted)")
+        }
+        defer { try? file.close() }
+        try file.seekToEnd()
+        try file.write(contentsOf: Data(lines.utf8))
     }
 
     private func startServer() throws {
@@ -70,11 +94,15 @@ public final class PostgresServer: Sendable {
         try run(binaries + "/pg_ctl", ["stop", "-w", "-D", dataDirectory, "-m", immediate ? "immediate" : "fast"])
     }
 
+    /// The running postmaster's pid (its backends are its children), from `postmaster.pid`.
+    public var postmasterPID: Int32? {
+        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8) else { return nil }
+        return Int32(text.split(separator: "\n").first ?? "")
+    }
+
     /// SIGKILLs the postmaster (its backends end when they notice it is gone).
     public func kill() {
-        guard let text = try? String(contentsOfFile: dataDirectory + "/postmaster.pid", encoding: .utf8),
-            let pid = Int32(text.split(separator: "\n").first ?? "")
-        else { return }
+        guard let pid = postmasterPID else { return }
         Glibc.kill(pid, SIGKILL)
         // Its backends hold the port and shared memory until they exit.
         let deadline = ContinuousClock.now + .seconds(10)

@@ -10,9 +10,9 @@ public final class RawConnection: @unchecked Sendable {
     // @unchecked: its user drives each connection from one task at a time.
     public let fd: Int32
 
-    /// Connects to 127.0.0.1:`port`; `receiveBuffer` shrinks the socket's receive buffer (a
-    /// client that stops reading then fills the server's side sooner).
-    public init(port: Int, receiveBuffer: Int32? = nil) throws {
+    /// Connects to `host`:`port` (an IPv4 address; loopback unless told); `receiveBuffer` shrinks
+    /// the socket's receive buffer (a client that stops reading then fills the server's side sooner).
+    public init(host: String = "127.0.0.1", port: Int, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw RawConnectionError("socket() failed: errno \(errno)") }
         if var size = receiveBuffer {
@@ -21,14 +21,14 @@ public final class RawConnection: @unchecked Sendable {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_addr.s_addr = inet_addr(host)
         let connected = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else {
             let code = errno
             Glibc.close(fd)
-            throw RawConnectionError("connect to port \(port) failed: errno \(code)")
+            throw RawConnectionError("connect to \(host):\(port) failed: errno \(code)")
         }
     }
 

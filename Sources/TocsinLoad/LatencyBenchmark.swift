@@ -7,7 +7,10 @@ import WSClient
 /// Delivery latency and the broker's CPU per delivery: N raw WebSocket subscribers of one channel
 /// (`RawSubscribers`), optionally some more that never read (slow consumers), and one publisher at
 /// a fixed rate. Events published in the measured window (after the warm-up) count; a delivery
-/// later than a 2 s settle counts as missing.
+/// later than a 2 s settle counts as missing. With several brokers (spawned on one PostgreSQL
+/// store) the subscribers are on the first and the publisher on the last, so every notification
+/// crosses brokers through the store (its commit, then the subscribers' broker woken by
+/// LISTEN/NOTIFY, reading it back).
 public struct LatencyBenchmark: Sendable {
     public struct Configuration: Sendable {
         public var target: BenchTarget
@@ -35,15 +38,19 @@ public struct LatencyBenchmark: Sendable {
 
     /// Runs the benchmark; `progress` gets a line as each stage starts.
     public func run(logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> LatencyReport {
-        try await MeasuredBroker.with(configuration.target, progress: progress) { try await measure($0, logger: logger, progress: progress) }
+        try await MeasuredBrokers.with(configuration.target, progress: progress) { try await measure($0, logger: logger, progress: progress) }
     }
 
-    private func measure(_ broker: MeasuredBroker, logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> LatencyReport {
+    private func measure(_ brokers: MeasuredBrokers, logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> LatencyReport {
         let c = configuration
         let samples = LatencySamples()
         let published = Counter()
         let kind = "bench-\(UInt32.random(in: 0...UInt32.max))"
-        let server = broker.pid.map(ProcessFigures.init(pid:))
+        let server = brokers.figures
+        let (broker, publishTo) = (brokers.endpoints[0], brokers.endpoints[brokers.endpoints.count - 1])
+        if brokers.endpoints.count > 1 {
+            progress("subscribers on \(broker.description), the publisher on \(publishTo.description): every notification crosses brokers through the store")
+        }
         let clients = try await RawSubscribers.connect(
             host: broker.host, port: broker.port, count: c.subscribers, kind: kind, ackEvery: 100, samples: samples)
         do {
@@ -52,7 +59,7 @@ public struct LatencyBenchmark: Sendable {
             // Subscribers that never read: the broker must cut them off without the others noticing.
             var stalled: [RawConnection] = []
             for i in 0..<c.nonReaders {
-                let connection = try RawConnection(port: broker.port, receiveBuffer: 4096)
+                let connection = try RawConnection(host: broker.host, port: broker.port, receiveBuffer: 4096)
                 _ = try await connection.upgrade()
                 try connection.send(WebSocketWire.text(#"{"type":"hello","client":"\#(kind)-stalled-\#(i)"}"#))
                 try connection.send(
@@ -64,7 +71,7 @@ public struct LatencyBenchmark: Sendable {
                 "\(c.subscribers) subscribers\(c.nonReaders > 0 ? " and \(c.nonReaders) that never read" : "") ready; "
                     + "publishing \(c.rate) events/s for \(c.warmup) s warm-up + \(c.duration) s")
             let window = Window()
-            try await webSocket(broker.webSocketURL, logger: logger) { inbound, outbound, _ in
+            try await webSocket(publishTo.webSocketURL, logger: logger) { inbound, outbound, _ in
                 try await outbound.write(.text(#"{"type":"hello","client":"\#(kind)-publisher"}"#))
                 let drain = Task { for try await _ in inbound.messages(maxSize: 1 << 20) {} }
                 let interval = 1.0 / Double(c.rate)
@@ -76,7 +83,9 @@ public struct LatencyBenchmark: Sendable {
                     if n == warm {
                         let cpu = server?.cpuSeconds ?? 0
                         let switches = server?.contextSwitches ?? 0
+                        let database = brokers.database?.read()
                         window.start.withLock { $0 = (cpu, ContinuousClock.now, MachineCPU.read(), switches) }
+                        window.database.withLock { $0 = database }
                         samples.windowStart.store(Monotonic.nanos(), ordering: .relaxed)
                     }
                     let due = start + .seconds(Double(n) * interval)
@@ -96,13 +105,16 @@ public struct LatencyBenchmark: Sendable {
                 LatencyReport.Server(cpuSeconds: $0.cpuSeconds - cpuStart, wallSeconds: wall, contextSwitches: $0.contextSwitches - switchesStart)
             }
             let machine = MachineSteal(from: machineStart, to: MachineCPU.read())
+            let databaseStart = window.database.withLock { $0 }
+            let databaseCPU = brokers.database.flatMap { database in databaseStart.map { ProcessTreeCPU.seconds(from: $0, to: database.read()) } }
             // Deliveries later than this settle time count as missing.
             try await Task.sleep(for: .seconds(2))
             samples.stop.store(true, ordering: .relaxed)
             try await clients.close()
             return LatencyReport(
                 subscribers: c.subscribers, published: published.value.load(ordering: .relaxed), delivered: samples.delivered.load(ordering: .relaxed),
-                latency: LatencyDistribution(samples.latencies.withLock { $0 }), server: serverFigures, machine: machine,
+                latency: LatencyDistribution(samples.latencies.withLock { $0 }), server: serverFigures, brokers: server?.count ?? 1,
+                databaseCPUSeconds: databaseCPU, machine: machine,
                 serverMemory: server?.residentMemory.map { LatencyReport.Memory(residentKiB: $0.current, peakKiB: $0.peak) })
         } catch {
             try? await clients.close()
@@ -118,6 +130,8 @@ private final class Counter: Sendable {
 /// The figures at the start of the measured window.
 private final class Window: Sendable {
     let start = Mutex<(cpu: Double, wall: ContinuousClock.Instant, machine: MachineCPU?, switches: Int)>((0, .now, nil, 0))
+    /// The throwaway PostgreSQL server's processes' CPU ticks.
+    let database = Mutex<[Int32: Int]?>(nil)
 }
 
 /// What a latency benchmark measured; its description is what `tocsin bench latency` prints.
@@ -141,14 +155,18 @@ public struct LatencyReport: Sendable, CustomStringConvertible {
     /// Notifications of those events delivered within the settle time.
     public var delivered: Int
     public var latency: LatencyDistribution
-    /// The spawned broker's figures (nil for a broker given by URL).
+    /// The spawned brokers' figures, summed (nil for a broker given by URL).
     public var server: Server?
+    /// How many brokers `server` and `serverMemory` sum.
+    public var brokers = 1
+    /// The throwaway PostgreSQL server's CPU seconds over the publishing window (nil without one).
+    public var databaseCPUSeconds: Double? = nil
     public var machine: MachineSteal?
     public var serverMemory: Memory?
 
     public var expected: Int { published * subscribers }
 
-    /// The broker's CPU time per delivered notification, in µs.
+    /// The brokers' CPU time per delivered notification, in µs.
     public var cpuPerDelivery: Double? { server.map { delivered > 0 ? $0.cpuSeconds / Double(delivered) * 1e6 : 0 } }
 
     public var description: String {
@@ -156,20 +174,30 @@ public struct LatencyReport: Sendable, CustomStringConvertible {
             "delivered \(delivered) of \(expected) expected notifications (\(expected - delivered) missing after a 2 s settle)",
             "publish→notify latency: \(latency)",
         ]
+        // "server CPU: …" for one broker, "servers (2 brokers, summed) CPU: …" for more.
+        let who = brokers > 1 ? "servers (\(brokers) brokers, summed)" : "server"
         if let server, let cpuPerDelivery {
             lines.append(
-                String(
-                    format: "server CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.2f µs per delivered notification",
-                    server.cpuSeconds, server.wallSeconds, server.cpuSeconds / server.wallSeconds * 100, cpuPerDelivery))
+                who
+                    + String(
+                        format: " CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.2f µs per delivered notification",
+                        server.cpuSeconds, server.wallSeconds, server.cpuSeconds / server.wallSeconds * 100, cpuPerDelivery))
             let events = max(published, 1)
             lines.append(
+                who
+                    + String(
+                        format: " context switches: %.1f per published event (%.0f/s, all threads)",
+                        Double(server.contextSwitches) / Double(events), Double(server.contextSwitches) / server.wallSeconds))
+        }
+        if let cpu = databaseCPUSeconds, let wall = server?.wallSeconds {
+            lines.append(
                 String(
-                    format: "server context switches: %.1f per published event (%.0f/s, all threads)",
-                    Double(server.contextSwitches) / Double(events), Double(server.contextSwitches) / server.wallSeconds))
+                    format: "PostgreSQL CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.1f µs per published event", cpu, wall,
+                    cpu / wall * 100, published > 0 ? cpu / Double(published) * 1e6 : 0))
         }
         if let machine { lines.append(machine.description) }
         if let serverMemory {
-            lines.append("server memory: \(serverMemory.residentKiB / 1024) MiB resident, peak \(serverMemory.peakKiB / 1024) MiB")
+            lines.append("\(who) memory: \(serverMemory.residentKiB / 1024) MiB resident, peak \(serverMemory.peakKiB / 1024) MiB")
         }
         return lines.joined(separator: "\n")
     }

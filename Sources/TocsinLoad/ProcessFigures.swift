@@ -53,6 +53,57 @@ public struct ProcessFigures: Sendable {
     public var descriptors: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
 }
 
+/// Several processes' figures, summed: the brokers of one benchmark run.
+public struct ProcessGroupFigures: Sendable {
+    public let members: [ProcessFigures]
+
+    public init(pids: [Int32]) { members = pids.map(ProcessFigures.init(pid:)) }
+
+    public var count: Int { members.count }
+
+    /// User + system CPU seconds so far, all of them.
+    public var cpuSeconds: Double { members.reduce(0) { $0 + $1.cpuSeconds } }
+
+    /// Context switches of all their threads so far.
+    public var contextSwitches: Int { members.reduce(0) { $0 + $1.contextSwitches } }
+
+    /// VmRSS and VmHWM summed, in KiB (nil when /proc gives none of them).
+    public var residentMemory: (current: Int, peak: Int)? {
+        let each = members.compactMap(\.residentMemory)
+        guard !each.isEmpty else { return nil }
+        return each.reduce((0, 0)) { ($0.0 + $1.current, $0.1 + $1.peak) }
+    }
+}
+
+/// The CPU time of a process and its children (PostgreSQL: the postmaster and its backends and
+/// workers), which come and go: read at both ends of a window, each process counts what it spent
+/// since the first reading (all of it if born since); one that exited within the window is missed.
+public struct ProcessTreeCPU: Sendable {
+    public let root: Int32
+
+    public init(root: Int32) { self.root = root }
+
+    /// CPU ticks so far of the root and of each process whose parent it is, by pid.
+    public func read() -> [Int32: Int] {
+        var ticks = [root: ProcessFigures(pid: root).cpuTicks]
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for pid in entries.compactMap({ Int32($0) }) where pid != root {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { continue }
+            // After the command: state, then the parent's pid.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, Int32(fields[1]) == root else { continue }
+            ticks[pid] = ProcessFigures(pid: pid).cpuTicks
+        }
+        return ticks
+    }
+
+    /// CPU seconds spent between two readings.
+    public static func seconds(from start: [Int32: Int], to end: [Int32: Int]) -> Double {
+        let ticks = end.reduce(0) { sum, entry in sum + max(0, entry.value - (start[entry.key] ?? 0)) }
+        return Double(ticks) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
 /// The whole machine's CPU time (all CPUs, in clock ticks, from the first line of /proc/stat),
 /// so a benchmark can say how much of it the hypervisor gave to other guests over its window
 /// ("steal"): on a shared VM, steal is what turns a quiet run's 3 ms p99 into a noisy run's

@@ -5,6 +5,7 @@ import WSClient
 
 /// Durable publish throughput: P publishers, each on its own WebSocket connection with up to
 /// `inFlight` publishes unanswered, each waiting for its `published` reply (the event is stored).
+/// With several brokers (spawned on one PostgreSQL store) publisher p publishes to broker p mod N.
 public struct ThroughputBenchmark: Sendable {
     public struct Configuration: Sendable {
         public var target: BenchTarget
@@ -32,20 +33,22 @@ public struct ThroughputBenchmark: Sendable {
 
     /// Runs the benchmark; `progress` gets a line as each stage starts.
     public func run(logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> ThroughputReport {
-        try await MeasuredBroker.with(configuration.target, progress: progress) { try await measure($0, logger: logger, progress: progress) }
+        try await MeasuredBrokers.with(configuration.target, progress: progress) { try await measure($0, logger: logger, progress: progress) }
     }
 
-    private func measure(_ broker: MeasuredBroker, logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> ThroughputReport {
+    private func measure(_ brokers: MeasuredBrokers, logger: Logger, progress: @escaping @Sendable (String) -> Void) async throws -> ThroughputReport {
         let c = configuration
         let state = State()
-        let server = broker.pid.map(ProcessFigures.init(pid:))
+        let server = brokers.figures
+        let endpoints = brokers.endpoints
         let run = UInt32.random(in: 0...UInt32.max)
         let pace = c.inFlight == 1 ? "one event at a time each" : "each with up to \(c.inFlight) publishes in flight"
         progress("\(c.publishers) publisher(s), \(pace)\(c.keys ? ", every publish keyed" : ""), for \(c.warmup) s warm-up + \(c.duration) s")
+        if endpoints.count > 1 { progress("publishers spread round-robin over \(endpoints.count) brokers: \(endpoints.map(\.description).joined(separator: ", "))") }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for p in 0..<c.publishers {
                 group.addTask {
-                    try await webSocket(broker.webSocketURL, logger: logger) { inbound, outbound, _ in
+                    try await webSocket(endpoints[p % endpoints.count].webSocketURL, logger: logger) { inbound, outbound, _ in
                         var iterator = inbound.messages(maxSize: 1 << 20).makeAsyncIterator()
                         var local: [Int64] = []
                         var n = 0
@@ -78,18 +81,20 @@ public struct ThroughputBenchmark: Sendable {
             try await Task.sleep(for: .seconds(c.warmup))
             let machineStart = MachineCPU.read()
             let cpuStart = server?.cpuSeconds ?? 0
+            let databaseStart = brokers.database?.read()
             let wallStart = ContinuousClock.now
             state.measuring.store(true, ordering: .relaxed)
             try await Task.sleep(for: .seconds(c.duration))
             state.measuring.store(false, ordering: .relaxed)
             let wall = (ContinuousClock.now - wallStart).inSeconds
             let cpu = server.map { $0.cpuSeconds - cpuStart }
+            let databaseCPU = brokers.database.flatMap { database in databaseStart.map { ProcessTreeCPU.seconds(from: $0, to: database.read()) } }
             let machine = MachineSteal(from: machineStart, to: MachineCPU.read())
             state.finished.store(true, ordering: .relaxed)
             try await group.waitForAll()
             return ThroughputReport(
                 published: state.answered.load(ordering: .relaxed), wallSeconds: wall, latency: LatencyDistribution(state.latencies.withLock { $0 }),
-                serverCPUSeconds: cpu, machine: machine)
+                serverCPUSeconds: cpu, brokers: server?.count ?? 1, databaseCPUSeconds: databaseCPU, machine: machine)
         }
     }
 }
@@ -109,8 +114,12 @@ public struct ThroughputReport: Sendable, CustomStringConvertible {
     public var wallSeconds: Double
     /// Publish→published latency.
     public var latency: LatencyDistribution
-    /// The spawned broker's CPU seconds over the window (nil for a broker given by URL).
+    /// The spawned brokers' CPU seconds over the window, summed (nil for a broker given by URL).
     public var serverCPUSeconds: Double?
+    /// How many brokers `serverCPUSeconds` sums.
+    public var brokers = 1
+    /// The throwaway PostgreSQL server's CPU seconds over the window (nil without one).
+    public var databaseCPUSeconds: Double? = nil
     public var machine: MachineSteal?
 
     public var eventsPerSecond: Double { Double(published) / wallSeconds }
@@ -121,7 +130,11 @@ public struct ThroughputReport: Sendable, CustomStringConvertible {
             "publish→published latency: \(latency)",
         ]
         if let cpu = serverCPUSeconds {
-            lines.append(String(format: "server CPU: %.2f s (%.1f µs per event)", cpu, published > 0 ? cpu / Double(published) * 1e6 : 0))
+            let who = brokers > 1 ? "servers (\(brokers) brokers, summed)" : "server"
+            lines.append("\(who) CPU: " + String(format: "%.2f s (%.1f µs per event)", cpu, published > 0 ? cpu / Double(published) * 1e6 : 0))
+        }
+        if let cpu = databaseCPUSeconds {
+            lines.append(String(format: "PostgreSQL CPU: %.2f s (%.1f µs per event)", cpu, published > 0 ? cpu / Double(published) * 1e6 : 0))
         }
         if let machine { lines.append(machine.description) }
         return lines.joined(separator: "\n")

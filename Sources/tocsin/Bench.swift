@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import TocsinDev
 import TocsinLoad
+import TocsinStore
 
 /// `tocsin bench`: measures a broker from the outside, as clients see it (the benchmarks are
 /// `TocsinLoad`'s; this reads the flags, runs one and prints its report).
@@ -12,6 +13,10 @@ import TocsinLoad
 ///   delivered notification (from /proc, when the server is spawned here).
 /// - `throughput`: P publishers, each publishing one event at a time and waiting for its
 ///   durable `published` reply; prints events/s and publish latency.
+///
+/// With `--spawn`, `--postgres` (a durable throwaway PostgreSQL) or `--store URL` runs the
+/// spawned brokers (`--brokers N`) on PostgreSQL, and `--namespaces` puts each in a network
+/// namespace of its own: brokers on different hosts as far as the network goes.
 /// - `network`: a local network of processes, subscribers of the client library, failover and
 ///   rebalance events (see `NetworkBenchmark`).
 struct Bench: AsyncParsableCommand {
@@ -31,6 +36,19 @@ struct Bench: AsyncParsableCommand {
 
     @Flag(name: .customLong("no-fsync"), help: "With --spawn: run the server with --no-fsync.")
     var noFsync = false
+
+    @Flag(
+        help:
+            "With --spawn (latency, throughput): start a durable throwaway PostgreSQL (fsync and synchronous_commit on) for the run and spawn the brokers on it (--store).")
+    var postgres = false
+
+    @Option(help: "With --spawn (latency, throughput): spawn the brokers on this existing PostgreSQL database (a --store connection string).")
+    var store: String?
+
+    @Flag(
+        help:
+            "With --spawn --postgres (root only): each broker in a network namespace of its own, linked to a bridge by a veth pair; PostgreSQL and the load generator stay in this namespace and reach the brokers over the bridge.")
+    var namespaces = false
 
     @Option(help: "Subscribers (latency mode).")
     var subscribers = 100
@@ -52,8 +70,10 @@ struct Bench: AsyncParsableCommand {
     @Flag(help: "Throughput mode: give every publish a key (idempotent publishing), so each also checks and records it.")
     var keys = false
 
-    @Option(help: "Brokers (network mode).")
-    var brokers = 3
+    @Option(
+        help:
+            "Brokers. Network mode: the network's (default 3). Latency and throughput with --spawn on PostgreSQL: how many `tocsin serve` share the store (default 1); throughput spreads its publishers over them round-robin, latency subscribes on the first and publishes on the last.")
+    var brokers: Int?
 
     @Option(name: .customLong("kill-broker-at"), help: "Network mode: SIGKILL the broker with the most clients this many seconds into publishing.")
     var killBrokerAt: Double?
@@ -67,7 +87,34 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of warm-up, not measured.")
     var warmup = 2.0
 
+    /// What `--spawn` starts.
+    var spawnPlan: BenchTarget.Spawn {
+        let storeChoice: BenchTarget.Spawn.Store = postgres ? .throwawayPostgres : store.map { .postgres($0) } ?? .sqlite
+        return BenchTarget.Spawn(
+            executable: ChildProcess.currentExecutable, noFsync: noFsync, brokers: brokers ?? 1, store: storeChoice, namespaces: namespaces)
+    }
+
     func validate() throws {
+        if postgres || store != nil || namespaces {
+            let flag = postgres ? "--postgres" : store != nil ? "--store" : "--namespaces"
+            guard mode != .network else { throw ValidationError("\(flag) is for the latency and throughput modes") }
+            guard spawn else { throw ValidationError("\(flag) needs --spawn (it says where the spawned brokers run)") }
+        }
+        if postgres, store != nil { throw ValidationError("--postgres starts a throwaway PostgreSQL; --store names an existing one: give one of them") }
+        if let store {
+            do {
+                _ = try PostgresLocation(parsing: store)
+            } catch {
+                throw ValidationError("--store: \(error.message)")
+            }
+        }
+        if mode == .network {
+            if let brokers, !(1...64).contains(brokers) { throw ValidationError("--brokers must be in 1...64, got \(brokers)") }
+        } else if spawn, let problem = spawnPlan.problem {
+            throw ValidationError(problem.hasPrefix("the number of brokers") ? "--brokers: \(problem)" : problem)
+        } else if !spawn, brokers != nil {
+            throw ValidationError("--brokers counts brokers this bench spawns: use it with --spawn (or in network mode)")
+        }
         guard spawn || mode == .network || (url.hasPrefix("http://") && URLComponents(string: url)?.host != nil) else {
             throw ValidationError("--url must be the broker's plain http:// URL (the bench does not speak TLS), not \(url)")
         }
@@ -77,7 +124,7 @@ struct Bench: AsyncParsableCommand {
         var logger = Logger(label: "tocsin.bench")
         logger.logLevel = .critical
         let progress: @Sendable (String) -> Void = { print($0) }
-        let target: BenchTarget = spawn ? .spawn(executable: ChildProcess.currentExecutable, noFsync: noFsync) : .url(url)
+        let target: BenchTarget = spawn ? .spawn(spawnPlan) : .url(url)
         switch mode {
         case .latency:
             let configuration = LatencyBenchmark.Configuration(
@@ -89,7 +136,7 @@ struct Bench: AsyncParsableCommand {
             print(try await ThroughputBenchmark(configuration: configuration).run(logger: logger, progress: progress))
         case .network:
             let configuration = NetworkBenchmark.Configuration(
-                executable: ChildProcess.currentExecutable, brokers: brokers, subscribers: subscribers, rate: rate, duration: duration,
+                executable: ChildProcess.currentExecutable, brokers: brokers ?? 3, subscribers: subscribers, rate: rate, duration: duration,
                 killAt: killBrokerAt, addAt: addBrokerAt, noFsync: noFsync)
             print(try await NetworkBenchmark(configuration: configuration).run(logger: logger, progress: progress))
         }

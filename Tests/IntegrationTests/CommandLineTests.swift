@@ -72,6 +72,14 @@ struct CommandLineTests {
         (["serve", "--max-store-size", "64KB", "--port", "0"], "--max-store-size (or TOCSIN_MAX_STORE_SIZE) must be at least 1MiB, got '64KB'"),
         (["bench", "latency", "--url", "https://example.invalid"], "--url must be"),
         (["bench", "throughput", "--url", "not a url"], "--url must be"),
+        (["bench", "throughput", "--postgres"], "--postgres needs --spawn"),
+        (["bench", "network", "--spawn", "--namespaces"], "--namespaces is for the latency and throughput modes"),
+        (["bench", "throughput", "--spawn", "--postgres", "--store", "postgres://tocsin@db/tocsin"], "give one of them"),
+        (["bench", "throughput", "--spawn", "--store", "mysql://db/tocsin"], "--store: "),
+        (["bench", "latency", "--spawn", "--brokers", "2"], "more than one broker needs a PostgreSQL store"),
+        (["bench", "latency", "--spawn", "--postgres", "--brokers", "0"], "--brokers: the number of brokers must be in 1...200"),
+        (["bench", "throughput", "--spawn", "--namespaces", "--store", "postgres://tocsin@db/tocsin"], "use it with --postgres"),
+        (["bench", "throughput", "--brokers", "2"], "--brokers counts brokers this bench spawns"),
     ])
     func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) throws {
         let (status, stderr) = try Self.run(arguments)

@@ -31,6 +31,16 @@ import Testing
                 "server context switches: 9.5 per published event (4774/s, all threads)",
                 "server memory: 50 MiB resident, peak 50 MiB",
             ])
+        // Several spawned brokers: their figures are summed, and it says so.
+        report.brokers = 2
+        report.databaseCPUSeconds = 1.25
+        #expect(
+            report.description.split(separator: "\n").suffix(4) == [
+                "servers (2 brokers, summed) CPU: 2.63 s over 5.0 s wall (53% of one core); 10.52 µs per delivered notification",
+                "servers (2 brokers, summed) context switches: 9.5 per published event (4774/s, all threads)",
+                "PostgreSQL CPU: 1.25 s over 5.0 s wall (25% of one core); 500.0 µs per published event",
+                "servers (2 brokers, summed) memory: 50 MiB resident, peak 50 MiB",
+            ])
         // A broker given by URL: no server figures.
         report.server = nil
         report.serverMemory = nil
@@ -46,6 +56,26 @@ import Testing
                 "publish→published latency: p50 1.855 ms, p90 1.855 ms, p99 1.855 ms, p99.9 1.855 ms, max 1.855 ms (1 samples)",
                 "server CPU: 2.06 s (82.2 µs per event)",
             ])
+        var three = report
+        three.brokers = 3
+        three.databaseCPUSeconds = 1.5
+        #expect(
+            three.description.split(separator: "\n").suffix(2) == [
+                "servers (3 brokers, summed) CPU: 2.06 s (82.2 µs per event)", "PostgreSQL CPU: 1.50 s (59.9 µs per event)",
+            ])
+    }
+
+    @Test func aSpawnThatCannotRunSaysWhy() {
+        let tocsin = "/usr/bin/tocsin"
+        #expect(BenchTarget.Spawn(executable: tocsin).problem == nil)
+        #expect(BenchTarget.Spawn(executable: tocsin, brokers: 3, store: .throwawayPostgres).problem == nil)
+        #expect(BenchTarget.Spawn(executable: tocsin, brokers: 2, store: .postgres("postgres://tocsin@db/tocsin")).problem == nil)
+        #expect(BenchTarget.Spawn(executable: tocsin, brokers: 2).problem?.contains("PostgreSQL") == true)
+        #expect(BenchTarget.Spawn(executable: tocsin, brokers: 0, store: .throwawayPostgres).problem?.contains("1...200") == true)
+        #expect(BenchTarget.Spawn(executable: tocsin, noFsync: true, store: .throwawayPostgres).problem?.contains("--no-fsync") == true)
+        #expect(
+            BenchTarget.Spawn(executable: tocsin, store: .postgres("postgres://tocsin@db/tocsin"), namespaces: true).problem?
+                .contains("--postgres") == true)
     }
 
     @Test func networkReportPrintsTheBenchLines() {
