@@ -30,6 +30,13 @@ public final class LocalNetwork: Sendable {
         public var controllerArguments: [String] = []
         /// Print the processes' stderr (logs) to ours.
         public var showLogs = false
+        /// How many controllers. More than one needs `store` (they elect a leader in it, and
+        /// get `--store` too); brokers are given every controller's URL.
+        public var controllers = 1
+        /// Hosts for the brokers: broker K runs in namespace (K-1) mod count, listening on that
+        /// host's address, and the controllers listen on the bridge's address (so the store,
+        /// too, must be reachable there). nil: every process on `host`.
+        public var namespaces: NetworkNamespaces?
 
         public init(directory: String) {
             self.directory = directory
@@ -44,12 +51,20 @@ public final class LocalNetwork: Sendable {
         /// 1 for the first start, +1 per restart.
         public var incarnation: Int
         public var httpURL: String
+        /// The host (network namespace) it runs in, if any.
+        public var namespace: NetworkNamespaces.Host?
         public var webSocketURL: String { httpURL.replacingOccurrences(of: "http://", with: "ws://") + "/v1/ws" }
     }
 
     public let configuration: Configuration
-    public let controller: ChildProcess
-    public var controllerURL: String { "http://\(configuration.host):\(controller.port)" }
+    /// The controllers, in start order (`Configuration.controllers`).
+    public let controllers: [ChildProcess]
+    /// The first controller.
+    public var controller: ChildProcess { controllers[0] }
+    /// Where the controllers listen: the bridge's address with namespaces, else `host`.
+    public var controllerHost: String { configuration.namespaces?.bridgeAddress ?? configuration.host }
+    public var controllerURL: String { controllerURLs[0] }
+    public var controllerURLs: [String] { controllers.map { "http://\(controllerHost):\($0.port)" } }
 
     private struct State {
         var processes: [String: ChildProcess] = [:]
@@ -67,11 +82,21 @@ public final class LocalNetwork: Sendable {
     public init(configuration: Configuration) async throws {
         self.configuration = configuration
         try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
-        controller = try await ChildProcess(
-            executable: configuration.executable,
-            arguments: ["controller", "--host", configuration.host, "--port", "\(configuration.basePort)", "--log-level", configuration.logLevel]
-                + configuration.controllerArguments,
-            inheritStderr: configuration.showLogs)
+        precondition(configuration.controllers >= 1 && (configuration.controllers == 1 || configuration.store != nil),
+            "several controllers need a shared store to elect their leader in")
+        let host = configuration.namespaces?.bridgeAddress ?? configuration.host
+        var controllers: [ChildProcess] = []
+        for i in 0..<configuration.controllers {
+            let port = configuration.basePort == 0 || i == 0 ? configuration.basePort : 0
+            let store = configuration.controllers > 1 ? ["--store", configuration.store!] : []
+            controllers.append(
+                try await ChildProcess(
+                    executable: configuration.executable,
+                    arguments: ["controller", "--host", host, "--port", "\(port)", "--log-level", configuration.logLevel]
+                        + store + configuration.controllerArguments,
+                    inheritStderr: configuration.showLogs))
+        }
+        self.controllers = controllers
         for _ in 0..<configuration.brokers {
             _ = try await addBroker()
         }
@@ -95,15 +120,24 @@ public final class LocalNetwork: Sendable {
     }
 
     private func start(id: String, port: Int, incarnation: Int) async throws -> Member {
-        let process = try await ChildProcess(
-            executable: configuration.executable,
-            arguments: [
-                "broker", "--controller", controllerURL, "--broker-id", id, "--host", configuration.host, "--port", "\(port)",
-                "--data-dir", configuration.directory, "--log-level", configuration.logLevel,
-            ] + (configuration.store.map { ["--store", $0] } ?? []) + configuration.brokerArguments,
-            inheritStderr: configuration.showLogs)
+        // broker-K on host K-1, round the hosts.
+        let number = Int(id.split(separator: "-").last ?? "") ?? 1
+        let namespace = configuration.namespaces.map { $0.hosts[max(number - 1, 0) % $0.hosts.count] }
+        let host = namespace?.address ?? configuration.host
+        let arguments = [
+            "broker", "--controller", controllerURLs.joined(separator: ","), "--broker-id", id, "--host", host, "--port", "\(port)",
+            "--data-dir", configuration.directory, "--log-level", configuration.logLevel,
+        ] + (configuration.store.map { ["--store", $0] } ?? []) + configuration.brokerArguments
+        let process: ChildProcess
+        if let namespaces = configuration.namespaces, let namespace {
+            process = try await namespaces.start(
+                on: namespace, executable: configuration.executable, arguments: arguments, inheritStderr: configuration.showLogs)
+        } else {
+            process = try await ChildProcess(executable: configuration.executable, arguments: arguments, inheritStderr: configuration.showLogs)
+        }
         let member = Member(
-            id: id, port: process.port, pid: process.pid, incarnation: incarnation, httpURL: "http://\(configuration.host):\(process.port)")
+            id: id, port: process.port, pid: process.pid, incarnation: incarnation, httpURL: "http://\(host):\(process.port)",
+            namespace: namespace)
         state.withLock { s in
             s.processes[id] = process
             s.members[id] = member
@@ -172,8 +206,8 @@ public final class LocalNetwork: Sendable {
             for id in s.processes.keys { s.stopped.insert(id) }
             return Array(s.processes.values)
         }
-        controller.signal(SIGTERM)
-        _ = await controller.exit()
+        for c in controllers { c.signal(SIGTERM) }
+        for c in controllers { _ = await c.exit() }
         for p in processes { p.signal(signal) }
         for p in processes { _ = await p.exit() }
     }
