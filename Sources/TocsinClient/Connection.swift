@@ -61,13 +61,15 @@ public final class Connection: Sendable {
     ///   host, not a WebSocket endpoint…), whatever `body` throws, or `ConnectionClosed` when
     ///   the connection closed before `body` finished.
     public static func run<T: Sendable>(
-        url: String, logger: Logger, maxMessageBytes: Int = 16 << 20, _ body: @escaping @Sendable (Connection) async throws -> T
+        url: String, logger: Logger, maxMessageBytes: Int = 16 << 20, pingInterval: Duration = .seconds(30),
+        _ body: @escaping @Sendable (Connection) async throws -> T
     ) async throws -> T {
         let result = LockedBox<Result<T, any Error>?>(nil)
         var configuration = WebSocketClientConfiguration()
         configuration.maxFrameSize = maxMessageBytes
-        // A broker host that vanishes without closing the connection is noticed within a minute.
-        configuration.autoPing = .enabled(timePeriod: .seconds(30))
+        // A broker host that vanishes without closing the connection is noticed within two
+        // ping periods (a ping unanswered by the next one closes the connection).
+        configuration.autoPing = .enabled(timePeriod: min(max(pingInterval, .milliseconds(100)), .seconds(3600)))
         // Errors thrown here are the connection's own (`body`'s are kept in `result`): made into sentences.
         do {
             try await connect(

@@ -161,7 +161,7 @@ extension Subscriber {
         private func connection(_ id: ID, to target: Machine.Target) async {
             let closed = "the broker at \(TransportFailure.origin(of: target.url)) closed the connection"
             do {
-                try await Connection.run(url: target.url, logger: logger) { connection in
+                try await Connection.run(url: target.url, logger: logger, pingInterval: configuration.pingInterval) { connection in
                     // Notifications that arrive while hello and subscribe are answered wait until the
                     // positions are known; from then on they are handled on the read task directly.
                     connection.bufferEvents()

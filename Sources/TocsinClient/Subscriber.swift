@@ -97,6 +97,11 @@ public struct Subscriber: Sendable {
         /// Connecting, `hello` and every `subscribe` must finish within this, or the attempt
         /// counts as failed (a broker that accepts connections but does not answer).
         public var setupTimeout: Duration = .seconds(10)
+        /// How often a WebSocket ping goes to the broker; a connection whose ping is not
+        /// answered by the next one is dropped and the subscriber moves on. So a broker whose
+        /// host vanishes without closing the connection (power, a cut link) is noticed within
+        /// two periods. Shorter notices sooner and costs more wake-ups on phones.
+        public var pingInterval: Duration = .seconds(15)
 
         /// A subscriber of one broker.
         /// - Parameters:

@@ -15,6 +15,8 @@ public final class Audience: Sendable {
         public var ackInterval: Duration?
         /// The first reconnect delay; nil: the library's default.
         public var initialBackoff: Duration?
+        /// How often each subscriber pings its broker; nil: the library's default.
+        public var pingInterval: Duration?
 
         public init(count: Int, seeds: [String], kind: String) {
             self.count = count
@@ -63,6 +65,7 @@ public final class Audience: Sendable {
             var subscriberConfiguration = Subscriber.Configuration(seeds: configuration.seeds, client: "\(configuration.kind)-\(i)")
             if let ackInterval = configuration.ackInterval { subscriberConfiguration.ackInterval = ackInterval }
             if let initialBackoff = configuration.initialBackoff { subscriberConfiguration.initialBackoff = initialBackoff }
+            if let pingInterval = configuration.pingInterval { subscriberConfiguration.pingInterval = pingInterval }
             return Subscriber(
                 configuration: subscriberConfiguration,
                 requests: [SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": .string(configuration.kind)])],
