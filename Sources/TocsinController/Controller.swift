@@ -162,6 +162,16 @@ public final class Controller: Service, Sendable {
 
     // MARK: Leases and balance
 
+    /// One tick of the loop: with a ledger, the election and the registry
+    /// (`Controller+Leadership.swift`) around `tick()`; alone, `tick()`.
+    public func step() async {
+        if let ledger {
+            await leadershipTick(ledger)
+        } else {
+            tick()
+        }
+    }
+
     /// Expires leases, and when the cooldown allows, plans a rebalance and queues its orders.
     public func tick() {
         let at = now()
@@ -204,11 +214,7 @@ public final class Controller: Service, Sendable {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: self.configuration.tickInterval)
-                if let ledger = self.ledger {
-                    await self.leadershipTick(ledger)
-                } else {
-                    self.tick()
-                }
+                await self.step()
             }
         }
         await ledger?.close()
