@@ -35,8 +35,9 @@ extension Controller {
     /// plans, and writes the registry, fenced by its epoch. A failed claim leaves the role to
     /// time: the leader stops at its own deadline.
     func leadershipTick(_ ledger: any ControllerLedger) async {
+        // Not listening yet: a leader must be reachable at the URL it writes into the row.
+        guard let url = advertisedURL.withLock({ $0 }) else { return }
         let sentAt = now()
-        let url = advertisedURL.withLock { $0 } ?? ""
         do {
             let claim = try await ledger.claimLeadership(holder: holder, url: url, lease: configuration.leaderLease)
             let leading = election.withLock { $0.leadingEpoch(at: now()) } != nil

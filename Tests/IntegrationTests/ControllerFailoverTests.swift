@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import Synchronization
 import Testing
 import TocsinClient
@@ -13,6 +14,12 @@ import TocsinTesting
 /// the leader.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct ControllerFailoverTests {
+    static let logger: Logger = {
+        var logger = Logger(label: "controller-failover-test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
     /// The processes of one test, stopped (SIGKILL) and removed by `tearDown`.
     struct Network {
         let database: PostgresServer
@@ -125,6 +132,12 @@ struct ControllerFailoverTests {
             #expect(try await Self.leaderGauge(leader) == 1)
             #expect(try await Self.leaderGauge(follower) == 0)
 
+            // A client that learned the network from the leader.
+            let locator = BrokerLocator(configuration: .init(seeds: [leader, follower], client: "alice"), logger: Self.logger)
+            _ = try await waitForValue("the client to have asked the leader") { () async -> Bool? in
+                (try? await locator.refresh())?.controller == leader ? true : nil
+            }
+
             // SIGKILL the leader; `assign` on the follower keeps answering throughout.
             let victim = try #require(network.controllers.first { "http://127.0.0.1:\($0.port)" == leader })
             let killedAt = ContinuousClock.now
@@ -137,6 +150,10 @@ struct ControllerFailoverTests {
                 return e
             }
             let takeover = ContinuousClock.now - killedAt
+            // The client's next `locate` finds the controller that is left and asks it.
+            let located = try await locator.locate()
+            #expect(located.id.hasPrefix("broker-"))
+            #expect(await locator.view?.controller == follower)
             #expect(takeover < .seconds(5), "the follower led \(takeover) after the leader's death")
             #expect(newEpoch > epoch)
             #expect(unanswered.load(ordering: .relaxed) == 0, "assign went unanswered during the takeover")
