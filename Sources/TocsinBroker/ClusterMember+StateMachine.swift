@@ -45,6 +45,9 @@ extension ClusterMember {
             case refused(code: TocsinError.Code, message: String)
             /// No answer; logged on the first and every 20th failure in a row.
             case unreachable(error: String)
+            /// No controller leads right now (every one answered `not_leader` or could not be
+            /// reached): an election is under way. Logged on the first and every 20th in a row.
+            case noLeader(message: String)
             case nothingToDrainTo
             case drainNotStarted(error: String)
             case draining(clients: Int)
@@ -149,6 +152,13 @@ extension ClusterMember {
                 // The controller restarted, or our lease expired (a long pause): register again.
                 lease = .unregistered
                 return [.log(.forgotten(reason: error.message)), .register]
+            }
+            if error.code == .notLeader {
+                // A takeover takes a lease (seconds): ask again every heartbeat, not after a long
+                // backoff, so this broker is not dead to the new leader by the time it asks.
+                failures += 1
+                let log: [Action] = failures == 1 || failures % 20 == 0 ? [.log(.noLeader(message: error.message))] : []
+                return log + [.sleep(heartbeatInterval)]
             }
             // E.g. `broker_id_in_use`: another live broker has this id. Retry, since it may go away.
             return failed(.refused(code: error.code, message: error.message))

@@ -190,6 +190,8 @@ final class ClusterMember: Service, Sendable {
             logger.error("controller refused this broker", metadata: ["code": "\(code)", "reason": "\(message)"])
         case .unreachable(let error):
             logger.warning("controller unreachable", metadata: ["controller": "\(controller)", "error": "\(error)"])
+        case .noLeader(let message):
+            logger.warning("no controller leads right now; asking again", metadata: ["controller": "\(controller)", "reason": "\(message)"])
         case .nothingToDrainTo:
             logger.info("no other broker to drain to; closing connections")
         case .drainNotStarted(let error):

@@ -133,9 +133,10 @@ struct ControllerFailoverTests {
             #expect(try await Self.leaderGauge(follower) == 0)
 
             // A client that learned the network from the leader.
-            let locator = BrokerLocator(configuration: .init(seeds: [leader, follower], client: "alice"), logger: Self.logger)
-            _ = try await waitForValue("the client to have asked the leader") { () async -> Bool? in
-                (try? await locator.refresh())?.controller == leader ? true : nil
+            // (It asks its seeds in random order: a new one until the leader answered first.)
+            let locator = try await waitForValue("a client that asked the leader") { () async -> BrokerLocator? in
+                let locator = BrokerLocator(configuration: .init(seeds: [leader, follower], client: "alice"), logger: Self.logger)
+                return (try? await locator.refresh())?.controller == leader ? locator : nil
             }
 
             // SIGKILL the leader; `assign` on the follower keeps answering throughout.

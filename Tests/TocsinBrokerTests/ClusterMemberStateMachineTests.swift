@@ -215,4 +215,16 @@ struct ClusterMemberStateMachineTests {
         ])
         #expect(m.highestEpoch == 0)
     }
+
+    @Test func withNoLeaderTheBrokerAsksAgainEveryHeartbeatAndLogsOnceInTwenty() {
+        var m = Self.registered()
+        let none = TocsinError(.notLeader, "no leader is known right now")
+        #expect(m.refused(none) == [.log(.noLeader(message: none.message)), .sleep(.milliseconds(300))])
+        for _ in 2...19 { #expect(m.refused(none) == [.sleep(.milliseconds(300))]) }
+        #expect(m.refused(none) == [.log(.noLeader(message: none.message)), .sleep(.milliseconds(300))])
+        #expect(m.lease == .registered)
+        // The new leader answers: back to heartbeats.
+        #expect(m.answered(Self.reply(epoch: 2)) == [.sleep(.milliseconds(300))])
+        #expect(m.failures == 0)
+    }
 }
