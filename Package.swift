@@ -62,6 +62,8 @@ let package = Package(
             dependencies: [
                 "TocsinCore",
                 "TocsinHTTP",
+                // The `ControllerLedger` protocol only (the executable opens the PostgreSQL one).
+                "TocsinStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -70,7 +70,7 @@ public final class Broker: Sendable {
         self.publishing = Publishing(configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis)
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
-        self.controller = configuration.cluster.map { ControllerClient(url: $0.controllerURL) }
+        self.controller = configuration.cluster.map { ControllerClient(urls: $0.controllerURLs) }
         try await reloadCatalog()
     }
 

@@ -67,10 +67,13 @@ public struct BrokerConfiguration: Sendable {
     public init() {}
 }
 
-/// How a broker joins a network (`tocsin broker --controller URL`).
+/// How a broker joins a network (`tocsin broker --controller URL[,URL…]`).
 public struct ClusterSettings: Sendable {
-    /// The controller's HTTP URL.
-    public var controllerURL: String
+    /// The controllers' HTTP URLs: the broker talks to the one that leads, and moves on to the
+    /// next (or to the leader a follower names) when one fails or answers `not_leader`.
+    public var controllerURLs: [String]
+    /// The first controller's URL.
+    public var controllerURL: String { controllerURLs[0] }
     /// This broker's HTTP URL as clients reach it (its WebSocket URL is derived: ws(s)://…/v1/ws).
     /// Unset, the broker advertises its bind address, which must then be a concrete one.
     public var advertisedURL: String?
@@ -85,7 +88,13 @@ public struct ClusterSettings: Sendable {
     public var migrationTimeout: Duration = .seconds(30)
 
     public init(controllerURL: String) {
-        self.controllerURL = controllerURL
+        self.controllerURLs = [controllerURL]
+    }
+
+    /// `urls` must not be empty.
+    public init(controllerURLs urls: [String]) {
+        precondition(!urls.isEmpty, "a broker of a network needs at least one controller URL")
+        self.controllerURLs = urls
     }
 
     /// `http://h:p` → `ws://h:p/v1/ws` (https → wss).

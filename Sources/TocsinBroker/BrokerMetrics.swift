@@ -17,6 +17,9 @@ struct BrokerMetrics: Sendable {
     let deliveredNotifications = Counter(label: "tocsin_notifications_sent_total")
     let replayedEvents = Counter(label: "tocsin_replayed_notifications_total")
     let migrationsOrdered = Counter(label: "tocsin_migrations_ordered_total")
+    /// Migrate orders refused because they came from a deposed controller (a lower epoch than
+    /// the highest this broker has seen).
+    let staleOrdersRefused = Counter(label: "tocsin_stale_orders_refused_total")
     /// Stored events that did not read back against their stream's schema (so could not be matched).
     let unreadableEvents = Counter(label: "tocsin_unreadable_events_total")
     /// The store: bytes in use, and its limit (`StoreUsage.maxBytes`; 0 when there is none).

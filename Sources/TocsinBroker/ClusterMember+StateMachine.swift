@@ -15,6 +15,10 @@ extension ClusterMember {
     ///
     /// Every list of actions holds at most one call or `sleep`, and it comes last: the actions
     /// before it (migrate orders, logs) are carried out first.
+    ///
+    /// Fencing: the machine remembers the highest controller epoch it has seen. A reply with a
+    /// lower one (from a deposed leader) is taken for nothing — neither its list nor its orders —
+    /// and an order with a lower one is refused; both are logged (`staleOrders`) and counted.
     struct StateMachine: Equatable {
         enum Lease: Equatable {
             /// Must register: not yet, or the controller no longer knows this incarnation.
@@ -41,6 +45,9 @@ extension ClusterMember {
             case refused(code: TocsinError.Code, message: String)
             /// No answer; logged on the first and every 20th failure in a row.
             case unreachable(error: String)
+            /// No controller leads right now (every one answered `not_leader` or could not be
+            /// reached): an election is under way. Logged on the first and every 20th in a row.
+            case noLeader(message: String)
             case nothingToDrainTo
             case drainNotStarted(error: String)
             case draining(clients: Int)
@@ -49,6 +56,9 @@ extension ClusterMember {
             case nowhereLeftToDrainTo(clients: Int)
             case drainTimedOut(clients: Int)
             case deregisterFailed(error: String)
+            /// Orders (and, when `reply`, the whole reply) from a controller with an `epoch`
+            /// lower than the `highest` seen: refused.
+            case staleOrders(count: Int, epoch: Int64, highest: Int64, reply: Bool)
         }
 
         enum Action: Equatable {
@@ -78,6 +88,8 @@ extension ClusterMember {
         private(set) var heartbeatInterval: Duration = .milliseconds(500)
         /// The controller's discovery list as of the last reply.
         private(set) var view: ClusterView?
+        /// The highest controller epoch seen in a reply (fencing).
+        private(set) var highestEpoch: Int64 = 0
 
         init(
             brokerID: String, drainTimeout: Duration, backoff: Backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5)),
@@ -141,6 +153,13 @@ extension ClusterMember {
                 lease = .unregistered
                 return [.log(.forgotten(reason: error.message)), .register]
             }
+            if error.code == .notLeader {
+                // A takeover takes a lease (seconds): ask again every heartbeat, not after a long
+                // backoff, so this broker is not dead to the new leader by the time it asks.
+                failures += 1
+                let log: [Action] = failures == 1 || failures % 20 == 0 ? [.log(.noLeader(message: error.message))] : []
+                return log + [.sleep(heartbeatInterval)]
+            }
             // E.g. `broker_id_in_use`: another live broker has this id. Retry, since it may go away.
             return failed(.refused(code: error.code, message: error.message))
         }
@@ -158,9 +177,22 @@ extension ClusterMember {
         }
 
         private mutating func apply(_ reply: LeaseReply) -> [Action] {
+            guard reply.epoch >= highestEpoch else {
+                // A deposed leader still answering: nothing it says counts.
+                return [.log(.staleOrders(count: reply.commands.count, epoch: reply.epoch, highest: highestEpoch, reply: true))]
+            }
+            highestEpoch = reply.epoch
             view = reply.cluster
             heartbeatInterval = .milliseconds(max(50, reply.heartbeatMillis))
-            return reply.commands.map { .migrate(count: $0.count, to: $0.to, reason: $0.reason) }
+            var actions: [Action] = []
+            for order in reply.commands {
+                if order.epoch < highestEpoch {
+                    actions.append(.log(.staleOrders(count: 1, epoch: order.epoch, highest: highestEpoch, reply: false)))
+                } else {
+                    actions.append(.migrate(count: order.count, to: order.to, reason: order.reason))
+                }
+            }
+            return actions
         }
 
         // MARK: Drain and leave

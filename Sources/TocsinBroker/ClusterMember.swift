@@ -32,7 +32,8 @@ final class ClusterMember: Service, Sendable {
     /// The controller's discovery list as of the last heartbeat.
     var view: ClusterView? { machine.withLock { $0.view } }
 
-    var controller: String { BaseURL.trimmed(settings.controllerURL) }
+    /// The controller this broker talks to now (the leader, as far as it knows).
+    var controller: String { client.url }
 
     private var now: Duration { ContinuousClock.now - origin }
 
@@ -189,6 +190,8 @@ final class ClusterMember: Service, Sendable {
             logger.error("controller refused this broker", metadata: ["code": "\(code)", "reason": "\(message)"])
         case .unreachable(let error):
             logger.warning("controller unreachable", metadata: ["controller": "\(controller)", "error": "\(error)"])
+        case .noLeader(let message):
+            logger.warning("no controller leads right now; asking again", metadata: ["controller": "\(controller)", "reason": "\(message)"])
         case .nothingToDrainTo:
             logger.info("no other broker to drain to; closing connections")
         case .drainNotStarted(let error):
@@ -203,6 +206,11 @@ final class ClusterMember: Service, Sendable {
             logger.warning("drain timed out; closing the remaining connections", metadata: ["clients": "\(clients)"])
         case .deregisterFailed(let error):
             logger.warning("could not deregister; the lease will expire", metadata: ["error": "\(error)"])
+        case .staleOrders(let count, let epoch, let highest, let reply):
+            broker.metrics.staleOrdersRefused.increment(by: Int64(count))
+            logger.warning(
+                reply ? "refused a reply from a deposed controller" : "refused an order from a deposed controller",
+                metadata: ["epoch": "\(epoch)", "highest": "\(highest)", "orders": "\(count)", "controller": "\(controller)"])
         }
     }
 }

@@ -53,8 +53,9 @@ public actor BrokerLocator {
         self.logger = logger
     }
 
-    /// Reads the discovery list from the first node that answers: known brokers first (in random
-    /// order, so clients spread their questions), then the seeds.
+    /// Reads the discovery list from the first node that answers: the controller last heard of,
+    /// then the seeds (in random order, so clients spread their questions; with several
+    /// controllers, give them all), then any broker seen before.
     @discardableResult
     public func refresh() async throws -> ClusterView {
         // The controller knows best; then the seeds; then any broker seen before.
@@ -112,9 +113,15 @@ public actor BrokerLocator {
             } catch let error as TocsinError where error.code == .noBrokerAvailable {
                 throw error
             } catch {
-                logger.debug("controller unreachable; choosing from the broker list", metadata: ["error": "\(error)"])
-                // Perhaps it moved or the list is old: look again (the fallback below uses the result).
-                _ = try? await refresh()
+                logger.debug("controller unreachable; looking for another", metadata: ["error": "\(error)"])
+                // Perhaps it died and another controller answers (several run on one database),
+                // or the list is old: look again, ask the controller that answered, and else pick
+                // from the list.
+                if let other = (try? await refresh())?.controller, other != controller,
+                    let broker = try? await assign(controller: other, exclude: exclude)
+                {
+                    return broker
+                }
             }
         }
         guard let choice = Self.fallback(client: configuration.client, brokers: view?.brokers ?? [], exclude: exclude) else {

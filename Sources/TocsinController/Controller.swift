@@ -4,6 +4,7 @@ public import ServiceLifecycle
 import Synchronization
 public import TocsinCore
 public import TocsinHTTP
+public import TocsinStore
 
 /// Everything the controller needs to know, with defaults for one host.
 public struct ControllerConfiguration: Sendable {
@@ -28,6 +29,12 @@ public struct ControllerConfiguration: Sendable {
     public var placement = PlacementPolicy()
     /// Turns the rebalancer off (assignment, failover and drain still work).
     public var rebalanceEnabled = true
+    /// With a ledger (several controllers on one database): how long the leadership lease lasts
+    /// on the database's clock. A follower leads at most this long (plus a tick) after the
+    /// leader's last renewal.
+    public var leaderLease: Duration = .seconds(2)
+    /// The leader stops acting this much before its lease could run out in the database.
+    public var leaderMargin: Duration = .milliseconds(500)
 
     public init() {}
 }
@@ -38,25 +45,42 @@ public struct ControllerConfiguration: Sendable {
 /// under one lock, reads the clock, and logs and counts what it reports after releasing the lock.
 /// Migrate orders reach brokers in their next heartbeat reply.
 ///
-/// Its state is soft: brokers re-register when a restarted controller answers `unknown_broker`,
-/// so the registry is whole again within one heartbeat.
+/// Alone (no ledger) its state is soft: brokers re-register when a restarted controller answers
+/// `unknown_broker`, so the registry is whole again within one heartbeat.
+///
+/// With a `ControllerLedger` (`--store postgres://…`) several controllers share one database and
+/// one leads (`Controller+Leadership.swift`): every tick each claims the lease row; the leader
+/// serves the broker API, expires leases, plans, and writes the registry; followers answer
+/// `not_leader` to brokers and serve the discovery list and `assign` from the registry.
 public final class Controller: Service, Sendable {
     public let configuration: ControllerConfiguration
     let logger: Logger
     /// The controller's clock; tests pass a manual one.
     let now: @Sendable () -> ClusterTime
-    private let machine: Mutex<ControllerStateMachine>
+    let machine: Mutex<ControllerStateMachine>
+    /// Shared with the other controllers, when several run; nil when this one runs alone.
+    let ledger: (any ControllerLedger)?
+    /// Who leads, as this controller knows it (only with a ledger).
+    let election: Mutex<LeaderElection>
+    /// This process in the lease row: unique per start, so a restarted controller is a new holder.
+    let holder = "controller-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    /// Ticks in a row that could not reach the ledger (logged on the first and every 20th).
+    let ledgerFailures = Atomic<Int>(0)
     /// The URL the controller advertises, set once it listens.
     let advertisedURL = Mutex<String?>(nil)
     private let assignments = Atomic<Int>(0)
-    private let metrics = ControllerMetrics()
+    let metrics = ControllerMetrics()
 
     /// How many `assign` questions the controller has answered (or refused) since it started.
     public var assignmentCount: Int { assignments.load(ordering: .relaxed) }
 
-    public init(configuration: ControllerConfiguration, logger: Logger, now: (@Sendable () -> ClusterTime)? = nil) {
+    public init(
+        configuration: ControllerConfiguration, logger: Logger, now: (@Sendable () -> ClusterTime)? = nil, ledger: (any ControllerLedger)? = nil
+    ) {
         self.configuration = configuration
         self.logger = logger
+        self.ledger = ledger
+        election = Mutex(LeaderElection(lease: configuration.leaderLease, margin: configuration.leaderMargin))
         if let now {
             self.now = now
         } else {
@@ -74,42 +98,52 @@ public final class Controller: Service, Sendable {
 
     // MARK: Broker API
 
+    // Only the leader takes these (`leadingEpoch` throws `not_leader` on a follower).
+
     public func register(_ request: RegistrationRequest) throws(TocsinError) -> LeaseReply {
         let at = now()
+        let epoch = try leadingEpoch(at: at)
         let facts = try machine.withLock { m throws(TocsinError) in try m.register(request, now: at) }
         report(facts)
-        return leaseReply(commands: [])
+        return leaseReply(commands: [], epoch: epoch)
     }
 
     public func heartbeat(id: String, incarnation: String, load: BrokerLoad) throws(TocsinError) -> LeaseReply {
         let at = now()
+        let epoch = try leadingEpoch(at: at)
         let commands = try machine.withLock { m throws(TocsinError) in
             try m.heartbeat(id: id, incarnation: incarnation, load: load, now: at)
         }
         for c in commands {
             logger.info("ordered migration", metadata: ["from": "\(id)", "to": "\(c.to.id)", "clients": "\(c.count)", "reason": "\(c.reason)"])
         }
-        return leaseReply(commands: commands)
+        return leaseReply(commands: commands.map { var c = $0; c.epoch = epoch; return c }, epoch: epoch)
     }
 
     /// The broker takes no new clients; its clients are moved to the others.
     public func drain(id: String, incarnation: String) throws(TocsinError) -> LeaseReply {
         let at = now()
+        let epoch = try leadingEpoch(at: at)
         let facts = try machine.withLock { m throws(TocsinError) in try m.drain(id: id, incarnation: incarnation, now: at) }
         report(facts)
-        return leaseReply(commands: [])
+        return leaseReply(commands: [], epoch: epoch)
     }
 
     public func deregister(id: String, incarnation: String) throws(TocsinError) {
+        _ = try leadingEpoch(at: now())
         let facts = try machine.withLock { m throws(TocsinError) in try m.deregister(id: id, incarnation: incarnation) }
         report(facts)
     }
 
     // MARK: Client API
 
+    /// The discovery list: the leader's own, or, on a follower, the registry as the leader last
+    /// wrote it (at most one tick old).
     public var cluster: ClusterView {
         let brokers = machine.withLock { $0.live }
-        return ClusterView(controller: advertisedURL.withLock { $0 }, brokers: brokers.map(BrokerSummary.init))
+        let me = advertisedURL.withLock { $0 }
+        let (leader, epoch) = leader(at: now(), me: me)
+        return ClusterView(controller: me, brokers: brokers.map(BrokerSummary.init), leader: leader, epoch: epoch)
     }
 
     public func assign(_ request: AssignmentRequest) throws(TocsinError) -> AssignReply {
@@ -120,13 +154,23 @@ public final class Controller: Service, Sendable {
         return AssignReply(assignment)
     }
 
-    private func leaseReply(commands: [MigrateCommand]) -> LeaseReply {
+    private func leaseReply(commands: [MigrateCommand], epoch: Int64) -> LeaseReply {
         LeaseReply(
             leaseMillis: configuration.leaseDuration.milliseconds, heartbeatMillis: configuration.heartbeatInterval.milliseconds,
-            commands: commands, cluster: cluster)
+            commands: commands, cluster: cluster, epoch: epoch)
     }
 
     // MARK: Leases and balance
+
+    /// One tick of the loop: with a ledger, the election and the registry
+    /// (`Controller+Leadership.swift`) around `tick()`; alone, `tick()`.
+    public func step() async {
+        if let ledger {
+            await leadershipTick(ledger)
+        } else {
+            tick()
+        }
+    }
 
     /// Expires leases, and when the cooldown allows, plans a rebalance and queues its orders.
     public func tick() {
@@ -135,7 +179,7 @@ public final class Controller: Service, Sendable {
     }
 
     /// Logs and counts what the state machine did (outside its lock).
-    private func report(_ facts: [ControllerStateMachine.Fact]) {
+    func report(_ facts: [ControllerStateMachine.Fact]) {
         for fact in facts {
             switch fact {
             case .registered(let record):
@@ -166,12 +210,14 @@ public final class Controller: Service, Sendable {
     }
 
     public func run() async throws {
+        metrics.leader.record(ledger == nil ? 1 : 0)
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: self.configuration.tickInterval)
-                self.tick()
+                await self.step()
             }
         }
+        await ledger?.close()
         logger.info("controller stopped")
     }
 }
@@ -186,6 +232,8 @@ struct ControllerMetrics: Sendable {
     let activeBrokers = Gauge(label: "tocsin_controller_brokers", dimensions: [("state", "active")])
     let drainingBrokers = Gauge(label: "tocsin_controller_brokers", dimensions: [("state", "draining")])
     let clients = Gauge(label: "tocsin_controller_clients")
+    /// 1 while this controller leads, 0 while it follows.
+    let leader = Gauge(label: "tocsin_controller_leader")
 
     /// The live brokers as of a tick, and the clients they last reported.
     func record(active: Int, draining: Int, clients count: Int) {

@@ -5,6 +5,7 @@ public import Prometheus
 public import ServiceLifecycle
 import TocsinCore
 import TocsinHTTP
+public import TocsinStore
 
 /// The controller's HTTP API (docs/protocol.md, "Cluster API").
 struct ControllerAPI: Sendable {
@@ -90,9 +91,10 @@ public struct ControllerApplication: Sendable {
 /// bootstraps swift-metrics with a factory writing to it (the executable does).
 public func buildController(
     configuration: ControllerConfiguration, logger: Logger, now: (@Sendable () -> ClusterTime)? = nil,
-    metrics: PrometheusCollectorRegistry? = nil, onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    metrics: PrometheusCollectorRegistry? = nil, ledger: (any ControllerLedger)? = nil,
+    onListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) -> ControllerApplication {
-    let controller = Controller(configuration: configuration, logger: logger, now: now)
+    let controller = Controller(configuration: configuration, logger: logger, now: now, ledger: ledger)
     let router = Router(context: BasicRequestContext.self)
     ControllerAPI(controller: controller).register(on: router)
     if let metrics { router.addMetricsRoute(metrics) }

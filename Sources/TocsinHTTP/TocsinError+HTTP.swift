@@ -22,6 +22,7 @@ extension TocsinError.Code {
         case .notImplemented: .notImplemented
         case .httpVersionNotSupported: HTTPResponse.Status(code: 505, reasonPhrase: "HTTP Version Not Supported")
         case .upgradeRequired: HTTPResponse.Status(code: 426, reasonPhrase: "Upgrade Required")
+        case .notLeader: HTTPResponse.Status(code: 421, reasonPhrase: "Misdirected Request")
         default: .internalServerError
         }
     }
@@ -35,8 +36,10 @@ extension TocsinError {
 
     /// `{"error": {"code": "...", "message": "..."}}` with the code's status.
     package var response: Response {
-        let body = JSONValue.object(["error": .object(["code": .string(code.rawValue), "message": .string(message)])]).serialized
-        var response = Response.json(body, status: code.httpStatus)
+        var error: [String: JSONValue] = ["code": .string(code.rawValue), "message": .string(message)]
+        if let leader { error["leader"] = .string(leader) }
+        var response = Response.json(JSONValue.object(["error": .object(error)]).serialized, status: code.httpStatus)
+        if let leader, let name = HTTPField.Name("Tocsin-Leader") { response.headers[name] = leader }
         // Retryable by nature: say when (the store's outage or failover takes seconds).
         if code == .storeUnavailable { response.headers[.retryAfter] = "1" }
         return response

@@ -1,5 +1,6 @@
 public import AsyncHTTPClient
 import Foundation
+import Synchronization
 public import TocsinCore
 
 /// The controller's API (docs/protocol.md, "Cluster API") as typed calls: brokers register,
@@ -12,25 +13,54 @@ public import TocsinCore
 ///
 /// A non-2xx answer is thrown as the `TocsinError` it carries; no answer at all as a
 /// `TransportFailure` (as `HTTPCall.call` does).
+///
+/// With several controllers (`init(urls:)`) a call goes to the one that answered last; when it
+/// cannot be reached or answers `not_leader`, the call goes on to the leader it names (if not
+/// tried yet), then to the other URLs in order, and the one that answers is kept for next time.
+/// Only when every one failed is the last failure thrown.
 public struct ControllerClient: Sendable {
-    /// The controller's (or, for `cluster()`, any node's) base URL, without trailing slashes.
-    public let url: String
+    /// The controller's (or, for `cluster()`, any node's) base URL that calls go to first,
+    /// without trailing slashes: the one that answered last.
+    public var url: String { preferred.url.withLock { $0 } }
+    /// Every controller's base URL, as given.
+    public let urls: [String]
     /// The HTTP client the calls go through (owned by this one only if made by `init(url:)`).
     public let httpClient: HTTPClient
     private let ownsHTTPClient: Bool
+    private let preferred: Preferred
+
+    /// The URL that answered last, shared by copies of the client.
+    private final class Preferred: Sendable {
+        let url: Mutex<String>
+        init(_ url: String) { self.url = Mutex(url) }
+    }
 
     /// A client with HTTP connections of its own; `shutdown()` closes them.
     public init(url: String) {
-        self.url = BaseURL.trimmed(url)
-        httpClient = HTTPCall.makeClient()
-        ownsHTTPClient = true
+        self.init(urls: [url])
+    }
+
+    /// A client of several controllers (at least one URL), with HTTP connections of its own.
+    public init(urls: [String]) {
+        self.init(urls: urls, httpClient: HTTPCall.makeClient(), owns: true)
     }
 
     /// A client using `httpClient`, which the caller owns (`shutdown()` leaves it open).
     public init(url: String, httpClient: HTTPClient) {
-        self.url = BaseURL.trimmed(url)
+        self.init(urls: [url], httpClient: httpClient, owns: false)
+    }
+
+    /// A client of several controllers using `httpClient`, which the caller owns.
+    public init(urls: [String], httpClient: HTTPClient) {
+        self.init(urls: urls, httpClient: httpClient, owns: false)
+    }
+
+    private init(urls: [String], httpClient: HTTPClient, owns: Bool) {
+        precondition(!urls.isEmpty, "ControllerClient needs at least one URL")
+        self.urls = urls.map(BaseURL.trimmed)
         self.httpClient = httpClient
-        ownsHTTPClient = false
+        ownsHTTPClient = owns
+        preferred = Preferred(self.urls[0])
     }
 
     /// A client for `url` sharing this one's HTTP connections (and owning none).
@@ -113,6 +143,31 @@ public struct ControllerClient: Sendable {
     }()
 
     private func call(_ method: HTTPCall.Method, _ path: String, body: JSONValue? = nil, timeout: Duration) async throws -> JSONValue {
-        try await HTTPCall.call(method, BaseURL.join(url, path), body: body, timeout: timeout, using: httpClient)
+        var tried: [String] = []
+        var next: String? = url
+        var lastFailure: (any Error)?
+        while let base = next {
+            tried.append(base)
+            var named: String?
+            do {
+                let answer = try await HTTPCall.call(method, BaseURL.join(base, path), body: body, timeout: timeout, using: httpClient)
+                preferred.url.withLock { $0 = base }
+                return answer
+            } catch let error as TocsinError where error.code == .notLeader {
+                lastFailure = error
+                named = error.leader.map(BaseURL.trimmed)
+            } catch let error as TransportFailure {
+                lastFailure = error
+            }
+            next = Self.next(after: tried, named: named, urls: urls)
+        }
+        throw lastFailure ?? TocsinError(.unavailable, "no controller URL")
+    }
+
+    /// Where a call goes after `tried` failed: the leader a follower named, if not tried yet,
+    /// else the first URL not tried; nil when none is left.
+    package static func next(after tried: [String], named: String?, urls: [String]) -> String? {
+        if let named, !tried.contains(named) { return named }
+        return urls.first { !tried.contains($0) }
     }
 }

@@ -75,7 +75,7 @@ public enum HTTPCall {
         let reply = try await send(method, url, rawBody: body?.serialized, headers: headers, timeout: timeout, using: client)
         guard (200..<300).contains(reply.status) else {
             if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
-                throw TocsinError(.init(rawValue: code), message)
+                throw TocsinError(.init(rawValue: code), message, leader: reply.body["error"]?["leader"]?.stringValue)
             }
             throw TocsinError(
                 .internalError,

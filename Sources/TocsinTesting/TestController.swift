@@ -2,6 +2,7 @@ import Logging
 import Synchronization
 public import TocsinController
 public import TocsinCore
+public import TocsinStore
 
 /// A clock tests move by hand: leases expire when the test says so, not when a machine is slow.
 public final class ManualClock: Sendable {
@@ -18,9 +19,10 @@ public struct TestController: Sendable {
     public var url: String { "http://127.0.0.1:\(port)" }
 
     /// Starts a controller, runs `body`, then shuts it down. With a `clock`, the controller's own
-    /// tick loop is effectively off (a one-hour interval): the test calls `controller.tick()`.
+    /// tick loop is effectively off (a one-hour interval): the test calls `controller.tick()`
+    /// (or, with a `ledger`, `controller.step()`).
     public static func with<T: Sendable>(
-        clock: ManualClock? = nil,
+        clock: ManualClock? = nil, ledger: (any ControllerLedger)? = nil,
         _ configure: (inout ControllerConfiguration) -> Void = { _ in },
         _ body: @Sendable (TestController) async throws -> T
     ) async throws -> T {
@@ -34,7 +36,7 @@ public struct TestController: Sendable {
         var now: (@Sendable () -> ClusterTime)? = nil
         if let clock { now = { clock.now } }
         let app = buildController(
-            configuration: configuration, logger: logger, now: now,
+            configuration: configuration, logger: logger, now: now, ledger: ledger,
             onListening: { port in portsContinuation.yield(port) })
         return try await runService(app.service, logger: logger, ports: ports) { port in
             try await body(TestController(port: port, controller: app.controller))

@@ -5,6 +5,7 @@ import Logging
 import ServiceLifecycle
 import TocsinController
 import TocsinCore
+import TocsinStore
 
 /// `tocsin controller`: the Broker Controller Service.
 struct ControllerCommand: AsyncParsableCommand {
@@ -36,6 +37,14 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(name: .customLong("cooldown-ms"), help: "After ordering migrations, wait this long before planning again.")
     var cooldownMilliseconds = 3000
 
+    @Option(
+        name: .customLong("store"),
+        help: "A PostgreSQL connection string (as `tocsin broker --store` takes) to share with other controllers: one leads, the others follow and take over within seconds of its death (env TOCSIN_STORE). Default: this controller runs alone, in memory.")
+    var storeFlag: String?
+
+    @Option(name: .customLong("leader-lease-ms"), help: "With --store: how long the leadership lease lasts on the database's clock.")
+    var leaderLeaseMilliseconds = 2000
+
     @Flag(name: .customLong("no-rebalance"), help: "Assign and fail over, but never migrate clients to even out load.")
     var noRebalance = false
 
@@ -51,7 +60,21 @@ struct ControllerCommand: AsyncParsableCommand {
             throw ValidationError("--lease-ms must be more than twice --heartbeat-ms (≥ 10), so one lost heartbeat does not kill a broker")
         }
         guard tolerance > 0, tolerance < 1, toleranceClients >= 0 else { throw ValidationError("--tolerance must be in (0, 1)") }
+        guard (500...60_000).contains(leaderLeaseMilliseconds) else { throw ValidationError("--leader-lease-ms must be in 500...60000") }
+        if let storeLocation {
+            guard PostgresLocation.isConnectionString(storeLocation) else {
+                throw ValidationError("--store (or TOCSIN_STORE) must be a PostgreSQL connection string; a controller keeps nothing in SQLite")
+            }
+            do {
+                _ = try PostgresLocation(parsing: storeLocation)
+            } catch {
+                throw ValidationError("--store (or TOCSIN_STORE): \(error.message)")
+            }
+        }
     }
+
+    /// `--store`, else `TOCSIN_STORE`.
+    var storeLocation: String? { storeFlag ?? Environment.get("TOCSIN_STORE") }
 
     func run() async throws {
         let logger = try bootstrapLogging(level: logLevel)
@@ -65,11 +88,18 @@ struct ControllerCommand: AsyncParsableCommand {
         configuration.rebalance.absoluteTolerance = toleranceClients
         configuration.rebalanceCooldown = .milliseconds(cooldownMilliseconds)
         configuration.rebalanceEnabled = !noRebalance
+        configuration.leaderLease = .milliseconds(leaderLeaseMilliseconds)
+        configuration.leaderMargin = .milliseconds(leaderLeaseMilliseconds / 4)
+        // `validate` has checked the connection string.
+        var ledger: (any ControllerLedger)?
+        if let storeLocation, let location = try? PostgresLocation(parsing: storeLocation) {
+            ledger = try await PostgresLedger.open(location: location, logger: logger)
+        }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let host = self.host
         let app = buildController(
-            configuration: configuration, logger: logger, metrics: registry,
+            configuration: configuration, logger: logger, metrics: registry, ledger: ledger,
             onListening: { port in
                 print("tocsin controller listening on http://\(host):\(port)")
                 fflushStdout()

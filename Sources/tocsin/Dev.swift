@@ -132,6 +132,10 @@ struct Status: AsyncParsableCommand {
         }
         if let controller = view.controller {
             print("controller: \(controller)")
+            // Several controllers on one database: say who leads (one alone is always epoch 0).
+            if let epoch = view.epoch, epoch > 0 {
+                print("leader: \(view.leader ?? "none right now (an election is under way)") (epoch \(epoch))")
+            }
         } else {
             // A standalone broker (`tocsin serve`) answers with itself and no controller.
             let which = view.brokers.count == 1 ? "broker \(view.brokers[0].id)" : "a broker"

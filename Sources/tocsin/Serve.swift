@@ -250,8 +250,15 @@ struct BrokerCommand: AsyncParsableCommand {
 
     @OptionGroup var options: BrokerOptions
 
-    @Option(help: "The controller's HTTP URL (env TOCSIN_CONTROLLER).")
-    var controller: String = Environment.get("TOCSIN_CONTROLLER") ?? "http://127.0.0.1:7300"
+    @Option(
+        help: "The controller's HTTP URL; with several controllers, every one (comma-separated, or the flag repeated): the broker follows the leader (env TOCSIN_CONTROLLER, comma-separated).")
+    var controller: [String] = []
+
+    /// The controllers' URLs: the flags, else `TOCSIN_CONTROLLER`, else the local default.
+    var controllerURLs: [String] {
+        let given = controller.isEmpty ? [Environment.get("TOCSIN_CONTROLLER") ?? "http://127.0.0.1:7300"] : controller
+        return given.flatMap { $0.split(separator: ",") }.map { String($0.filter { !$0.isWhitespace }) }.filter { !$0.isEmpty }
+    }
 
     @Option(help: "The HTTP URL clients reach this broker at (env TOCSIN_ADVERTISE); required when --host is a wildcard address.")
     var advertise: String?
@@ -282,6 +289,10 @@ struct BrokerCommand: AsyncParsableCommand {
         if let advertise, !(advertise.hasPrefix("http://") || advertise.hasPrefix("https://")) {
             throw ValidationError("--advertise must be an http:// or https:// URL, got '\(advertise)'")
         }
+        guard !controllerURLs.isEmpty else { throw ValidationError("--controller needs at least one URL") }
+        for url in controllerURLs where !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+            throw ValidationError("--controller (or TOCSIN_CONTROLLER) takes http:// or https:// URLs, got '\(url)'")
+        }
         guard (lat == nil) == (lon == nil) else { throw ValidationError("give both --lat and --lon, or neither") }
         guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1") }
         guard (1...60_000).contains(pollMilliseconds) else { throw ValidationError("--poll-ms must be between 1 and 60000") }
@@ -290,7 +301,7 @@ struct BrokerCommand: AsyncParsableCommand {
 
     func run() async throws {
         var configuration = options.configuration
-        var cluster = ClusterSettings(controllerURL: controller)
+        var cluster = ClusterSettings(controllerURLs: controllerURLs)
         cluster.advertisedURL = advertise
         cluster.region = region
         if let lat, let lon {

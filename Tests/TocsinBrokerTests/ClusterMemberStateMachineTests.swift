@@ -162,4 +162,69 @@ struct ClusterMemberStateMachineTests {
         #expect(m.refused(Self.unknown) == [])
         #expect(m.start() == [])
     }
+
+    // MARK: Fencing
+
+    /// A reply of the controller leading with `epoch`, with `orders` (each with its own epoch).
+    static func reply(epoch: Int64, orders: [(count: Int, epoch: Int64)] = []) -> LeaseReply {
+        var r = reply(commands: orders.map { MigrateCommand(count: $0.count, to: broker("b2"), reason: "rebalance", epoch: $0.epoch) })
+        r.epoch = epoch
+        return r
+    }
+
+    @Test func ordersOfTheHighestEpochSeenAreCarriedOutAndANewLeadersHigherEpochIsTaken() {
+        var m = Self.registered()
+        #expect(m.answered(Self.reply(epoch: 3, orders: [(5, 3)])) == [
+            .migrate(count: 5, to: Self.broker("b2"), reason: "rebalance"), .sleep(.milliseconds(300)),
+        ])
+        #expect(m.highestEpoch == 3)
+        // The next leader (epoch 4) took over.
+        #expect(m.answered(Self.reply(epoch: 4, orders: [(6, 4)])) == [
+            .migrate(count: 6, to: Self.broker("b2"), reason: "rebalance"), .sleep(.milliseconds(300)),
+        ])
+        #expect(m.highestEpoch == 4)
+    }
+
+    @Test func aDeposedLeadersReplyIsRefusedWholeAndCounted() {
+        var m = Self.registered()
+        _ = m.answered(Self.reply(epoch: 7))
+        let before = m.view
+        // Epoch 6 wakes up after a pause and still answers: neither its orders nor its list count.
+        var stale = Self.reply(epoch: 6, orders: [(10, 6), (2, 6)])
+        stale.cluster = ClusterView(controller: "http://old.example", brokers: [Self.broker("b1")])
+        #expect(m.answered(stale) == [.log(.staleOrders(count: 2, epoch: 6, highest: 7, reply: true)), .sleep(.milliseconds(300))])
+        #expect(m.view == before)
+        #expect(m.highestEpoch == 7)
+        // Registering through it is the same.
+        #expect(m.registered(Self.reply(epoch: 5)).first == .log(.staleOrders(count: 0, epoch: 5, highest: 7, reply: true)))
+    }
+
+    @Test func anOrderWithALowerEpochThanItsReplyIsRefusedAndTheOthersCarriedOut() {
+        var m = Self.registered()
+        _ = m.answered(Self.reply(epoch: 9))
+        #expect(m.answered(Self.reply(epoch: 9, orders: [(3, 8), (4, 9)])) == [
+            .log(.staleOrders(count: 1, epoch: 8, highest: 9, reply: false)),
+            .migrate(count: 4, to: Self.broker("b2"), reason: "rebalance"), .sleep(.milliseconds(300)),
+        ])
+    }
+
+    @Test func aControllerRunningAloneIsEpochZeroAndAlwaysTaken() {
+        var m = Self.registered()
+        #expect(m.answered(Self.reply(epoch: 0, orders: [(1, 0)])) == [
+            .migrate(count: 1, to: Self.broker("b2"), reason: "rebalance"), .sleep(.milliseconds(300)),
+        ])
+        #expect(m.highestEpoch == 0)
+    }
+
+    @Test func withNoLeaderTheBrokerAsksAgainEveryHeartbeatAndLogsOnceInTwenty() {
+        var m = Self.registered()
+        let none = TocsinError(.notLeader, "no leader is known right now")
+        #expect(m.refused(none) == [.log(.noLeader(message: none.message)), .sleep(.milliseconds(300))])
+        for _ in 2...19 { #expect(m.refused(none) == [.sleep(.milliseconds(300))]) }
+        #expect(m.refused(none) == [.log(.noLeader(message: none.message)), .sleep(.milliseconds(300))])
+        #expect(m.lease == .registered)
+        // The new leader answers: back to heartbeats.
+        #expect(m.answered(Self.reply(epoch: 2)) == [.sleep(.milliseconds(300))])
+        #expect(m.failures == 0)
+    }
 }

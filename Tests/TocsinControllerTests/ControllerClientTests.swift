@@ -1,5 +1,6 @@
 import Testing
 import TocsinClient
+import TocsinHTTPClient
 import TocsinController
 import TocsinCore
 import TocsinTesting
@@ -49,5 +50,27 @@ struct ControllerClientTests {
             #expect(try await shared.cluster().brokers.isEmpty)
             #expect(try await shared.at(c.url).cluster().controller == c.url)
         }
+    }
+
+    @Test func withSeveralControllersACallMovesOnFromOneThatCannotBeReachedAndKeepsTheOneThatAnswered() async throws {
+        try await TestController.with(clock: ManualClock()) { c in
+            // Nothing listens on port 1.
+            let client = ControllerClient(urls: ["http://127.0.0.1:1", c.url], httpClient: HTTPCall.shared)
+            #expect(client.url == "http://127.0.0.1:1")
+            let view = try await client.cluster(timeout: .seconds(5))
+            #expect(view.controller == c.url)
+            #expect(view.leader == c.url)
+            #expect(view.epoch == 0)
+            #expect(client.url == c.url)
+        }
+    }
+
+    @Test func afterNotLeaderTheNamedLeaderIsTriedFirstThenTheOthersInOrder() {
+        let urls = ["http://a", "http://b", "http://c"]
+        #expect(ControllerClient.next(after: ["http://a"], named: "http://c", urls: urls) == "http://c")
+        #expect(ControllerClient.next(after: ["http://a", "http://c"], named: "http://c", urls: urls) == "http://b")
+        // A leader outside the list is followed too.
+        #expect(ControllerClient.next(after: ["http://a"], named: "http://d", urls: urls) == "http://d")
+        #expect(ControllerClient.next(after: urls, named: nil, urls: urls) == nil)
     }
 }

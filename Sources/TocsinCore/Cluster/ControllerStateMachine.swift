@@ -117,6 +117,25 @@ public struct ControllerStateMachine: Sendable {
         return [.deregistered(id: id)]
     }
 
+    /// Takes over the registry the leader wrote to the store: a follower does it every tick (to
+    /// answer `assign` and the discovery list), a new leader once when it takes over. Every
+    /// broker in it gets a fresh lease from `now` (it must heartbeat within the lease or it
+    /// expires); orders waiting are dropped, and no rebalance is planned before the network's
+    /// total has settled for a cooldown (a drain goes on at once). Sticky assignments are kept.
+    public mutating func adopt(_ brokers: [BrokerSummary], now: ClusterTime) {
+        membership.adopt(
+            brokers.map {
+                BrokerRecord(
+                    id: $0.id, incarnation: $0.incarnation, webSocketURL: $0.webSocketURL, httpURL: $0.httpURL, region: $0.region,
+                    location: $0.location, capacity: $0.capacity, state: $0.state, load: $0.load, registeredAt: now)
+            }, now: now)
+        orders = [:]
+        totals = []
+        // A drain in progress goes on at once.
+        drainRequested = brokers.contains { $0.state == .draining }
+        rebuildPlacement()
+    }
+
     // MARK: Clients
 
     /// The broker a client should use (`Placement.reserve`).

@@ -133,6 +133,16 @@ public struct Membership: Sendable {
         return record
     }
 
+    /// Replaces every record with `records` (a registry another controller wrote), each leased
+    /// from `now`: the brokers must renew within `leaseDuration`, or they expire.
+    public mutating func adopt(_ records: [BrokerRecord], now: ClusterTime) {
+        brokers = [:]
+        for var record in records {
+            record.leaseExpiresAt = now + leaseDuration
+            brokers[record.id] = record
+        }
+    }
+
     /// Removes and returns (sorted by id) every broker whose lease expired at or before `now`.
     public mutating func expire(now: ClusterTime) -> [BrokerRecord] {
         let expired = brokers.values.filter { !$0.isLive(at: now) }.sorted { $0.id < $1.id }

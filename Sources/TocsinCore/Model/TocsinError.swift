@@ -72,16 +72,22 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tooManySubscriptions = Code(rawValue: "too_many_subscriptions")
         /// An HTTP request used a method its path does not take (the `Allow` header lists those it does).
         public static let methodNotAllowed = Code(rawValue: "method_not_allowed")
+        /// A broker call (register, heartbeat, drain, deregister) reached a controller that does
+        /// not lead right now: try the leader (`leader`, when known) or the next controller (421).
+        public static let notLeader = Code(rawValue: "not_leader")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }
 
     public var code: Code
     public var message: String
+    /// With `not_leader`: the leading controller's URL, when known (the error body's `leader`).
+    public var leader: String?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, leader: String? = nil) {
         self.code = code
         self.message = message
+        self.leader = leader
     }
 
     public var description: String { "\(code): \(message)" }

@@ -128,24 +128,35 @@ extension RegistrationRequest {
 
 /// The discovery list: every live broker, and where the controller is.
 public struct ClusterView: Sendable, Hashable {
-    /// The controller's HTTP URL, where `assign` is asked; nil if unknown.
+    /// The controller's HTTP URL, where `assign` is asked; nil if unknown. With several
+    /// controllers, the one that answered (followers answer `assign` too).
     public var controller: String?
     public var brokers: [BrokerSummary]
+    /// The leading controller's HTTP URL, where brokers register; nil when none is known.
+    public var leader: String?
+    /// The leader's fencing epoch (0 for a controller that runs alone, without a store).
+    public var epoch: Int64?
 
-    public init(controller: String?, brokers: [BrokerSummary]) {
+    public init(controller: String?, brokers: [BrokerSummary], leader: String? = nil, epoch: Int64? = nil) {
         self.controller = controller
         self.brokers = brokers
+        self.leader = leader
+        self.epoch = epoch
     }
 
     public var json: JSONValue {
         var o: [String: JSONValue] = ["brokers": .array(brokers.map(\.json))]
         if let controller { o["controller"] = .string(controller) }
+        if let leader { o["leader"] = .string(leader) }
+        if let epoch { o["epoch"] = .int(epoch) }
         return .object(o)
     }
 
     public init(json: JSONValue) throws(TocsinError) {
         let fields = try Fields(json, what: "cluster", code: .badRequest)
         controller = try fields.optional("controller")?.stringValue
+        leader = try fields.optional("leader")?.stringValue
+        epoch = try fields.optional("epoch").map { _ throws(TocsinError) in try fields.int("epoch") }
         guard let list = try fields.optional("brokers")?.arrayValue else {
             throw TocsinError(.badRequest, "cluster: 'brokers' must be an array")
         }
@@ -188,22 +199,28 @@ public struct MigrateCommand: Sendable, Hashable {
     public var count: Int
     public var to: BrokerSummary
     public var reason: String
+    /// The fencing epoch of the controller that gave it: a broker refuses an order with a lower
+    /// epoch than the highest it has seen (it comes from a deposed leader).
+    public var epoch: Int64
 
-    public init(count: Int, to: BrokerSummary, reason: String) {
+    public init(count: Int, to: BrokerSummary, reason: String, epoch: Int64 = 0) {
         self.count = count
         self.to = to
         self.reason = reason
+        self.epoch = epoch
     }
 
     public var json: JSONValue {
-        .object(["type": .string("migrate"), "count": .int(Int64(count)), "to": to.json, "reason": .string(reason)])
+        .object(["type": .string("migrate"), "count": .int(Int64(count)), "to": to.json, "reason": .string(reason), "epoch": .int(epoch)])
     }
 
     public init(json: JSONValue) throws(TocsinError) {
         let fields = try Fields(json, what: "command", code: .badRequest)
         guard try fields.string("type") == "migrate" else { throw TocsinError(.badRequest, "command: unknown type") }
         guard let to = try fields.optional("to") else { throw TocsinError(.badRequest, "command: 'to' is missing") }
-        self.init(count: Int(try fields.int("count")), to: try BrokerSummary(json: to), reason: try fields.string("reason"))
+        self.init(
+            count: Int(try fields.int("count")), to: try BrokerSummary(json: to), reason: try fields.string("reason"),
+            epoch: try fields.int("epoch", default: 0))
     }
 }
 
@@ -213,18 +230,22 @@ public struct LeaseReply: Sendable, Hashable {
     public var heartbeatMillis: Int64
     public var commands: [MigrateCommand]
     public var cluster: ClusterView
+    /// The fencing epoch of the controller that answered (0 for one that runs alone): a broker
+    /// takes nothing from a reply with a lower epoch than the highest it has seen.
+    public var epoch: Int64
 
-    public init(leaseMillis: Int64, heartbeatMillis: Int64, commands: [MigrateCommand], cluster: ClusterView) {
+    public init(leaseMillis: Int64, heartbeatMillis: Int64, commands: [MigrateCommand], cluster: ClusterView, epoch: Int64 = 0) {
         self.leaseMillis = leaseMillis
         self.heartbeatMillis = heartbeatMillis
         self.commands = commands
         self.cluster = cluster
+        self.epoch = epoch
     }
 
     public var json: JSONValue {
         .object([
             "leaseMillis": .int(leaseMillis), "heartbeatMillis": .int(heartbeatMillis),
-            "commands": .array(commands.map(\.json)), "cluster": cluster.json,
+            "commands": .array(commands.map(\.json)), "cluster": cluster.json, "epoch": .int(epoch),
         ])
     }
 
@@ -235,7 +256,7 @@ public struct LeaseReply: Sendable, Hashable {
         guard let cluster = try fields.optional("cluster") else { throw TocsinError(.badRequest, "lease: 'cluster' is missing") }
         self.init(
             leaseMillis: try fields.int("leaseMillis"), heartbeatMillis: try fields.int("heartbeatMillis"), commands: commands,
-            cluster: try ClusterView(json: cluster))
+            cluster: try ClusterView(json: cluster), epoch: try fields.int("epoch", default: 0))
     }
 }
 

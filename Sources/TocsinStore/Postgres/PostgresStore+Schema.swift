@@ -72,7 +72,33 @@ extension PostgresStore {
                 "CREATE TABLE tocsin_meta (id INT PRIMARY KEY CHECK (id = 1), catalog_version BIGINT NOT NULL)",
                 "INSERT INTO tocsin_meta VALUES (1, 0)",
             ]
-        )
+        ),
+        (
+            2, "controller leader lease and broker registry",
+            [
+                // The leadership lease (PostgresLedger): times are the database's own.
+                """
+                CREATE TABLE controller_leader (
+                    id INT PRIMARY KEY CHECK (id = 1),
+                    holder TEXT,
+                    url TEXT,
+                    epoch BIGINT NOT NULL,
+                    expires_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+                "INSERT INTO controller_leader VALUES (1, NULL, NULL, 0, '-infinity')",
+                // The live brokers as the leader last wrote them (a JSON array of broker objects).
+                """
+                CREATE TABLE controller_registry (
+                    id INT PRIMARY KEY CHECK (id = 1),
+                    epoch BIGINT NOT NULL,
+                    brokers TEXT NOT NULL,
+                    written_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+                "INSERT INTO controller_registry VALUES (1, 0, '[]', now())",
+            ]
+        ),
     ]
 
     static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {

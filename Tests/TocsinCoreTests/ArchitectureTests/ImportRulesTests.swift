@@ -15,7 +15,8 @@ struct ImportRulesTests {
         "TocsinStore": ["NIOPosix", "NIOHTTP*", "NIOWebSocket", "NIOEmbedded", "Hummingbird*", "AsyncHTTPClient", "WSClient", "TocsinBroker", "TocsinClient", "TocsinController", "TocsinHTTP"],
         "TocsinHTTP": ["GRDB", "TocsinStore", "TocsinBroker", "TocsinClient", "TocsinController"],
         "TocsinHTTPClient": ["GRDB", "Hummingbird*", "TocsinStore", "TocsinBroker", "TocsinClient", "TocsinController"],
-        "TocsinController": ["GRDB", "TocsinBroker", "TocsinClient", "TocsinLoad"],
+        // The store's `ControllerLedger` protocol only: the executable opens the PostgreSQL ledger.
+        "TocsinController": ["GRDB", "PostgresNIO", "TocsinBroker", "TocsinClient", "TocsinLoad"],
         // The broker sees the store only through `Store`, and never links the app client library.
         "TocsinBroker": ["GRDB", "TocsinClient", "TocsinController", "TocsinLoad", "TocsinDev", "WSClient"],
         "TocsinClient": ["GRDB", "Hummingbird*", "TocsinStore", "TocsinBroker", "TocsinController", "TocsinHTTP"],

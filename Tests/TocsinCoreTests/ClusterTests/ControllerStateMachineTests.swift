@@ -214,3 +214,35 @@ import Testing
         #expect(m.live.map(\.id) == ["b2"])
     }
 }
+
+/// A follower or a new leader taking over the registry the leader wrote to the store.
+@Suite struct ControllerTakeoverTests {
+    @Test func adoptedBrokersAreLeasedFromNowAndExpireUnlessTheyHeartbeat() throws {
+        var old = ControllerStateMachineTests.machine()
+        try ControllerStateMachineTests.register(&old, ["b1", "b2"])
+        try ControllerStateMachineTests.report(&old, ["b1": 90, "b2": 10], now: .zero)
+        var m = ControllerStateMachineTests.machine()
+        m.adopt(old.live.map(BrokerSummary.init), now: .seconds(10))
+        #expect(m.live.map(\.id) == ["b1", "b2"])
+        #expect(m.live.map(\.leaseExpiresAt) == [.seconds(13), .seconds(13)])
+        #expect(m.live.first?.load.connections == 90)
+        // Assignment works from the adopted registry at once.
+        #expect(try m.assign(AssignmentRequest(clientID: "c1"), now: .seconds(10)).broker.id == "b2")
+        // b1 heartbeats the new leader in time, b2 does not.
+        #expect(try m.heartbeat(id: "b1", incarnation: "b1-1", load: BrokerLoad(connections: 90), now: .seconds(12)).isEmpty)
+        #expect(ControllerStateMachineTests.expired(m.tick(now: .seconds(13))) == ["b2"])
+        #expect(m.live.map(\.id) == ["b1"])
+    }
+
+    @Test func noRebalanceIsPlannedBeforeTheNetworkSettledUnderTheNewLeader() throws {
+        var old = try ControllerStateMachineTests.unbalancedWithOrders()
+        #expect(old.orders["b1"] != nil)
+        var m = ControllerStateMachineTests.machine()
+        m.adopt(old.live.map(BrokerSummary.init), now: .seconds(10))
+        #expect(m.orders.isEmpty)
+        #expect(ControllerStateMachineTests.plans(m.tick(now: .seconds(10))).isEmpty)
+        _ = try ControllerStateMachineTests.report(&m, ["b1": 90, "b2": 10], now: .milliseconds(10_500))
+        #expect(ControllerStateMachineTests.plans(m.tick(now: .milliseconds(10_500))).isEmpty)
+        #expect(ControllerStateMachineTests.plans(m.tick(now: .seconds(11))).count == 1)
+    }
+}
