@@ -29,6 +29,28 @@ final class ClusterMember: Service, Sendable {
         machine = Mutex(StateMachine(brokerID: broker.configuration.brokerID, drainTimeout: settings.drainTimeout))
     }
 
+    /// The incarnation the controller knows this broker by: the process's own at first; a new
+    /// one each time it registers again after the controller forgot it (its lease ran out while
+    /// it was cut off or paused), since its clients have meanwhile been sent elsewhere and it
+    /// rejoins as a new member.
+    private let membership = Mutex<(incarnation: String, registrations: Int)>(("", 0))
+
+    var incarnation: String {
+        membership.withLock { $0.registrations == 0 ? broker.incarnation : $0.incarnation }
+    }
+
+    /// The incarnation for the next registration: the process's own the first time, a new one after.
+    private func nextIncarnation() -> String {
+        membership.withLock { m in m.registrations == 0 ? broker.incarnation : "\(broker.incarnation).\(m.registrations)" }
+    }
+
+    private func registered(as incarnation: String) {
+        membership.withLock { m in
+            m.incarnation = incarnation
+            m.registrations += 1
+        }
+    }
+
     /// The controller's discovery list as of the last heartbeat.
     var view: ClusterView? { machine.withLock { $0.view } }
 
@@ -58,7 +80,7 @@ final class ClusterMember: Service, Sendable {
         }
         if step({ $0.shutdown() }).contains(.deregister) {
             do {
-                try await client.deregister(id: broker.configuration.brokerID, incarnation: broker.incarnation)
+                try await client.deregister(id: broker.configuration.brokerID, incarnation: incarnation)
             } catch {
                 carryOut(step { $0.deregisterFailed("\(error)") })
             }
@@ -76,8 +98,11 @@ final class ClusterMember: Service, Sendable {
             for action in actions {
                 switch action {
                 case .register:
-                    next = await outcome(client) { timeout in
+                    var request = request
+                    request.incarnation = nextIncarnation()
+                    next = await outcome(client) { [request] timeout in
                         let reply = try await client.register(request, timeout: timeout)
+                        self.registered(as: request.incarnation)
                         return { $0.registered(reply) }
                     }
                 case .heartbeat:
@@ -85,12 +110,12 @@ final class ClusterMember: Service, Sendable {
                     let load = meter.sample(broker.currentLoad())
                     next = await outcome(client) { timeout in
                         let reply = try await client.heartbeat(
-                            id: self.broker.configuration.brokerID, incarnation: self.broker.incarnation, load: load, timeout: timeout)
+                            id: self.broker.configuration.brokerID, incarnation: self.incarnation, load: load, timeout: timeout)
                         return { $0.answered(reply) }
                     }
                 case .requestDrain:
                     next = await outcome(client) { timeout in
-                        let reply = try await client.drain(id: self.broker.configuration.brokerID, incarnation: self.broker.incarnation, timeout: timeout)
+                        let reply = try await client.drain(id: self.broker.configuration.brokerID, incarnation: self.incarnation, timeout: timeout)
                         return { $0.answered(reply) }
                     }
                 case .sleep(let duration):
@@ -136,7 +161,7 @@ final class ClusterMember: Service, Sendable {
                 case .requestDrain:
                     do {
                         let timeout = machine.withLock { $0.requestTimeout }
-                        let reply = try await client.drain(id: broker.configuration.brokerID, incarnation: broker.incarnation, timeout: timeout)
+                        let reply = try await client.drain(id: broker.configuration.brokerID, incarnation: incarnation, timeout: timeout)
                         let (clients, at) = (broker.sessions.identifiedCount, now)
                         next = step { $0.drainAccepted(reply, identifiedSessions: clients, now: at) }
                     } catch {
@@ -183,7 +208,7 @@ final class ClusterMember: Service, Sendable {
         case .registered:
             logger.info(
                 "registered with the controller",
-                metadata: ["controller": "\(controller)", "ws": "\(registration?.webSocketURL ?? "")", "incarnation": "\(broker.incarnation)"])
+                metadata: ["controller": "\(controller)", "ws": "\(registration?.webSocketURL ?? "")", "incarnation": "\(incarnation)"])
         case .forgotten(let reason):
             logger.warning("controller does not know this broker; registering again", metadata: ["reason": "\(reason)"])
         case .refused(let code, let message):
