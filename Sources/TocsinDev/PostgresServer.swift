@@ -30,8 +30,27 @@ public final class PostgresServer: Sendable {
     /// `tocsin` database. `settings` are extra `-c name=value` server settings. It listens on
     /// `listenAddresses` (e.g. a bridge's address besides 127.0.0.1, for network namespaces) and
     /// trusts clients from the `trusting` networks (CIDR, e.g. `NetworkNamespaces.subnet`) too.
+    ///
+    /// Async because it waits for programs (initdb, pg_ctl): the waiting happens on a thread of
+    /// its own (`offThePool`), never on one of Swift's few cooperative threads, which many
+    /// tests starting servers at once would otherwise all block.
     public static func start(
         durable: Bool = false, settings: [String] = [], port: Int? = nil, listenAddresses: [String] = ["127.0.0.1"], trusting: [String] = []
+    ) async throws -> PostgresServer {
+        // initdb is CPU-heavy: a whole test suite starting dozens at once would starve
+        // everything else of the machine's cores. A few at a time.
+        try await starting.run {
+            try await offThePool {
+                try startWaiting(durable: durable, settings: settings, port: port, listenAddresses: listenAddresses, trusting: trusting)
+            }
+        }
+    }
+
+    /// At most this many servers start at once in this process.
+    private static let starting = Limiter(3)
+
+    private static func startWaiting(
+        durable: Bool, settings: [String], port: Int?, listenAddresses: [String], trusting: [String]
     ) throws -> PostgresServer {
         let server = try PostgresServer(
             durable: durable, settings: settings, port: port ?? freePort(), listenAddresses: listenAddresses, trusting: trusting)
@@ -86,11 +105,15 @@ public final class PostgresServer: Sendable {
     deinit { destroy() }
 
     /// Starts the server again after `stop` or `kill` (same directory, same port).
-    public func restart() throws { try startServer() }
+    public func restart() async throws { try await Self.offThePool { try self.startServer() } }
 
     /// Stops the server: `fast` rolls back open transactions and closes connections cleanly;
     /// `immediate` drops everything at once, like a crash (recovery runs at the next start).
-    public func stop(immediate: Bool = false) throws {
+    public func stop(immediate: Bool = false) async throws {
+        try await Self.offThePool { try self.stopWaiting(immediate: immediate) }
+    }
+
+    private func stopWaiting(immediate: Bool) throws {
         try run(binaries + "/pg_ctl", ["stop", "-w", "-D", dataDirectory, "-m", immediate ? "immediate" : "fast"])
     }
 
@@ -101,27 +124,41 @@ public final class PostgresServer: Sendable {
     }
 
     /// SIGKILLs the postmaster (its backends end when they notice it is gone).
-    public func kill() {
+    public func kill() async {
         guard let pid = postmasterPID else { return }
         Glibc.kill(pid, SIGKILL)
         // Its backends hold the port and shared memory until they exit.
-        let deadline = ContinuousClock.now + .seconds(10)
-        while Glibc.kill(pid, 0) == 0, ContinuousClock.now < deadline { usleep(10_000) }
+        _ = try? await Self.offThePool {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while Glibc.kill(pid, 0) == 0, ContinuousClock.now < deadline { usleep(10_000) }
+        }
     }
 
     private let destroyed = Atomic<Bool>(false)
+
+    /// Runs `body`, which waits for child processes, on a thread of its own, off Swift's
+    /// cooperative pool.
+    public static func offThePool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+        }
+    }
 
     /// Stops the server (immediately) and deletes its directory. Also done when the last
     /// reference goes away, so a failing test leaves no server running.
     public func destroy() {
         guard !destroyed.exchange(true, ordering: .relaxed) else { return }
-        if FileManager.default.fileExists(atPath: dataDirectory + "/postmaster.pid") { try? stop(immediate: true) }
+        if FileManager.default.fileExists(atPath: dataDirectory + "/postmaster.pid") { try? stopWaiting(immediate: true) }
         try? FileManager.default.removeItem(atPath: directory)
     }
 
     /// Runs `psql -c sql` against the `tocsin` database; returns its output (unaligned, tuples only).
     @discardableResult
-    public func psql(_ sql: String, database: String = "tocsin") throws -> String {
+    public func psql(_ sql: String, database: String = "tocsin") async throws -> String {
+        try await Self.offThePool { try self.psqlWaiting(sql, database: database) }
+    }
+
+    private func psqlWaiting(_ sql: String, database: String) throws -> String {
         try run(binaries + "/psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", "tocsin", "-d", database, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
     }
 
@@ -198,5 +235,26 @@ public final class PostgresServer: Sendable {
         _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
         _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// At most `limit` bodies run at once; the others wait their turn, first come first served.
+actor Limiter {
+    private let limit: Int
+    private var running = 0
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(_ limit: Int) { self.limit = limit }
+
+    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        if running < limit {
+            running += 1
+        } else {
+            await withCheckedContinuation { waiting.append($0) }
+        }
+        defer {
+            if waiting.isEmpty { running -= 1 } else { waiting.removeFirst().resume() }
+        }
+        return try await body()
     }
 }

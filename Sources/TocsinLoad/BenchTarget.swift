@@ -108,7 +108,7 @@ struct MeasuredBrokers: Sendable {
             case .sqlite: store = nil
             case .postgres(let url): store = url
             case .throwawayPostgres:
-                let server = try PostgresServer.start(
+                let server = try await PostgresServer.start(
                     durable: true, settings: ["fsync=on", "synchronous_commit=on"],
                     listenAddresses: ["127.0.0.1"] + (namespaces.map { [$0.bridgeAddress] } ?? []), trusting: namespaces.map { [$0.subnet] } ?? [])
                 database = server

@@ -42,7 +42,7 @@ struct ControllerFailoverTests {
     }
 
     static func start(brokers count: Int) async throws -> Network {
-        let database = try PostgresServer.start()
+        let database = try await PostgresServer.start()
         var network = Network(database: database, directory: TemporaryDirectory.make(), controllers: [], brokers: [])
         do {
             for _ in 0..<2 {

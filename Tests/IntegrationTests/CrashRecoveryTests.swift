@@ -78,7 +78,7 @@ struct CrashRecoveryTests {
         let environment = ["TOCSIN_TASK_EXECUTOR": executor]
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        let database = postgres ? try PostgresServer.start() : nil
+        let database = postgres ? try await PostgresServer.start() : nil
         defer { database?.destroy() }
         let store = database.map { ["--store", $0.url] } ?? []
         var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory] + store, environment: environment)

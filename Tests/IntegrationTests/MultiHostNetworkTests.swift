@@ -32,7 +32,7 @@ struct MultiHostNetworkTests {
         try #require(getuid() == 0, "this test builds network namespaces and veth links (ip netns, ip link) and needs root; run it as root")
         let hosts = try NetworkNamespaces.create(count: 3)
         defer { hosts.destroy() }
-        let database = try PostgresServer.start(listenAddresses: ["127.0.0.1", hosts.bridgeAddress], trusting: [hosts.subnet])
+        let database = try await PostgresServer.start(listenAddresses: ["127.0.0.1", hosts.bridgeAddress], trusting: [hosts.subnet])
         defer { database.destroy() }
         var configuration = LocalNetwork.Configuration(directory: TemporaryDirectory.make())
         defer { TemporaryDirectory.remove(configuration.directory) }

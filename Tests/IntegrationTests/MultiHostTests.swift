@@ -22,7 +22,7 @@ struct MultiHostTests {
             getuid() == 0,
             "this test builds network namespaces, veth pairs and a bridge (ip netns, ip link) and needs root; run it as root")
         let network = try NetworkNamespaces.create(count: 2)
-        let database = try PostgresServer.start(listenAddresses: ["127.0.0.1", network.bridgeAddress], trusting: [network.subnet])
+        let database = try await PostgresServer.start(listenAddresses: ["127.0.0.1", network.bridgeAddress], trusting: [network.subnet])
         defer { database.destroy() }
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }

@@ -48,7 +48,7 @@ struct NetworkTests {
     /// A network of `brokers` on `store` (for PostgreSQL, a throwaway server of its own).
     static func network(brokers: Int, store: SharedStore) async throws -> (LocalNetwork, PostgresServer?) {
         var configuration = LocalNetwork.Configuration(directory: TemporaryDirectory.make())
-        let database = store == .postgres ? try PostgresServer.start() : nil
+        let database = store == .postgres ? try await PostgresServer.start() : nil
         configuration.store = database?.url
         configuration.brokers = brokers
         configuration.executable = ServerProcess.tocsinBinary

@@ -11,14 +11,14 @@ import TocsinTesting
 /// change feed across them, migrations racing, and outages of the database itself.
 @Suite(.timeLimit(.minutes(2)))
 struct PostgresStoreTests {
-    static func open(_ server: PostgresServer, timeout: Double = 5) async throws -> PostgresStore {
+    static func open(_ server: PostgresServer, timeout: Double = 30) async throws -> PostgresStore {
         var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: server.url + "?timeout=\(timeout)"))
         configuration.pollInterval = .milliseconds(100)
         return try await PostgresStore.open(configuration)
     }
 
     static func withServer<T>(_ body: (PostgresServer) async throws -> T) async throws -> T {
-        let server = try PostgresServer.start()
+        let server = try await PostgresServer.start()
         defer { server.destroy() }
         return try await body(server)
     }
@@ -30,7 +30,7 @@ struct PostgresStoreTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(stores.count == 4)
-            #expect(try server.psql("SELECT version FROM tocsin_migrations ORDER BY version") == "1\n2\n")
+            #expect(try await server.psql("SELECT version FROM tocsin_migrations ORDER BY version") == "1\n2\n")
             _ = try await stores[0].putStream(Fixtures.unbounded, recreate: false)
             #expect(try await stores[3].stream(named: "u") != nil)
         }
@@ -109,14 +109,14 @@ struct PostgresStoreTests {
                 _ = try? await store.putStream(Fixtures.unbounded, recreate: false)
                 return try? await store.append(stream: "u", events: [#"{"n":1}"#])
             }
-            try server.stop()
+            try await server.stop()
             let started = ContinuousClock.now
             let error = await #expect(throws: TocsinError.self) { _ = try await store.append(stream: "u", events: [#"{"n":2}"#]) }
             #expect(error?.code == .storeUnavailable, "\(String(describing: error))")
             #expect(ContinuousClock.now - started < .seconds(10), "failed by the timeout, not hanging on the dead server")
             let readError = await #expect(throws: TocsinError.self) { _ = try await store.readEvents(stream: "u", after: 0, limit: 10) }
             #expect(readError?.code == .storeUnavailable)
-            try server.restart()
+            try await server.restart()
             let after = try await waitForValue("the store answers again", timeout: .seconds(30)) {
                 try? await store.append(stream: "u", events: [#"{"n":3}"#])
             }

@@ -26,7 +26,7 @@ struct StoreFactory: Sendable, CustomTestStringConvertible {
     static let sqlite = StoreFactory(name: "SQLite") { SQLiteHome() }
 
     /// A throwaway PostgreSQL server of its own (fsync off), started for the test and removed after it.
-    static let postgres = StoreFactory(name: "PostgreSQL") { try PostgresHome() }
+    static let postgres = StoreFactory(name: "PostgreSQL") { try await PostgresHome.make() }
 
     /// Runs `body` with a fresh home, removed afterwards (also when `body` throws).
     func withHome<T>(_ body: (any StoreHome) async throws -> T) async throws -> T {
@@ -92,11 +92,15 @@ struct SQLiteHome: StoreHome {
 struct PostgresHome: StoreHome {
     let server: PostgresServer
 
-    init() throws { server = try PostgresServer.start() }
+    init(server: PostgresServer) { self.server = server }
+
+    static func make() async throws -> PostgresHome { PostgresHome(server: try await PostgresServer.start()) }
 
     func open(_ options: StoreOptions) async throws -> any Store {
         var configuration = PostgresStore.Configuration(
-            location: try PostgresLocation(parsing: server.url), publishKeyWindow: options.publishKeyWindow, maxBytes: options.maxBytes)
+            // A long operation timeout: these tests are about what is stored, and the whole suite
+            // beside them can make a first connection slow (outages: PostgresStoreTests).
+            location: try PostgresLocation(parsing: server.url + "?timeout=30"), publishKeyWindow: options.publishKeyWindow, maxBytes: options.maxBytes)
         configuration.pollInterval = .milliseconds(100)
         configuration.nowMillis = options.nowMillis
         return try await StoreConfiguration.postgres(configuration).open(logger: .init(label: "tocsin.store"))

@@ -140,39 +140,52 @@ final class PostgresConnections: Sendable {
         }
     }
 
-    /// `body`'s result, or `store_unavailable` once `timeout` passes (the work is then
-    /// cancelled and left to end on its own: a query in flight ends with its connection).
+    /// `body`'s result, or `store_unavailable` once `timeout` passes, or `CancellationError`
+    /// at once when the calling task is cancelled (a service stopping must not wait out a
+    /// dead database). The work is then cancelled and left to end on its own: a query in
+    /// flight ends with its connection.
     static func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
         let race = Race<T>()
-        return try await withCheckedThrowingContinuation { continuation in
-            race.pending.withLock { $0 = continuation }
-            let work = Task {
-                let result: Result<T, any Error>
-                do { result = .success(try await body()) } catch { result = .failure(error) }
-                race.settle(with: result)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                race.pending.withLock { $0 = continuation }
+                let work = Task {
+                    let result: Result<T, any Error>
+                    do { result = .success(try await body()) } catch { result = .failure(error) }
+                    race.settle(with: result)
+                }
+                let timer = Task {
+                    try? await Task.sleep(for: timeout)
+                    guard !Task.isCancelled else { return }
+                    race.settle(with: .failure(TocsinError.storeUnavailable("no answer within \(timeout)")))
+                }
+                race.tasks.withLock { $0 = (work, timer) }
+                // Cancelled before the continuation was recorded (the handler found nothing to settle).
+                if Task.isCancelled { race.settle(with: .failure(CancellationError())) }
+                // Settled before the tasks were recorded (done at once, or cancelled meanwhile).
+                if race.pending.withLock({ $0 == nil }) { race.cancelTasks() }
             }
-            let timer = Task {
-                try? await Task.sleep(for: timeout)
-                guard !Task.isCancelled else { return }
-                if race.settle(with: .failure(TocsinError.storeUnavailable("no answer within \(timeout)"))) { work.cancel() }
-            }
-            race.timer.withLock { $0 = timer }
-            // The work may have finished before the timer was recorded.
-            if race.pending.withLock({ $0 == nil }) { timer.cancel() }
+        } onCancel: {
+            race.settle(with: .failure(CancellationError()))
         }
     }
 
     /// The work and the timer of `withDeadline`: whichever settles first wins.
     private final class Race<T: Sendable>: Sendable {
         let pending = Mutex<CheckedContinuation<T, any Error>?>(nil)
-        let timer = Mutex<Task<Void, Never>?>(nil)
+        let tasks = Mutex<(work: Task<Void, Never>, timer: Task<Void, Never>)?>(nil)
 
-        @discardableResult
-        func settle(with result: Result<T, any Error>) -> Bool {
-            guard let continuation = pending.withLock({ p in defer { p = nil }; return p }) else { return false }
+        /// Resumes the caller with the first result; the work and the timer are then cancelled.
+        func settle(with result: Result<T, any Error>) {
+            guard let continuation = pending.withLock({ p in defer { p = nil }; return p }) else { return }
             continuation.resume(with: result)
-            timer.withLock { $0 }?.cancel()
-            return true
+            cancelTasks()
+        }
+
+        func cancelTasks() {
+            guard let (work, timer) = tasks.withLock({ $0 }) else { return }
+            work.cancel()
+            timer.cancel()
         }
     }
 }
