@@ -34,7 +34,9 @@ extension PostgresStore {
                 if connected.load(ordering: .relaxed) { failures = 0 }
                 failures += 1
                 if failures == 1 || failures % 60 == 0 {
-                    logger.warning("the store's change listener lost its connection; polling until it is back", metadata: ["error": "\(error)"])
+                    logger.warning(
+                        "the store's change listener lost its connection; polling until it is back",
+                        metadata: ["error": "\(TocsinError.fromPostgres(error))"])
                 }
             }
             try? await Task.sleep(for: .milliseconds(min(200 * failures, 2000)))
