@@ -37,6 +37,32 @@ public final class PostgresServer: Sendable {
         return server
     }
 
+    /// Starts a streaming-replication standby of `primary` on a port of its own: `pg_basebackup -R`
+    /// copies the primary's data (the primary needs `wal_level=replica` and `max_wal_senders`;
+    /// `initdb -A trust` lets loopback replication connections in) and writes the
+    /// `primary_conninfo` that makes the copy follow it. A primary with
+    /// `synchronous_standby_names='*'` waits at each commit until this standby has the WAL.
+    /// `promote()` makes it a primary that takes writes.
+    public static func startStandby(of primary: PostgresServer, durable: Bool = false, settings: [String] = []) throws -> PostgresServer {
+        let standby = try PostgresServer(durable: durable, settings: settings, port: freePort())
+        do {
+            try standby.run(standby.binaries + "/pg_basebackup", [
+                "-h", "127.0.0.1", "-p", "\(primary.port)", "-U", "tocsin", "-D", standby.dataDirectory,
+                "-R", "-X", "stream", "-c", "fast", "--no-sync",
+            ])
+            try standby.startServer()
+        } catch {
+            standby.destroy()
+            throw error
+        }
+        return standby
+    }
+
+    /// Makes a standby a primary (`pg_ctl promote`), waiting until it accepts writes.
+    public func promote() throws {
+        try run(binaries + "/pg_ctl", ["promote", "-w", "-t", "60", "-D", dataDirectory])
+    }
+
     private init(durable: Bool, settings: [String], port: Int) throws {
         binaries = try Self.findBinaries()
         directory = NSTemporaryDirectory() + "tocsin-pg-\(UUID().uuidString.prefix(8))"

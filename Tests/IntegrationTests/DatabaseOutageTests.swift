@@ -1,0 +1,300 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TocsinClient
+import TocsinCore
+import TocsinDev
+import TocsinLoad
+import TocsinTesting
+
+/// Real `tocsin serve` processes on a real PostgreSQL that goes away under load: stopped and
+/// restarted, or a primary SIGKILLed and its synchronous standby promoted. Publishes during the
+/// outage are refused with the retryable `store_unavailable` (503, Retry-After), never
+/// acknowledged; WebSocket subscribers stay connected; afterwards every subscriber has every
+/// event of the stream exactly once, in seq order, with no gap.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct DatabaseOutageTests {
+    static let logger: Logger = {
+        var logger = Logger(label: "outage-test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    /// Publishes one event at a time over HTTP at a steady rate, each with a key of its own, and
+    /// records what each publish came to and when.
+    final class KeyedFeed: Sendable {
+        struct Outcome: Sendable {
+            var key: Int
+            var started: ContinuousClock.Instant
+            var ended: ContinuousClock.Instant
+            /// The HTTP status; 0 when no answer came.
+            var status: Int
+            var code: String?
+            var retryAfter: String?
+            var seq: Int64?
+        }
+
+        let kind: String
+        let urls: [String]
+        let outcomes = Mutex<[Outcome]>([])
+        /// key -> the seq its publish was acknowledged with.
+        let acknowledged = Mutex<[Int: Int64]>([:])
+        let refused = Atomic<Int>(0)
+        private let stopped = Atomic<Bool>(false)
+
+        /// Publishes to `urls` (broker HTTP URLs) in turn.
+        init(urls: [String], kind: String) {
+            self.urls = urls
+            self.kind = kind
+        }
+
+        var count: Int { acknowledged.withLock { $0.count } }
+
+        func stop() { stopped.store(true, ordering: .relaxed) }
+
+        /// Publishes new keys every `1/rate` s until `stop()`.
+        func run(rate: Int) async {
+            let start = ContinuousClock.now
+            var n = 0
+            while !stopped.load(ordering: .relaxed), !Task.isCancelled {
+                let due = start + .seconds(Double(n) / Double(rate))
+                if due > ContinuousClock.now { try? await Task.sleep(until: due) }
+                n += 1
+                await publish(key: n)
+            }
+        }
+
+        /// Publishes event `key` once; returns whether it was acknowledged.
+        @discardableResult
+        func publish(key: Int) async -> Bool {
+            let url = urls[key % urls.count] + "/v1/streams/emergencies/events"
+            let event = Feed.event(kind: kind, sent: Monotonic.nanos())
+            let started = ContinuousClock.now
+            var outcome = Outcome(key: key, started: started, ended: started, status: 0)
+            do {
+                let reply = try await HTTPCall.send(
+                    .POST, url, rawBody: event.serialized, headers: [("Idempotency-Key", "k\(key)")], timeout: .seconds(10))
+                outcome.status = reply.status
+                outcome.code = reply.body["error"]?["code"]?.stringValue
+                outcome.retryAfter = reply.headers["retry-after"]
+                outcome.seq = reply.body["seq"]?.intValue
+            } catch {
+                outcome.code = "no answer: \(error)"
+            }
+            outcome.ended = ContinuousClock.now
+            let final = outcome
+            outcomes.withLock { $0.append(final) }
+            if (200..<300).contains(final.status), let seq = final.seq {
+                acknowledged.withLock { $0[key] = seq }
+                return true
+            }
+            refused.add(1, ordering: .relaxed)
+            return false
+        }
+
+        /// Publishes every key that was not acknowledged again, with its key, until each is.
+        func publishRefusedAgain(upTo last: Int) async throws {
+            for key in 1...last where acknowledged.withLock({ $0[key] == nil }) {
+                try await waitUntil("key \(key) acknowledged on a retry", timeout: .seconds(20)) { await self.publish(key: key) }
+            }
+        }
+
+        /// Publishes that succeeded though they were sent and answered entirely within `window`.
+        func acknowledged(within window: Range<ContinuousClock.Instant>) -> [Outcome] {
+            outcomes.withLock { $0.filter { window.contains($0.started) && $0.ended < window.upperBound && $0.seq != nil } }
+        }
+
+        /// Publishes refused other than with 503 `store_unavailable` and `Retry-After: 1`.
+        var refusedOtherwise: [Outcome] {
+            outcomes.withLock {
+                $0.filter { $0.seq == nil && !($0.status == 503 && $0.code == "store_unavailable" && $0.retryAfter == "1") }
+            }
+        }
+
+        var highestKey: Int { outcomes.withLock { $0.map(\.key).max() ?? 0 } }
+    }
+
+    /// Runs `body` on a thread of its own: `pg_ctl` waits, and must not hold a thread of the
+    /// cooperative pool that the subscribers and the publisher run on.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    static func audience(count: Int, seed: String, kind: String, prefix: String) -> Audience {
+        var configuration = Audience.Configuration(count: count, seeds: [seed], kind: kind)
+        configuration.initialBackoff = .milliseconds(200)
+        configuration.ackInterval = .milliseconds(100)
+        configuration.clientPrefix = prefix
+        return Audience(configuration: configuration, logger: logger)
+    }
+
+    static func serve(store url: String) async throws -> ServerProcess {
+        try await ServerProcess(arguments: ["serve", "--port", "0", "--store", url])
+    }
+
+    /// `GET /readyz`: the status and the error code.
+    static func readiness(_ base: String) async -> (Int, String?) {
+        guard let reply = try? await HTTPCall.send(.GET, base + "/readyz", timeout: .seconds(5)) else { return (0, nil) }
+        return (reply.status, reply.body["error"]?["code"]?.stringValue)
+    }
+
+    /// Every subscriber of every audience has exactly the seqs 1...last, in order: the stream
+    /// holds nothing but the feed's events, so any other list is a loss, a gap or a duplicate.
+    static func expectEverySubscriberHasAll(_ audiences: [Audience], last: Int64) {
+        let all = Array(1...last)
+        for audience in audiences {
+            for (i, probe) in audience.probes.enumerated() {
+                let seqs = probe.snapshot.seqs
+                if seqs != all {
+                    let missing = Set(all).subtracting(seqs).sorted()
+                    Issue.record(
+                        "subscriber \(audience.configuration.clientPrefix ?? "")-\(i): \(seqs.count) events, not \(last); missing \(missing.prefix(20)), out of order \(probe.snapshot.outOfOrder)"
+                    )
+                }
+            }
+        }
+    }
+
+    /// Two brokers on one PostgreSQL, 40 durable subscribers over both, a publisher with keys
+    /// at 50/s to both. PostgreSQL stops until eight publishes were refused, then starts again.
+    @Test func aDatabaseRestartUnderLoadLosesNothingAndDropsNoSubscriber() async throws {
+        let database = try await Self.blocking { try PostgresServer.start() }
+        defer { database.destroy() }
+        let store = database.url + "?timeout=1"
+        let first = try await Self.serve(store: store)
+        let second = try await Self.serve(store: store)
+        defer {
+            first.kill(SIGKILL)
+            second.kill(SIGKILL)
+        }
+        let bases = [first, second].map { "http://127.0.0.1:\($0.port)" }
+        let kind = "outage-\(UInt32.random(in: 0...UInt32.max))"
+        let audiences = [
+            Self.audience(count: 20, seed: bases[0], kind: kind, prefix: kind + "-a"),
+            Self.audience(count: 20, seed: bases[1], kind: kind, prefix: kind + "-b"),
+        ]
+        async let _ = audiences[0].run()
+        async let _ = audiences[1].run()
+        try await waitUntil("every subscriber connected", timeout: .seconds(30)) { audiences.allSatisfy(\.allConnected) }
+
+        let feed = KeyedFeed(urls: bases, kind: kind)
+        async let publishing: Void = feed.run(rate: 50)
+        try await waitUntil("100 publishes acknowledged") { feed.count >= 100 }
+
+        try await Self.blocking { try database.stop() }
+        let stopped = ContinuousClock.now
+        let refusedBefore = feed.refused.load(ordering: .relaxed)
+        try await waitUntil("8 publishes refused during the outage", timeout: .seconds(30)) {
+            feed.refused.load(ordering: .relaxed) >= refusedBefore + 8
+        }
+        let readiness = try await waitForValue("both brokers say they are not ready", timeout: .seconds(10)) { () -> [String?]? in
+            var codes: [String?] = []
+            for base in bases {
+                let (status, code) = await Self.readiness(base)
+                guard status == 503 else { return nil }
+                codes.append(code)
+            }
+            return codes
+        }
+        #expect(readiness == ["store_unavailable", "store_unavailable"])
+        let restarting = ContinuousClock.now
+        try await Self.blocking { try database.restart() }
+
+        let afterRestart = feed.count
+        try await waitUntil("100 publishes acknowledged after the restart", timeout: .seconds(30)) { feed.count >= afterRestart + 100 }
+        feed.stop()
+        await publishing
+        try await feed.publishRefusedAgain(upTo: feed.highestKey)
+
+        #expect(feed.acknowledged(within: stopped..<restarting).isEmpty, "nothing was acknowledged while the database was down")
+        let odd = feed.refusedOtherwise
+        #expect(odd.isEmpty, "every refusal was 503 store_unavailable with Retry-After: 1: \(odd.prefix(5))")
+        let acknowledged = feed.acknowledged.withLock { $0 }
+        let seqs = Set(acknowledged.values)
+        #expect(seqs.count == acknowledged.count, "each key stored once")
+        let last = Int64(acknowledged.count)
+        #expect(seqs == Set(1...last), "the stream holds exactly the acknowledged events")
+        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
+            audiences.allSatisfy { $0.received(all: seqs) }
+        }
+        Self.expectEverySubscriberHasAll(audiences, last: last)
+        for audience in audiences {
+            #expect(audience.probes.allSatisfy { $0.snapshot.connections == 1 }, "no subscriber lost its WebSocket")
+        }
+        // The acks taken during the outage reach the store once it is back.
+        try await waitUntil("every subscription's ack stored", timeout: .seconds(20)) {
+            (try? database.psql("SELECT count(*) FROM subscriptions WHERE acked_seq < \(last)")) == "0\n"
+        }
+        #expect(await Self.readiness(bases[0]).0 == 200)
+    }
+
+    /// A primary with a synchronous standby, a broker given both hosts, subscribers and a
+    /// publisher with keys on it. The primary is SIGKILLed; publishes are refused until the
+    /// standby is promoted, then the broker follows it and nothing acknowledged is missing.
+    @Test func aBrokerFollowsAPromotedStandbyAndLosesNothingAcknowledged() async throws {
+        let primary = try await Self.blocking {
+            try PostgresServer.start(durable: true, settings: ["wal_level=replica", "max_wal_senders=5", "synchronous_commit=on"])
+        }
+        defer { primary.destroy() }
+        let standby = try await Self.blocking { try PostgresServer.startStandby(of: primary) }
+        defer { standby.destroy() }
+        // Synchronous only once the standby follows: until then every commit would wait for it.
+        try primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        try primary.psql("SELECT pg_reload_conf()")
+        try await waitUntil("the standby replicates synchronously", timeout: .seconds(30)) {
+            (try? primary.psql("SELECT sync_state FROM pg_stat_replication")) == "sync\n"
+        }
+        let broker = try await Self.serve(
+            store: "postgres://tocsin@127.0.0.1:\(primary.port),127.0.0.1:\(standby.port)/tocsin?timeout=1")
+        defer { broker.kill(SIGKILL) }
+        let base = "http://127.0.0.1:\(broker.port)"
+        let kind = "failover-\(UInt32.random(in: 0...UInt32.max))"
+        let audience = Self.audience(count: 20, seed: base, kind: kind, prefix: kind)
+        async let _ = audience.run()
+        try await waitUntil("every subscriber connected", timeout: .seconds(30)) { audience.allConnected }
+
+        let feed = KeyedFeed(urls: [base], kind: kind)
+        async let publishing: Void = feed.run(rate: 50)
+        try await waitUntil("100 publishes acknowledged") { feed.count >= 100 }
+
+        try await Self.blocking { primary.kill() }
+        let killed = ContinuousClock.now
+        let refusedBefore = feed.refused.load(ordering: .relaxed)
+        try await waitUntil("10 publishes refused with the primary gone", timeout: .seconds(30)) {
+            feed.refused.load(ordering: .relaxed) >= refusedBefore + 10
+        }
+        #expect(await Self.readiness(base) == (503, "store_unavailable"))
+        let promoting = ContinuousClock.now
+        try await Self.blocking { try standby.promote() }
+
+        let afterPromotion = feed.count
+        try await waitUntil("100 publishes acknowledged by the promoted standby", timeout: .seconds(30)) {
+            feed.count >= afterPromotion + 100
+        }
+        feed.stop()
+        await publishing
+        try await feed.publishRefusedAgain(upTo: feed.highestKey)
+
+        #expect(feed.acknowledged(within: killed..<promoting).isEmpty, "nothing was acknowledged with no primary")
+        let odd = feed.refusedOtherwise
+        #expect(odd.isEmpty, "every refusal was 503 store_unavailable with Retry-After: 1: \(odd.prefix(5))")
+        let acknowledged = feed.acknowledged.withLock { $0 }
+        let seqs = Set(acknowledged.values)
+        #expect(seqs.count == acknowledged.count, "each key stored once")
+        let last = Int64(acknowledged.count)
+        #expect(seqs == Set(1...last), "the promoted standby holds exactly the acknowledged events")
+        #expect(try standby.psql("SELECT last_seq FROM streams WHERE name = 'emergencies'") == "\(last)\n")
+        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
+            audience.received(all: seqs)
+        }
+        Self.expectEverySubscriberHasAll([audience], last: last)
+        #expect(audience.probes.allSatisfy { $0.snapshot.connections == 1 }, "no subscriber lost its WebSocket")
+        try await waitUntil("every subscription's ack stored on the promoted standby", timeout: .seconds(20)) {
+            (try? standby.psql("SELECT count(*) FROM subscriptions WHERE acked_seq < \(last)")) == "0\n"
+        }
+        #expect(await Self.readiness(base).0 == 200)
+    }
+}
