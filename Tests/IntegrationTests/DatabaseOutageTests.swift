@@ -6,6 +6,7 @@ import TocsinClient
 import TocsinCore
 import TocsinDev
 import TocsinLoad
+import TocsinStore
 import TocsinTesting
 
 /// Real `tocsin serve` processes on a real PostgreSQL that goes away under load: stopped and
@@ -296,5 +297,37 @@ struct DatabaseOutageTests {
             (try? standby.psql("SELECT count(*) FROM subscriptions WHERE acked_seq < \(last)")) == "0\n"
         }
         #expect(await Self.readiness(base).0 == 200)
+    }
+
+    /// A client that comes back while the database is down is refused whole, with the
+    /// retryable `store_unavailable`, on a connection it may keep: once the database is back,
+    /// the same hello on the same connection resumes its subscription and replays what it missed.
+    @Test func aHelloDuringAnOutageIsRefusedWholeAndWorksOnTheSameConnectionOnceTheDatabaseIsBack() async throws {
+        let database = try await Self.blocking { try PostgresServer.start() }
+        defer { database.destroy() }
+        let configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: database.url + "?timeout=1"))
+        try await TestBroker.with(store: { _ in .postgres(configuration) }) { broker in
+            let subscription = try await Connection.run(url: broker.webSocketURL, logger: Self.logger) { connection in
+                _ = try await connection.hello(client: "comes-back")
+                return try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "resume"])
+            }
+            // Published while the client was away.
+            for _ in 1...20 {
+                _ = try await broker.broker.publish(stream: "emergencies", events: [Feed.event(kind: "resume", sent: 0)])
+            }
+            try await Connection.run(url: broker.webSocketURL, logger: Self.logger) { connection in
+                let inbox = Inbox(connection)
+                try await Self.blocking { try database.stop() }
+                let refused = await #expect(throws: TocsinError.self) { _ = try await connection.hello(client: "comes-back") }
+                #expect(refused?.code == .storeUnavailable, "\(String(describing: refused))")
+                try await Self.blocking { try database.restart() }
+                let welcome = try await waitForValue("the same connection's hello is answered", timeout: .seconds(30)) {
+                    try? await connection.hello(client: "comes-back")
+                }
+                #expect(welcome.subscriptions.map(\.subscription) == [subscription.subscription])
+                let notifications = try await inbox.notifications(20)
+                #expect(notifications.map(\.seq) == Array(1...20), "what it missed, replayed in order")
+            }
+        }
     }
 }
