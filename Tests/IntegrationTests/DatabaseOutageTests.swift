@@ -22,14 +22,16 @@ struct DatabaseOutageTests {
         return logger
     }()
 
-    /// Publishes one event at a time over HTTP at a steady rate, each with a key of its own, and
-    /// records what each publish came to and when.
+    /// Publishes one event at a time at a steady rate, each with a key of its own, over HTTP or,
+    /// every other one, on a WebSocket connection kept open throughout; records what each
+    /// publish came to and when.
     final class KeyedFeed: Sendable {
         struct Outcome: Sendable {
             var key: Int
             var started: ContinuousClock.Instant
             var ended: ContinuousClock.Instant
-            /// The HTTP status; 0 when no answer came.
+            var webSocket: Bool
+            /// The HTTP status; 0 on the WebSocket or when no answer came.
             var status: Int
             var code: String?
             var retryAfter: String?
@@ -42,6 +44,8 @@ struct DatabaseOutageTests {
         /// key -> the seq its publish was acknowledged with.
         let acknowledged = Mutex<[Int: Int64]>([:])
         let refused = Atomic<Int>(0)
+        /// The WebSocket connection publishes went on ended before `stop()`, with this error.
+        let webSocketLost = Mutex<String?>(nil)
         private let stopped = Atomic<Bool>(false)
 
         /// Publishes to `urls` (broker HTTP URLs) in turn.
@@ -54,39 +58,58 @@ struct DatabaseOutageTests {
 
         func stop() { stopped.store(true, ordering: .relaxed) }
 
-        /// Publishes new keys every `1/rate` s until `stop()`.
+        /// Publishes new keys every `1/rate` s until `stop()`: odd keys over HTTP, even ones on a
+        /// WebSocket connection to the first broker.
         func run(rate: Int) async {
-            let start = ContinuousClock.now
-            var n = 0
-            while !stopped.load(ordering: .relaxed), !Task.isCancelled {
-                let due = start + .seconds(Double(n) / Double(rate))
-                if due > ContinuousClock.now { try? await Task.sleep(until: due) }
-                n += 1
-                await publish(key: n)
+            do {
+                let url = BaseURL.webSocketURL(forHTTP: urls[0])
+                try await Connection.run(url: url, logger: DatabaseOutageTests.logger) { connection in
+                    let start = ContinuousClock.now
+                    var n = 0
+                    while !self.stopped.load(ordering: .relaxed), !Task.isCancelled {
+                        let due = start + .seconds(Double(n) / Double(rate))
+                        if due > ContinuousClock.now { try? await Task.sleep(until: due) }
+                        n += 1
+                        await self.publish(key: n, on: n % 2 == 0 ? connection : nil)
+                    }
+                }
+            } catch {
+                webSocketLost.withLock { $0 = "\(error)" }
             }
         }
 
-        /// Publishes event `key` once; returns whether it was acknowledged.
+        /// Publishes event `key` once, on `connection` or else over HTTP; returns whether it
+        /// was acknowledged.
         @discardableResult
-        func publish(key: Int) async -> Bool {
+        func publish(key: Int, on connection: Connection? = nil) async -> Bool {
             let url = urls[key % urls.count] + "/v1/streams/emergencies/events"
             let event = Feed.event(kind: kind, sent: Monotonic.nanos())
             let started = ContinuousClock.now
-            var outcome = Outcome(key: key, started: started, ended: started, status: 0)
-            do {
-                let reply = try await HTTPCall.send(
-                    .POST, url, rawBody: event.serialized, headers: [("Idempotency-Key", "k\(key)")], timeout: .seconds(10))
-                outcome.status = reply.status
-                outcome.code = reply.body["error"]?["code"]?.stringValue
-                outcome.retryAfter = reply.headers["retry-after"]
-                outcome.seq = reply.body["seq"]?.intValue
-            } catch {
-                outcome.code = "no answer: \(error)"
+            var outcome = Outcome(key: key, started: started, ended: started, webSocket: connection != nil, status: 0)
+            if let connection {
+                do {
+                    outcome.seq = try await connection.publish(stream: "emergencies", events: [event], key: "k\(key)").first
+                } catch let error as TocsinError {
+                    outcome.code = error.code.rawValue
+                } catch {
+                    outcome.code = "no answer: \(error)"
+                }
+            } else {
+                do {
+                    let reply = try await HTTPCall.send(
+                        .POST, url, rawBody: event.serialized, headers: [("Idempotency-Key", "k\(key)")], timeout: .seconds(10))
+                    outcome.status = reply.status
+                    outcome.code = reply.body["error"]?["code"]?.stringValue
+                    outcome.retryAfter = reply.headers["retry-after"]
+                    outcome.seq = (200..<300).contains(reply.status) ? reply.body["seq"]?.intValue : nil
+                } catch {
+                    outcome.code = "no answer: \(error)"
+                }
             }
             outcome.ended = ContinuousClock.now
             let final = outcome
             outcomes.withLock { $0.append(final) }
-            if (200..<300).contains(final.status), let seq = final.seq {
+            if let seq = final.seq {
                 acknowledged.withLock { $0[key] = seq }
                 return true
             }
@@ -106,12 +129,17 @@ struct DatabaseOutageTests {
             outcomes.withLock { $0.filter { window.contains($0.started) && $0.ended < window.upperBound && $0.seq != nil } }
         }
 
-        /// Publishes refused other than with 503 `store_unavailable` and `Retry-After: 1`.
+        /// Publishes refused other than with `store_unavailable` (over HTTP: 503 and `Retry-After: 1`).
         var refusedOtherwise: [Outcome] {
             outcomes.withLock {
-                $0.filter { $0.seq == nil && !($0.status == 503 && $0.code == "store_unavailable" && $0.retryAfter == "1") }
+                $0.filter { o in
+                    o.seq == nil && !(o.code == "store_unavailable" && (o.webSocket || (o.status == 503 && o.retryAfter == "1")))
+                }
             }
         }
+
+        /// Refusals on the WebSocket connection.
+        var refusedOnTheWebSocket: Int { outcomes.withLock { $0.count { $0.webSocket && $0.seq == nil } } }
 
         var highestKey: Int { outcomes.withLock { $0.map(\.key).max() ?? 0 } }
     }
@@ -212,7 +240,9 @@ struct DatabaseOutageTests {
 
         #expect(feed.acknowledged(within: stopped..<restarting).isEmpty, "nothing was acknowledged while the database was down")
         let odd = feed.refusedOtherwise
-        #expect(odd.isEmpty, "every refusal was 503 store_unavailable with Retry-After: 1: \(odd.prefix(5))")
+        #expect(odd.isEmpty, "every refusal was store_unavailable (503 with Retry-After: 1 over HTTP): \(odd.prefix(5))")
+        #expect(feed.refusedOnTheWebSocket > 0, "publishes on the WebSocket were refused too")
+        #expect(feed.webSocketLost.withLock { $0 } == nil, "the publisher's WebSocket stayed open")
         let acknowledged = feed.acknowledged.withLock { $0 }
         let seqs = Set(acknowledged.values)
         #expect(seqs.count == acknowledged.count, "each key stored once")
@@ -281,7 +311,9 @@ struct DatabaseOutageTests {
 
         #expect(feed.acknowledged(within: killed..<promoting).isEmpty, "nothing was acknowledged with no primary")
         let odd = feed.refusedOtherwise
-        #expect(odd.isEmpty, "every refusal was 503 store_unavailable with Retry-After: 1: \(odd.prefix(5))")
+        #expect(odd.isEmpty, "every refusal was store_unavailable (503 with Retry-After: 1 over HTTP): \(odd.prefix(5))")
+        #expect(feed.refusedOnTheWebSocket > 0, "publishes on the WebSocket were refused too")
+        #expect(feed.webSocketLost.withLock { $0 } == nil, "the publisher's WebSocket stayed open")
         let acknowledged = feed.acknowledged.withLock { $0 }
         let seqs = Set(acknowledged.values)
         #expect(seqs.count == acknowledged.count, "each key stored once")
