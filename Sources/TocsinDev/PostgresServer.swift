@@ -11,7 +11,11 @@ import Glibc
 /// `pg_config --bindir`); PostgreSQL refuses to run as root, so as root they run as the
 /// `postgres` account (`runuser`).
 ///
-/// `durable: false` (tests) turns fsync off: the tests kill processes, not the machine.
+/// `durable: false` (tests) turns fsync off: the tests kill processes, not the machine. Commits
+/// stay synchronous (`synchronous_commit` on): each one's WAL is written to the kernel before it
+/// is acknowledged, so a server SIGKILLed or stopped with `immediate` loses nothing it
+/// acknowledged. (With `synchronous_commit=off` it would lose the last commits, and their seqs
+/// would be given again to other events.)
 public final class PostgresServer: Sendable {
     public let directory: String
     public let port: Int
@@ -68,7 +72,7 @@ public final class PostgresServer: Sendable {
         directory = NSTemporaryDirectory() + "tocsin-pg-\(UUID().uuidString.prefix(8))"
         self.port = port
         var all = ["port=\(port)", "listen_addresses=127.0.0.1", "max_connections=300", "unix_socket_directories=" + directory]
-        if !durable { all += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] }
+        if !durable { all += ["fsync=off", "full_page_writes=off"] }
         extraSettings = all + settings
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if getuid() == 0, let account = getpwnam("postgres") {
