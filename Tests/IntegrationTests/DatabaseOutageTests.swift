@@ -170,6 +170,37 @@ struct DatabaseOutageTests {
         return (reply.status, reply.body["error"]?["code"]?.stringValue)
     }
 
+    /// After an outage and once every refused publish was sent again: nothing was acknowledged
+    /// during `outage`; every refusal was `store_unavailable`; no WebSocket closed; `database`
+    /// holds each key's event once, as seqs 1...N; every subscriber has exactly those, in order;
+    /// and every subscription's acknowledged position reached the store.
+    static func expectNothingLost(
+        feed: KeyedFeed, outage: Range<ContinuousClock.Instant>, audiences: [Audience], database: PostgresServer
+    ) async throws {
+        #expect(feed.acknowledged(within: outage).isEmpty, "nothing was acknowledged while the database was out of reach")
+        let odd = feed.refusedOtherwise
+        #expect(odd.isEmpty, "every refusal was store_unavailable (503 with Retry-After: 1 over HTTP): \(odd.prefix(5))")
+        #expect(feed.refusedOnTheWebSocket > 0, "publishes on the WebSocket were refused too")
+        #expect(feed.webSocketLost.withLock { $0 } == nil, "the publisher's WebSocket stayed open")
+        let acknowledged = feed.acknowledged.withLock { $0 }
+        let seqs = Set(acknowledged.values)
+        #expect(seqs.count == acknowledged.count, "each key stored once")
+        let last = Int64(acknowledged.count)
+        #expect(seqs == Set(1...last), "the stream holds exactly the acknowledged events")
+        #expect(try database.psql("SELECT last_seq FROM streams WHERE name = 'emergencies'") == "\(last)\n")
+        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
+            audiences.allSatisfy { $0.received(all: seqs) }
+        }
+        expectEverySubscriberHasAll(audiences, last: last)
+        for audience in audiences {
+            #expect(audience.probes.allSatisfy { $0.snapshot.connections == 1 }, "no subscriber lost its WebSocket")
+        }
+        // The acks taken during the outage reach the store once it is back.
+        try await waitUntil("every subscription's ack stored", timeout: .seconds(20)) {
+            (try? database.psql("SELECT count(*) FROM subscriptions WHERE acked_seq < \(last)")) == "0\n"
+        }
+    }
+
     /// Every subscriber of every audience has exactly the seqs 1...last, in order: the stream
     /// holds nothing but the feed's events, so any other list is a loss, a gap or a duplicate.
     static func expectEverySubscriberHasAll(_ audiences: [Audience], last: Int64) {
@@ -241,27 +272,7 @@ struct DatabaseOutageTests {
         await publishing
         try await feed.publishRefusedAgain(upTo: feed.highestKey)
 
-        #expect(feed.acknowledged(within: stopped..<restarting).isEmpty, "nothing was acknowledged while the database was down")
-        let odd = feed.refusedOtherwise
-        #expect(odd.isEmpty, "every refusal was store_unavailable (503 with Retry-After: 1 over HTTP): \(odd.prefix(5))")
-        #expect(feed.refusedOnTheWebSocket > 0, "publishes on the WebSocket were refused too")
-        #expect(feed.webSocketLost.withLock { $0 } == nil, "the publisher's WebSocket stayed open")
-        let acknowledged = feed.acknowledged.withLock { $0 }
-        let seqs = Set(acknowledged.values)
-        #expect(seqs.count == acknowledged.count, "each key stored once")
-        let last = Int64(acknowledged.count)
-        #expect(seqs == Set(1...last), "the stream holds exactly the acknowledged events")
-        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
-            audiences.allSatisfy { $0.received(all: seqs) }
-        }
-        Self.expectEverySubscriberHasAll(audiences, last: last)
-        for audience in audiences {
-            #expect(audience.probes.allSatisfy { $0.snapshot.connections == 1 }, "no subscriber lost its WebSocket")
-        }
-        // The acks taken during the outage reach the store once it is back.
-        try await waitUntil("every subscription's ack stored", timeout: .seconds(20)) {
-            (try? database.psql("SELECT count(*) FROM subscriptions WHERE acked_seq < \(last)")) == "0\n"
-        }
+        try await Self.expectNothingLost(feed: feed, outage: stopped..<restarting, audiences: audiences, database: database)
         #expect(await Self.readiness(bases[0]).0 == 200)
     }
 
@@ -312,25 +323,7 @@ struct DatabaseOutageTests {
         await publishing
         try await feed.publishRefusedAgain(upTo: feed.highestKey)
 
-        #expect(feed.acknowledged(within: killed..<promoting).isEmpty, "nothing was acknowledged with no primary")
-        let odd = feed.refusedOtherwise
-        #expect(odd.isEmpty, "every refusal was store_unavailable (503 with Retry-After: 1 over HTTP): \(odd.prefix(5))")
-        #expect(feed.refusedOnTheWebSocket > 0, "publishes on the WebSocket were refused too")
-        #expect(feed.webSocketLost.withLock { $0 } == nil, "the publisher's WebSocket stayed open")
-        let acknowledged = feed.acknowledged.withLock { $0 }
-        let seqs = Set(acknowledged.values)
-        #expect(seqs.count == acknowledged.count, "each key stored once")
-        let last = Int64(acknowledged.count)
-        #expect(seqs == Set(1...last), "the promoted standby holds exactly the acknowledged events")
-        #expect(try standby.psql("SELECT last_seq FROM streams WHERE name = 'emergencies'") == "\(last)\n")
-        try await waitUntil("every subscriber received every acknowledged event", timeout: .seconds(30)) {
-            audience.received(all: seqs)
-        }
-        Self.expectEverySubscriberHasAll([audience], last: last)
-        #expect(audience.probes.allSatisfy { $0.snapshot.connections == 1 }, "no subscriber lost its WebSocket")
-        try await waitUntil("every subscription's ack stored on the promoted standby", timeout: .seconds(20)) {
-            (try? standby.psql("SELECT count(*) FROM subscriptions WHERE acked_seq < \(last)")) == "0\n"
-        }
+        try await Self.expectNothingLost(feed: feed, outage: killed..<promoting, audiences: [audience], database: standby)
         #expect(await Self.readiness(base).0 == 200)
     }
 
