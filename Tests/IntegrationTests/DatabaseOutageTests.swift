@@ -295,6 +295,19 @@ struct DatabaseOutageTests {
         try await Self.expectNothingLost(
             feed: feed, outage: stopped..<restarting, audiences: audiences, reconnected: killing ? [audiences[1]] : [], database: database)
         #expect(await Self.readiness(bases[0]).0 == 200)
+        // The second broker, when killed, published nothing: the one that restarted saw no outage.
+        try await Self.expectNoLostCommitsReported(bases[0], refusedPublishes: true)
+        try await Self.expectNoLostCommitsReported(bases[1], refusedPublishes: !killing)
+    }
+
+    /// The broker at `base` never found the database behind what it had seen committed, and
+    /// counted the publishes it refused for the outage, if it had to refuse any.
+    static func expectNoLostCommitsReported(_ base: String, refusedPublishes: Bool) async throws {
+        let metrics = try await MetricsTests.metrics(base)
+        #expect(MetricsTests.value("tocsin_store_lost_commits_total", in: metrics) ?? 0 == 0)
+        if refusedPublishes {
+            #expect((MetricsTests.value("tocsin_store_unavailable_total", in: metrics) ?? 0) > 0, "the outage was counted")
+        }
     }
 
     /// A primary with a synchronous standby, a broker given both hosts, subscribers and a
@@ -346,6 +359,7 @@ struct DatabaseOutageTests {
 
         try await Self.expectNothingLost(feed: feed, outage: killed..<promoting, audiences: [audience], database: standby)
         #expect(await Self.readiness(base).0 == 200)
+        try await Self.expectNoLostCommitsReported(base, refusedPublishes: true)
     }
 
     /// A client that comes back while the database is down is refused whole, with the
