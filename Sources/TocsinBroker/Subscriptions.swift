@@ -72,9 +72,9 @@ struct Subscriptions: Sendable {
             if i % 256 == 255 { await Task.yield() }
             do {
                 let channel = try catalog.requireChannel(record.channel)
-                // Not read: the catalog learned of the channel while the streams were read.
-                let unread = TocsinError(.unknownChannel, "channel '\(record.channel)' is not known yet; say hello again")
-                let info = try (streams[channel.definition.stream] ?? .failure(unread)).get()
+                // Not read when the catalog learned of the channel while the streams were read.
+                let info = try (streams[channel.definition.stream]
+                    ?? .failure(TocsinError(.unknownChannel, "channel '\(record.channel)' is not known yet; say hello again"))).get()
                 let (subscribed, replay, replaced) = try attach(
                     session: session, record: record, channel: channel, from: .latest,
                     acked: StreamPosition(epoch: record.epoch, seq: record.ackedSeq), info: info)
