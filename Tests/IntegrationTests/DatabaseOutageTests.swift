@@ -368,7 +368,8 @@ struct DatabaseOutageTests {
     @Test func aHelloDuringAnOutageIsRefusedWholeAndWorksOnTheSameConnectionOnceTheDatabaseIsBack() async throws {
         let database = try await Self.blocking { try PostgresServer.start() }
         defer { database.destroy() }
-        let configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: database.url + "?timeout=1"))
+        // 2 s: the setup before the outage must not time out on a loaded machine.
+        let configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: database.url + "?timeout=2"))
         try await TestBroker.with(store: { _ in .postgres(configuration) }) { broker in
             let subscription = try await Connection.run(url: broker.webSocketURL, logger: Self.logger) { connection in
                 _ = try await connection.hello(client: "comes-back")
