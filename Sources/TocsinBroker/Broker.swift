@@ -133,14 +133,20 @@ public final class Broker: Sendable {
     }
 
     /// Reloads the catalog each time the store says definitions changed (another process
-    /// sharing it defined, recreated or deleted a stream or channel), until cancelled.
+    /// sharing it defined, recreated or deleted a stream or channel), until cancelled. A reload
+    /// the store cannot serve is retried until it can: the change is not seen twice.
     private func reloadCatalog(on changes: AsyncStream<Void>) async {
         for await _ in changes {
-            do {
-                try await reloadCatalog()
-                logger.info("definitions changed in the shared store; catalog reloaded")
-            } catch {
-                logger.warning("could not reload the catalog", metadata: ["error": "\(error)"])
+            var retry = StoreRetry("the catalog reload")
+            while !Task.isCancelled {
+                do {
+                    try await reloadCatalog()
+                    retry.succeeded(logger: logger)
+                    logger.info("definitions changed in the shared store; catalog reloaded")
+                    break
+                } catch {
+                    await retry.failed(error, logger: logger)
+                }
             }
         }
     }

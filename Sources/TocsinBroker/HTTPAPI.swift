@@ -152,6 +152,9 @@ struct HTTPAPI: Sendable {
         do {
             _ = try await broker.store.streams()
             return .json(#"{"status":"ready"}"#)
+        } catch let error as TocsinError where error.code == .storeUnavailable {
+            // The store's database is down or failing over: 503 with Retry-After, as publishes get.
+            return TocsinError(.storeUnavailable, "the store is not reachable: \(error.message)").response
         } catch {
             return TocsinError(.unavailable, "the store is not reachable: \(error)").response
         }

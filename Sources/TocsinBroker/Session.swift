@@ -88,6 +88,10 @@ final class Session: Sendable {
         }
     }
 
+    /// Undoes `identify` (a hello that failed before it attached anything), so the client can
+    /// say hello again on this connection.
+    func forgetClient() { state.withLock { $0.client = nil } }
+
     func addSubscription(_ id: String, stream: String) { state.withLock { $0.subscriptions[id] = stream } }
     func removeSubscription(_ id: String) -> String? { state.withLock { $0.subscriptions.removeValue(forKey: id) } }
     func stream(ofSubscription id: String) -> String? { state.withLock { $0.subscriptions[id] } }

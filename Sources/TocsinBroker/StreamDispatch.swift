@@ -189,6 +189,11 @@ extension StreamDispatch {
             return a
         }
 
+        /// Whether a replay still belongs to its attachment.
+        func isReplaying(_ id: String, recipient: Recipient) -> Bool {
+            replaying(id, recipient) != nil
+        }
+
         /// Joins live dispatch if the replay reached the position; otherwise says how far to
         /// replay, or to wait for the tail when the subscription starts beyond it.
         mutating func goLiveIfCaughtUp(_ id: String, recipient: Recipient, replayedTo seq: Int64) -> ReplayStep {

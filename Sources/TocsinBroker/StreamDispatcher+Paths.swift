@@ -65,6 +65,11 @@ extension StreamDispatcher {
         return nil
     }
 
+    /// Whether `subscription`'s replay still belongs to its attachment (not detached or replaced).
+    func isReplaying(_ subscription: LiveSubscription) -> Bool {
+        read { m in m.isReplaying(subscription.id, recipient: subscription) }
+    }
+
     /// Replays the subscription's matches after `startSeq` from the store, then makes it live
     /// (`StreamReplay`).
     func replay(_ subscription: LiveSubscription, from startSeq: Int64) async throws {

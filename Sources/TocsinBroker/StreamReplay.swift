@@ -22,10 +22,11 @@ struct StreamReplay {
         var matchedBytes = 0
         let budget = max(1, subscription.session.maxOutboundBytes / 8)
         let overhead = subscription.framePrefix.utf8.count + 32
+        var retry = StoreRetry("a subscription's replay")
         while let target = dispatcher.goLiveIfCaughtUp(subscription, replayedTo: seq) {
             while seq < target {
                 let limit = min(1000, Int(target - seq))
-                let events = try await dispatcher.store.readEvents(stream: dispatcher.stream, after: seq, limit: limit)
+                guard let events = try await read(after: seq, limit: limit, retry: &retry) else { return }
                 // Seqs have no gaps: events missing after `seq` were deleted (retention, or
                 // `whenFull: dropOldest`) since the replay began. Never skipped silently.
                 let next = events.first?.seq ?? target + 1
@@ -58,6 +59,22 @@ struct StreamReplay {
                 if events.count < limit { seq = max(seq, target) }
             }
             seq = max(seq, target)
+        }
+    }
+
+    /// Events after `seq`, waiting out an outage of the store (a replay that started just before
+    /// it, or a client that resumed during it, goes on when the store is back); nil once the
+    /// replay no longer belongs to an attachment (the client left meanwhile). Other errors throw.
+    private func read(after seq: Int64, limit: Int, retry: inout StoreRetry) async throws -> [StoredEvent]? {
+        while true {
+            do {
+                let events = try await dispatcher.store.readEvents(stream: dispatcher.stream, after: seq, limit: limit)
+                retry.succeeded(logger: subscription.session.logger, metadata: ["subscription": "\(subscription.id)"])
+                return events
+            } catch where StoreRetry.isOutage(error) && !Task.isCancelled {
+                await retry.failed(error, logger: subscription.session.logger, metadata: ["subscription": "\(subscription.id)"])
+                guard dispatcher.isReplaying(subscription) else { return nil }
+            }
         }
     }
 

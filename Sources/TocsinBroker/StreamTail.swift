@@ -12,6 +12,7 @@ struct StreamTail {
     /// when the feed does not know its epoch or knows another one (it was recreated).
     func run() async {
         let (changes, stream, store) = (dispatcher.store.changes, dispatcher.stream, dispatcher.store)
+        var retry = StoreRetry("the tail of a stream")
         while !Task.isCancelled {
             let current = dispatcher.epoch
             await changes.wait(stream: stream, after: dispatcher.dispatched, epoch: current)
@@ -39,9 +40,11 @@ struct StreamTail {
                     from = max(last.seq, dispatcher.position)
                     if from >= changes.lastSeq(of: stream) && events.count < 1000 { break }
                 }
+                retry.succeeded(logger: dispatcher.logger, metadata: ["stream": "\(stream)"])
             } catch {
-                dispatcher.logger.error("tail of stream failed; retrying", metadata: ["stream": "\(stream)", "error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
+                // The store out of reach (or any failure): the feed still says there is more,
+                // so the next round reads again, after a backoff; nothing is skipped.
+                await retry.failed(error, logger: dispatcher.logger, metadata: ["stream": "\(stream)"])
             }
         }
     }

@@ -38,10 +38,28 @@ struct Subscriptions: Sendable {
         guard session.identify(as: clientID) else {
             throw TocsinError(.badRequest, "this connection already said hello as '\(session.client ?? "")'")
         }
-        sessions.identified(session)
-        let records = try await storeCall("loading subscriptions") { try await store.subscriptions(client: clientID) }
+        // Everything the hello needs from the store is read before anything is attached: when
+        // the store cannot be reached, the hello fails whole (`store_unavailable`) and the
+        // client may say it again on this connection, instead of getting a welcome without the
+        // subscriptions whose stream could not be read.
+        let records: [SubscriptionRecord]
         // One read per stream, not per subscription: a client may hold thousands on one stream.
         var streams: [String: Result<StreamInfo, TocsinError>] = [:]
+        do {
+            records = try await storeCall("loading subscriptions") { try await store.subscriptions(client: clientID) }
+            for record in records {
+                guard let name = catalog.channel(record.channel)?.definition.stream, streams[name] == nil else { continue }
+                do {
+                    streams[name] = .success(try await store.requireStream(name))
+                } catch where error.code != .storeUnavailable {
+                    streams[name] = .failure(error)
+                }
+            }
+        } catch {
+            session.forgetClient()
+            throw error
+        }
+        sessions.identified(session)
         var infos: [SubscriptionInfo] = []
         var replays: [PendingReplay] = []
         var failures: [TocsinError] = []
@@ -54,15 +72,9 @@ struct Subscriptions: Sendable {
             if i % 256 == 255 { await Task.yield() }
             do {
                 let channel = try catalog.requireChannel(record.channel)
-                let name = channel.definition.stream
-                if streams[name] == nil {
-                    do {
-                        streams[name] = .success(try await store.requireStream(name))
-                    } catch {
-                        streams[name] = .failure(error)
-                    }
-                }
-                let info = try streams[name]!.get()
+                // Not read when the catalog learned of the channel while the streams were read.
+                let info = try (streams[channel.definition.stream]
+                    ?? .failure(TocsinError(.unknownChannel, "channel '\(record.channel)' is not known yet; say hello again"))).get()
                 let (subscribed, replay, replaced) = try attach(
                     session: session, record: record, channel: channel, from: .latest,
                     acked: StreamPosition(epoch: record.epoch, seq: record.ackedSeq), info: info)

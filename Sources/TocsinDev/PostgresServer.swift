@@ -11,7 +11,11 @@ import Glibc
 /// `pg_config --bindir`); PostgreSQL refuses to run as root, so as root they run as the
 /// `postgres` account (`runuser`).
 ///
-/// `durable: false` (tests) turns fsync off: the tests kill processes, not the machine.
+/// `durable: false` (tests) turns fsync off: the tests kill processes, not the machine. Commits
+/// stay synchronous (`synchronous_commit` on): each one's WAL is written to the kernel before it
+/// is acknowledged, so a server SIGKILLed or stopped with `immediate` loses nothing it
+/// acknowledged. (With `synchronous_commit=off` it would lose the last commits, and their seqs
+/// would be given again to other events.)
 public final class PostgresServer: Sendable {
     public let directory: String
     public let port: Int
@@ -65,6 +69,34 @@ public final class PostgresServer: Sendable {
         return server
     }
 
+    /// Starts a streaming-replication standby of `primary` on a port of its own: `pg_basebackup -R`
+    /// copies the primary's data (the primary needs `wal_level=replica` and `max_wal_senders`;
+    /// `initdb -A trust` lets loopback replication connections in) and writes the
+    /// `primary_conninfo` that makes the copy follow it. A primary with
+    /// `synchronous_standby_names='*'` waits at each commit until this standby has the WAL.
+    /// `promote()` makes it a primary that takes writes.
+    public static func startStandby(of primary: PostgresServer, durable: Bool = false, settings: [String] = []) async throws -> PostgresServer {
+        try await offThePool {
+            let standby = try PostgresServer(durable: durable, settings: settings, port: freePort(), listenAddresses: ["127.0.0.1"], trusting: [])
+            do {
+                try standby.run(standby.binaries + "/pg_basebackup", [
+                    "-h", "127.0.0.1", "-p", "\(primary.port)", "-U", "tocsin", "-D", standby.dataDirectory,
+                    "-R", "-X", "stream", "-c", "fast", "--no-sync",
+                ])
+                try standby.startServer()
+            } catch {
+                standby.destroy()
+                throw error
+            }
+            return standby
+        }
+    }
+
+    /// Makes a standby a primary (`pg_ctl promote`), waiting until it accepts writes.
+    public func promote() async throws {
+        try await Self.offThePool { try self.run(self.binaries + "/pg_ctl", ["promote", "-w", "-t", "60", "-D", self.dataDirectory]) }
+    }
+
     private init(durable: Bool, settings: [String], port: Int, listenAddresses: [String], trusting: [String]) throws {
         guard !listenAddresses.isEmpty, listenAddresses.allSatisfy({ !$0.isEmpty && !$0.contains(where: { $0 == "," || $0 == " " }) }) else {
             throw ChildProcessError("PostgreSQL's listen addresses must be one or more host names or IP addresses, got \(listenAddresses)")
@@ -77,7 +109,9 @@ public final class PostgresServer: Sendable {
         self.port = port
         trusted = trusting
         var all = ["port=\(port)", "listen_addresses=" + listenAddresses.joined(separator: ","), "max_connections=300", "unix_socket_directories=" + directory]
-        if !durable { all += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] }
+        // synchronous_commit stays on: with it off, a crash (an immediate shutdown) loses
+        // acknowledged commits, and tests that restart the server would see their seqs reused.
+        if !durable { all += ["fsync=off", "full_page_writes=off"] }
         extraSettings = all + settings
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if getuid() == 0, let account = getpwnam("postgres") {

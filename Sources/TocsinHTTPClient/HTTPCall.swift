@@ -11,6 +11,8 @@ public enum HTTPCall {
         public var status: Int
         /// The body, parsed (`null` when it was empty).
         public var body: JSONValue
+        /// The response's headers by lowercased name (a repeated one: its values joined with ", ").
+        public var headers: [String: String] = [:]
     }
 
     /// The methods the API uses.
@@ -64,7 +66,12 @@ public enum HTTPCall {
             let status = response.status.code
             throw TocsinError(.badJSON, "\(origin) answered HTTP \(status) with something that is not JSON; is it a Tocsin node?")
         }
-        return Reply(status: Int(response.status.code), body: body)
+        var headers: [String: String] = [:]
+        for header in response.headers {
+            let name = header.name.lowercased()
+            headers[name] = headers[name].map { $0 + ", " + header.value } ?? header.value
+        }
+        return Reply(status: Int(response.status.code), body: body, headers: headers)
     }
 
     /// Sends a request; a non-2xx reply throws its `{"error": {code, message}}` as a `TocsinError`.

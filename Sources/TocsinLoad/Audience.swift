@@ -17,6 +17,9 @@ public final class Audience: Sendable {
         public var initialBackoff: Duration?
         /// How often each subscriber pings its broker; nil: the library's default.
         public var pingInterval: Duration?
+        /// What the subscribers' client ids start with (then "-0", "-1", …); nil: the kind.
+        /// Two audiences of one kind need different ones.
+        public var clientPrefix: String?
 
         public init(count: Int, seeds: [String], kind: String) {
             self.count = count
@@ -62,7 +65,7 @@ public final class Audience: Sendable {
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         subscribers = (0..<configuration.count).map { i in
-            var subscriberConfiguration = Subscriber.Configuration(seeds: configuration.seeds, client: "\(configuration.kind)-\(i)")
+            var subscriberConfiguration = Subscriber.Configuration(seeds: configuration.seeds, client: "\(configuration.clientPrefix ?? configuration.kind)-\(i)")
             if let ackInterval = configuration.ackInterval { subscriberConfiguration.ackInterval = ackInterval }
             if let initialBackoff = configuration.initialBackoff { subscriberConfiguration.initialBackoff = initialBackoff }
             if let pingInterval = configuration.pingInterval { subscriberConfiguration.pingInterval = pingInterval }

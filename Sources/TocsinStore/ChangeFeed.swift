@@ -156,6 +156,13 @@ public final class ChangeFeed: Sendable {
         state.withLock { $0.streams[stream]?.lastSeq ?? 0 }
     }
 
+    /// Every stream's epoch and last seq as recorded here (streams with no epoch yet left out).
+    public var positions: [String: StreamPosition] {
+        state.withLock { state in
+            state.streams.compactMapValues { s in s.epoch.map { StreamPosition(epoch: $0, seq: s.lastSeq) } }
+        }
+    }
+
     /// The stream's epoch as last recorded here; nil when nothing was recorded yet.
     public func epoch(of stream: String) -> String? {
         state.withLock { $0.streams[stream]?.epoch }

@@ -17,10 +17,11 @@ public struct TestBroker: Sendable {
 
     /// Starts a broker, runs `body`, then shuts the broker down gracefully. A directory it
     /// made itself (none given) is removed afterwards. `store` says which store to open in the
-    /// directory.
+    /// directory; `wrap` may put a store of the test's own around it (one that fails on demand).
     public static func with<T: Sendable>(
         directory: String? = nil,
         store: (_ directory: String) -> StoreConfiguration = { StoreConfiguration.testing(in: $0) },
+        wrap: (any Store) -> any Store = { $0 },
         _ configure: (inout BrokerConfiguration) -> Void = { _ in },
         _ body: @Sendable (TestBroker) async throws -> T
     ) async throws -> T {
@@ -34,7 +35,7 @@ public struct TestBroker: Sendable {
         var logger = Logger(label: "test-broker")
         logger.logLevel = .warning
         let (ports, portsContinuation) = AsyncStream.makeStream(of: Int.self)
-        let opened = try await store(directory).open(logger: logger)
+        let opened = wrap(try await store(directory).open(logger: logger))
         let app = try await buildBroker(configuration: configuration, store: opened, logger: logger) { port in
             portsContinuation.yield(port)
         }

@@ -3,7 +3,7 @@ import Synchronization
 import Testing
 import TocsinCore
 import TocsinDev
-import TocsinStore
+@testable import TocsinStore
 import TocsinTesting
 
 /// What only the PostgreSQL store has: many processes on one database (here, several stores in
@@ -123,6 +123,22 @@ struct PostgresStoreTests {
             #expect(after.epoch == before.epoch)
             #expect(after.seqs == [2], "the refused append stored nothing")
             #expect(try await store.readEvents(stream: "u", after: 0, limit: 10).map(\.seq) == [1, 2])
+        }
+    }
+
+    /// A database that lost commits the store saw (restored from a backup, failed over to an
+    /// asynchronous standby) is reported: the follower finds the stream behind what it saw.
+    @Test func aStreamBehindWhatTheStoreSawIsReportedAsLostCommits() async throws {
+        try await Self.withServer { server in
+            let store = try await Self.open(server)
+            let services = store.maintenanceServices()
+            let running = Task { await withTaskGroup(of: Void.self) { group in for s in services { group.addTask { try? await s.run() } } } }
+            defer { running.cancel() }
+            _ = try await store.putStream(Fixtures.unbounded, recreate: false)
+            _ = try await store.append(stream: "u", events: (1...5).map { #"{"n":\#($0)}"# })
+            #expect(store.lostCommits.load(ordering: .relaxed) == 0)
+            try await server.psql("DELETE FROM events WHERE seq > 2; UPDATE streams SET last_seq = 2")
+            try await waitUntil("the lost commits reported", timeout: .seconds(10)) { store.lostCommits.load(ordering: .relaxed) > 0 }
         }
     }
 

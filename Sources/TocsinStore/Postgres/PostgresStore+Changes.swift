@@ -34,7 +34,9 @@ extension PostgresStore {
                 if connected.load(ordering: .relaxed) { failures = 0 }
                 failures += 1
                 if failures == 1 || failures % 60 == 0 {
-                    logger.warning("the store's change listener lost its connection; polling until it is back", metadata: ["error": "\(error)"])
+                    logger.warning(
+                        "the store's change listener lost its connection; polling until it is back",
+                        metadata: ["error": "\(TocsinError.fromPostgres(error))"])
                 }
             }
             try? await Task.sleep(for: .milliseconds(min(200 * failures, 2000)))
@@ -60,6 +62,9 @@ extension PostgresStore {
                 for await _ in wakeups { tick.yield() }
             }
             for await _ in ticks {
+                // What this process knew to be committed before the read: the read must find
+                // at least as much, or the database lost commits (`reportLostCommits`).
+                let known = changes.positions
                 do {
                     let (streams, version) = try await read { db in
                         var streams: [(String, String, Int64)] = []
@@ -69,7 +74,12 @@ extension PostgresStore {
                         return (streams, try await Self.catalogVersion(db, logger: logger))
                     }
                     failures = 0
-                    for (name, epoch, lastSeq) in streams { changes.advance(stream: name, epoch: epoch, to: lastSeq) }
+                    for (name, epoch, lastSeq) in streams {
+                        if let seen = known[name], seen.epoch == epoch, lastSeq < seen.seq {
+                            reportLostCommits(stream: name, epoch: epoch, stored: lastSeq, seen: seen.seq)
+                        }
+                        changes.advance(stream: name, epoch: epoch, to: lastSeq)
+                    }
                     let changed = catalogVersion.withLock { seen in
                         defer { seen = version }
                         return seen != version
@@ -85,5 +95,20 @@ extension PostgresStore {
             }
             group.cancelAll()
         }
+    }
+
+    /// The database holds less of a stream than this process saw committed, in the same epoch:
+    /// commits were lost (a failover to an asynchronous standby, `synchronous_commit=off` and a
+    /// crash, a restore from a backup). The seqs they had will be given to other events, which
+    /// brokers and subscribers that had the lost ones take for duplicates; nothing here can
+    /// mend that, so it is said loudly and counted (`tocsin_store_lost_commits_total`), once
+    /// per stream and position.
+    func reportLostCommits(stream: String, epoch: String, stored: Int64, seen: Int64) {
+        guard reportedLost.withLock({ $0.insert("\(stream)\u{0}\(epoch)\u{0}\(seen)").inserted }) else { return }
+        lostCommits.add(1, ordering: .relaxed)
+        lostCommitsMetric.increment()
+        logger.critical(
+            "the database lost commits this process saw: their seqs will be given to other events, which subscribers that had the lost ones will not receive. Was it restored from a backup, or failed over to a standby that was not synchronous, or run with synchronous_commit off? Recreate the stream (PUT with ?recreate=true) to start a new epoch; see operations.md, Durability",
+            metadata: ["stream": "\(stream)", "epoch": "\(epoch)", "storedLastSeq": "\(stored)", "seenLastSeq": "\(seen)"])
     }
 }

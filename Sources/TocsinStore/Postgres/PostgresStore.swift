@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+import Metrics
 import PostgresNIO
 import Synchronization
 import TocsinCore
@@ -55,6 +56,11 @@ public final class PostgresStore: Store {
     public let changes: ChangeFeed
     /// Stored definitions this store could not read and has logged, so each is logged once.
     let reportedUnreadable = Mutex<Set<String>>([])
+    /// Times the follower found a stream behind what this process saw committed
+    /// (`reportLostCommits`), and the positions it logged.
+    let lostCommits = Atomic<Int>(0)
+    let lostCommitsMetric = Counter(label: "tocsin_store_lost_commits_total")
+    let reportedLost = Mutex<Set<String>>([])
 
     /// Connects, runs the migrations this version needs (one process at a time), and returns
     /// the store. Fails with `store_unavailable` when no server is reachable in time.
