@@ -8,6 +8,7 @@ import TocsinCore
 import TocsinDev
 import TocsinTesting
 
+extension MultiProcess {
 /// Two real `tocsin controller --store postgres://…` processes on one throwaway PostgreSQL, and
 /// brokers given both URLs: exactly one controller leads; SIGKILL it and the other leads within
 /// 5 s while `assign` keeps answering; pause it (SIGSTOP) and, resumed, it no longer acts as
@@ -22,7 +23,7 @@ struct ControllerFailoverTests {
 
     /// The processes of one test, stopped (SIGKILL) and removed by `tearDown`.
     struct Network {
-        let database: PostgresServer
+        let database: PostgresDatabase
         let directory: String
         var controllers: [ChildProcess]
         var brokers: [ChildProcess]
@@ -42,7 +43,7 @@ struct ControllerFailoverTests {
     }
 
     static func start(brokers count: Int) async throws -> Network {
-        let database = try await PostgresServer.start()
+        let database = try await PostgresServer.database()
         var network = Network(database: database, directory: TemporaryDirectory.make(), controllers: [], brokers: [])
         do {
             for _ in 0..<2 {
@@ -220,4 +221,5 @@ struct ControllerFailoverTests {
         }
         await network.tearDown()
     }
+}
 }

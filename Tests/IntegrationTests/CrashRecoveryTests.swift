@@ -8,6 +8,7 @@ import TocsinDev
 import TocsinStore
 import TocsinTesting
 
+extension MultiProcess {
 /// Kills a real `tocsin serve` process with SIGKILL while events are being published, restarts
 /// it, and checks that the reconnecting subscriber receives every acknowledged publish that
 /// matches, exactly in seq order.
@@ -78,7 +79,7 @@ struct CrashRecoveryTests {
         let environment = ["TOCSIN_TASK_EXECUTOR": executor]
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        let database = postgres ? try await PostgresServer.start() : nil
+        let database = postgres ? try await PostgresServer.database() : nil
         defer { database?.destroy() }
         let store = database.map { ["--store", $0.url] } ?? []
         var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory] + store, environment: environment)
@@ -178,4 +179,5 @@ struct CrashRecoveryTests {
         #expect(expected.count > 250)
         server.kill(SIGTERM)
     }
+}
 }

@@ -9,6 +9,7 @@ import TocsinLoad
 import TocsinStore
 import TocsinTesting
 
+extension MultiProcess {
 /// Real `tocsin serve` processes on a real PostgreSQL that goes away under load: stopped and
 /// restarted, or a primary SIGKILLed and its synchronous standby promoted. Publishes during the
 /// outage are refused with the retryable `store_unavailable` (503, Retry-After), never
@@ -384,4 +385,5 @@ struct DatabaseOutageTests {
             }
         }
     }
+}
 }

@@ -8,6 +8,7 @@ import TocsinStore
 import TocsinLoad
 import TocsinTesting
 
+extension MultiProcess {
 /// A real `tocsin serve` under connections that never finish: a thousand idle and half-open
 /// ones at once, and more than it has descriptors for. A normal subscriber beside them gets
 /// every event in order, the broker's descriptors and memory come back once the deadlines have
@@ -186,6 +187,7 @@ struct HostileClientsTests {
         #expect(!log.contains("CancellationError"), "\(log)")
         _ = stalled
     }
+}
 }
 
 /// A spawned `tocsin` inherits no descriptor of its parent's: NIO opens and accepts sockets

@@ -15,7 +15,7 @@ struct MetricsTests {
         let server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory])
         defer { server.kill(SIGKILL) }
         let base = "http://127.0.0.1:\(server.port)"
-        let events = (1...3).map { CrashRecoveryTests.event($0, kind: "fire") }
+        let events = (1...3).map { MultiProcess.CrashRecoveryTests.event($0, kind: "fire") }
         _ = try await HTTPCall.call(.POST, base + "/v1/streams/emergencies/events", body: .array(events))
         let rejected = try await HTTPCall.send(.POST, base + "/v1/streams/emergencies/events", rawBody: #"{"kind": 7}"#)
         #expect(rejected.status == 400 || rejected.status == 422, "a schema violation: \(rejected.body)")

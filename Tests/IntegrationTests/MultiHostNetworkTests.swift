@@ -9,6 +9,7 @@ import TocsinLoad
 import TocsinStore
 import TocsinTesting
 
+extension MultiProcess {
 /// The whole network across hosts: three brokers, each in a network namespace of its own, two
 /// controllers and one PostgreSQL in the root namespace (on the bridge), 300 durable subscribers
 /// of the client library and a publisher throughout. The leading controller is SIGKILLed, then
@@ -107,4 +108,5 @@ struct MultiHostNetworkTests {
         print("multi-host: \(expected.count) acknowledged events, each received by all 300 subscribers in order")
         await network.stop(signal: SIGKILL)
     }
+}
 }

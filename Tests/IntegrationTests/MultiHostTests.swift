@@ -8,6 +8,7 @@ import TocsinDev
 import TocsinStore
 import TocsinTesting
 
+extension MultiProcess {
 /// Brokers on different hosts, as far as the network goes: each `tocsin serve` in a network
 /// namespace of its own (`NetworkNamespaces`), one PostgreSQL in the root namespace listening on
 /// the bridge. Needs root: run as another user, it fails and says so (it does not skip).
@@ -85,4 +86,5 @@ struct MultiHostTests {
         network.destroy()
         #expect(try network.remaining() == [], "left behind by \(network.prefix)")
     }
+}
 }

@@ -9,6 +9,7 @@ import TocsinDev
 import TocsinLoad
 import TocsinTesting
 
+extension MultiProcess {
 /// A real network: `tocsin controller` and `tocsin broker` processes sharing one store (a SQLite
 /// file, and a PostgreSQL database: every test runs on both),
 /// subscribers of the client library, a publisher throughout. Brokers are killed with SIGKILL,
@@ -39,16 +40,16 @@ struct NetworkTests {
         case sqlite, postgres
     }
 
-    static func tearDown(_ network: LocalNetwork, _ database: PostgresServer?) async {
+    static func tearDown(_ network: LocalNetwork, _ database: PostgresDatabase?) async {
         await network.stop(signal: SIGKILL)
         TemporaryDirectory.remove(network.configuration.directory)
         database?.destroy()
     }
 
-    /// A network of `brokers` on `store` (for PostgreSQL, a throwaway server of its own).
-    static func network(brokers: Int, store: SharedStore) async throws -> (LocalNetwork, PostgresServer?) {
+    /// A network of `brokers` on `store` (for PostgreSQL, a database of its own on the shared throwaway server).
+    static func network(brokers: Int, store: SharedStore) async throws -> (LocalNetwork, PostgresDatabase?) {
         var configuration = LocalNetwork.Configuration(directory: TemporaryDirectory.make())
-        let database = store == .postgres ? try await PostgresServer.start() : nil
+        let database = store == .postgres ? try await PostgresServer.database() : nil
         configuration.store = database?.url
         configuration.brokers = brokers
         configuration.executable = ServerProcess.tocsinBinary
@@ -199,4 +200,5 @@ struct NetworkTests {
         supervisor.cancel()
         await Self.tearDown(network, database)
     }
+}
 }

@@ -6,6 +6,7 @@ import TocsinClient
 import TocsinCore
 import TocsinTesting
 
+extension MultiProcess {
 /// A takeover of thousands of subscriptions in a real server whose tasks run on the event loops
 /// (`TOCSIN_TASK_EXECUTOR=event-loops`), where work that does not yield holds up every other
 /// connection of its loop.
@@ -90,4 +91,5 @@ struct TakeoverOnEventLoopsTests {
             #expect(refused?.code == .tooManySubscriptions)
         }
     }
+}
 }

@@ -16,7 +16,7 @@ struct PostgresLedgerTests {
     }
 
     @Test func theLeaseChangesHandsOnlyWhenItRunsOutAndEveryChangeIsANewEpoch() async throws {
-        let server = try await PostgresServer.start()
+        let server = try await PostgresServer.database()
         defer { server.destroy() }
         let location = try PostgresLocation(parsing: server.url + "?timeout=30")
         let a = try await PostgresLedger.open(location: location)

@@ -11,14 +11,19 @@ import TocsinTesting
 /// change feed across them, migrations racing, and outages of the database itself.
 @Suite(.timeLimit(.minutes(2)))
 struct PostgresStoreTests {
-    static func open(_ server: PostgresServer, timeout: Double = 30) async throws -> PostgresStore {
-        var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: server.url + "?timeout=\(timeout)"))
+    static func open(_ server: PostgresDatabase, timeout: Double = 30) async throws -> PostgresStore {
+        try await open(url: server.url, timeout: timeout)
+    }
+
+    static func open(url: String, timeout: Double = 30) async throws -> PostgresStore {
+        var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: url + "?timeout=\(timeout)"))
         configuration.pollInterval = .milliseconds(100)
         return try await PostgresStore.open(configuration)
     }
 
-    static func withServer<T>(_ body: (PostgresServer) async throws -> T) async throws -> T {
-        let server = try await PostgresServer.start()
+    /// A database of its own on the process's shared server.
+    static func withServer<T>(_ body: (PostgresDatabase) async throws -> T) async throws -> T {
+        let server = try await PostgresServer.database()
         defer { server.destroy() }
         return try await body(server)
     }
@@ -101,10 +106,13 @@ struct PostgresStoreTests {
     /// `store_unavailable` (nothing is acknowledged); once it is back, the same store works
     /// again and nothing acknowledged before is lost.
     @Test func anOutageFailsOperationsRetryablyAndTheStoreRecovers() async throws {
-        try await Self.withServer { server in
+        // A server of its own: this test stops it.
+        let server = try await PostgresServer.start()
+        defer { server.destroy() }
+        do {
             // A 2 s timeout; the setup is retried, since on a loaded machine (the whole suite
             // beside it) a first connection may take longer than that.
-            let store = try await waitForValue("the store opens") { try? await Self.open(server, timeout: 2) }
+            let store = try await waitForValue("the store opens", timeout: .seconds(60)) { try? await Self.open(url: server.url, timeout: 2) }
             let before = try await waitForValue("the first append") { () -> Appended? in
                 _ = try? await store.putStream(Fixtures.unbounded, recreate: false)
                 return try? await store.append(stream: "u", events: [#"{"n":1}"#])

@@ -25,7 +25,7 @@ struct StoreFactory: Sendable, CustomTestStringConvertible {
     /// A file in a temporary directory, commits not synced (the tests do not pull the plug).
     static let sqlite = StoreFactory(name: "SQLite") { SQLiteHome() }
 
-    /// A throwaway PostgreSQL server of its own (fsync off), started for the test and removed after it.
+    /// A database of its own on the throwaway PostgreSQL server the test process shares (fsync off), dropped after the test.
     static let postgres = StoreFactory(name: "PostgreSQL") { try await PostgresHome.make() }
 
     /// Runs `body` with a fresh home, removed afterwards (also when `body` throws).
@@ -90,11 +90,11 @@ struct SQLiteHome: StoreHome {
 }
 
 struct PostgresHome: StoreHome {
-    let server: PostgresServer
+    let server: PostgresDatabase
 
-    init(server: PostgresServer) { self.server = server }
+    init(server: PostgresDatabase) { self.server = server }
 
-    static func make() async throws -> PostgresHome { PostgresHome(server: try await PostgresServer.start()) }
+    static func make() async throws -> PostgresHome { PostgresHome(server: try await PostgresServer.database()) }
 
     func open(_ options: StoreOptions) async throws -> any Store {
         var configuration = PostgresStore.Configuration(
