@@ -89,6 +89,21 @@ public final class ChildProcess: Sendable {
         self.port = port
     }
 
+    /// Spawn attributes for a child of ours: default signal handling, an empty signal mask
+    /// (whatever this process set up), and a process group of its own (a Ctrl-C at the terminal
+    /// reaches only this process, which stops its children in order). Destroy them after use.
+    static func initializeAttributes(_ attributes: inout posix_spawnattr_t) {
+        posix_spawnattr_init(&attributes)
+        var all = sigset_t()
+        sigfillset(&all)
+        var none = sigset_t()
+        sigemptyset(&none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
+    }
+
     /// One spawn at a time in this process: between `pipe` and `FD_CLOEXEC` another child could
     /// otherwise inherit this pipe's write end (and its reader would never see the end of it).
     private static let spawning = Mutex<Void>(())
@@ -134,16 +149,8 @@ public final class ChildProcess: Sendable {
         // connection (or a listening port) open for as long as the child lives.
         Self.closeFrom(&actions, 3)
         var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
+        Self.initializeAttributes(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        var all = sigset_t()
-        sigfillset(&all)
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETPGROUP))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
         var pid: pid_t = 0

@@ -40,6 +40,19 @@ final class GroupCommitter: Sendable {
     /// Most events in one transaction, to bound commit latency under heavy load.
     static let maxEventsPerCommit = 20_000
 
+    /// How many of the queued requests (their event counts, oldest first) go into the next
+    /// transaction: as many as fit in `maxEventsPerCommit`, and always the first.
+    static func batchLength(_ counts: some Sequence<Int>) -> Int {
+        var total = 0
+        var take = 0
+        for count in counts {
+            guard take == 0 || total + count <= maxEventsPerCommit else { break }
+            total += count
+            take += 1
+        }
+        return take
+    }
+
     private let state = Mutex(State())
     /// Transactions committed; with `tocsin_published_events_total`, how many events a commit
     /// (and its sync) carries on average.
@@ -130,12 +143,7 @@ final class GroupCommitter: Sendable {
     private func run() {
         while true {
             let next = state.withLock { s -> [Request]? in
-                var count = 0
-                var take = 0
-                while take < s.queue.count && (take == 0 || count + s.queue[take].events.count <= Self.maxEventsPerCommit) {
-                    count += s.queue[take].events.count
-                    take += 1
-                }
+                let take = Self.batchLength(s.queue.lazy.map(\.events.count))
                 if take == 0 {
                     if s.stopped { return nil }
                     s.sleeping = true

@@ -32,9 +32,6 @@ final class PostgresCommitter: Sendable {
         var stopped = false
     }
 
-    /// Most events in one transaction, to bound commit latency under heavy load.
-    static let maxEventsPerCommit = 20_000
-
     private let state = Mutex(State())
     private let connections: PostgresConnections
     private let publishKeyWindowMillis: Int64
@@ -102,12 +99,7 @@ final class PostgresCommitter: Sendable {
     private func run() async {
         while true {
             let next = state.withLock { s -> [Request]? in
-                var count = 0
-                var take = 0
-                while take < s.queue.count && (take == 0 || count + s.queue[take].events.count <= Self.maxEventsPerCommit) {
-                    count += s.queue[take].events.count
-                    take += 1
-                }
+                let take = GroupCommitter.batchLength(s.queue.lazy.map(\.events.count))
                 if take == 0 { return s.stopped ? nil : [] }
                 defer { s.queue.removeFirst(take) }
                 return Array(s.queue.prefix(take))
