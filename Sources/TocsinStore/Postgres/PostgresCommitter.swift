@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import Metrics
 import PostgresNIO
@@ -39,6 +40,9 @@ final class PostgresCommitter: Sendable {
     private let slowCommitThreshold: Duration
     private let nowMillis: @Sendable () -> Int64
     private let logger: Logger
+    /// What this store's append notifications carry, so its own listener can skip them (its
+    /// tails heard of these events at the commit already).
+    let notificationPayload = "events " + UUID().uuidString
     private let onCommit: @Sendable (_ stream: String, _ epoch: String, _ events: [StoredEvent]) -> Void
     private let loop = Mutex<Task<Void, Never>?>(nil)
     let commits = Atomic<Int>(0)
@@ -250,7 +254,7 @@ final class PostgresCommitter: Sendable {
             WHERE s.name = u.name
             """, logger: logger)
         // A wake-up for brokers elsewhere; delivered when this commits.
-        try await db.query("SELECT pg_notify('tocsin_changes', 'events')", logger: logger)
+        try await db.query("SELECT pg_notify('tocsin_changes', \(notificationPayload))", logger: logger)
         return outcomes
     }
 

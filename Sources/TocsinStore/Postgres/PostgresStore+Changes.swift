@@ -20,6 +20,7 @@ extension PostgresStore {
 
     private func listen(_ wake: AsyncStream<Void>.Continuation) async {
         var failures = 0
+        let own = committer.notificationPayload
         while !Task.isCancelled {
             let connected = Atomic<Bool>(false)
             do {
@@ -27,7 +28,8 @@ extension PostgresStore {
                     connected.store(true, ordering: .relaxed)
                     // What was committed while the listener was away.
                     wake.yield()
-                    for try await _ in notifications { wake.yield() }
+                    // Not for this store's own appends: its tails heard of them at the commit.
+                    for try await notification in notifications where notification.payload != own { wake.yield() }
                 }
             } catch {
                 if Task.isCancelled { break }
