@@ -126,7 +126,7 @@ public final class ChildProcess: Sendable {
 
     /// Has the child close every descriptor from `lowest` up. Where the C library lacks the call,
     /// marks this process's own descriptors close-on-exec instead (under the spawn lock).
-    private static func closeFrom(_ actions: inout posix_spawn_file_actions_t, _ lowest: Int32) {
+    static func closeFrom(_ actions: inout posix_spawn_file_actions_t, _ lowest: Int32) {
         if let addCloseFrom, addCloseFrom(&actions, lowest) == 0 { return }
         let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
         for fd in open.compactMap({ Int32($0) }) where fd >= lowest { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }

@@ -221,6 +221,10 @@ public final class PostgresServer: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputFile, O_WRONLY | O_CREAT | O_TRUNC, 0o666)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of this process's: the server pg_ctl starts outlives this call, and a copy
+        // of a socket this process later closes (an in-process broker's connection, accepted
+        // without close-on-exec) would keep that connection open as long as the server runs.
+        ChildProcess.closeFrom(&actions, 3)
         // A process group of its own: the server `pg_ctl` starts must not get the terminal's Ctrl-C.
         var attributes = posix_spawnattr_t()
         ChildProcess.initializeAttributes(&attributes)
