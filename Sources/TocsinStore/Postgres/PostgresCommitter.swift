@@ -54,6 +54,8 @@ final class PostgresCommitter: Sendable {
     private let unavailableMetric = Counter(label: "tocsin_store_unavailable_total")
     private let failureLog = Mutex(LogThrottle())
     private let slowLog = Mutex(LogThrottle())
+    private let storeFullLog = Mutex(LogThrottle())
+    private let dropLog = Mutex(LogThrottle())
 
     init(
         connections: PostgresConnections, publishKeyWindowMillis: Int64, maxBytes: Int64?, slowCommitThreshold: Duration,
@@ -126,7 +128,8 @@ final class PostgresCommitter: Sendable {
 
     /// What one request came to inside the transaction.
     private enum Outcome {
-        case stored(Appended, publishedAt: Int64)
+        /// `dropped`: events of the stream deleted to make room (`whenFull: dropOldest`).
+        case stored(Appended, publishedAt: Int64, dropped: Int)
         case duplicate(Appended)
         case refused(TocsinError)
     }
@@ -166,16 +169,42 @@ final class PostgresCommitter: Sendable {
                 logger.warning("a commit was slow: publishes waited for PostgreSQL", metadata: ["tookMs": "\(took.milliseconds)", "slowCommits": "\(slow)"])
             }
         }
+        report(zip(batch, outcomes))
         // Publishers first: their replies need not wait for the fan-out below.
         for (request, outcome) in zip(batch, outcomes) {
             switch outcome {
-            case .stored(let appended, _), .duplicate(let appended): request.completion(.success(appended))
+            case .stored(let appended, _, _), .duplicate(let appended): request.completion(.success(appended))
             case .refused(let error): request.completion(.failure(error))
             }
         }
         for (request, outcome) in zip(batch, outcomes) {
-            if case .stored(let appended, let at) = outcome {
+            if case .stored(let appended, let at, _) = outcome {
                 onCommit(request.stream, appended.epoch, zip(appended.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: at, json: $1) })
+            }
+        }
+    }
+
+    /// Counts and logs (at most once a minute each) what the committed transaction refused for
+    /// room and dropped to make room: only now, since a transaction that failed did neither.
+    private func report(_ settled: Zip2Sequence<[Request], [Outcome]>) {
+        for (request, outcome) in settled {
+            switch outcome {
+            case .stored(_, _, let dropped) where dropped > 0:
+                droppedMetric.increment(by: Int64(dropped))
+                if let times = dropLog.withLock({ $0.occurred() }) {
+                    logger.warning(
+                        "the store is full: dropped the oldest events of a stream that keeps new events first (whenFull: dropOldest)",
+                        metadata: ["stream": "\(request.stream)", "dropped": "\(dropped)", "times": "\(times)"])
+                }
+            case .refused(let error) where error.code == .storeFull:
+                storeFullMetric.increment()
+                if let refused = storeFullLog.withLock({ $0.occurred() }) {
+                    logger.warning(
+                        "the store is full: publishes are refused with store_full until retention or an operator frees space",
+                        metadata: ["refused": "\(refused)"])
+                }
+            default:
+                break
             }
         }
     }
@@ -214,13 +243,16 @@ final class PostgresCommitter: Sendable {
                 continue
             }
             let bytes = request.bytes
+            var dropped = 0
             if let maxBytes, total + bytes > maxBytes {
-                let freed = stream.dropsOldest ? try await dropOldest(request.stream, need: total + bytes - maxBytes, wanted: bytes, stored: stream.bytes, db) : 0
+                let made: (freed: Int64, count: Int) = stream.dropsOldest
+                    ? try await dropOldest(request.stream, need: total + bytes - maxBytes, wanted: bytes, stored: stream.bytes, db) : (0, 0)
+                let freed = made.freed
+                dropped = made.count
                 if freed == 0 {
                     if let key = request.key {
                         try await db.query("DELETE FROM publish_keys WHERE stream = \(request.stream) AND key = \(key)", logger: logger)
                     }
-                    storeFullMetric.increment()
                     outcomes.append(.refused(TocsinError.storeFull(maxBytes: maxBytes)))
                     continue
                 }
@@ -237,7 +269,7 @@ final class PostgresCommitter: Sendable {
             stream.bytes += bytes
             total += bytes
             streams[request.stream] = stream
-            outcomes.append(.stored(Appended(epoch: stream.epoch, seqs: seqs), publishedAt: now))
+            outcomes.append(.stored(Appended(epoch: stream.epoch, seqs: seqs), publishedAt: now, dropped: dropped))
         }
         guard !rows.seqs.isEmpty else { return outcomes }
         try await db.query(
@@ -286,8 +318,10 @@ final class PostgresCommitter: Sendable {
     /// has them, twice the request or 64 KiB (so a store that stays full does not pay a delete
     /// for every publish). Returns the bytes freed: 0, deleting nothing, when the stream's whole
     /// history would not make room (the request is then refused with its history intact).
-    private func dropOldest(_ stream: String, need: Int64, wanted: Int64, stored: Int64, _ db: PostgresConnection) async throws -> Int64 {
-        guard stored >= need else { return 0 }
+    private func dropOldest(
+        _ stream: String, need: Int64, wanted: Int64, stored: Int64, _ db: PostgresConnection
+    ) async throws -> (freed: Int64, count: Int) {
+        guard stored >= need else { return (0, 0) }
         let goal = min(max(need, 2 * wanted, 64 << 10), stored)
         var upTo: Int64?
         for try await seq in try await db.query(
@@ -297,7 +331,7 @@ final class PostgresCommitter: Sendable {
             ) AS t WHERE freed >= \(goal) ORDER BY seq LIMIT 1
             """, logger: logger
         ).decode(Int64.self) { upTo = seq }
-        guard let upTo else { return 0 }
+        guard let upTo else { return (0, 0) }
         var freed: Int64 = 0
         var count = 0
         for try await (n, bytes) in try await db.query(
@@ -311,10 +345,6 @@ final class PostgresCommitter: Sendable {
         }
         try await db.query(
             "UPDATE streams SET first_seq = \(upTo + 1) WHERE name = \(stream)", logger: logger)
-        droppedMetric.increment(by: Int64(count))
-        logger.warning(
-            "the store is full: dropped the oldest events of a stream that keeps new events first (whenFull: dropOldest)",
-            metadata: ["stream": "\(stream)", "dropped": "\(count)"])
-        return freed
+        return (freed, count)
     }
 }
