@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
     ],
     targets: [
         // Pure: model, schema, channel language, matcher and indexes, wire messages. No NIO, no database.
@@ -70,6 +71,12 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
+        ),
+        // Tokens: the key file, JWT verification and minting (jwt-kit). The broker and the controller
+        // see only the core's `TokenVerifier`; the executable and the tests make the JWT one.
+        .target(
+            name: "TocsinAuth",
+            dependencies: ["TocsinCore", .product(name: "JWTKit", package: "jwt-kit")]
         ),
         // Local networks of real processes: `tocsin dev`, the benchmarks and the integration tests share it.
         .target(name: "TocsinDev", dependencies: ["TocsinCore"]),
@@ -137,6 +144,7 @@ let package = Package(
                 "TocsinClient",
                 "TocsinDev",
                 "TocsinLoad",
+                "TocsinAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -149,6 +157,7 @@ let package = Package(
             name: "TocsinTesting",
             dependencies: [
                 "TocsinCore",
+                "TocsinAuth",
                 "TocsinStore",
                 "TocsinBroker",
                 "TocsinController",
@@ -163,6 +172,7 @@ let package = Package(
             name: "TocsinCoreTests",
             dependencies: [
                 "TocsinCore",
+                "TocsinAuth",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),

@@ -13,6 +13,14 @@ public struct BrokerApplication: Sendable {
     public let broker: Broker
     /// Runs everything until graceful shutdown (SIGINT/SIGTERM when run by `runService`).
     public let service: any Service
+    /// Every HTTP route with what it requires, as registered (`"GET /v1/streams/:name (read:{name})"`).
+    public let routes: [String]
+
+    init(broker: Broker, service: any Service, routes: [RouteRule]) {
+        self.broker = broker
+        self.service = service
+        self.routes = routes.map(\.description)
+    }
 }
 
 /// Builds the broker on `store` (opened by the caller: `StoreConfiguration.open`), with its HTTP
@@ -33,9 +41,11 @@ public func buildBroker(
     let broker = try await Broker(configuration: configuration, store: store, logger: logger, eventLoops: eventLoops)
     let router = Router(context: TocsinRequestContext.self)
     let webSocketRouter = Router(context: TocsinRequestContext.self)
-    HTTPAPI(broker: broker).register(on: router)
-    WebSocketEndpoint(broker: broker).register(on: router, webSocketRouter: webSocketRouter)
-    if let metrics { router.addMetricsRoute(metrics) }
+    let routes = GuardedRoutes(router: router, access: broker.access, logger: logger)
+    routes.addCORS(methods: [.get, .put, .post, .delete])
+    HTTPAPI(broker: broker).register(on: routes)
+    WebSocketEndpoint(broker: broker).register(on: routes, webSocketRouter: webSocketRouter)
+    if let metrics { routes.addMetricsRoute(metrics) }
     let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
         http1: .init(httpDecoderConfiguration: configuration.http.decoderConfiguration),
         ws: .init(
@@ -64,5 +74,6 @@ public func buildBroker(
         let member = ClusterMember(broker: broker, controller: controller, settings: settings, logger: logger)
         services.append(member)
     }
-    return BrokerApplication(broker: broker, service: boundedShutdown(services, grace: configuration.shutdownGrace, logger: logger))
+    return BrokerApplication(
+        broker: broker, service: boundedShutdown(services, grace: configuration.shutdownGrace, logger: logger), routes: routes.rules)
 }

@@ -4,6 +4,7 @@ public import ServiceLifecycle
 import Foundation
 import Synchronization
 import TocsinCore
+import TocsinHTTP
 import TocsinHTTPClient
 public import TocsinStore
 
@@ -38,6 +39,8 @@ public final class Broker: Sendable {
     let controller: ControllerClient?
     /// Wall-clock milliseconds, for time-relative channel conditions and retention.
     let nowMillis: @Sendable () -> Int64
+    /// Who may call what: tokens, origins (`configuration.authentication`, `allowedOrigins`).
+    let access: HTTPAccess
     let subscriptions: Subscriptions
     let publishing: Publishing
     let definitions: Definitions
@@ -61,6 +64,8 @@ public final class Broker: Sendable {
         self.store = store
         self.logger = logger
         self.nowMillis = nowMillis
+        self.access = HTTPAccess(
+            authentication: configuration.authentication, allowedOrigins: OriginList(configuration.allowedOrigins), nowMillis: nowMillis)
         self.sessions = SessionRegistry(logger: logger, metrics: metrics)
         self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)

@@ -13,6 +13,15 @@ public struct BrokerConfiguration: Sendable {
     /// Create the example `emergencies` stream and its channels in an empty store.
     public var seedExample = true
 
+    /// Who may do what (docs/security.md): tokens checked by a verifier, or `.disabled`
+    /// (`--insecure-no-auth`). The commands never leave it disabled unless told to.
+    public var authentication: Authentication = .disabled
+    /// Origins whose browser pages may call the broker (CORS) and open WebSockets; `*` is any.
+    /// Empty (the default): none but the broker's own.
+    public var allowedOrigins: [String] = []
+    /// How long before a WebSocket connection's token expires the broker sends `token_expiring`.
+    public var tokenExpiryWarning: Duration = .seconds(60)
+
     /// Largest HTTP request body.
     public var maxBodyBytes = 4 << 20
     /// Largest WebSocket message a client may send; larger ones get a `too_large` error.

@@ -75,12 +75,18 @@ struct Publishing: Sendable {
         var seq: Int64
     }
 
-    func fetch(subscription id: String, client: String?, after: Int64, limit: Int, maxScan: Int = 50_000) async throws(TocsinError) -> Fetched {
+    /// `client`: the caller's client id (nil: anyone's, without authentication); another
+    /// client's subscription is unknown to it. `grant`, with authentication on: the caller's
+    /// token, which must still allow subscribing to the subscription's channel.
+    func fetch(
+        subscription id: String, client: String?, after: Int64, limit: Int, maxScan: Int = 50_000, grant: Grant? = nil
+    ) async throws(TocsinError) -> Fetched {
         guard let record = try await storeCall("loading the subscription", { try await store.subscription(id: id) }),
             client == nil || record.client == client
         else {
             throw TocsinError(.unknownSubscription, "no subscription '\(id)'")
         }
+        try grant?.check(.subscribe(channel: record.channel), nowMillis: nowMillis())
         let channel = try catalog.requireChannel(record.channel)
         let params = try channel.bind(params: record.params)
         let info = try await store.requireStream(channel.definition.stream)

@@ -31,6 +31,10 @@ final class Session: Sendable {
         case migrationTimedOut
         /// Sent no message within the first-message timeout.
         case silent
+        /// Gave no valid token within the first-message timeout (authentication on).
+        case unauthenticated
+        /// Its token expired and no `refresh` came in time.
+        case tokenExpired
     }
 
     fileprivate struct State {
@@ -45,6 +49,8 @@ final class Session: Sendable {
         var closed: CloseReason?
         var finished = false
         var client: String?
+        /// The connection's token, once verified (authentication on).
+        var grant: Grant?
         /// Subscription id -> stream, for this session's attached subscriptions.
         var subscriptions: [String: String] = [:]
     }
@@ -79,6 +85,12 @@ final class Session: Sendable {
     }
 
     var client: String? { state.withLock { $0.client } }
+
+    /// The connection's verified token, if any.
+    var grant: Grant? {
+        get { state.withLock { $0.grant } }
+        set { state.withLock { $0.grant = newValue } }
+    }
 
     func identify(as client: String) -> Bool {
         state.withLock { s in

@@ -42,9 +42,22 @@ extension WebSocketEndpoint {
                         "no message within \(broker.configuration.firstMessageTimeout.milliseconds / 1000) s of connecting; send hello first"))
                 close(channel, code: .policyViolation, reason: "timeout", after: notice, grace: broker.configuration.closeGrace)
                 return
+            case .close(.unauthenticated):
+                let seconds = broker.configuration.firstMessageTimeout.milliseconds / 1000
+                let notice = ServerMessage.error(
+                    id: nil, TocsinError(.unauthorized, "no valid token within \(seconds) s of connecting; send hello with a token"))
+                close(channel, code: tokenCloseCode, reason: "unauthorized", after: notice, grace: broker.configuration.closeGrace)
+                return
+            case .close(.tokenExpired):
+                let notice = ServerMessage.error(id: nil, TocsinError(.tokenExpired, "the connection's token expired and no refresh came"))
+                close(channel, code: tokenCloseCode, reason: "token expired", after: notice, grace: broker.configuration.closeGrace)
+                return
             }
         }
     }
+
+    /// The close code of a connection without a valid token (HTTP's 401, in the private range).
+    static let tokenCloseCode = WebSocketErrorCode(codeNumber: 4401)
 
     /// Sends a close frame with `code` and `reason` (after `notice`, if any) behind whatever is
     /// already queued for the socket, then closes the connection once they are written, or after

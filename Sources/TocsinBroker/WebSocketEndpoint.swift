@@ -17,17 +17,25 @@ import TocsinHTTP
 struct WebSocketEndpoint: Sendable {
     let broker: Broker
 
-    /// `webSocketRouter` decides upgrades; `router` serves plain HTTP, where `GET /v1/ws` without
-    /// an upgrade is answered `426 upgrade_required`.
-    func register(on router: Router<TocsinRequestContext>, webSocketRouter: Router<TocsinRequestContext>) {
-        webSocketRouter.ws("/v1/ws") { _, context in
+    /// `webSocketRouter` decides upgrades; `routes` serves plain HTTP, where `GET /v1/ws` without
+    /// an upgrade is answered `426 upgrade_required`, and an upgrade refused (a disallowed
+    /// `Origin`, a bad token in the upgrade) is answered with its error.
+    func register(on routes: GuardedRoutes<TocsinRequestContext>, webSocketRouter: Router<TocsinRequestContext>) {
+        webSocketRouter.ws("/v1/ws") { request, context in
+            // Refused here, the request goes on to the HTTP route below, which answers why.
+            guard (try? await self.upgradeGrant(request)) != nil else { return .dontUpgrade }
             // In place before the 101 goes out: every frame after the handshake is checked.
             try await context.channel.pipeline.addHandler(ClientFrameMaskCheck(), position: .first).get()
-            return .upgrade([:])
+            var headers = HTTPFields()
+            if Self.offeredProtocols(request.headers).contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
+            return .upgrade(headers)
         } onUpgrade: { inbound, _, context in
-            try await self.serve(inbound: inbound, channel: context.requestContext.channel, logger: context.logger)
+            // Checked again (a cache hit): the grant cannot travel from the upgrade decision.
+            let grant = (try? await self.upgradeGrant(context.request)) ?? nil
+            try await self.serve(inbound: inbound, channel: context.requestContext.channel, logger: context.logger, grant: grant)
         }
-        router.get("/v1/ws") { _, _ in
+        routes.open(.get, "/v1/ws") { request, _ in
+            _ = try await self.upgradeGrant(request)
             var response = TocsinError(.upgradeRequired, "GET /v1/ws opens a WebSocket: send Upgrade: websocket (RFC 6455)").response
             response.headers[.upgrade] = "websocket"
             response.headers[.connection] = "Upgrade"
@@ -35,10 +43,29 @@ struct WebSocketEndpoint: Sendable {
         }
     }
 
+    /// The subprotocol a browser offers beside its token (`bearer.<token>`), echoed in the 101.
+    static let subprotocol = "tocsin"
+
+    /// Checks an upgrade request: its `Origin` must be allowed, and a token it carries
+    /// (`Authorization: Bearer`, or a `bearer.<token>` subprotocol for browsers, which cannot set
+    /// headers) must verify. Returns that token's grant, `.some(nil)` without one (the `hello`
+    /// must bring it) or with authentication disabled.
+    func upgradeGrant(_ request: Request) async throws(TocsinError) -> Grant?? {
+        try broker.access.checkOrigin(request)
+        guard let verifier = broker.access.authentication.verifier else { return .some(nil) }
+        let token = try HTTPAccess.bearer(request.headers) ?? Self.offeredProtocols(request.headers).first { $0.hasPrefix("bearer.") }.map { String($0.dropFirst(7)) }
+        guard let token else { return .some(nil) }
+        return .some(try await verifier.verify(token, nowMillis: broker.nowMillis()))
+    }
+
+    static func offeredProtocols(_ headers: HTTPFields) -> [String] {
+        headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+    }
+
     /// Serves one WebSocket connection until it closes. Throws only to have the WebSocket layer
     /// close with a specific code (1007 for invalid UTF-8, 1009 for a message assembled from
     /// fragments over the transport limit, 1002 for protocol errors); everything else ends here.
-    func serve(inbound: WebSocketInboundStream, channel: any Channel, logger: Logger) async throws {
+    func serve(inbound: WebSocketInboundStream, channel: any Channel, logger: Logger, grant: Grant? = nil) async throws {
         let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
         var logger = logger
         logger[metadataKey: "session"] = "\(sessionID)"
@@ -53,14 +80,22 @@ struct WebSocketEndpoint: Sendable {
         }
         // Tells the session when the socket takes its bytes again (waiting replays go on).
         try? await channel.pipeline.addHandler(WritabilityObserver(session: session), position: .first).get()
-        // The first message must come within the timeout (`hello`, or a publisher's first request).
-        // Counted, logged at debug only: a flood of silent connections must not flood the log.
+        // The first message must come within the timeout (`hello`, or a publisher's first request),
+        // and with authentication on, a valid token too. Counted, logged at debug only: a flood of
+        // silent connections must not flood the log.
+        let authenticating = broker.access.authentication.verifier != nil
         let silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {
             broker.metrics.timeouts.increment()
-            session.logger.debug("closing a WebSocket that sent nothing", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
-            session.close(.silent)
+            session.logger.debug("closing a WebSocket that sent nothing or no valid token", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
+            session.close(authenticating && session.grant == nil ? .unauthenticated : .silent)
         }
         defer { silence.cancel() }
+        let expiry = TokenExpiry(session: session, eventLoop: channel.eventLoop, nowMillis: broker.nowMillis, warning: configuration.tokenExpiryWarning)
+        defer { expiry.cancel() }
+        if let grant {
+            session.grant = grant
+            expiry.schedule(for: grant)
+        }
         let publishes = PublishWindow(
             capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0),
             budget: broker.publishBudget)
@@ -73,7 +108,7 @@ struct WebSocketEndpoint: Sendable {
                 // The transport limit is above the protocol limit, so an oversized message
                 // can be answered with `too_large` instead of a dropped connection.
                 for try await message in inbound.messages(maxSize: configuration.maxMessageBytes * 4) {
-                    if !spoke {
+                    if !spoke, !authenticating || session.grant != nil {
                         spoke = true
                         silence.cancel()
                     }
@@ -90,8 +125,12 @@ struct WebSocketEndpoint: Sendable {
                             session: session)
                         continue
                     }
-                    for replay in await handle(text, session: session, publishes: publishes) {
+                    for replay in await handle(text, session: session, publishes: publishes, expiry: expiry) {
                         group.addTask { await replay.run() }
+                    }
+                    if !spoke, session.grant != nil {
+                        spoke = true
+                        silence.cancel()
                     }
                 }
             } catch {
@@ -111,7 +150,7 @@ struct WebSocketEndpoint: Sendable {
     /// returns once it is queued for commit (its reply follows from the commit thread), and an
     /// ack once applied; anything else, and any error reply, first waits for the publishes
     /// before it to be answered.
-    func handle(_ text: String, session: Session, publishes: PublishWindow) async -> [PendingReplay] {
+    func handle(_ text: String, session: Session, publishes: PublishWindow, expiry: TokenExpiry? = nil) async -> [PendingReplay] {
         let message: ClientMessage
         switch ClientMessage.decode(text.utf8) {
         case .failure(let e):
@@ -120,6 +159,15 @@ struct WebSocketEndpoint: Sendable {
             return []
         case .success(let m):
             message = m
+        }
+        if broker.access.authentication.verifier != nil, message.kind != .hello, message.kind != .refresh {
+            do {
+                try authorize(message, session: session)
+            } catch {
+                await publishes.drained()
+                reject(id: message.id, error, session: session)
+                return []
+            }
         }
         switch message {
         case .publish(let id, let stream, let events, _, let key):
@@ -139,8 +187,9 @@ struct WebSocketEndpoint: Sendable {
         }
         do {
             switch message {
-            case .hello(let id, let client):
-                let welcome = try await broker.subscriptions.hello(session: session, client: client)
+            case .hello(let id, let client, let token):
+                let identity = try await authenticateHello(client: client, token: token, session: session, expiry: expiry)
+                let welcome = try await broker.subscriptions.hello(session: session, client: identity)
                 for failure in welcome.failures { session.send(.error(id: nil, failure)) }
                 session.send(
                     .welcome(
@@ -158,15 +207,73 @@ struct WebSocketEndpoint: Sendable {
                 break  // handled above, without waiting for earlier publishes
             case .fetch(let id, let subscription, let after, let limit):
                 guard let client = session.client else { throw TocsinError(.notIdentified, "send hello first") }
-                let fetched = try await broker.publishing.fetch(subscription: subscription, client: client, after: after, limit: limit)
+                let fetched = try await broker.publishing.fetch(
+                    subscription: subscription, client: client, after: after, limit: limit, grant: session.grant)
                 session.send(.fetched(id: id, subscription: fetched.subscription, events: fetched.events, seq: fetched.seq))
             case .ping(let id):
                 session.send(.pong(id: id))
+            case .refresh(let id, let token):
+                let grant = try await refresh(token: token, session: session, expiry: expiry)
+                session.send(.refreshed(id: id, expiresAtMillis: grant.expiresAtMillis))
             }
         } catch {
             reject(id: message.id, TocsinError.from(error), session: session)
         }
         return []
+    }
+
+    /// With authentication on: the connection's token must allow the message (hello and
+    /// refresh bring their own). Ack, unsubscribe and fetch act on the client's own
+    /// subscriptions only (its id is the token's); subscribe and publish need their scope.
+    func authorize(_ message: ClientMessage, session: Session) throws(TocsinError) {
+        guard let grant = session.grant else {
+            throw TocsinError(.unauthorized, "send hello with a token first (or give it in the upgrade's Authorization header)")
+        }
+        let permission: Permission =
+            switch message {
+            case .subscribe(_, let channel, _, _): .subscribe(channel: channel)
+            case .publish(_, let stream, _, _, _): .publish(stream: stream)
+            case .hello, .refresh, .unsubscribe, .ack, .fetch, .ping: .authenticated
+            }
+        try grant.check(permission, nowMillis: broker.nowMillis())
+    }
+
+    /// The client id a hello identifies as. With authentication on, it is the token's
+    /// (from the hello, or the upgrade's): a hello naming another client is refused.
+    func authenticateHello(client: String?, token: String?, session: Session, expiry: TokenExpiry?) async throws(TocsinError) -> String? {
+        guard let verifier = broker.access.authentication.verifier else { return client }
+        let grant: Grant
+        if let token {
+            grant = try await verifier.verify(token, nowMillis: broker.nowMillis())
+        } else if let existing = session.grant {
+            try existing.check(.authenticated, nowMillis: broker.nowMillis())
+            grant = existing
+        } else {
+            throw TocsinError(.unauthorized, "this broker needs a token: give 'token' in hello, or 'Authorization: Bearer' in the upgrade")
+        }
+        if let client, client != grant.client {
+            throw TocsinError(.forbidden, "the token is client '\(grant.client)'s; it cannot say hello as '\(client)'")
+        }
+        if let previous = session.grant, previous.client != grant.client {
+            throw TocsinError(.forbidden, "this connection is client '\(previous.client)'s; a token of '\(grant.client)' cannot take it over")
+        }
+        session.grant = grant
+        expiry?.schedule(for: grant)
+        return grant.client
+    }
+
+    /// Replaces the connection's token with a fresh one of the same client.
+    func refresh(token: String, session: Session, expiry: TokenExpiry?) async throws(TocsinError) -> Grant {
+        guard let verifier = broker.access.authentication.verifier else {
+            throw TocsinError(.badRequest, "this broker does not use tokens (it runs with --insecure-no-auth)")
+        }
+        let grant = try await verifier.verify(token, nowMillis: broker.nowMillis())
+        if let current = session.grant, current.client != grant.client {
+            throw TocsinError(.forbidden, "a refresh must be for the same client ('\(current.client)'), not '\(grant.client)'")
+        }
+        session.grant = grant
+        expiry?.schedule(for: grant)
+        return grant
     }
 
     /// Queues a publish for commit; the commit thread sends its reply. An invalid event is

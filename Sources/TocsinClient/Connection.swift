@@ -124,7 +124,7 @@ public final class Connection: Sendable {
         }
         if let id = message.replyID {
             let result: Result<ServerMessage, any Error>
-            if case .error(_, let code, let text) = message {
+            if case .error(_, let code, let text, _) = message {
                 result = .failure(TocsinError(.init(rawValue: code), text))
             } else {
                 result = .success(message)
@@ -348,9 +348,9 @@ extension ServerMessage {
     var replyID: String? {
         switch self {
         case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _, _), .published(let id, _, _, _, _),
-            .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _):
+            .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _, _), .refreshed(let id, _):
             id
-        case .notify, .migrate:
+        case .notify, .migrate, .tokenExpiring:
             nil
         }
     }

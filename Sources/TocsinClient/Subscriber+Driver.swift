@@ -219,7 +219,7 @@ extension Subscriber {
             case .migrate(let to, let broker, let reason):
                 let target = Machine.Target(url: to, broker: broker.isEmpty ? nil : broker)
                 perform(withMachine { $0.migrateOrdered(id, to: target, reason: reason) })
-            case .error(_, let code, let message):
+            case .error(_, let code, let message, _):
                 logger.warning("broker reported an error", metadata: ["code": "\(code)", "error": "\(message)"])
             default:
                 break

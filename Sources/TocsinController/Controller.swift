@@ -13,6 +13,10 @@ public struct ControllerConfiguration: Sendable {
     public var port = 7300
     /// Deadlines and size limits of every HTTP request.
     public var http = HTTPEdgeLimits()
+    /// Who may call: brokers with the cluster credential, clients with `discovery` (docs/security.md).
+    public var authentication: Authentication = .disabled
+    /// Origins whose browser pages may read the discovery API (CORS); `*` is any.
+    public var allowedOrigins: [String] = []
     /// The controller's own URL in the discovery list (`http://host:port` when unset and the
     /// host is a concrete address; a wildcard bind address needs it said explicitly).
     public var advertisedURL: String?

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 public import Logging
@@ -13,58 +14,46 @@ struct ControllerAPI: Sendable {
     /// Registration and heartbeat bodies are small; anything bigger is a mistake.
     static let maxBodyBytes = 64 << 10
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/healthz") { _, _ in Response.json(#"{"status":"ok"}"#) }
-        router.get("/readyz") { _, _ in Response.json(#"{"status":"ready"}"#) }
+    /// Registers every route with what it requires: the broker API needs the cluster
+    /// credential (a token with the `cluster` scope), discovery the `discovery` scope.
+    func register(on routes: GuardedRoutes<BasicRequestContext>) {
+        routes.open(.get, "/healthz") { _, _ in Response.json(#"{"status":"ok"}"#) }
+        routes.open(.get, "/readyz") { _, _ in Response.json(#"{"status":"ready"}"#) }
 
-        router.post("/v1/brokers") { request, _ in
-            await api {
-                let body = try await request.jsonBody(limit: Self.maxBodyBytes)
-                let reply = try controller.register(try RegistrationRequest(json: body))
-                return .json(reply.json, status: .created)
-            }
+        routes.on(.post, "/v1/brokers", .cluster) { request, _, _ in
+            let body = try await request.jsonBody(limit: Self.maxBodyBytes)
+            let reply = try controller.register(try RegistrationRequest(json: body))
+            return .json(reply.json, status: .created)
         }
-        router.post("/v1/brokers/:id/heartbeat") { request, context in
-            await api {
-                let id = context.parameters.get("id") ?? ""
-                let body = try await request.jsonBody(limit: Self.maxBodyBytes)
-                let (incarnation, load) = try Self.heartbeat(body)
-                return .json(try controller.heartbeat(id: id, incarnation: incarnation, load: load).json)
-            }
+        routes.on(.post, "/v1/brokers/:id/heartbeat", .cluster) { request, context, _ in
+            let id = context.parameters.get("id") ?? ""
+            let body = try await request.jsonBody(limit: Self.maxBodyBytes)
+            let (incarnation, load) = try Self.heartbeat(body)
+            return .json(try controller.heartbeat(id: id, incarnation: incarnation, load: load).json)
         }
-        router.post("/v1/brokers/:id/drain") { request, context in
-            await api {
-                let id = context.parameters.get("id") ?? ""
-                let body = try await request.jsonBody(limit: Self.maxBodyBytes)
-                guard let incarnation = body["incarnation"]?.stringValue else {
-                    throw TocsinError(.badRequest, "drain: 'incarnation' must be a string")
-                }
-                return .json(try controller.drain(id: id, incarnation: incarnation).json)
+        routes.on(.post, "/v1/brokers/:id/drain", .cluster) { request, context, _ in
+            let id = context.parameters.get("id") ?? ""
+            let body = try await request.jsonBody(limit: Self.maxBodyBytes)
+            guard let incarnation = body["incarnation"]?.stringValue else {
+                throw TocsinError(.badRequest, "drain: 'incarnation' must be a string")
             }
+            return .json(try controller.drain(id: id, incarnation: incarnation).json)
         }
-        router.delete("/v1/brokers/:id") { request, context in
-            await api {
-                let id = context.parameters.get("id") ?? ""
-                guard let incarnation = request.uri.queryParameters.get("incarnation") else {
-                    throw TocsinError(.badRequest, "query parameter 'incarnation' is required")
-                }
-                try controller.deregister(id: id, incarnation: incarnation)
-                return .json(JSONValue.object(["deregistered": .string(id)]))
+        routes.on(.delete, "/v1/brokers/:id", .cluster) { request, context, _ in
+            let id = context.parameters.get("id") ?? ""
+            guard let incarnation = request.uri.queryParameters.get("incarnation") else {
+                throw TocsinError(.badRequest, "query parameter 'incarnation' is required")
             }
+            try controller.deregister(id: id, incarnation: incarnation)
+            return .json(JSONValue.object(["deregistered": .string(id)]))
         }
-        router.get("/v1/cluster") { _, _ in
+        routes.on(.get, "/v1/cluster", .discovery) { _, _, _ in
             Response.json(controller.cluster.json)
         }
-        router.get("/v1/assign") { request, _ in
-            await api {
-                .json(try controller.assign(try Self.assignment(request)).json)
-            }
+        routes.on(.get, "/v1/assign", .discovery) { request, _, _ in
+            .json(try controller.assign(try Self.assignment(request)).json)
         }
-        router.refuseMethods(on: "/v1/assign", except: [.get])
-    }
-
-    private func api(_ body: () async throws -> Response) async -> Response {
-        await respond(logger: controller.logger, body)
+        routes.router.refuseMethods(on: "/v1/assign", except: [.get])
     }
 
     static func heartbeat(_ body: JSONValue) throws(TocsinError) -> (String, BrokerLoad) {
@@ -84,6 +73,8 @@ struct ControllerAPI: Sendable {
 public struct ControllerApplication: Sendable {
     public let controller: Controller
     public let service: any Service
+    /// Every HTTP route with what it requires, as registered.
+    public let routes: [String]
 }
 
 /// Builds the controller with its HTTP API. `onListening` receives the bound port.
@@ -96,8 +87,13 @@ public func buildController(
 ) -> ControllerApplication {
     let controller = Controller(configuration: configuration, logger: logger, now: now, ledger: ledger)
     let router = Router(context: BasicRequestContext.self)
-    ControllerAPI(controller: controller).register(on: router)
-    if let metrics { router.addMetricsRoute(metrics) }
+    let access = HTTPAccess(
+        authentication: configuration.authentication, allowedOrigins: OriginList(configuration.allowedOrigins),
+        nowMillis: { Int64(Date().timeIntervalSince1970 * 1000) })
+    let routes = GuardedRoutes(router: router, access: access, logger: logger)
+    routes.addCORS(methods: [.get])
+    ControllerAPI(controller: controller).register(on: routes)
+    if let metrics { routes.addMetricsRoute(metrics) }
     let limits = configuration.http
     let app = Application(
         router: router,
@@ -113,5 +109,5 @@ public func buildController(
         },
         logger: logger
     )
-    return ControllerApplication(controller: controller, service: app)
+    return ControllerApplication(controller: controller, service: app, routes: routes.rules.map(\.description))
 }

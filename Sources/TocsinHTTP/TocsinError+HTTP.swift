@@ -23,6 +23,10 @@ extension TocsinError.Code {
         case .httpVersionNotSupported: HTTPResponse.Status(code: 505, reasonPhrase: "HTTP Version Not Supported")
         case .upgradeRequired: HTTPResponse.Status(code: 426, reasonPhrase: "Upgrade Required")
         case .notLeader: HTTPResponse.Status(code: 421, reasonPhrase: "Misdirected Request")
+        case .unauthorized, .tokenExpired: .unauthorized
+        case .forbidden: .forbidden
+        case .rateLimited: .tooManyRequests
+        case .unsupportedMediaType: .unsupportedMediaType
         default: .internalServerError
         }
     }
@@ -38,10 +42,15 @@ extension TocsinError {
     package var response: Response {
         var error: [String: JSONValue] = ["code": .string(code.rawValue), "message": .string(message)]
         if let leader { error["leader"] = .string(leader) }
+        if let retryAfterMillis { error["retryAfterMs"] = .int(retryAfterMillis) }
         var response = Response.json(JSONValue.object(["error": .object(error)]).serialized, status: code.httpStatus)
         if let leader, let name = HTTPField.Name("Tocsin-Leader") { response.headers[name] = leader }
         // Retryable by nature: say when (the store's outage or failover takes seconds).
         if code == .storeUnavailable { response.headers[.retryAfter] = "1" }
+        if let retryAfterMillis { response.headers[.retryAfter] = String(max(1, (retryAfterMillis + 999) / 1000)) }
+        if code == .unauthorized || code == .tokenExpired {
+            response.headers[.wwwAuthenticate] = code == .tokenExpired ? #"Bearer error="invalid_token", error_description="expired""# : "Bearer"
+        }
         return response
     }
 }

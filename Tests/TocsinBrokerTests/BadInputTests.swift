@@ -9,7 +9,7 @@ struct BadInputTests {
     func errorFor(_ text: String, on connection: Connection, inbox: Inbox) async throws -> (id: String?, code: String, message: String) {
         try await connection.send(text: text)
         let reply = try await inbox.next()
-        guard case .error(let id, let code, let message) = reply else {
+        guard case .error(let id, let code, let message, _) = reply else {
             throw TestFailure("expected error, got \(reply.encoded)")
         }
         return (id, code, message)

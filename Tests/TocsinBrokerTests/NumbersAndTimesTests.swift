@@ -174,7 +174,7 @@ struct NumbersAndTimesTests {
             try await connect(broker, client: "durable") { connection, inbox, welcome in
                 // Its subscription to the channel left out cannot resume, and says so.
                 #expect(welcome.subscriptions.isEmpty)
-                guard case .error(nil, "unknown_channel", _) = try await inbox.next() else { throw TestFailure("expected unknown_channel") }
+                guard case .error(nil, "unknown_channel", _, _) = try await inbox.next() else { throw TestFailure("expected unknown_channel") }
                 for channel in ["Everything", "Gone"] {
                     await #expect(throws: TocsinError(.unknownChannel, "no channel named '\(channel)'")) {
                         _ = try await connection.subscribe(channel: channel, params: [:])

@@ -64,7 +64,7 @@ struct PipeliningTests {
                         #expect(id == "p\(i)")
                         #expect(seqs == [lastSeq + 1], "one seq after the last")
                         lastSeq = seqs.last ?? lastSeq
-                    case (.error(let wantID, let wantCode), .error(let id, let code, _)):
+                    case (.error(let wantID, let wantCode), .error(let id, let code, _, _)):
                         #expect(id == wantID)
                         #expect(code == wantCode)
                     case (.pong, .pong(let id)):

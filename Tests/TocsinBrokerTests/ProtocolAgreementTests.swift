@@ -31,7 +31,7 @@ struct ProtocolAgreementTests {
                 // `params: null` is no parameters: EmergenciesOfKind then misses its `kind`.
                 let none = try await reply(
                     to: #"{"type":"subscribe","id":"3","channel":"EmergenciesOfKind","params":null}"#, on: connection, inbox: inbox)
-                guard case .error("3", "invalid_params", _) = none else { throw TestFailure("got \(none.encoded)") }
+                guard case .error("3", "invalid_params", _, _) = none else { throw TestFailure("got \(none.encoded)") }
             }
         }
     }
@@ -42,7 +42,7 @@ struct ProtocolAgreementTests {
                 let missing = try await reply(
                     to: #"{"type":"subscribe","id":"4","channel":"EmergenciesNearMe","params":{"lat":null,"lon":4.89,"radiusKm":25}}"#,
                     on: connection, inbox: inbox)
-                guard case .error("4", "invalid_params", let message) = missing else { throw TestFailure("got \(missing.encoded)") }
+                guard case .error("4", "invalid_params", let message, _) = missing else { throw TestFailure("got \(missing.encoded)") }
                 #expect(message.contains("lat"))
 
                 let sub = try await connection.subscribe(channel: "EmergenciesOfKind", params: ["kind": "fire"])
@@ -57,7 +57,7 @@ struct ProtocolAgreementTests {
                 #expect(seqs.count == 1)
 
                 let noChannel = try await reply(to: #"{"type":"subscribe","id":"7","channel":null}"#, on: connection, inbox: inbox)
-                guard case .error("7", "bad_request", _) = noChannel else { throw TestFailure("got \(noChannel.encoded)") }
+                guard case .error("7", "bad_request", _, _) = noChannel else { throw TestFailure("got \(noChannel.encoded)") }
             }
         }
     }
@@ -69,7 +69,7 @@ struct ProtocolAgreementTests {
                 #expect(try await reply(to: #"{"type":"ping","id":3.0}"#, on: connection, inbox: inbox) == .pong(id: "3"))
                 #expect(try await reply(to: #"{"type":"ping","id":7}"#, on: connection, inbox: inbox) == .pong(id: "7"))
                 let fraction = try await reply(to: #"{"type":"ping","id":3.5}"#, on: connection, inbox: inbox)
-                guard case .error(nil, "bad_request", _) = fraction else { throw TestFailure("got \(fraction.encoded)") }
+                guard case .error(nil, "bad_request", _, _) = fraction else { throw TestFailure("got \(fraction.encoded)") }
             }
         }
     }

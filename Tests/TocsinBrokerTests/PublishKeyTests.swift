@@ -95,7 +95,7 @@ struct PublishKeyTests {
                 let tooLong = String(repeating: "k", count: PublishKey.maxBytes + 1)
                 for (i, key) in [#""""#, "42", "[\"k\"]", "\"\(tooLong)\""].enumerated() {
                     try await connection.send(text: #"{"type":"publish","id":"p\#(i)","stream":"emergencies","key":\#(key),"event":\#(event)}"#)
-                    guard case .error(let id, "bad_request", let message) = try await inbox.next() else {
+                    guard case .error(let id, "bad_request", let message, _) = try await inbox.next() else {
                         throw TestFailure("key \(key): expected bad_request")
                     }
                     #expect(id == "p\(i)")

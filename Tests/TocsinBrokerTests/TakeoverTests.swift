@@ -79,7 +79,7 @@ struct TakeoverTests {
                 }
                 #expect(told == Set(resumed.subscriptions.map(\.subscription)))
                 try await first.send(.ack(id: "a1", subscription: resumed.subscriptions[0].subscription, seq: 0))
-                guard case .error("a1", let code, _) = try await inbox.next() else { throw TestFailure("expected an error") }
+                guard case .error("a1", let code, _, _) = try await inbox.next() else { throw TestFailure("expected an error") }
                 #expect(code == "unknown_subscription")
             }
         }

@@ -75,6 +75,18 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         /// A broker call (register, heartbeat, drain, deregister) reached a controller that does
         /// not lead right now: try the leader (`leader`, when known) or the next controller (421).
         public static let notLeader = Code(rawValue: "not_leader")
+        /// No token, or one that is malformed, forged (not signed by a key the server knows) or
+        /// not yet valid (401 with `WWW-Authenticate: Bearer`).
+        public static let unauthorized = Code(rawValue: "unauthorized")
+        /// The token expired: get a fresh one (over a WebSocket: send it in a `refresh`) (401).
+        public static let tokenExpired = Code(rawValue: "token_expired")
+        /// The token is valid but does not allow this: it lacks the scope, or the subscription
+        /// belongs to another client (403).
+        public static let forbidden = Code(rawValue: "forbidden")
+        /// Too many requests for this token (or address): retry after `retryAfterMs` (429 with `Retry-After`).
+        public static let rateLimited = Code(rawValue: "rate_limited")
+        /// A state-changing request's body is not declared `Content-Type: application/json` (415).
+        public static let unsupportedMediaType = Code(rawValue: "unsupported_media_type")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }
@@ -83,11 +95,14 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
     public var message: String
     /// With `not_leader`: the leading controller's URL, when known (the error body's `leader`).
     public var leader: String?
+    /// With `rate_limited`: how long to wait before retrying, in milliseconds (`retryAfterMs`).
+    public var retryAfterMillis: Int64?
 
-    public init(_ code: Code, _ message: String, leader: String? = nil) {
+    public init(_ code: Code, _ message: String, leader: String? = nil, retryAfterMillis: Int64? = nil) {
         self.code = code
         self.message = message
         self.leader = leader
+        self.retryAfterMillis = retryAfterMillis
     }
 
     public var description: String { "\(code): \(message)" }

@@ -1,7 +1,8 @@
 /// A frame a client sends over the WebSocket (docs/protocol.md). Every request may carry an
 /// `id` that the reply (or `error`) echoes.
 public enum ClientMessage: Sendable, Hashable {
-    case hello(id: String?, client: String?)
+    /// `token`: the client's access token, when the broker requires one and the upgrade did not carry it.
+    case hello(id: String?, client: String?, token: String? = nil)
     case subscribe(id: String?, channel: String, params: [String: JSONValue], from: StartPosition)
     case unsubscribe(id: String?, subscription: String)
     /// `key`: the publisher's idempotency key (see `PublishKey`), if it gave one.
@@ -9,12 +10,32 @@ public enum ClientMessage: Sendable, Hashable {
     case ack(id: String?, subscription: String, seq: Int64)
     case fetch(id: String?, subscription: String, after: Int64, limit: Int)
     case ping(id: String?)
+    /// A fresh token for the same client, before the connection's token expires.
+    case refresh(id: String?, token: String)
 
     public var id: String? {
         switch self {
-        case .hello(let id, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _, _),
-            .ack(let id, _, _), .fetch(let id, _, _, _), .ping(let id):
+        case .hello(let id, _, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _, _),
+            .ack(let id, _, _), .fetch(let id, _, _, _), .ping(let id), .refresh(let id, _):
             id
+        }
+    }
+
+    /// The message's type without its fields (the `type` of its frame).
+    public enum Kind: String, Sendable, CaseIterable {
+        case hello, subscribe, unsubscribe, publish, ack, fetch, ping, refresh
+    }
+
+    public var kind: Kind {
+        switch self {
+        case .hello: .hello
+        case .subscribe: .subscribe
+        case .unsubscribe: .unsubscribe
+        case .publish: .publish
+        case .ack: .ack
+        case .fetch: .fetch
+        case .ping: .ping
+        case .refresh: .refresh
         }
     }
 }
@@ -73,11 +94,14 @@ extension ClientMessage {
         }
         switch type {
         case "hello":
+            let token = try self.token(o["token"], required: false)
             switch o["client"] {
-            case nil, .null?: return .hello(id: id, client: nil)
-            case .string(let s)? where !s.isEmpty && s.utf8.count <= 256: return .hello(id: id, client: s)
+            case nil, .null?: return .hello(id: id, client: nil, token: token)
+            case .string(let s)? where !s.isEmpty && s.utf8.count <= 256: return .hello(id: id, client: s, token: token)
             default: throw TocsinError(.badRequest, "'client' must be a non-empty string of at most 256 bytes")
             }
+        case "refresh":
+            return .refresh(id: id, token: try self.token(o["token"], required: true) ?? "")
         case "subscribe":
             let channel = try string("channel")
             var params: [String: JSONValue] = [:]
@@ -118,9 +142,22 @@ extension ClientMessage {
         case "ping":
             return .ping(id: id)
         default:
-            throw TocsinError(.unknownMessage, "unknown message type '\(type)' (expected hello, subscribe, unsubscribe, publish, ack, fetch, ping)")
+            throw TocsinError(
+                .unknownMessage, "unknown message type '\(type)' (expected hello, subscribe, unsubscribe, publish, ack, fetch, ping, refresh)")
         }
     }
+
+    /// A token field: a non-empty string of at most `maxTokenBytes`.
+    static func token(_ json: JSONValue?, required: Bool) throws(TocsinError) -> String? {
+        switch json {
+        case nil where !required, .null? where !required: return nil
+        case .string(let s)? where !s.isEmpty && s.utf8.count <= maxTokenBytes: return s
+        default: throw TocsinError(.badRequest, "'token' must be a non-empty string of at most \(maxTokenBytes) bytes")
+        }
+    }
+
+    /// The longest token a broker reads (a JWT with a long scope list fits well within it).
+    public static let maxTokenBytes = 8192
 
     static func startPosition(_ json: JSONValue?) throws(TocsinError) -> StartPosition {
         switch json {
@@ -141,9 +178,10 @@ extension ClientMessage {
         var o: [String: JSONValue] = [:]
         if let id { o["id"] = .string(id) }
         switch self {
-        case .hello(_, let client):
+        case .hello(_, let client, let token):
             o["type"] = "hello"
             if let client { o["client"] = .string(client) }
+            if let token { o["token"] = .string(token) }
         case .subscribe(_, let channel, let params, let from):
             o["type"] = "subscribe"
             o["channel"] = .string(channel)
@@ -172,6 +210,9 @@ extension ClientMessage {
             o["limit"] = .int(Int64(limit))
         case .ping:
             o["type"] = "ping"
+        case .refresh(_, let token):
+            o["type"] = "refresh"
+            o["token"] = .string(token)
         }
         return JSONValue.object(o).serialized
     }

@@ -71,7 +71,13 @@ public enum ServerMessage: Sendable, Hashable {
     case notify(subscription: String, seq: Int64, Notification)
     case fetched(id: String?, subscription: String, events: [EventPayload], seq: Int64)
     case pong(id: String?)
-    case error(id: String?, code: String, message: String)
+    /// `retryAfterMs`: with `rate_limited`, how long to wait before trying again.
+    case error(id: String?, code: String, message: String, retryAfterMs: Int64? = nil)
+    /// A `refresh` was accepted: the connection's token is now the fresh one, valid until `expiresAt`.
+    case refreshed(id: String?, expiresAtMillis: Int64)
+    /// The connection's token expires at `expiresAt` (wall-clock milliseconds): send a `refresh`
+    /// before then, or the broker closes the connection (close code 4401).
+    case tokenExpiring(expiresAtMillis: Int64)
     /// Move to another broker: connect to `to` (a WebSocket URL), say hello and resume every
     /// subscription there, then close this connection. `reason` is `rebalance` or `drain`.
     case migrate(to: String, broker: String, reason: String)
@@ -83,7 +89,7 @@ public enum ServerMessage: Sendable, Hashable {
     }
 
     public static func error(id: String?, _ error: TocsinError) -> ServerMessage {
-        .error(id: id, code: error.code.rawValue, message: error.message)
+        .error(id: id, code: error.code.rawValue, message: error.message, retryAfterMs: error.retryAfterMillis)
     }
 }
 
@@ -137,11 +143,19 @@ extension ServerMessage {
         case .pong(let i):
             out += "\"pong\""
             id(i)
-        case .error(let i, let code, let message):
+        case .error(let i, let code, let message, let retryAfter):
             out += "\"error\""
             id(i)
             field("code", .string(code))
             field("message", .string(message))
+            if let retryAfter { field("retryAfterMs", .int(retryAfter)) }
+        case .refreshed(let i, let expiresAt):
+            out += "\"refreshed\""
+            id(i)
+            field("expiresAt", .int(expiresAt))
+        case .tokenExpiring(let expiresAt):
+            out += "\"token_expiring\""
+            field("expiresAt", .int(expiresAt))
         case .migrate(let to, let broker, let reason):
             out += "\"migrate\""
             field("to", .string(to))
@@ -269,7 +283,12 @@ extension ServerMessage {
         case "pong":
             return .pong(id: id)
         case "error":
-            return .error(id: id, code: o["code"]?.stringValue ?? "", message: o["message"]?.stringValue ?? "")
+            return .error(
+                id: id, code: o["code"]?.stringValue ?? "", message: o["message"]?.stringValue ?? "", retryAfterMs: o["retryAfterMs"]?.intValue)
+        case "refreshed":
+            return .refreshed(id: id, expiresAtMillis: o["expiresAt"]?.intValue ?? 0)
+        case "token_expiring":
+            return .tokenExpiring(expiresAtMillis: o["expiresAt"]?.intValue ?? 0)
         case "migrate":
             guard let to = o["to"]?.stringValue else { throw bad }
             return .migrate(to: to, broker: o["broker"]?.stringValue ?? "", reason: o["reason"]?.stringValue ?? "")

@@ -26,6 +26,8 @@ struct ImportRulesTests {
             "NIO*", "GRDB", "Hummingbird*", "TocsinStore", "TocsinHTTP", "TocsinHTTPClient", "TocsinBroker", "TocsinController", "TocsinClient",
             "TocsinLoad",
         ],
+        // Keys and tokens only: no networking, no storage.
+        "TocsinAuth": ["NIO*", "GRDB", "Hummingbird*", "AsyncHTTPClient", "WSClient", "PostgresNIO", "TocsinStore", "TocsinHTTP*", "TocsinBroker", "TocsinController", "TocsinClient", "TocsinLoad", "TocsinDev"],
         // The executable is flags and printing: no event loops, no WebSocket client of its own.
         "tocsin": ["NIO*", "WSClient", "GRDB", "Hummingbird*"],
     ]
