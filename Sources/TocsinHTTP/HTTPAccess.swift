@@ -32,12 +32,19 @@ package struct HTTPAccess: Sendable {
         return grant
     }
 
-    /// A request from a browser page (it has `Origin`) must come from an allowed origin or the
-    /// node's own (a page it serves).
+    /// A request from a browser page must come from an allowed origin or the node's own (a page
+    /// it serves). Browsers send `Origin: http(s)://…` (or `null`, from sandboxed and file
+    /// pages); other clients may send what they like (WebSocket libraries send `ws://host`), and
+    /// they can forge it anyway, so only browser origins are checked.
     package func checkOrigin(_ request: Request) throws(TocsinError) {
-        guard let origin = request.headers[.origin], !allowedOrigins.allows(origin) else { return }
-        if let host = request.head.authority, OriginList.host(ofOrigin: origin) == host.lowercased() { return }
+        guard let origin = request.headers[.origin], Self.isBrowserOrigin(origin), !allowedOrigins.allows(origin) else { return }
+        if let authority = request.head.authority, OriginList.sameHost(origin: origin, authority: authority) { return }
         throw TocsinError(.forbidden, "requests from the origin \(origin) are not allowed (the node's --allow-origin list)")
+    }
+
+    static func isBrowserOrigin(_ origin: String) -> Bool {
+        let lower = origin.lowercased()
+        return lower == "null" || lower.hasPrefix("http://") || lower.hasPrefix("https://")
     }
 
     /// The token of `Authorization: Bearer <token>`; nil without the header; `unauthorized` for
@@ -77,10 +84,16 @@ package struct OriginList: Sendable, Hashable {
     package init(_ origins: [String]) { self.origins = Set(origins.map { $0.lowercased() }) }
     package var isEmpty: Bool { origins.isEmpty }
     package func allows(_ origin: String) -> Bool { origins.contains("*") || origins.contains(origin.lowercased()) }
-    /// `https://a.example:8443` → `a.example:8443`.
-    package static func host(ofOrigin origin: String) -> String? {
-        guard let scheme = origin.range(of: "://") else { return nil }
-        return origin[scheme.upperBound...].lowercased()
+    /// Whether a browser origin is the node's own address (`authority`, from `Host`), default ports included.
+    package static func sameHost(origin: String, authority: String) -> Bool {
+        let lower = origin.lowercased()
+        let (rest, port) =
+            lower.hasPrefix("https://") ? (lower.dropFirst(8), "443") : lower.hasPrefix("http://") ? (lower.dropFirst(7), "80") : (Substring(""), "")
+        guard !rest.isEmpty else { return false }
+        let withPort = rest.contains(":") && !rest.hasSuffix("]") ? String(rest) : "\(rest):\(port)"
+        let host = authority.lowercased()
+        let hostWithPort = host.contains(":") && !host.hasSuffix("]") ? host : "\(host):\(port)"
+        return withPort == hostWithPort
     }
 }
 
