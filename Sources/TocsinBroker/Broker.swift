@@ -75,7 +75,11 @@ public final class Broker: Sendable {
         self.publishing = Publishing(configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis)
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
-        self.controller = configuration.cluster.map { ControllerClient(urls: $0.controllerURLs) }
+        self.controller = configuration.cluster.map { cluster in
+            var client = ControllerClient(urls: cluster.controllerURLs)
+            client.token = cluster.credential
+            return client
+        }
         try await reloadCatalog()
     }
 

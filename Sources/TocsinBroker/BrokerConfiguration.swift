@@ -78,6 +78,9 @@ public struct BrokerConfiguration: Sendable {
 
 /// How a broker joins a network (`tocsin broker --controller URL[,URL…]`).
 public struct ClusterSettings: Sendable {
+    /// The cluster credential the broker presents to its controllers (a token with the `cluster`
+    /// scope); nil when the network runs without authentication.
+    public var credential: TokenSource?
     /// The controllers' HTTP URLs: the broker talks to the one that leads, and moves on to the
     /// next (or to the leader a follower names) when one fails or answers `not_leader`.
     public var controllerURLs: [String]

@@ -251,12 +251,23 @@ public final class Connection: Sendable {
     /// Identifies the client. With a client id the broker resumes its durable subscriptions
     /// (and closes another connection of the same id); without one the client is anonymous and
     /// its subscriptions end with the connection.
-    /// - Parameter client: The durable client id, or nil for an anonymous client.
-    /// - Throws: `TocsinError` (e.g. `bad_request` for an id the broker refuses), `ConnectionClosed`.
-    public func hello(client: String?) async throws -> Welcome {
-        let reply = try await request { .hello(id: $0, client: client) }
+    /// - Parameters:
+    ///   - client: The durable client id, or nil for an anonymous client (with a token: the token's).
+    ///   - token: The access token, when the broker requires one (docs/security.md).
+    /// - Throws: `TocsinError` (e.g. `bad_request` for an id the broker refuses, `unauthorized`,
+    ///   `forbidden` for a token of another client), `ConnectionClosed`.
+    public func hello(client: String?, token: String? = nil) async throws -> Welcome {
+        let reply = try await request { .hello(id: $0, client: client, token: token) }
         guard case .welcome(_, let session, let broker, let client, let subs) = reply else { throw UnexpectedReply(reply) }
         return Welcome(session: session, broker: broker, client: client, subscriptions: subs)
+    }
+
+    /// Replaces the connection's token with a fresh one of the same client (before the broker's
+    /// `token_expiring` deadline); returns when the new token expires (wall-clock ms).
+    public func refresh(token: String) async throws -> Int64 {
+        let reply = try await request { .refresh(id: $0, token: token) }
+        guard case .refreshed(_, let expiresAt) = reply else { throw UnexpectedReply(reply) }
+        return expiresAt
     }
 
     /// Subscribes to a channel with these parameters (an existing durable subscription of the

@@ -45,6 +45,8 @@ public struct Publisher: Sendable {
     let locator: BrokerLocator
     /// How long one try waits for its broker's answer before trying another.
     public let attemptTimeout: Duration
+    /// The access token each publish carries, if any.
+    let token: TokenSource?
     /// The broker publishes go to, and when it was chosen; or the search for one under way.
     private let chosen = LockedBox<Choice>(.none)
 
@@ -61,12 +63,16 @@ public struct Publisher: Sendable {
     ///   - client: The client id `assign` places (publishes are not durable under it).
     ///   - attemptTimeout: How long one try waits for its broker's answer.
     ///   - logger: Where the search for a broker logs.
+    ///   - token: The access token (scopes `publish:<stream>` and `discovery`), when the network requires tokens.
     public init(
         seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10),
-        logger: Logger = Logger(label: "tocsin.publisher")
+        logger: Logger = Logger(label: "tocsin.publisher"), token: TokenSource? = nil
     ) {
-        locator = BrokerLocator(configuration: .init(seeds: seeds, client: client), logger: logger)
+        var configuration = BrokerLocator.Configuration(seeds: seeds, client: client)
+        configuration.token = token
+        locator = BrokerLocator(configuration: configuration, logger: logger)
         self.attemptTimeout = attemptTimeout
+        self.token = token
     }
 
     /// Publishes events in one batch (all or nothing) and returns once they are committed.
@@ -87,8 +93,9 @@ public struct Publisher: Sendable {
             let broker = try await self.broker(exclude: exclude)
             do {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
-                let reply = try await HTTPCall.call(
-                    .POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)], timeout: attemptTimeout)
+                var headers = [("Idempotency-Key", key)]
+                if let token { headers.append(("Authorization", "Bearer " + (try await token()))) }
+                let reply = try await HTTPCall.call(.POST, broker.httpURL + path, body: .array(events), headers: headers, timeout: attemptTimeout)
                 let published = try PublishReply(json: reply)
                 return Published(broker: broker.id, epoch: published.epoch, seqs: published.seqs, duplicate: published.duplicate)
             } catch {

@@ -40,7 +40,9 @@ extension Subscriber {
             statistics = subscriber.statistics
             logger = subscriber.logger
             self.continuation = continuation
-            if case .cluster(let c) = configuration.endpoint {
+            if case .cluster(var c) = configuration.endpoint {
+                // Discovery carries the subscriber's token unless the locator was given its own.
+                if c.token == nil { c.token = configuration.token }
                 locator = BrokerLocator(configuration: c, logger: logger)
             } else {
                 locator = nil
@@ -169,7 +171,8 @@ extension Subscriber {
                     let (welcome, infos) = try await Subscriber.within(
                         self.configuration.setupTimeout, "hello and subscribe at \(target.url)"
                     ) {
-                        let welcome = try await connection.hello(client: self.client)
+                        let token = try await self.configuration.token?()
+                        let welcome = try await connection.hello(client: self.client, token: token)
                         var infos = welcome.subscriptions
                         for request in requests {
                             let info = try await connection.subscribe(channel: request.channel, params: request.params, from: request.from)
@@ -221,8 +224,24 @@ extension Subscriber {
                 perform(withMachine { $0.migrateOrdered(id, to: target, reason: reason) })
             case .error(_, let code, let message, _):
                 logger.warning("broker reported an error", metadata: ["code": "\(code)", "error": "\(message)"])
+            case .tokenExpiring:
+                refreshToken(on: id)
             default:
                 break
+            }
+        }
+
+        /// Sends a fresh token on the connection whose token is about to expire. A failure is
+        /// logged: the broker closes the connection at expiry and the next one says hello afresh.
+        private func refreshToken(on id: ID) {
+            guard let provider = configuration.token, let connection = owned.withLock({ $0.open[id] }) else { return }
+            let logger = self.logger
+            Task {
+                do {
+                    _ = try await connection.refresh(token: try await provider())
+                } catch {
+                    logger.warning("could not refresh the connection's token", metadata: ["error": "\(error)"])
+                }
             }
         }
 

@@ -102,6 +102,10 @@ public struct Subscriber: Sendable {
         /// host vanishes without closing the connection (power, a cut link) is noticed within
         /// two periods. Shorter notices sooner and costs more wake-ups on phones.
         public var pingInterval: Duration = .seconds(15)
+        /// The access token, when brokers require one: asked for before every hello and when a
+        /// broker says the connection's token is about to expire (then sent in a `refresh`).
+        /// Its client id must be `client`.
+        public var token: (@Sendable () async throws -> String)?
 
         /// A subscriber of one broker.
         /// - Parameters:

@@ -13,6 +13,8 @@ public final class LocalNetwork: Sendable {
     static let restartBackoff = Backoff(initial: .seconds(1), maximum: .seconds(30))
 
     public struct Configuration: Sendable {
+        var authenticationArguments: [String] { authKeys.map { ["--auth-keys", $0] } ?? ["--insecure-no-auth"] }
+
         public var executable = ChildProcess.tocsinBinary
         /// The shared store lives here.
         public var directory: String
@@ -24,6 +26,8 @@ public final class LocalNetwork: Sendable {
         /// A PostgreSQL connection string the brokers share as their store (`--store`); nil: the
         /// SQLite file in `directory`.
         public var store: String?
+        /// The network's key file (`--auth-keys`); nil runs every process with `--insecure-no-auth`.
+        public var authKeys: String?
         /// Extra arguments for every broker (e.g. `--no-fsync`, `--capacity 5000`).
         public var brokerArguments: [String] = []
         /// Extra arguments for the controller (e.g. `--lease-ms 2000`).
@@ -89,11 +93,12 @@ public final class LocalNetwork: Sendable {
         for i in 0..<configuration.controllers {
             let port = configuration.basePort == 0 || i == 0 ? configuration.basePort : 0
             let store = configuration.controllers > 1 ? ["--store", configuration.store!] : []
+            let authentication = configuration.authenticationArguments
             controllers.append(
                 try await ChildProcess(
                     executable: configuration.executable,
                     arguments: ["controller", "--host", host, "--port", "\(port)", "--log-level", configuration.logLevel]
-                        + store + configuration.controllerArguments,
+                        + authentication + store + configuration.controllerArguments,
                     inheritStderr: configuration.showLogs))
         }
         self.controllers = controllers
@@ -121,13 +126,14 @@ public final class LocalNetwork: Sendable {
 
     private func start(id: String, port: Int, incarnation: Int) async throws -> Member {
         // broker-K on host K-1, round the hosts.
+        let authentication = configuration.authenticationArguments
         let number = Int(id.split(separator: "-").last ?? "") ?? 1
         let namespace = configuration.namespaces.map { $0.hosts[max(number - 1, 0) % $0.hosts.count] }
         let host = namespace?.address ?? configuration.host
         let arguments = [
             "broker", "--controller", controllerURLs.joined(separator: ","), "--broker-id", id, "--host", host, "--port", "\(port)",
             "--data-dir", configuration.directory, "--log-level", configuration.logLevel,
-        ] + (configuration.store.map { ["--store", $0] } ?? []) + configuration.brokerArguments
+        ] + authentication + (configuration.store.map { ["--store", $0] } ?? []) + configuration.brokerArguments
         let process: ChildProcess
         if let namespaces = configuration.namespaces, let namespace {
             process = try await namespaces.start(

@@ -28,6 +28,9 @@ public struct ControllerClient: Sendable {
     public let httpClient: HTTPClient
     private let ownsHTTPClient: Bool
     private let preferred: Preferred
+    /// The token every call carries (`Authorization: Bearer`): brokers give their cluster
+    /// credential, clients one with the `discovery` scope. None when nil.
+    public var token: TokenSource?
 
     /// The URL that answered last, shared by copies of the client.
     private final class Preferred: Sendable {
@@ -65,7 +68,9 @@ public struct ControllerClient: Sendable {
 
     /// A client for `url` sharing this one's HTTP connections (and owning none).
     public func at(_ url: String) -> ControllerClient {
-        ControllerClient(url: url, httpClient: httpClient)
+        var client = ControllerClient(url: url, httpClient: httpClient)
+        client.token = token
+        return client
     }
 
     /// Runs `body` with a client of its own, shut down when `body` returns or throws.
@@ -146,11 +151,14 @@ public struct ControllerClient: Sendable {
         var tried: [String] = []
         var next: String? = url
         var lastFailure: (any Error)?
+        var headers: [(String, String)] = []
+        if let token { headers.append(("Authorization", "Bearer " + (try await token()))) }
         while let base = next {
             tried.append(base)
             var named: String?
             do {
-                let answer = try await HTTPCall.call(method, BaseURL.join(base, path), body: body, timeout: timeout, using: httpClient)
+                let answer = try await HTTPCall.call(
+                    method, BaseURL.join(base, path), body: body, headers: headers, timeout: timeout, using: httpClient)
                 preferred.url.withLock { $0 = base }
                 return answer
             } catch let error as TocsinError where error.code == .notLeader {

@@ -122,7 +122,7 @@ struct MeasuredBrokers: Sendable {
                 let address = host?.address ?? "127.0.0.1"
                 let arguments =
                     [
-                        "serve", "--host", address, "--port", "0", "--data-dir", "\(directory)/\(i + 1)", "--broker-id", "broker-\(i + 1)",
+                        "serve", "--insecure-no-auth", "--host", address, "--port", "0", "--data-dir", "\(directory)/\(i + 1)", "--broker-id", "broker-\(i + 1)",
                         "--log-level", "warning",
                     ] + (store.map { ["--store", $0] } ?? []) + (spawn.noFsync ? ["--no-fsync"] : [])
                 let process: ChildProcess

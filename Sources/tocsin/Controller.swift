@@ -3,6 +3,7 @@ import Metrics
 import Prometheus
 import Logging
 import ServiceLifecycle
+import TocsinAuth
 import TocsinController
 import TocsinCore
 import TocsinStore
@@ -48,6 +49,8 @@ struct ControllerCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-rebalance"), help: "Assign and fail over, but never migrate clients to even out load.")
     var noRebalance = false
 
+    @OptionGroup var auth: AuthOptions
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
 
@@ -90,6 +93,10 @@ struct ControllerCommand: AsyncParsableCommand {
         configuration.rebalanceEnabled = !noRebalance
         configuration.leaderLease = .milliseconds(leaderLeaseMilliseconds)
         configuration.leaderMargin = .milliseconds(leaderLeaseMilliseconds / 4)
+        configuration.allowedOrigins = auth.allowedOrigins
+        if let authority = try await auth.authority(defaultKeyFile: nil, port: port) {
+            configuration.authentication = .tokens(authority)
+        }
         // `validate` has checked the connection string.
         var ledger: (any ControllerLedger)?
         if let storeLocation, let location = try? PostgresLocation(parsing: storeLocation) {

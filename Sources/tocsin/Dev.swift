@@ -4,6 +4,7 @@ import Foundation
 import TocsinClient
 import TocsinCore
 import TocsinDev
+import TocsinAuth
 import TocsinStore
 
 /// `tocsin dev --brokers N`: a local network of separate processes in one command.
@@ -33,6 +34,8 @@ struct Dev: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "The processes' log level (their logs go to stderr).")
     var logLevel = "notice"
 
+    @OptionGroup var auth: AuthOptions
+
     mutating func validate() throws {
         guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
         guard (1...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
@@ -54,11 +57,19 @@ struct Dev: AsyncParsableCommand {
         configuration.showLogs = true
         configuration.store = store
         if noFsync { configuration.brokerArguments.append("--no-fsync") }
+        // The network's key: given, or kept (made on first start) in the data directory.
+        let authority = try await auth.authority(defaultKeyFile: dataDirectory + "/auth-keys.json", port: port)
+        if authority != nil { configuration.authKeys = auth.keyFile ?? dataDirectory + "/auth-keys.json" }
+        for origin in auth.allowedOrigins {
+            configuration.brokerArguments += ["--allow-origin", origin]
+            configuration.controllerArguments += ["--allow-origin", origin]
+        }
         let network = try await LocalNetwork(configuration: configuration)
         print("controller  \(network.controllerURL)   (discovery: \(network.controllerURL)/v1/cluster)")
         for m in network.members {
             print("\(m.id)    \(m.httpURL)   \(m.webSocketURL)   pid \(m.pid)")
         }
+        if let authority { try await printAdminToken(authority) }
         print("data in \(store.map { _ in "the PostgreSQL database of --store" } ?? dataDirectory); Ctrl-C stops the network")
         fflushStdout()
         let supervisor = Task {
@@ -118,11 +129,19 @@ struct Status: AsyncParsableCommand {
     @Option(help: "Any node of the network: the controller or a broker (env TOCSIN_URL).")
     var url: String = Environment.get("TOCSIN_URL") ?? "http://127.0.0.1:7300"
 
+    @Option(name: .long, help: "A token with the discovery scope, when the network requires one (env TOCSIN_TOKEN).")
+    var token: String? = Environment.get("TOCSIN_TOKEN")
+
     func run() async throws {
         let base = BaseURL.trimmed(url)
         let view: ClusterView
+        let token = self.token
         do {
-            view = try await ControllerClient.withClient(url: base) { try await $0.cluster() }
+            view = try await ControllerClient.withClient(url: base) { client in
+                var client = client
+                client.token = token.map { token in { @Sendable in token } }
+                return try await client.cluster()
+            }
         } catch let failure as TransportFailure where failure.kind == .refused {
             throw CommandFailure(
                 failure.sentence(role: "a controller or broker", runBy: "`tocsin controller`")

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import ArgumentParser
+import Foundation
 import TocsinHTTP
 
 enum Environment {
@@ -45,4 +46,9 @@ enum TaskExecutorChoice: String {
             EventLoopExecutor.install()
         }
     }
+}
+
+/// A line on standard error.
+func stderr(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
 }

@@ -3,12 +3,15 @@ import Logging
 import Metrics
 import Prometheus
 import ServiceLifecycle
+import TocsinAuth
 import TocsinBroker
 import TocsinCore
 import TocsinStore
 
 /// The options every broker process takes (`serve` and `broker`).
 struct BrokerOptions: ParsableArguments {
+    @OptionGroup var auth: AuthOptions
+
     @Option(help: "Address to listen on (env TOCSIN_HOST).")
     var host: String = Environment.get("TOCSIN_HOST") ?? "127.0.0.1"
 
@@ -142,6 +145,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.maxOutboundBytes = maxOutboundBytes
         configuration.http.maxConnections = maxConnections
         configuration.maxSubscriptionsPerClient = maxSubscriptionsPerClient == 0 ? nil : maxSubscriptionsPerClient
+        configuration.allowedOrigins = auth.allowedOrigins
         return configuration
     }
 
@@ -161,7 +165,18 @@ struct BrokerOptions: ParsableArguments {
     /// Builds and runs the broker until SIGINT/SIGTERM; prints one line on stdout when listening
     /// (scripts and tests read the port from it).
     func run(_ configuration: BrokerConfiguration, store: StoreConfiguration, role: String) async throws {
+        var configuration = configuration
         let logger = try bootstrapLogging(level: logLevel)
+        // `serve` keeps (and on first start makes) its key in the data directory; a network's
+        // brokers are given the network's key file.
+        let standalone = configuration.cluster == nil
+        let authority = try await auth.authority(defaultKeyFile: standalone ? dataDirectory + "/auth-keys.json" : nil, port: port)
+        if let authority {
+            configuration.authentication = .tokens(authority)
+            configuration.cluster?.credential = MintedToken(
+                authority: authority, client: "broker:" + configuration.brokerID, scopes: [.cluster], nowMillis: Token.nowMillis
+            ).source
+        }
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.durationHistogramBuckets["tocsin_event_loop_delay_seconds"] = [1, 5, 20, 50, 200, 1000, 5000].map { .milliseconds($0) }
@@ -177,6 +192,7 @@ struct BrokerOptions: ParsableArguments {
         }
         let store = try await Self.open(store, logger: logger)
         let app = try await buildBroker(configuration: configuration, store: store, logger: logger, metrics: registry) { port in
+            if standalone, let authority { try? await printAdminToken(authority) }
             print("tocsin\(role.isEmpty ? "" : " " + role) listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
             fflushStdout()
         }

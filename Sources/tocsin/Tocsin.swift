@@ -9,7 +9,7 @@ struct Tocsin: AsyncParsableCommand {
         abstract: "Tocsin: durable streams, parameterized channels, real-time notifications.",
         subcommands: [
             Serve.self, ControllerCommand.self, BrokerCommand.self, Dev.self, Status.self, Publish.self, Subscribe.self, Streams.self,
-            Channels.self, Bench.self,
+            Channels.self, Bench.self, Token.self, Keys.self,
         ],
         defaultSubcommand: nil
     )
@@ -33,6 +33,15 @@ struct Tocsin: AsyncParsableCommand {
 struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: "HTTP URL of a broker, or of any node of a network (comma-separated for several; env TOCSIN_URL).")
     var url: String = Environment.get("TOCSIN_URL") ?? "http://127.0.0.1:7400"
+
+    @Option(name: .long, help: "The access token, when the network requires one (env TOCSIN_TOKEN; `tocsin serve` prints one).")
+    var token: String? = Environment.get("TOCSIN_TOKEN")
+
+    /// The token as the client library takes it.
+    var tokenSource: TokenSource? { token.map { token in { @Sendable in token } } }
+
+    /// The `Authorization` header for direct HTTP calls.
+    var headers: [(String, String)] { token.map { [("Authorization", "Bearer " + $0)] } ?? [] }
 
     /// The seeds the client library starts discovery from.
     var seeds: [String] { url.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }

@@ -132,7 +132,7 @@ struct CommandLineTests {
     @Test func statusExplainsAStandaloneBrokerAndShowsIt() async throws {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        let server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory, "--broker-id", "solo"])
+        let server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory, "--broker-id", "solo"])
         defer { server.kill(SIGKILL) }
         let url = "http://127.0.0.1:\(server.port)"
         let (status, stdout) = try Self.run(["status", "--url", url], capturing: .stdout)

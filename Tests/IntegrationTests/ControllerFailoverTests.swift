@@ -50,7 +50,7 @@ struct ControllerFailoverTests {
                 network.controllers.append(
                     try await ChildProcess(
                         arguments: [
-                            "controller", "--port", "0", "--store", database.url, "--heartbeat-ms", "200", "--cooldown-ms", "1000",
+                            "controller", "--insecure-no-auth", "--port", "0", "--store", database.url, "--heartbeat-ms", "200", "--cooldown-ms", "1000",
                             "--log-level", "warning",
                         ]))
             }
@@ -58,7 +58,7 @@ struct ControllerFailoverTests {
                 network.brokers.append(
                     try await ChildProcess(
                         arguments: [
-                            "broker", "--controller", network.controllerURLs.joined(separator: ","), "--broker-id", "broker-\(i)", "--port", "0",
+                            "broker", "--insecure-no-auth", "--controller", network.controllerURLs.joined(separator: ","), "--broker-id", "broker-\(i)", "--port", "0",
                             "--data-dir", network.directory, "--no-fsync", "--drain-timeout", "1", "--log-level", "warning",
                         ]))
             }

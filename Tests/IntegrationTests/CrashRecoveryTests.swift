@@ -82,7 +82,7 @@ struct CrashRecoveryTests {
         let database = postgres ? try await PostgresServer.database() : nil
         defer { database?.destroy() }
         let store = database.map { ["--store", $0.url] } ?? []
-        var server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory] + store, environment: environment)
+        var server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory] + store, environment: environment)
         let port = server.port
         let base = "http://127.0.0.1:\(port)"
         let log = Log()
@@ -143,7 +143,7 @@ struct CrashRecoveryTests {
         try await waitUntil("200 publishes before the crash") { log.published.load(ordering: .relaxed) >= 200 }
         server.kill(SIGKILL)
         let beforeCrash = log.published.load(ordering: .relaxed)
-        server = try await ServerProcess(arguments: ["serve", "--port", "\(port)", "--data-dir", directory] + store, environment: environment)
+        server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "\(port)", "--data-dir", directory] + store, environment: environment)
         try await waitUntil("200 publishes after the restart") { log.published.load(ordering: .relaxed) >= beforeCrash + 200 }
         log.stopPublishing.store(true, ordering: .relaxed)
         await publisher.value

@@ -154,7 +154,7 @@ struct DatabaseOutageTests {
     }
 
     static func serve(store url: String) async throws -> ServerProcess {
-        try await ServerProcess(arguments: ["serve", "--port", "0", "--store", url])
+        try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "0", "--store", url])
     }
 
     /// `GET /readyz`: the status and the error code.
@@ -276,7 +276,7 @@ struct DatabaseOutageTests {
         let restarting = ContinuousClock.now
         try await database.restart()
         if killing {
-            second = try await ServerProcess(arguments: ["serve", "--port", "\(second.port)", "--store", store])
+            second = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "\(second.port)", "--store", store])
         }
 
         let afterRestart = feed.count

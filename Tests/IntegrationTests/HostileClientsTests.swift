@@ -43,7 +43,7 @@ struct HostileClientsTests {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
         let server = try await ServerProcess(arguments: [
-            "serve", "--port", "0", "--data-dir", directory, "--no-fsync", "--head-timeout", "20", "--first-message-timeout", "20",
+            "serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory, "--no-fsync", "--head-timeout", "20", "--first-message-timeout", "20",
         ])
         defer { server.kill(SIGKILL) }
         let figures = ProcessFigures(pid: server.pid)
@@ -110,7 +110,7 @@ struct HostileClientsTests {
         let server = try await ServerProcess(
             executable: "/usr/bin/prlimit",
             arguments: [
-                "--nofile=160:160", ServerProcess.tocsinBinary, "serve", "--port", "0", "--data-dir", directory, "--no-fsync",
+                "--nofile=160:160", ServerProcess.tocsinBinary, "serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory, "--no-fsync",
                 "--head-timeout", "3", "--first-message-timeout", "3",
             ])
         defer { server.kill(SIGKILL) }
@@ -202,7 +202,7 @@ struct ChildDescriptorTests {
         let inherited = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(ends[0])")
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        let server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory])
+        let server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory])
         defer { server.kill(SIGKILL) }
         let held = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(server.pid)/fd").compactMap {
             try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(server.pid)/fd/\($0)")

@@ -12,7 +12,7 @@ struct MetricsTests {
     @Test func theServerExportsWhatHappenedInPrometheusText() async throws {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        let server = try await ServerProcess(arguments: ["serve", "--port", "0", "--data-dir", directory])
+        let server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory])
         defer { server.kill(SIGKILL) }
         let base = "http://127.0.0.1:\(server.port)"
         let events = (1...3).map { MultiProcess.CrashRecoveryTests.event($0, kind: "fire") }

@@ -34,7 +34,7 @@ struct MultiHostTests {
             let process = try await network.start(
                 on: host, executable: ServerProcess.tocsinBinary,
                 arguments: [
-                    "serve", "--host", host.address, "--port", "0", "--data-dir", "\(directory)/\(i)", "--broker-id", "broker-\(i + 1)",
+                    "serve", "--insecure-no-auth", "--host", host.address, "--port", "0", "--data-dir", "\(directory)/\(i)", "--broker-id", "broker-\(i + 1)",
                     "--store", database.url(host: network.bridgeAddress), "--log-level", "warning",
                 ])
             brokers.append("http://\(host.address):\(process.port)")

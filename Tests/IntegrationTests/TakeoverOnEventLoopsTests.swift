@@ -17,7 +17,7 @@ struct TakeoverOnEventLoopsTests {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
         let server = try await ServerProcess(
-            arguments: ["serve", "--port", "0", "--data-dir", directory, "--no-fsync"], environment: ["TOCSIN_TASK_EXECUTOR": "event-loops"])
+            arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory, "--no-fsync"], environment: ["TOCSIN_TASK_EXECUTOR": "event-loops"])
         defer { server.kill() }
         let ws = "ws://127.0.0.1:\(server.port)/v1/ws"
         let http = "http://127.0.0.1:\(server.port)"
@@ -78,7 +78,7 @@ struct TakeoverOnEventLoopsTests {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
         let server = try await ServerProcess(
-            arguments: ["serve", "--port", "0", "--data-dir", directory, "--no-fsync", "--max-subscriptions-per-client", "2"])
+            arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory, "--no-fsync", "--max-subscriptions-per-client", "2"])
         defer { server.kill() }
         let logger = Logger(label: "cap-test")
         try await Connection.run(url: "ws://127.0.0.1:\(server.port)/v1/ws", logger: logger) { connection in

@@ -17,3 +17,7 @@ public enum Authentication: Sendable {
         return nil
     }
 }
+
+/// Where a client gets its current token: called before each connection or request (it may
+/// cache, renew, or read a file). Its errors fail the call they were asked for.
+public typealias TokenSource = @Sendable () async throws -> String
