@@ -180,6 +180,7 @@ let package = Package(
             name: "TocsinControllerTests",
             dependencies: [
                 "TocsinTesting",
+                "TocsinAuth",
                 "TocsinController",
                 "TocsinCore",
                 "TocsinClient",
@@ -196,6 +197,7 @@ let package = Package(
             name: "TocsinBrokerTests",
             dependencies: [
                 "TocsinTesting",
+                "TocsinAuth",
                 "TocsinBroker",
                 "TocsinHTTP",
                 "TocsinController",

@@ -28,7 +28,10 @@ struct Subscriptions: Sendable {
         var replay: PendingReplay?
     }
 
-    func hello(session: Session, client: String?) async throws(TocsinError) -> Welcome {
+    /// `grant`, with authentication on: the connection's token. Subscriptions to channels it
+    /// may no longer subscribe to are not resumed (each gets a `forbidden` error); they stay
+    /// stored, for a token that allows them.
+    func hello(session: Session, client: String?, grant: Grant? = nil, nowMillis: Int64 = 0) async throws(TocsinError) -> Welcome {
         if let client, client.hasPrefix(Self.anonymousPrefix) {
             throw TocsinError(
                 .badRequest,
@@ -71,6 +74,7 @@ struct Subscriptions: Sendable {
             // (TOCSIN_TASK_EXECUTOR=event-loops) serve its other connections now and then.
             if i % 256 == 255 { await Task.yield() }
             do {
+                try grant?.check(.subscribe(channel: record.channel), nowMillis: nowMillis)
                 let channel = try catalog.requireChannel(record.channel)
                 // Not read when the catalog learned of the channel while the streams were read.
                 let info = try (streams[channel.definition.stream]

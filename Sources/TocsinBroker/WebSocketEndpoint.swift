@@ -189,7 +189,8 @@ struct WebSocketEndpoint: Sendable {
             switch message {
             case .hello(let id, let client, let token):
                 let identity = try await authenticateHello(client: client, token: token, session: session, expiry: expiry)
-                let welcome = try await broker.subscriptions.hello(session: session, client: identity)
+                let welcome = try await broker.subscriptions.hello(
+                    session: session, client: identity, grant: session.grant, nowMillis: broker.nowMillis())
                 for failure in welcome.failures { session.send(.error(id: nil, failure)) }
                 session.send(
                     .welcome(

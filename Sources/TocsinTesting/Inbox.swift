@@ -44,6 +44,9 @@ public final class Inbox: Sendable {
         waiter?.resume(returning: nil)
     }
 
+    /// Whether the connection closed (every frame before it is still buffered).
+    public var isFinished: Bool { state.withLock { $0.finished } }
+
     /// The next frame, or a failure when none arrives within `timeout`.
     public func next(timeout: Duration = .seconds(10)) async throws -> ServerMessage {
         let message = await firstOrNil(within: timeout) { await self.take() }

@@ -11,6 +11,8 @@ public struct TestBroker: Sendable {
     public let port: Int
     public let broker: Broker
     public let directory: String
+    /// Every HTTP route with what it requires, as the broker registered them.
+    public var routes: [String] = []
 
     public var httpURL: String { "http://127.0.0.1:\(port)" }
     public var webSocketURL: String { "ws://127.0.0.1:\(port)/v1/ws" }
@@ -40,7 +42,7 @@ public struct TestBroker: Sendable {
             portsContinuation.yield(port)
         }
         return try await runService(app.service, logger: logger, ports: ports) { port in
-            try await body(TestBroker(port: port, broker: app.broker, directory: directory))
+            try await body(TestBroker(port: port, broker: app.broker, directory: directory, routes: app.routes))
         }
     }
 }

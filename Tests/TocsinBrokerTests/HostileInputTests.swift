@@ -76,7 +76,7 @@ struct HostileInputTests {
                 ("silent", ""),
                 ("half a request line", "GET /hea"),
                 ("half the headers", "GET /healthz HTTP/1.1\r\nHost: x\r\n"),
-                ("a body shorter than its Content-Length", "POST /v1/streams/emergencies/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"kind\":"),
+                ("a body shorter than its Content-Length", "POST /v1/streams/emergencies/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"kind\":"),
             ]
             let connections = try requests.map { name, request in
                 let connection = try RawConnection(port: broker.port)
