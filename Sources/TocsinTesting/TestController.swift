@@ -16,6 +16,8 @@ public final class ManualClock: Sendable {
 public struct TestController: Sendable {
     public let port: Int
     public let controller: Controller
+    /// Every HTTP route with what it requires, as registered.
+    public var routes: [String] = []
     public var url: String { "http://127.0.0.1:\(port)" }
 
     /// Starts a controller, runs `body`, then shuts it down. With a `clock`, the controller's own
@@ -39,7 +41,7 @@ public struct TestController: Sendable {
             configuration: configuration, logger: logger, now: now, ledger: ledger,
             onListening: { port in portsContinuation.yield(port) })
         return try await runService(app.service, logger: logger, ports: ports) { port in
-            try await body(TestController(port: port, controller: app.controller))
+            try await body(TestController(port: port, controller: app.controller, routes: app.routes))
         }
     }
 }
