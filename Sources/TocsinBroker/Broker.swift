@@ -41,6 +41,8 @@ public final class Broker: Sendable {
     let nowMillis: @Sendable () -> Int64
     /// Who may call what: tokens, origins (`configuration.authentication`, `allowedOrigins`).
     let access: HTTPAccess
+    /// Per-client rate limits and connection caps.
+    let limits: Limits
     let subscriptions: Subscriptions
     let publishing: Publishing
     let definitions: Definitions
@@ -66,6 +68,7 @@ public final class Broker: Sendable {
         self.nowMillis = nowMillis
         self.access = HTTPAccess(
             authentication: configuration.authentication, allowedOrigins: OriginList(configuration.allowedOrigins), nowMillis: nowMillis)
+        self.limits = Limits(configuration.limits, nowMillis: nowMillis)
         self.sessions = SessionRegistry(logger: logger, metrics: metrics)
         self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)

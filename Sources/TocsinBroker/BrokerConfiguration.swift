@@ -19,6 +19,8 @@ public struct BrokerConfiguration: Sendable {
     /// Origins whose browser pages may call the broker (CORS) and open WebSockets; `*` is any.
     /// Empty (the default): none but the broker's own.
     public var allowedOrigins: [String] = []
+    /// Per-client rate limits and connection caps (docs/security.md).
+    public var limits = RateLimits()
     /// How long before a WebSocket connection's token expires the broker sends `token_expiring`.
     public var tokenExpiryWarning: Duration = .seconds(60)
 

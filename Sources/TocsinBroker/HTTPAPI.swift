@@ -59,15 +59,16 @@ struct HTTPAPI: Sendable {
             let name = context.parameters.get("name") ?? ""
             return .json(StreamDescription(try await broker.store.requireStream(name)).json.serialized)
         }
-        routes.on(.post, "/v1/streams/:name/events", requires: "publish:{name}", Self.named(Permission.publish)) { request, context, _ in
+        routes.on(.post, "/v1/streams/:name/events", requires: "publish:{name}", Self.named(Permission.publish)) { request, context, grant in
             let name = context.parameters.get("name") ?? ""
             let body = try await self.body(request)
             let events: [JSONValue]
             if case .array(let list) = body { events = list } else { events = [body] }
+            try broker.limits.take(.publish, key: grant?.client, cost: events.count)
             let keys = request.headers[values: .idempotencyKey]
             guard keys.count <= 1 else { throw TocsinError(.badRequest, "give one Idempotency-Key header, not \(keys.count)") }
-            let key = try keys.first.map { key throws(TocsinError) in try PublishKey.validated(key) }
-            let published = try await broker.publish(stream: name, events: events, key: key)
+            let publishKey = try keys.first.map { key throws(TocsinError) in try PublishKey.validated(key) }
+            let published = try await broker.publish(stream: name, events: events, key: publishKey)
             // An object body (one event) is also answered with its `seq`.
             var single = true
             if case .array = body { single = false }

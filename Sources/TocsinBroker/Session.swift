@@ -51,6 +51,7 @@ final class Session: Sendable {
         var client: String?
         /// The connection's token, once verified (authentication on).
         var grant: Grant?
+        var admittedClient: String?
         /// Subscription id -> stream, for this session's attached subscriptions.
         var subscriptions: [String: String] = [:]
     }
@@ -65,11 +66,15 @@ final class Session: Sendable {
     let drain: @Sendable (Session) -> Void
     private let state = Mutex(State())
 
+    /// The peer's address, for logs.
+    let peer: String
+
     init(
-        id: String, maxOutboundBytes: Int, logger: Logger, eventLoop: (any EventLoop)? = nil,
+        id: String, maxOutboundBytes: Int, logger: Logger, eventLoop: (any EventLoop)? = nil, peer: String = "local",
         drain: @escaping @Sendable (Session) -> Void
     ) {
         self.id = id
+        self.peer = peer
         self.maxOutboundBytes = maxOutboundBytes
         self.logger = logger
         self.eventLoop = eventLoop
@@ -85,6 +90,16 @@ final class Session: Sendable {
     }
 
     var client: String? { state.withLock { $0.client } }
+
+    /// Whom the rate limits count this connection's requests against: its token's client (nil
+    /// without authentication: limits are per token).
+    var rateKey: String? { grant?.client }
+
+    /// The client id counted against `maxConnectionsPerClient` for this connection, once it has a token.
+    var admittedClient: String? {
+        get { state.withLock { $0.admittedClient } }
+        set { state.withLock { $0.admittedClient = newValue } }
+    }
 
     /// The connection's verified token, if any.
     var grant: Grant? {

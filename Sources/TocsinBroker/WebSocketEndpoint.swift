@@ -73,8 +73,17 @@ struct WebSocketEndpoint: Sendable {
         let metrics = broker.metrics
         let broker = self.broker
         let writer = NIOLoopBoundBox.makeBoxSendingValue(FrameWriter(channel: channel), eventLoop: channel.eventLoop)
+        let peer = channel.remoteAddress?.ipAddress ?? "unknown"
+        // Connections count against the client of the upgrade's token (a hello's token counts at the hello).
+        do {
+            try broker.limits.take(.connection, key: grant?.client)
+            if let grant { try broker.limits.open(client: grant.client) }
+        } catch {
+            Self.close(channel, code: .policyViolation, reason: "rate limited", after: .error(id: nil, error), grace: configuration.closeGrace)
+            return
+        }
         let session = Session(
-            id: String(sessionID), maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop
+            id: String(sessionID), maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop, peer: peer
         ) { session in
             Self.drain(session, to: channel, writer: writer.value, broker: broker)
         }
@@ -91,9 +100,13 @@ struct WebSocketEndpoint: Sendable {
         }
         defer { silence.cancel() }
         let expiry = TokenExpiry(session: session, eventLoop: channel.eventLoop, nowMillis: broker.nowMillis, warning: configuration.tokenExpiryWarning)
-        defer { expiry.cancel() }
+        defer {
+            expiry.cancel()
+            if let client = session.admittedClient { broker.limits.close(client: client) }
+        }
         if let grant {
             session.grant = grant
+            session.admittedClient = grant.client
             expiry.schedule(for: grant)
         }
         let publishes = PublishWindow(
@@ -198,6 +211,7 @@ struct WebSocketEndpoint: Sendable {
                         subscriptions: welcome.subscriptions))
                 return welcome.replay.map { [$0] } ?? []
             case .subscribe(let id, let channel, let params, let from):
+                try broker.limits.take(.subscribe, key: session.rateKey)
                 let (info, replay) = try await broker.subscriptions.subscribe(session: session, channel: channel, params: params, from: from)
                 session.send(.subscribed(id: id, info))
                 return replay.map { [$0] } ?? []
@@ -258,6 +272,11 @@ struct WebSocketEndpoint: Sendable {
         if let previous = session.grant, previous.client != grant.client {
             throw TocsinError(.forbidden, "this connection is client '\(previous.client)'s; a token of '\(grant.client)' cannot take it over")
         }
+        if session.admittedClient == nil {
+            try broker.limits.take(.connection, key: grant.client)
+            try broker.limits.open(client: grant.client)
+            session.admittedClient = grant.client
+        }
         session.grant = grant
         expiry?.schedule(for: grant)
         return grant.client
@@ -284,6 +303,7 @@ struct WebSocketEndpoint: Sendable {
     ) async {
         await publishes.begin(bytes: bytes)
         do {
+            try broker.limits.take(.publish, key: session.rateKey, cost: events.count)
             try broker.publishing.publish(stream: stream, events: events, key: key) { [self] result in
                 switch result {
                 case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs, duplicate: r.duplicate))

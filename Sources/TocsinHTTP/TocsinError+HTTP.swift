@@ -25,7 +25,7 @@ extension TocsinError.Code {
         case .notLeader: HTTPResponse.Status(code: 421, reasonPhrase: "Misdirected Request")
         case .unauthorized, .tokenExpired: .unauthorized
         case .forbidden: .forbidden
-        case .rateLimited: .tooManyRequests
+        case .rateLimited, .tooManyConnections: .tooManyRequests
         case .unsupportedMediaType: .unsupportedMediaType
         default: .internalServerError
         }

@@ -158,7 +158,7 @@ struct HostileClientsTests {
         let server = try await ServerProcess(
             executable: "/bin/sh",
             arguments: [
-                "-c", #"exec "$0" serve --port 0 --data-dir "$1" --no-fsync --shutdown-grace 1 2>"$1/stderr.log""#,
+                "-c", #"exec "$0" serve --insecure-no-auth --port 0 --data-dir "$1" --no-fsync --shutdown-grace 1 2>"$1/stderr.log""#,
                 ServerProcess.tocsinBinary, directory,
             ])
         defer { server.kill(SIGKILL) }

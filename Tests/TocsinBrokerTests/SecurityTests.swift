@@ -361,3 +361,81 @@ struct SecurityTests {
         }
     }
 }
+
+/// Per-token rate limits and connection caps.
+@Suite(.timeLimit(.minutes(2)))
+struct RateLimitTests {
+    /// A token flooding publishes past its limit gets `rate_limited` with the time to wait; another
+    /// token's publishes all go through meanwhile. Its latency, quiet and during the flood, is
+    /// printed (measured, not asserted: docs/security.md has the figures).
+    @Test func aFloodIsRefusedAndOtherTokensAreUnaffected() async throws {
+        let fixture = try await SecurityTests.Fixture.make()
+        try await TestBroker.with({
+            $0.authentication = .tokens(fixture.authority)
+            $0.limits.publishEvents = .init(perSecond: 200, burst: 200)
+        }) { broker in
+            let flooder = try await fixture.token("flooder", [.publish(try NamePattern("*"))])
+            let calm = try await fixture.token("calm", [.publish(try NamePattern("*"))])
+            let event = emergency("fire", severity: 2)
+            @Sendable func publishOne(_ token: String) async throws -> Duration {
+                let start = ContinuousClock.now
+                let reply = try await HTTPCall.send(
+                    .POST, broker.httpURL + "/v1/streams/emergencies/events", rawBody: event.serialized, headers: [("Authorization", "Bearer " + token)])
+                #expect(reply.status == 201, "calm publish: \(reply.status) \(reply.body)")
+                return ContinuousClock.now - start
+            }
+            var quiet: [Duration] = []
+            for _ in 0..<50 { quiet.append(try await publishOne(calm)) }
+            // The flood: 40 batches of 50 events over one WebSocket, as fast as it goes.
+            let (refused, waits, during) = try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                _ = try await connection.hello(client: nil, token: flooder)
+                let batch = ClientMessage.publish(id: "f", stream: "emergencies", events: Array(repeating: event, count: 50), batch: true).encoded
+                async let calmLatencies: [Duration] = {
+                    var during: [Duration] = []
+                    for _ in 0..<50 { during.append(try await publishOne(calm)) }
+                    return during
+                }()
+                for _ in 0..<40 { try await connection.send(text: batch) }
+                var refused = 0
+                var waits: [Int64] = []
+                for _ in 0..<40 {
+                    if case .error(_, "rate_limited", _, let wait) = try await inbox.next() {
+                        refused += 1
+                        if let wait { waits.append(wait) }
+                    }
+                }
+                return (refused, waits, try await calmLatencies)
+            }
+            #expect(refused >= 30, "at 200 events/s, most of 2,000 events sent at once are refused: \(refused) of 40 batches")
+            #expect(waits.count == refused && waits.allSatisfy { $0 > 0 && $0 <= 1000 }, "each refusal says when to retry: \(waits)")
+            func p99(_ d: [Duration]) -> Double { Double(d.sorted()[Int(Double(d.count - 1) * 0.99)].components.attoseconds) / 1e15 + Double(d.sorted()[Int(Double(d.count - 1) * 0.99)].components.seconds) * 1000 }
+            print("rate limits: another token's publish p99 \(String(format: "%.2f", p99(quiet))) ms quiet, \(String(format: "%.2f", p99(during))) ms during the flood (\(refused) of 40 flood batches refused)")
+        }
+    }
+
+    @Test func aClientIdHoldsAtMostItsCapOfConnections() async throws {
+        let fixture = try await SecurityTests.Fixture.make()
+        try await TestBroker.with({
+            $0.authentication = .tokens(fixture.authority)
+            $0.limits.maxConnectionsPerClient = 2
+        }) { broker in
+            let token = try await fixture.token("phone", [.subscribe(try NamePattern("*"))])
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { first in
+                _ = try await first.hello(client: nil, token: token)
+                try await Connection.run(url: broker.webSocketURL, logger: testLogger) { second in
+                    _ = try await second.hello(client: nil, token: token)
+                    try await Connection.run(url: broker.webSocketURL, logger: testLogger) { third in
+                        await #expect { _ = try await third.hello(client: nil, token: token) } throws: {
+                            ($0 as? TocsinError)?.code.rawValue == "too_many_connections"
+                        }
+                    }
+                }
+            }
+            // Closed connections no longer count.
+            try await waitUntil("a connection is admitted again") {
+                (try? await Connection.run(url: broker.webSocketURL, logger: testLogger) { c in try await c.hello(client: nil, token: token) }) != nil
+            }
+        }
+    }
+}

@@ -85,6 +85,8 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let forbidden = Code(rawValue: "forbidden")
         /// Too many requests for this token (or address): retry after `retryAfterMs` (429 with `Retry-After`).
         public static let rateLimited = Code(rawValue: "rate_limited")
+        /// A client id already holds as many connections to a broker as it may (429).
+        public static let tooManyConnections = Code(rawValue: "too_many_connections")
         /// A state-changing request's body is not declared `Content-Type: application/json` (415).
         public static let unsupportedMediaType = Code(rawValue: "unsupported_media_type")
         /// A bug or an unexpected store failure; details are in the server log.
