@@ -1,5 +1,7 @@
 import ArgumentParser
+import Dispatch
 import Foundation
+import Synchronization
 import TocsinAuth
 import TocsinCore
 
@@ -161,6 +163,51 @@ struct Keys: AsyncParsableCommand {
             guard !ring.keys.isEmpty else { throw ValidationError("a key file keeps at least one key") }
             try ring.save(path: file)
             print("removed key \(kid) from \(file)")
+        }
+    }
+}
+
+/// SIGHUP: rereads what can change without a restart (the key file; TLS certificates where
+/// configured). Each registered action runs on every SIGHUP; a failing one is reported and the
+/// old state kept.
+enum Hangup {
+    private static let actions = Mutex<[@Sendable () async -> Void]>([])
+    private static let installed = Mutex(false)
+
+    static func onHangup(_ action: @escaping @Sendable () async -> Void) {
+        actions.withLock { $0.append(action) }
+        let first = installed.withLock { installed -> Bool in
+            defer { installed = true }
+            return !installed
+        }
+        guard first else { return }
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler {
+            let current = actions.withLock { $0 }
+            Task { for action in current { await action() } }
+        }
+        source.resume()
+        Retained.source = source
+    }
+
+    private enum Retained {
+        nonisolated(unsafe) static var source: (any DispatchSourceSignal)?
+    }
+}
+
+extension AuthOptions {
+    /// Reloads the key file into `authority` on SIGHUP (rotation without a restart).
+    func reloadOnHangup(_ authority: TokenAuthority, defaultKeyFile: String?) {
+        guard let path = keyFile ?? defaultKeyFile else { return }
+        Hangup.onHangup {
+            do {
+                let ring = try KeyRing.load(path: path)
+                try await authority.reload(ring)
+                stderr("SIGHUP: reloaded \(ring.keys.count) key(s) from \(path); signing with \(ring.signingKeyID ?? "none")")
+            } catch {
+                stderr("SIGHUP: the key file \(path) was not reloaded, the old keys stay: \(error)")
+            }
         }
     }
 }

@@ -78,10 +78,28 @@ struct BrokerOptions: ParsableArguments {
         help: "Most durable subscriptions one client id may hold; 0 for no limit (env TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT).")
     var maxSubscriptionsPerClient: Int = Environment.get("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT").flatMap { Int($0) } ?? 10_000
 
+    @Option(name: .customLong("rate-publish"), help: "Events one token may publish a second (bursts of twice that, at least 10000); 0 for no limit.")
+    var ratePublish: Double = 10_000
+
+    @Option(name: .customLong("rate-subscribe"), help: "Subscribes one token may make a second (bursts of ten times that); 0 for no limit.")
+    var rateSubscribe: Double = 50
+
+    @Option(name: .customLong("rate-connect"), help: "WebSocket connections one token may open a second (bursts of five times that); 0 for no limit.")
+    var rateConnect: Double = 10
+
+    @Option(name: .customLong("max-connections-per-client"), help: "WebSocket connections one token's client id may hold open at once; 0 for no cap.")
+    var maxConnectionsPerClient = 32
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env TOCSIN_LOG_LEVEL).")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
 
     mutating func validate() throws {
+        for (flag, value) in [("--rate-publish", ratePublish), ("--rate-subscribe", rateSubscribe), ("--rate-connect", rateConnect)] {
+            guard value.isFinite, (0...1e9).contains(value) else { throw ValidationError("\(flag) must be between 0 and 1e9, got \(value)") }
+        }
+        guard (0...1_000_000).contains(maxConnectionsPerClient) else {
+            throw ValidationError("--max-connections-per-client must be between 0 and 1000000")
+        }
         if let text = Environment.get("TOCSIN_PORT"), !CommandLine.arguments.contains("--port") {
             guard let value = Int(text), (0...65535).contains(value) else {
                 throw ValidationError("TOCSIN_PORT must be a port number (0-65535), got '\(text)'")
@@ -146,6 +164,10 @@ struct BrokerOptions: ParsableArguments {
         configuration.http.maxConnections = maxConnections
         configuration.maxSubscriptionsPerClient = maxSubscriptionsPerClient == 0 ? nil : maxSubscriptionsPerClient
         configuration.allowedOrigins = auth.allowedOrigins
+        configuration.limits.publishEvents = .init(perSecond: ratePublish, burst: max(ratePublish * 2, 10_000))
+        configuration.limits.subscribes = .init(perSecond: rateSubscribe, burst: rateSubscribe * 10)
+        configuration.limits.connections = .init(perSecond: rateConnect, burst: rateConnect * 5)
+        configuration.limits.maxConnectionsPerClient = maxConnectionsPerClient
         return configuration
     }
 
@@ -170,8 +192,10 @@ struct BrokerOptions: ParsableArguments {
         // `serve` keeps (and on first start makes) its key in the data directory; a network's
         // brokers are given the network's key file.
         let standalone = configuration.cluster == nil
-        let authority = try await auth.authority(defaultKeyFile: standalone ? dataDirectory + "/auth-keys.json" : nil, port: port)
+        let keyFile = standalone ? dataDirectory + "/auth-keys.json" : nil
+        let authority = try await auth.authority(defaultKeyFile: keyFile, port: port)
         if let authority {
+            auth.reloadOnHangup(authority, defaultKeyFile: keyFile)
             configuration.authentication = .tokens(authority)
             configuration.cluster?.credential = MintedToken(
                 authority: authority, client: "broker:" + configuration.brokerID, scopes: [.cluster], nowMillis: Token.nowMillis
