@@ -82,7 +82,7 @@ struct Publishing: Sendable {
         subscription id: String, client: String?, after: Int64, limit: Int, maxScan: Int = 50_000, grant: Grant? = nil
     ) async throws(TocsinError) -> Fetched {
         guard let record = try await storeCall("loading the subscription", { try await store.subscription(id: id) }),
-            client == nil || record.client == client
+            client == nil || record.client == client || grant?.mayIdentify(as: record.client) == true
         else {
             throw TocsinError(.unknownSubscription, "no subscription '\(id)'")
         }

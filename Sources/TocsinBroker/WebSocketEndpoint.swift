@@ -266,7 +266,7 @@ struct WebSocketEndpoint: Sendable {
         } else {
             throw TocsinError(.unauthorized, "this broker needs a token: give 'token' in hello, or 'Authorization: Bearer' in the upgrade")
         }
-        if let client, client != grant.client {
+        if let client, !grant.mayIdentify(as: client) {
             throw TocsinError(.forbidden, "the token is client '\(grant.client)'s; it cannot say hello as '\(client)'")
         }
         if let previous = session.grant, previous.client != grant.client {
@@ -279,7 +279,7 @@ struct WebSocketEndpoint: Sendable {
         }
         session.grant = grant
         expiry?.schedule(for: grant)
-        return grant.client
+        return client ?? grant.client
     }
 
     /// Replaces the connection's token with a fresh one of the same client.

@@ -27,6 +27,8 @@ public struct TocsinClient: Sendable {
     /// Where the app is, to prefer a broker near it.
     public var location: GeoPoint?
     let logger: Logger
+    /// The access token every subscription and publish carries, if any.
+    let token: TokenSource?
     /// Shared by every `publish` (and every copy of this value), so they keep one broker.
     let publisher: Publisher
 
@@ -38,13 +40,19 @@ public struct TocsinClient: Sendable {
     ///   - region: The region to prefer, if the network spans several.
     ///   - location: Where the app is, to prefer a broker near it.
     ///   - logger: Where the subscriptions and the publisher log.
-    public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, logger: Logger = Logger(label: "tocsin.client")) {
+    ///   - token: The access token, when the network requires one: its client id must be
+    ///     `client` (each subscription connects as `<client>#…`, which the token covers).
+    public init(
+        seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, logger: Logger = Logger(label: "tocsin.client"),
+        token: TokenSource? = nil
+    ) {
+        self.token = token
         self.seeds = seeds
         self.client = client
         self.region = region
         self.location = location
         self.logger = logger
-        self.publisher = Publisher(seeds: seeds, client: client + "-publisher", logger: logger)
+        self.publisher = Publisher(seeds: seeds, client: client + "-publisher", logger: logger, token: token)
     }
 
     /// Notifications of one channel with these parameters, until the consumer stops iterating.
@@ -62,8 +70,11 @@ public struct TocsinClient: Sendable {
     ///     resumes after the last notification the app finished.
     /// - Returns: The notifications, as an async sequence.
     public func subscribe(_ channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) -> Notifications {
+        var configuration = Subscriber.Configuration(
+            seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location)
+        configuration.token = token
         let subscriber = Subscriber(
-            configuration: .init(seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location),
+            configuration: configuration,
             requests: [SubscriptionRequest(channel: channel, params: params, from: from)], logger: logger)
         return Notifications(events: subscriber.events())
     }

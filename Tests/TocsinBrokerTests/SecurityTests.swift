@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import Testing
 import TocsinAuth
 import TocsinBroker
@@ -436,6 +437,35 @@ struct RateLimitTests {
             try await waitUntil("a connection is admitted again") {
                 (try? await Connection.run(url: broker.webSocketURL, logger: testLogger) { c in try await c.hello(client: nil, token: token) }) != nil
             }
+        }
+    }
+}
+
+/// The client library with tokens: a subscription through `TocsinClient` (one connection per
+/// subscription, as `<client>#…`) and a publish, both carrying tokens.
+@Suite(.timeLimit(.minutes(1)))
+struct ClientLibraryTokenTests {
+    @Test func theClientLibrarySubscribesAndPublishesWithTokens() async throws {
+        let fixture = try await SecurityTests.Fixture.make()
+        try await TestBroker.with({ $0.authentication = .tokens(fixture.authority) }) { broker in
+            let alice = try await fixture.token("alice", [.subscribe(try NamePattern("Emergencies*")), .discovery])
+            let ops = try await fixture.token("ops", [.publish(try NamePattern("emergencies")), .discovery])
+            let subscriber = TocsinClient(seeds: [broker.httpURL], client: "alice", logger: testLogger, token: { alice })
+            let publisher = TocsinClient(seeds: [broker.httpURL], client: "ops", logger: testLogger, token: { ops })
+            let seq = Mutex<Int64?>(nil)
+            let receiving = Task {
+                for await n in subscriber.subscribe("EmergenciesOfKind", params: ["kind": "fire"]) {
+                    seq.withLock { $0 = n.seq }
+                    return
+                }
+            }
+            defer { receiving.cancel() }
+            // Publish until the subscription is in place and the event arrives.
+            try await waitUntil("alice gets an event") {
+                _ = try? await publisher.publish("emergencies", events: [emergency("fire", severity: 4)])
+                return seq.withLock { $0 } != nil
+            }
+            #expect((seq.withLock { $0 } ?? 0) > 0)
         }
     }
 }

@@ -18,11 +18,18 @@ public struct Grant: Sendable, Hashable {
         self.keyID = keyID
     }
 
+    /// Whether a connection with this token may identify as `id`: the token's client id, or one
+    /// of its sub-identities `<client>#…` (the client library gives each subscription its own
+    /// connection and id that way).
+    public func mayIdentify(as id: String) -> Bool {
+        id == client || (id.utf8.count > client.utf8.count + 1 && id.hasPrefix(client + "#"))
+    }
+
     /// Whether the token allows the operation (it is not checked for expiry here: see `check`).
     public func allows(_ permission: Permission) -> Bool {
         switch permission {
         case .authenticated: return true
-        case .owner(let owner): return owner == client
+        case .owner(let owner): return mayIdentify(as: owner)
         default: break
         }
         return scopes.contains { scope in

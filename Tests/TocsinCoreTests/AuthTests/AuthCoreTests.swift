@@ -46,6 +46,9 @@ struct AuthCoreTests {
         #expect(!grant.allows(.publish(stream: "other")))
         #expect(!grant.allows(.admin))
         #expect(grant.allows(.owner("c")) && !grant.allows(.owner("d")))
+        // Sub-identities `<client>#…` are the client's own; look-alike ids are not.
+        #expect(grant.mayIdentify(as: "c#EmergenciesNearMe#1f") && grant.allows(.owner("c#x")))
+        #expect(!grant.mayIdentify(as: "cc") && !grant.mayIdentify(as: "c#") && !grant.mayIdentify(as: "d#c"))
         try grant.check(.discovery, nowMillis: 999)
         #expect(throws: TocsinError(.tokenExpired, "the token expired at 1970-01-01T00:00:01Z; get a fresh one")) {
             try grant.check(.discovery, nowMillis: 1000)
