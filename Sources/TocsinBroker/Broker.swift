@@ -81,6 +81,8 @@ public final class Broker: Sendable {
         self.controller = configuration.cluster.map { cluster in
             var client = ControllerClient(urls: cluster.controllerURLs)
             client.token = cluster.credential
+            // With the cluster credential, the controller must prove it holds one too.
+            if cluster.credential != nil { client.controllerVerifier = configuration.authentication.verifier }
             return client
         }
         try await reloadCatalog()

@@ -17,6 +17,9 @@ public struct ControllerConfiguration: Sendable {
     public var authentication: Authentication = .disabled
     /// Origins whose browser pages may read the discovery API (CORS); `*` is any.
     public var allowedOrigins: [String] = []
+    /// The controller's own cluster credential, sent in every answer to a broker
+    /// (`Tocsin-Cluster-Credential`) so brokers know the orders in it are the network's.
+    public var credential: TokenSource?
     /// The controller's own URL in the discovery list (`http://host:port` when unset and the
     /// host is a concrete address; a wildcard bind address needs it said explicitly).
     public var advertisedURL: String?

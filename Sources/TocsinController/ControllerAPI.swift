@@ -23,13 +23,13 @@ struct ControllerAPI: Sendable {
         routes.on(.post, "/v1/brokers", .cluster) { request, _, _ in
             let body = try await request.jsonBody(limit: Self.maxBodyBytes)
             let reply = try controller.register(try RegistrationRequest(json: body))
-            return .json(reply.json, status: .created)
+            return try await proven(.json(reply.json, status: .created))
         }
         routes.on(.post, "/v1/brokers/:id/heartbeat", .cluster) { request, context, _ in
             let id = context.parameters.get("id") ?? ""
             let body = try await request.jsonBody(limit: Self.maxBodyBytes)
             let (incarnation, load) = try Self.heartbeat(body)
-            return .json(try controller.heartbeat(id: id, incarnation: incarnation, load: load).json)
+            return try await proven(.json(try controller.heartbeat(id: id, incarnation: incarnation, load: load).json))
         }
         routes.on(.post, "/v1/brokers/:id/drain", .cluster) { request, context, _ in
             let id = context.parameters.get("id") ?? ""
@@ -37,7 +37,7 @@ struct ControllerAPI: Sendable {
             guard let incarnation = body["incarnation"]?.stringValue else {
                 throw TocsinError(.badRequest, "drain: 'incarnation' must be a string")
             }
-            return .json(try controller.drain(id: id, incarnation: incarnation).json)
+            return try await proven(.json(try controller.drain(id: id, incarnation: incarnation).json))
         }
         routes.on(.delete, "/v1/brokers/:id", .cluster) { request, context, _ in
             let id = context.parameters.get("id") ?? ""
@@ -54,6 +54,14 @@ struct ControllerAPI: Sendable {
             .json(try controller.assign(try Self.assignment(request)).json)
         }
         routes.router.refuseMethods(on: "/v1/assign", except: [.get])
+    }
+
+    /// An answer to a broker, with the controller's cluster credential when it has one.
+    private func proven(_ response: Response) async throws -> Response {
+        guard let credential = controller.configuration.credential else { return response }
+        var response = response
+        response.headers[HTTPField.Name("Tocsin-Cluster-Credential")!] = try await credential()
+        return response
     }
 
     static func heartbeat(_ body: JSONValue) throws(TocsinError) -> (String, BrokerLoad) {

@@ -31,6 +31,11 @@ public struct ControllerClient: Sendable {
     /// The token every call carries (`Authorization: Bearer`): brokers give their cluster
     /// credential, clients one with the `discovery` scope. None when nil.
     public var token: TokenSource?
+    /// When set (brokers of a network with authentication), every answer to a broker call must
+    /// carry the controller's own cluster credential (`Tocsin-Cluster-Credential`), checked here:
+    /// an answer without it (something else at the controller's address, or a man in the
+    /// middle) is refused, and with it any migrate order it carries.
+    public var controllerVerifier: (any TokenVerifier)?
 
     /// The URL that answered last, shared by copies of the client.
     private final class Preferred: Sendable {
@@ -70,6 +75,7 @@ public struct ControllerClient: Sendable {
     public func at(_ url: String) -> ControllerClient {
         var client = ControllerClient(url: url, httpClient: httpClient)
         client.token = token
+        client.controllerVerifier = controllerVerifier
         return client
     }
 
@@ -95,19 +101,19 @@ public struct ControllerClient: Sendable {
 
     /// `POST /v1/brokers`.
     public func register(_ request: RegistrationRequest, timeout: Duration = .seconds(30)) async throws -> LeaseReply {
-        try LeaseReply(json: try await call(.POST, "/v1/brokers", body: request.json, timeout: timeout))
+        try LeaseReply(json: try await call(.POST, "/v1/brokers", body: request.json, timeout: timeout, proven: true))
     }
 
     /// `POST /v1/brokers/{id}/heartbeat`.
     public func heartbeat(id: String, incarnation: String, load: BrokerLoad, timeout: Duration = .seconds(30)) async throws -> LeaseReply {
         let body = JSONValue.object(["incarnation": .string(incarnation), "load": load.json])
-        return try LeaseReply(json: try await call(.POST, "/v1/brokers/\(Self.escape(id))/heartbeat", body: body, timeout: timeout))
+        return try LeaseReply(json: try await call(.POST, "/v1/brokers/\(Self.escape(id))/heartbeat", body: body, timeout: timeout, proven: true))
     }
 
     /// `POST /v1/brokers/{id}/drain`.
     public func drain(id: String, incarnation: String, timeout: Duration = .seconds(30)) async throws -> LeaseReply {
         let body = JSONValue.object(["incarnation": .string(incarnation)])
-        return try LeaseReply(json: try await call(.POST, "/v1/brokers/\(Self.escape(id))/drain", body: body, timeout: timeout))
+        return try LeaseReply(json: try await call(.POST, "/v1/brokers/\(Self.escape(id))/drain", body: body, timeout: timeout, proven: true))
     }
 
     /// `DELETE /v1/brokers/{id}?incarnation=…`.
@@ -147,7 +153,9 @@ public struct ControllerClient: Sendable {
         return set
     }()
 
-    private func call(_ method: HTTPCall.Method, _ path: String, body: JSONValue? = nil, timeout: Duration) async throws -> JSONValue {
+    private func call(
+        _ method: HTTPCall.Method, _ path: String, body: JSONValue? = nil, timeout: Duration, proven: Bool = false
+    ) async throws -> JSONValue {
         var tried: [String] = []
         var next: String? = url
         var lastFailure: (any Error)?
@@ -157,8 +165,10 @@ public struct ControllerClient: Sendable {
             tried.append(base)
             var named: String?
             do {
-                let answer = try await HTTPCall.call(
-                    method, BaseURL.join(base, path), body: body, headers: headers, timeout: timeout, using: httpClient)
+                let reply = try await HTTPCall.send(
+                    method, BaseURL.join(base, path), rawBody: body?.serialized, headers: headers, timeout: timeout, using: httpClient)
+                let answer = try HTTPCall.checked(reply, url: BaseURL.join(base, path))
+                if proven, let verifier = controllerVerifier { try await Self.checkProof(reply, from: base, verifier: verifier) }
                 preferred.url.withLock { $0 = base }
                 return answer
             } catch let error as TocsinError where error.code == .notLeader {
@@ -166,10 +176,26 @@ public struct ControllerClient: Sendable {
                 named = error.leader.map(BaseURL.trimmed)
             } catch let error as TransportFailure {
                 lastFailure = error
+            } catch let error as TocsinError where error.code == .unauthorized && proven {
+                lastFailure = error  // not the controller: try the others
             }
             next = Self.next(after: tried, named: named, urls: urls)
         }
         throw lastFailure ?? TocsinError(.unavailable, "no controller URL")
+    }
+
+    /// The header a controller proves itself with in answers to brokers.
+    package static let proofHeader = "tocsin-cluster-credential"
+
+    /// An answer to a broker call must carry a cluster credential the broker's keys verify.
+    static func checkProof(_ reply: HTTPCall.Reply, from base: String, verifier: any TokenVerifier) async throws {
+        guard let token = reply.headers[proofHeader] else {
+            throw TocsinError(.unauthorized, "the answer from \(base) carries no controller credential: not our controller (or a man in the middle); refused with any orders in it")
+        }
+        let grant = try await verifier.verify(token, nowMillis: Int64(Date().timeIntervalSince1970 * 1000))
+        guard grant.allows(.cluster) else {
+            throw TocsinError(.unauthorized, "the answer from \(base) carries a credential without the cluster scope; refused with any orders in it")
+        }
     }
 
     /// Where a call goes after `tried` failed: the leader a follower named, if not tried yet,

@@ -79,10 +79,16 @@ public enum HTTPCall {
         _ method: Method, _ url: String, body: JSONValue? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30),
         using client: HTTPClient = shared
     ) async throws -> JSONValue {
-        let reply = try await send(method, url, rawBody: body?.serialized, headers: headers, timeout: timeout, using: client)
+        try checked(try await send(method, url, rawBody: body?.serialized, headers: headers, timeout: timeout, using: client), url: url)
+    }
+
+    /// A reply's body when its status is 2xx; otherwise its `{"error": {code, message}}` thrown as a `TocsinError`.
+    public static func checked(_ reply: Reply, url: String) throws -> JSONValue {
         guard (200..<300).contains(reply.status) else {
             if let code = reply.body["error"]?["code"]?.stringValue, let message = reply.body["error"]?["message"]?.stringValue {
-                throw TocsinError(.init(rawValue: code), message, leader: reply.body["error"]?["leader"]?.stringValue)
+                throw TocsinError(
+                    .init(rawValue: code), message, leader: reply.body["error"]?["leader"]?.stringValue,
+                    retryAfterMillis: reply.body["error"]?["retryAfterMs"]?.intValue)
             }
             throw TocsinError(
                 .internalError,

@@ -96,6 +96,7 @@ struct ControllerCommand: AsyncParsableCommand {
         configuration.allowedOrigins = auth.allowedOrigins
         if let authority = try await auth.authority(defaultKeyFile: nil, port: port) {
             configuration.authentication = .tokens(authority)
+            configuration.credential = MintedToken(authority: authority, client: "controller", scopes: [.cluster], nowMillis: Token.nowMillis).source
             auth.reloadOnHangup(authority, defaultKeyFile: nil)
         }
         // `validate` has checked the connection string.

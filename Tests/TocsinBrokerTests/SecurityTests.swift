@@ -469,3 +469,45 @@ struct ClientLibraryTokenTests {
         }
     }
 }
+
+/// Brokers take orders only from a controller that proves it holds the cluster credential: an
+/// impostor at the controller's address (or a man in the middle) is not obeyed.
+@Suite(.timeLimit(.minutes(1)))
+struct ControllerProofTests {
+    @Test func aBrokerRefusesAnswersFromAControllerWithoutTheCredential() async throws {
+        let fixture = try await SecurityTests.Fixture.make()
+        let now: @Sendable () -> Int64 = { SecurityTests.WallClockMillis.now() }
+        // The impostor accepts anyone and signs its answers with a key of its own.
+        let impostorProof = MintedToken(authority: fixture.forger, client: "controller", scopes: [.cluster], nowMillis: now)
+        try await TestController.with({
+            $0.credential = impostorProof.source
+            $0.heartbeatInterval = .milliseconds(100)
+        }) { impostor in
+            try await TestBroker.with({
+                $0.authentication = .tokens(fixture.authority)
+                var cluster = ClusterSettings(controllerURL: impostor.url)
+                cluster.credential = MintedToken(authority: fixture.authority, client: "broker:b1", scopes: [.cluster], nowMillis: now).source
+                $0.cluster = cluster
+            }) { broker in
+                // The broker called the impostor (it registered there), but took nothing from its answers.
+                try await waitUntil("the broker tried the impostor") { !impostor.controller.cluster.brokers.isEmpty }
+                #expect(broker.broker.clusterView.brokers.isEmpty, "an answer without the network's credential was obeyed")
+            }
+        }
+        // The real controller proves itself, and the broker joins.
+        let proof = MintedToken(authority: fixture.authority, client: "controller", scopes: [.cluster], nowMillis: now)
+        try await TestController.with({
+            $0.authentication = .tokens(fixture.authority)
+            $0.credential = proof.source
+        }) { controller in
+            try await TestBroker.with({
+                $0.authentication = .tokens(fixture.authority)
+                var cluster = ClusterSettings(controllerURL: controller.url)
+                cluster.credential = MintedToken(authority: fixture.authority, client: "broker:b1", scopes: [.cluster], nowMillis: now).source
+                $0.cluster = cluster
+            }) { broker in
+                try await waitUntil("the broker joined") { !broker.broker.clusterView.brokers.isEmpty }
+            }
+        }
+    }
+}
