@@ -2,6 +2,7 @@ public import Logging
 import NIOCore
 import NIOWebSocket
 import Synchronization
+import HTTPTypes
 public import TocsinCore
 import WSClient
 
@@ -55,6 +56,8 @@ public final class Connection: Sendable {
     ///   - url: The broker's WebSocket URL, `ws://host:port/v1/ws` (or `wss://`).
     ///   - logger: The WebSocket client's logger.
     ///   - maxMessageBytes: The largest frame accepted from the broker (16 MiB by default).
+    ///   - headers: Extra headers of the upgrade request (`Authorization: Bearer …` carries a
+    ///     token for the whole connection, so even a publisher that never says hello has one).
     ///   - body: What to do with the open connection; its result is returned.
     /// - Returns: What `body` returned.
     /// - Throws: A `TransportFailure` when the connection cannot be made (refused, unknown
@@ -62,10 +65,14 @@ public final class Connection: Sendable {
     ///   the connection closed before `body` finished.
     public static func run<T: Sendable>(
         url: String, logger: Logger, maxMessageBytes: Int = 16 << 20, pingInterval: Duration = .seconds(30),
+        headers: [(String, String)] = [],
         _ body: @escaping @Sendable (Connection) async throws -> T
     ) async throws -> T {
         let result = LockedBox<Result<T, any Error>?>(nil)
         var configuration = WebSocketClientConfiguration()
+        for (name, value) in headers {
+            if let field = HTTPField.Name(name) { configuration.additionalHeaders.append(HTTPField(name: field, value: value)) }
+        }
         configuration.maxFrameSize = maxMessageBytes
         // A broker host that vanishes without closing the connection is noticed within two
         // ping periods (a ping unanswered by the next one closes the connection).

@@ -511,3 +511,32 @@ struct ControllerProofTests {
         }
     }
 }
+
+/// A token in the WebSocket upgrade: `Authorization: Bearer`, or a `bearer.` subprotocol (browsers).
+@Suite(.timeLimit(.minutes(1)))
+struct UpgradeTokenTests {
+    @Test func aTokenInTheUpgradeAuthenticatesTheWholeConnection() async throws {
+        let fixture = try await SecurityTests.Fixture.make()
+        try await TestBroker.with({ $0.authentication = .tokens(fixture.authority) }) { broker in
+            let token = try await fixture.token("sensor", [.publish(try NamePattern("emergencies"))])
+            let event = emergency("fire", severity: 2)
+            for headers in [[("Authorization", "Bearer " + token)], [("Sec-WebSocket-Protocol", "tocsin, bearer." + token)]] {
+                // A publisher that never says hello.
+                let seqs = try await Connection.run(url: broker.webSocketURL, logger: testLogger, headers: headers) { connection in
+                    try await connection.publish(stream: "emergencies", events: [event])
+                }
+                #expect(seqs.count == 1, "\(headers[0].0)")
+            }
+            // A hello may not switch to another client's token.
+            let other = try await fixture.token("intruder", [.publish(try NamePattern("*"))])
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger, headers: [("Authorization", "Bearer " + token)]) { connection in
+                await #expect { _ = try await connection.hello(client: nil, token: other) } throws: { ($0 as? TocsinError)?.code == .forbidden }
+            }
+            // A forged token in the upgrade: no connection at all.
+            let forged = try await fixture.token("sensor", [.publish(try NamePattern("*"))], by: fixture.forger)
+            await #expect(throws: (any Error).self) {
+                try await Connection.run(url: broker.webSocketURL, logger: testLogger, headers: [("Authorization", "Bearer " + forged)]) { _ in }
+            }
+        }
+    }
+}
