@@ -70,7 +70,7 @@ public final class Broker: Sendable {
         self.publishing = Publishing(configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis)
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
-        self.controller = configuration.cluster.map { ControllerClient(urls: $0.controllerURLs) }
+        self.controller = configuration.cluster.map { ControllerClient(urls: $0.controllerURLs, trust: $0.controllerTrust) }
         try await reloadCatalog()
     }
 
@@ -174,7 +174,7 @@ public final class Broker: Sendable {
 
     /// The HTTP URL this broker is reached at: the advertised one, or its host and bound port.
     var httpURL: String {
-        configuration.cluster?.advertisedURL ?? "http://\(configuration.host):\(address.current ?? configuration.port)"
+        configuration.cluster?.advertisedURL ?? "\(configuration.scheme)://\(configuration.host):\(address.current ?? configuration.port)"
     }
 
     /// This broker as a one-node cluster (no controller).

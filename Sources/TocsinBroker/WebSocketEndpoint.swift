@@ -22,7 +22,7 @@ struct WebSocketEndpoint: Sendable {
     func register(on router: Router<TocsinRequestContext>, webSocketRouter: Router<TocsinRequestContext>) {
         webSocketRouter.ws("/v1/ws") { _, context in
             // In place before the 101 goes out: every frame after the handshake is checked.
-            try await context.channel.pipeline.addHandler(ClientFrameMaskCheck(), position: .first).get()
+            try await context.channel.addHandlerNearestTheSocket { ClientFrameMaskCheck() }
             return .upgrade([:])
         } onUpgrade: { inbound, _, context in
             try await self.serve(inbound: inbound, channel: context.requestContext.channel, logger: context.logger)
@@ -52,7 +52,7 @@ struct WebSocketEndpoint: Sendable {
             Self.drain(session, to: channel, writer: writer.value, broker: broker)
         }
         // Tells the session when the socket takes its bytes again (waiting replays go on).
-        try? await channel.pipeline.addHandler(WritabilityObserver(session: session), position: .first).get()
+        try? await channel.addHandlerNearestTheSocket { WritabilityObserver(session: session) }
         // The first message must come within the timeout (`hello`, or a publisher's first request).
         // Counted, logged at debug only: a flood of silent connections must not flood the log.
         let silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {

@@ -28,6 +28,8 @@ public actor BrokerLocator {
         public var refreshInterval: Duration = .seconds(30)
         /// How long one discovery or `assign` call may take before the next node is tried.
         public var requestTimeout: Duration = .seconds(2)
+        /// The CAs `https://` nodes' certificates are verified against.
+        public var trust: TLSTrust = .system
 
         /// Seeds are HTTP URLs of any nodes (trailing slashes are dropped).
         public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil) {
@@ -141,7 +143,7 @@ public actor BrokerLocator {
     /// The controller's API at `url` (or any node's, for the discovery list), over the process's
     /// shared HTTP connections.
     private func controller(at url: String) -> ControllerClient {
-        ControllerClient(url: url, httpClient: HTTPCall.shared)
+        ControllerClient(url: url, httpClient: HTTPCall.shared(trusting: configuration.trust))
     }
 
     /// Without a controller: the active broker with the highest rendezvous score for this client,

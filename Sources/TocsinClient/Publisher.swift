@@ -60,12 +60,15 @@ public struct Publisher: Sendable {
     ///   - seeds: HTTP URLs of any of the network's nodes, `http://host:port`.
     ///   - client: The client id `assign` places (publishes are not durable under it).
     ///   - attemptTimeout: How long one try waits for its broker's answer.
+    ///   - trust: The CAs `https://` nodes' certificates are verified against.
     ///   - logger: Where the search for a broker logs.
     public init(
-        seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10),
+        seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10), trust: TLSTrust = .system,
         logger: Logger = Logger(label: "tocsin.publisher")
     ) {
-        locator = BrokerLocator(configuration: .init(seeds: seeds, client: client), logger: logger)
+        var configuration = BrokerLocator.Configuration(seeds: seeds, client: client)
+        configuration.trust = trust
+        locator = BrokerLocator(configuration: configuration, logger: logger)
         self.attemptTimeout = attemptTimeout
     }
 
@@ -88,7 +91,8 @@ public struct Publisher: Sendable {
             do {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
                 let reply = try await HTTPCall.call(
-                    .POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)], timeout: attemptTimeout)
+                    .POST, broker.httpURL + path, body: .array(events), headers: [("Idempotency-Key", key)], timeout: attemptTimeout,
+                    using: HTTPCall.shared(trusting: locator.configuration.trust))
                 let published = try PublishReply(json: reply)
                 return Published(broker: broker.id, epoch: published.epoch, seqs: published.seqs, duplicate: published.duplicate)
             } catch {

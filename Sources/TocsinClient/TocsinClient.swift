@@ -26,6 +26,8 @@ public struct TocsinClient: Sendable {
     public var region: String?
     /// Where the app is, to prefer a broker near it.
     public var location: GeoPoint?
+    /// The CAs `https://` and `wss://` nodes' certificates are verified against.
+    public let trust: TLSTrust
     let logger: Logger
     /// Shared by every `publish` (and every copy of this value), so they keep one broker.
     let publisher: Publisher
@@ -37,14 +39,20 @@ public struct TocsinClient: Sendable {
     ///   - client: The app's client id, stable across runs: positions are kept under it.
     ///   - region: The region to prefer, if the network spans several.
     ///   - location: Where the app is, to prefer a broker near it.
+    ///   - trust: The CAs `https://` and `wss://` nodes' certificates are verified against: the
+    ///     system's by default; `TLSTrust(caFile:)` adds a private CA's.
     ///   - logger: Where the subscriptions and the publisher log.
-    public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, logger: Logger = Logger(label: "tocsin.client")) {
+    public init(
+        seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, trust: TLSTrust = .system,
+        logger: Logger = Logger(label: "tocsin.client")
+    ) {
         self.seeds = seeds
         self.client = client
         self.region = region
         self.location = location
+        self.trust = trust
         self.logger = logger
-        self.publisher = Publisher(seeds: seeds, client: client + "-publisher", logger: logger)
+        self.publisher = Publisher(seeds: seeds, client: client + "-publisher", trust: trust, logger: logger)
     }
 
     /// Notifications of one channel with these parameters, until the consumer stops iterating.
@@ -62,8 +70,11 @@ public struct TocsinClient: Sendable {
     ///     resumes after the last notification the app finished.
     /// - Returns: The notifications, as an async sequence.
     public func subscribe(_ channel: String, params: [String: JSONValue] = [:], from: StartPosition = .latest) -> Notifications {
+        var configuration = Subscriber.Configuration(
+            seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location)
+        configuration.trust = trust
         let subscriber = Subscriber(
-            configuration: .init(seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location),
+            configuration: configuration,
             requests: [SubscriptionRequest(channel: channel, params: params, from: from)], logger: logger)
         return Notifications(events: subscriber.events())
     }

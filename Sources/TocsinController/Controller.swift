@@ -13,7 +13,10 @@ public struct ControllerConfiguration: Sendable {
     public var port = 7300
     /// Deadlines and size limits of every HTTP request.
     public var http = HTTPEdgeLimits()
-    /// The controller's own URL in the discovery list (`http://host:port` when unset and the
+    /// Serve HTTPS with this certificate (reloaded by whoever holds it); nil: plain HTTP. The
+    /// controller then advertises an `https://` URL.
+    public var tls: TLSCertificateSource? = nil
+    /// The controller's own URL in the discovery list (`http://host:port`, or `https://` with `tls`, when unset and the
     /// host is a concrete address; a wildcard bind address needs it said explicitly).
     public var advertisedURL: String?
     /// A broker that has not renewed its lease for this long is dead.
