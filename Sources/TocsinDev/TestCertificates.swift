@@ -51,6 +51,15 @@ public struct TestCertificates: Sendable {
         try Self.issue(name: name, hosts: hosts, days: days, directory: directory, caCertificate: caCertificate, caKey: caKey)
     }
 
+    /// Copies a certificate and its key over the files at `live` (what a server was started
+    /// with), as a renewal would before a reload.
+    public static func install(_ pair: (certificate: String, key: String), at live: (certificate: String, key: String)) throws {
+        for (from, to) in [(pair.certificate, live.certificate), (pair.key, live.key)] {
+            try? FileManager.default.removeItem(atPath: to)
+            try FileManager.default.copyItem(atPath: from, toPath: to)
+        }
+    }
+
     /// Removes the directory and everything in it.
     public func remove() {
         try? FileManager.default.removeItem(atPath: directory)

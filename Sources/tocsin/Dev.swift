@@ -33,6 +33,11 @@ struct Dev: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "The processes' log level (their logs go to stderr).")
     var logLevel = "notice"
 
+    @Flag(
+        name: .customLong("tls"),
+        help: "Serve HTTPS/WSS with a throwaway CA made in --data-dir/tls (openssl), for localhost; clients need --tls-ca --data-dir/tls/ca.pem.")
+    var tls = false
+
     mutating func validate() throws {
         guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
         guard (1...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
@@ -54,10 +59,20 @@ struct Dev: AsyncParsableCommand {
         configuration.showLogs = true
         configuration.store = store
         if noFsync { configuration.brokerArguments.append("--no-fsync") }
+        var certificates: TestCertificates?
+        if tls {
+            // wss:// needs a host name the certificate names (the WebSocket client sends it as SNI).
+            configuration.host = "localhost"
+            certificates = try TestCertificates(directory: dataDirectory + "/tls")
+            configuration.tls = certificates.map { LocalNetwork.TLS($0) }
+        }
         let network = try await LocalNetwork(configuration: configuration)
         print("controller  \(network.controllerURL)   (discovery: \(network.controllerURL)/v1/cluster)")
         for m in network.members {
             print("\(m.id)    \(m.httpURL)   \(m.webSocketURL)   pid \(m.pid)")
+        }
+        if let certificates {
+            print("TLS: a throwaway CA; clients trust it with --tls-ca \(certificates.caCertificate)")
         }
         print("data in \(store.map { _ in "the PostgreSQL database of --store" } ?? dataDirectory); Ctrl-C stops the network")
         fflushStdout()
@@ -118,11 +133,13 @@ struct Status: AsyncParsableCommand {
     @Option(help: "Any node of the network: the controller or a broker (env TOCSIN_URL).")
     var url: String = Environment.get("TOCSIN_URL") ?? "http://127.0.0.1:7300"
 
+    @OptionGroup var tls: ClientTLSOptions
+
     func run() async throws {
         let base = BaseURL.trimmed(url)
         let view: ClusterView
         do {
-            view = try await ControllerClient.withClient(url: base) { try await $0.cluster() }
+            view = try await ControllerClient(url: base, httpClient: HTTPCall.shared(trusting: try tls.trust())).cluster()
         } catch let failure as TransportFailure where failure.kind == .refused {
             throw CommandFailure(
                 failure.sentence(role: "a controller or broker", runBy: "`tocsin controller`")

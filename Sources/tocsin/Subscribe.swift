@@ -58,8 +58,10 @@ struct Subscribe: AsyncParsableCommand {
         // refused), once each: its log would repeat them on every reconnect attempt.
         var logger = Logger(label: "tocsin.subscribe")
         logger.logLevel = .critical
+        var configuration = Subscriber.Configuration(seeds: server.seeds, client: client, region: region)
+        configuration.trust = server.trust
         let subscriber = Subscriber(
-            configuration: .init(seeds: server.seeds, client: client, region: region),
+            configuration: configuration,
             requests: [SubscriptionRequest(channel: channel, params: bound, from: start)], logger: logger)
         var received = 0
         var warnings = Warnings()

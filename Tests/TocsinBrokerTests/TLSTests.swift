@@ -21,43 +21,6 @@ struct TLSTests {
         return logger
     }()
 
-    /// `GET url` over a client of its own (so each call is a new connection), verified against `trust`.
-    static func get(_ url: String, trusting trust: TLSTrust) async throws -> JSONValue {
-        let client = HTTPCall.makeClient(trust: trust)
-        let result: Result<JSONValue, any Error>
-        do {
-            result = .success(try await HTTPCall.call(.GET, url, timeout: .seconds(10), using: client))
-        } catch {
-            result = .failure(error)
-        }
-        try? await client.shutdown()
-        return try result.get()
-    }
-
-    /// The transport failure `body` throws, or nil if it succeeds or throws something else.
-    static func failure(_ body: () async throws -> Void) async -> TransportFailure? {
-        do {
-            try await body()
-            return nil
-        } catch {
-            return error as? TransportFailure
-        }
-    }
-
-    /// A copy of `pair` at paths of its own, which a test may overwrite.
-    static func livePair(_ pair: (certificate: String, key: String), in directory: String) throws -> (certificate: String, key: String) {
-        let live = (certificate: directory + "/live.pem", key: directory + "/live-key.pem")
-        try replace(live, with: pair)
-        return live
-    }
-
-    static func replace(_ live: (certificate: String, key: String), with pair: (certificate: String, key: String)) throws {
-        for (from, to) in [(pair.certificate, live.certificate), (pair.key, live.key)] {
-            try? FileManager.default.removeItem(atPath: to)
-            try FileManager.default.copyItem(atPath: from, toPath: to)
-        }
-    }
-
     @Test func aBrokerServesHTTPSAndWSSThatOnlyClientsTrustingItsCAAccept() async throws {
         let ca = try TestCertificates()
         defer { ca.remove() }
@@ -65,16 +28,16 @@ struct TLSTests {
         let source = try TLSCertificateSource(certificatePath: ca.certificate, keyPath: ca.key, logger: Self.logger)
         try await TestBroker.with({ $0.tls = source }) { broker in
             let https = "https://127.0.0.1:\(broker.port)"
-            let streams = try await Self.get(https + "/v1/streams", trusting: trusted)
+            let streams = try await getOnNewConnection(https + "/v1/streams", trusting: trusted)
             #expect(streams["streams"] != nil)
 
             // The system's CAs do not include the test CA: refused at once, in words.
-            let refused = await Self.failure { _ = try await Self.get(https + "/v1/streams", trusting: .system) }
+            let refused = await transportFailure { _ = try await getOnNewConnection(https + "/v1/streams", trusting: .system) }
             #expect(refused?.kind == .untrusted)
             #expect(refused?.description.hasPrefix("the certificate of \(https) is not trusted: ") == true, "\(String(describing: refused))")
 
             // The cluster view advertises https and wss.
-            let view = try ClusterView(json: try await Self.get(https + "/v1/cluster", trusting: trusted))
+            let view = try ClusterView(json: try await getOnNewConnection(https + "/v1/cluster", trusting: trusted))
             #expect(view.brokers.first?.httpURL == https)
             #expect(view.brokers.first?.webSocketURL == "wss://127.0.0.1:\(broker.port)/v1/ws")
 
@@ -82,7 +45,7 @@ struct TLSTests {
             let wss = "wss://localhost:\(broker.port)/v1/ws"
             let welcome = try await Connection.run(url: wss, logger: Self.logger, trust: trusted) { try await $0.hello(client: "tls-client") }
             #expect(welcome.client == "tls-client")
-            let untrusted = await Self.failure {
+            let untrusted = await transportFailure {
                 _ = try await Connection.run(url: wss, logger: Self.logger) { try await $0.hello(client: "tls-client") }
             }
             #expect(untrusted?.kind == .untrusted)
@@ -104,7 +67,7 @@ struct TLSTests {
             try await client.shutdown()
 
             let stranger = ControllerClient(urls: [url])
-            let refused = await Self.failure { _ = try await stranger.cluster() }
+            let refused = await transportFailure { _ = try await stranger.cluster() }
             try await stranger.shutdown()
             #expect(refused?.kind == .untrusted)
         }
@@ -140,28 +103,29 @@ struct TLSTests {
         }
         let trustFirst = try TLSTrust(caFile: first.caCertificate)
         let trustSecond = try TLSTrust(caFile: second.caCertificate)
-        let live = try Self.livePair((first.certificate, first.key), in: first.directory)
+        let live = (certificate: first.directory + "/live.pem", key: first.directory + "/live-key.pem")
+        try TestCertificates.install((first.certificate, first.key), at: live)
         let source = try TLSCertificateSource(certificatePath: live.certificate, keyPath: live.key, logger: Self.logger)
         try await TestBroker.with({ $0.tls = source }) { broker in
             let url = "https://127.0.0.1:\(broker.port)/healthz"
-            _ = try await Self.get(url, trusting: trustFirst)
-            #expect(await Self.failure { _ = try await Self.get(url, trusting: trustSecond) }?.kind == .untrusted)
+            _ = try await getOnNewConnection(url, trusting: trustFirst)
+            #expect(await transportFailure { _ = try await getOnNewConnection(url, trusting: trustSecond) }?.kind == .untrusted)
 
             // The files now hold a certificate of the second CA.
-            try Self.replace(live, with: (second.certificate, second.key))
+            try TestCertificates.install((second.certificate, second.key), at: live)
             #expect(source.reload())
-            _ = try await Self.get(url, trusting: trustSecond)
-            #expect(await Self.failure { _ = try await Self.get(url, trusting: trustFirst) }?.kind == .untrusted)
+            _ = try await getOnNewConnection(url, trusting: trustSecond)
+            #expect(await transportFailure { _ = try await getOnNewConnection(url, trusting: trustFirst) }?.kind == .untrusted)
 
             // A broken certificate file: the reload fails and the second certificate stays.
             try "not a certificate".write(toFile: live.certificate, atomically: true, encoding: .utf8)
             #expect(!source.reload())
-            _ = try await Self.get(url, trusting: trustSecond)
+            _ = try await getOnNewConnection(url, trusting: trustSecond)
 
             // A key that does not go with the certificate: the same.
-            try Self.replace(live, with: (first.certificate, second.key))
+            try TestCertificates.install((first.certificate, second.key), at: live)
             #expect(!source.reload())
-            _ = try await Self.get(url, trusting: trustSecond)
+            _ = try await getOnNewConnection(url, trusting: trustSecond)
         }
     }
 
@@ -190,7 +154,7 @@ struct TLSTests {
     }
 
     @Test func aWSSURLWithAnIPAddressIsRefusedInWords() async throws {
-        let failure = await Self.failure {
+        let failure = await transportFailure {
             _ = try await Connection.run(url: "wss://127.0.0.1:1/v1/ws", logger: Self.logger) { try await $0.hello(client: "x") }
         }
         #expect(failure?.kind == .badURL, "\(String(describing: failure))")
