@@ -69,7 +69,8 @@ public final class TLSCertificateSource: Sendable {
         } catch {
             throw failure("the key file cannot be read as a PEM private key (\(error))")
         }
-        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
         let context: NIOSSLContext
         do {
             context = try NIOSSLContext(configuration: configuration)

@@ -145,10 +145,10 @@ struct TLSNetworkTests {
 }
 }
 
-/// `tocsin serve` rereads its certificate on SIGHUP: new connections get the new one, and the
-/// process keeps running.
+/// The TLS flags of real `tocsin` processes: `tocsin serve` rereads its certificate on SIGHUP (new
+/// connections get the new one, the process keeps running), and unusable flags end a start in words.
 @Suite(.timeLimit(.minutes(2)))
-struct TLSReloadProcessTests {
+struct TLSCommandLineTests {
     @Test func sighupMakesNewConnectionsGetTheNewCertificate() async throws {
         let first = try TestCertificates()
         let second = try TestCertificates()
@@ -180,5 +180,33 @@ struct TLSReloadProcessTests {
         server.signal(SIGHUP)
         _ = try await getOnNewConnection(url, trusting: trustSecond)
         #expect(server.isRunning)
+    }
+
+    @Test func unusableTLSFlagsEndTheStartInWords() throws {
+        let certificates = try TestCertificates()
+        let other = try TestCertificates()
+        let directory = TemporaryDirectory.make()
+        defer {
+            certificates.remove()
+            other.remove()
+            TemporaryDirectory.remove(directory)
+        }
+        /// What the command printed when it failed (it must fail).
+        func failure(_ arguments: [String]) -> String {
+            do {
+                _ = try ChildProcess.output(of: ServerProcess.tocsinBinary, arguments)
+                return "it started"
+            } catch {
+                return "\(error)"
+            }
+        }
+        let serve = ["serve", "--port", "0", "--data-dir", directory]
+        #expect(failure(serve + ["--tls-cert", certificates.certificate]).contains("--tls-cert and --tls-key (or TOCSIN_TLS_CERT and TOCSIN_TLS_KEY) go together"))
+        #expect(failure(serve + ["--tls-cert", certificates.certificate, "--tls-key", other.key]).contains(
+            "cannot use the TLS certificate \(certificates.certificate) with the key \(other.key): "))
+        #expect(failure(["controller", "--port", "0", "--tls-cert", directory + "/missing.pem", "--tls-key", certificates.key]).contains(
+            "the certificate file cannot be read"))
+        #expect(failure(["broker", "--port", "0", "--data-dir", directory, "--tls-ca", directory + "/missing.pem"]).contains(
+            "--tls-ca (or TOCSIN_TLS_CA): cannot read the CA file"))
     }
 }
