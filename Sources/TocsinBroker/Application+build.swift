@@ -54,7 +54,7 @@ public func buildBroker(
     let webSocketResponder = webSocketRouter.buildResponder()
     let app = Application(
         router: router,
-        server: .guarded(limits: configuration.http) { responder in
+        server: .guarded(limits: configuration.http, tls: configuration.tls) { responder in
             HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin"),

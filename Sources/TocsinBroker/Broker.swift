@@ -79,7 +79,7 @@ public final class Broker: Sendable {
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
         self.controller = configuration.cluster.map { cluster in
-            var client = ControllerClient(urls: cluster.controllerURLs)
+            var client = ControllerClient(urls: cluster.controllerURLs, trust: cluster.controllerTrust)
             client.token = cluster.credential
             // With the cluster credential, the controller must prove it holds one too.
             if cluster.credential != nil { client.controllerVerifier = configuration.authentication.verifier }
@@ -188,7 +188,7 @@ public final class Broker: Sendable {
 
     /// The HTTP URL this broker is reached at: the advertised one, or its host and bound port.
     var httpURL: String {
-        configuration.cluster?.advertisedURL ?? "http://\(configuration.host):\(address.current ?? configuration.port)"
+        configuration.cluster?.advertisedURL ?? "\(configuration.scheme)://\(configuration.host):\(address.current ?? configuration.port)"
     }
 
     /// This broker as a one-node cluster (no controller).

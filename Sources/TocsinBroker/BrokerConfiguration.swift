@@ -1,5 +1,6 @@
 public import TocsinCore
 public import TocsinHTTP
+public import TocsinHTTPClient
 
 /// Everything a broker needs to know, with defaults for the embedded `tocsin serve`.
 /// Filled at the edge from flags and environment; tests build it directly. The store is
@@ -75,6 +76,13 @@ public struct BrokerConfiguration: Sendable {
     /// Membership of a broker network run by a controller; nil for a standalone broker.
     public var cluster: ClusterSettings? = nil
 
+    /// Serve HTTPS and WSS with this certificate (reloaded by whoever holds it); nil: plain
+    /// HTTP and WS. The broker then advertises `https://` and `wss://` URLs.
+    public var tls: TLSCertificateSource? = nil
+
+    /// `https` with TLS, else `http`: the scheme of the URLs the broker advertises.
+    public var scheme: String { tls == nil ? "http" : "https" }
+
     public init() {}
 }
 
@@ -97,6 +105,8 @@ public struct ClusterSettings: Sendable {
     public var capacity = 10_000
     /// On graceful shutdown, how long to wait for clients to migrate away before closing.
     public var drainTimeout: Duration = .seconds(15)
+    /// The CAs an `https://` controller's certificate is verified against.
+    public var controllerTrust: TLSTrust = .system
     /// A client told to migrate that is still here after this long is disconnected (it then
     /// reconnects through `assign`); until then the controller plans no further moves.
     public var migrationTimeout: Duration = .seconds(30)

@@ -60,7 +60,7 @@ final class ClusterMember: Service, Sendable {
     private var now: Duration { ContinuousClock.now - origin }
 
     func registration(port: Int) -> RegistrationRequest {
-        let http = settings.advertisedURL ?? "http://\(broker.configuration.host):\(port)"
+        let http = settings.advertisedURL ?? "\(broker.configuration.scheme)://\(broker.configuration.host):\(port)"
         return RegistrationRequest(
             id: broker.configuration.brokerID, incarnation: broker.incarnation, webSocketURL: BaseURL.webSocketURL(forHTTP: http),
             httpURL: http, region: settings.region, location: settings.location, capacity: settings.capacity)

@@ -25,7 +25,7 @@ struct WebSocketEndpoint: Sendable {
             // Refused here, the request goes on to the HTTP route below, which answers why.
             guard (try? await self.upgradeGrant(request)) != nil else { return .dontUpgrade }
             // In place before the 101 goes out: every frame after the handshake is checked.
-            try await context.channel.pipeline.addHandler(ClientFrameMaskCheck(), position: .first).get()
+            try await context.channel.addHandlerNearestTheSocket { ClientFrameMaskCheck() }
             var headers = HTTPFields()
             if Self.offeredProtocols(request.headers).contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
             return .upgrade(headers)
@@ -88,7 +88,7 @@ struct WebSocketEndpoint: Sendable {
             Self.drain(session, to: channel, writer: writer.value, broker: broker)
         }
         // Tells the session when the socket takes its bytes again (waiting replays go on).
-        try? await channel.pipeline.addHandler(WritabilityObserver(session: session), position: .first).get()
+        try? await channel.addHandlerNearestTheSocket { WritabilityObserver(session: session) }
         // The first message must come within the timeout (`hello`, or a publisher's first request),
         // and with authentication on, a valid token too. Counted, logged at debug only: a flood of
         // silent connections must not flood the log.

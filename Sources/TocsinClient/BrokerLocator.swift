@@ -30,6 +30,8 @@ public actor BrokerLocator {
         public var requestTimeout: Duration = .seconds(2)
         /// A token with the `discovery` scope, when the network requires tokens.
         public var token: TokenSource?
+        /// The CAs `https://` nodes' certificates are verified against.
+        public var trust: TLSTrust = .system
 
         /// Seeds are HTTP URLs of any nodes (trailing slashes are dropped).
         public init(seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil) {
@@ -143,7 +145,7 @@ public actor BrokerLocator {
     /// The controller's API at `url` (or any node's, for the discovery list), over the process's
     /// shared HTTP connections.
     private func controller(at url: String) -> ControllerClient {
-        var client = ControllerClient(url: url, httpClient: HTTPCall.shared)
+        var client = ControllerClient(url: url, httpClient: HTTPCall.shared(trusting: configuration.trust))
         client.token = configuration.token
         return client
     }

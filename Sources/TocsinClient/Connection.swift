@@ -58,13 +58,14 @@ public final class Connection: Sendable {
     ///   - maxMessageBytes: The largest frame accepted from the broker (16 MiB by default).
     ///   - headers: Extra headers of the upgrade request (`Authorization: Bearer …` carries a
     ///     token for the whole connection, so even a publisher that never says hello has one).
+    ///   - trust: The CAs a `wss://` broker's certificate is verified against.
     ///   - body: What to do with the open connection; its result is returned.
     /// - Returns: What `body` returned.
     /// - Throws: A `TransportFailure` when the connection cannot be made (refused, unknown
     ///   host, not a WebSocket endpoint…), whatever `body` throws, or `ConnectionClosed` when
     ///   the connection closed before `body` finished.
     public static func run<T: Sendable>(
-        url: String, logger: Logger, maxMessageBytes: Int = 16 << 20, pingInterval: Duration = .seconds(30),
+        url: String, logger: Logger, maxMessageBytes: Int = 16 << 20, pingInterval: Duration = .seconds(30), trust: TLSTrust = .system,
         headers: [(String, String)] = [],
         _ body: @escaping @Sendable (Connection) async throws -> T
     ) async throws -> T {
@@ -80,7 +81,7 @@ public final class Connection: Sendable {
         // Errors thrown here are the connection's own (`body`'s are kept in `result`): made into sentences.
         do {
             try await connect(
-                url: url, configuration: configuration, logger: logger, maxMessageBytes: maxMessageBytes, result: result, body)
+                url: url, configuration: configuration, trust: trust, logger: logger, maxMessageBytes: maxMessageBytes, result: result, body)
         } catch {
             throw TransportFailure.from(connecting: error, url: url) ?? error
         }
@@ -92,10 +93,12 @@ public final class Connection: Sendable {
     }
 
     private static func connect<T: Sendable>(
-        url: String, configuration: WebSocketClientConfiguration, logger: Logger, maxMessageBytes: Int,
+        url: String, configuration: WebSocketClientConfiguration, trust: TLSTrust, logger: Logger, maxMessageBytes: Int,
         result: LockedBox<Result<T, any Error>?>, _ body: @escaping @Sendable (Connection) async throws -> T
     ) async throws {
-        try await WebSocketClient.connect(url: url, configuration: configuration, logger: logger) { inbound, outbound, _ in
+        try await WebSocketClient.connect(
+            url: url, configuration: configuration, tlsConfiguration: trust.clientConfiguration, logger: logger
+        ) { inbound, outbound, _ in
             let connection = Connection(outbound: outbound)
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {

@@ -62,13 +62,15 @@ public struct Publisher: Sendable {
     ///   - seeds: HTTP URLs of any of the network's nodes, `http://host:port`.
     ///   - client: The client id `assign` places (publishes are not durable under it).
     ///   - attemptTimeout: How long one try waits for its broker's answer.
+    ///   - trust: The CAs `https://` nodes' certificates are verified against.
     ///   - logger: Where the search for a broker logs.
     ///   - token: The access token (scopes `publish:<stream>` and `discovery`), when the network requires tokens.
     public init(
-        seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10),
+        seeds: [String], client: String = "publisher", attemptTimeout: Duration = .seconds(10), trust: TLSTrust = .system,
         logger: Logger = Logger(label: "tocsin.publisher"), token: TokenSource? = nil
     ) {
         var configuration = BrokerLocator.Configuration(seeds: seeds, client: client)
+        configuration.trust = trust
         configuration.token = token
         locator = BrokerLocator(configuration: configuration, logger: logger)
         self.attemptTimeout = attemptTimeout
@@ -95,7 +97,9 @@ public struct Publisher: Sendable {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
                 var headers = [("Idempotency-Key", key)]
                 if let token { headers.append(("Authorization", "Bearer " + (try await token()))) }
-                let reply = try await HTTPCall.call(.POST, broker.httpURL + path, body: .array(events), headers: headers, timeout: attemptTimeout)
+                let reply = try await HTTPCall.call(
+                    .POST, broker.httpURL + path, body: .array(events), headers: headers, timeout: attemptTimeout,
+                    using: HTTPCall.shared(trusting: locator.configuration.trust))
                 let published = try PublishReply(json: reply)
                 return Published(broker: broker.id, epoch: published.epoch, seqs: published.seqs, duplicate: published.duplicate)
             } catch {

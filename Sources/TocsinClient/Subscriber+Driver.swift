@@ -43,6 +43,7 @@ extension Subscriber {
             if case .cluster(var c) = configuration.endpoint {
                 // Discovery carries the subscriber's token unless the locator was given its own.
                 if c.token == nil { c.token = configuration.token }
+                c.trust = configuration.trust
                 locator = BrokerLocator(configuration: c, logger: logger)
             } else {
                 locator = nil
@@ -163,7 +164,7 @@ extension Subscriber {
         private func connection(_ id: ID, to target: Machine.Target) async {
             let closed = "the broker at \(TransportFailure.origin(of: target.url)) closed the connection"
             do {
-                try await Connection.run(url: target.url, logger: logger, pingInterval: configuration.pingInterval) { connection in
+                try await Connection.run(url: target.url, logger: logger, pingInterval: configuration.pingInterval, trust: configuration.trust) { connection in
                     // Notifications that arrive while hello and subscribe are answered wait until the
                     // positions are known; from then on they are handled on the read task directly.
                     connection.bufferEvents()

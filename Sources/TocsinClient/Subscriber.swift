@@ -83,6 +83,9 @@ public struct Subscriber: Sendable {
 
         /// Where to connect.
         public var endpoint: Endpoint
+        /// The CAs a `wss://` broker's (and, for a network, every `https://` node's) certificate
+        /// is verified against: the system's, plus a private CA's when given.
+        public var trust: TLSTrust = .system
         /// The durable client id: the broker keeps this client's subscriptions and acknowledged
         /// positions under it, and holds one connection per id (a second one takes its place).
         public var client: String

@@ -26,6 +26,8 @@ public struct TocsinClient: Sendable {
     public var region: String?
     /// Where the app is, to prefer a broker near it.
     public var location: GeoPoint?
+    /// The CAs `https://` and `wss://` nodes' certificates are verified against.
+    public let trust: TLSTrust
     let logger: Logger
     /// The access token every subscription and publish carries, if any.
     let token: TokenSource?
@@ -39,20 +41,23 @@ public struct TocsinClient: Sendable {
     ///   - client: The app's client id, stable across runs: positions are kept under it.
     ///   - region: The region to prefer, if the network spans several.
     ///   - location: Where the app is, to prefer a broker near it.
+    ///   - trust: The CAs `https://` and `wss://` nodes' certificates are verified against: the
+    ///     system's by default; `TLSTrust(caFile:)` adds a private CA's.
     ///   - logger: Where the subscriptions and the publisher log.
     ///   - token: The access token, when the network requires one: its client id must be
     ///     `client` (each subscription connects as `<client>#…`, which the token covers).
     public init(
-        seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, logger: Logger = Logger(label: "tocsin.client"),
-        token: TokenSource? = nil
+        seeds: [String], client: String, region: String? = nil, location: GeoPoint? = nil, trust: TLSTrust = .system,
+        logger: Logger = Logger(label: "tocsin.client"), token: TokenSource? = nil
     ) {
         self.token = token
         self.seeds = seeds
         self.client = client
         self.region = region
         self.location = location
+        self.trust = trust
         self.logger = logger
-        self.publisher = Publisher(seeds: seeds, client: client + "-publisher", logger: logger, token: token)
+        self.publisher = Publisher(seeds: seeds, client: client + "-publisher", trust: trust, logger: logger, token: token)
     }
 
     /// Notifications of one channel with these parameters, until the consumer stops iterating.
@@ -73,6 +78,7 @@ public struct TocsinClient: Sendable {
         var configuration = Subscriber.Configuration(
             seeds: seeds, client: Self.clientID(client, channel: channel, params: params), region: region, location: location)
         configuration.token = token
+        configuration.trust = trust
         let subscriber = Subscriber(
             configuration: configuration,
             requests: [SubscriptionRequest(channel: channel, params: params, from: from)], logger: logger)

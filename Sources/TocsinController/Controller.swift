@@ -20,7 +20,10 @@ public struct ControllerConfiguration: Sendable {
     /// The controller's own cluster credential, sent in every answer to a broker
     /// (`Tocsin-Cluster-Credential`) so brokers know the orders in it are the network's.
     public var credential: TokenSource?
-    /// The controller's own URL in the discovery list (`http://host:port` when unset and the
+    /// Serve HTTPS with this certificate (reloaded by whoever holds it); nil: plain HTTP. The
+    /// controller then advertises an `https://` URL.
+    public var tls: TLSCertificateSource? = nil
+    /// The controller's own URL in the discovery list (`http://host:port`, or `https://` with `tls`, when unset and the
     /// host is a concrete address; a wildcard bind address needs it said explicitly).
     public var advertisedURL: String?
     /// A broker that has not renewed its lease for this long is dead.

@@ -105,13 +105,13 @@ public func buildController(
     let limits = configuration.http
     let app = Application(
         router: router,
-        server: .guardedHTTP1(limits: limits),
+        server: .guardedHTTP1(limits: limits, tls: configuration.tls),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin-controller"),
         services: [controller],
         onServerRunning: { channel in
             let port = channel.localAddress?.port ?? configuration.port
             controller.advertisedURL.withLock { url in
-                if url == nil { url = "http://\(configuration.host):\(port)" }
+                if url == nil { url = "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(port)" }
             }
             await onListening(port)
         },

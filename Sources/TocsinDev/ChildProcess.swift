@@ -42,14 +42,17 @@ public final class ChildProcess: Sendable {
     }
 
     /// Starts `executable arguments` and waits up to `timeout` for a stdout line containing
-    /// `listening on http://HOST:PORT`. Later stdout lines go to `output` (stderr is inherited
-    /// when `inheritStderr`, else discarded).
+    /// `listening on http://HOST:PORT` (or `https://`). Later stdout lines go to `output` (stderr is inherited
+    /// when `inheritStderr`, appended to the file `stderrFile` when given, else discarded).
     /// `environment` adds to (or replaces in) this process's environment for the child.
     public init(
         executable: String = ChildProcess.tocsinBinary, arguments: [String], environment: [String: String] = [:],
-        timeout: Duration = .seconds(30), inheritStderr: Bool = false, output: (@Sendable (String) -> Void)? = nil
+        timeout: Duration = .seconds(30), inheritStderr: Bool = false, stderrFile: String? = nil,
+        output: (@Sendable (String) -> Void)? = nil
     ) async throws {
-        let (pid, stdout) = try Self.spawn(executable: executable, arguments: arguments, environment: environment, inheritStderr: inheritStderr)
+        let (pid, stdout) = try Self.spawn(
+            executable: executable, arguments: arguments, environment: environment,
+            stderr: stderrFile.map { .file($0) } ?? (inheritStderr ? .inherit : .discard))
         self.pid = pid
         let (lines, continuation) = AsyncStream.makeStream(of: String.self)
         let portSeen = Atomic<Bool>(false)
@@ -111,10 +114,46 @@ public final class ChildProcess: Sendable {
     /// Spawns the process with its stdout on a pipe; returns the pid and the pipe's read end.
     /// The child gets a process group of its own, so a Ctrl-C at the terminal reaches only the
     /// parent, which stops its children in order.
-    private static func spawn(executable: String, arguments: [String], environment: [String: String], inheritStderr: Bool) throws -> (Int32, Int32) {
+    private static func spawn(
+        executable: String, arguments: [String], environment: [String: String], stderr: StandardError
+    ) throws -> (Int32, Int32) {
         try spawning.withLock { _ in
-            try spawnLocked(executable: executable, arguments: arguments, environment: environment, inheritStderr: inheritStderr)
+            try spawnLocked(executable: executable, arguments: arguments, environment: environment, stderr: stderr)
         }
+    }
+
+    /// Where a child's stderr goes.
+    enum StandardError {
+        case discard
+        case inherit
+        /// Into the stdout pipe.
+        case pipe
+        /// Appended to this file (created if missing).
+        case file(String)
+    }
+
+    /// Runs a short-lived program (not a server) to its end and returns what it wrote on stdout
+    /// and stderr; throws, with that output, when it exits with a failure status.
+    public static func output(of executable: String, _ arguments: [String]) throws -> String {
+        let (pid, fd) = try spawn(executable: executable, arguments: arguments, environment: [:], stderr: .pipe)
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            if n <= 0 { break }
+            output.append(contentsOf: buffer[0..<n])
+        }
+        close(fd)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        let text = String(decoding: output, as: UTF8.self)
+        // Exited normally with status 0.
+        guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
+            let name = URL(fileURLWithPath: executable).lastPathComponent
+            throw ChildProcessError("\(name) \(arguments.joined(separator: " ")) failed (wait status \(status)): \(text)")
+        }
+        return text
     }
 
     /// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34+), looked up at run time: Swift's
@@ -133,7 +172,7 @@ public final class ChildProcess: Sendable {
     }
 
     private static func spawnLocked(
-        executable: String, arguments: [String], environment: [String: String], inheritStderr: Bool
+        executable: String, arguments: [String], environment: [String: String], stderr: StandardError
     ) throws -> (Int32, Int32) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ChildProcessError("pipe failed: errno \(errno)") }
@@ -143,7 +182,12 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        if !inheritStderr { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
+        switch stderr {
+        case .discard: posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        case .inherit: break
+        case .pipe: posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        case .file(let path): posix_spawn_file_actions_addopen(&actions, 2, path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        }
         // Nothing else of this process's reaches the child: NIO opens and accepts sockets without
         // close-on-exec, and a child holding a copy of a socket this process closes keeps that
         // connection (or a listening port) open for as long as the child lives.
@@ -171,9 +215,9 @@ public final class ChildProcess: Sendable {
         return (pid, fds[0])
     }
 
-    /// The port in "... listening on http://HOST:PORT ...".
+    /// The port in "... listening on http://HOST:PORT ..." (or https://).
     static func listeningPort(in line: String) -> Int? {
-        guard let range = line.range(of: "listening on http://") else { return nil }
+        guard let range = line.range(of: "listening on http://") ?? line.range(of: "listening on https://") else { return nil }
         let rest = line[range.upperBound...]
         let hostAndPort = rest.prefix { $0 != " " && $0 != "/" }
         guard let colon = hostAndPort.lastIndex(of: ":") else { return nil }

@@ -37,6 +37,10 @@ public final class LocalNetwork: Sendable {
         /// How many controllers. More than one needs `store` (they elect a leader in it, and
         /// get `--store` too); brokers are given every controller's URL.
         public var controllers = 1
+        /// TLS on every listener: the controllers and brokers serve HTTPS/WSS with this
+        /// certificate, and the brokers verify the controllers' against `trustedCA`. nil: plain
+        /// HTTP. For `wss://` the WebSocket client needs a host name (`host = "localhost"`).
+        public var tls: TLS?
         /// Hosts for the brokers: broker K runs in namespace (K-1) mod count, listening on that
         /// host's address, and the controllers listen on the bridge's address (so the store,
         /// too, must be reachable there). nil: every process on `host`.
@@ -45,6 +49,29 @@ public final class LocalNetwork: Sendable {
         public init(directory: String) {
             self.directory = directory
         }
+    }
+
+    /// The TLS files of a network (`Configuration.tls`).
+    public struct TLS: Sendable {
+        /// `--tls-cert` of every controller and broker.
+        public var certificate: String
+        /// `--tls-key` of every controller and broker.
+        public var key: String
+        /// `--tls-ca` of every broker: the CA it verifies the controllers' certificate against.
+        public var trustedCA: String
+
+        public init(certificate: String, key: String, trustedCA: String) {
+            self.certificate = certificate
+            self.key = key
+            self.trustedCA = trustedCA
+        }
+
+        /// The server certificate of `certificates`, its CA trusted.
+        public init(_ certificates: TestCertificates) {
+            self.init(certificate: certificates.certificate, key: certificates.key, trustedCA: certificates.caCertificate)
+        }
+
+        var serverArguments: [String] { ["--tls-cert", certificate, "--tls-key", key] }
     }
 
     /// A broker process of the network.
@@ -57,7 +84,7 @@ public final class LocalNetwork: Sendable {
         public var httpURL: String
         /// The host (network namespace) it runs in, if any.
         public var namespace: NetworkNamespaces.Host?
-        public var webSocketURL: String { httpURL.replacingOccurrences(of: "http://", with: "ws://") + "/v1/ws" }
+        public var webSocketURL: String { BaseURL.webSocketURL(forHTTP: httpURL) }
     }
 
     public let configuration: Configuration
@@ -68,7 +95,9 @@ public final class LocalNetwork: Sendable {
     /// Where the controllers listen: the bridge's address with namespaces, else `host`.
     public var controllerHost: String { configuration.namespaces?.bridgeAddress ?? configuration.host }
     public var controllerURL: String { controllerURLs[0] }
-    public var controllerURLs: [String] { controllers.map { "http://\(controllerHost):\($0.port)" } }
+    public var controllerURLs: [String] { controllers.map { "\(scheme)://\(controllerHost):\($0.port)" } }
+    /// `https` with TLS, else `http`.
+    public var scheme: String { configuration.tls == nil ? "http" : "https" }
 
     private struct State {
         var processes: [String: ChildProcess] = [:]
@@ -98,7 +127,7 @@ public final class LocalNetwork: Sendable {
                 try await ChildProcess(
                     executable: configuration.executable,
                     arguments: ["controller", "--host", host, "--port", "\(port)", "--log-level", configuration.logLevel]
-                        + authentication + store + configuration.controllerArguments,
+                        + authentication + store + (configuration.tls?.serverArguments ?? []) + configuration.controllerArguments,
                     inheritStderr: configuration.showLogs))
         }
         self.controllers = controllers
@@ -133,7 +162,8 @@ public final class LocalNetwork: Sendable {
         let arguments = [
             "broker", "--controller", controllerURLs.joined(separator: ","), "--broker-id", id, "--host", host, "--port", "\(port)",
             "--data-dir", configuration.directory, "--log-level", configuration.logLevel,
-        ] + authentication + (configuration.store.map { ["--store", $0] } ?? []) + configuration.brokerArguments
+        ] + authentication + (configuration.store.map { ["--store", $0] } ?? [])
+            + (configuration.tls.map { $0.serverArguments + ["--tls-ca", $0.trustedCA] } ?? []) + configuration.brokerArguments
         let process: ChildProcess
         if let namespaces = configuration.namespaces, let namespace {
             process = try await namespaces.start(
@@ -142,7 +172,7 @@ public final class LocalNetwork: Sendable {
             process = try await ChildProcess(executable: configuration.executable, arguments: arguments, inheritStderr: configuration.showLogs)
         }
         let member = Member(
-            id: id, port: process.port, pid: process.pid, incarnation: incarnation, httpURL: "http://\(host):\(process.port)",
+            id: id, port: process.port, pid: process.pid, incarnation: incarnation, httpURL: "\(scheme)://\(host):\(process.port)",
             namespace: namespace)
         state.withLock { s in
             s.processes[id] = process

@@ -3,6 +3,7 @@ package import HummingbirdCore
 package import Logging
 package import NIOCore
 package import NIOHTTP1
+internal import NIOSSL
 package import Metrics
 import Synchronization
 package import TocsinCore
@@ -163,17 +164,26 @@ package final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelH
 
 /// A server child channel with `HTTPConnectionGuard` put right after the HTTP/1 decoder of
 /// `Inner`'s pipeline (Hummingbird's HTTP/1 channel, with or without WebSocket upgrade), and
-/// the server's open connections counted against `HTTPEdgeLimits.connectionLimit`.
+/// the server's open connections counted against `HTTPEdgeLimits.connectionLimit`. With `tls`,
+/// a `NIOSSLServerHandler` on the source's current context comes first (as HummingbirdTLS's
+/// `TLSChannel` puts it), then `TLSHandshakeDeadline` (the head timeout bounds the handshake).
 package struct GuardedChildChannel<Inner: ServerChildChannel>: ServerChildChannel {
-    package typealias Value = Inner.Value
+    /// The inner channel's value, and, with TLS, the handshake's outcome.
+    package struct Value: ServerChildChannelValue {
+        let inner: Inner.Value
+        let handshake: EventLoopFuture<Void>?
+        package var channel: any Channel { inner.channel }
+    }
     let inner: Inner
     let limits: HTTPEdgeLimits
+    let tls: TLSCertificateSource?
     let onReject: @Sendable (TocsinError) -> Void
     let connections: ConnectionCount
 
-    package init(_ inner: Inner, limits: HTTPEdgeLimits, onReject: @escaping @Sendable (TocsinError) -> Void) {
+    package init(_ inner: Inner, limits: HTTPEdgeLimits, tls: TLSCertificateSource? = nil, onReject: @escaping @Sendable (TocsinError) -> Void) {
         self.inner = inner
         self.limits = limits
+        self.tls = tls
         self.onReject = onReject
         self.connections = ConnectionCount(limit: limits.connectionLimit)
     }
@@ -182,16 +192,40 @@ package struct GuardedChildChannel<Inner: ServerChildChannel>: ServerChildChanne
         let admitted = connections.admit()
         let connections = self.connections
         channel.closeFuture.whenComplete { _ in connections.release() }
-        return inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+        var handshake: EventLoopFuture<Void>?
+        if let tls {
+            let deadline = TLSHandshakeDeadline(timeout: limits.headTimeout, eventLoop: channel.eventLoop, onTimeout: onReject)
+            handshake = deadline.handshake
+            do {
+                try channel.pipeline.syncOperations.addHandlers([NIOSSLServerHandler(context: tls.context), deadline])
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }
+        return inner.setup(channel: channel, logger: logger).flatMapThrowing { [handshake] value in
             let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
             try channel.pipeline.syncOperations.addHandler(
                 HTTPConnectionGuard(limits: limits, overCapacity: !admitted, onReject: onReject), position: .after(decoder))
-            return value
+            return Value(inner: value, handshake: handshake)
         }
     }
 
     package func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
+        // A connection whose TLS handshake failed (an untrusting client, a port scanner, the
+        // deadline) is closed already: the HTTP layer still winds it down (its channel must be
+        // finished), but quietly, or it would log each one's vanished request as an error.
+        if let handshake = value.handshake {
+            do {
+                try await handshake.get()
+            } catch {
+                logger.debug("TLS handshake failed", metadata: ["error": "\(error)"])
+                var quiet = logger
+                quiet.logLevel = .critical
+                await inner.handle(value: value.inner, logger: quiet)
+                return
+            }
+        }
+        await inner.handle(value: value.inner, logger: logger)
     }
 }
 
@@ -227,17 +261,19 @@ extension HTTPConnectionGuard {
 
 extension HTTPServerBuilder {
     /// A server whose connections are built by `make` and guarded by `HTTPConnectionGuard`.
+    /// With `tls`, connections speak TLS with the source's current certificate.
     package static func guarded<Inner: ServerChildChannel>(
-        limits: HTTPEdgeLimits, _ make: @escaping @Sendable (@escaping HTTPChannelHandler.Responder) -> Inner
+        limits: HTTPEdgeLimits, tls: TLSCertificateSource? = nil,
+        _ make: @escaping @Sendable (@escaping HTTPChannelHandler.Responder) -> Inner
     ) -> HTTPServerBuilder {
         HTTPServerBuilder { responder in
-            GuardedChildChannel(make(responder), limits: limits, onReject: HTTPConnectionGuard.countRejection)
+            GuardedChildChannel(make(responder), limits: limits, tls: tls, onReject: HTTPConnectionGuard.countRejection)
         }
     }
 
-    /// Plain HTTP/1, guarded.
-    package static func guardedHTTP1(limits: HTTPEdgeLimits) -> HTTPServerBuilder {
-        guarded(limits: limits) { responder in
+    /// Plain HTTP/1, guarded (over TLS with `tls`).
+    package static func guardedHTTP1(limits: HTTPEdgeLimits, tls: TLSCertificateSource? = nil) -> HTTPServerBuilder {
+        guarded(limits: limits, tls: tls) { responder in
             HTTP1Channel(responder: responder, configuration: .init(httpDecoderConfiguration: limits.decoderConfiguration))
         }
     }

@@ -48,9 +48,10 @@ public struct ControllerClient: Sendable {
         self.init(urls: [url])
     }
 
-    /// A client of several controllers (at least one URL), with HTTP connections of its own.
-    public init(urls: [String]) {
-        self.init(urls: urls, httpClient: HTTPCall.makeClient(), owns: true)
+    /// A client of several controllers (at least one URL), with HTTP connections of its own;
+    /// `https://` controllers are verified against `trust`.
+    public init(urls: [String], trust: TLSTrust = .system) {
+        self.init(urls: urls, httpClient: HTTPCall.makeClient(trust: trust), owns: true)
     }
 
     /// A client using `httpClient`, which the caller owns (`shutdown()` leaves it open).

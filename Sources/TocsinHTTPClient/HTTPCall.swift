@@ -1,6 +1,7 @@
 public import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
+import Synchronization
 public import TocsinCore
 
 /// JSON over HTTP to a broker's API (docs/protocol.md, "HTTP API").
@@ -28,12 +29,29 @@ public enum HTTPCall {
     /// request at once when the peer refuses the connection, instead of retrying until the
     /// deadline: a dead broker must cost a client milliseconds, not its whole timeout, to skip.
     /// The caller shuts it down.
-    public static func makeClient() -> HTTPClient {
+    /// `https://` peers are verified against `trust`.
+    public static func makeClient(trust: TLSTrust = .system) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(2)
+        configuration.tlsConfiguration = trust.clientConfiguration
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
+
+    /// The process's HTTP client for `https://` peers verified against `trust` (`shared` for the
+    /// system's CAs): one per trust, living as long as the process.
+    public static func shared(trusting trust: TLSTrust) -> HTTPClient {
+        if trust == .system { return shared }
+        // Making a client opens nothing (its connections come with its first request).
+        return clientsByTrust.withLock { clients in
+            if let client = clients[trust] { return client }
+            let client = makeClient(trust: trust)
+            clients[trust] = client
+            return client
+        }
+    }
+
+    private static let clientsByTrust = Mutex<[TLSTrust: HTTPClient]>([:])
 
     /// Sends a request and returns the status and the JSON body, whatever the status. A failure
     /// to get an answer (refused, timed out, unknown host, TLS, a bad URL) is thrown as a

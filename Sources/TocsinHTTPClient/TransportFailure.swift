@@ -24,8 +24,10 @@ public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertib
         case hostNotFound
         /// No route to the host or its network.
         case unreachable
-        /// TLS failed: not an https server, or a certificate that is not trusted.
+        /// TLS failed: not an https server, or a handshake that did not complete.
         case tls
+        /// The peer's certificate does not chain to a trusted CA, or does not name its host.
+        case untrusted
         /// The URL itself is unusable.
         case badURL
         /// Connected, but no answer within the request's time limit.
@@ -70,6 +72,8 @@ public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertib
             "cannot reach \(role) at \(url) (\(problem)); check the address and the network"
         case .tls:
             "cannot reach \(role) at \(url) (\(problem)); check that it serves TLS with a trusted certificate, or use http://"
+        case .untrusted:
+            "the certificate of \(url) is not trusted: \(problem); if a private CA signed it, trust that CA (--tls-ca FILE; TLSTrust(caFile:) in the library)"
         case .badURL:
             "'\(url)' is not a URL Tocsin can use (\(problem)); give one like http://127.0.0.1:7400"
         case .noAnswer:
@@ -136,7 +140,20 @@ public struct TransportFailure: Error, Sendable, Hashable, CustomStringConvertib
                 }
                 return make(.other, "\(error)")
             }
-        case is NIOSSLError, is BoringSSLError, is NIOSSLExtraError:
+        case let error as NIOSSLError:
+            if case .handshakeFailed(let reason) = error, "\(reason)".contains("CERTIFICATE_VERIFY_FAILED") {
+                return make(.untrusted, "it does not chain to a trusted CA (signed by an unknown or private CA, self-signed, or expired)")
+            }
+            return make(.tls, "TLS failed: \(error)")
+        case let error as NIOSSLExtraError:
+            if error == .failedToValidateHostname {
+                return make(.untrusted, "it does not name the host of the URL")
+            }
+            if error == .cannotUseIPAddressInSNI {
+                return make(.badURL, "a wss:// URL needs a host name its certificate names, not an IP address")
+            }
+            return make(.tls, "TLS failed: \(error)")
+        case is BoringSSLError:
             return make(.tls, "TLS failed: \(error)")
         default:
             return nil

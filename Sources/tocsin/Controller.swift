@@ -54,6 +54,8 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
 
+    @OptionGroup var tls: ServerTLSOptions
+
     mutating func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535") }
         if advertise == nil, ListenAddress.isWildcard(host) {
@@ -106,15 +108,18 @@ struct ControllerCommand: AsyncParsableCommand {
         }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let tls = try await self.tls.load(logger: logger)
+        configuration.tls = tls?.0
+        let scheme = self.tls.scheme
         let host = self.host
         let app = buildController(
             configuration: configuration, logger: logger, metrics: registry, ledger: ledger,
             onListening: { port in
-                print("tocsin controller listening on http://\(host):\(port)")
+                print("tocsin controller listening on \(scheme)://\(host):\(port)")
                 fflushStdout()
             })
         let group = ServiceGroup(
-            configuration: .init(services: [app.service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: [app.service] + (tls.map { [$0.1] } ?? []), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -36,6 +36,11 @@ struct Dev: AsyncParsableCommand {
 
     @OptionGroup var auth: AuthOptions
 
+    @Flag(
+        name: .customLong("tls"),
+        help: "Serve HTTPS/WSS with a throwaway CA made in --data-dir/tls (openssl), for localhost; clients need --tls-ca --data-dir/tls/ca.pem.")
+    var tls = false
+
     mutating func validate() throws {
         guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
         guard (1...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
@@ -64,10 +69,20 @@ struct Dev: AsyncParsableCommand {
             configuration.brokerArguments += ["--allow-origin", origin]
             configuration.controllerArguments += ["--allow-origin", origin]
         }
+        var certificates: TestCertificates?
+        if tls {
+            // wss:// needs a host name the certificate names (the WebSocket client sends it as SNI).
+            configuration.host = "localhost"
+            certificates = try TestCertificates(directory: dataDirectory + "/tls")
+            configuration.tls = certificates.map { LocalNetwork.TLS($0) }
+        }
         let network = try await LocalNetwork(configuration: configuration)
         print("controller  \(network.controllerURL)   (discovery: \(network.controllerURL)/v1/cluster)")
         for m in network.members {
             print("\(m.id)    \(m.httpURL)   \(m.webSocketURL)   pid \(m.pid)")
+        }
+        if let certificates {
+            print("TLS: a throwaway CA; clients trust it with --tls-ca \(certificates.caCertificate)")
         }
         if let authority { try await printAdminToken(authority) }
         print("data in \(store.map { _ in "the PostgreSQL database of --store" } ?? dataDirectory); Ctrl-C stops the network")
@@ -132,16 +147,16 @@ struct Status: AsyncParsableCommand {
     @Option(name: .long, help: "A token with the discovery scope, when the network requires one (env TOCSIN_TOKEN).")
     var token: String? = Environment.get("TOCSIN_TOKEN")
 
+    @OptionGroup var tls: ClientTLSOptions
+
     func run() async throws {
         let base = BaseURL.trimmed(url)
         let view: ClusterView
         let token = self.token
         do {
-            view = try await ControllerClient.withClient(url: base) { client in
-                var client = client
-                client.token = token.map { token in { @Sendable in token } }
-                return try await client.cluster()
-            }
+            var client = ControllerClient(url: base, httpClient: HTTPCall.shared(trusting: try tls.trust()))
+            client.token = token.map { token in { @Sendable in token } }
+            view = try await client.cluster()
         } catch let failure as TransportFailure where failure.kind == .refused {
             throw CommandFailure(
                 failure.sentence(role: "a controller or broker", runBy: "`tocsin controller`")

@@ -12,10 +12,10 @@ struct Streams: AsyncParsableCommand {
 
     func run() async throws {
         if let name {
-            print(try StreamDescription(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams/\(name)", headers: server.headers)).json.serialized)
+            print(try StreamDescription(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams/\(name)", headers: server.headers, using: HTTPCall.shared(trusting: server.trust))).json.serialized)
             return
         }
-        let list = try StreamList(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams", headers: server.headers))
+        let list = try StreamList(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/streams", headers: server.headers, using: HTTPCall.shared(trusting: server.trust)))
         for s in list.streams {
             let fields = s.definition.schema.fields.map { f in "\(f.name):\(f.type.rawValue)\(f.optional ? "?" : "")" }
             print("\(s.name)  epoch \(s.epoch)  seq \(s.firstSeq)..\(s.lastSeq)  (\(fields.joined(separator: ", ")))")
@@ -33,10 +33,10 @@ struct Channels: AsyncParsableCommand {
 
     func run() async throws {
         if let name {
-            print(try ChannelDescription(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels/\(name)", headers: server.headers)).json.serialized)
+            print(try ChannelDescription(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels/\(name)", headers: server.headers, using: HTTPCall.shared(trusting: server.trust))).json.serialized)
             return
         }
-        let list = try ChannelList(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels", headers: server.headers))
+        let list = try ChannelList(json: try await HTTPCall.call(.GET, "\(server.httpURL)/v1/channels", headers: server.headers, using: HTTPCall.shared(trusting: server.trust)))
         for c in list.channels {
             let d = c.definition
             let params = d.params.map { p in "\(p.name): \(p.type.rawValue)\(p.default.map { " = \($0.serialized)" } ?? "")" }

@@ -47,7 +47,8 @@ struct Publish: AsyncParsableCommand {
         var logger = Logger(label: "tocsin.publish")
         logger.logLevel = .warning
         if let key { _ = try PublishKey.validated(key) }
-        let published = try await Publisher(seeds: server.seeds, logger: logger, token: server.tokenSource).publish(stream: stream, events: parsed, key: key)
+        let published = try await Publisher(seeds: server.seeds, trust: server.trust, logger: logger, token: server.tokenSource).publish(
+            stream: stream, events: parsed, key: key)
         let seqs = published.seqs.map(String.init).joined(separator: ", ")
         // Without --key a duplicate can only be the library's own retry finding its first try stored.
         if published.duplicate, let key {

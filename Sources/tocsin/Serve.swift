@@ -93,6 +93,8 @@ struct BrokerOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (env TOCSIN_LOG_LEVEL).")
     var logLevel: String = Environment.get("TOCSIN_LOG_LEVEL") ?? "info"
 
+    @OptionGroup var tls: ServerTLSOptions
+
     mutating func validate() throws {
         for (flag, value) in [("--rate-publish", ratePublish), ("--rate-subscribe", rateSubscribe), ("--rate-connect", rateConnect)] {
             guard value.isFinite, (0...1e9).contains(value) else { throw ValidationError("\(flag) must be between 0 and 1e9, got \(value)") }
@@ -214,14 +216,17 @@ struct BrokerOptions: ParsableArguments {
         } else {
             dataDirectory = self.dataDirectory
         }
+        let tls = try await self.tls.load(logger: logger)
+        configuration.tls = tls?.0
+        let (http, ws) = tls == nil ? ("http", "ws") : ("https", "wss")
         let store = try await Self.open(store, logger: logger)
         let app = try await buildBroker(configuration: configuration, store: store, logger: logger, metrics: registry) { port in
             if standalone, let authority { try? await printAdminToken(authority) }
-            print("tocsin\(role.isEmpty ? "" : " " + role) listening on http://\(host):\(port) (WebSocket ws://\(host):\(port)/v1/ws), data in \(dataDirectory)")
+            print("tocsin\(role.isEmpty ? "" : " " + role) listening on \(http)://\(host):\(port) (WebSocket \(ws)://\(host):\(port)/v1/ws), data in \(dataDirectory)")
             fflushStdout()
         }
         let group = ServiceGroup(
-            configuration: .init(services: [app.service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: [app.service] + (tls.map { [$0.1] } ?? []), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -321,6 +326,9 @@ struct BrokerCommand: AsyncParsableCommand {
     @Option(name: .customLong("drain-timeout"), help: "Seconds to wait for clients to migrate away on shutdown.")
     var drainTimeout = 15.0
 
+    /// `--tls-ca`: the CAs an https:// controller is verified against.
+    @OptionGroup var controllerTLS: ClientTLSOptions
+
     mutating func validate() throws {
         if advertise == nil { advertise = Environment.get("TOCSIN_ADVERTISE") }
         if advertise == nil, ListenAddress.isWildcard(options.host) {
@@ -350,6 +358,7 @@ struct BrokerCommand: AsyncParsableCommand {
         }
         cluster.capacity = capacity
         cluster.drainTimeout = try seconds(drainTimeout, flag: "--drain-timeout", range: 0...3600)
+        cluster.controllerTrust = try controllerTLS.trust()
         configuration.cluster = cluster
         try await options.run(configuration, store: options.store(pollInterval: .milliseconds(pollMilliseconds)), role: "broker \(options.brokerID)")
     }

@@ -60,6 +60,7 @@ struct Subscribe: AsyncParsableCommand {
         logger.logLevel = .critical
         var configuration = Subscriber.Configuration(seeds: server.seeds, client: client, region: region)
         configuration.token = server.tokenSource
+        configuration.trust = server.trust
         let subscriber = Subscriber(
             configuration: configuration,
             requests: [SubscriptionRequest(channel: channel, params: bound, from: start)], logger: logger)

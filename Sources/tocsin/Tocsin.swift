@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import TocsinCore
+import TocsinHTTPClient
 
 @main
 struct Tocsin: AsyncParsableCommand {
@@ -49,6 +50,11 @@ struct ServerOptions: ParsableArguments {
     var httpURL: String {
         BaseURL.trimmed(seeds.first ?? url)
     }
+
+    @OptionGroup var tls: ClientTLSOptions
+
+    /// The CAs https:// and wss:// nodes are verified against (`validate` has read the file).
+    var trust: TLSTrust { (try? tls.trust()) ?? .system }
 }
 
 /// A failure a command explains in its own words: printed as "Error: <sentence>", exit status 1.
