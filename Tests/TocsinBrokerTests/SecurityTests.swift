@@ -477,18 +477,22 @@ struct ControllerProofTests {
     @Test func aBrokerRefusesAnswersFromAControllerWithoutTheCredential() async throws {
         let fixture = try await SecurityTests.Fixture.make()
         let now: @Sendable () -> Int64 = { SecurityTests.WallClockMillis.now() }
+        /// A broker of the network: its keys, and a controller to join with its cluster credential.
+        @Sendable func member(of url: String) -> (inout BrokerConfiguration) -> Void {
+            { configuration in
+                configuration.authentication = .tokens(fixture.authority)
+                var cluster = ClusterSettings(controllerURL: url)
+                cluster.credential = MintedToken(authority: fixture.authority, client: "broker:b1", scopes: [.cluster], nowMillis: now).source
+                configuration.cluster = cluster
+            }
+        }
         // The impostor accepts anyone and signs its answers with a key of its own.
         let impostorProof = MintedToken(authority: fixture.forger, client: "controller", scopes: [.cluster], nowMillis: now)
         try await TestController.with({
             $0.credential = impostorProof.source
             $0.heartbeatInterval = .milliseconds(100)
         }) { impostor in
-            try await TestBroker.with({
-                $0.authentication = .tokens(fixture.authority)
-                var cluster = ClusterSettings(controllerURL: impostor.url)
-                cluster.credential = MintedToken(authority: fixture.authority, client: "broker:b1", scopes: [.cluster], nowMillis: now).source
-                $0.cluster = cluster
-            }) { broker in
+            try await TestBroker.with(member(of: impostor.url)) { broker in
                 // The broker called the impostor (it registered there), but took nothing from its answers.
                 try await waitUntil("the broker tried the impostor") { !impostor.controller.cluster.brokers.isEmpty }
                 #expect(broker.broker.clusterView.brokers.isEmpty, "an answer without the network's credential was obeyed")
@@ -500,12 +504,7 @@ struct ControllerProofTests {
             $0.authentication = .tokens(fixture.authority)
             $0.credential = proof.source
         }) { controller in
-            try await TestBroker.with({
-                $0.authentication = .tokens(fixture.authority)
-                var cluster = ClusterSettings(controllerURL: controller.url)
-                cluster.credential = MintedToken(authority: fixture.authority, client: "broker:b1", scopes: [.cluster], nowMillis: now).source
-                $0.cluster = cluster
-            }) { broker in
+            try await TestBroker.with(member(of: controller.url)) { broker in
                 try await waitUntil("the broker joined") { !broker.broker.clusterView.brokers.isEmpty }
             }
         }
