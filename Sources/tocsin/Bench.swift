@@ -23,9 +23,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
 
-    enum Mode: String, ExpressibleByArgument { case latency, throughput, network }
+    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens }
 
-    @Argument(help: "latency, throughput or network.")
+    @Argument(help: "latency, throughput, network, or tokens (what checking a token costs, in this process).")
     var mode: Mode = .latency
 
     @Option(help: "The broker's HTTP URL; ignored with --spawn.")
@@ -139,6 +139,8 @@ struct Bench: AsyncParsableCommand {
                 executable: ChildProcess.currentExecutable, brokers: brokers ?? 3, subscribers: subscribers, rate: rate, duration: duration,
                 killAt: killBrokerAt, addAt: addBrokerAt, noFsync: noFsync)
             print(try await NetworkBenchmark(configuration: configuration).run(logger: logger, progress: progress))
+        case .tokens:
+            try await TokenBenchmark.run()
         }
     }
 }
