@@ -9,6 +9,9 @@ let package = Package(
         .library(name: "TocsinCore", targets: ["TocsinCore"]),
         .library(name: "TocsinClient", targets: ["TocsinClient"]),
         .library(name: "TocsinLoad", targets: ["TocsinLoad"]),
+        // For the HTTP fuzz target (Fuzz/), which drives a broker's routes on an SQLite store.
+        .library(name: "TocsinBroker", targets: ["TocsinBroker"]),
+        .library(name: "TocsinStore", targets: ["TocsinStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),

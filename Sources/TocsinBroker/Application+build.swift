@@ -39,21 +39,15 @@ public func buildBroker(
     }
     let eventLoops = EventLoopGroupProvider.singleton.eventLoopGroup
     let broker = try await Broker(configuration: configuration, store: store, logger: logger, eventLoops: eventLoops)
-    let router = Router(context: TocsinRequestContext.self)
-    let webSocketRouter = Router(context: TocsinRequestContext.self)
-    let routes = GuardedRoutes(router: router, access: broker.access, logger: logger)
-    routes.addCORS(methods: [.get, .put, .post, .delete])
-    HTTPAPI(broker: broker).register(on: routes)
-    WebSocketEndpoint(broker: broker).register(on: routes, webSocketRouter: webSocketRouter)
-    if let metrics { routes.addMetricsRoute(metrics) }
+    let routers = BrokerRouters(broker: broker, metrics: metrics, logger: logger)
     let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
         http1: .init(httpDecoderConfiguration: configuration.http.decoderConfiguration),
         ws: .init(
             maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30)),
             closeTimeout: configuration.closeGrace, validateUTF8: true))
-    let webSocketResponder = webSocketRouter.buildResponder()
+    let webSocketResponder = routers.webSocket.buildResponder()
     let app = Application(
-        router: router,
+        router: routers.http,
         server: .guarded(limits: configuration.http, tls: configuration.tls) { responder in
             HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration)
         },
@@ -75,5 +69,5 @@ public func buildBroker(
         services.append(member)
     }
     return BrokerApplication(
-        broker: broker, service: boundedShutdown(services, grace: configuration.shutdownGrace, logger: logger), routes: routes.rules)
+        broker: broker, service: boundedShutdown(services, grace: configuration.shutdownGrace, logger: logger), routes: routers.rules)
 }
