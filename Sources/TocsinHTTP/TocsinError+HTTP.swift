@@ -8,7 +8,7 @@ extension TocsinError.Code {
     package var httpStatus: HTTPResponse.Status {
         switch self {
         case .badJSON, .badRequest, .unknownMessage, .notIdentified: .badRequest
-        case .schemaViolation, .invalidStream, .invalidChannel, .invalidParams, .invalidRegistration, .tooManySubscriptions:
+        case .schemaViolation, .invalidStream, .invalidChannel, .invalidDataset, .invalidParams, .invalidRegistration, .tooManySubscriptions:
             .unprocessableContent
         case .unknownStream, .unknownChannel, .unknownSubscription, .notFound, .unknownBroker: .notFound
         case .tooLarge: .contentTooLarge

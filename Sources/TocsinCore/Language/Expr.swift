@@ -13,6 +13,8 @@ public struct Expr: Sendable, Hashable, CustomStringConvertible {
         case list([Expr])
         /// A field of the stream's schema.
         case field(String)
+        /// `dataset.field`: a field of the dataset an enrich clause reads (`shelters.location`).
+        case qualified(String, String)
         /// `$name`: a channel parameter.
         case param(String)
         case unary(UnaryOperator, Expr)
@@ -90,6 +92,7 @@ public struct Expr: Sendable, Hashable, CustomStringConvertible {
         case .duration(let ms): return Duration.format(millis: ms)
         case .list(let items): return "[" + items.map(\.description).joined(separator: ", ") + "]"
         case .field(let name): return name
+        case .qualified(let dataset, let field): return dataset + "." + field
         case .param(let name): return "$" + name
         case .unary(let op, let e): return "(" + op.rawValue + e.description + ")"
         case .binary(let op, let l, let r): return "(" + l.description + " " + op.rawValue + " " + r.description + ")"

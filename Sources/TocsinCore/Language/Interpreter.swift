@@ -6,6 +6,8 @@ struct Interpreter {
     let record: Record
     let values: [Value]
     let nowMillis: Int64
+    /// In an enrich clause: the dataset's name, its fields and the record being considered.
+    var joined: (name: String, schema: StreamSchema, record: Record)? = nil
 
     /// The `where` clause's verdict: only `true` matches (null and false do not).
     func matches(_ e: Expr) -> Bool {
@@ -23,6 +25,7 @@ struct Interpreter {
         case .list(let items):
             return .stringList(items.compactMap { if case .string(let s) = evaluate($0) { s } else { nil } })
         case .field(let name): return record[schema.slot(of: name)!]
+        case .qualified(_, let field): return joined!.record[joined!.schema.slot(of: field)!]
         case .param(let name): return values[params.firstIndex { $0.name == name }!]
         case .unary(.not, let x): return .bool(!matches(x))
         case .unary(.negate, let x):

@@ -27,6 +27,8 @@ struct Token: Sendable, Hashable {
         case and, or, not
         case plus, minus, star, slash
         case leftParen, rightParen, leftBracket, rightBracket, comma
+        /// `.` between a dataset's name and a field: `shelters.location` (enrich clauses only).
+        case dot
         case end
     }
 
@@ -64,6 +66,7 @@ struct Token: Sendable, Hashable {
         case .leftBracket: "'['"
         case .rightBracket: "']'"
         case .comma: "','"
+        case .dot: "'.'"
         case .end: "the end of the expression"
         }
     }
@@ -154,6 +157,7 @@ struct Lexer {
         case "[": return single(.leftBracket)
         case "]": return single(.rightBracket)
         case ",": return single(.comma)
+        case ".": return single(.dot)
         case "+": return single(.plus)
         case "-": return single(.minus)
         case "*": return single(.star)

@@ -157,6 +157,14 @@ struct Parser {
             let items = try parseList(closing: .rightBracket, what: "']' to close the list at \(t.location)")
             return Expr(.list(items), at: t.location)
         case .identifier(let name):
+            if current.kind == .dot {
+                _ = advance()
+                guard case .identifier(let field) = current.kind else {
+                    throw Parser.error(current.location, "expected a field name after '\(name).', found \(current.spelling)")
+                }
+                _ = advance()
+                return Expr(.qualified(name, field), at: t.location)
+            }
             guard current.kind == .leftParen else { return Expr(.field(name), at: t.location) }
             let open = advance()
             try enter(open.location)

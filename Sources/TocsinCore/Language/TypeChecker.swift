@@ -3,6 +3,9 @@
 struct TypeChecker {
     let schema: StreamSchema
     let params: [ChannelParameter]
+    /// In an enrich clause, the dataset it reads: `name.field` is the field's slot after the
+    /// event's (the compiled clause sees the event's record followed by the dataset record's).
+    var joined: (name: String, schema: StreamSchema)? = nil
 
     func check(_ expr: Expr) throws(TocsinError) -> TypedExpr {
         switch expr.kind {
@@ -36,6 +39,19 @@ struct TypeChecker {
                 throw error(expr.location, message)
             }
             return TypedExpr(node: .field(slot: slot), type: ExprType(schema.fields[slot].type))
+
+        case .qualified(let dataset, let name):
+            guard let joined else {
+                throw error(expr.location, "'\(dataset).\(name)' names a dataset's field, which only an enrich clause can read")
+            }
+            guard dataset == joined.name else {
+                throw error(expr.location, "unknown dataset '\(dataset)': this clause reads '\(joined.name)' (write \(joined.name).\(name))")
+            }
+            guard let slot = joined.schema.slot(of: name) else {
+                let known = joined.schema.fields.map(\.name).joined(separator: ", ")
+                throw error(expr.location, "dataset '\(dataset)' has no field '\(name)' (fields: \(known))")
+            }
+            return TypedExpr(node: .field(slot: schema.fields.count + slot), type: ExprType(joined.schema.fields[slot].type))
 
         case .param(let name):
             guard let index = params.firstIndex(where: { $0.name == name }) else {

@@ -86,28 +86,7 @@ extension StreamDefinition {
         for key in body.keys where !["fields", "retention", "name"].contains(key) {
             throw TocsinError(.invalidStream, "unknown key '\(key)' in stream definition (expected fields, retention)")
         }
-        guard case .array(let fieldsJSON)? = body["fields"] else {
-            throw TocsinError(.invalidStream, "'fields' must be an array of {\"name\", \"type\", \"optional\"}")
-        }
-        var fields: [FieldSpec] = []
-        for (i, f) in fieldsJSON.enumerated() {
-            guard case .object(let o) = f, let fieldName = o["name"]?.stringValue, let typeName = o["type"]?.stringValue
-            else {
-                throw TocsinError(.invalidStream, "fields[\(i)] must be an object with string 'name' and 'type'")
-            }
-            guard let type = FieldType(rawValue: typeName) else {
-                let known = FieldType.allCases.map(\.rawValue).joined(separator: ", ")
-                throw TocsinError(.invalidStream, "fields[\(i)] ('\(fieldName)') has unknown type '\(typeName)'; known types: \(known)")
-            }
-            var optional = false
-            if let opt = o["optional"] {
-                guard case .bool(let b) = opt else {
-                    throw TocsinError(.invalidStream, "fields[\(i)].optional must be a boolean")
-                }
-                optional = b
-            }
-            fields.append(FieldSpec(name: fieldName, type: type, optional: optional))
-        }
+        let fields = try FieldSpec.list(from: body["fields"], code: .invalidStream)
         var retention = Retention()
         if let r = body["retention"], r != .null {
             guard case .object(let o) = r else {
@@ -134,5 +113,35 @@ extension StreamDefinition {
             }
         }
         self.init(name: name, schema: try StreamSchema(fields: fields), retention: retention)
+    }
+}
+
+extension FieldSpec {
+    /// Reads the `fields` of a stream or dataset definition: `[{"name", "type", "optional"?}]`.
+    /// Errors carry `code`.
+    static func list(from json: JSONValue?, code: TocsinError.Code) throws(TocsinError) -> [FieldSpec] {
+        guard case .array(let fieldsJSON)? = json else {
+            throw TocsinError(code, "'fields' must be an array of {\"name\", \"type\", \"optional\"}")
+        }
+        var fields: [FieldSpec] = []
+        for (i, f) in fieldsJSON.enumerated() {
+            guard case .object(let o) = f, let fieldName = o["name"]?.stringValue, let typeName = o["type"]?.stringValue
+            else {
+                throw TocsinError(code, "fields[\(i)] must be an object with string 'name' and 'type'")
+            }
+            guard let type = FieldType(rawValue: typeName) else {
+                let known = FieldType.allCases.map(\.rawValue).joined(separator: ", ")
+                throw TocsinError(code, "fields[\(i)] ('\(fieldName)') has unknown type '\(typeName)'; known types: \(known)")
+            }
+            var optional = false
+            if let opt = o["optional"] {
+                guard case .bool(let b) = opt else {
+                    throw TocsinError(code, "fields[\(i)].optional must be a boolean")
+                }
+                optional = b
+            }
+            fields.append(FieldSpec(name: fieldName, type: type, optional: optional))
+        }
+        return fields
     }
 }

@@ -18,6 +18,8 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let invalidChannel = Code(rawValue: "invalid_channel")
         /// Subscription parameters are missing or of the wrong type.
         public static let invalidParams = Code(rawValue: "invalid_params")
+        /// A dataset definition is invalid (fields, key, indexes).
+        public static let invalidDataset = Code(rawValue: "invalid_dataset")
         public static let unknownStream = Code(rawValue: "unknown_stream")
         public static let unknownChannel = Code(rawValue: "unknown_channel")
         public static let unknownSubscription = Code(rawValue: "unknown_subscription")

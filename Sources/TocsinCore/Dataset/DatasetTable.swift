@@ -1,0 +1,106 @@
+/// One write to a dataset: a record to put (insert or replace by key) or a key to delete.
+public enum DatasetWrite: Sendable, Hashable {
+    case upsert(Record)
+    case delete(key: Value)
+}
+
+/// What a write did to one key, for the dataset's change stream.
+public struct DatasetChange: Sendable, Hashable {
+    public var key: Value
+    /// The record now stored, or nil when the key was deleted.
+    public var record: Record?
+}
+
+/// A dataset's records in memory: the latest record per key, the version (every applied batch
+/// adds one), and the indexes enrich clauses read (`PointGrid` per indexed geo field, a hash per
+/// indexed equality field). The store keeps the durable copy; a broker rebuilds this from it.
+/// Not thread-safe: its owner serialises access.
+public struct DatasetTable: Sendable {
+    public let definition: DatasetDefinition
+    public private(set) var version: Int64
+    public private(set) var records: [Value: Record] = [:]
+    private var grids: [Int: PointGrid] = [:]
+    private var equality: [Int: [Value: Set<Value>]] = [:]
+
+    public init(definition: DatasetDefinition, version: Int64 = 0) {
+        self.definition = definition
+        self.version = version
+        for name in definition.indexed {
+            let slot = definition.schema.slot(of: name)!
+            if definition.schema.fields[slot].type == .geo {
+                grids[slot] = PointGrid()
+            } else {
+                equality[slot] = [:]
+            }
+        }
+    }
+
+    public var count: Int { records.count }
+
+    public func record(key: Value) -> Record? { records[key] }
+
+    /// Reads one write from JSON: a record object to upsert, or `{"delete": key}`.
+    /// Errors are `schema_violation` naming what is wrong.
+    public func write(from json: JSONValue) throws(TocsinError) -> DatasetWrite {
+        if case .object(let o) = json, o.count == 1, let key = o["delete"] {
+            let keyType = definition.schema.fields[definition.keySlot].type
+            return .delete(key: try Value(json: key, as: keyType, what: "the key to delete", code: .schemaViolation))
+        }
+        return .upsert(try definition.schema.record(from: json))
+    }
+
+    /// Applies a batch as one write: every record was validated before (`write(from:)`), so the
+    /// batch cannot fail half way. Adds one to the version, even for an empty batch.
+    public mutating func apply(_ writes: [DatasetWrite]) -> [DatasetChange] {
+        var changes: [DatasetChange] = []
+        changes.reserveCapacity(writes.count)
+        for write in writes {
+            switch write {
+            case .upsert(let record):
+                let key = record[definition.keySlot]
+                if let old = records[key] { unindex(key, old) }
+                records[key] = record
+                index(key, record)
+                changes.append(DatasetChange(key: key, record: record))
+            case .delete(let key):
+                if let old = records.removeValue(forKey: key) { unindex(key, old) }
+                changes.append(DatasetChange(key: key, record: nil))
+            }
+        }
+        version += 1
+        return changes
+    }
+
+    /// Keys that may be within `radiusKm` of `centre` by the indexed geo field at `slot`.
+    func candidates(geoSlot slot: Int, near centre: GeoPoint, radiusKm: Double, into out: inout [Value]) {
+        grids[slot]?.candidates(near: centre, radiusKm: radiusKm, into: &out)
+    }
+
+    /// Keys whose indexed field at `slot` equals `value`.
+    func keys(slot: Int, equalTo value: Value) -> Set<Value>? {
+        equality[slot]?[value]
+    }
+
+    func isIndexed(slot: Int) -> Bool { grids[slot] != nil || equality[slot] != nil }
+
+    private mutating func index(_ key: Value, _ record: Record) {
+        for slot in grids.keys {
+            if case .geo(let point) = record[slot] { grids[slot]!.insert(key, at: point) }
+        }
+        for slot in equality.keys {
+            let value = record[slot]
+            if case .null = value { continue }
+            equality[slot]![value, default: []].insert(key)
+        }
+    }
+
+    private mutating func unindex(_ key: Value, _ record: Record) {
+        for slot in grids.keys { grids[slot]!.remove(key) }
+        for slot in equality.keys {
+            let value = record[slot]
+            if case .null = value { continue }
+            equality[slot]![value]?.remove(key)
+            if equality[slot]![value]?.isEmpty == true { equality[slot]![value] = nil }
+        }
+    }
+}
