@@ -10,7 +10,7 @@ extension TocsinError.Code {
         case .badJSON, .badRequest, .unknownMessage, .notIdentified: .badRequest
         case .schemaViolation, .invalidStream, .invalidChannel, .invalidDataset, .invalidParams, .invalidRegistration, .tooManySubscriptions:
             .unprocessableContent
-        case .unknownStream, .unknownChannel, .unknownSubscription, .notFound, .unknownBroker: .notFound
+        case .unknownStream, .unknownChannel, .unknownDataset, .unknownSubscription, .notFound, .unknownBroker: .notFound
         case .tooLarge: .contentTooLarge
         case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
         case .methodNotAllowed: .methodNotAllowed

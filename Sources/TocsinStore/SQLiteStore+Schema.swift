@@ -56,6 +56,23 @@ extension SQLiteStore {
                     CREATE INDEX publish_keys_by_age ON publish_keys (created_at);
                     """)
         }
+        m.registerMigration("v2 datasets") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE datasets (
+                        name TEXT PRIMARY KEY,
+                        definition TEXT NOT NULL,
+                        version INTEGER NOT NULL DEFAULT 0,
+                        created_at INTEGER NOT NULL
+                    );
+                    CREATE TABLE dataset_records (
+                        dataset TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        body TEXT NOT NULL,
+                        PRIMARY KEY (dataset, key)
+                    ) WITHOUT ROWID;
+                    """)
+        }
         return m
     }
 }

@@ -28,6 +28,50 @@ public struct SubscriptionRecord: Sendable, Hashable {
     public var ackedSeq: Int64
 }
 
+/// A dataset as stored: its definition, its version (every write batch adds one) and how many
+/// records it holds.
+public struct DatasetInfo: Sendable, Hashable {
+    public var definition: DatasetDefinition
+    public var version: Int64
+    public var count: Int64
+
+    public var name: String { definition.name }
+}
+
+/// One write of a batch as stored: the key's canonical JSON (`"s1"`, `17`) and the record's
+/// canonical JSON (`StreamSchema.json(of:)`), or nil to delete the key.
+public struct DatasetRecordWrite: Sendable, Hashable {
+    public var key: String
+    public var body: String?
+
+    public init(key: String, body: String?) {
+        self.key = key
+        self.body = body
+    }
+}
+
+/// Records of a dataset in key order (of their canonical JSON text), and the version they were
+/// read at: one consistent read.
+public struct DatasetPage: Sendable, Hashable {
+    public struct Row: Sendable, Hashable {
+        public var key: String
+        public var body: String
+
+        public init(key: String, body: String) {
+            self.key = key
+            self.body = body
+        }
+    }
+
+    public var version: Int64
+    public var records: [Row]
+
+    public init(version: Int64, records: [Row]) {
+        self.version = version
+        self.records = records
+    }
+}
+
 /// Where an append's events went.
 public struct Appended: Sendable, Hashable {
     public var epoch: String
@@ -111,6 +155,19 @@ public protocol Store: Sendable {
     func putChannel(_ definition: ChannelDefinition) async throws -> PutOutcome
     func channels() async throws -> [ChannelDefinition]
     func deleteChannel(named name: String) async throws -> Bool
+
+    /// Creates a dataset, or redefines an empty one. Redefining a dataset that holds records
+    /// with a different definition is a `conflict` (delete it first).
+    func putDataset(_ definition: DatasetDefinition) async throws -> PutOutcome
+    func datasets() async throws -> [DatasetInfo]
+    /// Deletes a dataset and its records.
+    func deleteDataset(named name: String) async throws -> Bool
+    /// Applies the writes in order in one transaction (all or nothing) and adds one to the
+    /// dataset's version, which it returns. `unknown_dataset` if there is no such dataset.
+    func writeDataset(_ name: String, writes: [DatasetRecordWrite]) async throws -> Int64
+    /// Up to `limit` records with keys after `afterKey` (nil: from the first), in key order,
+    /// with the version they were read at.
+    func readDataset(_ name: String, afterKey: String?, limit: Int) async throws -> DatasetPage
 
     /// The client's subscription to `channel` with exactly these bound params, creating it at
     /// `initial` if it does not exist. `created` tells which happened. With `maxPerClient`, a

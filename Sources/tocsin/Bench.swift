@@ -23,9 +23,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
 
-    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens }
+    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich }
 
-    @Argument(help: "latency, throughput, network, or tokens (what checking a token costs, in this process).")
+    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), or enrich (what an enrich clause costs per notification, in this process).")
     var mode: Mode = .latency
 
     @Option(help: "The broker's HTTP URL; ignored with --spawn.")
@@ -141,6 +141,8 @@ struct Bench: AsyncParsableCommand {
             print(try await NetworkBenchmark(configuration: configuration).run(logger: logger, progress: progress))
         case .tokens:
             try await TokenBenchmark.run()
+        case .enrich:
+            try EnrichBenchmark.run()
         }
     }
 }

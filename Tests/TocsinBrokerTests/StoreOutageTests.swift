@@ -47,6 +47,13 @@ final class StoreWithFailingReads: Store {
     }
     func putChannel(_ definition: ChannelDefinition) async throws -> PutOutcome { try await base.putChannel(definition) }
     func deleteChannel(named name: String) async throws -> Bool { try await base.deleteChannel(named: name) }
+    func putDataset(_ definition: DatasetDefinition) async throws -> PutOutcome { try await base.putDataset(definition) }
+    func datasets() async throws -> [DatasetInfo] { try await base.datasets() }
+    func deleteDataset(named name: String) async throws -> Bool { try await base.deleteDataset(named: name) }
+    func writeDataset(_ name: String, writes: [DatasetRecordWrite]) async throws -> Int64 { try await base.writeDataset(name, writes: writes) }
+    func readDataset(_ name: String, afterKey: String?, limit: Int) async throws -> DatasetPage {
+        try await base.readDataset(name, afterKey: afterKey, limit: limit)
+    }
     func openSubscription(
         client: String, channel: String, params: [String: JSONValue], initial: StreamPosition, maxPerClient: Int?
     ) async throws -> (SubscriptionRecord, created: Bool) {

@@ -63,6 +63,46 @@ struct StoreConformanceTests {
         }
     }
 
+    /// A dataset keeps the latest record per key, adds one to its version per batch (even one
+    /// that only deletes), reads back in key order across reopening, and guards its definition
+    /// while it holds records.
+    @Test(arguments: StoreFactory.all)
+    func datasetsKeepTheLatestRecordPerKeyAndAVersionPerBatch(_ factory: StoreFactory) async throws {
+        let shelters = try DatasetDefinition(
+            name: "shelters",
+            json: ["fields": [["name": "id", "type": "string"], ["name": "at", "type": "geo"], ["name": "open", "type": "bool", "optional": true]],
+                   "key": "id", "index": ["at"]])
+        let row = { (key: String, open: Bool) in
+            DatasetRecordWrite(key: "\"\(key)\"", body: #"{"id":"\#(key)","at":{"lat":1,"lon":2},"open":\#(open)}"#)
+        }
+        try await factory.withHome { home in
+            do {
+                let store = try await home.open(StoreOptions())
+                #expect(try await store.putDataset(shelters) == .created)
+                #expect(try await store.putDataset(shelters) == .unchanged)
+                await #expect(throws: TocsinError.self) { _ = try await store.writeDataset("nope", writes: [row("a", true)]) }
+                #expect(try await store.writeDataset("shelters", writes: [row("b", true), row("a", true), row("c", false)]) == 1)
+                #expect(try await store.writeDataset("shelters", writes: [row("a", false), DatasetRecordWrite(key: "\"c\"", body: nil)]) == 2)
+                #expect(try await store.writeDataset("shelters", writes: [DatasetRecordWrite(key: "\"zz\"", body: nil)]) == 3)
+                var redefined = shelters
+                redefined.indexed = []
+                await #expect(throws: TocsinError.self) { _ = try await store.putDataset(redefined) }
+            }
+            let store = try await home.open(StoreOptions())
+            #expect(try await store.datasets() == [DatasetInfo(definition: shelters, version: 3, count: 2)])
+            let page = try await store.readDataset("shelters", afterKey: nil, limit: 10)
+            #expect(page.version == 3)
+            #expect(page.records == [DatasetPage.Row(key: "\"a\"", body: row("a", false).body!), DatasetPage.Row(key: "\"b\"", body: row("b", true).body!)])
+            #expect(try await store.readDataset("shelters", afterKey: "\"a\"", limit: 10).records.map(\.key) == ["\"b\""])
+            #expect(try await store.readDataset("shelters", afterKey: nil, limit: 1).records.map(\.key) == ["\"a\""])
+            await #expect(throws: TocsinError.self) { _ = try await store.readDataset("nope", afterKey: nil, limit: 1) }
+            #expect(try await store.deleteDataset(named: "shelters"))
+            #expect(try await store.datasets().isEmpty)
+            #expect(try await store.putDataset(shelters) == .created)
+            #expect(try await store.readDataset("shelters", afterKey: nil, limit: 10) == DatasetPage(version: 0, records: []))
+        }
+    }
+
     @Test(arguments: StoreFactory.all)
     func concurrentAppendsGetGaplessSeqsAndAreGroupCommitted(_ factory: StoreFactory) async throws {
         try await factory.withStore { store in

@@ -22,6 +22,7 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let invalidDataset = Code(rawValue: "invalid_dataset")
         public static let unknownStream = Code(rawValue: "unknown_stream")
         public static let unknownChannel = Code(rawValue: "unknown_channel")
+        public static let unknownDataset = Code(rawValue: "unknown_dataset")
         public static let unknownSubscription = Code(rawValue: "unknown_subscription")
         /// The frame's `type` is not one the server knows.
         public static let unknownMessage = Code(rawValue: "unknown_message")

@@ -99,6 +99,27 @@ extension PostgresStore {
                 "INSERT INTO controller_registry VALUES (1, 0, '[]', now())",
             ]
         ),
+        (
+            3, "datasets",
+            [
+                """
+                CREATE TABLE datasets (
+                    name TEXT PRIMARY KEY,
+                    definition TEXT NOT NULL,
+                    version BIGINT NOT NULL DEFAULT 0,
+                    created_at BIGINT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE dataset_records (
+                    dataset TEXT NOT NULL,
+                    key TEXT COLLATE "C" NOT NULL,
+                    body TEXT NOT NULL,
+                    PRIMARY KEY (dataset, key)
+                )
+                """,
+            ]
+        ),
     ]
 
     static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
