@@ -139,7 +139,8 @@ public final class Broker: Sendable {
     public func reloadCatalog() async throws {
         let streams = try await store.streams()
         let channels = try await store.channels()
-        for (definition, error) in catalog.load(streams: streams, channels: channels) {
+        let datasets = try await store.datasets()
+        for (definition, error) in catalog.load(streams: streams, channels: channels, datasets: datasets.map(\.definition)) {
             logger.error(
                 "a stored channel no longer compiles against its stream; it is skipped (redefine or delete it), everything else serves",
                 metadata: ["channel": "\(definition.name)", "stream": "\(definition.stream)", "error": "\(error.message)"])

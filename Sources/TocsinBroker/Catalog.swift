@@ -8,6 +8,7 @@ final class Catalog: Sendable {
     private struct State {
         var streams: [String: StreamInfo] = [:]
         var channels: [String: CompiledChannel] = [:]
+        var datasets: [String: DatasetDefinition] = [:]
         /// Stored channels that did not compile, as last reported (name -> definition JSON).
         var skipped: [String: String] = [:]
     }
@@ -18,7 +19,7 @@ final class Catalog: Sendable {
     /// was stored under older rules) is left out; the ones not reported by an earlier load with
     /// the same definition are returned, so each is logged once. Everything else serves.
     @discardableResult
-    func load(streams: [StreamInfo], channels: [ChannelDefinition]) -> [(definition: ChannelDefinition, error: TocsinError)] {
+    func load(streams: [StreamInfo], channels: [ChannelDefinition], datasets: [DatasetDefinition] = []) -> [(definition: ChannelDefinition, error: TocsinError)] {
         var compiled: [String: CompiledChannel] = [:]
         var failed: [(definition: ChannelDefinition, error: TocsinError)] = []
         let byName = Dictionary(streams.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -33,6 +34,7 @@ final class Catalog: Sendable {
         return state.withLock { s in
             s.streams = byName
             s.channels = compiled
+            s.datasets = Dictionary(datasets.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
             let previous = s.skipped
             s.skipped = Dictionary(failed.map { ($0.definition.name, $0.definition.json.serialized) }, uniquingKeysWith: { a, _ in a })
             return failed.filter { previous[$0.definition.name] != $0.definition.json.serialized }
@@ -43,6 +45,24 @@ final class Catalog: Sendable {
     func channel(_ name: String) -> CompiledChannel? { state.withLock { $0.channels[name] } }
     var streams: [StreamInfo] { state.withLock { Array($0.streams.values) } }
     var channels: [CompiledChannel] { state.withLock { Array($0.channels.values) } }
+
+    func dataset(_ name: String) -> DatasetDefinition? { state.withLock { $0.datasets[name] } }
+
+    func put(dataset: DatasetDefinition) {
+        state.withLock { $0.datasets[dataset.name] = dataset }
+    }
+
+    func removeDataset(_ name: String) {
+        state.withLock { _ = $0.datasets.removeValue(forKey: name) }
+    }
+
+    /// The dataset's definition, or an `unknown_dataset` error.
+    func requireDataset(_ name: String) throws(TocsinError) -> DatasetDefinition {
+        guard let d = dataset(name) else {
+            throw TocsinError(.unknownDataset, "no dataset named '\(name.prefix(130))'")
+        }
+        return d
+    }
 
     func put(stream: StreamInfo) {
         state.withLock { $0.streams[stream.name] = stream }

@@ -42,6 +42,18 @@ struct Definitions: Sendable {
         return (compiled, outcome)
     }
 
+    func putDataset(_ definition: DatasetDefinition) async throws(TocsinError) -> PutOutcome {
+        let outcome = try await storeCall("saving the dataset") { try await store.putDataset(definition) }
+        catalog.put(dataset: definition)
+        return outcome
+    }
+
+    func deleteDataset(_ name: String) async throws(TocsinError) {
+        let deleted = try await storeCall("deleting the dataset") { try await store.deleteDataset(named: name) }
+        catalog.removeDataset(name)
+        guard deleted else { throw TocsinError(.unknownDataset, "no dataset named '\(name.prefix(130))'") }
+    }
+
     func deleteChannel(_ name: String) async throws(TocsinError) {
         // A stored channel the catalog left out (its definition no longer loads) is deleted too.
         let channel = catalog.channel(name)

@@ -112,6 +112,8 @@ struct HTTPAPI: Sendable {
             return Response(status: .noContent)
         }
 
+        registerDatasets(on: routes)
+
         // The subscription's owner only: `fetch` checks the grant's client id against it.
         routes.on(.get, "/v1/subscriptions/:id/results", .authenticated) { request, context, grant in
             let after = try request.intQuery("after", default: 0, range: 0...Int64.max)
@@ -127,7 +129,7 @@ struct HTTPAPI: Sendable {
         { _, context in permission(context.parameters.get("name") ?? "") }
     }
 
-    private func body(_ request: Request) async throws(TocsinError) -> JSONValue {
+    func body(_ request: Request) async throws(TocsinError) -> JSONValue {
         try await request.jsonBody(limit: broker.configuration.maxBodyBytes)
     }
 

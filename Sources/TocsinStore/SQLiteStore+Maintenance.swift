@@ -39,7 +39,7 @@ extension SQLiteStore {
         return StoreUsage(usedBytes: (pages - free) * pageSize, allocatedBytes: pages * pageSize, maxBytes: maxBytes)
     }
 
-    /// A fingerprint of the stream and channel definitions (and stream epochs): it changes when
+    /// A fingerprint of the stream, channel and dataset definitions (and stream epochs): it changes when
     /// any process sharing the file defines, recreates or deletes one. The tables are small.
     func catalogVersion() throws -> String {
         try pool.read { db in
@@ -49,6 +49,9 @@ extension SQLiteStore {
             }
             for row in try Row.fetchAll(db, sql: "SELECT name, definition FROM channels ORDER BY name") {
                 text += "c\u{1}" + (row["name"] as String) + "\u{1}" + (row["definition"] as String) + "\u{2}"
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT name, created_at, definition FROM datasets ORDER BY name") {
+                text += "d\u{1}" + (row["name"] as String) + "\u{1}" + String(row["created_at"] as Int64) + "\u{1}" + (row["definition"] as String) + "\u{2}"
             }
             return text
         }

@@ -35,7 +35,8 @@ public struct Grant: Sendable, Hashable {
         return scopes.contains { scope in
             switch (scope, permission) {
             case (.admin, .admin), (.discovery, .discovery), (.metrics, .metrics), (.cluster, .cluster): true
-            case (.publish(let p), .publish(let name)), (.subscribe(let p), .subscribe(let name)), (.read(let p), .read(let name)):
+            case (.publish(let p), .publish(let name)), (.subscribe(let p), .subscribe(let name)), (.read(let p), .read(let name)),
+                (.write(let p), .write(let name)):
                 p.matches(name)
             default: false
             }
@@ -59,7 +60,9 @@ public enum Permission: Sendable, Hashable, CustomStringConvertible {
     case authenticated
     case publish(stream: String)
     case subscribe(channel: String)
+    /// Reading a stream's events, or a dataset's records.
     case read(stream: String)
+    case write(dataset: String)
     case admin
     case discovery
     case metrics
@@ -73,6 +76,7 @@ public enum Permission: Sendable, Hashable, CustomStringConvertible {
         case .publish(let s): "publish:\(s)"
         case .subscribe(let c): "subscribe:\(c)"
         case .read(let s): "read:\(s)"
+        case .write(let d): "write:\(d)"
         case .admin: "admin"
         case .discovery: "discovery"
         case .metrics: "metrics"

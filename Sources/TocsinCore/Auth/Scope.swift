@@ -15,6 +15,8 @@ public enum Scope: Sendable, Hashable, CustomStringConvertible {
     case publish(NamePattern)
     case subscribe(NamePattern)
     case read(NamePattern)
+    /// `write:<dataset>`: upsert and delete records of matching datasets.
+    case write(NamePattern)
     case admin
     case discovery
     case metrics
@@ -29,15 +31,16 @@ public enum Scope: Sendable, Hashable, CustomStringConvertible {
         case "cluster": self = .cluster
         default:
             guard let colon = text.firstIndex(of: ":") else {
-                throw TocsinError(.badRequest, "unknown scope '\(text)' (known: publish:<stream>, subscribe:<channel>, read:<stream>, admin, discovery, metrics, cluster)")
+                throw TocsinError(.badRequest, "unknown scope '\(text)' (known: publish:<stream>, subscribe:<channel>, read:<stream or dataset>, write:<dataset>, admin, discovery, metrics, cluster)")
             }
             let pattern = try NamePattern(String(text[text.index(after: colon)...]))
             switch text[..<colon] {
             case "publish": self = .publish(pattern)
             case "subscribe": self = .subscribe(pattern)
             case "read": self = .read(pattern)
+            case "write": self = .write(pattern)
             default:
-                throw TocsinError(.badRequest, "unknown scope '\(text)' (known: publish:<stream>, subscribe:<channel>, read:<stream>, admin, discovery, metrics, cluster)")
+                throw TocsinError(.badRequest, "unknown scope '\(text)' (known: publish:<stream>, subscribe:<channel>, read:<stream or dataset>, write:<dataset>, admin, discovery, metrics, cluster)")
             }
         }
     }
@@ -56,6 +59,7 @@ public enum Scope: Sendable, Hashable, CustomStringConvertible {
         case .publish(let p): "publish:\(p)"
         case .subscribe(let p): "subscribe:\(p)"
         case .read(let p): "read:\(p)"
+        case .write(let p): "write:\(p)"
         case .admin: "admin"
         case .discovery: "discovery"
         case .metrics: "metrics"

@@ -42,11 +42,20 @@ public struct DatasetTable: Sendable {
     /// Reads one write from JSON: a record object to upsert, or `{"delete": key}`.
     /// Errors are `schema_violation` naming what is wrong.
     public func write(from json: JSONValue) throws(TocsinError) -> DatasetWrite {
-        if case .object(let o) = json, o.count == 1, let key = o["delete"] {
-            let keyType = definition.schema.fields[definition.keySlot].type
-            return .delete(key: try Value(json: key, as: keyType, what: "the key to delete", code: .schemaViolation))
+        try DatasetTable.write(from: json, definition: definition).get()
+    }
+
+    /// `write(from:)` for a dataset with no table at hand (the HTTP API validates before storing).
+    public static func write(from json: JSONValue, definition: DatasetDefinition) -> Result<DatasetWrite, TocsinError> {
+        do throws(TocsinError) {
+            if case .object(let o) = json, o.count == 1, let key = o["delete"] {
+                let keyType = definition.schema.fields[definition.keySlot].type
+                return .success(.delete(key: try Value(json: key, as: keyType, what: "the key to delete", code: .schemaViolation)))
+            }
+            return .success(.upsert(try definition.schema.record(from: json)))
+        } catch {
+            return .failure(error)
         }
-        return .upsert(try definition.schema.record(from: json))
     }
 
     /// Applies a batch as one write: every record was validated before (`write(from:)`), so the

@@ -26,6 +26,7 @@ extension PostgresStore {
                 INSERT INTO datasets (name, definition, created_at) VALUES (\(definition.name), \(text), \(now))
                 ON CONFLICT (name) DO UPDATE SET definition = excluded.definition
                 """, logger: logger)
+            try await Self.notifyDefinitionsChanged(db, logger: logger)
             return existing == nil ? .created : .updated
         }
     }
@@ -59,6 +60,7 @@ extension PostgresStore {
             try await db.query("DELETE FROM dataset_records WHERE dataset = \(name)", logger: logger)
             var deleted = false
             for try await _ in try await db.query("DELETE FROM datasets WHERE name = \(name) RETURNING 1", logger: logger) { deleted = true }
+            if deleted { try await Self.notifyDefinitionsChanged(db, logger: logger) }
             return deleted
         }
     }

@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+import TocsinCore
+import TocsinHTTPClient
+import TocsinTesting
+
+/// The dataset routes over real HTTP: definitions, single and batch writes, all-or-nothing
+/// batches, versions, paging, and every refusal with its code.
+@Suite(.timeLimit(.minutes(1)))
+struct DatasetAPITests {
+    static let shelters: JSONValue = [
+        "fields": [
+            ["name": "id", "type": "string"], ["name": "location", "type": "geo"], ["name": "open", "type": "bool"],
+            ["name": "capacity", "type": "int", "optional": true],
+        ],
+        "key": "id", "index": ["location", "open"],
+    ]
+
+    static func shelter(_ id: String, open: Bool = true, lat: Double = 52.37) -> JSONValue {
+        ["id": .string(id), "location": ["lat": .double(lat), "lon": 4.9], "open": .bool(open)]
+    }
+
+    @Test func writesAreVersionedValidatedWholeAndPaged() async throws {
+        try await TestBroker.with { broker in
+            let base = broker.httpURL + "/v1/datasets"
+            let created = try await HTTPCall.send(.PUT, base + "/shelters", rawBody: Self.shelters.serialized)
+            #expect(created.status == 201)
+            #expect(try await HTTPCall.send(.PUT, base + "/shelters", rawBody: Self.shelters.serialized).status == 200)
+
+            let batch = try await HTTPCall.call(.POST, base + "/shelters/records", body: .array((0..<5).map { Self.shelter("s\($0)") }))
+            #expect(batch == ["dataset": "shelters", "version": 1, "written": 5])
+            // One bad record refuses the whole batch: nothing stored, the version unchanged.
+            let bad = try await HTTPCall.send(
+                .POST, base + "/shelters/records", rawBody: JSONValue.array([Self.shelter("s9"), ["id": "s10", "open": true]]).serialized)
+            #expect(bad.status == 422)
+            #expect(bad.body["error"]?["code"] == "schema_violation")
+            #expect(bad.body["error"]?["message"]?.stringValue?.hasPrefix("write 1: ") == true, "\(bad.body)")
+            let mixed = try await HTTPCall.call(.POST, base + "/shelters/records", body: [Self.shelter("s1", open: false), ["delete": "s2"]])
+            #expect(mixed["version"] == 2)
+            #expect(try await HTTPCall.call(.PUT, base + "/shelters/records/s7", body: Self.shelter("s7"))["version"] == 3)
+            #expect(try await HTTPCall.call(.DELETE, base + "/shelters/records/s0")["version"] == 4)
+
+            let info = try await HTTPCall.call(.GET, base + "/shelters")
+            #expect(info["version"] == 4 && info["count"] == 4 && info["key"] == "id")
+            #expect(try await HTTPCall.call(.GET, base)["datasets"]?.arrayValue?.first?["name"] == "shelters")
+
+            // Pages of two, in key order, following `next`.
+            var ids: [String] = []
+            var next: String? = nil
+            repeat {
+                let query = "?limit=2" + (next.map { "&after=" + ($0.addingPercentEncodingForQuery) } ?? "")
+                let page = try await HTTPCall.call(.GET, base + "/shelters/records" + query)
+                #expect(page["version"] == 4)
+                for record in page["records"]?.arrayValue ?? [] { ids.append(record["id"]?.stringValue ?? "?") }
+                next = page["next"]?.stringValue
+            } while next != nil
+            #expect(ids == ["s1", "s3", "s4", "s7"])
+            let s1 = try await HTTPCall.call(.GET, base + "/shelters/records?limit=1")
+            #expect(s1["records"]?.arrayValue?.first?["open"] == false)
+        }
+    }
+
+    @Test func refusalsHaveStableCodes() async throws {
+        try await TestBroker.with { broker in
+            let base = broker.httpURL + "/v1/datasets"
+            func expectError(_ method: HTTPCall.Method, _ path: String, _ body: String?, status: Int, code: String) async throws {
+                let reply = try await HTTPCall.send(method, base + path, rawBody: body)
+                #expect(reply.status == status, "\(method) \(path): \(reply.body.serialized)")
+                #expect(reply.body["error"]?["code"]?.stringValue == code, "\(method) \(path): \(reply.body.serialized)")
+            }
+            _ = try await HTTPCall.call(.PUT, base + "/shelters", body: Self.shelters)
+            _ = try await HTTPCall.call(.PUT, base + "/counts", body: ["fields": [["name": "n", "type": "int"]], "key": "n"])
+            try await expectError(.PUT, "/bad-name", Self.shelters.serialized, status: 422, code: "invalid_dataset")
+            try await expectError(.PUT, "/x", #"{"fields":[{"name":"id","type":"double"}],"key":"id"}"#, status: 422, code: "invalid_dataset")
+            try await expectError(.POST, "/nope/records", Self.shelter("a").serialized, status: 404, code: "unknown_dataset")
+            try await expectError(.GET, "/nope", nil, status: 404, code: "unknown_dataset")
+            try await expectError(.GET, "/nope/records", nil, status: 404, code: "unknown_dataset")
+            try await expectError(.DELETE, "/nope", nil, status: 404, code: "unknown_dataset")
+            try await expectError(.POST, "/shelters/records", "[]", status: 400, code: "bad_request")
+            try await expectError(.POST, "/shelters/records", "{oops", status: 400, code: "bad_json")
+            try await expectError(.POST, "/shelters/records", #"{"delete": 7}"#, status: 422, code: "schema_violation")
+            try await expectError(.PUT, "/shelters/records/other", Self.shelter("a").serialized, status: 400, code: "bad_request")
+            try await expectError(.DELETE, "/counts/records/seven", nil, status: 400, code: "bad_request")
+            try await expectError(.GET, "/shelters/records?limit=0", nil, status: 400, code: "bad_request")
+            _ = try await HTTPCall.call(.PUT, base + "/shelters/records/a", body: Self.shelter("a"))
+            // A dataset holding records keeps its definition.
+            let changed = Self.shelters.serialized.replacingOccurrences(of: #""index":["location","open"]"#, with: #""index":[]"#)
+            #expect(changed != Self.shelters.serialized)
+            try await expectError(.PUT, "/shelters", changed, status: 409, code: "conflict")
+            #expect(try await HTTPCall.call(.PUT, base + "/counts/records/7", body: ["n": 7])["version"] == 1)
+            #expect(try await HTTPCall.send(.DELETE, base + "/counts", rawBody: nil).status == 204)
+            try await expectError(.GET, "/counts/records", nil, status: 404, code: "unknown_dataset")
+        }
+    }
+}
+
+extension String {
+    fileprivate var addingPercentEncodingForQuery: String {
+        var out = ""
+        for byte in utf8 {
+            let c = Character(Unicode.Scalar(byte))
+            if c.isLetter && byte < 128 || c.isNumber && byte < 128 || "-_.~".contains(c) { out.append(c) } else { out += String(format: "%%%02X", byte) }
+        }
+        return out
+    }
+}
