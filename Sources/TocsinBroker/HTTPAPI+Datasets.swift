@@ -95,20 +95,12 @@ extension HTTPAPI {
 
     /// One write of a batch: a record to upsert, or `{"delete": <key>}`.
     static func write(from json: JSONValue, definition: DatasetDefinition) throws(TocsinError) -> DatasetRecordWrite {
-        switch DatasetTable.write(from: json, definition: definition) {
-        case .success(.upsert(let record)):
-            return DatasetRecordWrite(key: text(record[definition.keySlot]), body: definition.schema.json(of: record))
-        case .success(.delete(let key)):
-            return DatasetRecordWrite(key: text(key), body: nil)
-        case .failure(let error):
-            throw error
-        }
+        DatasetRecordWrite(try DatasetTable.write(from: json, definition: definition).get(), definition: definition)
     }
 
     private static func store(_ writes: [DatasetRecordWrite], to definition: DatasetDefinition, broker: Broker) async throws -> Response {
         let version = try await storeCall("writing records") { try await broker.store.writeDataset(definition.name, writes: writes) }
-        return .json(
-            JSONValue.object(["dataset": .string(definition.name), "version": .int(version), "written": .int(Int64(writes.count))]).serialized)
+        return .json(ServerMessage.written(id: nil, dataset: definition.name, version: version, written: writes.count).encoded)
     }
 
     /// A key from a path segment: the text itself for a string key, a decimal for an int key.
@@ -125,16 +117,31 @@ extension HTTPAPI {
     }
 
     /// A key's canonical JSON text, as the store keeps it.
-    static func text(_ key: Value) -> String {
-        var out = ""
-        key.writeJSON(into: &out)
-        return out
-    }
+    static func text(_ key: Value) -> String { DatasetRecordWrite.text(key) }
 
     static func describe(_ info: DatasetInfo) -> JSONValue {
         guard case .object(var o) = info.definition.json else { return .null }
         o["version"] = .int(info.version)
         o["count"] = .int(info.count)
         return .object(o)
+    }
+}
+
+extension DatasetRecordWrite {
+    /// A validated write as the store keeps it: canonical key and record JSON.
+    init(_ write: DatasetWrite, definition: DatasetDefinition) {
+        switch write {
+        case .upsert(let record):
+            self.init(key: Self.text(record[definition.keySlot]), body: definition.schema.json(of: record))
+        case .delete(let key):
+            self.init(key: Self.text(key), body: nil)
+        }
+    }
+
+    /// A key's canonical JSON text.
+    static func text(_ key: Value) -> String {
+        var out = ""
+        key.writeJSON(into: &out)
+        return out
     }
 }

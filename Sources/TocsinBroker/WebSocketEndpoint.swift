@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import TocsinCore
+import TocsinStore
 import TocsinHTTP
 
 /// The WebSocket protocol at /v1/ws (docs/protocol.md). One task reads frames and handles them
@@ -230,11 +231,52 @@ struct WebSocketEndpoint: Sendable {
             case .refresh(let id, let token):
                 let grant = try await refresh(token: token, session: session, expiry: expiry)
                 session.send(.refreshed(id: id, expiresAtMillis: grant.expiresAtMillis))
+            case .write(let id, let dataset, let writes):
+                let version = try await writeOwnRecords(dataset: dataset, writes: writes, session: session)
+                session.send(.written(id: id, dataset: dataset, version: version, written: writes.count))
             }
         } catch {
             reject(id: message.id, TocsinError.from(error), session: session)
         }
         return []
+    }
+
+    /// A `write`: the client's own records only (every key is its id, or one of its `<id>#…`
+    /// sub-identities with a token), validated whole, stored in one batch. Returns the version.
+    func writeOwnRecords(dataset: String, writes: [JSONValue], session: Session) async throws(TocsinError) -> Int64 {
+        guard let client = session.client else { throw TocsinError(.notIdentified, "send hello first") }
+        let definition = try broker.catalog.requireDataset(dataset)
+        guard writes.count <= broker.configuration.maxBatchEvents else {
+            throw TocsinError(.tooLarge, "a write may hold at most \(broker.configuration.maxBatchEvents) records, got \(writes.count)")
+        }
+        try broker.limits.take(.publish, key: session.rateKey, cost: writes.count)
+        var stored: [DatasetRecordWrite] = []
+        stored.reserveCapacity(writes.count)
+        for (i, json) in writes.enumerated() {
+            let write: DatasetWrite
+            switch DatasetTable.write(from: json, definition: definition) {
+            case .success(let w): write = w
+            case .failure(let error): throw TocsinError(error.code, writes.count > 1 ? "write \(i): \(error.message)" : error.message)
+            }
+            let key: Value
+            switch write {
+            case .upsert(let record): key = record[definition.keySlot]
+            case .delete(let k): key = k
+            }
+            let own: Bool
+            if case .string(let s) = key {
+                own = session.grant.map { $0.mayIdentify(as: s) } ?? (s == client)
+            } else {
+                own = false
+            }
+            guard own else {
+                throw TocsinError(
+                    .forbidden, "write \(i): a connection writes only its own records (key '\(client)'); write others' over HTTP with write:\(dataset)")
+            }
+            stored.append(DatasetRecordWrite(write, definition: definition))
+        }
+        let records = stored
+        return try await storeCall("writing records") { try await broker.store.writeDataset(definition.name, writes: records) }
     }
 
     /// With authentication on: the connection's token must allow the message (hello and
@@ -248,6 +290,7 @@ struct WebSocketEndpoint: Sendable {
             switch message {
             case .subscribe(_, let channel, _, _): .subscribe(channel: channel)
             case .publish(_, let stream, _, _, _): .publish(stream: stream)
+            case .write(_, let dataset, _): .write(dataset: dataset)
             case .hello, .refresh, .unsubscribe, .ack, .fetch, .ping: .authenticated
             }
         try grant.check(permission, nowMillis: broker.nowMillis())

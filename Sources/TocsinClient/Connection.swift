@@ -345,6 +345,15 @@ public final class Connection: Sendable {
     public func ping() async throws {
         _ = try await request { .ping(id: $0) }
     }
+
+    /// Upserts (records) and deletes (`{"delete": key}`) of this client's own records of a
+    /// dataset (every key is the client's id), stored together. Returns the dataset's version
+    /// after the write.
+    public func write(dataset: String, _ writes: [JSONValue]) async throws -> Int64 {
+        let reply = try await request { .write(id: $0, dataset: dataset, writes: writes) }
+        guard case .written(_, _, let version, _) = reply else { throw UnexpectedReply(reply) }
+        return version
+    }
 }
 
 /// The connection closed before a reply arrived.
@@ -369,7 +378,8 @@ extension ServerMessage {
     var replyID: String? {
         switch self {
         case .welcome(let id, _, _, _, _), .subscribed(let id, _), .unsubscribed(let id, _, _), .published(let id, _, _, _, _),
-            .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _, _), .refreshed(let id, _):
+            .fetched(let id, _, _, _), .pong(let id), .error(let id, _, _, _), .refreshed(let id, _),
+            .written(let id, _, _, _):
             id
         case .notify, .migrate, .tokenExpiring:
             nil

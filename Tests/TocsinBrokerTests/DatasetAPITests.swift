@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TocsinClient
 import TocsinCore
 import TocsinHTTPClient
 import TocsinTesting
@@ -28,7 +29,7 @@ struct DatasetAPITests {
             #expect(try await HTTPCall.send(.PUT, base + "/shelters", rawBody: Self.shelters.serialized).status == 200)
 
             let batch = try await HTTPCall.call(.POST, base + "/shelters/records", body: .array((0..<5).map { Self.shelter("s\($0)") }))
-            #expect(batch == ["dataset": "shelters", "version": 1, "written": 5])
+            #expect(batch == ["type": "written", "dataset": "shelters", "version": 1, "written": 5])
             // One bad record refuses the whole batch: nothing stored, the version unchanged.
             let bad = try await HTTPCall.send(
                 .POST, base + "/shelters/records", rawBody: JSONValue.array([Self.shelter("s9"), ["id": "s10", "open": true]]).serialized)
@@ -90,6 +91,46 @@ struct DatasetAPITests {
             #expect(try await HTTPCall.call(.PUT, base + "/counts/records/7", body: ["n": 7])["version"] == 1)
             #expect(try await HTTPCall.send(.DELETE, base + "/counts", rawBody: nil).status == 204)
             try await expectError(.GET, "/counts/records", nil, status: 404, code: "unknown_dataset")
+        }
+    }
+}
+
+@Suite(.timeLimit(.minutes(1)))
+struct DatasetWebSocketTests {
+    /// A connection writes its own records (key = its client id) and nothing else.
+    @Test func aConnectionWritesOnlyItsOwnRecords() async throws {
+        try await TestBroker.with { broker in
+            _ = try await HTTPCall.call(
+                .PUT, broker.httpURL + "/v1/datasets/userLocations",
+                body: ["fields": [["name": "client", "type": "string"], ["name": "location", "type": "geo"]], "key": "client", "index": ["location"]])
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                func send(_ frame: String) async throws -> ServerMessage {
+                    try await connection.send(text: frame)
+                    return try await inbox.next()
+                }
+                let early = try await send(#"{"type":"write","id":"0","dataset":"userLocations","writes":[{"client":"phone1","location":{"lat":1,"lon":2}}]}"#)
+                #expect(early.encoded.contains("not_identified"), "\(early.encoded)")
+                _ = try await connection.hello(client: "phone1")
+                let written = try await send(#"{"type":"write","id":"1","dataset":"userLocations","writes":[{"client":"phone1","location":{"lat":1,"lon":2}}]}"#)
+                #expect(written == .written(id: "1", dataset: "userLocations", version: 1, written: 1))
+                // The client library's form.
+                #expect(try await connection.write(dataset: "userLocations", [["client": "phone1", "location": ["lat": 3, "lon": 4]]]) == 2)
+                // Another's key anywhere in the batch refuses the whole batch.
+                let other = try await send(
+                    #"{"type":"write","id":"3","dataset":"userLocations","writes":[{"client":"phone1","location":{"lat":5,"lon":6}},{"delete":"phone2"}]}"#)
+                guard case .error("3", "forbidden", let message, _) = other else { throw TestFailure("expected forbidden, got \(other.encoded)") }
+                #expect(message.hasPrefix("write 1: "))
+                let bad = try await send(#"{"type":"write","id":"4","dataset":"userLocations","writes":[{"client":"phone1"}]}"#)
+                guard case .error("4", "schema_violation", _, _) = bad else { throw TestFailure("expected schema_violation, got \(bad.encoded)") }
+                let unknown = try await send(#"{"type":"write","id":"5","dataset":"nope","writes":[{"delete":"phone1"}]}"#)
+                guard case .error("5", "unknown_dataset", _, _) = unknown else { throw TestFailure("expected unknown_dataset, got \(unknown.encoded)") }
+                let empty = try await send(#"{"type":"write","id":"6","dataset":"userLocations","writes":[]}"#)
+                guard case .error("6", "bad_request", _, _) = empty else { throw TestFailure("expected bad_request, got \(empty.encoded)") }
+            }
+            let page = try await HTTPCall.call(.GET, broker.httpURL + "/v1/datasets/userLocations/records")
+            #expect(page["version"] == 2)
+            #expect(page["records"] == [["client": "phone1", "location": ["lat": 3.0, "lon": 4.0]]])
         }
     }
 }

@@ -215,6 +215,8 @@ struct SecurityTests {
         .fetch: (#"{"type":"fetch","id":"r","subscription":"{sub}"}"#, ("victim", [.discovery], "forbidden"), "unknown_subscription"),
         .ping: (#"{"type":"ping","id":"r"}"#, nil, nil),
         .refresh: (#"{"type":"refresh","id":"r","token":"{token}"}"#, nil, "forbidden"),
+        // Deletes the victim's record "a": nobody's own but the client "a"'s.
+        .write: (#"{"type":"write","id":"r","dataset":"shelters","writes":[{"delete":"a"}]}"#, ("a", [.read(try! NamePattern("*"))], "forbidden"), "forbidden"),
     ]
 
     @Test func everyWebSocketMessageRefusesEveryBadToken() async throws {

@@ -12,18 +12,21 @@ public enum ClientMessage: Sendable, Hashable {
     case ping(id: String?)
     /// A fresh token for the same client, before the connection's token expires.
     case refresh(id: String?, token: String)
+    /// Upserts and deletes (`{"delete": key}`) of the client's own records of a dataset: every
+    /// key must be the client's id.
+    case write(id: String?, dataset: String, writes: [JSONValue])
 
     public var id: String? {
         switch self {
         case .hello(let id, _, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _, _),
-            .ack(let id, _, _), .fetch(let id, _, _, _), .ping(let id), .refresh(let id, _):
+            .ack(let id, _, _), .fetch(let id, _, _, _), .ping(let id), .refresh(let id, _), .write(let id, _, _):
             id
         }
     }
 
     /// The message's type without its fields (the `type` of its frame).
     public enum Kind: String, Sendable, CaseIterable {
-        case hello, subscribe, unsubscribe, publish, ack, fetch, ping, refresh
+        case hello, subscribe, unsubscribe, publish, ack, fetch, ping, refresh, write
     }
 
     public var kind: Kind {
@@ -36,6 +39,7 @@ public enum ClientMessage: Sendable, Hashable {
         case .fetch: .fetch
         case .ping: .ping
         case .refresh: .refresh
+        case .write: .write
         }
     }
 }
@@ -141,9 +145,15 @@ extension ClientMessage {
             return .fetch(id: id, subscription: try string("subscription"), after: after, limit: Int(min(limit, 10_000)))
         case "ping":
             return .ping(id: id)
+        case "write":
+            let dataset = try string("dataset")
+            guard case .array(let writes)? = o["writes"], !writes.isEmpty else {
+                throw TocsinError(.badRequest, "'write' needs a non-empty 'writes' array of records and {\"delete\": key}")
+            }
+            return .write(id: id, dataset: dataset, writes: writes)
         default:
             throw TocsinError(
-                .unknownMessage, "unknown message type '\(type)' (expected hello, subscribe, unsubscribe, publish, ack, fetch, ping, refresh)")
+                .unknownMessage, "unknown message type '\(type)' (expected hello, subscribe, unsubscribe, publish, ack, fetch, ping, refresh, write)")
         }
     }
 
@@ -213,6 +223,10 @@ extension ClientMessage {
         case .refresh(_, let token):
             o["type"] = "refresh"
             o["token"] = .string(token)
+        case .write(_, let dataset, let writes):
+            o["type"] = "write"
+            o["dataset"] = .string(dataset)
+            o["writes"] = .array(writes)
         }
         return JSONValue.object(o).serialized
     }

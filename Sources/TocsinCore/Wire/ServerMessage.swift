@@ -75,6 +75,8 @@ public enum ServerMessage: Sendable, Hashable {
     case error(id: String?, code: String, message: String, retryAfterMs: Int64? = nil)
     /// A `refresh` was accepted: the connection's token is now the fresh one, valid until `expiresAt`.
     case refreshed(id: String?, expiresAtMillis: Int64)
+    /// A `write` was stored: the dataset's version after it, and how many writes it held.
+    case written(id: String?, dataset: String, version: Int64, written: Int)
     /// The connection's token expires at `expiresAt` (wall-clock milliseconds): send a `refresh`
     /// before then, or the broker closes the connection (close code 4401).
     case tokenExpiring(expiresAtMillis: Int64)
@@ -153,6 +155,12 @@ extension ServerMessage {
             out += "\"refreshed\""
             id(i)
             field("expiresAt", .int(expiresAt))
+        case .written(let i, let dataset, let version, let written):
+            out += "\"written\""
+            id(i)
+            field("dataset", .string(dataset))
+            field("version", .int(version))
+            field("written", .int(Int64(written)))
         case .tokenExpiring(let expiresAt):
             out += "\"token_expiring\""
             field("expiresAt", .int(expiresAt))
@@ -287,6 +295,10 @@ extension ServerMessage {
                 id: id, code: o["code"]?.stringValue ?? "", message: o["message"]?.stringValue ?? "", retryAfterMs: o["retryAfterMs"]?.intValue)
         case "refreshed":
             return .refreshed(id: id, expiresAtMillis: o["expiresAt"]?.intValue ?? 0)
+        case "written":
+            return .written(
+                id: id, dataset: o["dataset"]?.stringValue ?? "", version: o["version"]?.intValue ?? 0,
+                written: Int(clamping: o["written"]?.intValue ?? 0))
         case "token_expiring":
             return .tokenExpiring(expiresAtMillis: o["expiresAt"]?.intValue ?? 0)
         case "migrate":
