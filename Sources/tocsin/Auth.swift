@@ -95,6 +95,7 @@ struct Token: AsyncParsableCommand {
 
     static let everything: [Scope] = [
         .admin, .discovery, .metrics, .publish(try! NamePattern("*")), .subscribe(try! NamePattern("*")), .read(try! NamePattern("*")),
+        .write(try! NamePattern("*")),
     ]
 
     static func nowMillis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }

@@ -198,3 +198,49 @@ private func compile(_ clause: EnrichClause) throws(TocsinError) -> CompiledEnri
         }
     }
 }
+
+@Suite struct DatasetCSVTests {
+    static let definition = try! DatasetDefinition(
+        name: "shelters",
+        json: [
+            "fields": [
+                ["name": "id", "type": "string"], ["name": "location", "type": "geo"], ["name": "open", "type": "bool"],
+                ["name": "capacity", "type": "int", "optional": true], ["name": "services", "type": "list<string>", "optional": true],
+                ["name": "since", "type": "time", "optional": true],
+            ],
+            "key": "id",
+        ])
+
+    @Test func rowsBecomeRecords() throws {
+        let text = "id,location.lat,location.lon,open,capacity,services,since\r\n"
+            + "a,52.5,4.9,true,300,beds; water,2026-01-01T00:00:00Z\n"
+            + "\"b, \"\"quoted\"\"\",1,2,false,,,1700000000000\n"
+            + "\n"
+            + "\"c\nd\",0,0,true,,,\n"
+        let records = try DatasetCSV.records(text, definition: Self.definition)
+        #expect(records.count == 3)
+        #expect(records[0] == ["id": "a", "location": ["lat": 52.5, "lon": 4.9], "open": true, "capacity": 300, "services": ["beds", "water"], "since": "2026-01-01T00:00:00Z"])
+        #expect(records[1] == ["id": "b, \"quoted\"", "location": ["lat": 1.0, "lon": 2.0], "open": false, "since": 1_700_000_000_000])
+        #expect(records[2]["id"] == "c\nd")
+    }
+
+    @Test(arguments: [
+        ("id,nope\na,1\n", "line 1: column 2 'nope' is not a field"),
+        ("id,id\na,b\n", "line 1: column 'id' appears twice"),
+        ("id,location.lat,location.lon,open\na,1,2\n", "line 2: 3 cells"),
+        ("id,location.lat,location.lon,open\na,1,2,yes\n", "line 2: 'open' must be true or false"),
+        ("id,location.lat,open\na,1,true\n", "line 2: 'location' needs both"),
+        ("id,location.lat,location.lon,open,capacity\na,1,2,true,x\n", "line 2: 'capacity' must be an integer"),
+        ("id,location.lat,location.lon,open\na,91,2,true\n", "line 2: field 'location' is out of range"),
+        ("id,location.lat,location.lon\na,1,2\n", "line 2: missing required field 'open'"),
+        ("id,location.lat,location.lon,open\n\"a,1,2,true\n", "a quoted cell is not closed"),
+    ] as [(String, String)])
+    func badRowsNameTheirLine(text: String, expected: String) {
+        do {
+            _ = try DatasetCSV.records(text, definition: Self.definition)
+            Issue.record("accepted \(text)")
+        } catch {
+            #expect(error.message.contains(expected), "\(error.message)")
+        }
+    }
+}
