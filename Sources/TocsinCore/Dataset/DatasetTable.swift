@@ -21,18 +21,28 @@ public struct DatasetTable: Sendable {
     public private(set) var records: [Value: Record] = [:]
     private var grids: [Int: PointGrid] = [:]
     private var equality: [Int: [Value: Set<Value>]] = [:]
+    /// The indexed slots, kept apart from the indexes: iterating `grids.keys` while mutating
+    /// `grids` would copy every index on every write.
+    private let geoSlots: [Int]
+    private let equalitySlots: [Int]
 
     public init(definition: DatasetDefinition, version: Int64 = 0) {
         self.definition = definition
         self.version = version
+        var geoSlots: [Int] = []
+        var equalitySlots: [Int] = []
         for name in definition.indexed {
             let slot = definition.schema.slot(of: name)!
             if definition.schema.fields[slot].type == .geo {
                 grids[slot] = PointGrid()
+                geoSlots.append(slot)
             } else {
                 equality[slot] = [:]
+                equalitySlots.append(slot)
             }
         }
+        self.geoSlots = geoSlots
+        self.equalitySlots = equalitySlots
     }
 
     public var count: Int { records.count }
@@ -93,10 +103,10 @@ public struct DatasetTable: Sendable {
     func isIndexed(slot: Int) -> Bool { grids[slot] != nil || equality[slot] != nil }
 
     private mutating func index(_ key: Value, _ record: Record) {
-        for slot in grids.keys {
+        for slot in geoSlots {
             if case .geo(let point) = record[slot] { grids[slot]!.insert(key, at: point) }
         }
-        for slot in equality.keys {
+        for slot in equalitySlots {
             let value = record[slot]
             if case .null = value { continue }
             equality[slot]![value, default: []].insert(key)
@@ -104,8 +114,8 @@ public struct DatasetTable: Sendable {
     }
 
     private mutating func unindex(_ key: Value, _ record: Record) {
-        for slot in grids.keys { grids[slot]!.remove(key) }
-        for slot in equality.keys {
+        for slot in geoSlots { grids[slot]!.remove(key) }
+        for slot in equalitySlots {
             let value = record[slot]
             if case .null = value { continue }
             equality[slot]![value]?.remove(key)
