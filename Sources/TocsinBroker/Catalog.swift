@@ -68,6 +68,10 @@ final class Catalog: Sendable {
         state.withLock { $0.streams[stream.name] = stream }
     }
 
+    func removeStream(_ name: String) {
+        state.withLock { _ = $0.streams.removeValue(forKey: name) }
+    }
+
     func put(channel: CompiledChannel) {
         state.withLock { $0.channels[channel.name] = channel }
     }

@@ -42,15 +42,26 @@ struct Definitions: Sendable {
         return (compiled, outcome)
     }
 
+    /// The dataset and its change stream (made or reshaped by the store in the same transaction).
     func putDataset(_ definition: DatasetDefinition) async throws(TocsinError) -> PutOutcome {
         let outcome = try await storeCall("saving the dataset") { try await store.putDataset(definition) }
         catalog.put(dataset: definition)
+        if outcome != .unchanged, let changes = try await storeCall("reading the change stream", { try await store.stream(named: definition.changeStreamName) }) {
+            catalog.put(stream: changes)
+            if outcome == .updated { tails.existing(changes.name)?.updateSchema(changes) }
+        }
         return outcome
     }
 
+    /// Refused while a channel watches the dataset's change stream (it would lose its stream).
     func deleteDataset(_ name: String) async throws(TocsinError) {
+        let changes = name + DatasetDefinition.changeStreamSuffix
+        if let watcher = catalog.channels.first(where: { $0.definition.stream == changes }) {
+            throw TocsinError(.conflict, "channel '\(watcher.name)' watches '\(changes)'; delete it before the dataset")
+        }
         let deleted = try await storeCall("deleting the dataset") { try await store.deleteDataset(named: name) }
         catalog.removeDataset(name)
+        catalog.removeStream(changes)
         guard deleted else { throw TocsinError(.unknownDataset, "no dataset named '\(name.prefix(130))'") }
     }
 

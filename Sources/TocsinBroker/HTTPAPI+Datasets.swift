@@ -83,13 +83,13 @@ extension HTTPAPI {
             guard record[definition.keySlot] == key else {
                 throw TocsinError(.badRequest, "the record's '\(definition.key)' must equal the key in the path")
             }
-            return try await Self.store([DatasetRecordWrite(key: Self.text(key), body: definition.schema.json(of: record))], to: definition, broker: broker)
+            return try await Self.store([DatasetRecordWrite(.upsert(record), definition: definition)], to: definition, broker: broker)
         }
         routes.on(.delete, "/v1/datasets/:name/records/:key", requires: "write:{name}", Self.named(Permission.write)) { _, context, grant in
             let definition = try broker.catalog.requireDataset(context.parameters.get("name") ?? "")
             let key = try Self.key(context.parameters.get("key") ?? "", definition: definition)
             try broker.limits.take(.publish, key: grant?.client, cost: 1)
-            return try await Self.store([DatasetRecordWrite(key: Self.text(key), body: nil)], to: definition, broker: broker)
+            return try await Self.store([DatasetRecordWrite(.delete(key: key), definition: definition)], to: definition, broker: broker)
         }
     }
 
@@ -116,32 +116,10 @@ extension HTTPAPI {
         }
     }
 
-    /// A key's canonical JSON text, as the store keeps it.
-    static func text(_ key: Value) -> String { DatasetRecordWrite.text(key) }
-
     static func describe(_ info: DatasetInfo) -> JSONValue {
         guard case .object(var o) = info.definition.json else { return .null }
         o["version"] = .int(info.version)
         o["count"] = .int(info.count)
         return .object(o)
-    }
-}
-
-extension DatasetRecordWrite {
-    /// A validated write as the store keeps it: canonical key and record JSON.
-    init(_ write: DatasetWrite, definition: DatasetDefinition) {
-        switch write {
-        case .upsert(let record):
-            self.init(key: Self.text(record[definition.keySlot]), body: definition.schema.json(of: record))
-        case .delete(let key):
-            self.init(key: Self.text(key), body: nil)
-        }
-    }
-
-    /// A key's canonical JSON text.
-    static func text(_ key: Value) -> String {
-        var out = ""
-        key.writeJSON(into: &out)
-        return out
     }
 }

@@ -43,6 +43,11 @@ struct Publishing: Sendable {
             throw TocsinError(.tooLarge, "a batch may hold at most \(configuration.maxBatchEvents) events, got \(events.count)")
         }
         let schema = try catalog.requireStream(name).definition.schema
+        if DatasetDefinition.isChangeStream(name) {
+            let dataset = name.dropLast(DatasetDefinition.changeStreamSuffix.count)
+            throw TocsinError(
+                .conflict, "stream '\(name)' is the change stream of dataset '\(dataset)': only writes to the dataset append to it (POST /v1/datasets/\(dataset)/records)")
+        }
         var bodies: [String] = []
         bodies.reserveCapacity(events.count)
         for (i, event) in events.enumerated() {

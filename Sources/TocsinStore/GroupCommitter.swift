@@ -27,6 +27,8 @@ final class GroupCommitter: Sendable {
         var stream: String
         var events: [String]
         var key: String?
+        /// A dataset write: `events` are its change events, and the records change with them.
+        var dataset: DatasetApply?
         var completion: Completion
     }
 
@@ -104,18 +106,18 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    func append(stream: String, events: [String], key: String?) async throws -> Appended {
+    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil) async throws -> Appended {
         try await withCheckedThrowingContinuation { continuation in
-            append(stream: stream, events: events, key: key) { continuation.resume(with: $0) }
+            append(stream: stream, events: events, key: key, dataset: dataset) { continuation.resume(with: $0) }
         }
     }
 
     /// Queues an append and returns at once; `completion` runs on the commit thread once the
     /// request is durable or has failed. Requests complete in the order they were queued.
-    func append(stream: String, events: [String], key: String?, completion: @escaping Completion) {
+    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil, completion: @escaping Completion) {
         let outcome = state.withLock { s -> (accepted: Bool, signal: Bool) in
             guard !s.stopped else { return (false, false) }
-            s.queue.append(Request(stream: stream, events: events, key: key, completion: completion))
+            s.queue.append(Request(stream: stream, events: events, key: key, dataset: dataset, completion: completion))
             let signal = s.sleeping
             s.sleeping = false
             return (true, signal)
@@ -282,6 +284,10 @@ final class GroupCommitter: Sendable {
                         }
                         let epoch: String = row[0]
                         var seq: Int64 = row[1]
+                        if let dataset = item.dataset, try !dataset.apply(db, version: seq + Int64(item.events.count)) {
+                            outcomes.append(.failure(DatasetRules.unknown(dataset.name)))
+                            continue
+                        }
                         if let key = item.key, let first = try claim(key, stream: item.stream, epoch: epoch, seqs: seq + 1, count: item.events.count, db: db, nowMillis: now) {
                             outcomes.append(.success(Appended(epoch: epoch, seqs: Array(first.seq..<first.seq + first.count), duplicate: true)))
                             continue

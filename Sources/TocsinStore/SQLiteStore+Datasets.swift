@@ -19,6 +19,8 @@ extension SQLiteStore {
                     ON CONFLICT (name) DO UPDATE SET definition = excluded.definition
                     """,
                 arguments: [definition.name, text, self.nowMillis()])
+            let version = try Int64.fetchOne(db, sql: "SELECT version FROM datasets WHERE name = ?", arguments: [definition.name]) ?? 0
+            try Self.putChangeStream(db, of: definition, version: version)
             return existing == nil ? .created : .updated
         }
     }
@@ -50,25 +52,24 @@ extension SQLiteStore {
         try await write { db in
             try db.execute(sql: "DELETE FROM dataset_records WHERE dataset = ?", arguments: [name])
             try db.execute(sql: "DELETE FROM datasets WHERE name = ?", arguments: [name])
-            return db.changesCount > 0
+            let deleted = db.changesCount > 0
+            if deleted {
+                let changes = name + DatasetDefinition.changeStreamSuffix
+                try db.execute(sql: "DELETE FROM streams WHERE name = ?", arguments: [changes])
+                try Self.deleteHistory(db, stream: changes)
+            }
+            return deleted
         }
     }
 
+    /// An append of the change events, through the group committer, which applies the writes
+    /// to the records in the same transaction (`DatasetApply`).
     public func writeDataset(_ name: String, writes: [DatasetRecordWrite]) async throws -> Int64 {
-        try await write { db in
-            try db.execute(sql: "UPDATE datasets SET version = version + 1 WHERE name = ?", arguments: [name])
-            guard db.changesCount > 0 else { throw DatasetRules.unknown(name) }
-            for w in writes {
-                if let body = w.body {
-                    try db.execute(
-                        sql: "INSERT INTO dataset_records (dataset, key, body) VALUES (?, ?, ?) ON CONFLICT (dataset, key) DO UPDATE SET body = excluded.body",
-                        arguments: [name, w.key, body])
-                } else {
-                    try db.execute(sql: "DELETE FROM dataset_records WHERE dataset = ? AND key = ?", arguments: [name, w.key])
-                }
-            }
-            return try Int64.fetchOne(db, sql: "SELECT version FROM datasets WHERE name = ?", arguments: [name])!
-        }
+        guard !writes.isEmpty else { throw TocsinError(.badRequest, "a dataset write needs at least one record") }
+        let appended = try await committer.append(
+            stream: name + DatasetDefinition.changeStreamSuffix, events: writes.map(\.change), key: nil,
+            dataset: DatasetApply(name: name, writes: writes))
+        return appended.seqs.last!
     }
 
     public func readDataset(_ name: String, afterKey: String?, limit: Int) async throws -> DatasetPage {
@@ -81,6 +82,38 @@ extension SQLiteStore {
                 arguments: [name, afterKey ?? "", max(0, limit)])
             return DatasetPage(version: version, records: rows.map { DatasetPage.Row(key: $0["key"], body: $0["body"]) })
         }
+    }
+}
+
+/// A dataset write riding on the append of its change events: applied inside the append's
+/// transaction, after the change stream's row was read, so records, version and change events
+/// commit together or not at all.
+struct DatasetApply: Sendable {
+    var name: String
+    var writes: [DatasetRecordWrite]
+
+    /// The last write to each key, in first-write order: what the batch leaves behind.
+    var net: [DatasetRecordWrite] {
+        var last: [String: Int] = [:]
+        for (i, w) in writes.enumerated() { last[w.key] = i }
+        return writes.enumerated().filter { last[$0.element.key] == $0.offset }.map(\.element)
+    }
+
+    /// Sets the version and applies the writes; false (nothing done) if there is no such dataset.
+    func apply(_ db: Database, version: Int64) throws -> Bool {
+        try db.cachedStatement(sql: "UPDATE datasets SET version = ? WHERE name = ?").execute(arguments: [version, name])
+        guard db.changesCount > 0 else { return false }
+        let upsert = try db.cachedStatement(
+            sql: "INSERT INTO dataset_records (dataset, key, body) VALUES (?, ?, ?) ON CONFLICT (dataset, key) DO UPDATE SET body = excluded.body")
+        let delete = try db.cachedStatement(sql: "DELETE FROM dataset_records WHERE dataset = ? AND key = ?")
+        for w in writes {
+            if let body = w.body {
+                try upsert.execute(arguments: [name, w.key, body])
+            } else {
+                try delete.execute(arguments: [name, w.key])
+            }
+        }
+        return true
     }
 }
 

@@ -38,15 +38,35 @@ public struct DatasetInfo: Sendable, Hashable {
     public var name: String { definition.name }
 }
 
-/// One write of a batch as stored: the key's canonical JSON (`"s1"`, `17`) and the record's
-/// canonical JSON (`StreamSchema.json(of:)`), or nil to delete the key.
+/// One write of a batch as stored: the key's canonical JSON (`"s1"`, `17`), the record's
+/// canonical JSON (`StreamSchema.json(of:)`) or nil to delete the key, and the change event
+/// that records it in the dataset's change stream (`DatasetDefinition.changeEvent`).
 public struct DatasetRecordWrite: Sendable, Hashable {
     public var key: String
     public var body: String?
+    public var change: String
 
-    public init(key: String, body: String?) {
+    public init(key: String, body: String?, change: String) {
         self.key = key
         self.body = body
+        self.change = change
+    }
+
+    /// A validated write as the store keeps it.
+    public init(_ write: DatasetWrite, definition: DatasetDefinition) {
+        switch write {
+        case .upsert(let record):
+            self.init(key: Self.text(record[definition.keySlot]), body: definition.schema.json(of: record), change: definition.changeEvent(write))
+        case .delete(let key):
+            self.init(key: Self.text(key), body: nil, change: definition.changeEvent(write))
+        }
+    }
+
+    /// A key's canonical JSON text.
+    public static func text(_ key: Value) -> String {
+        var out = ""
+        key.writeJSON(into: &out)
+        return out
     }
 }
 
@@ -162,8 +182,10 @@ public protocol Store: Sendable {
     func datasets() async throws -> [DatasetInfo]
     /// Deletes a dataset and its records.
     func deleteDataset(named name: String) async throws -> Bool
-    /// Applies the writes in order in one transaction (all or nothing) and adds one to the
-    /// dataset's version, which it returns. `unknown_dataset` if there is no such dataset.
+    /// Applies the writes in order in one transaction (all or nothing), appending their change
+    /// events to the dataset's change stream in the same transaction, through the same group
+    /// commit as publishes. Returns the dataset's new version: the seq of the last change
+    /// event. `unknown_dataset` if there is no such dataset.
     func writeDataset(_ name: String, writes: [DatasetRecordWrite]) async throws -> Int64
     /// Up to `limit` records with keys after `afterKey` (nil: from the first), in key order,
     /// with the version they were read at.

@@ -29,7 +29,8 @@ struct DatasetAPITests {
             #expect(try await HTTPCall.send(.PUT, base + "/shelters", rawBody: Self.shelters.serialized).status == 200)
 
             let batch = try await HTTPCall.call(.POST, base + "/shelters/records", body: .array((0..<5).map { Self.shelter("s\($0)") }))
-            #expect(batch == ["type": "written", "dataset": "shelters", "version": 1, "written": 5])
+            // The version is the seq of the dataset's change stream: one event per write.
+            #expect(batch == ["type": "written", "dataset": "shelters", "version": 5, "written": 5])
             // One bad record refuses the whole batch: nothing stored, the version unchanged.
             let bad = try await HTTPCall.send(
                 .POST, base + "/shelters/records", rawBody: JSONValue.array([Self.shelter("s9"), ["id": "s10", "open": true]]).serialized)
@@ -37,12 +38,12 @@ struct DatasetAPITests {
             #expect(bad.body["error"]?["code"] == "schema_violation")
             #expect(bad.body["error"]?["message"]?.stringValue?.hasPrefix("write 1: ") == true, "\(bad.body)")
             let mixed = try await HTTPCall.call(.POST, base + "/shelters/records", body: [Self.shelter("s1", open: false), ["delete": "s2"]])
-            #expect(mixed["version"] == 2)
-            #expect(try await HTTPCall.call(.PUT, base + "/shelters/records/s7", body: Self.shelter("s7"))["version"] == 3)
-            #expect(try await HTTPCall.call(.DELETE, base + "/shelters/records/s0")["version"] == 4)
+            #expect(mixed["version"] == 7)
+            #expect(try await HTTPCall.call(.PUT, base + "/shelters/records/s7", body: Self.shelter("s7"))["version"] == 8)
+            #expect(try await HTTPCall.call(.DELETE, base + "/shelters/records/s0")["version"] == 9)
 
             let info = try await HTTPCall.call(.GET, base + "/shelters")
-            #expect(info["version"] == 4 && info["count"] == 4 && info["key"] == "id")
+            #expect(info["version"] == 9 && info["count"] == 4 && info["key"] == "id")
             #expect(try await HTTPCall.call(.GET, base)["datasets"]?.arrayValue?.first?["name"] == "shelters")
 
             // Pages of two, in key order, following `next`.
@@ -51,7 +52,7 @@ struct DatasetAPITests {
             repeat {
                 let query = "?limit=2" + (next.map { "&after=" + ($0.addingPercentEncodingForQuery) } ?? "")
                 let page = try await HTTPCall.call(.GET, base + "/shelters/records" + query)
-                #expect(page["version"] == 4)
+                #expect(page["version"] == 9)
                 for record in page["records"]?.arrayValue ?? [] { ids.append(record["id"]?.stringValue ?? "?") }
                 next = page["next"]?.stringValue
             } while next != nil
@@ -89,8 +90,21 @@ struct DatasetAPITests {
             #expect(changed != Self.shelters.serialized)
             try await expectError(.PUT, "/shelters", changed, status: 409, code: "conflict")
             #expect(try await HTTPCall.call(.PUT, base + "/counts/records/7", body: ["n": 7])["version"] == 1)
+            // The change stream: listed like any stream, written only through the dataset, and
+            // no stream may take a change stream's name.
+            let streams = broker.httpURL + "/v1/streams"
+            #expect(try await HTTPCall.call(.GET, streams + "/counts.changes")["lastSeq"] == 1)
+            let published = try await HTTPCall.send(.POST, streams + "/counts.changes/events", rawBody: #"{"n":8,"change":"upsert"}"#)
+            #expect(published.status == 409 && published.body["error"]?["code"] == "conflict", "\(published.body.serialized)")
+            let named = try await HTTPCall.send(.PUT, streams + "/mine.changes", rawBody: #"{"fields":[{"name":"n","type":"int"}]}"#)
+            #expect(named.status == 422 && named.body["error"]?["code"] == "invalid_stream", "\(named.body.serialized)")
+            // A dataset whose change stream a channel watches stays until the channel goes.
+            _ = try await HTTPCall.call(.PUT, broker.httpURL + "/v1/channels/countsSeen", body: ["stream": "counts.changes", "where": "n > 1"])
+            try await expectError(.DELETE, "/counts", nil, status: 409, code: "conflict")
+            #expect(try await HTTPCall.send(.DELETE, broker.httpURL + "/v1/channels/countsSeen", rawBody: nil).status == 204)
             #expect(try await HTTPCall.send(.DELETE, base + "/counts", rawBody: nil).status == 204)
             try await expectError(.GET, "/counts/records", nil, status: 404, code: "unknown_dataset")
+            #expect(try await HTTPCall.send(.GET, streams + "/counts.changes", rawBody: nil).status == 404)
         }
     }
 }

@@ -63,9 +63,9 @@ struct StoreConformanceTests {
         }
     }
 
-    /// A dataset keeps the latest record per key, adds one to its version per batch (even one
-    /// that only deletes), reads back in key order across reopening, and guards its definition
-    /// while it holds records.
+    /// A dataset keeps the latest record per key, appends one change event per write to its
+    /// change stream in the same transaction (its version is that stream's seq), reads back in
+    /// key order across reopening, and guards its definition while it holds records.
     @Test(arguments: StoreFactory.all)
     func datasetsKeepTheLatestRecordPerKeyAndAVersionPerBatch(_ factory: StoreFactory) async throws {
         let shelters = try DatasetDefinition(
@@ -73,31 +73,38 @@ struct StoreConformanceTests {
             json: ["fields": [["name": "id", "type": "string"], ["name": "at", "type": "geo"], ["name": "open", "type": "bool", "optional": true]],
                    "key": "id", "index": ["at"]])
         let row = { (key: String, open: Bool) in
-            DatasetRecordWrite(key: "\"\(key)\"", body: #"{"id":"\#(key)","at":{"lat":1,"lon":2},"open":\#(open)}"#)
+            DatasetRecordWrite(.upsert([.string(key), .geo(GeoPoint(lat: 1, lon: 2)), .bool(open)]), definition: shelters)
         }
+        let delete = { (key: String) in DatasetRecordWrite(.delete(key: .string(key)), definition: shelters) }
         try await factory.withHome { home in
             do {
                 let store = try await home.open(StoreOptions())
                 #expect(try await store.putDataset(shelters) == .created)
                 #expect(try await store.putDataset(shelters) == .unchanged)
                 await #expect(throws: TocsinError.self) { _ = try await store.writeDataset("nope", writes: [row("a", true)]) }
-                #expect(try await store.writeDataset("shelters", writes: [row("b", true), row("a", true), row("c", false)]) == 1)
-                #expect(try await store.writeDataset("shelters", writes: [row("a", false), DatasetRecordWrite(key: "\"c\"", body: nil)]) == 2)
-                #expect(try await store.writeDataset("shelters", writes: [DatasetRecordWrite(key: "\"zz\"", body: nil)]) == 3)
+                #expect(try await store.writeDataset("shelters", writes: [row("b", true), row("a", true), row("c", false)]) == 3)
+                #expect(try await store.writeDataset("shelters", writes: [row("a", false), delete("c")]) == 5)
+                #expect(try await store.writeDataset("shelters", writes: [delete("zz")]) == 6)
+                let changes = try await store.readEvents(stream: "shelters.changes", after: 0, limit: 10)
+                #expect(changes.map(\.seq) == Array(1...6))
+                #expect(changes.map(\.json) == [row("b", true), row("a", true), row("c", false), row("a", false), delete("c"), delete("zz")].map(\.change))
+                #expect(changes[4].json == #"{"change":"delete","id":"c"}"# || changes[4].json == #"{"id":"c","change":"delete"}"#)
                 var redefined = shelters
                 redefined.indexed = []
                 await #expect(throws: TocsinError.self) { _ = try await store.putDataset(redefined) }
             }
             let store = try await home.open(StoreOptions())
-            #expect(try await store.datasets() == [DatasetInfo(definition: shelters, version: 3, count: 2)])
+            #expect(try await store.datasets() == [DatasetInfo(definition: shelters, version: 6, count: 2)])
+            #expect(try await store.stream(named: "shelters.changes")?.lastSeq == 6)
             let page = try await store.readDataset("shelters", afterKey: nil, limit: 10)
-            #expect(page.version == 3)
+            #expect(page.version == 6)
             #expect(page.records == [DatasetPage.Row(key: "\"a\"", body: row("a", false).body!), DatasetPage.Row(key: "\"b\"", body: row("b", true).body!)])
             #expect(try await store.readDataset("shelters", afterKey: "\"a\"", limit: 10).records.map(\.key) == ["\"b\""])
             #expect(try await store.readDataset("shelters", afterKey: nil, limit: 1).records.map(\.key) == ["\"a\""])
             await #expect(throws: TocsinError.self) { _ = try await store.readDataset("nope", afterKey: nil, limit: 1) }
             #expect(try await store.deleteDataset(named: "shelters"))
             #expect(try await store.datasets().isEmpty)
+            #expect(try await store.stream(named: "shelters.changes") == nil)
             #expect(try await store.putDataset(shelters) == .created)
             #expect(try await store.readDataset("shelters", afterKey: nil, limit: 10) == DatasetPage(version: 0, records: []))
         }

@@ -18,6 +18,9 @@ public struct DatasetDefinition: Sendable, Hashable {
         guard Identifier.isValid(name), name.utf8.count <= 128 else {
             throw TocsinError(.invalidDataset, "dataset name '\(name.prefix(130))' must be an identifier of at most 128 characters (letters, digits, '_'; not starting with a digit), since channels name it in expressions")
         }
+        guard schema.field(named: DatasetDefinition.changeField) == nil else {
+            throw TocsinError(.invalidDataset, "'\(DatasetDefinition.changeField)' cannot be a field: the dataset's change stream uses it to say what changed (upsert or delete)")
+        }
         guard let keyField = schema.field(named: key) else {
             throw TocsinError(.invalidDataset, "key '\(key)' is not a field (fields: \(schema.fields.map(\.name).joined(separator: ", ")))")
         }
@@ -97,5 +100,60 @@ extension DatasetDefinition {
             "key": .string(key),
             "index": .array(indexed.map { .string($0) }),
         ])
+    }
+}
+
+/// Every dataset has a change stream, `<name>.changes`: one event per record written, in the
+/// order the writes were applied, appended in the same transaction as the write. Its fields are
+/// the dataset's (all optional but the key) and `change`, `"upsert"` or `"delete"` (a delete
+/// carries only the key). Channels can watch it like any stream ("a shelter opened near
+/// you"); only dataset writes append to it. A dataset's version is the seq of its change
+/// stream's newest event, so a version names exactly which writes a reader had seen.
+extension DatasetDefinition {
+    /// The field of a change event that says what changed; no dataset may have a field so named.
+    public static let changeField = "change"
+    /// How every change stream's name ends; no other stream may be so named.
+    public static let changeStreamSuffix = ".changes"
+    /// How long change streams keep events: long enough for any broker to catch up with
+    /// the dataset after a restart, short enough that a dataset written constantly (phones'
+    /// locations) does not fill the store.
+    public static let changeRetention = Retention(maxAgeSeconds: 86_400)
+
+    public var changeStreamName: String { name + Self.changeStreamSuffix }
+
+    /// Whether `stream` is (or would be) a dataset's change stream: only dataset writes append to it.
+    public static func isChangeStream(_ stream: String) -> Bool { stream.hasSuffix(changeStreamSuffix) }
+
+    /// The change stream's definition.
+    public var changeStream: StreamDefinition {
+        var fields = schema.fields.map { f in FieldSpec(name: f.name, type: f.type, optional: f.name != key) }
+        fields.append(FieldSpec(name: Self.changeField, type: .string, optional: false))
+        // The dataset's fields are distinct and not `change`, so the schema is valid.
+        return StreamDefinition(name: changeStreamName, schema: try! StreamSchema(fields: fields), retention: Self.changeRetention)
+    }
+
+    /// The change event (canonical JSON of the change stream) that records `write`.
+    public func changeEvent(_ write: DatasetWrite) -> String {
+        var record = Record(repeating: .null, count: schema.fields.count + 1)
+        switch write {
+        case .upsert(let values):
+            for (i, v) in values.enumerated() { record[i] = v }
+            record[schema.fields.count] = .string("upsert")
+        case .delete(let key):
+            record[keySlot] = key
+            record[schema.fields.count] = .string("delete")
+        }
+        return changeStream.schema.json(of: record)
+    }
+
+    /// The write a change event records (its record as the change stream's schema read it).
+    /// nil for an event that is not a change (an unknown `change`), which readers skip.
+    public func write(fromChange record: Record) -> DatasetWrite? {
+        guard record.count == schema.fields.count + 1 else { return nil }
+        switch record[schema.fields.count] {
+        case .string("upsert"): return .upsert(Array(record.prefix(schema.fields.count)))
+        case .string("delete"): return .delete(key: record[keySlot])
+        default: return nil
+        }
     }
 }

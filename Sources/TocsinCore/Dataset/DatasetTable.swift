@@ -69,8 +69,10 @@ public struct DatasetTable: Sendable {
     }
 
     /// Applies a batch as one write: every record was validated before (`write(from:)`), so the
-    /// batch cannot fail half way. Adds one to the version, even for an empty batch.
-    public mutating func apply(_ writes: [DatasetWrite]) -> [DatasetChange] {
+    /// batch cannot fail half way. The table is then at `version` (a broker's table: the seq of
+    /// the change stream's last event applied), or one more than before when none is given.
+    @discardableResult
+    public mutating func apply(_ writes: [DatasetWrite], version: Int64? = nil) -> [DatasetChange] {
         var changes: [DatasetChange] = []
         changes.reserveCapacity(writes.count)
         for write in writes {
@@ -86,7 +88,7 @@ public struct DatasetTable: Sendable {
                 changes.append(DatasetChange(key: key, record: nil))
             }
         }
-        version += 1
+        self.version = version ?? self.version + 1
         return changes
     }
 

@@ -80,6 +80,9 @@ extension StreamDefinition {
         guard Identifier.isValidName(name) else {
             throw TocsinError(.invalidStream, "stream name '\(name)' must be 1-128 characters of letters, digits, '_', '-' or '.', other than '.' and '..'")
         }
+        guard !DatasetDefinition.isChangeStream(name) else {
+            throw TocsinError(.invalidStream, "stream name '\(name)' ends in '\(DatasetDefinition.changeStreamSuffix)', which only datasets' change streams do (a dataset makes its own)")
+        }
         guard case .object(let body) = json else {
             throw TocsinError(.invalidStream, "a stream definition must be a JSON object")
         }

@@ -23,6 +23,8 @@ final class PostgresCommitter: Sendable {
         var stream: String
         var events: [String]
         var key: String?
+        /// A dataset write: `events` are its change events, and the records change with them.
+        var dataset: DatasetApply?
         var completion: Completion
         var bytes: Int64 { events.reduce(0) { $0 + Int64($1.utf8.count) } }
     }
@@ -72,18 +74,18 @@ final class PostgresCommitter: Sendable {
         loop.withLock { $0 = Task { await self.run() } }
     }
 
-    func append(stream: String, events: [String], key: String?) async throws -> Appended {
+    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil) async throws -> Appended {
         try await withCheckedThrowingContinuation { continuation in
-            append(stream: stream, events: events, key: key) { continuation.resume(with: $0) }
+            append(stream: stream, events: events, key: key, dataset: dataset) { continuation.resume(with: $0) }
         }
     }
 
     /// Queues an append and returns at once; `completion` runs on the commit task once the
     /// request is durable or has failed. Requests complete in the order they were queued.
-    func append(stream: String, events: [String], key: String?, completion: @escaping Completion) {
+    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil, completion: @escaping Completion) {
         let (accepted, waiter) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?) in
             guard !s.stopped else { return (false, nil) }
-            s.queue.append(Request(stream: stream, events: events, key: key, completion: completion))
+            s.queue.append(Request(stream: stream, events: events, key: key, dataset: dataset, completion: completion))
             defer { s.waiter = nil }
             return (true, s.waiter)
         }
@@ -260,6 +262,10 @@ final class PostgresCommitter: Sendable {
                 stream.bytes -= freed
             }
             let seqs = Array(first..<first + Int64(request.events.count))
+            if let dataset = request.dataset, try await !apply(dataset, version: seqs.last ?? stream.lastSeq, db) {
+                outcomes.append(.refused(DatasetRules.unknown(dataset.name)))
+                continue
+            }
             for (seq, body) in zip(seqs, request.events) {
                 rows.streams.append(request.stream)
                 rows.seqs.append(seq)
@@ -288,6 +294,30 @@ final class PostgresCommitter: Sendable {
         // A wake-up for brokers elsewhere; delivered when this commits.
         try await db.query("SELECT pg_notify('tocsin_changes', \(notificationPayload))", logger: logger)
         return outcomes
+    }
+
+    /// Sets a dataset's version and applies its writes (the last per key); false (nothing done)
+    /// if there is no such dataset.
+    private func apply(_ dataset: DatasetApply, version: Int64, _ db: PostgresConnection) async throws -> Bool {
+        var found = false
+        for try await _ in try await db.query(
+            "UPDATE datasets SET version = \(version) WHERE name = \(dataset.name) RETURNING 1", logger: logger) { found = true }
+        guard found else { return false }
+        let net = dataset.net
+        let upserts = net.filter { $0.body != nil }
+        let deletes = net.filter { $0.body == nil }.map(\.key)
+        if !upserts.isEmpty {
+            try await db.query(
+                """
+                INSERT INTO dataset_records (dataset, key, body)
+                SELECT \(dataset.name), k, b FROM unnest(\(upserts.map(\.key))::text[], \(upserts.map { $0.body! })::text[]) AS t(k, b)
+                ON CONFLICT (dataset, key) DO UPDATE SET body = excluded.body
+                """, logger: logger)
+        }
+        if !deletes.isEmpty {
+            try await db.query("DELETE FROM dataset_records WHERE dataset = \(dataset.name) AND key = ANY(\(deletes)::text[])", logger: logger)
+        }
+        return true
     }
 
     /// Records `key` for an append of `count` events from `first` on, unless an append within

@@ -26,6 +26,10 @@ extension PostgresStore {
                 INSERT INTO datasets (name, definition, created_at) VALUES (\(definition.name), \(text), \(now))
                 ON CONFLICT (name) DO UPDATE SET definition = excluded.definition
                 """, logger: logger)
+            var version: Int64 = 0
+            for try await v in try await db.query("SELECT version FROM datasets WHERE name = \(definition.name)", logger: logger)
+                .decode(Int64.self) { version = v }
+            try await Self.putChangeStream(db, of: definition, version: version, logger: logger)
             try await Self.notifyDefinitionsChanged(db, logger: logger)
             return existing == nil ? .created : .updated
         }
@@ -60,33 +64,25 @@ extension PostgresStore {
             try await db.query("DELETE FROM dataset_records WHERE dataset = \(name)", logger: logger)
             var deleted = false
             for try await _ in try await db.query("DELETE FROM datasets WHERE name = \(name) RETURNING 1", logger: logger) { deleted = true }
-            if deleted { try await Self.notifyDefinitionsChanged(db, logger: logger) }
+            if deleted {
+                let changes = name + DatasetDefinition.changeStreamSuffix
+                try await db.query("DELETE FROM events WHERE stream = \(changes)", logger: logger)
+                try await db.query("DELETE FROM publish_keys WHERE stream = \(changes)", logger: logger)
+                try await db.query("DELETE FROM streams WHERE name = \(changes)", logger: logger)
+                try await Self.notifyDefinitionsChanged(db, logger: logger)
+            }
             return deleted
         }
     }
 
+    /// An append of the change events, through the group committer, which applies the writes
+    /// to the records in the same transaction (`DatasetApply`).
     public func writeDataset(_ name: String, writes: [DatasetRecordWrite]) async throws -> Int64 {
-        let logger = logger
-        return try await transaction { db in
-            // Locks the dataset's row: concurrent batches to one dataset apply one after another.
-            var version: Int64?
-            for try await v in try await db.query(
-                "UPDATE datasets SET version = version + 1 WHERE name = \(name) RETURNING version", logger: logger
-            ).decode(Int64.self) { version = v }
-            guard let version else { throw DatasetRules.unknown(name) }
-            for w in writes {
-                if let body = w.body {
-                    try await db.query(
-                        """
-                        INSERT INTO dataset_records (dataset, key, body) VALUES (\(name), \(w.key), \(body))
-                        ON CONFLICT (dataset, key) DO UPDATE SET body = excluded.body
-                        """, logger: logger)
-                } else {
-                    try await db.query("DELETE FROM dataset_records WHERE dataset = \(name) AND key = \(w.key)", logger: logger)
-                }
-            }
-            return version
-        }
+        guard !writes.isEmpty else { throw TocsinError(.badRequest, "a dataset write needs at least one record") }
+        let appended = try await committer.append(
+            stream: name + DatasetDefinition.changeStreamSuffix, events: writes.map(\.change), key: nil,
+            dataset: DatasetApply(name: name, writes: writes))
+        return appended.seqs.last!
     }
 
     public func readDataset(_ name: String, afterKey: String?, limit: Int) async throws -> DatasetPage {

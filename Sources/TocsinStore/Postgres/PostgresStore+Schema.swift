@@ -120,6 +120,9 @@ extension PostgresStore {
                 """,
             ]
         ),
+        // Every dataset gets its change stream (`changeStreamsFor`, in Swift: the stream's
+        // definition is derived from the dataset's).
+        (4, "dataset change streams", []),
     ]
 
     static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
@@ -150,10 +153,37 @@ extension PostgresStore {
         for migration in migrations where !applied.contains(migration.version) {
             try await inTransaction(connection, logger: logger) { connection in
                 for statement in migration.sql { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                if migration.version == 4 { try await addChangeStreams(connection, logger: logger) }
                 try await connection.query(
                     "INSERT INTO tocsin_migrations (version, name) VALUES (\(migration.version), \(migration.name))", logger: logger)
             }
             logger.info("migrated the PostgreSQL store", metadata: ["version": "\(migration.version)", "migration": "\(migration.name)"])
         }
+    }
+
+    /// Datasets made before change streams get theirs, continuing from their version.
+    private static func addChangeStreams(_ connection: PostgresConnection, logger: Logger) async throws {
+        var datasets: [(String, String, Int64)] = []
+        for try await row in try await connection.query("SELECT name, definition, version FROM datasets", logger: logger)
+            .decode((String, String, Int64).self) { datasets.append(row) }
+        for (name, text, version) in datasets {
+            guard let definition = try? DatasetRules.definition(name: name, text: text) else { continue }
+            try await putChangeStream(connection, of: definition, version: version, logger: logger)
+        }
+    }
+
+    /// Creates `definition`'s change stream at `version` (its next event is `version + 1`), or
+    /// gives the existing one the definition's fields and drops its events (a dataset is only
+    /// redefined while empty, and its old changes would not read under the new fields).
+    static func putChangeStream(_ db: PostgresConnection, of definition: DatasetDefinition, version: Int64, logger: Logger) async throws {
+        let stream = definition.changeStream
+        try await db.query(
+            """
+            INSERT INTO streams (name, definition, epoch, last_seq, first_seq, bytes, created_at)
+            VALUES (\(stream.name), \(StoredDefinition.text(stream)), \(newEpoch()), \(version), \(version + 1), 0, \(WallClock.nowMillis()))
+            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, first_seq = streams.last_seq + 1, bytes = 0
+            """, logger: logger)
+        try await db.query("DELETE FROM events WHERE stream = \(stream.name)", logger: logger)
+        try await db.query("DELETE FROM publish_keys WHERE stream = \(stream.name)", logger: logger)
     }
 }

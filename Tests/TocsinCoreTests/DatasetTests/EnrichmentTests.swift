@@ -35,6 +35,7 @@ private func compile(_ clause: EnrichClause) throws(TocsinError) -> CompiledEnri
         (#"{"fields": [{"name": "id", "type": "string"}], "key": "id", "extra": 1}"#, "unknown key 'extra'"),
         (#"{"fields": [], "key": "id"}"#, "at least one field"),
         (#"{"fields": [{"name": "a b", "type": "string"}], "key": "a b"}"#, "not an identifier"),
+        (#"{"fields": [{"name": "id", "type": "string"}, {"name": "change", "type": "string"}], "key": "id"}"#, "'change' cannot be a field"),
         (#"[1]"#, "must be a JSON object"),
     ] as [(String, String?)])
     func definitions(body: String, error expected: String?) throws {
