@@ -29,6 +29,8 @@ public final class Broker: Sendable {
     let publishBudget: PublishBudget
     let sessions: SessionRegistry
     let tails: StreamTails
+    /// The datasets channels enrich from, in memory and kept current.
+    let datasetTables: DatasetTables
     let repetitiveTicker: RepetitiveTicker
     /// The port the server listens on, set once it does.
     let address = ListeningAddress()
@@ -70,12 +72,15 @@ public final class Broker: Sendable {
             authentication: configuration.authentication, allowedOrigins: OriginList(configuration.allowedOrigins), nowMillis: nowMillis)
         self.limits = Limits(configuration.limits, nowMillis: nowMillis)
         self.sessions = SessionRegistry(logger: logger, metrics: metrics)
-        self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis)
+        self.datasetTables = DatasetTables(store: store, catalog: catalog, logger: logger)
+        let enricher = Enricher(tables: datasetTables)
+        self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis, enricher: enricher)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)
         self.subscriptions = Subscriptions(
             configuration: configuration, store: store, catalog: catalog, tails: tails, sessions: sessions, acks: acks,
-            repetitiveTicker: repetitiveTicker, logger: logger)
-        self.publishing = Publishing(configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis)
+            repetitiveTicker: repetitiveTicker, datasetTables: datasetTables, logger: logger)
+        self.publishing = Publishing(
+            configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis, enricher: enricher)
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
         self.controller = configuration.cluster.map { cluster in
@@ -100,6 +105,7 @@ public final class Broker: Sendable {
                 logger.info("broker stopped")
             },
             PeriodicService.retention(store: store, every: configuration.retentionInterval, logger: logger, nowMillis: nowMillis),
+            datasetTables,
             tails,
             repetitiveTicker,
         ]

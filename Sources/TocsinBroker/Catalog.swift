@@ -23,10 +23,11 @@ final class Catalog: Sendable {
         var compiled: [String: CompiledChannel] = [:]
         var failed: [(definition: ChannelDefinition, error: TocsinError)] = []
         let byName = Dictionary(streams.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let datasetsByName = Dictionary(datasets.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         for definition in channels {
             guard let stream = byName[definition.stream] else { continue }
             do {
-                compiled[definition.name] = try ChannelCompiler.compile(definition, schema: stream.definition.schema)
+                compiled[definition.name] = try ChannelCompiler.compile(definition, schema: stream.definition.schema, datasets: datasetsByName)
             } catch {
                 failed.append((definition, error))
             }
@@ -34,7 +35,7 @@ final class Catalog: Sendable {
         return state.withLock { s in
             s.streams = byName
             s.channels = compiled
-            s.datasets = Dictionary(datasets.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            s.datasets = datasetsByName
             let previous = s.skipped
             s.skipped = Dictionary(failed.map { ($0.definition.name, $0.definition.json.serialized) }, uniquingKeysWith: { a, _ in a })
             return failed.filter { previous[$0.definition.name] != $0.definition.json.serialized }
@@ -47,6 +48,8 @@ final class Catalog: Sendable {
     var channels: [CompiledChannel] { state.withLock { Array($0.channels.values) } }
 
     func dataset(_ name: String) -> DatasetDefinition? { state.withLock { $0.datasets[name] } }
+    /// Every dataset, by name: what channels' `enrich` clauses compile against.
+    var datasetsByName: [String: DatasetDefinition] { state.withLock { $0.datasets } }
 
     func put(dataset: DatasetDefinition) {
         state.withLock { $0.datasets[dataset.name] = dataset }

@@ -9,6 +9,8 @@ struct Publishing: Sendable {
     let catalog: Catalog
     let metrics: BrokerMetrics
     let nowMillis: @Sendable () -> Int64
+    /// Enriches fetched events of channels with `enrich` clauses (at the tables' current versions).
+    let enricher: Enricher?
 
     /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
     /// With a `key` (`PublishKey`) the stream stored within the window, nothing is stored and
@@ -113,7 +115,8 @@ struct Publishing: Sendable {
                     continue
                 }
                 if channel.predicate.evaluate(record, params, now) {
-                    found.append(EventPayload(seq: event.seq, json: event.json))
+                    let enriched = enricher?.json(channel, record: record, params: params, nowMillis: now)
+                    found.append(EventPayload(seq: event.seq, json: event.json, enriched: enriched))
                     if found.count == limit { break }
                 }
             }

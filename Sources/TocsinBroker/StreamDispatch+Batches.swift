@@ -4,12 +4,13 @@ import TocsinStore
 extension StreamDispatch.StateMachine {
     // MARK: Delivery and repetitive batches
 
-    /// Sends (or, for repetitive channels, collects) one matching event; true if a frame was decided.
+    /// Sends (or, for repetitive channels, collects) one matching event, with what its channel's
+    /// `enrich` clauses attached; true if a frame was decided.
     @discardableResult
-    static func deliver(_ a: inout Attached, event: StoredEvent, into actions: inout [Action]) -> Bool {
+    static func deliver(_ a: inout Attached, event: StoredEvent, enriched: String?, into actions: inout [Action]) -> Bool {
         switch a.subscriber.kind {
         case .push:
-            let suffix = NotifyFrame.suffix(seq: event.seq, .event(event.json))
+            let suffix = NotifyFrame.suffix(seq: event.seq, enriched.map { .enrichedEvent(event.json, enriched: $0) } ?? .event(event.json))
             actions.append(.send(a.subscriber.recipient, .notify(prefix: a.subscriber.prefix, suffix: suffix)))
             return true
         case .notify:
@@ -20,8 +21,8 @@ extension StreamDispatch.StateMachine {
             a.pendingCount += 1
             a.pendingSeq = event.seq
             guard push else { return false }
-            a.pending.append(EventPayload(seq: event.seq, json: event.json))
-            a.pendingBytes += event.json.utf8.count
+            a.pending.append(EventPayload(seq: event.seq, json: event.json, enriched: enriched))
+            a.pendingBytes += event.json.utf8.count + (enriched?.utf8.count ?? 0)
             guard a.pending.count >= StreamDispatch.maxBatchEvents || a.pendingBytes >= StreamDispatch.maxBatchBytes else { return false }
             return sendPending(&a, into: &actions)
         }

@@ -24,15 +24,30 @@ extension StreamDispatch.StateMachine {
             for state in channels.values {
                 matched.removeAll(keepingCapacity: true)
                 state.index.match(record, nowMillis: nowMillis, into: &matched)
+                let enriching = enrich != nil && !state.channel.enrichments.isEmpty
                 for interest in matched {
+                    // One enrichment per interest: its subscribers share the bound params.
+                    var enriched: String?? = enriching ? nil : .some(nil)
+                    var interestSuffix: String? = nil
                     for subscriber in state.subscribers[interest] ?? [] {
+                        if enriched == nil {
+                            guard let params = attached[subscriber.id]?.params else { continue }
+                            enriched = .some(enrich!(state.channel, record, params, nowMillis))
+                        }
                         guard case .push = subscriber.kind else {
                             guard attached[subscriber.id] != nil else { continue }
-                            if Self.deliver(&attached[subscriber.id]!, event: event, into: &actions) { sent += 1 }
+                            if Self.deliver(&attached[subscriber.id]!, event: event, enriched: enriched!, into: &actions) { sent += 1 }
                             continue
                         }
-                        if pushSuffix == nil { pushSuffix = NotifyFrame.suffix(seq: event.seq, .event(event.json)) }
-                        actions.append(.send(subscriber.recipient, .notify(prefix: subscriber.prefix, suffix: pushSuffix!)))
+                        let suffix: String
+                        if let x = enriched! {
+                            if interestSuffix == nil { interestSuffix = NotifyFrame.suffix(seq: event.seq, .enrichedEvent(event.json, enriched: x)) }
+                            suffix = interestSuffix!
+                        } else {
+                            if pushSuffix == nil { pushSuffix = NotifyFrame.suffix(seq: event.seq, .event(event.json)) }
+                            suffix = pushSuffix!
+                        }
+                        actions.append(.send(subscriber.recipient, .notify(prefix: subscriber.prefix, suffix: suffix)))
                         sent += 1
                     }
                 }

@@ -94,6 +94,7 @@ extension StreamDispatch {
         }
 
         struct ChannelState: Sendable {
+            let channel: CompiledChannel
             var index: ChannelIndex
             /// Live subscribers per interest.
             var subscribers: [InterestID: [Subscriber]] = [:]
@@ -131,6 +132,10 @@ extension StreamDispatch {
         var waitingForTail: [String: Int64] = [:]
         /// Scratch for matching, kept to avoid an allocation per event.
         var matched: [InterestID] = []
+        /// The `enriched` object of a matching event for a channel with `enrich` clauses
+        /// (`Enricher.json`: channel, record, bound params, now); nil: nothing is enriched.
+        /// It reads the broker's dataset tables, nothing else.
+        var enrich: (@Sendable (CompiledChannel, Record, [Value], Int64) -> String?)?
 
         init(stream: String, epoch: String, position: Int64, schema: StreamSchema) {
             self.stream = stream
@@ -165,15 +170,41 @@ extension StreamDispatch {
             guard let a = attached.removeValue(forKey: id) else { return nil }
             waitingForTail.removeValue(forKey: id)
             repetitive.remove(id)
-            let name = a.channel.name
-            guard let interest = a.interest, channels[name] != nil else { return a.subscriber.recipient }
+            leaveInterest(a)
+            return a.subscriber.recipient
+        }
+
+        /// The bound parameters an attached subscription matches with now.
+        func params(of id: String) -> [Value]? { attached[id]?.params }
+
+        /// Moves a subscription to new parameters (one bound to a dataset record that changed):
+        /// a live one leaves its interest and joins the new one in this step, so every event
+        /// dispatched before it matched the old parameters and every event after it matches the
+        /// new ones, with no gap and no duplicate. A replaying one matches its next batch with
+        /// them. False (nothing done) if `recipient` is not the current attachment.
+        mutating func rebind(_ id: String, recipient: Recipient, params: [Value]) -> Bool {
+            guard var a = attached[id], a.subscriber.recipient == recipient else { return false }
+            guard a.params != params else { return true }
+            leaveInterest(a)
+            let live = a.interest != nil
+            a.interest = nil
+            a.params = params
+            if live { makeLive(&a) }
+            attached[id] = a
+            return true
+        }
+
+        /// Takes a live subscription out of its interest's subscriber list (and the interest out
+        /// of the index when it was the last).
+        private mutating func leaveInterest(_ a: Attached) {
+            let name = a.channel.name, id = a.subscriber.id
+            guard let interest = a.interest, channels[name] != nil else { return }
             // Mutated in place (through the dictionary's accessor): a copy of the channel's state
             // would copy its whole index and subscriber table on write, once per subscription.
             channels[name]!.subscribers[interest]?.removeAll { $0.id == id }
             if channels[name]!.subscribers[interest]?.isEmpty == true { channels[name]!.subscribers.removeValue(forKey: interest) }
             channels[name]!.index.release(interest)
             if channels[name]!.index.count == 0 { channels.removeValue(forKey: name) }
-            return a.subscriber.recipient
         }
 
         /// The schema changed within the epoch (a compatible stream update).
@@ -216,20 +247,23 @@ extension StreamDispatch {
             return true
         }
 
-        /// Delivers replayed events that matched, in seq order; false (nothing decided) if the
-        /// replay no longer belongs.
+        /// Delivers replayed events that matched, in seq order, with what the replay attached to
+        /// each (`enriched`, parallel to `events`, empty when nothing is enriched); false
+        /// (nothing decided) if the replay no longer belongs.
         mutating func deliverReplayed(
-            _ id: String, recipient: Recipient, events: some Collection<StoredEvent>, into actions: inout [Action]
+            _ id: String, recipient: Recipient, events: [StoredEvent], enriched: [String?] = [], into actions: inout [Action]
         ) -> Bool {
             guard replaying(id, recipient) != nil else { return false }
-            for event in events { Self.deliver(&attached[id]!, event: event, into: &actions) }
+            for (i, event) in events.enumerated() {
+                Self.deliver(&attached[id]!, event: event, enriched: i < enriched.count ? enriched[i] : nil, into: &actions)
+            }
             return true
         }
 
         mutating func makeLive(_ a: inout Attached) {
             guard a.interest == nil else { return }
             let name = a.channel.name
-            if channels[name] == nil { channels[name] = ChannelState(index: ChannelIndex(channel: a.channel)) }
+            if channels[name] == nil { channels[name] = ChannelState(channel: a.channel, index: ChannelIndex(channel: a.channel)) }
             // In place, as in `detach`.
             let interest = channels[name]!.index.acquire(params: a.params)
             channels[name]!.subscribers[interest, default: []].append(a.subscriber)

@@ -53,6 +53,8 @@ final class StreamDispatcher: Sendable {
     private let applying = Mutex(())
     /// The clock of time-relative channel conditions (`now()`), whichever path dispatches.
     let nowMillis: @Sendable () -> Int64
+    /// What enriches the notifications of channels with `enrich` clauses (live and replayed).
+    let enricher: Enricher?
 
     private struct State {
         var machine: Machine
@@ -70,11 +72,18 @@ final class StreamDispatcher: Sendable {
 
     init(
         info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger,
-        nowMillis: @escaping @Sendable () -> Int64 = WallClock.nowMillis
+        nowMillis: @escaping @Sendable () -> Int64 = WallClock.nowMillis, enricher: Enricher? = nil
     ) {
         self.stream = info.name
         self.nowMillis = nowMillis
-        self.state = Mutex(State(machine: Machine(stream: info.name, epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema)))
+        self.enricher = enricher
+        var machine = Machine(stream: info.name, epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema)
+        if let enricher {
+            machine.enrich = { @Sendable channel, record, params, now in
+                enricher.json(channel, record: record, params: params, nowMillis: now)
+            }
+        }
+        self.state = Mutex(State(machine: machine))
         self.dispatched = ChangeFeed.Cursor(info.lastSeq)
         self.store = store
         self.catalog = catalog
@@ -224,12 +233,13 @@ final class StreamDispatcher: Sendable {
     /// One whose channel no longer compiles or binds is detached with an `unsubscribed` frame.
     func reset(to info: StreamInfo) {
         let schema = info.definition.schema
+        let datasets = catalog.datasetsByName
         step { m, actions in
             m.reset(
                 epoch: info.epoch, schema: schema,
                 recompile: { name, params in
                     guard let definition = catalog.channel(name)?.definition,
-                        let channel = try? ChannelCompiler.compile(definition, schema: schema),
+                        let channel = try? ChannelCompiler.compile(definition, schema: schema, datasets: datasets),
                         params.count == definition.params.count
                     else { return nil }
                     return channel

@@ -19,6 +19,9 @@ struct StreamReplay {
     func run(from startSeq: Int64) async throws {
         var seq = startSeq
         var matched: [StoredEvent] = []
+        /// What the channel's `enrich` clauses attach to each match, at the tables' current versions.
+        var enriched: [String?] = []
+        let enricher = subscription.channel.enrichments.isEmpty ? nil : dispatcher.enricher
         var matchedBytes = 0
         let budget = max(1, subscription.session.maxOutboundBytes / 8)
         let overhead = subscription.framePrefix.utf8.count + 32
@@ -45,16 +48,22 @@ struct StreamReplay {
                         unreadable.append(event.seq)
                         continue
                     }
-                    guard subscription.matches(record, nowMillis: dispatcher.nowMillis()) else { continue }
+                    let now = dispatcher.nowMillis()
+                    guard subscription.matches(record, nowMillis: now) else { continue }
                     matched.append(event)
                     matchedBytes += event.json.utf8.count + overhead
+                    if let enricher {
+                        let x = enricher.json(subscription.channel, record: record, params: subscription.params, nowMillis: now)
+                        enriched.append(x)
+                        matchedBytes += x?.utf8.count ?? 0
+                    }
                     if matched.count >= Self.batch || matchedBytes >= budget {
-                        guard await deliver(&matched) else { return }
+                        guard await deliver(&matched, &enriched) else { return }
                         matchedBytes = 0
                     }
                 }
                 dispatcher.reportUnreadable(unreadable)
-                guard await deliver(&matched) else { return }
+                guard await deliver(&matched, &enriched) else { return }
                 matchedBytes = 0
                 if events.count < limit { seq = max(seq, target) }
             }
@@ -80,11 +89,16 @@ struct StreamReplay {
 
     /// Hands replayed matches to the machine (and empties `events`); false if the replay no
     /// longer belongs to an attachment.
-    private func deliver(_ events: inout [StoredEvent]) async -> Bool {
+    private func deliver(_ events: inout [StoredEvent], _ enriched: inout [String?]) async -> Bool {
         guard !events.isEmpty else { return true }
         // Back-pressure: a replay waits for the client to read instead of filling its outbox.
         if !subscription.session.hasRoom { await subscription.session.waitForRoom() }
-        defer { events.removeAll(keepingCapacity: true) }
-        return dispatcher.step { m, actions in m.deliverReplayed(subscription.id, recipient: subscription, events: events, into: &actions) }
+        defer {
+            events.removeAll(keepingCapacity: true)
+            enriched.removeAll(keepingCapacity: true)
+        }
+        return dispatcher.step { m, actions in
+            m.deliverReplayed(subscription.id, recipient: subscription, events: events, enriched: enriched, into: &actions)
+        }
     }
 }

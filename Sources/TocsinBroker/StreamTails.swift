@@ -12,11 +12,16 @@ final class StreamTails: Service, Sendable {
     private let metrics: BrokerMetrics
     private let logger: Logger
     private let nowMillis: @Sendable () -> Int64
+    private let enricher: Enricher?
     private let dispatchers = Mutex<[String: StreamDispatcher]>([:])
     private let newTails = AsyncStream.makeStream(of: StreamDispatcher.self)
 
-    init(store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger, nowMillis: @escaping @Sendable () -> Int64) {
+    init(
+        store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger, nowMillis: @escaping @Sendable () -> Int64,
+        enricher: Enricher? = nil
+    ) {
         self.nowMillis = nowMillis
+        self.enricher = enricher
         self.store = store
         self.catalog = catalog
         self.metrics = metrics
@@ -27,7 +32,8 @@ final class StreamTails: Service, Sendable {
     func dispatcher(for info: StreamInfo) -> StreamDispatcher {
         let (dispatcher, created) = dispatchers.withLock { d -> (StreamDispatcher, Bool) in
             if let existing = d[info.name] { return (existing, false) }
-            let new = StreamDispatcher(info: info, store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis)
+            let new = StreamDispatcher(
+                info: info, store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis, enricher: enricher)
             d[info.name] = new
             return (new, true)
         }

@@ -14,7 +14,12 @@ struct Subscriptions: Sendable {
     let sessions: SessionRegistry
     let acks: AckTracker
     let repetitiveTicker: RepetitiveTicker
+    let datasetTables: DatasetTables
     let logger: Logger
+
+    /// How long a subscribe (or hello) waits for the tables of the datasets its channels enrich
+    /// from to load; past it, it goes on and notifications say `"version": null` until they are.
+    static let datasetLoadWait: Duration = .seconds(10)
 
     /// What a `hello` established: the session's identity and the subscriptions it resumed.
     struct Welcome: Sendable {
@@ -63,6 +68,11 @@ struct Subscriptions: Sendable {
             throw error
         }
         sessions.identified(session)
+        var enriching: [String: DatasetDefinition] = [:]
+        for name in Set(records.map(\.channel)) {
+            for e in catalog.channel(name)?.enrichments ?? [] { enriching[e.dataset.name] = e.dataset }
+        }
+        await datasetTables.ensure(Array(enriching.values), within: Self.datasetLoadWait)
         var infos: [SubscriptionInfo] = []
         var replays: [PendingReplay] = []
         var failures: [TocsinError] = []
@@ -110,6 +120,7 @@ struct Subscriptions: Sendable {
         }
         let channel = try catalog.requireChannel(name)
         let bound = try channel.bind(params: params)
+        await datasetTables.ensure(channel.enrichments.map(\.dataset), within: Self.datasetLoadWait)
         var boundJSON: [String: JSONValue] = [:]
         for (p, v) in zip(channel.definition.params, bound) { boundJSON[p.name] = v.json }
         let info = try await store.requireStream(channel.definition.stream)

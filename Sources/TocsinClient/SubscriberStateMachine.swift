@@ -288,6 +288,9 @@ struct SubscriberStateMachine: Sendable {
             return .deliver(
                 Notification(subscription: subscription, channel: channel, seq: seq, events: [EventPayload(seq: seq, json: json)], count: 1)
             )
+        case .enrichedEvent(let json, let enriched):
+            let event = EventPayload(seq: seq, json: json, enriched: enriched)
+            return .deliver(Notification(subscription: subscription, channel: channel, seq: seq, events: [event], count: 1))
         case .events(let events):
             // A period's batch may overlap what another connection delivered: keep only the new events.
             let fresh = last.map { l in events.filter { $0.seq > l } } ?? events

@@ -85,14 +85,14 @@ extension SQLiteStore {
     }
 
     /// Creates `definition`'s change stream at `version` (its next event is `version + 1`), or
-    /// gives the existing one the definition's fields and drops its events (a dataset is only
+    /// gives the existing one the definition's fields and a new epoch (its seqs go on) and drops its events (a dataset is only
     /// redefined while empty, and its old changes would not read under the new fields).
     static func putChangeStream(_ db: Database, of definition: DatasetDefinition, version: Int64) throws {
         let stream = definition.changeStream
         try db.execute(
             sql: """
                 INSERT INTO streams (name, definition, epoch, last_seq, first_seq, created_at) VALUES (?1, ?2, ?3, ?4, ?4 + 1, ?5)
-                ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, first_seq = streams.last_seq + 1
+                ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, epoch = excluded.epoch, first_seq = streams.last_seq + 1
                 """,
             arguments: [stream.name, StoredDefinition.text(stream), newEpoch(), version, WallClock.nowMillis()])
         try deleteHistory(db, stream: stream.name)

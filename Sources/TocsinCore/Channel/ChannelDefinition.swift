@@ -41,10 +41,12 @@ public struct ChannelDefinition: Sendable, Hashable {
     public var whereClause: String
     public var mode: ChannelMode
     public var delivery: DeliveryKind
+    /// Datasets joined with each matching event (`EnrichClause`), in the order declared.
+    public var enrich: [EnrichClause]
 
     public init(
         name: String, stream: String, params: [ChannelParameter], whereClause: String,
-        mode: ChannelMode = .continuous, delivery: DeliveryKind = .push
+        mode: ChannelMode = .continuous, delivery: DeliveryKind = .push, enrich: [EnrichClause] = []
     ) {
         self.name = name
         self.stream = stream
@@ -52,6 +54,7 @@ public struct ChannelDefinition: Sendable, Hashable {
         self.whereClause = whereClause
         self.mode = mode
         self.delivery = delivery
+        self.enrich = enrich
     }
 }
 
@@ -78,6 +81,7 @@ extension ChannelDefinition {
             o["mode"] = .string("repetitive")
             o["period"] = .string(Duration.format(millis: ms))
         }
+        if !enrich.isEmpty { o["enrich"] = .array(enrich.map(\.json)) }
         return .object(o)
     }
 
@@ -89,8 +93,8 @@ extension ChannelDefinition {
         guard case .object(let body) = json else {
             throw TocsinError(.invalidChannel, "a channel definition must be a JSON object")
         }
-        for key in body.keys where !["name", "stream", "params", "where", "mode", "period", "delivery"].contains(key) {
-            throw TocsinError(.invalidChannel, "unknown key '\(key)' in channel definition (expected stream, params, where, mode, period, delivery)")
+        for key in body.keys where !["name", "stream", "params", "where", "mode", "period", "delivery", "enrich"].contains(key) {
+            throw TocsinError(.invalidChannel, "unknown key '\(key.prefix(80))' in channel definition (expected stream, params, where, mode, period, delivery, enrich)")
         }
         guard let stream = body["stream"]?.stringValue else {
             throw TocsinError(.invalidChannel, "'stream' must be the name of a stream")
@@ -152,7 +156,23 @@ extension ChannelDefinition {
         default:
             throw TocsinError(.invalidChannel, "'mode' must be \"continuous\" or \"repetitive\"")
         }
-        self.init(name: name, stream: stream, params: params, whereClause: whereClause, mode: mode, delivery: delivery)
+        var enrich: [EnrichClause] = []
+        if let e = body["enrich"], e != .null {
+            guard case .array(let list) = e else {
+                throw TocsinError(.invalidChannel, "'enrich' must be an array of {\"from\", \"where\", \"orderBy\"?, \"order\"?, \"limit\", \"as\"?}")
+            }
+            guard list.count <= EnrichClause.maxClauses else {
+                throw TocsinError(.invalidChannel, "a channel may have at most \(EnrichClause.maxClauses) enrich clauses, got \(list.count)")
+            }
+            for (i, item) in list.enumerated() {
+                let clause = try EnrichClause(json: item, what: "enrich[\(i)]")
+                guard !enrich.contains(where: { $0.alias == clause.alias }) else {
+                    throw TocsinError(.invalidChannel, "enrich[\(i)]: two clauses put their records under '\(clause.alias)'; give one another 'as'")
+                }
+                enrich.append(clause)
+            }
+        }
+        self.init(name: name, stream: stream, params: params, whereClause: whereClause, mode: mode, delivery: delivery, enrich: enrich)
     }
 }
 

@@ -107,10 +107,12 @@ public struct CompiledChannel: Sendable {
     public let residualThreshold: ResidualThreshold?
     /// The whole `where` clause (the brute-force reference).
     public let predicate: Predicate
+    /// The `enrich` clauses, compiled against their datasets.
+    public let enrichments: [CompiledEnrichment]
 
     public init(
         definition: ChannelDefinition, schema: StreamSchema, plan: IndexPlan, residual: Predicate,
-        residualThreshold: ResidualThreshold? = nil, predicate: Predicate
+        residualThreshold: ResidualThreshold? = nil, predicate: Predicate, enrichments: [CompiledEnrichment] = []
     ) {
         self.definition = definition
         self.schema = schema
@@ -118,6 +120,7 @@ public struct CompiledChannel: Sendable {
         self.residual = residual
         self.residualThreshold = residualThreshold
         self.predicate = predicate
+        self.enrichments = enrichments
     }
 
     public var name: String { definition.name }

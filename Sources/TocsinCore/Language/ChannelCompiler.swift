@@ -4,8 +4,19 @@ public enum ChannelCompiler {
     /// Parses and type-checks `definition.whereClause` against `schema` and `definition.params`,
     /// then compiles it and picks its index.
     /// Errors: `TocsinError(.invalidChannel, "at 1:23: <what is wrong>")` naming line:column.
-    public static func compile(_ definition: ChannelDefinition, schema: StreamSchema) throws(TocsinError) -> CompiledChannel {
+    /// `datasets`: the datasets `enrich` clauses may read; a clause naming another one is an
+    /// `invalid_channel` error.
+    public static func compile(
+        _ definition: ChannelDefinition, schema: StreamSchema, datasets: [String: DatasetDefinition] = [:]
+    ) throws(TocsinError) -> CompiledChannel {
         let typed = try check(definition.whereClause, schema: schema, params: definition.params)
+        var enrichments: [CompiledEnrichment] = []
+        for (i, clause) in definition.enrich.enumerated() {
+            guard let dataset = datasets[clause.from] else {
+                throw TocsinError(.invalidChannel, "enrich[\(i)].from names '\(clause.from.prefix(130))', which is not a dataset")
+            }
+            enrichments.append(try CompiledEnrichment(clause, stream: schema, params: definition.params, dataset: dataset, what: "enrich[\(i)]"))
+        }
         let plan = Planner.plan(typed)
         let residual: Predicate
         if plan.residual.isEmpty {
@@ -16,7 +27,7 @@ public enum ChannelCompiler {
         }
         return CompiledChannel(
             definition: definition, schema: schema, plan: plan.index, residual: residual,
-            residualThreshold: plan.residualThreshold, predicate: Predicate(Compiler.test(typed)))
+            residualThreshold: plan.residualThreshold, predicate: Predicate(Compiler.test(typed)), enrichments: enrichments)
     }
 
     /// Parses a `where` clause without checking names or types.

@@ -43,10 +43,14 @@ public struct EventPayload: Sendable, Hashable {
     public var seq: Int64
     /// The event's JSON object text, as stored.
     public var json: String
+    /// For a channel with `enrich` clauses: the JSON object text of what they attached,
+    /// `{"<as>": {"version": v, "records": [...]}, ...}`.
+    public var enriched: String?
 
-    public init(seq: Int64, json: String) {
+    public init(seq: Int64, json: String, enriched: String? = nil) {
         self.seq = seq
         self.json = json
+        self.enriched = enriched
     }
 }
 
@@ -55,6 +59,9 @@ public enum ServerMessage: Sendable, Hashable {
     public enum Notification: Sendable, Hashable {
         /// Push, continuous: the one event.
         case event(String)
+        /// Push, continuous, on a channel with `enrich` clauses: the event and what they
+        /// attached (`EventPayload.enriched`).
+        case enrichedEvent(String, enriched: String)
         /// Push, repetitive: every matching event of the period, in seq order.
         case events([EventPayload])
         /// Notify delivery: how many events matched, up to and including `seq`; fetch them.
@@ -191,6 +198,12 @@ public enum NotifyFrame {
         case .event(let json):
             out += ",\"event\":"
             out += json
+        case .enrichedEvent(let json, let enriched):
+            // Before the event, so the client's fast path (`decode`) takes only plain events.
+            out += ",\"enriched\":"
+            out += enriched
+            out += ",\"event\":"
+            out += json
         case .events(let events):
             out += ",\"events\":"
             writeEvents(events, into: &out)
@@ -242,6 +255,10 @@ public enum NotifyFrame {
             out += String(e.seq)
             out += ",\"event\":"
             out += e.json
+            if let enriched = e.enriched {
+                out += ",\"enriched\":"
+                out += enriched
+            }
             out += "}"
         }
         out += "]"
@@ -260,7 +277,7 @@ extension ServerMessage {
         func events(_ v: JSONValue?) -> [EventPayload] {
             (v?.arrayValue ?? []).compactMap { e in
                 guard let seq = e["seq"]?.intValue, let ev = e["event"] else { return nil }
-                return EventPayload(seq: seq, json: ev.serialized)
+                return EventPayload(seq: seq, json: ev.serialized, enriched: e["enriched"]?.serialized)
             }
         }
         let bad = TocsinError(.badRequest, "malformed '\(type)' frame")
@@ -283,7 +300,10 @@ extension ServerMessage {
                 seqs: (o["seqs"]?.arrayValue ?? []).compactMap(\.intValue), duplicate: o["duplicate"]?.boolValue ?? false)
         case "notify":
             guard let sub = o["subscription"]?.stringValue, let seq = o["seq"]?.intValue else { throw bad }
-            if let e = o["event"] { return .notify(subscription: sub, seq: seq, .event(e.serialized)) }
+            if let e = o["event"] {
+                if let enriched = o["enriched"] { return .notify(subscription: sub, seq: seq, .enrichedEvent(e.serialized, enriched: enriched.serialized)) }
+                return .notify(subscription: sub, seq: seq, .event(e.serialized))
+            }
             if let c = o["count"]?.intValue { return .notify(subscription: sub, seq: seq, .count(Int(c))) }
             return .notify(subscription: sub, seq: seq, .events(events(o["events"])))
         case "fetched":

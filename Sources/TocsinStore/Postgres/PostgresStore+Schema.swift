@@ -173,7 +173,7 @@ extension PostgresStore {
     }
 
     /// Creates `definition`'s change stream at `version` (its next event is `version + 1`), or
-    /// gives the existing one the definition's fields and drops its events (a dataset is only
+    /// gives the existing one the definition's fields and a new epoch (its seqs go on) and drops its events (a dataset is only
     /// redefined while empty, and its old changes would not read under the new fields).
     static func putChangeStream(_ db: PostgresConnection, of definition: DatasetDefinition, version: Int64, logger: Logger) async throws {
         let stream = definition.changeStream
@@ -181,7 +181,7 @@ extension PostgresStore {
             """
             INSERT INTO streams (name, definition, epoch, last_seq, first_seq, bytes, created_at)
             VALUES (\(stream.name), \(StoredDefinition.text(stream)), \(newEpoch()), \(version), \(version + 1), 0, \(WallClock.nowMillis()))
-            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, first_seq = streams.last_seq + 1, bytes = 0
+            ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, epoch = excluded.epoch, first_seq = streams.last_seq + 1, bytes = 0
             """, logger: logger)
         try await db.query("DELETE FROM events WHERE stream = \(stream.name)", logger: logger)
         try await db.query("DELETE FROM publish_keys WHERE stream = \(stream.name)", logger: logger)

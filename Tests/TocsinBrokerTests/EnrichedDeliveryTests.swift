@@ -1,0 +1,197 @@
+import Foundation
+import Testing
+import TocsinClient
+import TocsinCore
+import TocsinHTTPClient
+import TocsinTesting
+
+/// Channels with `enrich` clauses over a real broker: every notification carries the records a
+/// brute-force scan of the dataset finds at the version the notification names (rebuilt from
+/// the dataset's change stream), live and replayed, while the dataset is written between
+/// events; the change stream itself is watchable; definitions that would break are refused.
+@Suite(.timeLimit(.minutes(2)))
+struct EnrichedDeliveryTests {
+    static let reports: JSONValue = [
+        "fields": [["name": "kind", "type": "string"], ["name": "severity", "type": "int"], ["name": "location", "type": "geo"]]
+    ]
+    static let nearest: JSONValue = [
+        "stream": "reports",
+        "params": [["name": "lat", "type": "double"], ["name": "lon", "type": "double"], ["name": "km", "type": "double"]],
+        "where": "distance(location, point($lat, $lon)) <= $km",
+        "enrich": [
+            [
+                "from": "shelters", "where": "distance(shelters.location, location) <= 5 && shelters.open",
+                "orderBy": "distance(shelters.location, location)", "limit": 3, "as": "nearest",
+            ],
+            ["from": "shelters", "where": "shelters.open == false", "orderBy": "shelters.capacity", "order": "desc", "limit": 2, "as": "closed"],
+        ],
+    ]
+
+    /// Defines the stream, the dataset and the channel.
+    static func define(_ broker: TestBroker) async throws {
+        _ = try await HTTPCall.call(.PUT, broker.httpURL + "/v1/streams/reports", body: reports)
+        _ = try await HTTPCall.call(.PUT, broker.httpURL + "/v1/datasets/shelters", body: DatasetAPITests.shelters)
+        _ = try await HTTPCall.call(.PUT, broker.httpURL + "/v1/channels/ReportsNear", body: nearest)
+    }
+
+    /// What each clause must attach to `event`, by scanning `records` (the dataset at some version).
+    static func expected(event: GeoPoint, records: [String: [String: JSONValue]]) -> (nearest: [JSONValue], closed: [JSONValue]) {
+        func point(_ r: [String: JSONValue]) -> GeoPoint {
+            GeoPoint(lat: r["location"]?["lat"]?.doubleValue ?? .nan, lon: r["location"]?["lon"]?.doubleValue ?? .nan)
+        }
+        let near = records.filter { _, r in r["open"] == true && point(r).distanceKm(to: event) <= 5 }
+            .sorted { a, b in
+                let (da, db) = (point(a.value).distanceKm(to: event), point(b.value).distanceKm(to: event))
+                return da != db ? da < db : a.key < b.key
+            }
+        let closed = records.filter { _, r in r["open"] == false }
+            .sorted { a, b in
+                // Descending by capacity, nulls last, then by key.
+                switch (a.value["capacity"]?.intValue, b.value["capacity"]?.intValue) {
+                case (let x?, let y?) where x != y: return x > y
+                case (.some, nil): return true
+                case (nil, .some): return false
+                default: return a.key < b.key
+                }
+            }
+        return (near.prefix(3).map { .object($0.value) }, closed.prefix(2).map { .object($0.value) })
+    }
+
+    /// The dataset at every version, from its change stream.
+    static func history(_ broker: TestBroker) async throws -> [Int64: [String: [String: JSONValue]]] {
+        let changes = try await broker.broker.store.readEvents(stream: "shelters.changes", after: 0, limit: 100_000)
+        var records: [String: [String: JSONValue]] = [:]
+        var at: [Int64: [String: [String: JSONValue]]] = [0: [:]]
+        for change in changes {
+            guard case .object(var o) = try JSONValue.parse(change.json), let id = o["id"]?.stringValue else { continue }
+            let kind = o.removeValue(forKey: "change")
+            if kind == "delete" { records.removeValue(forKey: id) } else { records[id] = o }
+            at[change.seq] = records
+        }
+        return at
+    }
+
+    @Test func notificationsCarryWhatAScanFindsAtTheirVersionLiveAndReplayed() async throws {
+        try await TestBroker.with { broker in
+            try await Self.define(broker)
+            let live = try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                var rng = SplitMix(seed: 42)
+                let centre = GeoPoint(lat: 52.37, lon: 4.90)
+                func near() -> JSONValue {
+                    ["lat": .double(centre.lat + Double.random(in: -0.08...0.08, using: &rng)),
+                     "lon": .double(centre.lon + Double.random(in: -0.12...0.12, using: &rng))]
+                }
+                var live: [(seq: Int64, enriched: JSONValue, at: GeoPoint)] = []
+                let inbox = Inbox(connection)
+                _ = try await connection.hello(client: "phone")
+                _ = try await connection.subscribe(channel: "ReportsNear", params: ["lat": 52.37, "lon": 4.9, "km": 50])
+                for round in 0..<60 {
+                    var writes: [JSONValue] = []
+                    for _ in 0..<Int.random(in: 0...4, using: &rng) {
+                        let id = "s\(Int.random(in: 0..<25, using: &rng))"
+                        if Int.random(in: 0..<5, using: &rng) == 0 {
+                            writes.append(["delete": .string(id)])
+                        } else {
+                            var shelter: [String: JSONValue] = ["id": .string(id), "location": near(), "open": .bool(Bool.random(using: &rng))]
+                            if Bool.random(using: &rng) { shelter["capacity"] = .int(Int64.random(in: 0...3, using: &rng)) }
+                            writes.append(.object(shelter))
+                        }
+                    }
+                    if !writes.isEmpty { _ = try await HTTPCall.call(.POST, broker.httpURL + "/v1/datasets/shelters/records", body: .array(writes)) }
+                    let location = near()
+                    _ = try await connection.publish(stream: "reports", events: [["kind": "fire", "severity": .int(Int64(round % 5)), "location": location]])
+                    let message = try await inbox.next()
+                    guard case .notify(_, let seq, .enrichedEvent(_, let enriched)) = message else {
+                        throw TestFailure("expected an enriched notification, got \(message.encoded)")
+                    }
+                    live.append((seq, try JSONValue.parse(enriched), GeoPoint(lat: location["lat"]!.doubleValue!, lon: location["lon"]!.doubleValue!)))
+                }
+                return live
+            }
+            let history = try await Self.history(broker)
+            let latest = history.keys.max() ?? 0
+            var versions: Set<Int64> = []
+            for n in live {
+                guard let version = n.enriched["nearest"]?["version"]?.intValue, let records = history[version] else {
+                    throw TestFailure("notification \(n.seq) names no known version: \(n.enriched.serialized)")
+                }
+                #expect(n.enriched["closed"]?["version"]?.intValue == version, "both clauses read one table version")
+                versions.insert(version)
+                let want = Self.expected(event: n.at, records: records)
+                #expect(n.enriched["nearest"]?["records"]?.arrayValue == want.nearest, "seq \(n.seq) at version \(version)")
+                #expect(n.enriched["closed"]?["records"]?.arrayValue == want.closed, "seq \(n.seq) at version \(version)")
+            }
+            #expect(versions.count > 10, "the dataset changed between events: \(versions.sorted())")
+            #expect(live.contains { !($0.enriched["nearest"]?["records"]?.arrayValue ?? []).isEmpty }, "some events found open shelters")
+
+            // A replay enriches at the version the broker holds when it replays (here: the latest).
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                _ = try await connection.hello(client: "phone")
+                let replayed = try await inbox.notifications(live.count)
+                for ((_, seq, notification), original) in zip(replayed, live) {
+                    guard case .enrichedEvent(_, let text) = notification else { throw TestFailure("replay \(seq) is not enriched") }
+                    let enriched = try JSONValue.parse(text)
+                    #expect(seq == original.seq)
+                    #expect(enriched["nearest"]?["version"]?.intValue == latest)
+                    let want = Self.expected(event: original.at, records: history[latest]!)
+                    #expect(enriched["nearest"]?["records"]?.arrayValue == want.nearest, "replayed seq \(seq)")
+                }
+            }
+        }
+    }
+
+    /// "A shelter opened near you": a channel on the change stream, live.
+    @Test func theChangeStreamIsWatchable() async throws {
+        try await TestBroker.with { broker in
+            try await Self.define(broker)
+            _ = try await HTTPCall.call(
+                .PUT, broker.httpURL + "/v1/channels/SheltersOpening",
+                body: [
+                    "stream": "shelters.changes", "params": [["name": "lat", "type": "double"], ["name": "lon", "type": "double"]],
+                    "where": "change == \"upsert\" && open && distance(location, point($lat, $lon)) <= 10",
+                ])
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                _ = try await connection.hello(client: "phone")
+                _ = try await connection.subscribe(channel: "SheltersOpening", params: ["lat": 52.37, "lon": 4.9])
+                _ = try await HTTPCall.call(
+                    .POST, broker.httpURL + "/v1/datasets/shelters/records",
+                    body: [DatasetAPITests.shelter("far", lat: 10), DatasetAPITests.shelter("shut", open: false), DatasetAPITests.shelter("here")])
+                let message = try await inbox.next()
+                guard case .notify(_, let seq, .event(let json)) = message else { throw TestFailure("got \(message.encoded)") }
+                #expect(seq == 3)
+                #expect(try JSONValue.parse(json)["id"] == "here")
+                #expect(try JSONValue.parse(json)["change"] == "upsert")
+                #expect(await inbox.isQuiet(for: .milliseconds(100)))
+            }
+        }
+    }
+
+    @Test func definitionsThatWouldBreakAreRefused() async throws {
+        try await TestBroker.with { broker in
+            try await Self.define(broker)
+            func expect(_ method: HTTPCall.Method, _ path: String, _ body: JSONValue?, status: Int, code: String, _ fragment: String) async throws {
+                let reply = try await HTTPCall.send(method, broker.httpURL + path, rawBody: body?.serialized)
+                #expect(reply.status == status && reply.body["error"]?["code"]?.stringValue == code, "\(path): \(reply.body.serialized)")
+                #expect(reply.body["error"]?["message"]?.stringValue?.contains(fragment) == true, "\(path): \(reply.body.serialized)")
+            }
+            func channel(_ enrich: JSONValue) -> JSONValue {
+                ["stream": "reports", "where": "true", "enrich": enrich]
+            }
+            try await expect(.PUT, "/v1/channels/X", channel([["from": "nope", "where": "true", "limit": 1]]), status: 422, code: "invalid_channel", "not a dataset")
+            try await expect(
+                .PUT, "/v1/channels/X", channel([["from": "shelters", "where": "shelters.capacity > 1", "limit": 1]]), status: 422,
+                code: "invalid_channel", "index")
+            try await expect(
+                .PUT, "/v1/channels/X", channel([["from": "shelters", "where": "shelters.open", "limit": 1], ["from": "shelters", "where": "shelters.open", "limit": 2]]),
+                status: 422, code: "invalid_channel", "give one another 'as'")
+            try await expect(.DELETE, "/v1/datasets/shelters", nil, status: 409, code: "conflict", "ReportsNear")
+            // Empty, so redefinable, but not without the field the channel orders by.
+            let fewer: JSONValue = ["fields": [["name": "id", "type": "string"], ["name": "location", "type": "geo"], ["name": "open", "type": "bool"]], "key": "id", "index": ["location", "open"]]
+            try await expect(.PUT, "/v1/datasets/shelters", fewer, status: 409, code: "conflict", "ReportsNear")
+            #expect(try await HTTPCall.send(.DELETE, broker.httpURL + "/v1/channels/ReportsNear", rawBody: nil).status == 204)
+            #expect(try await HTTPCall.send(.DELETE, broker.httpURL + "/v1/datasets/shelters", rawBody: nil).status == 204)
+        }
+    }
+}
