@@ -31,6 +31,8 @@ public final class Broker: Sendable {
     let tails: StreamTails
     /// The datasets channels enrich from, in memory and kept current.
     let datasetTables: DatasetTables
+    /// Subscriptions whose parameters follow their client's dataset records.
+    let boundSubscriptions: BoundSubscriptions
     let repetitiveTicker: RepetitiveTicker
     /// The port the server listens on, set once it does.
     let address = ListeningAddress()
@@ -74,13 +76,18 @@ public final class Broker: Sendable {
         self.sessions = SessionRegistry(logger: logger, metrics: metrics)
         self.datasetTables = DatasetTables(store: store, catalog: catalog, logger: logger)
         let enricher = Enricher(tables: datasetTables)
+        let boundSubscriptions = BoundSubscriptions(tables: datasetTables)
+        self.boundSubscriptions = boundSubscriptions
+        datasetTables.onChanges { [weak boundSubscriptions] dataset, keys in boundSubscriptions?.changed(dataset: dataset, keys: keys) }
         self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis, enricher: enricher)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)
         self.subscriptions = Subscriptions(
             configuration: configuration, store: store, catalog: catalog, tails: tails, sessions: sessions, acks: acks,
-            repetitiveTicker: repetitiveTicker, datasetTables: datasetTables, logger: logger)
+            repetitiveTicker: repetitiveTicker, datasetTables: datasetTables, bound: boundSubscriptions, logger: logger,
+            nowMillis: nowMillis)
         self.publishing = Publishing(
-            configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis, enricher: enricher)
+            configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis, enricher: enricher,
+            bound: boundSubscriptions)
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
         self.controller = configuration.cluster.map { cluster in

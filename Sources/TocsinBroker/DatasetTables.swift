@@ -38,6 +38,18 @@ final class DatasetTables: Service, Sendable {
     private let logger: Logger
     private let state = Mutex<[String: Entry]>([:])
     private let waiterIDs = Atomic<Int>(0)
+    /// Told, outside the lock, which keys of a dataset changed once its table holds the change
+    /// (`BoundSubscriptions.changed`).
+    private let listener = Mutex<(@Sendable (_ dataset: String, _ keys: [Value]) -> Void)?>(nil)
+
+    func onChanges(_ listener: @escaping @Sendable (_ dataset: String, _ keys: [Value]) -> Void) {
+        self.listener.withLock { $0 = listener }
+    }
+
+    private func tell(_ dataset: String, _ keys: [Value]) {
+        guard !keys.isEmpty, let listener = listener.withLock({ $0 }) else { return }
+        listener(dataset, keys)
+    }
     private let starts = AsyncStream.makeStream(of: String.self)
 
     init(store: any Store, catalog: Catalog, logger: Logger) {
@@ -192,6 +204,12 @@ final class DatasetTables: Service, Sendable {
                         return true
                     }
                     guard applied else { throw Restart.gone }
+                    tell(definition.name, writes.map { w in
+                        switch w.0 {
+                        case .upsert(let record): record[definition.keySlot]
+                        case .delete(let key): key
+                        }
+                    })
                 } else {
                     table.apply(writes.map(\.0), version: position)
                 }
@@ -200,9 +218,12 @@ final class DatasetTables: Service, Sendable {
             if !published {
                 // The stream may have been recreated while the records were read.
                 if let now = try await store.stream(named: streamName), now.epoch != epoch { throw Restart.reload }
+                let keys = Array(table.records.keys)
                 publish(table, definition: definition)
                 // The shared table is the only copy from now on, so it is changed in place.
                 table = DatasetTable(definition: definition)
+                // A reload may have changed any record (the first load finds nobody bound yet).
+                tell(definition.name, keys)
                 published = true
             }
         }

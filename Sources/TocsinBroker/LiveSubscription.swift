@@ -7,7 +7,8 @@ final class LiveSubscription: Sendable, Hashable {
     let id: String
     let session: Session
     let channel: CompiledChannel
-    /// Bound parameters in declared order.
+    /// Bound parameters in declared order, as attached. (A subscription with parameters bound
+    /// to dataset records moves: its current ones are the dispatcher machine's, `params(of:)`.)
     let params: [Value]
     /// The `{"type":"notify","subscription":"…"` part of every notify frame.
     let framePrefix: String
@@ -26,9 +27,5 @@ final class LiveSubscription: Sendable, Hashable {
     var isRepetitive: Bool {
         if case .repetitive = channel.definition.mode { return true }
         return false
-    }
-
-    func matches(_ record: Record, nowMillis: Int64) -> Bool {
-        channel.predicate.evaluate(record, params, nowMillis)
     }
 }

@@ -11,6 +11,8 @@ struct Publishing: Sendable {
     let nowMillis: @Sendable () -> Int64
     /// Enriches fetched events of channels with `enrich` clauses (at the tables' current versions).
     let enricher: Enricher?
+    /// Resolves bound parameters (a fetch matches with the record's current values).
+    let bound: BoundSubscriptions?
 
     /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
     /// With a `key` (`PublishKey`) the stream stored within the window, nothing is stored and
@@ -95,7 +97,12 @@ struct Publishing: Sendable {
         }
         try grant?.check(.subscribe(channel: record.channel), nowMillis: nowMillis())
         let channel = try catalog.requireChannel(record.channel)
-        let params = try channel.bind(params: record.params)
+        let params: [Value]
+        if let bound {
+            params = try await bound.resolve(channel, params: record.params, client: record.client, datasets: catalog.datasetsByName)
+        } else {
+            params = try channel.bind(params: record.params)
+        }
         let info = try await store.requireStream(channel.definition.stream)
         var seq = after
         var scanned = 0

@@ -19,6 +19,10 @@ extension StreamDispatch {
         case .latest: return acked.map(at) ?? Start(seq: info.lastSeq, recovered: true)
         case .earliest: return Start(seq: oldest, recovered: true)
         case .position(let p): return at(p)
+        case .since, .history:
+            // Resolved to a position against the store before (`Subscriptions.position(since:)`);
+            // from the oldest retained event if one is not.
+            return Start(seq: oldest, recovered: true)
         }
     }
 }

@@ -41,6 +41,8 @@ struct StreamReplay {
                 }
                 if events.isEmpty { break }
                 let schema = dispatcher.schema
+                // The params now (a bound subscription may have moved since it was attached).
+                let params = dispatcher.read { $0.params(of: subscription.id) } ?? subscription.params
                 var unreadable: [Int64] = []
                 for event in events where event.seq <= target {
                     seq = event.seq
@@ -49,11 +51,11 @@ struct StreamReplay {
                         continue
                     }
                     let now = dispatcher.nowMillis()
-                    guard subscription.matches(record, nowMillis: now) else { continue }
+                    guard subscription.channel.predicate.evaluate(record, params, now) else { continue }
                     matched.append(event)
                     matchedBytes += event.json.utf8.count + overhead
                     if let enricher {
-                        let x = enricher.json(subscription.channel, record: record, params: subscription.params, nowMillis: now)
+                        let x = enricher.json(subscription.channel, record: record, params: params, nowMillis: now)
                         enriched.append(x)
                         matchedBytes += x?.utf8.count ?? 0
                     }

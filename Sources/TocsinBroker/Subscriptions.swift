@@ -15,7 +15,10 @@ struct Subscriptions: Sendable {
     let acks: AckTracker
     let repetitiveTicker: RepetitiveTicker
     let datasetTables: DatasetTables
+    let bound: BoundSubscriptions
     let logger: Logger
+    /// The clock `history` windows end at.
+    let nowMillis: @Sendable () -> Int64
 
     /// How long a subscribe (or hello) waits for the tables of the datasets its channels enrich
     /// from to load; past it, it goes on and notifications say `"version": null` until they are.
@@ -68,11 +71,18 @@ struct Subscriptions: Sendable {
             throw error
         }
         sessions.identified(session)
-        var enriching: [String: DatasetDefinition] = [:]
+        var needed: [String: DatasetDefinition] = [:]
         for name in Set(records.map(\.channel)) {
-            for e in catalog.channel(name)?.enrichments ?? [] { enriching[e.dataset.name] = e.dataset }
+            for e in catalog.channel(name)?.enrichments ?? [] { needed[e.dataset.name] = e.dataset }
         }
-        await datasetTables.ensure(Array(enriching.values), within: Self.datasetLoadWait)
+        for record in records {
+            for value in record.params.values {
+                if let text = ParameterBinding.text(of: value), let name = text.split(separator: ".").first, let d = catalog.dataset(String(name)) {
+                    needed[d.name] = d
+                }
+            }
+        }
+        await datasetTables.ensure(Array(needed.values), within: Self.datasetLoadWait)
         var infos: [SubscriptionInfo] = []
         var replays: [PendingReplay] = []
         var failures: [TocsinError] = []
@@ -119,11 +129,17 @@ struct Subscriptions: Sendable {
             throw TocsinError(.notIdentified, "send hello before subscribe")
         }
         let channel = try catalog.requireChannel(name)
-        let bound = try channel.bind(params: params)
-        await datasetTables.ensure(channel.enrichments.map(\.dataset), within: Self.datasetLoadWait)
+        let datasets = catalog.datasetsByName
+        let bindings = try channel.bindings(params: params, datasets: datasets)
+        let needed = channel.enrichments.map(\.dataset) + bindings.compactMap { datasets[$0.dataset] }
+        await datasetTables.ensure(needed, within: Self.datasetLoadWait)
+        let values = try channel.bind(params: params, bindings: bindings, records: self.bound.records(for: bindings, client: client), client: client)
         var boundJSON: [String: JSONValue] = [:]
-        for (p, v) in zip(channel.definition.params, bound) { boundJSON[p.name] = v.json }
+        for (p, v) in zip(channel.definition.params, values) { boundJSON[p.name] = v.json }
+        // A bound parameter is stored as its binding: the subscription follows the record.
+        for b in bindings { boundJSON[b.parameter] = params[b.parameter] }
         let info = try await store.requireStream(channel.definition.stream)
+        let (from, windowComplete) = try await position(from, in: info)
         let initial = StreamDispatch.resolve(from, acked: nil, info: info)
         let (record, created) = try await storeCall("opening the subscription") {
             try await store.openSubscription(
@@ -145,7 +161,36 @@ struct Subscriptions: Sendable {
         if let replaced { tellTakenOver(replaced, ids: [record.id]) }
         var result = subscribed
         if created { result.recovered = initial.recovered }
+        if !windowComplete { result.recovered = false }
         return (result, replay)
+    }
+
+    /// A `since` or `history` start as the position before the first event published at or
+    /// after its time (found by bisecting the retained seqs, one point read per step: publish
+    /// times grow with seqs, as commits are numbered in order on one clock). `complete` is false
+    /// when the window reaches back before the oldest retained event of a stream that has
+    /// deleted some: events of the window may be gone. Other starts are returned as they are.
+    private func position(_ from: StartPosition, in info: StreamInfo) async throws(TocsinError) -> (StartPosition, complete: Bool) {
+        let since: Int64
+        switch from {
+        case .since(let ms): since = ms
+        case .history(let ms): since = nowMillis() - ms  // both bounded: no overflow
+        default: return (from, true)
+        }
+        var lo = info.firstSeq, hi = info.lastSeq + 1
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            let first = try await storeCall("finding where the history starts") {
+                try await store.readEvents(stream: info.name, after: mid - 1, limit: 1).first
+            }
+            guard let first, first.seq < hi else {
+                hi = mid
+                continue
+            }
+            if first.publishedAtMillis >= since { hi = mid } else { lo = first.seq + 1 }
+        }
+        let complete = lo > info.firstSeq || info.firstSeq <= 1
+        return (.position(StreamPosition(epoch: info.epoch, seq: lo - 1)), complete)
     }
 
     /// Attaches a subscription to `session`; returns the session it was delivering on until
@@ -154,11 +199,16 @@ struct Subscriptions: Sendable {
         session: Session, record: SubscriptionRecord, channel: CompiledChannel, from: StartPosition, acked: StreamPosition?,
         info: StreamInfo
     ) throws(TocsinError) -> (SubscriptionInfo, PendingReplay, replaced: Session?) {
-        let params = try channel.bind(params: record.params)
+        let bindings = try channel.bindings(params: record.params, datasets: catalog.datasetsByName)
+        let params = try channel.bind(
+            params: record.params, bindings: bindings, records: bound.records(for: bindings, client: record.client), client: record.client)
         let start = StreamDispatch.resolve(from, acked: acked, info: info)
         let subscription = LiveSubscription(id: record.id, session: session, channel: channel, params: params)
         let dispatcher = tails.dispatcher(for: info)
         let replaced = dispatcher.attach(subscription)
+        if !bindings.isEmpty {
+            bound.register(.init(subscription: subscription, dispatcher: dispatcher, params: record.params, bindings: bindings, client: record.client))
+        }
         if subscription.isRepetitive { repetitiveTicker.attached() }
         session.addSubscription(record.id, stream: info.name)
         let subscribed = SubscriptionInfo(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import TocsinBroker
 import TocsinDev
 import TocsinLoad
 import TocsinStore
@@ -23,9 +24,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
 
-    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich }
+    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich, bound }
 
-    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), or enrich (what an enrich clause costs per notification, in this process).")
+    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), enrich (what an enrich clause costs per notification, in this process), or bound (location updates per second with 10^6 subscriptions bound to userLocations, in this process).")
     var mode: Mode = .latency
 
     @Option(help: "The broker's HTTP URL; ignored with --spawn.")
@@ -143,6 +144,8 @@ struct Bench: AsyncParsableCommand {
             try await TokenBenchmark.run()
         case .enrich:
             try EnrichBenchmark.run()
+        case .bound:
+            print(try BoundParameterBenchmark.run())
         }
     }
 }

@@ -114,7 +114,17 @@ extension ClientMessage {
             case .object(let p)?: params = p
             default: throw TocsinError(.badRequest, "'params' must be an object")
             }
-            return .subscribe(id: id, channel: channel, params: params, from: try startPosition(o["from"]))
+            var from = try startPosition(o["from"])
+            if let history = o["history"], history != .null {
+                guard o["from"] == nil || o["from"] == .null else {
+                    throw TocsinError(.badRequest, "give 'from' or 'history', not both")
+                }
+                guard let text = history.stringValue, let ms = Duration.parseMillis(text), ms > 0, ms <= StartPosition.maxHistoryMillis else {
+                    throw TocsinError(.badRequest, "'history' must be a duration such as \"30m\", \"24h\" or \"7d\", more than 0 and at most 36500d")
+                }
+                from = .history(millis: ms)
+            }
+            return .subscribe(id: id, channel: channel, params: params, from: from)
         case "unsubscribe":
             return .unsubscribe(id: id, subscription: try string("subscription"))
         case "publish":
@@ -169,17 +179,31 @@ extension ClientMessage {
     /// The longest token a broker reads (a JWT with a long scope list fits well within it).
     public static let maxTokenBytes = 8192
 
+    static let fromRule = "'from' must be \"latest\", \"earliest\", {\"epoch\": string, \"seq\": integer >= 0} or {\"since\": time}"
+
     static func startPosition(_ json: JSONValue?) throws(TocsinError) -> StartPosition {
         switch json {
         case nil, .null?, .string("latest")?: return .latest
         case .string("earliest")?: return .earliest
+        case .object(let p)? where p.count == 1 && p["since"] != nil:
+            switch p["since"] {
+            case .string(let text)?:
+                guard let ms = TimeFormat.parse(text) else {
+                    throw TocsinError(.badRequest, "'from.since' must be an RFC 3339 time such as \"2026-12-06T00:00:00Z\" or integer milliseconds")
+                }
+                return .since(millis: ms)
+            case .int(let ms)? where TimeFormat.supportedRange.contains(ms):
+                return .since(millis: ms)
+            default:
+                throw TocsinError(.badRequest, "'from.since' must be an RFC 3339 time such as \"2026-12-06T00:00:00Z\" or integer milliseconds (years 1 to 9999)")
+            }
         case .object(let p)?:
             guard let epoch = p["epoch"]?.stringValue, let seq = p["seq"]?.intValue, seq >= 0 else {
-                throw TocsinError(.badRequest, "'from' must be \"latest\", \"earliest\" or {\"epoch\": string, \"seq\": integer >= 0}")
+                throw TocsinError(.badRequest, Self.fromRule)
             }
             return .position(StreamPosition(epoch: epoch, seq: seq))
         default:
-            throw TocsinError(.badRequest, "'from' must be \"latest\", \"earliest\" or {\"epoch\": string, \"seq\": integer >= 0}")
+            throw TocsinError(.badRequest, Self.fromRule)
         }
     }
 
@@ -200,6 +224,8 @@ extension ClientMessage {
             case .latest: o["from"] = "latest"
             case .earliest: o["from"] = "earliest"
             case .position(let p): o["from"] = .object(["epoch": .string(p.epoch), "seq": .int(p.seq)])
+            case .since(let ms): o["from"] = .object(["since": .string(TimeFormat.format(ms))])
+            case .history(let ms): o["history"] = .string(Duration.format(millis: ms))
             }
         case .unsubscribe(_, let subscription):
             o["type"] = "unsubscribe"

@@ -19,4 +19,13 @@ public enum StartPosition: Sendable, Hashable {
     case earliest
     /// Events after this position.
     case position(StreamPosition)
+    /// The events published at or after this time (ms since the epoch) that the stream still
+    /// retains, then live: `"from": {"since": "2026-12-06T00:00:00Z"}`.
+    case since(millis: Int64)
+    /// The events of the last `millis` (from the broker's clock when it subscribes), then
+    /// live: `"history": "24h"`.
+    case history(millis: Int64)
+
+    /// The longest `history`: 100 years, as the longest retention.
+    public static let maxHistoryMillis: Int64 = Retention.maxAgeSecondsLimit * 1000
 }
