@@ -137,6 +137,7 @@ let package = Package(
                 "TocsinCore",
                 "TocsinClient",
                 "TocsinDev",
+                "TocsinHTTPClient",
                 .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

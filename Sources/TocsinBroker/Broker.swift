@@ -87,7 +87,8 @@ public final class Broker: Sendable {
             nowMillis: nowMillis)
         self.publishing = Publishing(
             configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis, enricher: enricher,
-            bound: boundSubscriptions)
+            bound: boundSubscriptions,
+            results: ResultCache(maxEntries: configuration.fetchCacheEntries, maxBytes: configuration.fetchCacheBytes))
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
         self.controller = configuration.cluster.map { cluster in

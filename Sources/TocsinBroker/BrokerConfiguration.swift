@@ -61,6 +61,11 @@ public struct BrokerConfiguration: Sendable {
     /// about 3 MB and a takeover of them all well under a second; nil: no limit.
     public var maxSubscriptionsPerClient: Int? = 10_000
 
+    /// The notify-then-fetch result cache (`ResultCache`): most pages kept, and most bytes of
+    /// event JSON they hold; 0 entries turns it off.
+    public var fetchCacheEntries = 10_000
+    public var fetchCacheBytes = 64 << 20
+
     /// How often acknowledged cursors are written to the store.
     public var ackFlushInterval: Duration = .milliseconds(200)
     /// How often retention is enforced.

@@ -13,6 +13,8 @@ struct Publishing: Sendable {
     let enricher: Enricher?
     /// Resolves bound parameters (a fetch matches with the record's current values).
     let bound: BoundSubscriptions?
+    /// Pages computed once per interest and stream position (`ResultCache`).
+    let results: ResultCache
 
     /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
     /// With a `key` (`PublishKey`) the stream stored within the window, nothing is stored and
@@ -88,46 +90,62 @@ struct Publishing: Sendable {
     /// client's subscription is unknown to it. `grant`, with authentication on: the caller's
     /// token, which must still allow subscribing to the subscription's channel.
     func fetch(
-        subscription id: String, client: String?, after: Int64, limit: Int, maxScan: Int = 50_000, grant: Grant? = nil
+        subscription id: String, client: String?, after: Int64, limit: Int, maxScan: Int = 50_000, grant: Grant? = nil,
+        attached: StreamDispatcher.AttachedView? = nil
     ) async throws(TocsinError) -> Fetched {
-        guard let record = try await storeCall("loading the subscription", { try await store.subscription(id: id) }),
-            client == nil || record.client == client || grant?.mayIdentify(as: record.client) == true
-        else {
-            throw TocsinError(.unknownSubscription, "no subscription '\(id)'")
-        }
-        try grant?.check(.subscribe(channel: record.channel), nowMillis: nowMillis())
-        let channel = try catalog.requireChannel(record.channel)
+        let channel: CompiledChannel
         let params: [Value]
-        if let bound {
-            params = try await bound.resolve(channel, params: record.params, client: record.client, datasets: catalog.datasetsByName)
+        let stream: (name: String, epoch: String, lastSeq: Int64, schema: StreamSchema)
+        if let attached {
+            // Attached to the caller's connection: no store read (the common case, right after a notification).
+            try grant?.check(.subscribe(channel: attached.channel.name), nowMillis: nowMillis())
+            (channel, params) = (attached.channel, attached.params)
+            stream = (attached.stream, attached.epoch, attached.position, attached.schema)
         } else {
-            params = try channel.bind(params: record.params)
-        }
-        let info = try await store.requireStream(channel.definition.stream)
-        var seq = after
-        var scanned = 0
-        var found: [EventPayload] = []
-        let now = nowMillis()
-        while found.count < limit && scanned < maxScan && seq < info.lastSeq {
-            let events = try await storeCall("reading events") {
-                try await store.readEvents(stream: info.name, after: seq, limit: 1000)
+            guard let record = try await storeCall("loading the subscription", { try await store.subscription(id: id) }),
+                client == nil || record.client == client || grant?.mayIdentify(as: record.client) == true
+            else {
+                throw TocsinError(.unknownSubscription, "no subscription '\(id)'")
             }
-            guard !events.isEmpty else { break }
-            for event in events {
-                scanned += 1
-                seq = event.seq
-                guard let record = StreamDispatch.record(event, schema: info.definition.schema) else {
-                    // Stored before a rule tightened: counted, as live dispatch counts (and logs) it.
-                    metrics.unreadableEvents.increment()
-                    continue
+            try grant?.check(.subscribe(channel: record.channel), nowMillis: nowMillis())
+            channel = try catalog.requireChannel(record.channel)
+            if let bound {
+                params = try await bound.resolve(channel, params: record.params, client: record.client, datasets: catalog.datasetsByName)
+            } else {
+                params = try channel.bind(params: record.params)
+            }
+            let info = try await store.requireStream(channel.definition.stream)
+            stream = (info.name, info.epoch, info.lastSeq, info.definition.schema)
+        }
+        let key = ResultCache.Key(
+            channel: channel.name, params: params, epoch: stream.epoch, lastSeq: stream.lastSeq, after: after, limit: limit, maxScan: maxScan)
+        let page = try await results.page(key) { () async throws(TocsinError) -> ResultCache.Page in
+            var seq = after
+            var scanned = 0
+            var found: [EventPayload] = []
+            let now = nowMillis()
+            while found.count < limit && scanned < maxScan && seq < stream.lastSeq {
+                let events = try await storeCall("reading events") {
+                    try await store.readEvents(stream: stream.name, after: seq, limit: Int(min(1000, stream.lastSeq - seq)))
                 }
-                if channel.predicate.evaluate(record, params, now) {
-                    let enriched = enricher?.json(channel, record: record, params: params, nowMillis: now)
-                    found.append(EventPayload(seq: event.seq, json: event.json, enriched: enriched))
-                    if found.count == limit { break }
+                guard !events.isEmpty else { break }
+                for event in events where event.seq <= stream.lastSeq {
+                    scanned += 1
+                    seq = event.seq
+                    guard let record = StreamDispatch.record(event, schema: stream.schema) else {
+                        // Stored before a rule tightened: counted, as live dispatch counts (and logs) it.
+                        metrics.unreadableEvents.increment()
+                        continue
+                    }
+                    if channel.predicate.evaluate(record, params, now) {
+                        let enriched = enricher?.json(channel, record: record, params: params, nowMillis: now)
+                        found.append(EventPayload(seq: event.seq, json: event.json, enriched: enriched))
+                        if found.count == limit { break }
+                    }
                 }
             }
+            return ResultCache.Page(events: found, seq: max(seq, after))
         }
-        return Fetched(subscription: id, events: found, seq: max(seq, after))
+        return Fetched(subscription: id, events: page.events, seq: page.seq)
     }
 }

@@ -91,6 +91,26 @@ final class StreamDispatcher: Sendable {
         self.logger = logger
     }
 
+    /// What a `fetch` on `session` needs of a subscription attached to it here: its channel and
+    /// current params, and how far this stream was dispatched (nil when it is not attached to
+    /// that session). Served without reading the store: the attachment was checked when made.
+    struct AttachedView: Sendable {
+        let channel: CompiledChannel
+        let params: [Value]
+        let stream: String
+        let epoch: String
+        let position: Int64
+        let schema: StreamSchema
+    }
+
+    func attachedView(_ id: String, session: Session) -> AttachedView? {
+        state.withLock { s in
+            guard let a = s.machine.attached[id], a.subscriber.recipient.session === session else { return nil }
+            return AttachedView(
+                channel: a.channel, params: a.params, stream: stream, epoch: s.machine.epoch, position: s.machine.position, schema: s.machine.schema)
+        }
+    }
+
     var epoch: String { state.withLock { $0.machine.epoch } }
     /// The last seq dispatched.
     var position: Int64 { state.withLock { $0.machine.position } }

@@ -223,8 +223,10 @@ struct WebSocketEndpoint: Sendable {
                 break  // handled above, without waiting for earlier publishes
             case .fetch(let id, let subscription, let after, let limit):
                 guard let client = session.client else { throw TocsinError(.notIdentified, "send hello first") }
+                let attached = session.stream(ofSubscription: subscription)
+                    .flatMap { broker.tails.existing($0)?.attachedView(subscription, session: session) }
                 let fetched = try await broker.publishing.fetch(
-                    subscription: subscription, client: client, after: after, limit: limit, grant: session.grant)
+                    subscription: subscription, client: client, after: after, limit: limit, grant: session.grant, attached: attached)
                 session.send(.fetched(id: id, subscription: fetched.subscription, events: fetched.events, seq: fetched.seq))
             case .ping(let id):
                 session.send(.pong(id: id))

@@ -92,6 +92,22 @@ public enum HTTPCall {
         return Reply(status: Int(response.status.code), body: body, headers: headers)
     }
 
+    /// A GET whose answer is text (`/metrics`): the body when the status is 2xx.
+    public static func text(_ url: String, timeout: Duration = .seconds(30), using client: HTTPClient = shared) async throws -> String {
+        let response: HTTPClientResponse
+        let bytes: ByteBuffer
+        do {
+            response = try await client.execute(HTTPClientRequest(url: url), timeout: .milliseconds(max(1, timeout.milliseconds)))
+            bytes = try await response.body.collect(upTo: 64 << 20)
+        } catch {
+            throw TransportFailure.from(error, url: url, timeout: timeout) ?? error
+        }
+        guard (200..<300).contains(response.status.code) else {
+            throw TocsinError(.unavailable, "\(TransportFailure.origin(of: url)) answered HTTP \(response.status.code)")
+        }
+        return String(buffer: bytes)
+    }
+
     /// Sends a request; a non-2xx reply throws its `{"error": {code, message}}` as a `TocsinError`.
     public static func call(
         _ method: Method, _ url: String, body: JSONValue? = nil, headers: [(String, String)] = [], timeout: Duration = .seconds(30),

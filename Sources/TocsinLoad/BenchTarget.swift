@@ -34,6 +34,8 @@ public enum BenchTarget: Sendable {
         /// throwaway PostgreSQL on the namespaces' bridge in this (the root) namespace, and the
         /// load generator here reaching the brokers over the veths.
         public var namespaces: Bool
+        /// More `serve` options for every broker (`--fetch-cache-entries 0`).
+        public var extraArguments: [String] = []
 
         public init(executable: String, noFsync: Bool = false, brokers: Int = 1, store: Store = .sqlite, namespaces: Bool = false) {
             (self.executable, self.noFsync, self.brokers, self.store, self.namespaces) = (executable, noFsync, brokers, store, namespaces)
@@ -124,7 +126,7 @@ struct MeasuredBrokers: Sendable {
                     [
                         "serve", "--insecure-no-auth", "--host", address, "--port", "0", "--data-dir", "\(directory)/\(i + 1)", "--broker-id", "broker-\(i + 1)",
                         "--log-level", "warning",
-                    ] + (store.map { ["--store", $0] } ?? []) + (spawn.noFsync ? ["--no-fsync"] : [])
+                    ] + (store.map { ["--store", $0] } ?? []) + (spawn.noFsync ? ["--no-fsync"] : []) + spawn.extraArguments
                 let process: ChildProcess
                 if let namespaces, let host {
                     process = try await namespaces.start(on: host, executable: spawn.executable, arguments: arguments)

@@ -34,6 +34,25 @@ enum FrameScan {
         return nil
     }
 
+    /// How many times `pattern` occurs in `bytes` (not overlapping).
+    static func count(_ pattern: [UInt8], in bytes: some Collection<UInt8>) -> Int {
+        let scan = { (b: UnsafeBufferPointer<UInt8>) -> Int in
+            guard let first = pattern.first, b.count >= pattern.count else { return 0 }
+            var found = 0
+            var i = 0
+            while i + pattern.count <= b.count {
+                if b[i] == first, b[i..<(i + pattern.count)].elementsEqual(pattern) {
+                    found += 1
+                    i += pattern.count
+                } else {
+                    i += 1
+                }
+            }
+            return found
+        }
+        return bytes.withContiguousStorageIfAvailable(scan) ?? Array(bytes).withUnsafeBufferPointer(scan)
+    }
+
     /// The string or number value of the first `"name":` in `frame`.
     static func field(_ frame: String, _ name: String) -> String? {
         guard let r = frame.range(of: "\"\(name)\":") else { return nil }

@@ -38,16 +38,30 @@ struct RawSubscribers {
     static func connect(
         host: String, port: Int, count: Int, kind: String, ackEvery: Int, samples: LatencySamples
     ) async throws -> RawSubscribers {
+        try await connect(
+            host: host, port: port, count: count, client: { "\(kind)-\($0)" },
+            subscribe: { _ in #"{"type":"subscribe","id":"s","channel":"EmergenciesOfKind","params":{"kind":"\#(kind)"}}"# },
+            fetch: false, ackEvery: ackEvery, samples: samples)
+    }
+
+    /// Connects `count` subscribers, the `i`th saying hello as `client(i)` and sending
+    /// `subscribe(i)`. With `fetch`, each answers a notification with a `fetch` of what it has
+    /// not fetched yet (one at a time), counts the events it gets and acks them.
+    static func connect(
+        host: String, port: Int, count: Int, client: (Int) -> String, subscribe: (Int) -> String, fetch: Bool, ackEvery: Int,
+        samples: LatencySamples
+    ) async throws -> RawSubscribers {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var channels: [any Channel] = []
         for i in 0..<count {
+            let (name, frame) = (client(i), subscribe(i))
             let channel = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
                             RawSubscriberHandler(
-                                host: "\(host):\(port)", client: "\(kind)-\(i)", kind: kind, ackEvery: ackEvery, samples: samples))
+                                host: "\(host):\(port)", client: name, subscribe: frame, fetch: fetch, ackEvery: ackEvery, samples: samples))
                     }
                 }
                 .connect(host: host, port: port).get()
@@ -71,7 +85,13 @@ final class RawSubscriberHandler: ChannelInboundHandler {
 
     private let host: String
     private let client: String
-    private let kind: String
+    private let subscribeFrame: String
+    private let fetches: Bool
+    /// Fetch mode: the seq fetched up to, whether a fetch is out, and whether a notification
+    /// came while it was.
+    private var fetchedUpTo: Int64 = 0
+    private var fetching = false
+    private var notifiedMeanwhile = false
     private let ackEvery: Int
     private let samples: LatencySamples
     private var upgraded = false
@@ -80,10 +100,11 @@ final class RawSubscriberHandler: ChannelInboundHandler {
     private var received = 0
     private var latencies: [Int64] = []
 
-    init(host: String, client: String, kind: String, ackEvery: Int, samples: LatencySamples) {
+    init(host: String, client: String, subscribe: String, fetch: Bool, ackEvery: Int, samples: LatencySamples) {
         self.host = host
         self.client = client
-        self.kind = kind
+        self.subscribeFrame = subscribe
+        self.fetches = fetch
         self.ackEvery = ackEvery
         self.samples = samples
         latencies.reserveCapacity(1 << 16)
@@ -95,7 +116,7 @@ final class RawSubscriberHandler: ChannelInboundHandler {
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         context.write(wrapOutboundOut(ByteBuffer(string: request)), promise: nil)
         send(#"{"type":"hello","id":"h","client":"\#(client)"}"#, context: context)
-        send(#"{"type":"subscribe","id":"s","channel":"EmergenciesOfKind","params":{"kind":"\#(kind)"}}"#, context: context)
+        send(subscribeFrame, context: context)
         context.flush()
     }
 
@@ -169,6 +190,31 @@ final class RawSubscriberHandler: ChannelInboundHandler {
     private func handleText(_ payload: ByteBuffer, context: ChannelHandlerContext) -> Bool {
         let now = Monotonic.nanos()
         let view = payload.readableBytesView
+        if fetches {
+            if view.starts(with: Self.notifyPrefix) {
+                guard !fetching else {
+                    notifiedMeanwhile = true
+                    return false
+                }
+                sendFetch(context: context)
+                return true
+            }
+            if view.starts(with: Self.fetchedPrefix) {
+                fetching = false
+                let seq = FrameScan.number(after: Self.seqPattern, in: view) ?? fetchedUpTo
+                let events = FrameScan.count(Self.eventPattern, in: view)
+                samples.delivered.add(events, ordering: .relaxed)
+                if seq > fetchedUpTo {
+                    fetchedUpTo = seq
+                    send(#"{"type":"ack","subscription":"\#(subscription)","seq":\#(seq)}"#, context: context)
+                }
+                if notifiedMeanwhile {
+                    notifiedMeanwhile = false
+                    sendFetch(context: context)
+                }
+                return true
+            }
+        }
         if view.starts(with: Self.notifyPrefix) {
             guard let sent = FrameScan.number(after: FrameScan.sentPattern, in: view) else { return false }
             received += 1
@@ -186,6 +232,11 @@ final class RawSubscriberHandler: ChannelInboundHandler {
             samples.subscribed.add(1, ordering: .relaxed)
         }
         return false
+    }
+
+    private func sendFetch(context: ChannelHandlerContext) {
+        fetching = true
+        send(#"{"type":"fetch","id":"f","subscription":"\#(subscription)","after":\#(fetchedUpTo),"limit":1000}"#, context: context)
     }
 
     private func send(_ text: String, context: ChannelHandlerContext) {
@@ -212,5 +263,7 @@ final class RawSubscriberHandler: ChannelInboundHandler {
 
     private static let notifyPrefix = Array(#"{"type":"notify""#.utf8)
     private static let subscribedPrefix = Array(#"{"type":"subscribed""#.utf8)
+    private static let fetchedPrefix = Array(#"{"type":"fetched""#.utf8)
+    private static let eventPattern = Array(#""event":"#.utf8)
     private static let seqPattern = Array(#""seq":"#.utf8)
 }

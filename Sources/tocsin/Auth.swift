@@ -76,7 +76,7 @@ struct Token: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Mint an access token from the network's key file.",
         discussion: """
-            Scopes: publish:<stream>, subscribe:<channel>, read:<stream> (names may use * patterns), admin,
+            Scopes: publish:<stream>, subscribe:<channel>, read:<stream or dataset>, write:<dataset> (names may use * patterns), admin,
             discovery, metrics, cluster. Example: tocsin token --keys ./tocsin-data/auth-keys.json --client phone-17 \\
               --scope 'subscribe:Emergencies*' --scope discovery --ttl 3600
             """)

@@ -24,9 +24,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
 
-    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich, bound }
+    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich, bound, fetch }
 
-    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), enrich (what an enrich clause costs per notification, in this process), or bound (location updates per second with 10^6 subscriptions bound to userLocations, in this process).")
+    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), enrich (what an enrich clause costs per notification, in this process), bound (location updates per second with 10^6 subscriptions bound to userLocations, in this process), or fetch (notify subscribers sharing interests, with the fetch result cache on and off; --subscribers, --interests, --rate).")
     var mode: Mode = .latency
 
     @Option(help: "The broker's HTTP URL; ignored with --spawn.")
@@ -54,8 +54,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Subscribers (latency mode).")
     var subscribers = 100
 
-    @Option(help: "Events per second (latency mode).")
+    @Option(help: "Events per second (latency and fetch modes).")
     var rate = 500
+
+    @Option(help: "Distinct interests the subscribers share (fetch mode).")
+    var interests = 100
 
     @Option(
         name: .customLong("non-readers"),
@@ -146,6 +149,11 @@ struct Bench: AsyncParsableCommand {
             try EnrichBenchmark.run()
         case .bound:
             print(try BoundParameterBenchmark.run())
+        case .fetch:
+            let configuration = FetchBenchmark.Configuration(
+                spawn: spawnPlan, subscribers: subscribers, interests: interests, rate: rate, duration: .seconds(duration),
+                warmup: .seconds(warmup))
+            print(try await FetchBenchmark(configuration: configuration).run(progress: progress))
         }
     }
 }

@@ -78,6 +78,11 @@ struct BrokerOptions: ParsableArguments {
         help: "Most durable subscriptions one client id may hold; 0 for no limit (env TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT).")
     var maxSubscriptionsPerClient: Int = Environment.get("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT").flatMap { Int($0) } ?? 10_000
 
+    @Option(
+        name: .customLong("fetch-cache-entries"),
+        help: "Most notify-then-fetch result pages the broker keeps to serve subscribers of one interest from one computation; 0 turns the cache off (env TOCSIN_FETCH_CACHE_ENTRIES).")
+    var fetchCacheEntries: Int = Environment.get("TOCSIN_FETCH_CACHE_ENTRIES").flatMap { Int($0) } ?? 10_000
+
     @Option(name: .customLong("rate-publish"), help: "Events one token may publish a second (bursts of twice that, at least 10000); 0 for no limit.")
     var ratePublish: Double = 10_000
 
@@ -127,6 +132,9 @@ struct BrokerOptions: ParsableArguments {
         if let text = Environment.get("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT"), Int(text) == nil {
             throw ValidationError("TOCSIN_MAX_SUBSCRIPTIONS_PER_CLIENT must be a whole number, got '\(text)'")
         }
+        guard (0...10_000_000).contains(fetchCacheEntries) else {
+            throw ValidationError("--fetch-cache-entries must be from 0 (off) to 10000000, got \(fetchCacheEntries)")
+        }
         guard maxSubscriptionsPerClient >= 0 else {
             throw ValidationError("--max-subscriptions-per-client must be 0 (no limit) or more, got \(maxSubscriptionsPerClient)")
         }
@@ -165,6 +173,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.maxOutboundBytes = maxOutboundBytes
         configuration.http.maxConnections = maxConnections
         configuration.maxSubscriptionsPerClient = maxSubscriptionsPerClient == 0 ? nil : maxSubscriptionsPerClient
+        configuration.fetchCacheEntries = fetchCacheEntries
         configuration.allowedOrigins = auth.allowedOrigins
         configuration.limits.publishEvents = .init(perSecond: ratePublish, burst: max(ratePublish * 2, 10_000))
         configuration.limits.subscribes = .init(perSecond: rateSubscribe, burst: rateSubscribe * 10)

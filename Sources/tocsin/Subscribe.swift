@@ -20,7 +20,7 @@ struct Subscribe: AsyncParsableCommand {
     @Option(help: "Prefer brokers of this region.")
     var region: String?
 
-    @Option(help: "Where to start the first time: latest, earliest, or EPOCH:SEQ.")
+    @Option(help: "Where to start the first time: latest, earliest, EPOCH:SEQ, a time (2026-12-06T00:00:00Z: the events since then), or -DURATION (--from=-24h: the last 24 hours).")
     var from: String = "latest"
 
     @Flag(help: "Print each notification as one JSON line.")
@@ -47,10 +47,15 @@ struct Subscribe: AsyncParsableCommand {
         switch from {
         case "latest": start = .latest
         case "earliest": start = .earliest
+        case let text where TimeFormat.parse(text) != nil: start = .since(millis: TimeFormat.parse(text)!)
+        case let text where text.hasPrefix("-") && Duration.parseMillis(String(text.dropFirst())) != nil:
+            let window = Duration.parseMillis(String(text.dropFirst()))!
+            guard window > 0, window <= StartPosition.maxHistoryMillis else { throw ValidationError("--from -DURATION must be more than 0 and at most -36500d") }
+            start = .history(millis: window)
         default:
             let parts = from.split(separator: ":")
             guard parts.count == 2, let seq = Int64(parts[1]) else {
-                throw ValidationError("--from must be latest, earliest or EPOCH:SEQ")
+                throw ValidationError("--from must be latest, earliest, EPOCH:SEQ, a time (2026-12-06T00:00:00Z) or -DURATION (-24h: the last 24 hours)")
             }
             start = .position(StreamPosition(epoch: String(parts[0]), seq: seq))
         }
@@ -90,12 +95,20 @@ struct Subscribe: AsyncParsableCommand {
                     var o: [String: JSONValue] = [
                         "subscription": .string(n.subscription), "channel": .string(n.channel), "seq": .int(n.seq), "count": .int(Int64(n.count)),
                     ]
-                    o["events"] = .array(n.events.map { e in .object(["seq": .int(e.seq), "event": (try? JSONValue.parse(e.json)) ?? .null]) })
+                    o["events"] = .array(
+                        n.events.map { e in
+                            var event: [String: JSONValue] = ["seq": .int(e.seq), "event": (try? JSONValue.parse(e.json)) ?? .null]
+                            if let enriched = e.enriched { event["enriched"] = (try? JSONValue.parse(enriched)) ?? .null }
+                            return .object(event)
+                        })
                     print(JSONValue.object(o).serialized)
                 } else if n.events.isEmpty {
                     print("[\(n.channel)] \(n.count) new match(es) up to seq \(n.seq); fetch with GET /v1/subscriptions/\(n.subscription)/results")
                 } else {
-                    for e in n.events { print("[\(n.channel)] seq \(e.seq) \(e.json)") }
+                    for e in n.events {
+                        print("[\(n.channel)] seq \(e.seq) \(e.json)")
+                        if let enriched = e.enriched { print("    enriched \(enriched)") }
+                    }
                 }
                 fflushStdout()
                 received += 1
