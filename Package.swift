@@ -208,6 +208,7 @@ let package = Package(
             name: "TocsinBrokerTests",
             dependencies: [
                 "TocsinTesting",
+                "TocsinDev",
                 "TocsinAuth",
                 "TocsinBroker",
                 "TocsinHTTP",

@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinDev
 import TocsinHTTPClient
 import TocsinTesting
 
@@ -24,10 +25,15 @@ struct MovingSubscriberTests {
 
     static let radiusKm = 2.0
 
-    @Test func aWalkerGetsTheReportsNearEachPlaceAcrossASigkill() async throws {
+    /// On SQLite and on PostgreSQL (which outlives the broker's SIGKILL).
+    @Test(arguments: [false, true])
+    func aWalkerGetsTheReportsNearEachPlaceAcrossASigkill(postgres: Bool) async throws {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
-        var server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory])
+        let database = postgres ? try await PostgresServer.database() : nil
+        defer { database?.destroy() }
+        let store = database.map { ["--store", $0.url] } ?? []
+        var server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "0", "--data-dir", directory] + store)
         let port = server.port
         let base = "http://127.0.0.1:\(port)"
         _ = try await HTTPCall.call(
@@ -110,7 +116,7 @@ struct MovingSubscriberTests {
             if step == 6 {
                 // Half way: the broker dies with reports acknowledged and perhaps not delivered.
                 server.kill(SIGKILL)
-                server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "\(port)", "--data-dir", directory])
+                server = try await ServerProcess(arguments: ["serve", "--insecure-no-auth", "--port", "\(port)", "--data-dir", directory] + store)
             }
             // A fence here: once it arrives, every report of this step was dispatched.
             let fence = "fence-\(step)"

@@ -1,8 +1,11 @@
 import Foundation
+import Synchronization
 import Testing
 import TocsinClient
 import TocsinCore
+import TocsinDev
 import TocsinHTTPClient
+import TocsinStore
 import TocsinTesting
 
 /// Channels with `enrich` clauses over a real broker: every notification carries the records a
@@ -71,8 +74,15 @@ struct EnrichedDeliveryTests {
         return at
     }
 
-    @Test func notificationsCarryWhatAScanFindsAtTheirVersionLiveAndReplayed() async throws {
-        try await TestBroker.with { broker in
+    /// On SQLite and on PostgreSQL (a database of its own on the test process's throwaway server).
+    @Test(arguments: [false, true])
+    func notificationsCarryWhatAScanFindsAtTheirVersionLiveAndReplayed(postgres: Bool) async throws {
+        let database = postgres ? try await PostgresServer.database() : nil
+        defer { database?.destroy() }
+        let location = try database.map { try PostgresLocation(parsing: $0.url) }
+        try await TestBroker.with(store: { directory in
+            location.map { .postgres(PostgresStore.Configuration(location: $0)) } ?? StoreConfiguration.testing(in: directory)
+        }) { broker in
             try await Self.define(broker)
             let live = try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
                 var rng = SplitMix(seed: 42)
@@ -192,6 +202,57 @@ struct EnrichedDeliveryTests {
             try await expect(.PUT, "/v1/datasets/shelters", fewer, status: 409, code: "conflict", "ReportsNear")
             #expect(try await HTTPCall.send(.DELETE, broker.httpURL + "/v1/channels/ReportsNear", rawBody: nil).status == 204)
             #expect(try await HTTPCall.send(.DELETE, broker.httpURL + "/v1/datasets/shelters", rawBody: nil).status == 204)
+        }
+    }
+}
+
+/// Two brokers sharing one SQLite file (as `tocsin dev` runs them): a location written through
+/// one moves a subscription on the other, and a shelter written through one enriches the
+/// other's notifications — each broker's tables follow the change streams other processes append.
+@Suite(.timeLimit(.minutes(1)))
+struct DatasetsAcrossBrokersTests {
+    @Test func writesThroughOneBrokerReachTheOthersTables() async throws {
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        // As `tocsin dev` runs them: each polls the file for the other's commits.
+        let shared: @Sendable (String) -> StoreConfiguration = { .sqlite(.init(path: $0 + "/tocsin.sqlite", synchronousFull: false, pollInterval: .milliseconds(20))) }
+        try await TestBroker.with(directory: directory, store: shared) { a in
+            try await EnrichedDeliveryTests.define(a)
+            _ = try await HTTPCall.call(
+                .PUT, a.httpURL + "/v1/datasets/userLocations",
+                body: ["fields": [["name": "client", "type": "string"], ["name": "location", "type": "geo"]], "key": "client"])
+            _ = try await HTTPCall.call(
+                .PUT, a.httpURL + "/v1/datasets/userLocations/records/walker", body: ["client": "walker", "location": ["lat": 52.37, "lon": 4.90]])
+            _ = try await HTTPCall.call(.POST, a.httpURL + "/v1/datasets/shelters/records", body: DatasetAPITests.shelter("s1", lat: 52.371))
+            try await TestBroker.with(directory: directory, store: shared) { b in
+                try await Connection.run(url: b.webSocketURL, logger: testLogger) { connection in
+                    let inbox = Inbox(connection)
+                    _ = try await connection.hello(client: "walker")
+                    _ = try await connection.subscribe(
+                        channel: "ReportsNear", params: ["lat": ["bind": "userLocations.location.lat"], "lon": ["bind": "userLocations.location.lon"], "km": 2])
+                    // Written through a: a shelter near Utrecht, and the walker moves there.
+                    _ = try await HTTPCall.call(
+                        .PUT, a.httpURL + "/v1/datasets/shelters/records/u1",
+                        body: ["id": "u1", "location": ["lat": 52.091, "lon": 5.121], "open": true])
+                    _ = try await HTTPCall.call(
+                        .PUT, a.httpURL + "/v1/datasets/userLocations/records/walker", body: ["client": "walker", "location": ["lat": 52.09, "lon": 5.12]])
+                    // Reports near Utrecht, published through a until b delivers one (b applies the move within milliseconds).
+                    let first = Mutex<ServerMessage?>(nil)
+                    try await waitUntil("b moved the walker to Utrecht") {
+                        _ = try? await HTTPCall.call(.POST, a.httpURL + "/v1/streams/reports/events", body: ["kind": "fire", "severity": 3, "location": ["lat": 52.092, "lon": 5.118]])
+                        guard let message = try? await inbox.next(timeout: .milliseconds(200)) else { return false }
+                        first.withLock { $0 = message }
+                        return true
+                    }
+                    let delivered = first.withLock { $0 }
+                    guard case .notify(_, _, .enrichedEvent(_, let enriched))? = delivered else { throw TestFailure("got \(String(describing: delivered?.encoded))") }
+                    let nearest = try JSONValue.parse(enriched)["nearest"]?["records"]?.arrayValue?.compactMap { $0["id"]?.stringValue }
+                    #expect(nearest == ["u1"], "b's shelters table has the shelter written through a: \(enriched)")
+                    // Amsterdam is 35 km away now: nothing from there.
+                    _ = try await HTTPCall.call(.POST, a.httpURL + "/v1/streams/reports/events", body: ["kind": "fire", "severity": 3, "location": ["lat": 52.37, "lon": 4.9]])
+                    #expect(await inbox.isQuiet(for: .milliseconds(300)))
+                }
+            }
         }
     }
 }

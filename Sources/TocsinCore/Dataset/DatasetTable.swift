@@ -18,9 +18,13 @@ public struct DatasetChange: Sendable, Hashable {
 public struct DatasetTable: Sendable {
     public let definition: DatasetDefinition
     public private(set) var version: Int64
-    public private(set) var records: [Value: Record] = [:]
+    /// Records by row number; a deleted record's row holds `[]` until it is reused (`free`).
+    /// The indexes name rows, so a candidate costs an array read, not a hash of its key.
+    private(set) var rows: [Record] = []
+    private var rowOf: [Value: Int] = [:]
+    private var free: [Int] = []
     private var grids: [Int: PointGrid] = [:]
-    private var equality: [Int: [Value: Set<Value>]] = [:]
+    private var equality: [Int: [Value: Set<Int>]] = [:]
     /// The indexed slots, kept apart from the indexes: iterating `grids.keys` while mutating
     /// `grids` would copy every index on every write.
     private let geoSlots: [Int]
@@ -45,9 +49,12 @@ public struct DatasetTable: Sendable {
         self.equalitySlots = equalitySlots
     }
 
-    public var count: Int { records.count }
+    public var count: Int { rowOf.count }
 
-    public func record(key: Value) -> Record? { records[key] }
+    /// Every record by key (a copy: O(records); for tests and reloads, not per event).
+    public var records: [Value: Record] { rowOf.mapValues { rows[$0] } }
+
+    public func record(key: Value) -> Record? { rowOf[key].map { rows[$0] } }
 
     /// Reads one write from JSON: a record object to upsert, or `{"delete": key}`.
     /// Errors are `schema_violation` naming what is wrong.
@@ -79,12 +86,28 @@ public struct DatasetTable: Sendable {
             switch write {
             case .upsert(let record):
                 let key = record[definition.keySlot]
-                if let old = records[key] { unindex(key, old) }
-                records[key] = record
-                index(key, record)
+                let row: Int
+                if let existing = rowOf[key] {
+                    row = existing
+                    unindex(row, rows[row])
+                    rows[row] = record
+                } else if let reused = free.popLast() {
+                    row = reused
+                    rows[row] = record
+                    rowOf[key] = row
+                } else {
+                    row = rows.count
+                    rows.append(record)
+                    rowOf[key] = row
+                }
+                index(row, record)
                 changes.append(DatasetChange(key: key, record: record))
             case .delete(let key):
-                if let old = records.removeValue(forKey: key) { unindex(key, old) }
+                if let row = rowOf.removeValue(forKey: key) {
+                    unindex(row, rows[row])
+                    rows[row] = []
+                    free.append(row)
+                }
                 changes.append(DatasetChange(key: key, record: nil))
             }
         }
@@ -92,19 +115,24 @@ public struct DatasetTable: Sendable {
         return changes
     }
 
-    /// Keys that may be within `radiusKm` of `centre` by the indexed geo field at `slot`.
-    func candidates(geoSlot slot: Int, near centre: GeoPoint, radiusKm: Double, into out: inout [Value]) {
+    /// Rows that may be within `radiusKm` of `centre` by the indexed geo field at `slot`.
+    func candidates(geoSlot slot: Int, near centre: GeoPoint, radiusKm: Double, into out: inout [Int]) {
         grids[slot]?.candidates(near: centre, radiusKm: radiusKm, into: &out)
     }
 
-    /// Keys whose indexed field at `slot` equals `value`.
-    func keys(slot: Int, equalTo value: Value) -> Set<Value>? {
+    /// `candidates(geoSlot:…)` ring by ring outward (`PointGrid.rings`).
+    func rings(geoSlot slot: Int, near centre: GeoPoint, radiusKm: Double, _ body: ([Int], Double) -> Bool) {
+        grids[slot]?.rings(near: centre, radiusKm: radiusKm, body)
+    }
+
+    /// Rows whose indexed field at `slot` equals `value`.
+    func rows(slot: Int, equalTo value: Value) -> Set<Int>? {
         equality[slot]?[value]
     }
 
     func isIndexed(slot: Int) -> Bool { grids[slot] != nil || equality[slot] != nil }
 
-    private mutating func index(_ key: Value, _ record: Record) {
+    private mutating func index(_ key: Int, _ record: Record) {
         for slot in geoSlots {
             if case .geo(let point) = record[slot] { grids[slot]!.insert(key, at: point) }
         }
@@ -115,7 +143,7 @@ public struct DatasetTable: Sendable {
         }
     }
 
-    private mutating func unindex(_ key: Value, _ record: Record) {
+    private mutating func unindex(_ key: Int, _ record: Record) {
         for slot in geoSlots { grids[slot]!.remove(key) }
         for slot in equalitySlots {
             let value = record[slot]

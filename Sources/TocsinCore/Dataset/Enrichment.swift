@@ -113,6 +113,10 @@ public struct CompiledEnrichment: Sendable {
     private let inclusive: Bool
     private let probe: Eval<Value>?
     private let order: Eval<OrderKey?>?
+    /// The clause orders by the lookup's own distance, ascending ("the k nearest"): the grid is
+    /// visited in rings outward, and the search stops once `limit` records are found nearer
+    /// than anything in the next ring can be.
+    let nearest: Bool
 
     /// Type-checks the clause; errors are `invalid_channel` naming `what` and the position.
     public init(
@@ -156,12 +160,16 @@ public struct CompiledEnrichment: Sendable {
             probe = CompiledEnrichment.value(found.operand)
         }
         inclusive = found.inclusive
+        var nearest = false
         if let text = clause.orderBy {
             let typedOrder: TypedExpr
             do {
                 typedOrder = try checker.check(try Parser.parse(text))
             } catch {
                 throw located(error, "orderBy")
+            }
+            if !clause.descending, case .call(.distance, let o)? = Optional(typedOrder.node), case .call(.distance, let d)? = found.distance?.node {
+                nearest = (o[0] == d[0] && o[1] == d[1]) || (o[0] == d[1] && o[1] == d[0])
             }
             switch typedOrder.type {
             case .int, .double:
@@ -179,32 +187,17 @@ public struct CompiledEnrichment: Sendable {
         } else {
             order = nil
         }
+        self.nearest = nearest
     }
 
     /// The records of `table` the clause attaches to the event `record` with bound `params`.
     public func evaluate(record: Record, params: [Value], nowMillis: Int64, table: DatasetTable) -> Enriched {
-        var keys: [Value] = []
-        switch plan {
-        case .radius(let slot):
-            if let c = centre!(record, params, nowMillis), let r = radius!(record, params, nowMillis) {
-                table.candidates(geoSlot: slot, near: c, radiusKm: r, into: &keys)
-            }
-        case .equality(let slot):
-            let v = probe!(record, params, nowMillis)
-            if case .null = v {} else if let found = table.keys(slot: slot, equalTo: v) { keys.append(contentsOf: found) }
-        }
         var joined = record
         joined.reserveCapacity(eventFields + dataset.schema.fields.count)
-        var hits: [(key: Value, order: OrderKey?, record: Record)] = []
-        for key in keys {
-            guard let candidate = table.records[key] else { continue }
-            joined.removeSubrange(eventFields...)
-            joined.append(contentsOf: candidate)
-            guard predicate(joined, params, nowMillis) else { continue }
-            hits.append((key, order?(joined, params, nowMillis), candidate))
-        }
+        let keySlot = dataset.keySlot
         let descending = clause.descending
-        hits.sort { a, b in
+        typealias Hit = (key: Value, order: OrderKey?, row: Int)
+        func before(_ a: Hit, _ b: Hit) -> Bool {
             switch (a.order, b.order) {
             case (let x?, let y?) where x != y: return descending ? y < x : x < y
             case (.some, nil): return true
@@ -212,12 +205,50 @@ public struct CompiledEnrichment: Sendable {
             default: return DatasetKeyOrder.less(a.key, b.key)
             }
         }
-        return Enriched(alias: clause.alias, version: table.version, records: hits.prefix(clause.limit).map(\.record))
+        // The first `limit` in order, kept sorted as candidates pass: no sort of every hit.
+        let limit = clause.limit
+        var hits: [Hit] = []
+        hits.reserveCapacity(limit + 1)
+        func consider(_ rows: [Int]) {
+            for row in rows {
+                let candidate = table.rows[row]
+                joined.removeSubrange(eventFields...)
+                joined.append(contentsOf: candidate)
+                guard predicate(joined, params, nowMillis) else { continue }
+                let hit: Hit = (candidate[keySlot], order?(joined, params, nowMillis), row)
+                if hits.count == limit, !before(hit, hits[limit - 1]) { continue }
+                var at = hits.count
+                while at > 0, before(hit, hits[at - 1]) { at -= 1 }
+                hits.insert(hit, at: at)
+                if hits.count > limit { hits.removeLast() }
+            }
+        }
+        var rows: [Int] = []
+        switch plan {
+        case .radius(let slot):
+            guard let c = centre!(record, params, nowMillis), let r = radius!(record, params, nowMillis) else { break }
+            if nearest {
+                // Ring by ring outward; done once the limit is reached by records strictly
+                // nearer than the next ring's nearest possible point (ties are still visited).
+                table.rings(geoSlot: slot, near: c, radiusKm: r) { ring, nextRingKm in
+                    consider(ring)
+                    guard hits.count == limit, case .number(let kth)? = hits[limit - 1].order else { return true }
+                    return kth >= nextRingKm
+                }
+            } else {
+                table.candidates(geoSlot: slot, near: c, radiusKm: r, into: &rows)
+            }
+        case .equality(let slot):
+            let v = probe!(record, params, nowMillis)
+            if case .null = v {} else if let found = table.rows(slot: slot, equalTo: v) { rows.append(contentsOf: found) }
+        }
+        consider(rows)
+        return Enriched(alias: clause.alias, version: table.version, records: hits.map { table.rows[$0.row] })
     }
 
     /// The indexed lookup a conjunct allows, if any.
     private static func lookup(_ e: TypedExpr, eventFields n: Int, dataset: DatasetDefinition)
-        -> (plan: EnrichPlan, operand: TypedExpr, radius: TypedExpr?, inclusive: Bool)?
+        -> (plan: EnrichPlan, operand: TypedExpr, radius: TypedExpr?, inclusive: Bool, distance: TypedExpr?)?
     {
         func datasetSlot(_ e: TypedExpr) -> Int? {
             guard case .field(let slot) = e.node, slot >= n, dataset.indexed.contains(dataset.schema.fields[slot - n].name) else { return nil }
@@ -229,7 +260,7 @@ public struct CompiledEnrichment: Sendable {
         case .equal:
             for (a, b) in [(l, r), (r, l)] {
                 if let slot = datasetSlot(a), !readsDataset(b), a.type == b.type, dataset.schema.fields[slot].type != .geo {
-                    return (.equality(datasetSlot: slot), b, nil, true)
+                    return (.equality(datasetSlot: slot), b, nil, true, nil)
                 }
             }
             return nil
@@ -245,7 +276,7 @@ public struct CompiledEnrichment: Sendable {
             guard case .call(.distance, let args) = call.node, !readsDataset(bound) else { return nil }
             for (a, b) in [(args[0], args[1]), (args[1], args[0])] {
                 if let slot = datasetSlot(a), !readsDataset(b) {
-                    return (.radius(datasetSlot: slot), b, bound, !strict)
+                    return (.radius(datasetSlot: slot), b, bound, !strict, call)
                 }
             }
             return nil

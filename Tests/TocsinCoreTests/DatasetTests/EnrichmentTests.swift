@@ -123,6 +123,8 @@ private func compile(_ clause: EnrichClause) throws(TocsinError) -> CompiledEnri
         ("d.kind == kind", "d.name", false),
         ("$r >= distance(d.loc, point($lat, $lon)) && (d.capacity == null || d.capacity >= severity)", "d.capacity * 2 - severity", false),
         ("d.open && 20 > distance(d.loc, location)", nil, false),
+        // Nearest first, by the lookup's own distance: the ring search.
+        ("distance(d.loc, point($lat, $lon)) <= $r", "distance(point($lat, $lon), d.loc)", false),
         ("d.kind == \"flood\" && d.capacity > severity", "d.name", true),
     ]
 
@@ -196,6 +198,47 @@ private func compile(_ clause: EnrichClause) throws(TocsinError) -> CompiledEnri
             }
             #expect(got.version == table.version)
             #expect(got.records == expected.prefix(clause.limit).map(\.record), "seed \(seed) round \(round) \(template.where) at \(centre)")
+        }
+    }
+}
+
+/// The ring search of "k nearest" clauses (`PointGrid.rings`) against the full search of the
+/// same clause (an order that is the same distance written another way, so not a ring search):
+/// dense points in a city, at the antimeridian and near a pole; many events; radii from 0.2 km
+/// to 300 km; limits from 1 to 30; ties (points stacked on one spot) included.
+@Suite struct RingSearchTests {
+    @Test(arguments: 0..<8)
+    func ringSearchEqualsFullSearch(seed: Int) throws {
+        var rng = SplitMix(seed: UInt64(seed) &* 31_337 &+ 5)
+        let (lat0, lon0): (Double, Double) = [(52.3, 4.8), (0.2, 179.9), (88.5, 10.0), (-33.9, 151.2)][seed % 4]
+        var table = DatasetTable(definition: shelters)
+        var writes: [DatasetWrite] = []
+        for i in 0..<3_000 {
+            var lon = lon0 + Double.random(in: -0.5...0.5, using: &rng)
+            if lon > 180 { lon -= 360 }
+            // Every tenth on one of a few spots: equal distances, decided by key.
+            let spot = i % 10 == 0
+            let point = spot ? GeoPoint(lat: lat0 + Double(i % 3) * 0.01, lon: lon0) : GeoPoint(lat: min(90, lat0 + Double.random(in: -0.4...0.4, using: &rng)), lon: lon)
+            writes.append(.upsert([.string("s\(i)"), .geo(point), .bool(Bool.random(using: &rng)), .int(Int64(i % 7)), .string("fire"), .string("n\(i)")]))
+        }
+        table.apply(writes)
+        for limit in [1, 3, 30] {
+            let ring = try compile(EnrichClause(
+                from: "d", whereClause: "distance(d.loc, point($lat, $lon)) <= $r && d.open", orderBy: "distance(point($lat, $lon), d.loc)", limit: limit))
+            let full = try compile(EnrichClause(
+                from: "d", whereClause: "distance(d.loc, point($lat, $lon)) <= $r && d.open", orderBy: "distance(point($lat, $lon), d.loc) + 0", limit: limit))
+            #expect(ring.nearest && !full.nearest)
+            for _ in 0..<120 {
+                var lon = lon0 + Double.random(in: -0.6...0.6, using: &rng)
+                if lon > 180 { lon -= 360 }
+                let lat = min(90, lat0 + Double.random(in: -0.5...0.5, using: &rng))
+                let r = [0.2, 1, 3, 10, 40, 300].randomElement(using: &rng)!
+                let event: Record = [.string("fire"), .int(3), .geo(GeoPoint(lat: lat, lon: lon))]
+                let bound: [Value] = [.double(r), .double(lat), .double(lon)]
+                let a = ring.evaluate(record: event, params: bound, nowMillis: 0, table: table).records
+                let b = full.evaluate(record: event, params: bound, nowMillis: 0, table: table).records
+                #expect(a == b, "seed \(seed) limit \(limit) r \(r) at \(lat),\(lon)")
+            }
         }
     }
 }
