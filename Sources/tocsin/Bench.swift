@@ -149,6 +149,9 @@ struct Bench: AsyncParsableCommand {
             try EnrichBenchmark.run()
         case .bound:
             print(try BoundParameterBenchmark.run())
+            if let memory = ProcessFigures(pid: getpid()).residentMemory {
+                print("peak resident memory of this process (table, 10^6 subscriptions, prepared updates): \(memory.peak / 1024) MiB")
+            }
         case .fetch:
             let configuration = FetchBenchmark.Configuration(
                 spawn: spawnPlan, subscribers: subscribers, interests: interests, rate: rate, duration: .seconds(duration),

@@ -97,7 +97,9 @@ struct HostileInputTests {
     }
 
     @Test func aWebSocketThatNeverSpeaksIsClosed() async throws {
-        try await TestBroker.with(Self.quick) { broker in
+        // 1.5 s for the first message: the talker's hello must make it in time even on a
+        // machine loaded by the whole suite (400 ms did not always, and closed the talker).
+        try await TestBroker.with({ $0.firstMessageTimeout = .milliseconds(1_500) }) { broker in
             let silent = try RawConnection(port: broker.port)
             #expect(try await silent.upgrade().hasPrefix("HTTP/1.1 101"))
             // One that says hello in time stays.
