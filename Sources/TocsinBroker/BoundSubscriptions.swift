@@ -31,9 +31,8 @@ final class BoundSubscriptions: Sendable {
     private let tables: DatasetTables
     private let entries = Mutex<[Key: [String: Entry]]>([:])
     private let moving = Mutex(())
-    private let movesMetric = Counter(label: "tocsin_bound_moves_total")
     /// Subscriptions moved because their record changed.
-    let moves = Atomic<Int>(0)
+    private let movesMetric = Counter(label: "tocsin_bound_moves_total")
 
     init(tables: DatasetTables) {
         self.tables = tables
@@ -80,10 +79,7 @@ final class BoundSubscriptions: Sendable {
             }
             return found
         }
-        for entry in affected where move(entry) {
-            moves.add(1, ordering: .relaxed)
-            movesMetric.increment()
-        }
+        for entry in affected where move(entry) { movesMetric.increment() }
     }
 
     /// Reads the entry's records and moves its subscription there; true if it moved.
@@ -112,7 +108,4 @@ final class BoundSubscriptions: Sendable {
             }
         }
     }
-
-    /// How many subscriptions follow records (for tests and metrics).
-    var count: Int { entries.withLock { e in Set(e.values.flatMap(\.keys)).count } }
 }

@@ -104,11 +104,6 @@ final class DatasetTables: Service, Sendable {
         }
     }
 
-    /// The loaded tables' names, versions and sizes (for metrics and tests).
-    var loaded: [(name: String, version: Int64, count: Int)] {
-        state.withLock { s in s.compactMap { name, e in e.table.map { (name, $0.version, $0.count) } }.sorted { $0.name < $1.name } }
-    }
-
     func run() async {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
