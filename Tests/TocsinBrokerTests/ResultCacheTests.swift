@@ -3,6 +3,7 @@ import Testing
 import TocsinClient
 import TocsinCore
 import TocsinHTTPClient
+import TocsinStore
 import TocsinTesting
 
 @testable import TocsinBroker
@@ -88,6 +89,32 @@ struct ResultCacheTests {
                 return try await connection.fetch(subscription: id, after: 0).events.map(\.seq)
             }
             #expect(fresh == [1, 3, 4, 5])
+        }
+    }
+
+    /// A channel whose condition reads the clock is computed at each fetch, never cached.
+    @Test func pagesOfChannelsThatReadTheClockAreNotCached() async throws {
+        try await TestBroker.with { broker in
+            _ = try await HTTPCall.call(
+                .PUT, broker.httpURL + "/v1/streams/t", body: ["fields": [["name": "at", "type": "time"]]])
+            _ = try await HTTPCall.call(
+                .PUT, broker.httpURL + "/v1/channels/Recent", body: ["stream": "t", "where": "at >= now() - 1h", "delivery": "notify"])
+            _ = try await HTTPCall.call(
+                .PUT, broker.httpURL + "/v1/channels/Any", body: ["stream": "t", "where": "at != null", "delivery": "notify"])
+            #expect(broker.broker.catalog.channel("Recent")?.readsClock == true)
+            #expect(broker.broker.catalog.channel("Any")?.readsClock == false)
+            let cache = broker.broker.publishing.results
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                _ = try await connection.hello(client: "c")
+                let recent = try await connection.subscribe(channel: "Recent", params: [:]).subscription
+                let any = try await connection.subscribe(channel: "Any", params: [:]).subscription
+                _ = try await connection.publish(stream: "t", events: [["at": .string(TimeFormat.format(WallClock.nowMillis()))]])
+                for _ in 0..<2 {
+                    #expect(try await connection.fetch(subscription: recent, after: 0).events.count == 1)
+                    #expect(try await connection.fetch(subscription: any, after: 0).events.count == 1)
+                }
+            }
+            #expect(cache.misses.load(ordering: .relaxed) == 1 && cache.hits.load(ordering: .relaxed) == 1, "only Any's pages were cached")
         }
     }
 }

@@ -109,11 +109,15 @@ public struct CompiledChannel: Sendable {
     public let predicate: Predicate
     /// The `enrich` clauses, compiled against their datasets.
     public let enrichments: [CompiledEnrichment]
+    /// The `where` clause or an enrich clause calls `now()`: what matches depends on when it is
+    /// evaluated, so results are not cached (`ResultCache`).
+    public let readsClock: Bool
 
     public init(
         definition: ChannelDefinition, schema: StreamSchema, plan: IndexPlan, residual: Predicate,
-        residualThreshold: ResidualThreshold? = nil, predicate: Predicate, enrichments: [CompiledEnrichment] = []
+        residualThreshold: ResidualThreshold? = nil, predicate: Predicate, enrichments: [CompiledEnrichment] = [], readsClock: Bool = false
     ) {
+        self.readsClock = readsClock
         self.definition = definition
         self.schema = schema
         self.plan = plan

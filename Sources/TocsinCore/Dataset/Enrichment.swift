@@ -117,6 +117,8 @@ public struct CompiledEnrichment: Sendable {
     /// visited in rings outward, and the search stops once `limit` records are found nearer
     /// than anything in the next ring can be.
     let nearest: Bool
+    /// `where` or `orderBy` calls `now()`.
+    let readsClock: Bool
 
     /// Type-checks the clause; errors are `invalid_channel` naming `what` and the position.
     public init(
@@ -161,6 +163,7 @@ public struct CompiledEnrichment: Sendable {
         }
         inclusive = found.inclusive
         var nearest = false
+        var readsClock = typed.readsClock
         if let text = clause.orderBy {
             let typedOrder: TypedExpr
             do {
@@ -168,6 +171,7 @@ public struct CompiledEnrichment: Sendable {
             } catch {
                 throw located(error, "orderBy")
             }
+            readsClock = readsClock || typedOrder.readsClock
             if !clause.descending, case .call(.distance, let o)? = Optional(typedOrder.node), case .call(.distance, let d)? = found.distance?.node {
                 nearest = (o[0] == d[0] && o[1] == d[1]) || (o[0] == d[1] && o[1] == d[0])
             }
@@ -188,6 +192,7 @@ public struct CompiledEnrichment: Sendable {
             order = nil
         }
         self.nearest = nearest
+        self.readsClock = readsClock
     }
 
     /// The records of `table` the clause attaches to the event `record` with bound `params`.

@@ -27,7 +27,8 @@ public enum ChannelCompiler {
         }
         return CompiledChannel(
             definition: definition, schema: schema, plan: plan.index, residual: residual,
-            residualThreshold: plan.residualThreshold, predicate: Predicate(Compiler.test(typed)), enrichments: enrichments)
+            residualThreshold: plan.residualThreshold, predicate: Predicate(Compiler.test(typed)), enrichments: enrichments,
+            readsClock: typed.readsClock || enrichments.contains(where: \.readsClock))
     }
 
     /// Parses a `where` clause without checking names or types.

@@ -114,3 +114,17 @@ struct TypedExpr: Sendable, Hashable {
     var node: Node
     var type: ExprType
 }
+
+extension TypedExpr {
+    /// Whether the expression calls `now()`: its value depends on when it is evaluated.
+    var readsClock: Bool {
+        switch node {
+        case .call(.now, _): true
+        case .constant, .duration, .field, .param: false
+        case .list(let items), .call(_, let items): items.contains { $0.readsClock }
+        case .not(let x), .negate(let x), .isNull(let x, _): x.readsClock
+        case .and(let a, let b), .or(let a, let b), .arithmetic(_, let a, let b), .compare(_, let a, let b), .member(let a, let b):
+            a.readsClock || b.readsClock
+        }
+    }
+}
