@@ -10,10 +10,12 @@ import TocsinTesting
 @Suite(.timeLimit(.minutes(3)))
 struct HostileInputTests {
     /// Short deadlines, so the tests wait seconds at most.
+    /// Deadlines short enough for a test, long enough that a well-behaved request (the final
+    /// `/healthz`) meets them on a machine loaded by the whole suite: 400 ms did not always.
     static func quick(_ c: inout BrokerConfiguration) {
-        c.http.headTimeout = .milliseconds(400)
-        c.http.bodyTimeout = .milliseconds(600)
-        c.firstMessageTimeout = .milliseconds(400)
+        c.http.headTimeout = .milliseconds(1_000)
+        c.http.bodyTimeout = .milliseconds(1_500)
+        c.firstMessageTimeout = .milliseconds(1_000)
     }
 
     static func answer(_ bytes: [UInt8]) -> HTTPAnswer { HTTPAnswer(bytes) }
