@@ -88,7 +88,8 @@ final class BoundSubscriptions: Sendable {
             let records = records(for: entry.bindings, client: entry.client)
             guard let params = try? entry.subscription.channel.bind(params: entry.params, bindings: entry.bindings, records: records, client: entry.client)
             else { return false }
-            let outcome = entry.dispatcher.step { m, _ -> (attached: Bool, moved: Bool) in
+            // A move decides no frames: `read` (no queue to drain under this lock).
+            let outcome = entry.dispatcher.read { m -> (attached: Bool, moved: Bool) in
                 let before = m.params(of: entry.subscription.id)
                 let attached = m.rebind(entry.subscription.id, recipient: entry.subscription, params: params)
                 return (attached, attached && before != params)

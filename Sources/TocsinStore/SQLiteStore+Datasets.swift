@@ -65,11 +65,7 @@ extension SQLiteStore {
     /// An append of the change events, through the group committer, which applies the writes
     /// to the records in the same transaction (`DatasetApply`).
     public func writeDataset(_ name: String, writes: [DatasetRecordWrite]) async throws -> Int64 {
-        guard !writes.isEmpty else { throw TocsinError(.badRequest, "a dataset write needs at least one record") }
-        let appended = try await committer.append(
-            stream: name + DatasetDefinition.changeStreamSuffix, events: writes.map(\.change), key: nil,
-            dataset: DatasetApply(name: name, writes: writes))
-        return appended.seqs.last!
+        try await DatasetApply.write(name, writes) { try await committer.append(stream: $0, events: $1, key: nil, dataset: $2) }
     }
 
     public func readDataset(_ name: String, afterKey: String?, limit: Int) async throws -> DatasetPage {
@@ -91,6 +87,18 @@ extension SQLiteStore {
 struct DatasetApply: Sendable {
     var name: String
     var writes: [DatasetRecordWrite]
+
+    /// Appends `writes`' change events to the dataset's change stream with `append` (a store's
+    /// group committer, which applies the writes in the same transaction); the dataset's new
+    /// version (the last change event's seq).
+    static func write(
+        _ name: String, _ writes: [DatasetRecordWrite],
+        append: (_ stream: String, _ events: [String], _ dataset: DatasetApply) async throws -> Appended
+    ) async throws -> Int64 {
+        guard !writes.isEmpty else { throw TocsinError(.badRequest, "a dataset write needs at least one record") }
+        let appended = try await append(name + DatasetDefinition.changeStreamSuffix, writes.map(\.change), DatasetApply(name: name, writes: writes))
+        return appended.seqs.last!
+    }
 
     /// The last write to each key, in first-write order: what the batch leaves behind.
     var net: [DatasetRecordWrite] {

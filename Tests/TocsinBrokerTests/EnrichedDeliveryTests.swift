@@ -256,3 +256,45 @@ struct DatasetsAcrossBrokersTests {
         }
     }
 }
+
+/// Bindings that do not read are refused with `invalid_params`, naming the parameter and why.
+@Suite(.timeLimit(.minutes(1)))
+struct BadBindingTests {
+    @Test func badBindingsAreRefusedWithTheReason() async throws {
+        try await TestBroker.with { broker in
+            try await EnrichedDeliveryTests.define(broker)
+            _ = try await HTTPCall.call(
+                .PUT, broker.httpURL + "/v1/datasets/userLocations",
+                body: ["fields": [["name": "client", "type": "string"], ["name": "location", "type": "geo"], ["name": "floor", "type": "int", "optional": true]], "key": "client"])
+            _ = try await HTTPCall.call(.PUT, broker.httpURL + "/v1/datasets/byNumber", body: ["fields": [["name": "n", "type": "int"], ["name": "at", "type": "geo"]], "key": "n"])
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                _ = try await connection.hello(client: "phone")
+                func refusal(_ lat: JSONValue) async throws -> String {
+                    do {
+                        _ = try await connection.subscribe(channel: "ReportsNear", params: ["lat": lat, "lon": 4.9, "km": 2])
+                        return "accepted"
+                    } catch let error as TocsinError {
+                        #expect(error.code == .invalidParams, "\(error)")
+                        return error.message
+                    }
+                }
+                let cases: [(JSONValue, String)] = [
+                    (["bind": "nope.location.lat"], "there is no dataset 'nope'"),
+                    (["bind": "userLocations"], "expected <dataset>.<field>"),
+                    (["bind": "userLocations.place.lat"], "has no field 'place'"),
+                    (["bind": "userLocations.location"], "the parameter is double and the field is geo"),
+                    (["bind": "userLocations.floor.lat"], "only a geo field has parts"),
+                    (["bind": "byNumber.at.lat"], "keyed by int"),
+                    (["bind": "userLocations.location.lat"], "has no record 'phone' yet: write it first"),
+                ]
+                for (value, fragment) in cases {
+                    let message = try await refusal(value)
+                    #expect(message.contains(fragment), "\(value.serialized): \(message)")
+                }
+                // Its own record, without the field the binding reads.
+                #expect(try await connection.write(dataset: "userLocations", [["client": "phone", "location": ["lat": 52.37, "lon": 4.9]]]) > 0)
+                #expect(try await refusal(["bind": "userLocations.location.lat"]) == "accepted")
+            }
+        }
+    }
+}

@@ -78,11 +78,7 @@ extension PostgresStore {
     /// An append of the change events, through the group committer, which applies the writes
     /// to the records in the same transaction (`DatasetApply`).
     public func writeDataset(_ name: String, writes: [DatasetRecordWrite]) async throws -> Int64 {
-        guard !writes.isEmpty else { throw TocsinError(.badRequest, "a dataset write needs at least one record") }
-        let appended = try await committer.append(
-            stream: name + DatasetDefinition.changeStreamSuffix, events: writes.map(\.change), key: nil,
-            dataset: DatasetApply(name: name, writes: writes))
-        return appended.seqs.last!
+        try await DatasetApply.write(name, writes) { try await committer.append(stream: $0, events: $1, key: nil, dataset: $2) }
     }
 
     public func readDataset(_ name: String, afterKey: String?, limit: Int) async throws -> DatasetPage {
