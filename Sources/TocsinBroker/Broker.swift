@@ -51,6 +51,9 @@ public final class Broker: Sendable {
     let publishing: Publishing
     let definitions: Definitions
 
+    /// When this process started (ms since the epoch), for the registry.
+    let startedAtMillis = WallClock.nowMillis()
+
     /// Unique to this process: a restarted broker is a new incarnation.
     public let incarnation = UUID().uuidString.lowercased()
 

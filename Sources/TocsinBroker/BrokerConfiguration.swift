@@ -78,6 +78,10 @@ public struct BrokerConfiguration: Sendable {
     public var eventLoopWatchInterval: Duration = .seconds(1)
     public var eventLoopStallThreshold: Duration = .milliseconds(200)
 
+    /// The process's log level, which `log.level` and the `log-level` command change; nil
+    /// (embedded in a test): those change nothing.
+    public var logLevel: LogLevelControl? = nil
+
     /// Membership of a broker network run by a controller; nil for a standalone broker.
     public var cluster: ClusterSettings? = nil
 

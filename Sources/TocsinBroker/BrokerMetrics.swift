@@ -20,6 +20,8 @@ struct BrokerMetrics: Sendable {
     /// Migrate orders refused because they came from a deposed controller (a lower epoch than
     /// the highest this broker has seen).
     let staleOrdersRefused = Counter(label: "tocsin_stale_orders_refused_total")
+    /// The live configuration version in force (set once the controller sent one).
+    let configVersion = Gauge(label: "tocsin_config_version")
     /// Stored events that did not read back against their stream's schema (so could not be matched).
     let unreadableEvents = Counter(label: "tocsin_unreadable_events_total")
     /// The store: bytes in use, and its limit (`StoreUsage.maxBytes`; 0 when there is none).

@@ -70,6 +70,10 @@ extension ClusterMember {
             case sleep(Duration)
             case migrate(count: Int, to: BrokerSummary, reason: String)
             case log(Fact)
+            /// Put this live configuration in force.
+            case configure(ConfigPush)
+            /// Carry out an operator command (its result goes in the next heartbeat).
+            case execute(CommandOrder)
             /// The drain is over: shutdown may go on.
             case drainEnded
         }
@@ -192,6 +196,8 @@ extension ClusterMember {
                     actions.append(.migrate(count: order.count, to: order.to, reason: order.reason))
                 }
             }
+            if let config = reply.config { actions.append(.configure(config)) }
+            actions += reply.orders.map(Action.execute)
             return actions
         }
 

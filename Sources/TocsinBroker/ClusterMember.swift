@@ -17,6 +17,10 @@ final class ClusterMember: Service, Sendable {
     let settings: ClusterSettings
     let logger: Logger
     private let machine: Mutex<StateMachine>
+    /// Live configuration and operator commands, as the controller sends them.
+    let operations: BrokerOperations
+    /// Graceful shutdown asked the controller to drain this broker.
+    private let shuttingDown = Atomic<Bool>(false)
     /// The member's clock: `now` arguments of the state machine are measured from here.
     private let origin = ContinuousClock.now
 
@@ -26,6 +30,7 @@ final class ClusterMember: Service, Sendable {
         self.client = controller
         self.settings = settings
         self.logger = logger
+        operations = BrokerOperations(broker: broker)
         machine = Mutex(StateMachine(brokerID: broker.configuration.brokerID, drainTimeout: settings.drainTimeout))
     }
 
@@ -51,6 +56,9 @@ final class ClusterMember: Service, Sendable {
         }
     }
 
+    /// Whether heartbeats ask to be draining: told so by a `drain` command, or shutting down.
+    private var wantsDrain: Bool { shuttingDown.load(ordering: .relaxed) || operations.drainCommanded }
+
     /// The controller's discovery list as of the last heartbeat.
     var view: ClusterView? { machine.withLock { $0.view } }
 
@@ -61,9 +69,12 @@ final class ClusterMember: Service, Sendable {
 
     func registration(port: Int) -> RegistrationRequest {
         let http = settings.advertisedURL ?? "\(broker.configuration.scheme)://\(broker.configuration.host):\(port)"
-        return RegistrationRequest(
+        var request = RegistrationRequest(
             id: broker.configuration.brokerID, incarnation: broker.incarnation, webSocketURL: BaseURL.webSocketURL(forHTTP: http),
             httpURL: http, region: settings.region, location: settings.location, capacity: settings.capacity)
+        request.version = TocsinVersion.current
+        request.startedAtMillis = broker.startedAtMillis
+        return request
     }
 
     func run() async throws {
@@ -100,6 +111,7 @@ final class ClusterMember: Service, Sendable {
                 case .register:
                     var request = request
                     request.incarnation = nextIncarnation()
+                    request.draining = wantsDrain
                     next = await outcome(client) { [request] timeout in
                         let reply = try await client.register(request, timeout: timeout)
                         self.registered(as: request.incarnation)
@@ -107,10 +119,13 @@ final class ClusterMember: Service, Sendable {
                     }
                 case .heartbeat:
                     broker.sessions.closeStaleMigrations(olderThan: settings.migrationTimeout)
-                    let load = meter.sample(broker.currentLoad())
+                    let report = HeartbeatReport(
+                        load: meter.sample(broker.currentLoad()), draining: wantsDrain, configVersion: operations.configVersion,
+                        results: operations.unreported)
                     next = await outcome(client) { timeout in
                         let reply = try await client.heartbeat(
-                            id: self.broker.configuration.brokerID, incarnation: self.incarnation, load: load, timeout: timeout)
+                            id: self.broker.configuration.brokerID, incarnation: self.incarnation, report: report, timeout: timeout)
+                        self.operations.reported(report.results)
                         return { $0.answered(reply) }
                     }
                 case .requestDrain:
@@ -121,7 +136,7 @@ final class ClusterMember: Service, Sendable {
                 case .sleep(let duration):
                     try? await Task.sleep(for: duration)
                     next = step { $0.woke() }
-                case .migrate, .log, .deregister, .drainEnded:
+                case .migrate, .log, .deregister, .drainEnded, .configure, .execute:
                     carryOut([action], registration: request)
                 }
             }
@@ -153,6 +168,7 @@ final class ClusterMember: Service, Sendable {
     /// heartbeats, which keep running. Waits until they have gone, every other broker has left,
     /// or `drainTimeout` passes.
     private func drain(_ client: ControllerClient) async {
+        shuttingDown.store(true, ordering: .relaxed)
         var actions = step { $0.drainStarted() }
         while !actions.isEmpty {
             var next: [StateMachine.Action] = []
@@ -173,7 +189,7 @@ final class ClusterMember: Service, Sendable {
                     next = step { $0.drainProgress(identifiedSessions: clients, now: at) }
                 case .drainEnded:
                     return
-                case .migrate, .log, .register, .heartbeat, .deregister:
+                case .migrate, .log, .register, .heartbeat, .deregister, .configure, .execute:
                     carryOut([action])
                 }
             }
@@ -197,6 +213,10 @@ final class ClusterMember: Service, Sendable {
                 broker.sessions.migrate(count: count, to: to, reason: reason)
             case .log(let fact):
                 log(fact, registration: registration)
+            case .configure(let push):
+                operations.apply(push)
+            case .execute(let order):
+                operations.execute(order)
             case .register, .heartbeat, .requestDrain, .deregister, .sleep, .drainEnded:
                 break
             }

@@ -25,9 +25,11 @@ final class Limits: Sendable {
         var subscribes: RateLimiter
         var connections: RateLimiter
         var open: [String: Int] = [:]
+        var configuration: RateLimits
     }
 
-    let configuration: RateLimits
+    /// The limits in force (live configuration may change them: `retune`).
+    var configuration: RateLimits { state.withLock { $0.configuration } }
     private let state: Mutex<State>
     private let nowMillis: @Sendable () -> Int64
     /// `tocsin_rate_limited_total{kind}`: requests refused by a limit, per kind.
@@ -35,12 +37,11 @@ final class Limits: Sendable {
         uniqueKeysWithValues: Kind.allCases.map { ($0, Counter(label: "tocsin_rate_limited_total", dimensions: [("kind", $0.rawValue)])) })
 
     init(_ configuration: RateLimits, nowMillis: @escaping @Sendable () -> Int64) {
-        self.configuration = configuration
         self.nowMillis = nowMillis
         state = Mutex(
             State(
                 publishes: RateLimiter(configuration.publishEvents), subscribes: RateLimiter(configuration.subscribes),
-                connections: RateLimiter(configuration.connections)))
+                connections: RateLimiter(configuration.connections), configuration: configuration))
     }
 
     enum Kind: String, CaseIterable { case publish, subscribe, connection, connectionCap = "connection_cap" }
@@ -67,16 +68,27 @@ final class Limits: Sendable {
 
     /// Counts an open connection of `client`; `too_many_connections` past the cap.
     func open(client: String) throws(TocsinError) {
-        let cap = configuration.maxConnectionsPerClient
-        let admitted = state.withLock { s -> Bool in
+        let (admitted, cap) = state.withLock { s -> (Bool, Int) in
+            let cap = s.configuration.maxConnectionsPerClient
             let count = s.open[client, default: 0]
-            guard cap <= 0 || count < cap else { return false }
+            guard cap <= 0 || count < cap else { return (false, cap) }
             s.open[client] = count + 1
-            return true
+            return (true, cap)
         }
         guard admitted else {
             refusals[.connectionCap]?.increment()
             throw TocsinError(.tooManyConnections, "client '\(client)' already holds \(cap) connections to this broker; close one first")
+        }
+    }
+
+    /// Puts new limits in force (live configuration): buckets keep their tokens up to the new
+    /// burst; connections already open above a lower cap stay open.
+    func retune(_ limits: RateLimits) {
+        state.withLock { s in
+            s.configuration = limits
+            s.publishes.retune(limits.publishEvents)
+            s.subscribes.retune(limits.subscribes)
+            s.connections.retune(limits.connections)
         }
     }
 

@@ -46,7 +46,9 @@ extension Controller {
                 let registry = try await ledger.loadRegistry()
                 let at = now()
                 machine.withLock { $0.adopt(registry, now: at) }
+                try await loadControl(ledger)
             }
+            try await refreshRegistration(ledger)
             let at = now()
             carryOut(election.withLock { $0.claimed(claim, sentAt: sentAt, now: at) })
             guard let epoch = election.withLock({ $0.leadingEpoch(at: now()) }) else {
@@ -67,6 +69,15 @@ extension Controller {
             let at = now()
             carryOut(election.withLock { $0.tick(now: at) })
         }
+    }
+
+    /// Keeps this controller in the ledger's registry of controllers: at most once a second,
+    /// for three leader leases.
+    private func refreshRegistration(_ ledger: any ControllerLedger) async throws {
+        let at = now()
+        guard lastRefresh.withLock({ last in last.map { at - $0 >= .seconds(1) } ?? true }) else { return }
+        try await ledger.refreshController(selfSummary(), lease: configuration.leaderLease * 3)
+        lastRefresh.withLock { $0 = at }
     }
 
     private func carryOut(_ actions: [LeaderElection.Action]) {

@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 import Metrics
 public import ServiceLifecycle
@@ -45,6 +46,9 @@ public struct ControllerConfiguration: Sendable {
     public var leaderLease: Duration = .seconds(2)
     /// The leader stops acting this much before its lease could run out in the database.
     public var leaderMargin: Duration = .milliseconds(500)
+    /// The process's log level, which `log.level` and the `log-level` command change; nil
+    /// (embedded in a test): those change nothing here.
+    public var logLevel: LogLevelControl? = nil
 
     public init() {}
 }
@@ -80,14 +84,31 @@ public final class Controller: Service, Sendable {
     let advertisedURL = Mutex<String?>(nil)
     private let assignments = Atomic<Int>(0)
     let metrics = ControllerMetrics()
+    /// Live configuration and commands (`Controller+Operations.swift`).
+    let control = Mutex(ControlPlane())
+    /// The configuration version this controller runs (-1 before the first is applied).
+    let appliedConfigVersion = Atomic<Int64>(-1)
+    /// The plane's revision last written to the ledger (or read from it).
+    let savedControlRevision = Atomic<Int64>(0)
+    /// Results of this controller's own commands, reported at the next tick.
+    let ownResults = Mutex<[CommandResult]>([])
+    /// Wall-clock milliseconds since the epoch (command deadlines, change times); tests pass their own.
+    let wallMillis: @Sendable () -> Int64
+    let startedAtMillis: Int64
+    /// When this controller last refreshed its registration in the ledger.
+    let lastRefresh = Mutex<ClusterTime?>(nil)
 
     /// How many `assign` questions the controller has answered (or refused) since it started.
     public var assignmentCount: Int { assignments.load(ordering: .relaxed) }
 
     public init(
-        configuration: ControllerConfiguration, logger: Logger, now: (@Sendable () -> ClusterTime)? = nil, ledger: (any ControllerLedger)? = nil
+        configuration: ControllerConfiguration, logger: Logger, now: (@Sendable () -> ClusterTime)? = nil, ledger: (any ControllerLedger)? = nil,
+        wallMillis: (@Sendable () -> Int64)? = nil
     ) {
         self.configuration = configuration
+        let wall = wallMillis ?? { Int64(Date().timeIntervalSince1970 * 1000) }
+        self.wallMillis = wall
+        startedAtMillis = wall()
         self.logger = logger
         self.ledger = ledger
         election = Mutex(LeaderElection(lease: configuration.leaderLease, margin: configuration.leaderMargin))
@@ -115,19 +136,44 @@ public final class Controller: Service, Sendable {
         let epoch = try leadingEpoch(at: at)
         let facts = try machine.withLock { m throws(TocsinError) in try m.register(request, now: at) }
         report(facts)
+        let wall = wallMillis()
+        control.withLock {
+            $0.registered(
+                id: request.id, role: .broker, incarnation: request.incarnation, version: request.version, startedAtMillis: request.startedAtMillis,
+                nowMillis: wall)
+        }
         return leaseReply(commands: [], epoch: epoch)
     }
 
     public func heartbeat(id: String, incarnation: String, load: BrokerLoad) throws(TocsinError) -> LeaseReply {
+        try heartbeat(id: id, incarnation: incarnation, report: HeartbeatReport(load: load))
+    }
+
+    /// A heartbeat with everything a broker reports: its load renews its lease; its `draining`
+    /// wish drains or undrains it; its configuration version and command results go to the
+    /// operations plane, and the reply carries its configuration and commands.
+    public func heartbeat(id: String, incarnation: String, report heartbeat: HeartbeatReport) throws(TocsinError) -> LeaseReply {
         let at = now()
         let epoch = try leadingEpoch(at: at)
-        let commands = try machine.withLock { m throws(TocsinError) in
-            try m.heartbeat(id: id, incarnation: incarnation, load: load, now: at)
+        let (config, orders, undrained) = operations(for: id, incarnation: incarnation, report: heartbeat)
+        let (commands, facts) = try machine.withLock { m throws(TocsinError) in
+            let commands = try m.heartbeat(id: id, incarnation: incarnation, load: heartbeat.load, now: at)
+            var facts: [ControllerStateMachine.Fact] = []
+            if heartbeat.draining == true {
+                facts = try m.drainIfActive(id: id, incarnation: incarnation, now: at)
+            } else if undrained {
+                facts = try m.undrain(id: id, incarnation: incarnation, now: at)
+            }
+            return (commands, facts)
         }
+        report(facts)
         for c in commands {
             logger.info("ordered migration", metadata: ["from": "\(id)", "to": "\(c.to.id)", "clients": "\(c.count)", "reason": "\(c.reason)"])
         }
-        return leaseReply(commands: commands.map { var c = $0; c.epoch = epoch; return c }, epoch: epoch)
+        var reply = leaseReply(commands: commands.map { var c = $0; c.epoch = epoch; return c }, epoch: epoch)
+        reply.config = config
+        reply.orders = orders
+        return reply
     }
 
     /// The broker takes no new clients; its clients are moved to the others.
@@ -180,6 +226,7 @@ public final class Controller: Service, Sendable {
         } else {
             tick()
         }
+        await operationsTick()
     }
 
     /// Expires leases, and when the cooldown allows, plans a rebalance and queues its orders.
@@ -204,6 +251,8 @@ public final class Controller: Service, Sendable {
                     metadata: ["broker": "\(record.id)", "old": "\(replaced.incarnation)", "new": "\(record.incarnation)"])
             case .draining(let id):
                 logger.notice("broker draining", metadata: ["broker": "\(id)"])
+            case .undrained(let id):
+                logger.notice("broker undrained: it takes clients again", metadata: ["broker": "\(id)"])
             case .deregistered(let id):
                 logger.notice("broker deregistered", metadata: ["broker": "\(id)"])
             case .expired(let b):
@@ -244,6 +293,8 @@ struct ControllerMetrics: Sendable {
     let clients = Gauge(label: "tocsin_controller_clients")
     /// 1 while this controller leads, 0 while it follows.
     let leader = Gauge(label: "tocsin_controller_leader")
+    /// Operator commands given (`tocsin command`).
+    let commands = Counter(label: "tocsin_controller_commands_total")
 
     /// The live brokers as of a tick, and the clients they last reported.
     func record(active: Int, draining: Int, clients count: Int) {

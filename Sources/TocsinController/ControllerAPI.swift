@@ -28,8 +28,8 @@ struct ControllerAPI: Sendable {
         routes.on(.post, "/v1/brokers/:id/heartbeat", .cluster) { request, context, _ in
             let id = context.parameters.get("id") ?? ""
             let body = try await request.jsonBody(limit: Self.maxBodyBytes)
-            let (incarnation, load) = try Self.heartbeat(body)
-            return try await proven(.json(try controller.heartbeat(id: id, incarnation: incarnation, load: load).json))
+            let (incarnation, report) = try HeartbeatReport.parse(body)
+            return try await proven(.json(try controller.heartbeat(id: id, incarnation: incarnation, report: report).json))
         }
         routes.on(.post, "/v1/brokers/:id/drain", .cluster) { request, context, _ in
             let id = context.parameters.get("id") ?? ""
@@ -54,6 +54,7 @@ struct ControllerAPI: Sendable {
             .json(try controller.assign(try Self.assignment(request)).json)
         }
         routes.router.refuseMethods(on: "/v1/assign", except: [.get])
+        OperationsAPI(controller: controller).register(on: routes)
     }
 
     /// An answer to a broker, with the controller's cluster credential when it has one.
@@ -62,14 +63,6 @@ struct ControllerAPI: Sendable {
         var response = response
         response.headers[HTTPField.Name("Tocsin-Cluster-Credential")!] = try await credential()
         return response
-    }
-
-    static func heartbeat(_ body: JSONValue) throws(TocsinError) -> (String, BrokerLoad) {
-        guard case .object(let o) = body else { throw TocsinError(.badRequest, "heartbeat must be a JSON object") }
-        guard let incarnation = o["incarnation"]?.stringValue else {
-            throw TocsinError(.badRequest, "heartbeat: 'incarnation' must be a string")
-        }
-        return (incarnation, try o["load"].map { v throws(TocsinError) in try BrokerLoad(json: v) } ?? .zero)
     }
 
     static func assignment(_ request: Request) throws(TocsinError) -> AssignmentRequest {

@@ -8,9 +8,9 @@ extension TocsinError.Code {
     package var httpStatus: HTTPResponse.Status {
         switch self {
         case .badJSON, .badRequest, .unknownMessage, .notIdentified: .badRequest
-        case .schemaViolation, .invalidStream, .invalidChannel, .invalidDataset, .invalidParams, .invalidRegistration, .tooManySubscriptions:
+        case .schemaViolation, .invalidStream, .invalidChannel, .invalidDataset, .invalidParams, .invalidRegistration, .tooManySubscriptions, .invalidSetting, .invalidCommand:
             .unprocessableContent
-        case .unknownStream, .unknownChannel, .unknownDataset, .unknownSubscription, .notFound, .unknownBroker: .notFound
+        case .unknownStream, .unknownChannel, .unknownDataset, .unknownSubscription, .notFound, .unknownBroker, .unknownComponent: .notFound
         case .tooLarge: .contentTooLarge
         case .conflict, .brokerIDInUse, .staleIncarnation: .conflict
         case .methodNotAllowed: .methodNotAllowed

@@ -107,7 +107,12 @@ public struct ControllerClient: Sendable {
 
     /// `POST /v1/brokers/{id}/heartbeat`.
     public func heartbeat(id: String, incarnation: String, load: BrokerLoad, timeout: Duration = .seconds(30)) async throws -> LeaseReply {
-        let body = JSONValue.object(["incarnation": .string(incarnation), "load": load.json])
+        try await heartbeat(id: id, incarnation: incarnation, report: HeartbeatReport(load: load), timeout: timeout)
+    }
+
+    /// `POST /v1/brokers/{id}/heartbeat` with everything a broker reports.
+    public func heartbeat(id: String, incarnation: String, report: HeartbeatReport, timeout: Duration = .seconds(30)) async throws -> LeaseReply {
+        let body = report.json(incarnation: incarnation)
         return try LeaseReply(json: try await call(.POST, "/v1/brokers/\(Self.escape(id))/heartbeat", body: body, timeout: timeout, proven: true))
     }
 
@@ -120,6 +125,65 @@ public struct ControllerClient: Sendable {
     /// `DELETE /v1/brokers/{id}?incarnation=…`.
     public func deregister(id: String, incarnation: String, timeout: Duration = .seconds(30)) async throws {
         _ = try await call(.DELETE, "/v1/brokers/\(Self.escape(id))?incarnation=\(Self.escape(incarnation))", timeout: timeout)
+    }
+
+    // MARK: Operations (admin scope)
+
+    /// `GET /v1/components`: every live controller and broker.
+    public func components(timeout: Duration = .seconds(30)) async throws -> [ComponentSummary] {
+        var list: [ComponentSummary] = []
+        for c in try await call(.GET, "/v1/components", timeout: timeout)["components"]?.arrayValue ?? [] {
+            list.append(try ComponentSummary(json: c))
+        }
+        return list
+    }
+
+    /// `GET /v1/config`: the version, every value set, and the live settings.
+    public func config(timeout: Duration = .seconds(30)) async throws -> JSONValue {
+        try await call(.GET, "/v1/config", timeout: timeout)
+    }
+
+    /// `GET /v1/config/history?limit=…`: the latest changes, newest first.
+    public func configHistory(limit: Int, timeout: Duration = .seconds(30)) async throws -> [ConfigChange] {
+        var list: [ConfigChange] = []
+        for c in try await call(.GET, "/v1/config/history?limit=\(limit)", timeout: timeout)["changes"]?.arrayValue ?? [] {
+            list.append(try ConfigChange(json: c))
+        }
+        return list
+    }
+
+    /// `PUT /v1/config/{key}?role=…|component=…` with `{"value": …}`; nil value: `DELETE` (unset).
+    public func setConfig(_ key: String, to value: JSONValue?, in scope: ConfigScope, timeout: Duration = .seconds(30)) async throws -> JSONValue {
+        let query: String
+        switch scope {
+        case .role(let r): query = "role=" + Self.escape(r.rawValue)
+        case .component(let id): query = "component=" + Self.escape(id)
+        }
+        let path = "/v1/config/\(Self.escape(key))?\(query)"
+        if let value { return try await call(.PUT, path, body: .object(["value": value]), timeout: timeout) }
+        return try await call(.DELETE, path, timeout: timeout)
+    }
+
+    /// `POST /v1/commands`: records a command and returns it (targets pending).
+    public func submitCommand(
+        _ kind: CommandKind, args: JSONValue = .object([:]), target: CommandTarget, timeoutSeconds: Int, timeout: Duration = .seconds(30)
+    ) async throws -> CommandRecord {
+        let body = JSONValue.object([
+            "kind": .string(kind.rawValue), "args": args, "target": target.json, "timeoutSeconds": .int(Int64(timeoutSeconds)),
+        ])
+        return try CommandRecord(json: try await call(.POST, "/v1/commands", body: body, timeout: timeout))
+    }
+
+    /// `GET /v1/commands/{id}`.
+    public func command(_ id: String, timeout: Duration = .seconds(30)) async throws -> CommandRecord {
+        try CommandRecord(json: try await call(.GET, "/v1/commands/\(Self.escape(id))", timeout: timeout))
+    }
+
+    /// `GET /v1/commands`: the latest commands, newest first.
+    public func commands(timeout: Duration = .seconds(30)) async throws -> [CommandRecord] {
+        var list: [CommandRecord] = []
+        for c in try await call(.GET, "/v1/commands", timeout: timeout)["commands"]?.arrayValue ?? [] { list.append(try CommandRecord(json: c)) }
+        return list
     }
 
     // MARK: Clients

@@ -7,6 +7,7 @@ import TocsinAuth
 import TocsinController
 import TocsinCore
 import TocsinStore
+import TocsinHTTP
 
 /// `tocsin controller`: the Broker Controller Service.
 struct ControllerCommand: AsyncParsableCommand {
@@ -82,8 +83,9 @@ struct ControllerCommand: AsyncParsableCommand {
     var storeLocation: String? { storeFlag ?? Environment.get("TOCSIN_STORE") }
 
     func run() async throws {
-        let logger = try bootstrapLogging(level: logLevel)
+        let (logger, logLevelControl) = try bootstrapLogging(level: logLevel)
         var configuration = ControllerConfiguration()
+        configuration.logLevel = logLevelControl
         configuration.host = host
         configuration.port = port
         configuration.advertisedURL = advertise

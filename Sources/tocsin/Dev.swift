@@ -186,11 +186,32 @@ struct Status: AsyncParsableCommand {
                 String(format: "%.0f%%", b.load.cpu * 100), b.webSocketURL,
             ])
         }
-        let widths = header.indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
+        printTable(rows)
+        let total = view.brokers.reduce(0) { $0 + $1.load.connections }
+        print("\(view.brokers.count) broker(s), \(total) client(s)")
+        // With an admin token, every component with its version and the configuration it runs.
+        guard view.controller != nil, let components = try? await componentList(view.controller ?? base, token: token) else { return }
+        print("")
+        rows = [["COMPONENT", "ROLE", "STATE", "VERSION", "CONFIG", "STARTED", "INCARNATION"]]
+        for c in components {
+            rows.append([
+                c.id, c.role.rawValue, c.state, c.version, c.configVersion.map { "v\($0)" } ?? "-",
+                c.startedAtMillis.map(TimeFormat.format) ?? "-", String(c.incarnation.prefix(12)),
+            ])
+        }
+        printTable(rows)
+    }
+
+    private func componentList(_ url: String, token: String?) async throws -> [ComponentSummary] {
+        var client = ControllerClient(url: url, httpClient: HTTPCall.shared(trusting: try tls.trust()))
+        client.token = token.map { token in { @Sendable in token } }
+        return try await client.components(timeout: .seconds(5))
+    }
+
+    private func printTable(_ rows: [[String]]) {
+        let widths = rows[0].indices.map { i in rows.map { $0[i].count }.max() ?? 0 }
         for row in rows {
             print(row.enumerated().map { i, cell in cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
-        let total = view.brokers.reduce(0) { $0 + $1.load.connections }
-        print("\(view.brokers.count) broker(s), \(total) client(s)")
     }
 }

@@ -7,6 +7,7 @@ import TocsinAuth
 import TocsinBroker
 import TocsinCore
 import TocsinStore
+import TocsinHTTP
 
 /// The options every broker process takes (`serve` and `broker`).
 struct BrokerOptions: ParsableArguments {
@@ -199,7 +200,8 @@ struct BrokerOptions: ParsableArguments {
     /// (scripts and tests read the port from it).
     func run(_ configuration: BrokerConfiguration, store: StoreConfiguration, role: String) async throws {
         var configuration = configuration
-        let logger = try bootstrapLogging(level: logLevel)
+        let (logger, logLevelControl) = try bootstrapLogging(level: logLevel)
+        configuration.logLevel = logLevelControl
         // `serve` keeps (and on first start makes) its key in the data directory; a network's
         // brokers are given the network's key file.
         let standalone = configuration.cluster == nil
@@ -269,16 +271,19 @@ func seconds(_ value: Double, flag: String, range: ClosedRange<Double>) throws -
     return .milliseconds(Int64((value * 1000).rounded()))
 }
 
-func bootstrapLogging(level text: String) throws -> Logger {
+/// Logs to stderr at `text`'s level, which the `log.level` live setting and the `log-level`
+/// command change through the returned control.
+func bootstrapLogging(level text: String) throws -> (Logger, LogLevelControl) {
     guard let level = Logger.Level(rawValue: text) else {
         throw ValidationError("unknown log level '\(text)'")
     }
+    let control = LogLevelControl(startup: level)
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+        handler.logLevel = .trace
+        return LiveLevelLogHandler(inner: handler, control: control)
     }
-    return Logger(label: "tocsin")
+    return (Logger(label: "tocsin"), control)
 }
 
 struct Serve: AsyncParsableCommand {

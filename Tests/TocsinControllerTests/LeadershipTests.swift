@@ -19,6 +19,8 @@ struct LeadershipTests {
             var epoch: Int64 = 0
             var expiresAt: ClusterTime = .zero
             var registry: [BrokerSummary] = []
+            var control: (document: String, revision: Int64) = ("{}", 0)
+            var controllers: [String: (ComponentSummary, ClusterTime)] = [:]
         }
 
         let clock: ManualClock
@@ -50,6 +52,29 @@ struct LeadershipTests {
         }
 
         func loadRegistry() async throws -> [BrokerSummary] { row.withLock { $0.registry } }
+
+        func saveControl(_ document: String, revision: Int64, holder: String, epoch: Int64) async throws -> Bool {
+            let now = clock.now
+            return row.withLock { r in
+                guard r.holder == holder, r.epoch == epoch, r.expiresAt > now else { return false }
+                r.control = (document, revision)
+                return true
+            }
+        }
+
+        func loadControl(newerThan revision: Int64) async throws -> (document: String, revision: Int64)? {
+            row.withLock { $0.control.revision > revision ? $0.control : nil }
+        }
+
+        func refreshController(_ me: ComponentSummary, lease: Duration) async throws {
+            let until = clock.now + lease
+            row.withLock { $0.controllers[me.id] = (me, until) }
+        }
+
+        func controllers() async throws -> [ComponentSummary] {
+            let now = clock.now
+            return row.withLock { $0.controllers.values.filter { $0.1 > now }.map(\.0).sorted { $0.id < $1.id } }
+        }
 
         func close() async {}
     }

@@ -46,6 +46,8 @@ public struct ControllerStateMachine: Sendable {
         /// A broker restarted: its new incarnation replaced the old one, which is dead.
         case restarted(BrokerRecord, replacing: BrokerRecord)
         case draining(id: String)
+        /// A drained broker takes clients again (an `undrain` command).
+        case undrained(id: String)
         case deregistered(id: String)
         /// The broker's lease ran out: it is dead and its clients fail over.
         case expired(BrokerRecord)
@@ -55,7 +57,7 @@ public struct ControllerStateMachine: Sendable {
         case planned(RebalancePlan)
     }
 
-    public let configuration: Configuration
+    public private(set) var configuration: Configuration
     public private(set) var membership: Membership
     public private(set) var placement: Placement
     /// Orders waiting for their broker's next heartbeat, by broker id.
@@ -107,6 +109,28 @@ public struct ControllerStateMachine: Sendable {
         rebuildPlacement()
         drainRequested = true
         return [.draining(id: id)] + tick(now: now)
+    }
+
+    /// Live configuration: new rebalancing tolerances and on/off, used from the next tick.
+    public mutating func retune(rebalance: RebalancePolicy, enabled: Bool) {
+        configuration.rebalance = rebalance
+        configuration.rebalanceEnabled = enabled
+    }
+
+    /// A broker that asks to be draining (its heartbeat's `draining`, after a `drain` command
+    /// or at graceful shutdown) is drained if it is active; nothing otherwise.
+    public mutating func drainIfActive(id: String, incarnation: String, now: ClusterTime) throws(TocsinError) -> [Fact] {
+        guard membership.brokers[id]?.state == .active else { return [] }
+        return try drain(id: id, incarnation: incarnation, now: now)
+    }
+
+    /// A draining broker takes clients again (it carried out an `undrain` command). Nothing when
+    /// it is active or not held.
+    public mutating func undrain(id: String, incarnation: String, now: ClusterTime) throws(TocsinError) -> [Fact] {
+        guard membership.brokers[id]?.state == .draining else { return [] }
+        _ = try membership.undrain(id: id, incarnation: incarnation, now: now)
+        rebuildPlacement()
+        return [.undrained(id: id)]
     }
 
     /// Removes the broker (a clean shutdown) and its pending orders.

@@ -55,7 +55,7 @@ public struct Membership: Sendable {
             region: request.region,
             location: request.location,
             capacity: request.capacity,
-            state: .active,
+            state: request.draining ? .draining : .active,
             load: .zero,
             registeredAt: now,
             leaseExpiresAt: now + leaseDuration
@@ -118,6 +118,14 @@ public struct Membership: Sendable {
     public mutating func drain(id: String, incarnation: String, now: ClusterTime) throws(TocsinError) -> BrokerRecord {
         var record = try liveRecord(id: id, incarnation: incarnation, now: now)
         record.state = .draining
+        brokers[id] = record
+        return record
+    }
+
+    /// Makes a draining broker active again (it takes new clients). A no-op when it is active.
+    public mutating func undrain(id: String, incarnation: String, now: ClusterTime) throws(TocsinError) -> BrokerRecord {
+        var record = try liveRecord(id: id, incarnation: incarnation, now: now)
+        record.state = .active
         brokers[id] = record
         return record
     }

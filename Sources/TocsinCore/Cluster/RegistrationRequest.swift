@@ -18,6 +18,12 @@ public struct RegistrationRequest: Sendable, Hashable {
     public var location: GeoPoint?
     /// Maximum client connections, at least 1.
     public var capacity: Int
+    /// The Tocsin version the broker runs (at most 64 printable ASCII characters); nil: not said.
+    public var version: String?
+    /// When the broker process started, in ms since the Unix epoch.
+    public var startedAtMillis: Int64?
+    /// The broker registers draining (it was told to drain before the controller forgot it).
+    public var draining = false
 
     public init(
         id: String,
@@ -53,6 +59,9 @@ public struct RegistrationRequest: Sendable, Hashable {
                 .invalidRegistration,
                 "location (lat \(location.lat), lon \(location.lon)) is out of range: lat must be in [-90, 90], lon in [-180, 180]"
             )
+        }
+        if let version, !(1...64).contains(version.utf8.count) || !version.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
+            throw TocsinError(.invalidRegistration, "version \(quotedForMessage(version)) must be 1...64 printable ASCII characters")
         }
         guard capacity >= 1 else {
             throw TocsinError(.invalidRegistration, "capacity must be at least 1 client connection, got \(capacity)")

@@ -68,7 +68,7 @@ public struct RateLimiter: Sendable {
         public var isUnlimited: Bool { perSecond <= 0 }
     }
 
-    public let limit: Limit
+    public private(set) var limit: Limit
     public let maxKeys: Int
     private var buckets: [String: TokenBucket] = [:]
 
@@ -86,6 +86,17 @@ public struct RateLimiter: Sendable {
         let decision = bucket.take(cost, now: now)
         buckets[key] = bucket
         return decision
+    }
+
+    /// Changes the limit (live configuration). Each client keeps the tokens it has, capped at
+    /// the new burst, and refills at the new rate from now on.
+    public mutating func retune(_ limit: Limit) {
+        guard limit != self.limit else { return }
+        self.limit = limit
+        for key in buckets.keys {
+            buckets[key]?.rate = limit.perSecond
+            buckets[key]?.burst = limit.burst
+        }
     }
 
     /// Forgets full buckets; if that frees nothing, the least recently updated tenth.

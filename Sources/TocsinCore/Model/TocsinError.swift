@@ -92,6 +92,15 @@ public struct TocsinError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let tooManyConnections = Code(rawValue: "too_many_connections")
         /// A state-changing request's body is not declared `Content-Type: application/json` (415).
         public static let unsupportedMediaType = Code(rawValue: "unsupported_media_type")
+        /// A live configuration value is out of range or of the wrong type, the key is not a
+        /// live setting (a startup flag says so, with the flag), or it does not apply to the role (422).
+        public static let invalidSetting = Code(rawValue: "invalid_setting")
+        /// An operator command is malformed: unknown kind, bad arguments, a role that does not
+        /// take it, or a timeout out of range (422).
+        public static let invalidCommand = Code(rawValue: "invalid_command")
+        /// A command or setting names a component that is not live and was not seen lately, or a
+        /// role with no live component (404).
+        public static let unknownComponent = Code(rawValue: "unknown_component")
         /// A bug or an unexpected store failure; details are in the server log.
         public static let internalError = Code(rawValue: "internal")
     }

@@ -107,6 +107,9 @@ extension RegistrationRequest {
             "region": .string(region), "capacity": .int(Int64(capacity)),
         ]
         if let location { o["location"] = location.json }
+        if let version { o["version"] = .string(version) }
+        if let startedAtMillis { o["startedAtMillis"] = .int(startedAtMillis) }
+        if draining { o["draining"] = .bool(true) }
         return .object(o)
     }
 
@@ -122,6 +125,9 @@ extension RegistrationRequest {
             id: try fields.string("id"), incarnation: try fields.string("incarnation"), webSocketURL: try fields.string("wsURL"),
             httpURL: try fields.string("httpURL"), region: try fields.string("region"), location: try fields.location("location"),
             capacity: small)
+        version = try fields.optional("version").map { _ throws(TocsinError) in try fields.string("version") }
+        startedAtMillis = try fields.optional("startedAtMillis").map { _ throws(TocsinError) in try fields.int("startedAtMillis") }
+        draining = try fields.optional("draining")?.boolValue ?? false
         self = try validated()
     }
 }
@@ -233,20 +239,32 @@ public struct LeaseReply: Sendable, Hashable {
     /// The fencing epoch of the controller that answered (0 for one that runs alone): a broker
     /// takes nothing from a reply with a lower epoch than the highest it has seen.
     public var epoch: Int64
+    /// The broker's live configuration, when it reported running another version.
+    public var config: ConfigPush?
+    /// Operator commands for the broker (`tocsin command`), sent in every reply until it reports their results.
+    public var orders: [CommandOrder]
 
-    public init(leaseMillis: Int64, heartbeatMillis: Int64, commands: [MigrateCommand], cluster: ClusterView, epoch: Int64 = 0) {
+    public init(
+        leaseMillis: Int64, heartbeatMillis: Int64, commands: [MigrateCommand], cluster: ClusterView, epoch: Int64 = 0, config: ConfigPush? = nil,
+        orders: [CommandOrder] = []
+    ) {
         self.leaseMillis = leaseMillis
         self.heartbeatMillis = heartbeatMillis
         self.commands = commands
         self.cluster = cluster
         self.epoch = epoch
+        self.config = config
+        self.orders = orders
     }
 
     public var json: JSONValue {
-        .object([
+        var o: [String: JSONValue] = [
             "leaseMillis": .int(leaseMillis), "heartbeatMillis": .int(heartbeatMillis),
             "commands": .array(commands.map(\.json)), "cluster": cluster.json, "epoch": .int(epoch),
-        ])
+        ]
+        if let config { o["config"] = config.json }
+        if !orders.isEmpty { o["orders"] = .array(orders.map(\.json)) }
+        return .object(o)
     }
 
     public init(json: JSONValue) throws(TocsinError) {
@@ -254,9 +272,58 @@ public struct LeaseReply: Sendable, Hashable {
         var commands: [MigrateCommand] = []
         for c in try fields.optional("commands")?.arrayValue ?? [] { commands.append(try MigrateCommand(json: c)) }
         guard let cluster = try fields.optional("cluster") else { throw TocsinError(.badRequest, "lease: 'cluster' is missing") }
+        var orders: [CommandOrder] = []
+        for o in try fields.optional("orders")?.arrayValue ?? [] { orders.append(try CommandOrder(json: o)) }
         self.init(
             leaseMillis: try fields.int("leaseMillis"), heartbeatMillis: try fields.int("heartbeatMillis"), commands: commands,
-            cluster: try ClusterView(json: cluster), epoch: try fields.int("epoch", default: 0))
+            cluster: try ClusterView(json: cluster), epoch: try fields.int("epoch", default: 0),
+            config: try fields.optional("config").map { v throws(TocsinError) in try ConfigPush(json: v) }, orders: orders)
+    }
+}
+
+/// What a broker says in a heartbeat besides its load: whether it wants to be draining (it is
+/// the authority on that: a `drain` command, or its graceful shutdown), the live configuration
+/// version it runs, and the results of operator commands it carried out.
+public struct HeartbeatReport: Sendable, Hashable {
+    public var load: BrokerLoad
+    /// true: the broker asks to be draining (it is drained if active). false or nil: no
+    /// opinion; a drained broker takes clients again only when it reports an `undrain` command done.
+    public var draining: Bool?
+    public var configVersion: Int64?
+    public var results: [CommandResult]
+
+    public init(load: BrokerLoad, draining: Bool? = nil, configVersion: Int64? = nil, results: [CommandResult] = []) {
+        self.load = load
+        self.draining = draining
+        self.configVersion = configVersion
+        self.results = results
+    }
+
+    /// The heartbeat body with `incarnation`.
+    public func json(incarnation: String) -> JSONValue {
+        var o: [String: JSONValue] = ["incarnation": .string(incarnation), "load": load.json]
+        if let draining { o["draining"] = .bool(draining) }
+        if let configVersion { o["configVersion"] = .int(configVersion) }
+        if !results.isEmpty { o["results"] = .array(results.map(\.json)) }
+        return .object(o)
+    }
+
+    /// A heartbeat body: its incarnation and report.
+    public static func parse(_ body: JSONValue) throws(TocsinError) -> (incarnation: String, report: HeartbeatReport) {
+        let fields = try Fields(body, what: "heartbeat", code: .badRequest)
+        let incarnation = try fields.string("incarnation")
+        let load = try fields.optional("load").map { v throws(TocsinError) in try BrokerLoad(json: v) } ?? .zero
+        var draining: Bool?
+        if let d = try fields.optional("draining") {
+            guard let b = d.boolValue else { throw TocsinError(.badRequest, "heartbeat: 'draining' must be true or false") }
+            draining = b
+        }
+        let configVersion = try fields.optional("configVersion").map { _ throws(TocsinError) in try fields.int("configVersion") }
+        let list = try fields.optional("results")?.arrayValue ?? []
+        guard list.count <= 1000 else { throw TocsinError(.badRequest, "heartbeat: at most 1000 results at once") }
+        var results: [CommandResult] = []
+        for r in list { results.append(try CommandResult(json: r)) }
+        return (incarnation, HeartbeatReport(load: load, draining: draining, configVersion: configVersion, results: results))
     }
 }
 

@@ -88,4 +88,61 @@ public final class PostgresLedger: ControllerLedger {
         for b in try JSONValue.parse(text).arrayValue ?? [] { brokers.append(try BrokerSummary(json: b)) }
         return brokers
     }
+
+    public func saveControl(_ document: String, revision: Int64, holder: String, epoch: Int64) async throws -> Bool {
+        let logger = logger
+        return try await connections.run { db in
+            var written = false
+            for try await _ in try await db.query(
+                """
+                UPDATE controller_control SET revision = \(revision), document = \(document), written_at = clock_timestamp()
+                WHERE id = 1 AND EXISTS (
+                    SELECT 1 FROM controller_leader WHERE id = 1 AND holder = \(holder) AND epoch = \(epoch) AND expires_at > clock_timestamp())
+                RETURNING 1
+                """, logger: logger)
+            { written = true }
+            return written
+        }
+    }
+
+    public func loadControl(newerThan revision: Int64) async throws -> (document: String, revision: Int64)? {
+        let logger = logger
+        return try await connections.run { db in
+            for try await (document, current) in try await db.query(
+                "SELECT document, revision FROM controller_control WHERE id = 1 AND revision > \(revision)", logger: logger
+            ).decode((String, Int64).self) {
+                return (document, current)
+            }
+            return nil
+        }
+    }
+
+    public func refreshController(_ me: ComponentSummary, lease: Duration) async throws {
+        let seconds = Double(lease.milliseconds) / 1000
+        let text = me.json.serialized
+        let logger = logger
+        try await connections.run { db in
+            try await db.query(
+                """
+                INSERT INTO controller_members (id, summary, expires_at) VALUES (\(me.id), \(text), clock_timestamp() + \(seconds) * interval '1 second')
+                ON CONFLICT (id) DO UPDATE SET summary = excluded.summary, expires_at = excluded.expires_at
+                """, logger: logger)
+            // Controllers that stopped an hour ago are forgotten.
+            try await db.query("DELETE FROM controller_members WHERE expires_at < clock_timestamp() - interval '1 hour'", logger: logger)
+        }
+    }
+
+    public func controllers() async throws -> [ComponentSummary] {
+        let logger = logger
+        let texts = try await connections.run { db in
+            var texts: [String] = []
+            for try await text in try await db.query(
+                "SELECT summary FROM controller_members WHERE expires_at > clock_timestamp() ORDER BY id", logger: logger
+            ).decode(String.self) { texts.append(text) }
+            return texts
+        }
+        var list: [ComponentSummary] = []
+        for text in texts { if let c = try? ComponentSummary(json: try JSONValue.parse(text)) { list.append(c) } }
+        return list
+    }
 }

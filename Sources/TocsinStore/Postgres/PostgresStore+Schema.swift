@@ -123,6 +123,29 @@ extension PostgresStore {
         // Every dataset gets its change stream (`changeStreamsFor`, in Swift: the stream's
         // definition is derived from the dataset's).
         (4, "dataset change streams", []),
+        (
+            5, "controller operations and registry",
+            [
+                // The operations document (live configuration and commands) the leader writes.
+                """
+                CREATE TABLE controller_control (
+                    id INT PRIMARY KEY CHECK (id = 1),
+                    revision BIGINT NOT NULL,
+                    document TEXT NOT NULL,
+                    written_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+                "INSERT INTO controller_control VALUES (1, 0, '{}', now())",
+                // Every controller, refreshed by itself; gone when it stops refreshing.
+                """
+                CREATE TABLE controller_members (
+                    id TEXT PRIMARY KEY,
+                    summary TEXT NOT NULL,
+                    expires_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+            ]
+        ),
     ]
 
     static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {
