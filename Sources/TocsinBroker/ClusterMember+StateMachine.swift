@@ -94,6 +94,8 @@ extension ClusterMember {
         private(set) var view: ClusterView?
         /// The highest controller epoch seen in a reply (fencing).
         private(set) var highestEpoch: Int64 = 0
+        /// The last heartbeat followed its reply at once (to report configuration or command outcomes).
+        private var followedUp = false
 
         init(
             brokerID: String, drainTimeout: Duration, backoff: Backoff = Backoff(initial: .milliseconds(200), maximum: .seconds(5)),
@@ -146,7 +148,12 @@ extension ClusterMember {
         mutating func answered(_ reply: LeaseReply) -> [Action] {
             guard lease != .left else { return [] }
             failures = 0
-            return apply(reply) + [.sleep(heartbeatInterval)]
+            let actions = apply(reply)
+            // Configuration or commands came: report the outcome at once rather than a heartbeat
+            // later (once in a row, so a controller that keeps sending cannot make it spin).
+            let report = !followedUp && actions.contains { if case .configure = $0 { true } else if case .execute = $0 { true } else { false } }
+            followedUp = report
+            return actions + [.sleep(report ? .zero : heartbeatInterval)]
         }
 
         /// The controller answered with an error.

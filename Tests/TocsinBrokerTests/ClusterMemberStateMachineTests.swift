@@ -50,6 +50,25 @@ struct ClusterMemberStateMachineTests {
         #expect(m.woke() == [.heartbeat])
     }
 
+    @Test func configurationAndCommandsAreCarriedOutAndReportedAtOnceButNotInALoop() {
+        var m = Self.registered()
+        let order = CommandOrder(id: "cmd-1", kind: .snapshot, args: .object([:]), deadlineMillis: 10_000)
+        let push = ConfigPush(version: 3, values: ["log.level": .string("debug")])
+        var beat = Self.reply()
+        beat.config = push
+        beat.orders = [order]
+        // Carried out, then the next heartbeat goes at once to report them.
+        #expect(m.answered(beat) == [.configure(push), .execute(order), .sleep(.zero)])
+        // The same again (a result lost on the way): carried out (the broker answers a repeat from
+        // memory) but reported at the normal interval.
+        #expect(m.answered(beat) == [.configure(push), .execute(order), .sleep(.milliseconds(300))])
+        #expect(m.answered(Self.reply()) == [.sleep(.milliseconds(300))])
+        // A reply from a deposed leader carries nothing out.
+        var stale = beat
+        stale.epoch = -1
+        #expect(m.answered(stale).contains(.execute(order)) == false)
+    }
+
     @Test func aHeartbeatAnsweredUnknownBrokerAfterExpiryRegistersAgainAtOnce() {
         var m = Self.registered()
         #expect(m.refused(Self.unknown) == [.log(.forgotten(reason: Self.unknown.message)), .register])
