@@ -9,8 +9,6 @@ import TocsinCore
 /// When `supervise` runs, a broker that exits without being asked to is started again on the
 /// same port as a new incarnation, the way a deployment restores a deleted pod.
 public final class LocalNetwork: Sendable {
-    /// A broker that cannot be restarted is tried again after 1 s, 2 s, 4 s … up to 30 s.
-    static let restartBackoff = Backoff(initial: .seconds(1), maximum: .seconds(30))
 
     public struct Configuration: Sendable {
         var authenticationArguments: [String] { authKeys.map { ["--auth-keys", $0] } ?? ["--insecure-no-auth"] }
@@ -88,52 +86,78 @@ public final class LocalNetwork: Sendable {
     }
 
     public let configuration: Configuration
-    /// The controllers, in start order (`Configuration.controllers`).
-    public let controllers: [ChildProcess]
+    /// The controllers' processes now, in start order (`controller-1`, …): a controller killed
+    /// while `supervise` runs is restarted on its port.
+    public var controllers: [ChildProcess] {
+        state.withLock { s in (1...configuration.controllers).compactMap { s.controllerProcesses["controller-\($0)"] } }
+    }
     /// The first controller.
     public var controller: ChildProcess { controllers[0] }
     /// Where the controllers listen: the bridge's address with namespaces, else `host`.
     public var controllerHost: String { configuration.namespaces?.bridgeAddress ?? configuration.host }
     public var controllerURL: String { controllerURLs[0] }
-    public var controllerURLs: [String] { controllers.map { "\(scheme)://\(controllerHost):\($0.port)" } }
+    /// Fixed once the controllers first listen (a restart reuses the port).
+    public var controllerURLs: [String] {
+        state.withLock { s in (1...configuration.controllers).compactMap { s.controllerPorts["controller-\($0)"] } }
+            .map { "\(scheme)://\(controllerHost):\($0)" }
+    }
     /// `https` with TLS, else `http`.
     public var scheme: String { configuration.tls == nil ? "http" : "https" }
 
     private struct State {
         var processes: [String: ChildProcess] = [:]
         var members: [String: Member] = [:]
-        /// Brokers stopped on purpose (not restarted by `supervise`).
+        var controllerProcesses: [String: ChildProcess] = [:]
+        var controllerPorts: [String: Int] = [:]
+        var controllerIncarnations: [String: Int] = [:]
+        /// Workers stopped on purpose (not restarted by `supervise`).
         var stopped: Set<String> = []
         var nextNumber = 1
         var restarts = 0
+        /// Workers given up on (crash loop).
+        var gaveUp: Set<String> = []
+        /// Workers whose current process's exit the supervisor has seen (cleared by a start).
+        var exitNoted: Set<String> = []
     }
 
     private let state = Mutex(State())
+    /// The supervisor's decisions (`supervise`).
+    private let supervision = Mutex(Supervision())
+    private let origin = ContinuousClock.now
+    private var now: Duration { ContinuousClock.now - origin }
 
-    /// Starts the controller, then the first broker (it creates the store and the example
+    /// Starts the controllers, then the first broker (it creates the store and the example
     /// data), then the others.
     public init(configuration: Configuration) async throws {
         self.configuration = configuration
         try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
         precondition(configuration.controllers >= 1 && (configuration.controllers == 1 || configuration.store != nil),
             "several controllers need a shared store to elect their leader in")
-        let host = configuration.namespaces?.bridgeAddress ?? configuration.host
-        var controllers: [ChildProcess] = []
-        for i in 0..<configuration.controllers {
-            let port = configuration.basePort == 0 || i == 0 ? configuration.basePort : 0
-            let store = configuration.controllers > 1 ? ["--store", configuration.store!] : []
-            let authentication = configuration.authenticationArguments
-            controllers.append(
-                try await ChildProcess(
-                    executable: configuration.executable,
-                    arguments: ["controller", "--host", host, "--port", "\(port)", "--log-level", configuration.logLevel]
-                        + authentication + store + (configuration.tls?.serverArguments ?? []) + configuration.controllerArguments,
-                    inheritStderr: configuration.showLogs))
+        for i in 1...configuration.controllers {
+            let port = configuration.basePort == 0 || i > 1 ? 0 : configuration.basePort
+            try await startController(id: "controller-\(i)", port: port)
         }
-        self.controllers = controllers
         for _ in 0..<configuration.brokers {
             _ = try await addBroker()
         }
+    }
+
+    private func startController(id: String, port: Int) async throws {
+        let host = configuration.namespaces?.bridgeAddress ?? configuration.host
+        let store = configuration.controllers > 1 ? ["--store", configuration.store!] : []
+        let process = try await ChildProcess(
+            executable: configuration.executable,
+            arguments: ["controller", "--host", host, "--port", "\(port)", "--log-level", configuration.logLevel]
+                + configuration.authenticationArguments + store + (configuration.tls?.serverArguments ?? []) + configuration.controllerArguments,
+            inheritStderr: configuration.showLogs)
+        state.withLock { s in
+            s.controllerProcesses[id] = process
+            s.controllerPorts[id] = process.port
+            s.controllerIncarnations[id, default: 0] += 1
+            s.stopped.remove(id)
+            s.exitNoted.remove(id)
+        }
+        supervision.withLock { $0.started(id, now: now) }
     }
 
     public var members: [Member] { state.withLock { $0.members.values.sorted { $0.id < $1.id } } }
@@ -178,20 +202,86 @@ public final class LocalNetwork: Sendable {
             s.processes[id] = process
             s.members[id] = member
             s.stopped.remove(id)
+            s.exitNoted.remove(id)
         }
+        supervision.withLock { $0.started(id, now: now) }
         return member
     }
 
-    /// Kills a broker with `signal`. SIGKILL is a crash: `supervise` restarts it. Any other
-    /// signal is a stop on purpose.
-    public func kill(_ id: String, signal: Int32 = SIGKILL) async {
-        let process = state.withLock { s -> ChildProcess? in
-            if signal != SIGKILL { s.stopped.insert(id) }
-            return s.processes[id]
+    // MARK: Workers
+
+    /// A process of the network, as the chaos API lists it.
+    public struct Worker: Sendable, Hashable {
+        public var role: String
+        public var id: String
+        public var pid: Int32
+        public var url: String
+        /// 1 for the first start, +1 per restart.
+        public var incarnation: Int
+        /// `running`, `restarting`, `stopped` (on purpose) or `gave-up` (crash loop).
+        public var state: String
+    }
+
+    /// Every controller and broker, controllers first.
+    public var workers: [Worker] {
+        let machine = supervision.withLock { $0.workers }
+        return state.withLock { s in
+            func stateOf(_ id: String, _ process: ChildProcess) -> String {
+                if s.stopped.contains(id) { return "stopped" }
+                if machine[id] == .gaveUp { return "gave-up" }
+                if case .running = machine[id], process.isRunning { return "running" }
+                return "restarting"
+            }
+            var list: [Worker] = []
+            for (id, process) in s.controllerProcesses.sorted(by: { $0.key < $1.key }) {
+                list.append(
+                    Worker(
+                        role: "controller", id: id, pid: process.pid, url: "\(scheme)://\(controllerHost):\(process.port)",
+                        incarnation: s.controllerIncarnations[id] ?? 1, state: stateOf(id, process)))
+            }
+            for (id, member) in s.members.sorted(by: { $0.key < $1.key }) {
+                guard let process = s.processes[id] else { continue }
+                list.append(
+                    Worker(role: "broker", id: id, pid: process.pid, url: member.httpURL, incarnation: member.incarnation, state: stateOf(id, process)))
+            }
+            return list
         }
-        guard let process else { return }
+    }
+
+    private func process(of id: String) -> ChildProcess? {
+        state.withLock { $0.processes[id] ?? $0.controllerProcesses[id] }
+    }
+
+    /// Kills a worker (broker or controller) with `signal`. SIGKILL is a crash: `supervise`
+    /// restarts it. Any other signal is a stop on purpose.
+    public func kill(_ id: String, signal: Int32 = SIGKILL) async {
+        if signal != SIGKILL {
+            state.withLock { _ = $0.stopped.insert(id) }
+            supervision.withLock { $0.stopping(id) }
+        }
+        guard let process = process(of: id) else { return }
         process.signal(signal)
         _ = await process.exit()
+    }
+
+    /// Pauses a worker (SIGSTOP) for `duration`, then resumes it (SIGCONT). A pause longer than
+    /// the supervisor's health checks allow gets it killed and restarted, as a hung process would.
+    public func pause(_ id: String, for duration: Duration) async {
+        guard let process = process(of: id) else { return }
+        process.signal(SIGSTOP)
+        try? await Task.sleep(for: duration)
+        process.signal(SIGCONT)
+    }
+
+    /// Stops a broker on purpose with SIGTERM (it drains: its clients move away first) and
+    /// forgets it once it has exited.
+    public func stopBroker(_ id: String) async {
+        await kill(id, signal: SIGTERM)
+        state.withLock { s in
+            s.members[id] = nil
+            s.processes[id] = nil
+        }
+        supervision.withLock { $0.remove(id) }
     }
 
     /// Kills a broker with SIGKILL and does not restart it.
@@ -201,47 +291,137 @@ public final class LocalNetwork: Sendable {
             s.members[id] = nil
             return s.processes.removeValue(forKey: id)
         }
+        supervision.withLock { $0.stopping(id) }
         guard let process else { return }
         process.signal(SIGKILL)
         _ = await process.exit()
     }
 
-    /// Restarts brokers that exit without being asked to, until cancelled. `report` hears of each restart.
-    public func supervise(report: @escaping @Sendable (String) -> Void = { _ in }) async {
-        // A broker that keeps failing to start is retried after 1 s, 2 s, 4 s … up to 30 s, not every tick.
-        var failures: [String: (count: Int, retryAt: ContinuousClock.Instant)] = [:]
+    /// Keeps the workers alive until cancelled (`Supervision` decides): a worker that exits
+    /// without being asked to is restarted on its port as a new incarnation, at once and then
+    /// with backoff; one that fails `health` checks (`healthInterval` apart, each given a
+    /// second) `policy.unhealthyAfter` times in a row is killed and restarted; a crash loop is
+    /// given up on. `report` hears of each.
+    public func supervise(
+        policy: Supervision.Policy = Supervision.Policy(), healthInterval: Duration = .seconds(1),
+        health: (@Sendable (_ url: String) async -> Bool)? = nil,
+        report: @escaping @Sendable (String) -> Void = { _ in }
+    ) async {
+        supervision.withLock { m in
+            let current = m.workers
+            m = Supervision(policy: policy)
+            for (id, state) in current { if state == .stopped { m.stopping(id) } else { m.started(id, now: now) } }
+        }
+        var nextCheck = ContinuousClock.now + healthInterval
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(200))
+            try? await Task.sleep(for: .milliseconds(100))
+            var actions: [Supervision.Action] = []
+            let at = now
+            // Exits.
             let dead = state.withLock { s in
-                s.processes.filter { !$0.value.isRunning && !s.stopped.contains($0.key) }.map(\.key)
+                let exited = (s.processes.map { ($0.key, $0.value) } + s.controllerProcesses.map { ($0.key, $0.value) })
+                    .filter { !$0.1.isRunning && !s.stopped.contains($0.0) && !s.exitNoted.contains($0.0) }
+                for (id, _) in exited { s.exitNoted.insert(id) }
+                return exited
             }
-            for id in dead.sorted() {
-                guard let old = state.withLock({ $0.members[id] }) else { continue }
-                if let f = failures[id], ContinuousClock.now < f.retryAt { continue }
-                report("\(id) (pid \(old.pid)) exited; restarting it on port \(old.port) as incarnation \(old.incarnation + 1)")
-                do {
+            for (id, process) in dead {
+                report("\(id) (pid \(process.pid)) exited")
+                actions += supervision.withLock { $0.exited(id, now: at) }
+            }
+            // Health checks.
+            if let health, ContinuousClock.now >= nextCheck {
+                nextCheck = ContinuousClock.now + healthInterval
+                let running = workers.filter { $0.state == "running" }
+                let results = await withTaskGroup(of: (String, Bool).self) { group in
+                    for w in running {
+                        group.addTask { (w.id, await firstOrNil(within: .seconds(1)) { await health(w.url) ? true : nil } ?? false) }
+                    }
+                    var results: [(String, Bool)] = []
+                    for await r in group { results.append(r) }
+                    return results
+                }
+                let checkedAt = now
+                for (id, ok) in results.sorted(by: { $0.0 < $1.0 }) { actions += supervision.withLock { $0.checked(id, ok: ok, now: checkedAt) } }
+            }
+            actions += supervision.withLock { $0.tick(now: at) }
+            for action in actions { await carryOut(action, report: report) }
+        }
+    }
+
+    private func carryOut(_ action: Supervision.Action, report: @Sendable (String) -> Void) async {
+        switch action {
+        case .kill(let id, let failed):
+            report("\(id) failed \(failed) health checks in a row; killing it (SIGKILL)")
+            process(of: id)?.signal(SIGKILL)
+        case .giveUp(let id, let restarts, let within):
+            state.withLock { _ = $0.gaveUp.insert(id) }
+            report("\(id) restarted \(restarts) times within \(within): a crash loop; not restarting it (see its log)")
+        case .start(let id):
+            do {
+                if let port = state.withLock({ $0.controllerPorts[id] }) {
+                    try await startController(id: id, port: port)
+                    report("\(id) is back")
+                } else if let old = member(id) {
+                    report("restarting \(id) on port \(old.port) as incarnation \(old.incarnation + 1)")
                     let member = try await start(id: id, port: old.port, incarnation: old.incarnation + 1)
-                    state.withLock { $0.restarts += 1 }
-                    failures[id] = nil
                     report("\(id) is back (pid \(member.pid))")
+                } else {
+                    return
+                }
+                state.withLock { $0.restarts += 1 }
+            } catch {
+                let at = now
+                _ = supervision.withLock { $0.startFailed(id, now: at) }
+                report("could not restart \(id): \(error); trying again")
+            }
+        }
+    }
+
+    /// Sizes the broker count until cancelled (`Autoscaler` decides): every `interval` it reads
+    /// the brokers' load figures (`observe`: the controller's discovery list, nil when it cannot
+    /// be read) and starts one more broker, or stops the least loaded with SIGTERM, which drains
+    /// it (its clients move away make-before-break) before it exits.
+    public func autoscale(
+        policy: Autoscaler.Policy, interval: Duration = .seconds(1), observe: @escaping @Sendable () async -> [BrokerSummary]?,
+        report: @escaping @Sendable (String) -> Void = { _ in }
+    ) async {
+        var scaler = Autoscaler(policy: policy)
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            guard let view = await observe() else { continue }
+            let ours = Set(members.map(\.id))
+            let brokers = view.filter { ours.contains($0.id) }
+            let decision = scaler.observe(brokers, running: ours.count, now: now)
+            switch decision {
+            case .hold:
+                break
+            case .addBroker(let count):
+                report(String(format: "utilization %.2f: adding a broker (%d)", scaler.utilization(brokers), count))
+                do {
+                    let member = try await addBroker()
+                    report("\(member.id) started (pid \(member.pid))")
                 } catch {
-                    // The dead process stays on the books, so a later round tries again.
-                    let count = (failures[id]?.count ?? 0) + 1
-                    let delay = Self.restartBackoff.ceiling(attempt: count - 1)
-                    failures[id] = (count, .now + delay)
-                    report("could not restart \(id): \(error); retrying in \(delay)")
+                    report("could not start a broker: \(error)")
+                }
+            case .drain(let id):
+                report(String(format: "utilization %.2f: ", scaler.utilization(brokers)) + "draining and stopping \(id)")
+                Task {
+                    await self.stopBroker(id)
+                    report("\(id) drained and stopped")
                 }
             }
         }
     }
 
-    /// Stops everything. The controller goes first, so the brokers, finding nobody to drain
+    /// Stops everything. The controllers go first, so the brokers, finding nobody to drain
     /// to, close their connections at once instead of migrating clients among themselves.
     public func stop(signal: Int32 = SIGTERM) async {
-        let processes = state.withLock { s in
+        let (processes, controllers) = state.withLock { s in
             for id in s.processes.keys { s.stopped.insert(id) }
-            return Array(s.processes.values)
+            for id in s.controllerProcesses.keys { s.stopped.insert(id) }
+            return (Array(s.processes.values), Array(s.controllerProcesses.values))
         }
+        supervision.withLock { m in for id in m.workers.keys { m.stopping(id) } }
         for c in controllers { c.signal(SIGTERM) }
         for c in controllers { _ = await c.exit() }
         for p in processes { p.signal(signal) }

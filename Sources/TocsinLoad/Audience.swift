@@ -20,6 +20,8 @@ public final class Audience: Sendable {
         /// What the subscribers' client ids start with (then "-0", "-1", …); nil: the kind.
         /// Two audiences of one kind need different ones.
         public var clientPrefix: String?
+        /// Each subscriber's token, by its client id, when the network requires tokens.
+        public var token: (@Sendable (_ client: String) -> TokenSource)?
 
         public init(count: Int, seeds: [String], kind: String) {
             self.count = count
@@ -35,6 +37,8 @@ public final class Audience: Sendable {
             public var seqs: [Int64] = []
             /// Events whose seq was not above the one before.
             public var outOfOrder = 0
+            /// Times the library said it could not resume without a gap (retention passed its position).
+            public var notRecovered = 0
             /// Publish→notify latencies (ns) of events that carry their publish time ("t<nanos>").
             public var latencies: [Int64] = []
             /// The broker it is (or was last) connected to.
@@ -69,6 +73,7 @@ public final class Audience: Sendable {
             if let ackInterval = configuration.ackInterval { subscriberConfiguration.ackInterval = ackInterval }
             if let initialBackoff = configuration.initialBackoff { subscriberConfiguration.initialBackoff = initialBackoff }
             if let pingInterval = configuration.pingInterval { subscriberConfiguration.pingInterval = pingInterval }
+            if let token = configuration.token { subscriberConfiguration.token = token(subscriberConfiguration.client) }
             return Subscriber(
                 configuration: subscriberConfiguration,
                 requests: [SubscriptionRequest(channel: "EmergenciesOfKind", params: ["kind": .string(configuration.kind)])],
@@ -127,7 +132,9 @@ public final class Audience: Sendable {
             probe.state.withLock { s in
                 if let crashed, s.lostAt == nil, s.broker == crashed.broker { s.lostAt = Monotonic.nanos() }
             }
-        case .notRecovered, .failed:
+        case .notRecovered:
+            probe.state.withLock { $0.notRecovered += 1 }
+        case .failed:
             break
         }
     }

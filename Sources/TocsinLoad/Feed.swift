@@ -15,6 +15,8 @@ public final class Feed: Sendable {
         public var rate: Int
         /// Stop after this many publishes; nil: until `stop()`.
         public var limit: Int?
+        /// The publisher's token (client `<kind>-publisher`), when the network requires tokens.
+        public var token: TokenSource?
 
         public init(seeds: [String], kind: String, rate: Int = 100, limit: Int? = nil) {
             self.seeds = seeds
@@ -37,7 +39,7 @@ public final class Feed: Sendable {
     /// The feed, not yet publishing: `run()` publishes.
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
-        publisher = Publisher(seeds: configuration.seeds, client: "\(configuration.kind)-publisher", logger: logger)
+        publisher = Publisher(seeds: configuration.seeds, client: "\(configuration.kind)-publisher", logger: logger, token: configuration.token)
     }
 
     /// Publishes until `limit` events, `stop()` or cancellation (`async let publishing: Void =

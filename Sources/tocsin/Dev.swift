@@ -1,4 +1,8 @@
 import ArgumentParser
+import TocsinHTTP
+import TocsinHTTPClient
+import Synchronization
+import Logging
 import Dispatch
 import Foundation
 import TocsinClient
@@ -12,14 +16,19 @@ struct Dev: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a local broker network: a controller and N broker processes sharing one store (SQLite, or PostgreSQL with --store), supervised.",
         discussion: """
-            The controller listens on --port, the brokers on the ports after it. A broker that crashes is
-            restarted (a new incarnation) on its port; Ctrl-C stops everything. Try `tocsin status` beside it.
+            The controller listens on --port, the brokers on the ports after it. A worker that crashes or stops
+            answering /healthz is restarted (a new incarnation) on its port, with backoff, and given up on in a
+            crash loop; Ctrl-C stops everything. Try `tocsin status` beside it. --autoscale sizes the broker
+            count from the controller's load figures; --enable-chaos serves the chaos API (`tocsin chaos`).
             """)
 
-    @Option(help: "How many brokers.")
+    @Option(help: "How many brokers (with --autoscale: to start with).")
     var brokers = 3
 
-    @Option(help: "The controller's port; brokers take the next ones.")
+    @Option(help: "How many controllers; more than one needs --store (they elect a leader in PostgreSQL).")
+    var controllers = 1
+
+    @Option(help: "The controller's port; brokers take the next ones (0: free ports everywhere).")
     var port = 7300
 
     @Option(name: .customLong("data-dir"), help: "Directory of the shared SQLite store.")
@@ -34,6 +43,9 @@ struct Dev: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "The processes' log level (their logs go to stderr).")
     var logLevel = "notice"
 
+    @Option(help: "Most clients the controller sends to one broker (the brokers' --capacity).")
+    var capacity: Int?
+
     @OptionGroup var auth: AuthOptions
 
     @Flag(
@@ -41,9 +53,21 @@ struct Dev: AsyncParsableCommand {
         help: "Serve HTTPS/WSS with a throwaway CA made in --data-dir/tls (openssl), for localhost; clients need --tls-ca --data-dir/tls/ca.pem.")
     var tls = false
 
+    @Flag(name: .customLong("enable-chaos"), help: "Serve the chaos API (admin scope): list, kill and pause the network's processes.")
+    var enableChaos = false
+
+    @Option(name: .customLong("chaos-port"), help: "The chaos API's port (default: --port minus 1; 0 with --port 0).")
+    var chaosPort: Int?
+
+    @OptionGroup var scaling: AutoscaleOptions
+
     mutating func validate() throws {
         guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
-        guard (1...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
+        guard (1...5).contains(controllers) else { throw ValidationError("--controllers must be in 1...5") }
+        guard controllers == 1 || store != nil else { throw ValidationError("--controllers above 1 needs --store (a PostgreSQL database to elect a leader in)") }
+        guard port == 0 || (2...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
+        if let chaosPort, !(0...65535).contains(chaosPort) { throw ValidationError("--chaos-port must be in 0...65535") }
+        if let capacity, !(1...10_000_000).contains(capacity) { throw ValidationError("--capacity must be in 1...10000000") }
         if let store {
             do {
                 _ = try PostgresLocation(parsing: store)
@@ -51,17 +75,20 @@ struct Dev: AsyncParsableCommand {
                 throw ValidationError("--store (or TOCSIN_STORE): \(error.message)")
             }
         }
+        _ = try scaling.policy()
     }
 
     func run() async throws {
         var configuration = LocalNetwork.Configuration(directory: dataDirectory)
         configuration.executable = ChildProcess.currentExecutable
         configuration.brokers = brokers
+        configuration.controllers = controllers
         configuration.basePort = port
         configuration.logLevel = logLevel
         configuration.showLogs = true
         configuration.store = store
         if noFsync { configuration.brokerArguments.append("--no-fsync") }
+        if let capacity { configuration.brokerArguments += ["--capacity", "\(capacity)"] }
         // The network's key: given, or kept (made on first start) in the data directory.
         let authority = try await auth.authority(defaultKeyFile: dataDirectory + "/auth-keys.json", port: port)
         if authority != nil { configuration.authKeys = auth.keyFile ?? dataDirectory + "/auth-keys.json" }
@@ -76,8 +103,11 @@ struct Dev: AsyncParsableCommand {
             certificates = try TestCertificates(directory: dataDirectory + "/tls")
             configuration.tls = certificates.map { LocalNetwork.TLS($0) }
         }
+        let trust = try certificates.map { try TLSTrust(caFile: $0.caCertificate) } ?? .system
         let network = try await LocalNetwork(configuration: configuration)
-        print("controller  \(network.controllerURL)   (discovery: \(network.controllerURL)/v1/cluster)")
+        for (i, url) in network.controllerURLs.enumerated() {
+            print("controller-\(i + 1)  \(url)   (discovery: \(url)/v1/cluster)")
+        }
         for m in network.members {
             print("\(m.id)    \(m.httpURL)   \(m.webSocketURL)   pid \(m.pid)")
         }
@@ -87,16 +117,103 @@ struct Dev: AsyncParsableCommand {
         if let authority { try await printAdminToken(authority) }
         print("data in \(store.map { _ in "the PostgreSQL database of --store" } ?? dataDirectory); Ctrl-C stops the network")
         fflushStdout()
-        let supervisor = Task {
-            await network.supervise { line in
-                print("dev: " + line)
-                fflushStdout()
+
+        // The supervisor's own calls: health checks, the discovery list, who leads.
+        let http = HTTPCall.shared(trusting: trust)
+        var controllerClient = ControllerClient(urls: network.controllerURLs, httpClient: http)
+        if let authority {
+            controllerClient.token = MintedToken(authority: authority, client: "dev-supervisor", scopes: [.discovery], nowMillis: Token.nowMillis).source
+        }
+        let client = controllerClient
+        let say: @Sendable (String) -> Void = { line in
+            print("dev: " + line)
+            fflushStdout()
+        }
+        let tasks = Mutex<[Task<Void, Never>]>([])
+        tasks.withLock {
+            $0.append(
+                Task {
+                    await network.supervise(
+                        health: { url in
+                            (try? await HTTPCall.send(.GET, BaseURL.join(url, "/healthz"), timeout: .seconds(1), using: http))?.status == 200
+                        }, report: say)
+                })
+        }
+        if scaling.autoscale {
+            let policy = try scaling.policy()
+            say("autoscaling between \(policy.minimum) and \(policy.maximum) brokers (out above \(policy.scaleOutAbove), in below \(policy.scaleInBelow))")
+            tasks.withLock {
+                $0.append(Task { await network.autoscale(policy: policy, observe: { try? await client.cluster(timeout: .seconds(2)).brokers }, report: say) })
+            }
+        }
+        if enableChaos {
+            var chaosLogger = Logger(label: "tocsin.chaos")
+            chaosLogger.logLevel = .notice
+            let chaos = ChaosServer(network: network, leader: { try? await client.cluster(timeout: .seconds(2)).leader }, logger: chaosLogger)
+            let chaosPort = self.chaosPort ?? (port == 0 ? 0 : port - 1)
+            let host = configuration.host
+            let authentication: Authentication = authority.map { .tokens($0) } ?? .disabled
+            tasks.withLock {
+                $0.append(
+                    Task {
+                        do {
+                            try await chaos.run(host: host, port: chaosPort, authentication: authentication) { bound in
+                                print("chaos API listening on http://\(host):\(bound) (GET /v1/workers, POST /v1/chaos; `tocsin chaos --url http://\(host):\(bound)`)")
+                                fflushStdout()
+                            }
+                        } catch {
+                            say("the chaos API stopped: \(error)")
+                        }
+                    })
             }
         }
         await TerminationSignal.wait()
-        supervisor.cancel()
+        for t in tasks.withLock({ $0 }) { t.cancel() }
         print("dev: stopping")
         await network.stop()
+    }
+}
+
+/// `--autoscale` and its policy (`tocsin dev`).
+struct AutoscaleOptions: ParsableArguments {
+    @Flag(help: "Add brokers when load stays above --scale-out-above of capacity, drain and stop them when it stays below --scale-in-below.")
+    var autoscale = false
+
+    @Option(name: .customLong("min-brokers"), help: "With --autoscale: never fewer.")
+    var minimum = 1
+
+    @Option(name: .customLong("max-brokers"), help: "With --autoscale: never more.")
+    var maximum = 8
+
+    @Option(name: .customLong("scale-out-above"), help: "Utilization (clients / capacity, 0...1) above which a broker is added.")
+    var scaleOutAbove = 0.8
+
+    @Option(name: .customLong("scale-in-below"), help: "Utilization below which the least loaded broker is drained and stopped.")
+    var scaleInBelow = 0.3
+
+    @Option(name: .customLong("scale-sustain"), help: "Seconds the utilization must stay past a threshold.")
+    var sustain = 3.0
+
+    @Option(name: .customLong("scale-cooldown"), help: "Seconds between two changes.")
+    var cooldown = 15.0
+
+    @Option(name: .customLong("deliveries-per-broker"), help: "Deliveries a second one broker is sized for (0: clients alone decide).")
+    var deliveriesPerBroker = 0.0
+
+    func policy() throws -> Autoscaler.Policy {
+        var p = Autoscaler.Policy()
+        p.minimum = minimum
+        p.maximum = maximum
+        p.scaleOutAbove = scaleOutAbove
+        p.scaleInBelow = scaleInBelow
+        p.deliveriesPerBroker = deliveriesPerBroker
+        p.sustain = try seconds(sustain, flag: "--scale-sustain", range: 0...3600)
+        p.cooldown = try seconds(cooldown, flag: "--scale-cooldown", range: 0...86_400)
+        do {
+            return try p.validated()
+        } catch {
+            throw ValidationError(error.message)
+        }
     }
 }
 

@@ -10,7 +10,7 @@ struct Tocsin: AsyncParsableCommand {
         abstract: "Tocsin: durable streams, parameterized channels, real-time notifications.",
         subcommands: [
             Serve.self, ControllerCommand.self, BrokerCommand.self, Dev.self, Status.self, Publish.self, Subscribe.self, Streams.self,
-            Channels.self, Datasets.self, Config.self, Command.self, Bench.self, Token.self, Keys.self,
+            Channels.self, Datasets.self, Config.self, Command.self, Chaos.self, Bench.self, Token.self, Keys.self,
         ],
         defaultSubcommand: nil
     )
