@@ -1,0 +1,127 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TocsinClient
+import TocsinCore
+import TocsinDev
+import TocsinLoad
+import TocsinTesting
+
+extension MultiProcess {
+/// Self-healing on real processes: `tocsin chaos run` against `tocsin dev --enable-chaos` kills
+/// a broker every few seconds under a durable load and reports nothing lost and every broker
+/// back; the autoscaler adds brokers as clients arrive past capacity and drains them away as
+/// they leave, with every event delivered and no subscriber seeing an error.
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct SelfHealingTests {
+    static let logger: Logger = {
+        var logger = Logger(label: "self-healing-test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    @Test func aChaosRunAgainstDevLosesNothingAndEveryBrokerComesBack() async throws {
+        let directory = TemporaryDirectory.make()
+        defer { TemporaryDirectory.remove(directory) }
+        // `tocsin dev` with authentication (its key made in the data directory) and the chaos API.
+        let dev = try await ChildProcess(
+            executable: ServerProcess.tocsinBinary,
+            arguments: ["dev", "--port", "0", "--brokers", "3", "--enable-chaos", "--data-dir", directory + "/data", "--log-level", "warning", "--no-fsync"],
+            timeout: .seconds(60))
+        let chaosURL = "http://127.0.0.1:\(dev.port)"
+        do {
+            let arguments = [
+                "chaos", "run", "--url", chaosURL, "--auth-keys", directory + "/data/auth-keys.json", "--every", "3", "--duration", "24",
+                "--subscribers", "60", "--rate", "20", "--settle", "60",
+            ]
+            let report = try await Task.detached { try ChildProcess.output(of: ServerProcess.tocsinBinary, arguments) }.value
+            print(report)
+            #expect(report.contains("acknowledged events lost: 0 (subscribers missing any: 0); out of order: 0; not recovered: 0"))
+            #expect(report.contains("every killed process restarted: yes"))
+            #expect(report.contains("all caught up within 60 s of the last kill: yes"))
+            let kills = report.split(separator: "\n").filter { $0.contains(" killed broker-") }
+            #expect(kills.count >= 7)
+        } catch {
+            dev.signal(SIGTERM)
+            _ = await dev.exit()
+            throw error
+        }
+        // Ctrl-C: dev stops its processes.
+        dev.signal(SIGTERM)
+        _ = await dev.exit()
+    }
+
+    @Test func autoscalingAddsBrokersPastCapacityAndDrainsThemAwayWithNothingLost() async throws {
+        var configuration = LocalNetwork.Configuration(directory: TemporaryDirectory.make())
+        configuration.brokers = 1
+        configuration.executable = ServerProcess.tocsinBinary
+        configuration.brokerArguments = ["--no-fsync", "--capacity", "20", "--drain-timeout", "20"]
+        configuration.controllerArguments = ["--cooldown-ms", "1000"]
+        let network = try await LocalNetwork(configuration: configuration)
+        let client = ControllerClient(url: network.controllerURL)
+        var policy = Autoscaler.Policy()
+        policy.minimum = 1
+        policy.maximum = 3
+        policy.scaleOutAbove = 0.8
+        policy.scaleInBelow = 0.6
+        policy.sustain = .seconds(1)
+        policy.cooldown = .seconds(2)
+        let decisions = Mutex<[String]>([])
+        let scaler = Task {
+            await network.autoscale(
+                policy: policy, interval: .milliseconds(500), observe: { try? await client.cluster(timeout: .seconds(2)).brokers },
+                report: { line in decisions.withLock { $0.append(line) } })
+        }
+        let seeds = [network.controllerURL]
+        let kind = "scale-\(UInt32.random(in: 0...UInt32.max))"
+        var stayingConfiguration = Audience.Configuration(count: 10, seeds: seeds, kind: kind)
+        stayingConfiguration.clientPrefix = kind + "-staying"
+        var leavingConfiguration = Audience.Configuration(count: 40, seeds: seeds, kind: kind)
+        leavingConfiguration.clientPrefix = kind + "-leaving"
+        let staying = Audience(configuration: stayingConfiguration, logger: Self.logger)
+        let leaving = Audience(configuration: leavingConfiguration, logger: Self.logger)
+        let feed = Feed(configuration: .init(seeds: seeds, kind: kind, rate: 20), logger: Self.logger)
+        let stayingTask = Task { await staying.run() }
+        let leavingTask = Task { await leaving.run() }
+        let publishing = Task { await feed.run() }
+        defer {
+            scaler.cancel()
+            stayingTask.cancel()
+            leavingTask.cancel()
+            publishing.cancel()
+            Task { try? await client.shutdown() }
+        }
+        do {
+            // 50 clients on one broker of capacity 20: brokers are added up to the maximum.
+            try await waitUntil("three brokers holding the clients", timeout: .seconds(90)) {
+                guard let view = try? await client.cluster() else { return false }
+                return view.brokers.filter { $0.state == .active }.count == 3 && view.brokers.reduce(0) { $0 + $1.load.connections } >= 50
+            }
+            // 40 leave: utilization falls, and brokers are drained and stopped down to one.
+            leavingTask.cancel()
+            try await waitUntil("one broker left", timeout: .seconds(120)) {
+                guard let view = try? await client.cluster() else { return false }
+                return network.members.count == 1 && view.brokers.count == 1
+            }
+            feed.stop()
+            await publishing.value
+            let acknowledged = Set(feed.acknowledged.withLock { $0 })
+            #expect(acknowledged.count > 100)
+            try await waitUntil("the staying subscribers have every event", timeout: .seconds(30)) { staying.received(all: acknowledged) }
+            #expect(staying.inOrder)
+            // Scale-in moved them by migration (make-before-break), not by failover.
+            #expect(staying.migrationReasons.contains("drain"))
+            #expect(staying.probes.allSatisfy { $0.snapshot.notRecovered == 0 })
+            let log = decisions.withLock { $0 }
+            print("autoscaler: " + log.joined(separator: "; "))
+            #expect(log.filter { $0.contains("adding a broker") }.count == 2)
+            #expect(log.filter { $0.contains("draining and stopping") }.count == 2)
+        } catch {
+            await NetworkTests.tearDown(network, nil)
+            throw error
+        }
+        await NetworkTests.tearDown(network, nil)
+    }
+}
+}
