@@ -33,8 +33,11 @@ public final class LocalNetwork: Sendable {
         /// Print the processes' stderr (logs) to ours.
         public var showLogs = false
         /// How many controllers. More than one needs `store` (they elect a leader in it, and
-        /// get `--store` too); brokers are given every controller's URL.
+        /// get `--store` too); brokers are given every controller's URL. 0 with `externalControllers`.
         public var controllers = 1
+        /// Controllers running elsewhere (`tocsin supervise`): none is started here, and the
+        /// brokers join these.
+        public var externalControllers: [String] = []
         /// TLS on every listener: the controllers and brokers serve HTTPS/WSS with this
         /// certificate, and the brokers verify the controllers' against `trustedCA`. nil: plain
         /// HTTP. For `wss://` the WebSocket client needs a host name (`host = "localhost"`).
@@ -89,7 +92,7 @@ public final class LocalNetwork: Sendable {
     /// The controllers' processes now, in start order (`controller-1`, …): a controller killed
     /// while `supervise` runs is restarted on its port.
     public var controllers: [ChildProcess] {
-        state.withLock { s in (1...configuration.controllers).compactMap { s.controllerProcesses["controller-\($0)"] } }
+        state.withLock { s in (0..<configuration.controllers).compactMap { s.controllerProcesses["controller-\($0 + 1)"] } }
     }
     /// The first controller.
     public var controller: ChildProcess { controllers[0] }
@@ -98,7 +101,8 @@ public final class LocalNetwork: Sendable {
     public var controllerURL: String { controllerURLs[0] }
     /// Fixed once the controllers first listen (a restart reuses the port).
     public var controllerURLs: [String] {
-        state.withLock { s in (1...configuration.controllers).compactMap { s.controllerPorts["controller-\($0)"] } }
+        if !configuration.externalControllers.isEmpty { return configuration.externalControllers }
+        return state.withLock { s in (0..<configuration.controllers).compactMap { s.controllerPorts["controller-\($0 + 1)"] } }
             .map { "\(scheme)://\(controllerHost):\($0)" }
     }
     /// `https` with TLS, else `http`.
@@ -131,9 +135,11 @@ public final class LocalNetwork: Sendable {
     public init(configuration: Configuration) async throws {
         self.configuration = configuration
         try FileManager.default.createDirectory(atPath: configuration.directory, withIntermediateDirectories: true)
-        precondition(configuration.controllers >= 1 && (configuration.controllers == 1 || configuration.store != nil),
+        precondition(configuration.controllers >= 0 && (configuration.controllers <= 1 || configuration.store != nil),
             "several controllers need a shared store to elect their leader in")
-        for i in 1...configuration.controllers {
+        precondition((configuration.controllers == 0) != configuration.externalControllers.isEmpty,
+            "brokers need controllers: started here, or external ones, not both")
+        for i in stride(from: 1, through: configuration.controllers, by: 1) {
             let port = configuration.basePort == 0 || i > 1 ? 0 : configuration.basePort
             try await startController(id: "controller-\(i)", port: port)
         }

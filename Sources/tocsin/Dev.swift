@@ -118,59 +118,143 @@ struct Dev: AsyncParsableCommand {
         print("data in \(store.map { _ in "the PostgreSQL database of --store" } ?? dataDirectory); Ctrl-C stops the network")
         fflushStdout()
 
-        // The supervisor's own calls: health checks, the discovery list, who leads.
-        let http = HTTPCall.shared(trusting: trust)
-        var controllerClient = ControllerClient(urls: network.controllerURLs, httpClient: http)
-        if let authority {
-            controllerClient.token = MintedToken(authority: authority, client: "dev-supervisor", scopes: [.discovery], nowMillis: Token.nowMillis).source
+        try await supervise(
+            network, name: "dev", authority: authority, trust: trust, scaling: scaling,
+            chaos: enableChaos ? (configuration.host, chaosPort ?? (port == 0 ? 0 : port - 1)) : nil)
+    }
+}
+
+/// Runs what keeps a host's network alive until SIGINT or SIGTERM (`tocsin dev`, `tocsin
+/// supervise`): restarts through health checks, the autoscaler when asked, the chaos API when
+/// asked (on `chaos`: host and port); then stops the network.
+func supervise(
+    _ network: LocalNetwork, name: String, authority: TokenAuthority?, trust: TLSTrust, scaling: AutoscaleOptions, chaos: (host: String, port: Int)?
+) async throws {
+    // The supervisor's own calls: health checks, the discovery list, who leads.
+    let http = HTTPCall.shared(trusting: trust)
+    var controllerClient = ControllerClient(urls: network.controllerURLs, httpClient: http)
+    if let authority {
+        controllerClient.token = MintedToken(authority: authority, client: "\(name)-supervisor", scopes: [.discovery], nowMillis: Token.nowMillis).source
+    }
+    let client = controllerClient
+    let say: @Sendable (String) -> Void = { line in
+        print("\(name): " + line)
+        fflushStdout()
+    }
+    let tasks = Mutex<[Task<Void, Never>]>([])
+    tasks.withLock {
+        $0.append(
+            Task {
+                await network.supervise(
+                    health: { url in
+                        (try? await HTTPCall.send(.GET, BaseURL.join(url, "/healthz"), timeout: .seconds(1), using: http))?.status == 200
+                    }, report: say)
+            })
+    }
+    if scaling.autoscale {
+        let policy = try scaling.policy()
+        say("autoscaling between \(policy.minimum) and \(policy.maximum) brokers (out above \(policy.scaleOutAbove), in below \(policy.scaleInBelow))")
+        tasks.withLock {
+            $0.append(Task { await network.autoscale(policy: policy, observe: { try? await client.cluster(timeout: .seconds(2)).brokers }, report: say) })
         }
-        let client = controllerClient
-        let say: @Sendable (String) -> Void = { line in
-            print("dev: " + line)
-            fflushStdout()
-        }
-        let tasks = Mutex<[Task<Void, Never>]>([])
+    }
+    if let (host, port) = chaos {
+        var chaosLogger = Logger(label: "tocsin.chaos")
+        chaosLogger.logLevel = .notice
+        let server = ChaosServer(network: network, leader: { try? await client.cluster(timeout: .seconds(2)).leader }, logger: chaosLogger)
+        let authentication: Authentication = authority.map { .tokens($0) } ?? .disabled
         tasks.withLock {
             $0.append(
                 Task {
-                    await network.supervise(
-                        health: { url in
-                            (try? await HTTPCall.send(.GET, BaseURL.join(url, "/healthz"), timeout: .seconds(1), using: http))?.status == 200
-                        }, report: say)
+                    do {
+                        try await server.run(host: host, port: port, authentication: authentication) { bound in
+                            print("chaos API listening on http://\(host):\(bound) (GET /v1/workers, POST /v1/chaos; `tocsin chaos --url http://\(host):\(bound)`)")
+                            fflushStdout()
+                        }
+                    } catch {
+                        say("the chaos API stopped: \(error)")
+                    }
                 })
         }
-        if scaling.autoscale {
-            let policy = try scaling.policy()
-            say("autoscaling between \(policy.minimum) and \(policy.maximum) brokers (out above \(policy.scaleOutAbove), in below \(policy.scaleInBelow))")
-            tasks.withLock {
-                $0.append(Task { await network.autoscale(policy: policy, observe: { try? await client.cluster(timeout: .seconds(2)).brokers }, report: say) })
-            }
+    }
+    await TerminationSignal.wait()
+    for t in tasks.withLock({ $0 }) { t.cancel() }
+    print("\(name): stopping")
+    await network.stop()
+}
+
+/// `tocsin supervise`: this host's brokers, kept alive (and sized) for controllers elsewhere.
+struct Supervise: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run and keep alive this host's brokers of a network whose controllers run elsewhere: restarts on exit or failed health checks (backoff, crash-loop limit), optional autoscaling.",
+        discussion: """
+            Brokers are broker-1 … broker-N on the ports after --port, joining --controller, sharing --store (or the
+            SQLite file in --data-dir, for one host). Ctrl-C or SIGTERM drains and stops them.
+            """)
+
+    @Option(help: "How many brokers (with --autoscale: to start with).")
+    var brokers = 2
+
+    @Option(help: "The controllers' URLs, comma-separated (env TOCSIN_CONTROLLER).")
+    var controller: String = Environment.get("TOCSIN_CONTROLLER") ?? "http://127.0.0.1:7300"
+
+    @Option(help: "Brokers take the ports after this one (0: free ports).")
+    var port = 7400
+
+    @Option(name: .customLong("host"), help: "The address brokers listen on (and advertise).")
+    var host = "127.0.0.1"
+
+    @Option(name: .customLong("data-dir"), help: "Directory of the shared SQLite store.")
+    var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
+
+    @Option(name: .customLong("store"), help: "The PostgreSQL store the brokers share (env TOCSIN_STORE).")
+    var store: String? = Environment.get("TOCSIN_STORE")
+
+    @Option(name: .customLong("log-level"), help: "The brokers' log level.")
+    var logLevel = "notice"
+
+    @Option(help: "Most clients the controller sends to one broker.")
+    var capacity: Int?
+
+    @OptionGroup var auth: AuthOptions
+    @OptionGroup var scaling: AutoscaleOptions
+
+    @Flag(name: .customLong("enable-chaos"), help: "Serve the chaos API for these brokers.")
+    var enableChaos = false
+
+    @Option(name: .customLong("chaos-port"), help: "The chaos API's port (default: --port minus 1).")
+    var chaosPort: Int?
+
+    mutating func validate() throws {
+        guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
+        guard port == 0 || (2...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
+        if let capacity, !(1...10_000_000).contains(capacity) { throw ValidationError("--capacity must be in 1...10000000") }
+        _ = try scaling.policy()
+    }
+
+    func run() async throws {
+        var configuration = LocalNetwork.Configuration(directory: dataDirectory)
+        configuration.executable = ChildProcess.currentExecutable
+        configuration.brokers = brokers
+        configuration.controllers = 0
+        configuration.externalControllers = controller.split(separator: ",").map { BaseURL.trimmed(String($0)) }
+        configuration.basePort = port
+        configuration.host = host
+        configuration.logLevel = logLevel
+        configuration.showLogs = true
+        configuration.store = store
+        if let capacity { configuration.brokerArguments += ["--capacity", "\(capacity)"] }
+        // The network's key file (brokers mint their cluster credential from it), or --insecure-no-auth.
+        let authority = try await auth.authority(defaultKeyFile: nil, port: port)
+        if authority != nil { configuration.authKeys = auth.keyFile }
+        let network = try await LocalNetwork(configuration: configuration)
+        for m in network.members {
+            print("\(m.id)    \(m.httpURL)   \(m.webSocketURL)   pid \(m.pid)")
         }
-        if enableChaos {
-            var chaosLogger = Logger(label: "tocsin.chaos")
-            chaosLogger.logLevel = .notice
-            let chaos = ChaosServer(network: network, leader: { try? await client.cluster(timeout: .seconds(2)).leader }, logger: chaosLogger)
-            let chaosPort = self.chaosPort ?? (port == 0 ? 0 : port - 1)
-            let host = configuration.host
-            let authentication: Authentication = authority.map { .tokens($0) } ?? .disabled
-            tasks.withLock {
-                $0.append(
-                    Task {
-                        do {
-                            try await chaos.run(host: host, port: chaosPort, authentication: authentication) { bound in
-                                print("chaos API listening on http://\(host):\(bound) (GET /v1/workers, POST /v1/chaos; `tocsin chaos --url http://\(host):\(bound)`)")
-                                fflushStdout()
-                            }
-                        } catch {
-                            say("the chaos API stopped: \(error)")
-                        }
-                    })
-            }
-        }
-        await TerminationSignal.wait()
-        for t in tasks.withLock({ $0 }) { t.cancel() }
-        print("dev: stopping")
-        await network.stop()
+        fflushStdout()
+        try await supervise(
+            network, name: "supervise", authority: authority, trust: .system, scaling: scaling,
+            chaos: enableChaos ? (host, chaosPort ?? (port == 0 ? 0 : port - 1)) : nil)
     }
 }
 

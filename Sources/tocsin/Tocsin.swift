@@ -9,7 +9,7 @@ struct Tocsin: AsyncParsableCommand {
         commandName: "tocsin",
         abstract: "Tocsin: durable streams, parameterized channels, real-time notifications.",
         subcommands: [
-            Serve.self, ControllerCommand.self, BrokerCommand.self, Dev.self, Status.self, Publish.self, Subscribe.self, Streams.self,
+            Serve.self, ControllerCommand.self, BrokerCommand.self, Dev.self, Supervise.self, Status.self, Publish.self, Subscribe.self, Streams.self,
             Channels.self, Datasets.self, Config.self, Command.self, Chaos.self, Bench.self, Token.self, Keys.self,
         ],
         defaultSubcommand: nil
