@@ -1,5 +1,6 @@
 import Metrics
 import Synchronization
+import TocsinCore
 
 /// The broker's metrics, with stable names (swift-metrics; exported by whatever backend the
 /// process bootstraps).
@@ -33,5 +34,9 @@ struct BrokerMetrics: Sendable {
     final class Totals: Sendable {
         let delivered = Atomic<Int>(0)
         let published = Atomic<Int>(0)
+        /// Commit → notification decided since the last heartbeat (`LoadMeter` takes it).
+        let latency = Mutex(LatencyWindow())
     }
+    /// The same latency for Prometheus (a histogram).
+    let notifyLatency = Timer(label: "tocsin_commit_to_notify_seconds")
 }

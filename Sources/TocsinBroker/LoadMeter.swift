@@ -27,10 +27,17 @@ struct LoadMeter {
             published = p
             cpuSeconds = cpu
         }
-        return BrokerLoad(
+        let latency = totals.latency.withLock { w in
+            defer { w = LatencyWindow() }
+            return w
+        }
+        var load = BrokerLoad(
             connections: current.connections, subscriptions: current.subscriptions,
             deliveriesPerSecond: Double(d - delivered) / elapsed, publishesPerSecond: Double(p - published) / elapsed,
             cpu: max(0, (cpu - cpuSeconds) / elapsed), migrating: current.migrating)
+        load.latencyP50Millis = latency.percentile(0.5)
+        load.latencyP99Millis = latency.percentile(0.99)
+        return load
     }
 
     /// User + system CPU time of this process.

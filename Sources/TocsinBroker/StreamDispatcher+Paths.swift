@@ -25,6 +25,7 @@ extension StreamDispatcher {
                 return m.dispatch(chunk, nowMillis: nowMillis(), into: &actions)
             }
         }
+        if sent > 0 { recordLatency(events) }
         return count(sent)
     }
 
@@ -45,8 +46,10 @@ extension StreamDispatcher {
             }
             if !go { break }
         }
+        if sent > 0 { recordLatency(events) }
         count(sent)
     }
+
 
     /// Sends what repetitive subscriptions collected, for those whose period is due. Returns
     /// whether any repetitive subscription is attached.

@@ -237,6 +237,15 @@ final class StreamDispatcher: Sendable {
             metadata: ["stream": "\(stream)", "seq": "\(first)", "occurrences": "\(count + seqs.count - 1)"])
     }
 
+    /// Commit → notifications decided, for a batch that notified someone: once per event.
+    func recordLatency(_ events: [StoredEvent]) {
+        let now = nowMillis()
+        var window = LatencyWindow()
+        for e in events { window.record(Double(now - e.publishedAtMillis)) }
+        metrics.totals.latency.withLock { $0.merge(window) }
+        if let p = window.percentile(0.5) { metrics.notifyLatency.recordMilliseconds(p) }
+    }
+
     /// Counts notifications decided by live dispatch.
     @discardableResult
     func count(_ sent: Int) -> Int {

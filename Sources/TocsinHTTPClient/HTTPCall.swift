@@ -34,6 +34,9 @@ public enum HTTPCall {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.timeout.connect = .seconds(2)
+        // A Tocsin node closes a kept-alive connection idle for 10 s (`HTTPEdgeLimits.headTimeout`):
+        // a request sent on it just then would be lost with it. Never reuse one idle that long.
+        configuration.connectionPool.idleTimeout = .seconds(5)
         configuration.tlsConfiguration = trust.clientConfiguration
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }

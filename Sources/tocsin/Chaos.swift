@@ -138,6 +138,7 @@ struct ChaosRun: AsyncParsableCommand {
         let feed = Feed(configuration: feedConfiguration, logger: logger)
         let listening = Task { await audience.run() }
         defer { listening.cancel() }
+        defer { fflushStdout() }
         print("chaos run: \(subscribers) durable subscribers of EmergenciesOfKind(kind: \(kind)), \(rate) events/s, killing \(target) every \(every) s for \(duration) s")
         guard try await poll(timeout: .seconds(120), { audience.allConnected }) else {
             throw CommandFailure("not every subscriber connected within 120 s")
@@ -149,10 +150,24 @@ struct ChaosRun: AsyncParsableCommand {
         while ContinuousClock.now - start < .seconds(duration) {
             try await Task.sleep(for: .seconds(every))
             do {
-                let done = try await chaos.call(.POST, "/v1/chaos", body: .object(["action": .string("kill"), "target": .string(target)]))
+                // A loaded machine may be slow to answer: try a kill three times before counting it refused.
+                var attempt = 0
+                var answer: JSONValue?
+                while answer == nil {
+                    do {
+                        answer = try await chaos.call(.POST, "/v1/chaos", body: .object(["action": .string("kill"), "target": .string(target)]))
+                    } catch let error as CommandFailure where attempt < 2 {
+                        attempt += 1
+                        print("         (the chaos API did not answer: \(error); trying again)")
+                    } catch let error as TocsinError where error.code == .timeout && attempt < 2 {
+                        attempt += 1
+                    }
+                }
+                let done = answer ?? .null
                 let w = done["worker"] ?? .null
                 killed.append((w["id"]?.stringValue ?? "?", w["incarnation"]?.intValue ?? 0))
                 print(String(format: "%6.1f s  killed ", (ContinuousClock.now - start).seconds) + describe(w))
+                fflushStdout()
             } catch {
                 refused += 1
                 print(String(format: "%6.1f s  no kill: ", (ContinuousClock.now - start).seconds) + "\(error)")

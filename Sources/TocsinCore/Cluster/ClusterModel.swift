@@ -26,6 +26,10 @@ public struct BrokerLoad: Sendable, Hashable, Codable {
     /// Clients told to migrate that have not left yet (not counted in `connections`). While any
     /// are in flight the controller does not plan again: their arrival is not in anyone's report yet.
     public var migrating: Int
+    /// Commit → notification decided, over the last heartbeat interval (ms, bucketed); nil when
+    /// no event was delivered in it.
+    public var latencyP50Millis: Double? = nil
+    public var latencyP99Millis: Double? = nil
 
     public init(
         connections: Int = 0,

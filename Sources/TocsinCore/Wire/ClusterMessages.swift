@@ -73,11 +73,14 @@ extension GeoPoint {
 
 extension BrokerLoad {
     public var json: JSONValue {
-        .object([
+        var o: [String: JSONValue] = [
             "connections": .int(Int64(connections)), "subscriptions": .int(Int64(subscriptions)),
             "deliveriesPerSecond": .double(deliveriesPerSecond), "publishesPerSecond": .double(publishesPerSecond),
             "cpu": .double(cpu), "migrating": .int(Int64(migrating)),
-        ])
+        ]
+        if let latencyP50Millis { o["latencyP50Millis"] = .double(latencyP50Millis) }
+        if let latencyP99Millis { o["latencyP99Millis"] = .double(latencyP99Millis) }
+        return .object(o)
     }
 
     /// A load report. Counts must be non-negative integers and rates finite non-negative numbers.
