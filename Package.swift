@@ -77,6 +77,11 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            // The dashboard, the demo page and the browser client, served from the binary.
+            resources: [
+                .embedInCode("Assets/dashboard.html"), .embedInCode("Assets/dashboard.js"), .embedInCode("Assets/dashboard.css"),
+                .embedInCode("Assets/demo.html"), .embedInCode("Assets/demo.js"), .embedInCode("Assets/tocsin.js"),
             ]
         ),
         // Tokens: the key file, JWT verification and minting (jwt-kit). The broker and the controller

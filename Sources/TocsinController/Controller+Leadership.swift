@@ -86,9 +86,11 @@ extension Controller {
             case .startLeading(let epoch):
                 logger.notice("leading the controllers", metadata: ["epoch": "\(epoch)", "brokers": "\(machine.withLock { $0.live.count })"])
                 metrics.leader.record(1)
+                noteForDashboard("leader", subject: holder, "this controller leads (epoch \(epoch))")
             case .stopLeading(let epoch, let reason):
                 logger.warning("stopped leading the controllers", metadata: ["epoch": "\(epoch)", "reason": "\(reason.rawValue)"])
                 metrics.leader.record(0)
+                noteForDashboard("leader", subject: holder, "this controller stopped leading (epoch \(epoch), \(reason.rawValue))")
             }
         }
     }

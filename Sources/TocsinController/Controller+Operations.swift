@@ -74,6 +74,8 @@ extension Controller {
                     "version": "\(change.version)", "scope": "\(change.scope)", "key": "\(change.key)", "value": "\(change.new?.serialized ?? "unset")",
                     "by": "\(by)",
                 ])
+            noteForDashboard(
+                "config", "config v\(change.version): \(change.key) = \(change.new?.serialized ?? "unset") for \(change.scope) (by \(by))")
             try await persistControl()
             await applyOwnConfig()
         }
@@ -93,6 +95,7 @@ extension Controller {
             "command given",
             metadata: ["command": "\(record.id)", "kind": "\(kind.rawValue)", "targets": "\(record.targets.map(\.component))", "by": "\(by)"])
         metrics.commands.increment()
+        noteForDashboard("command", "\(record.id) \(kind.rawValue) to \(record.targets.map(\.component).joined(separator: ", ")) (by \(by))")
         try await persistControl()
         return record
     }
@@ -218,6 +221,7 @@ extension Controller {
         let counts = Dictionary(grouping: c.targets, by: \.state).mapValues(\.count)
         let summary = counts.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) \($0.value)" }.joined(separator: ", ")
         let failed = c.targets.contains { $0.state != .succeeded }
+        noteForDashboard("command", "\(c.id) \(c.kind.rawValue) finished: \(summary)")
         logger.log(
             level: failed ? .warning : .notice, "command finished",
             metadata: ["command": "\(c.id)", "kind": "\(c.kind.rawValue)", "targets": "\(summary)"])

@@ -97,6 +97,14 @@ public final class Controller: Service, Sendable {
     let startedAtMillis: Int64
     /// When this controller last refreshed its registration in the ledger.
     let lastRefresh = Mutex<ClusterTime?>(nil)
+    /// What the dashboard draws (`Controller+Dashboard.swift`).
+    let timeline = Mutex(NetworkTimeline())
+    let lastSampleMillis = Mutex<Int64>(0)
+    /// Set when the controller stops: long-lived responses (the dashboard's event stream) end.
+    let stopping = Atomic<Bool>(false)
+    /// Dashboard event streams open now (at most `maxDashboardStreams`).
+    let dashboardStreams = Atomic<Int>(0)
+    static let maxDashboardStreams = 64
 
     /// How many `assign` questions the controller has answered (or refused) since it started.
     public var assignmentCount: Int { assignments.load(ordering: .relaxed) }
@@ -227,6 +235,7 @@ public final class Controller: Service, Sendable {
             tick()
         }
         await operationsTick()
+        sampleForDashboard()
     }
 
     /// Expires leases, and when the cooldown allows, plans a rebalance and queues its orders.
@@ -237,6 +246,7 @@ public final class Controller: Service, Sendable {
 
     /// Logs and counts what the state machine did (outside its lock).
     func report(_ facts: [ControllerStateMachine.Fact]) {
+        noteForDashboard(facts)
         for fact in facts {
             switch fact {
             case .registered(let record):
@@ -276,6 +286,7 @@ public final class Controller: Service, Sendable {
                 await self.step()
             }
         }
+        stopping.store(true, ordering: .relaxed)
         await ledger?.close()
         logger.info("controller stopped")
     }

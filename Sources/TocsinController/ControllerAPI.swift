@@ -55,6 +55,7 @@ struct ControllerAPI: Sendable {
         }
         routes.router.refuseMethods(on: "/v1/assign", except: [.get])
         OperationsAPI(controller: controller).register(on: routes)
+        DashboardAPI(controller: controller).register(on: routes)
     }
 
     /// An answer to a broker, with the controller's cluster credential when it has one.

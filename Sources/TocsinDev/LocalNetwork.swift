@@ -193,7 +193,9 @@ public final class LocalNetwork: Sendable {
             "broker", "--controller", controllerURLs.joined(separator: ","), "--broker-id", id, "--host", host, "--port", "\(port)",
             "--data-dir", configuration.directory, "--log-level", configuration.logLevel,
         ] + authentication + (configuration.store.map { ["--store", $0] } ?? [])
-            + (configuration.tls.map { $0.serverArguments + ["--tls-ca", $0.trustedCA] } ?? []) + configuration.brokerArguments
+            + (configuration.tls.map { $0.serverArguments + ["--tls-ca", $0.trustedCA] } ?? [])
+            // The controllers' pages (the dashboard, the demo) may open WebSockets to the brokers.
+            + controllerURLs.flatMap { ["--allow-origin", $0] } + configuration.brokerArguments
         let process: ChildProcess
         if let namespaces = configuration.namespaces, let namespace {
             process = try await namespaces.start(

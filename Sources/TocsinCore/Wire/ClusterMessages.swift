@@ -100,6 +100,8 @@ extension BrokerLoad {
             connections: try count("connections"), subscriptions: try count("subscriptions"),
             deliveriesPerSecond: try rate("deliveriesPerSecond"), publishesPerSecond: try rate("publishesPerSecond"), cpu: try rate("cpu"),
             migrating: try count("migrating"))
+        if fields.object["latencyP50Millis"] != nil { latencyP50Millis = try rate("latencyP50Millis") }
+        if fields.object["latencyP99Millis"] != nil { latencyP99Millis = try rate("latencyP99Millis") }
     }
 }
 
