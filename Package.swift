@@ -162,8 +162,7 @@ let package = Package(
                 "TocsinLoad",
                 "TocsinAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                // The chaos API `tocsin dev --enable-chaos` serves.
-                .product(name: "Hummingbird", package: "hummingbird"),
+
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

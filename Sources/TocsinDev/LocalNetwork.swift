@@ -122,6 +122,8 @@ public final class LocalNetwork: Sendable {
         var gaveUp: Set<String> = []
         /// Workers whose current process's exit the supervisor has seen (cleared by a start).
         var exitNoted: Set<String> = []
+        /// `stop()` began: a process started meanwhile (a restart in flight) is stopped at once.
+        var closing = false
     }
 
     private let state = Mutex(State())
@@ -156,13 +158,15 @@ public final class LocalNetwork: Sendable {
             arguments: ["controller", "--host", host, "--port", "\(port)", "--log-level", configuration.logLevel]
                 + configuration.authenticationArguments + store + (configuration.tls?.serverArguments ?? []) + configuration.controllerArguments,
             inheritStderr: configuration.showLogs)
-        state.withLock { s in
+        let closing = state.withLock { s in
             s.controllerProcesses[id] = process
             s.controllerPorts[id] = process.port
             s.controllerIncarnations[id, default: 0] += 1
             s.stopped.remove(id)
             s.exitNoted.remove(id)
+            return s.closing
         }
+        if closing { await Self.stopLate(process) }
         supervision.withLock { $0.started(id, now: now) }
     }
 
@@ -206,32 +210,29 @@ public final class LocalNetwork: Sendable {
         let member = Member(
             id: id, port: process.port, pid: process.pid, incarnation: incarnation, httpURL: "\(scheme)://\(host):\(process.port)",
             namespace: namespace)
-        state.withLock { s in
+        let closing = state.withLock { s in
             s.processes[id] = process
             s.members[id] = member
             s.stopped.remove(id)
             s.exitNoted.remove(id)
+            return s.closing
         }
+        if closing { await Self.stopLate(process) }
         supervision.withLock { $0.started(id, now: now) }
         return member
     }
 
-    // MARK: Workers
-
-    /// A process of the network, as the chaos API lists it.
-    public struct Worker: Sendable, Hashable {
-        public var role: String
-        public var id: String
-        public var pid: Int32
-        public var url: String
-        /// 1 for the first start, +1 per restart.
-        public var incarnation: Int
-        /// `running`, `restarting`, `stopped` (on purpose) or `gave-up` (crash loop).
-        public var state: String
+    /// A process that started after `stop()` began (a restart in flight): stopped at once, so
+    /// nothing outlives the network.
+    private static func stopLate(_ process: ChildProcess) async {
+        process.signal(SIGKILL)
+        _ = await process.exit()
     }
 
+    // MARK: Workers
+
     /// Every controller and broker, controllers first.
-    public var workers: [Worker] {
+    public var workers: [WorkerSummary] {
         let machine = supervision.withLock { $0.workers }
         return state.withLock { s in
             func stateOf(_ id: String, _ process: ChildProcess) -> String {
@@ -240,17 +241,17 @@ public final class LocalNetwork: Sendable {
                 if case .running = machine[id], process.isRunning { return "running" }
                 return "restarting"
             }
-            var list: [Worker] = []
+            var list: [WorkerSummary] = []
             for (id, process) in s.controllerProcesses.sorted(by: { $0.key < $1.key }) {
                 list.append(
-                    Worker(
+                    WorkerSummary(
                         role: "controller", id: id, pid: process.pid, url: "\(scheme)://\(controllerHost):\(process.port)",
                         incarnation: s.controllerIncarnations[id] ?? 1, state: stateOf(id, process)))
             }
             for (id, member) in s.members.sorted(by: { $0.key < $1.key }) {
                 guard let process = s.processes[id] else { continue }
                 list.append(
-                    Worker(role: "broker", id: id, pid: process.pid, url: member.httpURL, incarnation: member.incarnation, state: stateOf(id, process)))
+                    WorkerSummary(role: "broker", id: id, pid: process.pid, url: member.httpURL, incarnation: member.incarnation, state: stateOf(id, process)))
             }
             return list
         }
@@ -425,6 +426,7 @@ public final class LocalNetwork: Sendable {
     /// to, close their connections at once instead of migrating clients among themselves.
     public func stop(signal: Int32 = SIGTERM) async {
         let (processes, controllers) = state.withLock { s in
+            s.closing = true
             for id in s.processes.keys { s.stopped.insert(id) }
             for id in s.controllerProcesses.keys { s.stopped.insert(id) }
             return (Array(s.processes.values), Array(s.controllerProcesses.values))

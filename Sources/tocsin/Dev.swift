@@ -6,6 +6,7 @@ import Logging
 import Dispatch
 import Foundation
 import TocsinClient
+import TocsinController
 import TocsinCore
 import TocsinDev
 import TocsinAuth
@@ -161,7 +162,10 @@ func supervise(
     if let (host, port) = chaos {
         var chaosLogger = Logger(label: "tocsin.chaos")
         chaosLogger.logLevel = .notice
-        let server = ChaosServer(network: network, leader: { try? await client.cluster(timeout: .seconds(2)).leader }, logger: chaosLogger)
+        let workers = ChaosServer.Workers(
+            list: { network.workers }, kill: { await network.kill($0) }, pause: { await network.pause($0, for: $1) },
+            leader: { try? await client.cluster(timeout: .seconds(2)).leader })
+        let server = ChaosServer(workers: workers, logger: chaosLogger)
         let authentication: Authentication = authority.map { .tokens($0) } ?? .disabled
         tasks.withLock {
             $0.append(

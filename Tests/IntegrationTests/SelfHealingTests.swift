@@ -43,13 +43,23 @@ struct SelfHealingTests {
             let kills = report.split(separator: "\n").filter { $0.contains(" killed broker-") }
             #expect(kills.count >= 7)
         } catch {
-            dev.signal(SIGTERM)
-            _ = await dev.exit()
+            await Self.stop(dev)
             throw error
         }
-        // Ctrl-C: dev stops its processes.
+        // SIGTERM (as Ctrl-C): dev stops its processes and exits.
+        #expect(await Self.stop(dev), "tocsin dev did not exit within 30 s of SIGTERM")
+    }
+
+    /// SIGTERM, and SIGKILL if it has not exited within 30 s; whether it exited by itself.
+    @discardableResult
+    static func stop(_ dev: ChildProcess) async -> Bool {
         dev.signal(SIGTERM)
-        _ = await dev.exit()
+        let exited = await firstOrNil(within: .seconds(30)) { await dev.exit() } != nil
+        if !exited {
+            dev.signal(SIGKILL)
+            _ = await dev.exit()
+        }
+        return exited
     }
 
     @Test func autoscalingAddsBrokersPastCapacityAndDrainsThemAwayWithNothingLost() async throws {
@@ -84,6 +94,8 @@ struct SelfHealingTests {
         let feed = Feed(configuration: .init(seeds: seeds, kind: kind, rate: 20), logger: Self.logger)
         let stayingTask = Task { await staying.run() }
         let leavingTask = Task { await leaving.run() }
+        // New subscriptions start at the latest event: publish once the ones that stay are in.
+        try await waitUntil("the staying subscribers connected", timeout: .seconds(60)) { staying.allConnected }
         let publishing = Task { await feed.run() }
         defer {
             scaler.cancel()
@@ -108,7 +120,18 @@ struct SelfHealingTests {
             await publishing.value
             let acknowledged = Set(feed.acknowledged.withLock { $0 })
             #expect(acknowledged.count > 100)
-            try await waitUntil("the staying subscribers have every event", timeout: .seconds(30)) { staying.received(all: acknowledged) }
+            let all = try await poll(timeout: .seconds(30)) { staying.received(all: acknowledged) }
+            if !all {
+                for (i, p) in staying.probes.enumerated() {
+                    let s = p.snapshot
+                    let missing = acknowledged.subtracting(s.seqs).sorted()
+                    if !missing.isEmpty {
+                        print("staying-\(i) on \(s.broker): missing \(missing.count) (\(missing.prefix(5))…\(missing.suffix(3))), seen \(s.seqs.count), last \(s.seqs.last ?? -1), moves \(s.moves), connections \(s.connections)")
+                    }
+                }
+                print("acknowledged \(acknowledged.count): \(acknowledged.min() ?? -1)…\(acknowledged.max() ?? -1)")
+            }
+            #expect(all, "every staying subscriber has every acknowledged event")
             #expect(staying.inOrder)
             // Scale-in moved them by migration (make-before-break), not by failover.
             #expect(staying.migrationReasons.contains("drain"))

@@ -50,7 +50,17 @@ struct ClusterCredentialTests {
             #expect(Set(c.routes) == [
                 "GET /healthz (public)", "GET /readyz (public)", "POST /v1/brokers (cluster)", "POST /v1/brokers/:id/heartbeat (cluster)",
                 "POST /v1/brokers/:id/drain (cluster)", "DELETE /v1/brokers/:id (cluster)", "GET /v1/cluster (discovery)", "GET /v1/assign (discovery)",
+                // Operations: admin only.
+                "GET /v1/components (admin)", "GET /v1/config (admin)", "GET /v1/config/history (admin)", "PUT /v1/config/:key (admin)",
+                "DELETE /v1/config/:key (admin)", "POST /v1/commands (admin)", "GET /v1/commands (admin)", "GET /v1/commands/:id (admin)",
+                "GET /v1/dashboard (admin)", "GET /v1/dashboard/events (admin)",
+                // The pages and the browser client hold no data: public.
+                "GET /ui (public)", "GET /ui/dashboard.js (public)", "GET /ui/dashboard.css (public)", "GET /demo (public)", "GET /demo.js (public)",
+                "GET /tocsin.js (public)",
             ])
+            // An operator call without admin is refused.
+            let refused = try await HTTPCall.send(.GET, c.url + "/v1/config", headers: [("Authorization", "Bearer " + discovery)])
+            #expect(refused.status == 403)
         }
     }
 }

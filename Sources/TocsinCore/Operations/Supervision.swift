@@ -142,3 +142,32 @@ public struct Supervision: Sendable {
         return []
     }
 }
+
+/// A process a supervisor runs, as the chaos API lists it (`GET /v1/workers`).
+public struct WorkerSummary: Sendable, Hashable {
+    /// `controller` or `broker`.
+    public var role: String
+    public var id: String
+    public var pid: Int32
+    public var url: String
+    /// 1 for the first start, +1 per restart.
+    public var incarnation: Int
+    /// `running`, `restarting`, `stopped` (on purpose) or `gave-up` (crash loop).
+    public var state: String
+
+    public init(role: String, id: String, pid: Int32, url: String, incarnation: Int, state: String) {
+        self.role = role
+        self.id = id
+        self.pid = pid
+        self.url = url
+        self.incarnation = incarnation
+        self.state = state
+    }
+
+    public var json: JSONValue {
+        .object([
+            "role": .string(role), "id": .string(id), "pid": .int(Int64(pid)), "url": .string(url), "incarnation": .int(Int64(incarnation)),
+            "state": .string(state),
+        ])
+    }
+}
