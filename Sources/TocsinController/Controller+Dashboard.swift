@@ -51,6 +51,7 @@ extension Controller {
         }) else { return }
         let brokers = machine.withLock { $0.live }.map(BrokerSummary.init)
         timeline.withLock { $0.sample(brokers, atMillis: at) }
+        metrics.utilization.record(Autoscaler(policy: Autoscaler.Policy()).utilization(brokers))
     }
 
     /// The dashboard's document.

@@ -306,6 +306,9 @@ struct ControllerMetrics: Sendable {
     let leader = Gauge(label: "tocsin_controller_leader")
     /// Operator commands given (`tocsin command`).
     let commands = Counter(label: "tocsin_controller_commands_total")
+    /// Clients over capacity of the active brokers (0…1, above 1 when over): what an autoscaler
+    /// (the HorizontalPodAutoscaler in deploy/kubernetes) sizes the broker count by.
+    let utilization = Gauge(label: "tocsin_controller_utilization")
 
     /// The live brokers as of a tick, and the clients they last reported.
     func record(active: Int, draining: Int, clients count: Int) {
