@@ -153,11 +153,18 @@ public final class Broker: Sendable {
 
     /// Reads streams and channels from the store into the catalog. A stored definition that
     /// cannot be read or no longer compiles is logged once and left out; the rest serves.
+    /// A definition this broker changes while the store is read makes the read stale: it is
+    /// read again (a definition must never vanish from a broker that has just stored it).
     public func reloadCatalog() async throws {
-        let streams = try await store.streams()
-        let channels = try await store.channels()
-        let datasets = try await store.datasets()
-        for (definition, error) in catalog.load(streams: streams, channels: channels, datasets: datasets.map(\.definition)) {
+        var skipped: [(definition: ChannelDefinition, error: TocsinError)]?
+        while skipped == nil {
+            let generation = catalog.generation
+            let streams = try await store.streams()
+            let channels = try await store.channels()
+            let datasets = try await store.datasets()
+            skipped = catalog.load(streams: streams, channels: channels, datasets: datasets.map(\.definition), unchangedSince: generation)
+        }
+        for (definition, error) in skipped ?? [] {
             logger.error(
                 "a stored channel no longer compiles against its stream; it is skipped (redefine or delete it), everything else serves",
                 metadata: ["channel": "\(definition.name)", "stream": "\(definition.stream)", "error": "\(error.message)"])

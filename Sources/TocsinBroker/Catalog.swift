@@ -11,6 +11,8 @@ final class Catalog: Sendable {
         var datasets: [String: DatasetDefinition] = [:]
         /// Stored channels that did not compile, as last reported (name -> definition JSON).
         var skipped: [String: String] = [:]
+        /// Bumped by every change made through this broker (`put`, `remove…`).
+        var generation = 0
     }
 
     private let state = Mutex(State())
@@ -18,8 +20,14 @@ final class Catalog: Sendable {
     /// Replaces the catalog. A stored channel that no longer compiles against its stream (it
     /// was stored under older rules) is left out; the ones not reported by an earlier load with
     /// the same definition are returned, so each is logged once. Everything else serves.
+    ///
+    /// With `unchangedSince` (a `generation` read before the store was read), nothing is replaced
+    /// and nil is returned when this broker changed a definition meanwhile: the store's answer
+    /// may predate that change, and applying it would hide the definition until the next reload.
     @discardableResult
-    func load(streams: [StreamInfo], channels: [ChannelDefinition], datasets: [DatasetDefinition] = []) -> [(definition: ChannelDefinition, error: TocsinError)] {
+    func load(
+        streams: [StreamInfo], channels: [ChannelDefinition], datasets: [DatasetDefinition] = [], unchangedSince: Int? = nil
+    ) -> [(definition: ChannelDefinition, error: TocsinError)]? {
         var compiled: [String: CompiledChannel] = [:]
         var failed: [(definition: ChannelDefinition, error: TocsinError)] = []
         let byName = Dictionary(streams.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
@@ -33,6 +41,7 @@ final class Catalog: Sendable {
             }
         }
         return state.withLock { s in
+            if let unchangedSince, s.generation != unchangedSince { return nil }
             s.streams = byName
             s.channels = compiled
             s.datasets = datasetsByName
@@ -41,6 +50,9 @@ final class Catalog: Sendable {
             return failed.filter { previous[$0.definition.name] != $0.definition.json.serialized }
         }
     }
+
+    /// Changes made through this broker so far (see `load(…unchangedSince:)`).
+    var generation: Int { state.withLock { $0.generation } }
 
     func stream(_ name: String) -> StreamInfo? { state.withLock { $0.streams[name] } }
     func channel(_ name: String) -> CompiledChannel? { state.withLock { $0.channels[name] } }
@@ -52,11 +64,17 @@ final class Catalog: Sendable {
     var datasetsByName: [String: DatasetDefinition] { state.withLock { $0.datasets } }
 
     func put(dataset: DatasetDefinition) {
-        state.withLock { $0.datasets[dataset.name] = dataset }
+        state.withLock { s in
+            s.datasets[dataset.name] = dataset
+            s.generation += 1
+        }
     }
 
     func removeDataset(_ name: String) {
-        state.withLock { _ = $0.datasets.removeValue(forKey: name) }
+        state.withLock { s in
+            _ = s.datasets.removeValue(forKey: name)
+            s.generation += 1
+        }
     }
 
     /// The dataset's definition, or an `unknown_dataset` error.
@@ -68,19 +86,31 @@ final class Catalog: Sendable {
     }
 
     func put(stream: StreamInfo) {
-        state.withLock { $0.streams[stream.name] = stream }
+        state.withLock { s in
+            s.streams[stream.name] = stream
+            s.generation += 1
+        }
     }
 
     func removeStream(_ name: String) {
-        state.withLock { _ = $0.streams.removeValue(forKey: name) }
+        state.withLock { s in
+            _ = s.streams.removeValue(forKey: name)
+            s.generation += 1
+        }
     }
 
     func put(channel: CompiledChannel) {
-        state.withLock { $0.channels[channel.name] = channel }
+        state.withLock { s in
+            s.channels[channel.name] = channel
+            s.generation += 1
+        }
     }
 
     func removeChannel(_ name: String) {
-        state.withLock { _ = $0.channels.removeValue(forKey: name) }
+        state.withLock { s in
+            _ = s.channels.removeValue(forKey: name)
+            s.generation += 1
+        }
     }
 
     /// The stream's schema, or an `unknown_stream` error.
