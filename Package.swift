@@ -63,7 +63,9 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // docs/openapi.yaml, served at /v1/openapi.yaml.
+            resources: [.embedInCode("Assets/openapi.yaml")]
         ),
         .target(
             name: "TocsinController",

@@ -16,6 +16,7 @@ struct HTTPAPI: Sendable {
         let router = routes.router
         routes.open(.get, "/healthz") { _, _ in Response.json(#"{"status":"ok"}"#) }
         routes.open(.get, "/readyz") { _, _ in await self.ready() }
+        routes.addOpenAPIRoute()
 
         // Discovery: every broker serves the network's broker list, so any node is a seed.
         routes.on(.get, "/v1/cluster", .discovery) { _, _, _ in

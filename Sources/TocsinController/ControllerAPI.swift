@@ -56,6 +56,7 @@ struct ControllerAPI: Sendable {
         routes.router.refuseMethods(on: "/v1/assign", except: [.get])
         OperationsAPI(controller: controller).register(on: routes)
         DashboardAPI(controller: controller).register(on: routes)
+        routes.addOpenAPIRoute()
     }
 
     /// An answer to a broker, with the controller's cluster credential when it has one.
