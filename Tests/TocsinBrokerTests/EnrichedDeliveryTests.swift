@@ -79,7 +79,9 @@ struct EnrichedDeliveryTests {
     func notificationsCarryWhatAScanFindsAtTheirVersionLiveAndReplayed(postgres: Bool) async throws {
         let database = postgres ? try await PostgresServer.database() : nil
         defer { database?.destroy() }
-        let location = try database.map { try PostgresLocation(parsing: $0.url) }
+        // A generous store deadline: on a loaded machine (the whole suite, browsers and all) a
+        // throwaway server may take more than the default 5 s to answer.
+        let location = try database.map { try PostgresLocation(parsing: $0.url + "?timeout=30") }
         try await TestBroker.with(store: { directory in
             location.map { .postgres(PostgresStore.Configuration(location: $0)) } ?? StoreConfiguration.testing(in: directory)
         }) { broker in

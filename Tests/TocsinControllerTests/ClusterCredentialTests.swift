@@ -56,7 +56,7 @@ struct ClusterCredentialTests {
                 "GET /v1/dashboard (admin)", "GET /v1/dashboard/events (admin)",
                 // The pages and the browser client hold no data: public.
                 "GET /ui (public)", "GET /ui/dashboard.js (public)", "GET /ui/dashboard.css (public)", "GET /demo (public)", "GET /demo.js (public)",
-                "GET /tocsin.js (public)",
+                "GET /tocsin.js (public)", "GET /v1/openapi.yaml (public)",
             ])
             // An operator call without admin is refused.
             let refused = try await HTTPCall.send(.GET, c.url + "/v1/config", headers: [("Authorization", "Bearer " + discovery)])
