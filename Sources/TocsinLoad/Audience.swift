@@ -39,6 +39,9 @@ public final class Audience: Sendable {
             public var outOfOrder = 0
             /// Times the library said it could not resume without a gap (retention passed its position).
             public var notRecovered = 0
+            /// Connections lost (not moves by `migrate`), and requests the network refused (`failed`).
+            public var disconnects = 0
+            public var failures = 0
             /// Publish→notify latencies (ns) of events that carry their publish time ("t<nanos>").
             public var latencies: [Int64] = []
             /// The broker it is (or was last) connected to.
@@ -130,12 +133,13 @@ public final class Audience: Sendable {
             }
         case .disconnected:
             probe.state.withLock { s in
+                s.disconnects += 1
                 if let crashed, s.lostAt == nil, s.broker == crashed.broker { s.lostAt = Monotonic.nanos() }
             }
         case .notRecovered:
             probe.state.withLock { $0.notRecovered += 1 }
         case .failed:
-            break
+            probe.state.withLock { $0.failures += 1 }
         }
     }
 

@@ -136,6 +136,9 @@ struct SelfHealingTests {
             // Scale-in moved them by migration (make-before-break), not by failover.
             #expect(staying.migrationReasons.contains("drain"))
             #expect(staying.probes.allSatisfy { $0.snapshot.notRecovered == 0 })
+            // No client noticed: no connection lost, nothing refused (they moved by `migrate`).
+            let noticed = staying.probes.map(\.snapshot).filter { $0.disconnects > 0 || $0.failures > 0 }
+            #expect(noticed.isEmpty, "staying subscribers that saw a disconnect or an error: \(noticed.map { ($0.disconnects, $0.failures, $0.moves) })")
             let log = decisions.withLock { $0 }
             print("autoscaler: " + log.joined(separator: "; "))
             #expect(log.filter { $0.contains("adding a broker") }.count == 2)
