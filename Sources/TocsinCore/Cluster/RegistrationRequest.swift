@@ -63,6 +63,9 @@ public struct RegistrationRequest: Sendable, Hashable {
         if let version, !(1...64).contains(version.utf8.count) || !version.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) {
             throw TocsinError(.invalidRegistration, "version \(quotedForMessage(version)) must be 1...64 printable ASCII characters")
         }
+        if let startedAtMillis, !TimeFormat.supportedRange.contains(startedAtMillis) {
+            throw TocsinError(.invalidRegistration, "startedAtMillis \(startedAtMillis) is not a time: \(TimeFormat.rangeDescription)")
+        }
         guard capacity >= 1 else {
             throw TocsinError(.invalidRegistration, "capacity must be at least 1 client connection, got \(capacity)")
         }

@@ -209,6 +209,8 @@ public struct CommandBook: Sendable, Hashable {
     public static let finishedLimit = 200
     /// Unfinished commands at once: more is refused, so a stuck target cannot grow the book without bound.
     public static let openLimit = 1000
+    /// The most bytes of one target's result kept; a larger one is replaced by its size.
+    public static let resultLimit = 16 << 10
     /// The longest a command may wait for its results.
     public static let timeoutRange: ClosedRange<Int64> = 1_000...86_400_000
 
@@ -279,10 +281,12 @@ public struct CommandBook: Sendable, Hashable {
             switch result.outcome {
             case .succeeded(let value):
                 commands[i].targets[t].state = .succeeded
-                commands[i].targets[t].result = value
+                // Kept for everyone to read: a result is bounded (a snapshot is about 1 KB).
+                let bytes = value.serialized.utf8.count
+                commands[i].targets[t].result = bytes <= Self.resultLimit ? value : .object(["truncated": .bool(true), "bytes": .int(Int64(bytes))])
             case .failed(let code, let message):
                 commands[i].targets[t].state = .failed
-                commands[i].targets[t].result = .object(["code": .string(code), "message": .string(message)])
+                commands[i].targets[t].result = .object(["code": .string(String(code.prefix(64))), "message": .string(String(message.prefix(1024)))])
             }
             commands[i].targets[t].finishedAtMillis = nowMillis
             if commands[i].isFinished { finished.append(commands[i]) }

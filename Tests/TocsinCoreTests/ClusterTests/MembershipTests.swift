@@ -229,6 +229,9 @@ import Testing
         .init(label: "empty region", request: F.registration(region: "")),
         .init(label: "region with a space", request: F.registration(region: "eu west")),
         .init(label: "65-character region", request: F.registration(region: String(repeating: "r", count: 65))),
+        .init(label: "version with a space", request: { var r = F.registration(); r.version = "1 0"; return r }()),
+        .init(label: "65-character version", request: { var r = F.registration(); r.version = String(repeating: "v", count: 65); return r }()),
+        .init(label: "start time past year 9999", request: { var r = F.registration(); r.startedAtMillis = .max; return r }()),
     ]
 
     @Test(arguments: badRegistrations)

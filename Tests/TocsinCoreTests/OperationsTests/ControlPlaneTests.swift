@@ -170,6 +170,15 @@ import TocsinCore
         }
     }
 
+    @Test func aHugeResultIsKeptAsItsSize() throws {
+        var book = CommandBook()
+        let c = try Self.submit(&book, .snapshot, .component("b1"))
+        let huge = JSONValue.object(["blob": .string(String(repeating: "x", count: 100_000))])
+        book.report([CommandResult(id: c.id, outcome: .succeeded(huge))], from: "b1", nowMillis: 1)
+        #expect(book.command(c.id)?.targets[0].result?["truncated"] == .bool(true))
+        #expect(book.command(c.id)?.targets[0].state == .succeeded)
+    }
+
     @Test func aCommandWithoutResultsTimesOut() throws {
         var book = CommandBook()
         let c = try Self.submit(&book, .drain, .component("b1"), at: 0, timeout: 1_000)
