@@ -54,8 +54,21 @@ extension Controller {
         metrics.utilization.record(Autoscaler(policy: Autoscaler.Policy()).utilization(brokers))
     }
 
-    /// The dashboard's document.
+    /// The dashboard's document: built at most twice a second, however many dashboards are open
+    /// (each open event stream asks every second).
     public func dashboard() async -> JSONValue {
+        let at = wallMillis()
+        let cached: JSONValue? = dashboardCache.withLock { c in
+            guard let c, at - c.atMillis < 500 else { return Optional<JSONValue>.none }
+            return c.document
+        }
+        if let cached { return cached }
+        let document = await buildDashboard()
+        dashboardCache.withLock { $0 = (at, document) }
+        return document
+    }
+
+    private func buildDashboard() async -> JSONValue {
         let components = await components()
         let (samples, events, gone) = timeline.withLock { ($0.samples, $0.events, $0.gone) }
         let brokers = machine.withLock { $0.live }

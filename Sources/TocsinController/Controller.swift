@@ -100,6 +100,8 @@ public final class Controller: Service, Sendable {
     /// What the dashboard draws (`Controller+Dashboard.swift`).
     let timeline = Mutex(NetworkTimeline())
     let lastSampleMillis = Mutex<Int64>(0)
+    /// The last dashboard document and when it was built (`dashboard()`).
+    let dashboardCache = Mutex<(atMillis: Int64, document: JSONValue)?>(nil)
     /// Set when the controller stops: long-lived responses (the dashboard's event stream) end.
     let stopping = Atomic<Bool>(false)
     /// Dashboard event streams open now (at most `maxDashboardStreams`).
