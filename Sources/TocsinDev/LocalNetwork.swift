@@ -118,8 +118,6 @@ public final class LocalNetwork: Sendable {
         var stopped: Set<String> = []
         var nextNumber = 1
         var restarts = 0
-        /// Workers given up on (crash loop).
-        var gaveUp: Set<String> = []
         /// Workers whose current process's exit the supervisor has seen (cleared by a start).
         var exitNoted: Set<String> = []
         /// `stop()` began: a process started meanwhile (a restart in flight) is stopped at once.
@@ -363,7 +361,6 @@ public final class LocalNetwork: Sendable {
             report("\(id) failed \(failed) health checks in a row; killing it (SIGKILL)")
             process(of: id)?.signal(SIGKILL)
         case .giveUp(let id, let restarts, let within):
-            state.withLock { _ = $0.gaveUp.insert(id) }
             report("\(id) restarted \(restarts) times within \(within): a crash loop; not restarting it (see its log)")
         case .start(let id):
             do {

@@ -32,20 +32,10 @@ struct Dev: AsyncParsableCommand {
     @Option(help: "The controller's port; brokers take the next ones (0: free ports everywhere).")
     var port = 7300
 
-    @Option(name: .customLong("data-dir"), help: "Directory of the shared SQLite store.")
-    var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
-
-    @Option(name: .customLong("store"), help: "A PostgreSQL connection string the brokers share instead of the SQLite file (env TOCSIN_STORE).")
-    var store: String? = Environment.get("TOCSIN_STORE")
+    @OptionGroup var processes: SupervisedProcessOptions
 
     @Flag(name: .customLong("no-fsync"), help: "Brokers commit with synchronous=NORMAL.")
     var noFsync = false
-
-    @Option(name: .customLong("log-level"), help: "The processes' log level (their logs go to stderr).")
-    var logLevel = "notice"
-
-    @Option(help: "Most clients the controller sends to one broker (the brokers' --capacity).")
-    var capacity: Int?
 
     @OptionGroup var auth: AuthOptions
 
@@ -54,42 +44,23 @@ struct Dev: AsyncParsableCommand {
         help: "Serve HTTPS/WSS with a throwaway CA made in --data-dir/tls (openssl), for localhost; clients need --tls-ca --data-dir/tls/ca.pem.")
     var tls = false
 
-    @Flag(name: .customLong("enable-chaos"), help: "Serve the chaos API (admin scope): list, kill and pause the network's processes.")
-    var enableChaos = false
-
-    @Option(name: .customLong("chaos-port"), help: "The chaos API's port (default: --port minus 1; 0 with --port 0).")
-    var chaosPort: Int?
-
     @OptionGroup var scaling: AutoscaleOptions
 
     mutating func validate() throws {
         guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
         guard (1...5).contains(controllers) else { throw ValidationError("--controllers must be in 1...5") }
-        guard controllers == 1 || store != nil else { throw ValidationError("--controllers above 1 needs --store (a PostgreSQL database to elect a leader in)") }
+        guard controllers == 1 || processes.store != nil else { throw ValidationError("--controllers above 1 needs --store (a PostgreSQL database to elect a leader in)") }
         guard port == 0 || (2...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
-        if let chaosPort, !(0...65535).contains(chaosPort) { throw ValidationError("--chaos-port must be in 0...65535") }
-        if let capacity, !(1...10_000_000).contains(capacity) { throw ValidationError("--capacity must be in 1...10000000") }
-        if let store {
-            do {
-                _ = try PostgresLocation(parsing: store)
-            } catch {
-                throw ValidationError("--store (or TOCSIN_STORE): \(error.message)")
-            }
-        }
         _ = try scaling.policy()
     }
 
     func run() async throws {
-        var configuration = LocalNetwork.Configuration(directory: dataDirectory)
-        configuration.executable = ChildProcess.currentExecutable
+        var configuration = processes.configuration()
+        let (dataDirectory, store) = (processes.dataDirectory, processes.store)
         configuration.brokers = brokers
         configuration.controllers = controllers
         configuration.basePort = port
-        configuration.logLevel = logLevel
-        configuration.showLogs = true
-        configuration.store = store
         if noFsync { configuration.brokerArguments.append("--no-fsync") }
-        if let capacity { configuration.brokerArguments += ["--capacity", "\(capacity)"] }
         // The network's key: given, or kept (made on first start) in the data directory.
         let authority = try await auth.authority(defaultKeyFile: dataDirectory + "/auth-keys.json", port: port)
         if authority != nil { configuration.authKeys = auth.keyFile ?? dataDirectory + "/auth-keys.json" }
@@ -121,7 +92,7 @@ struct Dev: AsyncParsableCommand {
 
         try await supervise(
             network, name: "dev", authority: authority, trust: trust, scaling: scaling,
-            chaos: enableChaos ? (configuration.host, chaosPort ?? (port == 0 ? 0 : port - 1)) : nil)
+            chaos: processes.chaos(host: configuration.host, port: port))
     }
 }
 
@@ -208,46 +179,23 @@ struct Supervise: AsyncParsableCommand {
     @Option(name: .customLong("host"), help: "The address brokers listen on (and advertise).")
     var host = "127.0.0.1"
 
-    @Option(name: .customLong("data-dir"), help: "Directory of the shared SQLite store.")
-    var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
-
-    @Option(name: .customLong("store"), help: "The PostgreSQL store the brokers share (env TOCSIN_STORE).")
-    var store: String? = Environment.get("TOCSIN_STORE")
-
-    @Option(name: .customLong("log-level"), help: "The brokers' log level.")
-    var logLevel = "notice"
-
-    @Option(help: "Most clients the controller sends to one broker.")
-    var capacity: Int?
-
+    @OptionGroup var processes: SupervisedProcessOptions
     @OptionGroup var auth: AuthOptions
     @OptionGroup var scaling: AutoscaleOptions
-
-    @Flag(name: .customLong("enable-chaos"), help: "Serve the chaos API for these brokers.")
-    var enableChaos = false
-
-    @Option(name: .customLong("chaos-port"), help: "The chaos API's port (default: --port minus 1).")
-    var chaosPort: Int?
 
     mutating func validate() throws {
         guard (1...64).contains(brokers) else { throw ValidationError("--brokers must be in 1...64") }
         guard port == 0 || (2...(65535 - 64)).contains(port) else { throw ValidationError("--port must leave room for the brokers' ports") }
-        if let capacity, !(1...10_000_000).contains(capacity) { throw ValidationError("--capacity must be in 1...10000000") }
         _ = try scaling.policy()
     }
 
     func run() async throws {
-        var configuration = LocalNetwork.Configuration(directory: dataDirectory)
-        configuration.executable = ChildProcess.currentExecutable
+        var configuration = processes.configuration()
         configuration.brokers = brokers
         configuration.controllers = 0
         configuration.externalControllers = controller.split(separator: ",").map { BaseURL.trimmed(String($0)) }
         configuration.basePort = port
         configuration.host = host
-        configuration.logLevel = logLevel
-        configuration.showLogs = true
-        configuration.store = store
-        if let capacity { configuration.brokerArguments += ["--capacity", "\(capacity)"] }
         // The network's key file (brokers mint their cluster credential from it), or --insecure-no-auth.
         let authority = try await auth.authority(defaultKeyFile: nil, port: port)
         if authority != nil { configuration.authKeys = auth.keyFile }
@@ -258,7 +206,57 @@ struct Supervise: AsyncParsableCommand {
         fflushStdout()
         try await supervise(
             network, name: "supervise", authority: authority, trust: .system, scaling: scaling,
-            chaos: enableChaos ? (host, chaosPort ?? (port == 0 ? 0 : port - 1)) : nil)
+            chaos: processes.chaos(host: host, port: port))
+    }
+}
+
+/// What `tocsin dev` and `tocsin supervise` share: where the processes keep their data, their
+/// log level and capacity, and the chaos API.
+struct SupervisedProcessOptions: ParsableArguments {
+    @Option(name: .customLong("data-dir"), help: "Directory of the shared SQLite store (env TOCSIN_DATA_DIR).")
+    var dataDirectory: String = Environment.get("TOCSIN_DATA_DIR") ?? "./tocsin-data"
+
+    @Option(name: .customLong("store"), help: "A PostgreSQL connection string the brokers share instead of the SQLite file (env TOCSIN_STORE).")
+    var store: String? = Environment.get("TOCSIN_STORE")
+
+    @Option(name: .customLong("log-level"), help: "The processes' log level (their logs go to stderr).")
+    var logLevel = "notice"
+
+    @Option(help: "Most clients the controller sends to one broker (the brokers' --capacity).")
+    var capacity: Int?
+
+    @Flag(name: .customLong("enable-chaos"), help: "Serve the chaos API (admin scope): list, kill and pause the processes.")
+    var enableChaos = false
+
+    @Option(name: .customLong("chaos-port"), help: "The chaos API's port (default: --port minus 1; 0 with --port 0).")
+    var chaosPort: Int?
+
+    func validate() throws {
+        if let chaosPort, !(0...65535).contains(chaosPort) { throw ValidationError("--chaos-port must be in 0...65535") }
+        if let capacity, !(1...10_000_000).contains(capacity) { throw ValidationError("--capacity must be in 1...10000000") }
+        if let store {
+            do {
+                _ = try PostgresLocation(parsing: store)
+            } catch {
+                throw ValidationError("--store (or TOCSIN_STORE): \(error.message)")
+            }
+        }
+    }
+
+    /// A network of these processes (the caller sets the counts, ports and host).
+    func configuration() -> LocalNetwork.Configuration {
+        var configuration = LocalNetwork.Configuration(directory: dataDirectory)
+        configuration.executable = ChildProcess.currentExecutable
+        configuration.logLevel = logLevel
+        configuration.showLogs = true
+        configuration.store = store
+        if let capacity { configuration.brokerArguments += ["--capacity", "\(capacity)"] }
+        return configuration
+    }
+
+    /// Where the chaos API listens, when enabled: `--chaos-port`, else the main port minus one.
+    func chaos(host: String, port: Int) -> (host: String, port: Int)? {
+        enableChaos ? (host, chaosPort ?? (port == 0 ? 0 : port - 1)) : nil
     }
 }
 

@@ -26,12 +26,6 @@ public struct ControlPlane: Sendable {
 
     public init() {}
 
-    public init(config: ConfigBook, commands: CommandBook, revision: Int64) {
-        self.config = config
-        self.commands = commands
-        self.revision = revision
-    }
-
     // MARK: Operator API
 
     /// Sets a live setting (`ConfigBook.set`); for a component scope, the component must be

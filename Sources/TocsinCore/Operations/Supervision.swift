@@ -10,7 +10,7 @@
 /// - a worker that fails `unhealthyAfter` health checks in a row (it hangs, or is paused) is
 ///   killed with SIGKILL, then restarted as above;
 /// - more than `crashLoopLimit` restarts within `crashLoopWindow` is a crash loop: the worker is
-///   given up on (reported, not restarted) until `revive`;
+///   given up on (reported, not restarted; the operator fixes the cause and restarts the supervisor);
 /// - a worker stopped on purpose (`stopping`: a scale-in, Ctrl-C) is never restarted.
 public struct Supervision: Sendable {
     public struct Policy: Sendable, Hashable {
@@ -34,7 +34,7 @@ public struct Supervision: Sendable {
         case starting
         /// Stopped on purpose: left alone.
         case stopped
-        /// Crash loop: left alone until `revive`.
+        /// Crash loop: left alone.
         case gaveUp
     }
 
@@ -101,15 +101,6 @@ public struct Supervision: Sendable {
     public mutating func remove(_ id: String) {
         workers[id] = nil
         restarts[id] = nil
-    }
-
-    /// A worker given up on is tried again (an operator fixed the cause).
-    public mutating func revive(_ id: String, now: ClusterTime) -> [Action] {
-        guard workers[id] == .gaveUp else { return [] }
-        restarts[id] = []
-        workers[id] = .starting
-        totalRestarts += 1
-        return [.start(id)]
     }
 
     /// The restarts that are due at `now`.
