@@ -29,6 +29,12 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        // Spans (the API; Hummingbird already brings it) and, in the executable only, their OTLP/HTTP
+        // export. Without gRPC: that trait would add several minutes to every cold build.
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        // The settings file (`--config`): JSON, reloaded when it changes. Already in the graph (async-http-client).
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0", traits: ["JSON", "Reloading"]),
     ],
     targets: [
         // Pure: model, schema, channel language, matcher and indexes, wire messages. No NIO, no database.
@@ -109,6 +115,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         // JSON over HTTP to Tocsin nodes, and the controller's API as typed calls (brokers, clients and the CLI).
@@ -169,6 +176,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "OTel", package: "swift-otel"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Configuration", package: "swift-configuration"),
             ]
         ),
         // Test support shared by the test targets: an in-process broker on port 0, an inbox with deadlines.
@@ -185,6 +195,8 @@ let package = Package(
                 "TocsinLoad",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                // The OTLP receiver that collects spans (`OTLPReceiver`).
+                .product(name: "Hummingbird", package: "hummingbird"),
             ]
         ),
         .testTarget(

@@ -24,6 +24,8 @@ public final class Broker: Sendable {
     let acks = AckTracker()
     let logger: Logger
     let metrics = BrokerMetrics()
+    /// The live settings over the startup values: the settings file's, then the controller's.
+    let liveLayers = LiveLayers()
     let slowConsumerDisconnects = Atomic<Int>(0)
     /// The bytes of pipelined publishes the broker holds while they commit, across connections.
     let publishBudget: PublishBudget
@@ -76,13 +78,15 @@ public final class Broker: Sendable {
         self.access = HTTPAccess(
             authentication: configuration.authentication, allowedOrigins: OriginList(configuration.allowedOrigins), nowMillis: nowMillis)
         self.limits = Limits(configuration.limits, nowMillis: nowMillis)
-        self.sessions = SessionRegistry(logger: logger, metrics: metrics)
+        let tracing = configuration.tracer.map { BrokerTracing(tracer: $0, broker: configuration.brokerID) }
+        self.sessions = SessionRegistry(logger: logger, metrics: metrics, tracing: tracing)
         self.datasetTables = DatasetTables(store: store, catalog: catalog, logger: logger)
         let enricher = Enricher(tables: datasetTables)
         let boundSubscriptions = BoundSubscriptions(tables: datasetTables)
         self.boundSubscriptions = boundSubscriptions
         datasetTables.onChanges { [weak boundSubscriptions] dataset, keys in boundSubscriptions?.changed(dataset: dataset, keys: keys) }
-        self.tails = StreamTails(store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis, enricher: enricher)
+        self.tails = StreamTails(
+            store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis, enricher: enricher, tracing: tracing)
         self.repetitiveTicker = RepetitiveTicker(tails: tails, nowMillis: nowMillis)
         self.subscriptions = Subscriptions(
             configuration: configuration, store: store, catalog: catalog, tails: tails, sessions: sessions, acks: acks,
@@ -91,7 +95,7 @@ public final class Broker: Sendable {
         self.publishing = Publishing(
             configuration: configuration, store: store, catalog: catalog, metrics: metrics, nowMillis: nowMillis, enricher: enricher,
             bound: boundSubscriptions,
-            results: ResultCache(maxEntries: configuration.fetchCacheEntries, maxBytes: configuration.fetchCacheBytes))
+            results: ResultCache(maxEntries: configuration.fetchCacheEntries, maxBytes: configuration.fetchCacheBytes), tracing: tracing)
         self.definitions = Definitions(store: store, catalog: catalog, tails: tails)
         self.discovery = configuration.cluster.map { _ in Discovery() }
         self.controller = configuration.cluster.map { cluster in
@@ -192,8 +196,9 @@ public final class Broker: Sendable {
 
     /// Validates every event (nothing is stored if one is invalid), then appends them as one
     /// batch; see `Publishing.publish`.
-    public func publish(stream name: String, events: [JSONValue], key: String? = nil) async throws(TocsinError) -> Appended {
-        try await publishing.publish(stream: name, events: events, key: key)
+    /// `traceparent`: the publisher's W3C trace context, when it traces the publish.
+    public func publish(stream name: String, events: [JSONValue], key: String? = nil, traceparent: String? = nil) async throws(TocsinError) -> Appended {
+        try await publishing.publish(stream: name, events: events, key: key, traceparent: traceparent, transport: "http")
     }
 
     /// Load as reported to the controller.

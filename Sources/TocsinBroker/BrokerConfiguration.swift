@@ -1,6 +1,7 @@
 public import TocsinCore
 public import TocsinHTTP
 public import TocsinHTTPClient
+public import Tracing
 
 /// Everything a broker needs to know, with defaults for the embedded `tocsin serve`.
 /// Filled at the edge from flags and environment; tests build it directly. The store is
@@ -22,6 +23,9 @@ public struct BrokerConfiguration: Sendable {
     public var allowedOrigins: [String] = []
     /// Per-client rate limits and connection caps (docs/security.md).
     public var limits = RateLimits()
+    /// Where the broker's spans go (`BrokerTracing`): publish, commit and each delivery of a
+    /// traced event. nil (the default): no spans, and nothing on the delivery path looks at traces.
+    public var tracer: (any Tracer)?
     /// How long before a WebSocket connection's token expires the broker sends `token_expiring`.
     public var tokenExpiryWarning: Duration = .seconds(60)
 

@@ -38,23 +38,11 @@ final class BrokerOperations: Sendable {
 
     // MARK: Configuration
 
-    /// Puts `push` in force: each live setting from it, every other one back to its startup value.
+    /// Puts `push` in force: each live setting from it, every other one back to the settings
+    /// file's value or its startup value (`Broker.setControllerSettings`).
     func apply(_ push: ConfigPush) {
-        let startup = broker.configuration
-        var limits = startup.limits
         let v = push.values
-        func number(_ key: String) -> Double? { v[key]?.doubleValue }
-        if let x = number("limits.publishEventsPerSecond") { limits.publishEvents.perSecond = x }
-        if let x = number("limits.publishEventsBurst") { limits.publishEvents.burst = x }
-        if let x = number("limits.subscribesPerSecond") { limits.subscribes.perSecond = x }
-        if let x = number("limits.subscribesBurst") { limits.subscribes.burst = x }
-        if let x = number("limits.connectionsPerSecond") { limits.connections.perSecond = x }
-        if let x = number("limits.connectionsBurst") { limits.connections.burst = x }
-        if let x = v["limits.maxConnectionsPerClient"]?.intValue { limits.maxConnectionsPerClient = Int(x) }
-        broker.limits.retune(limits)
-        if let control = startup.logLevel {
-            control.set(v["log.level"]?.stringValue.flatMap(Logger.Level.init(rawValue:)) ?? control.startup)
-        }
+        broker.setControllerSettings(v)
         let previous = state.withLock { s in
             defer {
                 s.configVersion = push.version
@@ -133,6 +121,8 @@ final class BrokerOperations: Sendable {
             "connections": .int(Int64(load.connections)), "clients": .int(Int64(broker.sessions.identifiedCount)),
             "subscriptions": .int(Int64(load.subscriptions)), "migrating": .int(Int64(load.migrating)),
             "draining": .bool(drainCommanded), "configVersion": version.map { JSONValue.int($0) } ?? .null, "config": .object(values),
+            // What runs over the startup values: the settings file's and the controller's, merged.
+            "live": .object(broker.liveSettings),
             "logLevel": .string((broker.configuration.logLevel?.current ?? broker.logger.logLevel).rawValue),
             "limits": broker.limits.configuration.json,
         ])

@@ -69,7 +69,9 @@ struct HTTPAPI: Sendable {
             let keys = request.headers[values: .idempotencyKey]
             guard keys.count <= 1 else { throw TocsinError(.badRequest, "give one Idempotency-Key header, not \(keys.count)") }
             let publishKey = try keys.first.map { key throws(TocsinError) in try PublishKey.validated(key) }
-            let published = try await broker.publish(stream: name, events: events, key: publishKey)
+            // W3C Trace Context: a malformed header is ignored (the publish starts a trace of its own).
+            let traceparent = request.headers[values: .traceparent].count == 1 ? request.headers[.traceparent] : nil
+            let published = try await broker.publish(stream: name, events: events, key: publishKey, traceparent: traceparent)
             // An object body (one event) is also answered with its `seq`.
             var single = true
             if case .array = body { single = false }
@@ -186,4 +188,6 @@ extension IndexPlan {
 extension HTTPField.Name {
     /// A publish's key (`PublishKey`) over HTTP.
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    /// W3C Trace Context: the publisher's trace, which the publish span joins.
+    static let traceparent = HTTPField.Name("traceparent")!
 }

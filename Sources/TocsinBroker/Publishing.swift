@@ -1,5 +1,6 @@
 import TocsinCore
 import TocsinStore
+import Tracing
 
 /// Publishing events, and reading a subscription's matches (notify-then-fetch). One of the
 /// broker's parts (`Broker.publishing`).
@@ -15,28 +16,55 @@ struct Publishing: Sendable {
     let bound: BoundSubscriptions?
     /// Pages computed once per interest and stream position (`ResultCache`).
     let results: ResultCache
+    /// Spans of each publish and its commit, when the broker traces.
+    var tracing: BrokerTracing? = nil
 
     /// Validates every event first (nothing is stored if one is invalid), then appends them as one batch.
     /// With a `key` (`PublishKey`) the stream stored within the window, nothing is stored and
     /// the result is that publish's, marked `duplicate`.
-    func publish(stream name: String, events: [JSONValue], key: String? = nil) async throws(TocsinError) -> Appended {
-        let bodies = try validated(stream: name, events: events)
-        let result = try await storeCall("appending events") { try await store.append(stream: name, events: bodies, key: key) }
-        committed(result, count: bodies.count)
-        return result
+    /// `traceparent`: the publisher's, when it traces the publish (the spans join its trace);
+    /// `transport`: how it came (`http`, `websocket`), for the span.
+    func publish(
+        stream name: String, events: [JSONValue], key: String? = nil, traceparent: String? = nil, transport: String = "http"
+    ) async throws(TocsinError) -> Appended {
+        let trace = tracing?.publish(stream: name, events: events.count, parent: traceparent, transport: transport)
+        var commit: (any Span)?
+        do {
+            let bodies = try validated(stream: name, events: events)
+            commit = trace?.committing()
+            let result = try await storeCall("appending events") {
+                try await store.append(stream: name, events: bodies, key: key, trace: trace?.traceparent)
+            }
+            committed(result, count: bodies.count)
+            trace?.end(commit, .success(result))
+            return result
+        } catch {
+            trace?.end(commit, .failure(error))
+            throw error
+        }
     }
 
     /// The same publish without waiting for the commit: throws at once if an event is invalid,
     /// otherwise returns and later calls `completion` (on the store's commit thread; it must not
     /// block). Publishes made one after another complete in that order.
     func publish(
-        stream name: String, events: [JSONValue], key: String?,
+        stream name: String, events: [JSONValue], key: String?, traceparent: String? = nil,
         completion: @escaping @Sendable (Result<Appended, TocsinError>) -> Void
     ) throws(TocsinError) {
-        let bodies = try validated(stream: name, events: events)
-        store.append(stream: name, events: bodies, key: key) { [self] result in
+        let trace = tracing?.publish(stream: name, events: events.count, parent: traceparent, transport: "websocket")
+        let bodies: [String]
+        do {
+            bodies = try validated(stream: name, events: events)
+        } catch {
+            trace?.end(nil, .failure(error))
+            throw error
+        }
+        let commit = trace?.committing()
+        store.append(stream: name, events: bodies, key: key, trace: trace?.traceparent) { [self] result in
             if case .success(let appended) = result { committed(appended, count: bodies.count) }
-            completion(result.mapError { storeError("appending events", $0) })
+            let result = result.mapError { storeError("appending events", $0) }
+            trace?.end(commit, result)
+            completion(result)
         }
     }
 

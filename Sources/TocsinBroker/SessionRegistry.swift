@@ -28,9 +28,13 @@ final class SessionRegistry: Sendable {
     /// Elapsed time since an origin; injected so tests can drive migration timeouts.
     private let now: @Sendable () -> Duration
 
-    init(logger: Logger, metrics: BrokerMetrics, now: (@Sendable () -> Duration)? = nil) {
+    /// Records a `migrate` span per client told to move, when the broker traces.
+    private let tracing: BrokerTracing?
+
+    init(logger: Logger, metrics: BrokerMetrics, tracing: BrokerTracing? = nil, now: (@Sendable () -> Duration)? = nil) {
         self.logger = logger
         self.metrics = metrics
+        self.tracing = tracing
         if let now {
             self.now = now
         } else {
@@ -81,6 +85,7 @@ final class SessionRegistry: Sendable {
         var told = 0
         for session in chosen where session.send(.migrate(to: target.webSocketURL, broker: target.id, reason: reason)) {
             told += 1
+            tracing?.migrated(client: session.client, to: target.id, reason: reason)
         }
         if told > 0 {
             metrics.migrationsOrdered.increment(by: Int64(told))

@@ -21,6 +21,7 @@ extension StreamDispatch.StateMachine {
                 continue
             }
             var pushSuffix: String? = nil
+            let trace = traceDeliveries ? event.trace : nil
             for state in channels.values {
                 matched.removeAll(keepingCapacity: true)
                 state.index.match(record, nowMillis: nowMillis, into: &matched)
@@ -36,7 +37,10 @@ extension StreamDispatch.StateMachine {
                         }
                         guard case .push = subscriber.kind else {
                             guard attached[subscriber.id] != nil else { continue }
-                            if Self.deliver(&attached[subscriber.id]!, event: event, enriched: enriched!, into: &actions) { sent += 1 }
+                            if Self.deliver(&attached[subscriber.id]!, event: event, enriched: enriched!, into: &actions) {
+                                sent += 1
+                                if let trace { actions.append(.traceDelivery(subscriber.recipient, seq: event.seq, trace: trace, replayed: false)) }
+                            }
                             continue
                         }
                         let suffix: String
@@ -49,6 +53,7 @@ extension StreamDispatch.StateMachine {
                         }
                         actions.append(.send(subscriber.recipient, .notify(prefix: subscriber.prefix, suffix: suffix)))
                         sent += 1
+                        if let trace { actions.append(.traceDelivery(subscriber.recipient, seq: event.seq, trace: trace, replayed: false)) }
                     }
                 }
             }

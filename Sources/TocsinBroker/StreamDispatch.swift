@@ -31,6 +31,9 @@ enum StreamDispatch {
         case unsubscribed(Recipient, subscription: String)
         /// Stored events that did not read back against the schema: count and log them.
         case reportUnreadable([Int64])
+        /// A notification of a traced event was just queued (the `send` before this): record a
+        /// delivery span in the publish's trace. Only when `traceDeliveries` is on.
+        case traceDelivery(Recipient, seq: Int64, trace: String, replayed: Bool)
     }
 
     /// Where a replaying subscription stands (`StateMachine.goLiveIfCaughtUp`).
@@ -136,6 +139,9 @@ extension StreamDispatch {
         /// (`Enricher.json`: channel, record, bound params, now); nil: nothing is enriched.
         /// It reads the broker's dataset tables, nothing else.
         var enrich: (@Sendable (CompiledChannel, Record, [Value], Int64) -> String?)?
+        /// The broker records spans: each notification of an event stored with a trace is
+        /// followed by a `traceDelivery` action. Off: no event's trace is even looked at.
+        var traceDeliveries = false
 
         init(stream: String, epoch: String, position: Int64, schema: StreamSchema) {
             self.stream = stream
@@ -255,7 +261,10 @@ extension StreamDispatch {
         ) -> Bool {
             guard replaying(id, recipient) != nil else { return false }
             for (i, event) in events.enumerated() {
-                Self.deliver(&attached[id]!, event: event, enriched: i < enriched.count ? enriched[i] : nil, into: &actions)
+                let sent = Self.deliver(&attached[id]!, event: event, enriched: i < enriched.count ? enriched[i] : nil, into: &actions)
+                if sent, traceDeliveries, let trace = event.trace {
+                    actions.append(.traceDelivery(recipient, seq: event.seq, trace: trace, replayed: true))
+                }
             }
             return true
         }

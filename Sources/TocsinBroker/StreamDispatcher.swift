@@ -55,6 +55,8 @@ final class StreamDispatcher: Sendable {
     let nowMillis: @Sendable () -> Int64
     /// What enriches the notifications of channels with `enrich` clauses (live and replayed).
     let enricher: Enricher?
+    /// Records a span for each notification of a traced event (the machine says which).
+    let tracing: BrokerTracing?
 
     private struct State {
         var machine: Machine
@@ -72,12 +74,14 @@ final class StreamDispatcher: Sendable {
 
     init(
         info: StreamInfo, store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger,
-        nowMillis: @escaping @Sendable () -> Int64 = WallClock.nowMillis, enricher: Enricher? = nil
+        nowMillis: @escaping @Sendable () -> Int64 = WallClock.nowMillis, enricher: Enricher? = nil, tracing: BrokerTracing? = nil
     ) {
         self.stream = info.name
         self.nowMillis = nowMillis
         self.enricher = enricher
+        self.tracing = tracing
         var machine = Machine(stream: info.name, epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema)
+        machine.traceDeliveries = tracing != nil
         if let enricher {
             machine.enrich = { @Sendable channel, record, params, now in
                 enricher.json(channel, record: record, params: params, nowMillis: now)
@@ -182,6 +186,8 @@ final class StreamDispatcher: Sendable {
                 to.session.send(.unsubscribed(id: nil, subscription: id), wakes: &wakes)
             case .reportUnreadable(let seqs):
                 reportUnreadable(seqs)
+            case .traceDelivery(let to, let seq, let trace, let replayed):
+                tracing?.delivered(to, seq: seq, trace: trace, replayed: replayed)
             }
         }
         wakes.run()

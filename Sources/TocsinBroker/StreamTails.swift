@@ -13,15 +13,17 @@ final class StreamTails: Service, Sendable {
     private let logger: Logger
     private let nowMillis: @Sendable () -> Int64
     private let enricher: Enricher?
+    private let tracing: BrokerTracing?
     private let dispatchers = Mutex<[String: StreamDispatcher]>([:])
     private let newTails = AsyncStream.makeStream(of: StreamDispatcher.self)
 
     init(
         store: any Store, catalog: Catalog, metrics: BrokerMetrics, logger: Logger, nowMillis: @escaping @Sendable () -> Int64,
-        enricher: Enricher? = nil
+        enricher: Enricher? = nil, tracing: BrokerTracing? = nil
     ) {
         self.nowMillis = nowMillis
         self.enricher = enricher
+        self.tracing = tracing
         self.store = store
         self.catalog = catalog
         self.metrics = metrics
@@ -33,7 +35,8 @@ final class StreamTails: Service, Sendable {
         let (dispatcher, created) = dispatchers.withLock { d -> (StreamDispatcher, Bool) in
             if let existing = d[info.name] { return (existing, false) }
             let new = StreamDispatcher(
-                info: info, store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis, enricher: enricher)
+                info: info, store: store, catalog: catalog, metrics: metrics, logger: logger, nowMillis: nowMillis, enricher: enricher,
+                tracing: tracing)
             d[info.name] = new
             return (new, true)
         }

@@ -184,8 +184,9 @@ struct WebSocketEndpoint: Sendable {
             }
         }
         switch message {
-        case .publish(let id, let stream, let events, _, let key):
-            await publish(id: id, stream: stream, events: events, key: key, bytes: text.utf8.count, session: session, publishes: publishes)
+        case .publish(let id, let stream, let events, _, let key, let trace):
+            await publish(
+                id: id, stream: stream, events: events, key: key, trace: trace, bytes: text.utf8.count, session: session, publishes: publishes)
             return []
         case .ack(let id, let subscription, let seq):
             // No reply unless it fails, so it need not wait for the publishes before it.
@@ -291,7 +292,7 @@ struct WebSocketEndpoint: Sendable {
         let permission: Permission =
             switch message {
             case .subscribe(_, let channel, _, _): .subscribe(channel: channel)
-            case .publish(_, let stream, _, _, _): .publish(stream: stream)
+            case .publish(_, let stream, _, _, _, _): .publish(stream: stream)
             case .write(_, let dataset, _): .write(dataset: dataset)
             case .hello, .refresh, .unsubscribe, .ack, .fetch, .ping: .authenticated
             }
@@ -344,12 +345,13 @@ struct WebSocketEndpoint: Sendable {
     /// Queues a publish for commit; the commit thread sends its reply. An invalid event is
     /// answered here, once the publishes before it have been.
     func publish(
-        id: String?, stream: String, events: [JSONValue], key: String?, bytes: Int, session: Session, publishes: PublishWindow
+        id: String?, stream: String, events: [JSONValue], key: String?, trace: String?, bytes: Int, session: Session,
+        publishes: PublishWindow
     ) async {
         await publishes.begin(bytes: bytes)
         do {
             try broker.limits.take(.publish, key: session.rateKey, cost: events.count)
-            try broker.publishing.publish(stream: stream, events: events, key: key) { [self] result in
+            try broker.publishing.publish(stream: stream, events: events, key: key, traceparent: trace) { [self] result in
                 switch result {
                 case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs, duplicate: r.duplicate))
                 case .failure(let error): reject(id: id, error, session: session)

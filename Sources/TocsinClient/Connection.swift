@@ -311,10 +311,14 @@ public final class Connection: Sendable {
     ///   - stream: The stream's name.
     ///   - events: The events, each a JSON object of the stream's schema.
     ///   - key: The publish's key (`PublishKey`), to make a retry store nothing twice.
+    ///   - traceparent: The caller's W3C trace context, when it traces the publish: a broker that
+    ///     records spans makes the publish, its commit and every delivery part of that trace.
     /// - Returns: The events' seqs, in order.
     /// - Throws: `TocsinError` `unknown_stream`, `schema_violation`, `too_large`, `store_full`…; `ConnectionClosed`.
-    public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> [Int64] {
-        let reply = try await request { .publish(id: $0, stream: stream, events: events, batch: events.count != 1, key: key) }
+    public func publish(stream: String, events: [JSONValue], key: String? = nil, traceparent: String? = nil) async throws -> [Int64] {
+        let reply = try await request {
+            .publish(id: $0, stream: stream, events: events, batch: events.count != 1, key: key, trace: traceparent)
+        }
         guard case .published(_, _, _, let seqs, _) = reply else { throw UnexpectedReply(reply) }
         return seqs
     }

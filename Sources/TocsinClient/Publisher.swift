@@ -83,11 +83,13 @@ public struct Publisher: Sendable {
     ///   - events: The events, each a JSON object of the stream's schema (at most 10,000).
     ///   - key: The publish's key; give the same one when retrying after this throws, so the
     ///     events are stored once. A fresh UUID when nil.
+    ///   - traceparent: The caller's W3C trace context, when it traces the publish: a broker that
+    ///     records spans makes the publish, its commit and every delivery part of that trace.
     /// - Returns: Where and under which seqs they were stored.
     /// - Throws: The broker's `TocsinError` about the publish (`schema_violation`, `too_large`,
     ///   `bad_request`, `store_full`, `unknown_stream`…), or, when no broker took it after three
     ///   tries, the last failure (a `TransportFailure`, `unavailable`, `no_broker_available`…).
-    public func publish(stream: String, events: [JSONValue], key: String? = nil) async throws -> Published {
+    public func publish(stream: String, events: [JSONValue], key: String? = nil, traceparent: String? = nil) async throws -> Published {
         let key = key ?? UUID().uuidString.lowercased()
         var exclude: Set<String> = []
         var lastError: (any Error)?
@@ -96,6 +98,7 @@ public struct Publisher: Sendable {
             do {
                 let path = "/v1/streams/" + BrokerLocator.escape(stream) + "/events"
                 var headers = [("Idempotency-Key", key)]
+                if let traceparent { headers.append(("traceparent", traceparent)) }
                 if let token { headers.append(("Authorization", "Bearer " + (try await token()))) }
                 let reply = try await HTTPCall.call(
                     .POST, broker.httpURL + path, body: .array(events), headers: headers, timeout: attemptTimeout,

@@ -27,6 +27,8 @@ final class GroupCommitter: Sendable {
         var stream: String
         var events: [String]
         var key: String?
+        /// The publish's traceparent, stored with each event.
+        var trace: String?
         /// A dataset write: `events` are its change events, and the records change with them.
         var dataset: DatasetApply?
         var completion: Completion
@@ -106,18 +108,20 @@ final class GroupCommitter: Sendable {
         }
     }
 
-    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil) async throws -> Appended {
+    func append(stream: String, events: [String], key: String?, trace: String? = nil, dataset: DatasetApply? = nil) async throws -> Appended {
         try await withCheckedThrowingContinuation { continuation in
-            append(stream: stream, events: events, key: key, dataset: dataset) { continuation.resume(with: $0) }
+            append(stream: stream, events: events, key: key, trace: trace, dataset: dataset) { continuation.resume(with: $0) }
         }
     }
 
     /// Queues an append and returns at once; `completion` runs on the commit thread once the
     /// request is durable or has failed. Requests complete in the order they were queued.
-    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil, completion: @escaping Completion) {
+    func append(
+        stream: String, events: [String], key: String?, trace: String? = nil, dataset: DatasetApply? = nil, completion: @escaping Completion
+    ) {
         let outcome = state.withLock { s -> (accepted: Bool, signal: Bool) in
             guard !s.stopped else { return (false, false) }
-            s.queue.append(Request(stream: stream, events: events, key: key, dataset: dataset, completion: completion))
+            s.queue.append(Request(stream: stream, events: events, key: key, trace: trace, dataset: dataset, completion: completion))
             let signal = s.sleeping
             s.sleeping = false
             return (true, signal)
@@ -275,7 +279,7 @@ final class GroupCommitter: Sendable {
                     // Read once the writer is ours: the events' time, and the start of their keys' window.
                     now = nowMillis()
                     let select = try db.cachedStatement(sql: "SELECT epoch, last_seq FROM streams WHERE name = ?")
-                    let insert = try db.cachedStatement(sql: "INSERT INTO events (stream, seq, published_at, body) VALUES (?, ?, ?, ?)")
+                    let insert = try db.cachedStatement(sql: "INSERT INTO events (stream, seq, published_at, body, trace) VALUES (?, ?, ?, ?, ?)")
                     let update = try db.cachedStatement(sql: "UPDATE streams SET last_seq = ? WHERE name = ?")
                     for item in batch {
                         guard let row = try Row.fetchOne(select, arguments: [item.stream]) else {
@@ -296,7 +300,7 @@ final class GroupCommitter: Sendable {
                         seqs.reserveCapacity(item.events.count)
                         for body in item.events {
                             seq += 1
-                            try insert.execute(arguments: [item.stream, seq, now, body])
+                            try insert.execute(arguments: [item.stream, seq, now, body, item.trace])
                             seqs.append(seq)
                         }
                         try update.execute(arguments: [seq, item.stream])
@@ -317,7 +321,7 @@ final class GroupCommitter: Sendable {
                 // made, before any later transaction (a recreate's new epoch) can tell it more.
                 for (request, outcome) in zip(batch, outcomes) {
                     if case .success(let r) = outcome, !r.duplicate {
-                        onCommit(request.stream, r.epoch, zip(r.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: now, json: $1) })
+                        onCommit(request.stream, r.epoch, zip(r.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: now, json: $1, trace: request.trace) })
                     }
                 }
             }

@@ -81,6 +81,10 @@ extension SQLiteStore {
                 try putChangeStream(db, of: definition, version: row["version"])
             }
         }
+        m.registerMigration("v4 traces") { db in
+            // The traceparent of a traced publish (NULL otherwise: one byte of the row's header).
+            try db.execute(sql: "ALTER TABLE events ADD COLUMN trace TEXT")
+        }
         return m
     }
 

@@ -116,7 +116,17 @@ extension Store {
     }
 
     public func append(stream: String, events: [String]) async throws -> Appended {
-        try await append(stream: stream, events: events, key: nil)
+        try await append(stream: stream, events: events, key: nil, trace: nil)
+    }
+
+    /// An append of events no trace follows.
+    public func append(stream: String, events: [String], key: String?) async throws -> Appended {
+        try await append(stream: stream, events: events, key: key, trace: nil)
+    }
+
+    /// An append of events no trace follows, without waiting.
+    public func append(stream: String, events: [String], key: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void) {
+        append(stream: stream, events: events, key: key, trace: nil, completion: completion)
     }
 }
 
@@ -158,15 +168,17 @@ public protocol Store: Sendable {
     /// committed with other concurrent appends. Returns after the commit is durable. With a
     /// `key` (`PublishKey`) that the stream stored within the dedupe window, nothing is stored
     /// and the result is the first append's, marked `duplicate`; the check and the append are
-    /// one transaction, so of concurrent appends with one key exactly one is stored.
-    func append(stream: String, events: [String], key: String?) async throws -> Appended
+    /// one transaction, so of concurrent appends with one key exactly one is stored. `trace`:
+    /// the publish's W3C `traceparent`, stored with each event (`StoredEvent.trace`).
+    func append(stream: String, events: [String], key: String?, trace: String?) async throws -> Appended
     /// The same append, without waiting: returns at once and calls `completion` once the batch
     /// is durable or has failed. Appends made one after another complete in that order, so a
     /// connection can pipeline publishes and still answer them in order. `completion` runs on
     /// the store's commit thread, while it holds the writer: it must be brief and must not
     /// block. (Once the store is closed, which only happens when it is freed, an append fails
     /// at once with `unavailable` on the caller's thread.)
-    func append(stream: String, events: [String], key: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void)
+    func append(
+        stream: String, events: [String], key: String?, trace: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void)
     /// Events with seq > `after`, oldest first.
     func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent]
 

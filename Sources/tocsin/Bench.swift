@@ -91,11 +91,18 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds of warm-up, not measured.")
     var warmup = 2.0
 
+    @Option(
+        name: .customLong("server-arg"), parsing: .unconditionalSingleValue,
+        help: "With --spawn (latency, throughput): one more option for every spawned broker, repeatable (--server-arg=--otlp-endpoint=http://127.0.0.1:4318).")
+    var serverArguments: [String] = []
+
     /// What `--spawn` starts.
     var spawnPlan: BenchTarget.Spawn {
         let storeChoice: BenchTarget.Spawn.Store = postgres ? .throwawayPostgres : store.map { .postgres($0) } ?? .sqlite
-        return BenchTarget.Spawn(
+        var plan = BenchTarget.Spawn(
             executable: ChildProcess.currentExecutable, noFsync: noFsync, brokers: brokers ?? 1, store: storeChoice, namespaces: namespaces)
+        plan.extraArguments += serverArguments
+        return plan
     }
 
     func validate() throws {

@@ -231,6 +231,9 @@ struct SupervisedProcessOptions: ParsableArguments {
     @Option(name: .customLong("chaos-port"), help: "The chaos API's port (default: --port minus 1; 0 with --port 0).")
     var chaosPort: Int?
 
+    /// Given to every broker.
+    @OptionGroup var tracing: TracingOptions
+
     func validate() throws {
         if let chaosPort, !(0...65535).contains(chaosPort) { throw ValidationError("--chaos-port must be in 0...65535") }
         if let capacity, !(1...10_000_000).contains(capacity) { throw ValidationError("--capacity must be in 1...10000000") }
@@ -251,6 +254,7 @@ struct SupervisedProcessOptions: ParsableArguments {
         configuration.showLogs = true
         configuration.store = store
         if let capacity { configuration.brokerArguments += ["--capacity", "\(capacity)"] }
+        configuration.brokerArguments += tracing.arguments
         return configuration
     }
 

@@ -101,6 +101,13 @@ struct BrokerOptions: ParsableArguments {
 
     @OptionGroup var tls: ServerTLSOptions
 
+    @OptionGroup var tracing: TracingOptions
+
+    @Option(
+        name: .customLong("config"),
+        help: "A JSON file of live settings (the keys of `tocsin config set`: log.level, limits.*), applied over the flags and reloaded when it changes (env TOCSIN_CONFIG).")
+    var settingsFile: String? = Environment.get("TOCSIN_CONFIG")
+
     mutating func validate() throws {
         for (flag, value) in [("--rate-publish", ratePublish), ("--rate-subscribe", rateSubscribe), ("--rate-connect", rateConnect)] {
             guard value.isFinite, (0...1e9).contains(value) else { throw ValidationError("\(flag) must be between 0 and 1e9, got \(value)") }
@@ -220,6 +227,8 @@ struct BrokerOptions: ParsableArguments {
         factory.durationHistogramBuckets["tocsin_store_commit_seconds"] =
             [500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 5_000_000].map { .microseconds($0) }
         MetricsSystem.bootstrap(factory)
+        let tracing = try tracing.backend(service: "tocsin-broker", instance: configuration.brokerID, logger: logger)
+        configuration.tracer = tracing?.tracer
         let host = self.host
         let dataDirectory: String
         if case .postgres(let postgres) = store {
@@ -230,14 +239,26 @@ struct BrokerOptions: ParsableArguments {
         let tls = try await self.tls.load(logger: logger)
         configuration.tls = tls?.0
         let (http, ws) = tls == nil ? ("http", "ws") : ("https", "wss")
+        var settings: SettingsFile?
+        if let settingsFile { settings = try await SettingsFile(path: settingsFile, role: .broker, logger: logger) }
         let store = try await Self.open(store, logger: logger)
         let app = try await buildBroker(configuration: configuration, store: store, logger: logger, metrics: registry) { port in
             if standalone, let authority { try? await printAdminToken(authority) }
             print("tocsin\(role.isEmpty ? "" : " " + role) listening on \(http)://\(host):\(port) (WebSocket \(ws)://\(host):\(port)/v1/ws), data in \(dataDirectory)")
             fflushStdout()
         }
-        let group = ServiceGroup(
-            configuration: .init(services: [app.service] + (tls.map { [$0.1] } ?? []), gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        // In force before the first request; then again each time the file changes.
+        let broker = app.broker
+        var settingsServices: [any Service] = []
+        if let settings {
+            let initial = settings.load(settings.provider.snapshot())
+            settings.report(initial)
+            broker.setFileSettings(initial.values)
+            settingsServices = settings.services(initial: initial) { broker.setFileSettings($0) }
+        }
+        // The span exporter first: a group stops its services in reverse, so it flushes last.
+        let services = (tracing.map { [$0.service] } ?? []) + [app.service] + (tls.map { [$0.1] } ?? []) + settingsServices
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

@@ -39,11 +39,13 @@ final class StoreWithFailingReads: Store {
         try await base.putStream(definition, recreate: recreate)
     }
     func stream(named name: String) async throws -> StreamInfo? { try await base.stream(named: name) }
-    func append(stream: String, events: [String], key: String?) async throws -> Appended {
-        try await base.append(stream: stream, events: events, key: key)
+    func append(stream: String, events: [String], key: String?, trace: String?) async throws -> Appended {
+        try await base.append(stream: stream, events: events, key: key, trace: trace)
     }
-    func append(stream: String, events: [String], key: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void) {
-        base.append(stream: stream, events: events, key: key, completion: completion)
+    func append(
+        stream: String, events: [String], key: String?, trace: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void
+    ) {
+        base.append(stream: stream, events: events, key: key, trace: trace, completion: completion)
     }
     func putChannel(_ definition: ChannelDefinition) async throws -> PutOutcome { try await base.putChannel(definition) }
     func deleteChannel(named name: String) async throws -> Bool { try await base.deleteChannel(named: name) }

@@ -58,6 +58,7 @@ import TocsinStore
             return "\(to) \(info.subscription) gone up to \(info.position.epoch):\(info.position.seq)"
         case .unsubscribed(let to, let id): return "\(to) \(id) unsubscribed"
         case .reportUnreadable(let seqs): return "unreadable " + seqs.map(String.init).joined(separator: ",")
+        case .traceDelivery(let to, let seq, let trace, let replayed): return "\(to) traced #\(seq) \(trace)\(replayed ? " replayed" : "")"
         }
     }
 
@@ -97,6 +98,36 @@ import TocsinStore
         #expect(out.filter { $0.hasPrefix("c1") } == ["c1 s1 #13", "c1 s1 #14"])
         #expect(out.filter { $0.hasPrefix("c2") } == ["c2 s2 #13"])
         #expect(Self.dispatch(&m, Self.events(1...14)) == [])
+    }
+
+    /// With tracing on, each notification of an event stored with a trace is followed by one
+    /// `traceDelivery` for its recipient, live (push and notify) or replayed; untraced events,
+    /// repetitive batches and a machine without tracing add none.
+    @Test func tracedEventsGetADeliverySpanPerNotificationOnlyWhenTracing() {
+        func traced(_ seq: Int64, k: String = "a") -> StoredEvent {
+            var e = Self.event(seq, k: k)
+            e.trace = "t\(seq)"
+            return e
+        }
+        for tracing in [false, true] {
+            var m = Self.machine(position: 10)
+            m.traceDeliveries = tracing
+            Self.live(&m, "s1", "c1")
+            Self.live(&m, "s2", "c2", Self.counts)
+            Self.live(&m, "s3", "c3", Self.byKey, params: [.string("b")])
+            Self.live(&m, "s4", "c4", Self.batches)
+            let out = Self.dispatch(&m, [traced(11), Self.event(12), traced(13, k: "b")])
+            let spans = out.filter { $0.contains("traced") }
+            #expect(spans == (tracing ? ["c1 traced #11 t11", "c2 traced #11 t11", "c1 traced #13 t13", "c2 traced #13 t13", "c3 traced #13 t13"] : []))
+            for span in spans {
+                // Right after its notification.
+                let i = out.firstIndex(of: span)!
+                #expect(out[i - 1].hasPrefix(span.prefix(2)))
+            }
+            #expect(m.attach("s5", recipient: "c5", channel: Self.all, params: []) == nil)
+            let replayed = Self.replay(&m, "s5", "c5", [traced(5), Self.event(6)])
+            #expect(replayed == ["c5 s5 #5"] + (tracing ? ["c5 traced #5 t5 replayed"] : []) + ["c5 s5 #6"])
+        }
     }
 
     @Test func notifyDeliverySendsACountOfOnePerEvent() {

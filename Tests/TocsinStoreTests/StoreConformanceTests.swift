@@ -179,6 +179,26 @@ struct StoreConformanceTests {
         }
     }
 
+    /// A traced publish's traceparent is stored with each of its events and read back with them
+    /// (by the committing process's feed and by any reader); an untraced one's events have none.
+    @Test(arguments: StoreFactory.all)
+    func anAppendsTraceIsStoredWithEachOfItsEvents(_ factory: StoreFactory) async throws {
+        let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        try await factory.withStore { store in
+            _ = try await store.putStream(Fixtures.stream, recreate: false)
+            let fed = Mutex<[StoredEvent]>([])
+            store.changes.consume(stream: "s") { _, events in fed.withLock { $0 += events } }
+            _ = try await store.append(stream: "s", events: [#"{"n":1}"#, #"{"n":2}"#], key: nil, trace: trace)
+            _ = try await store.append(stream: "s", events: [#"{"n":3}"#])
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                store.append(stream: "s", events: [#"{"n":4}"#], key: "k", trace: trace) { _ in done.resume() }
+            }
+            let read = try await store.readEvents(stream: "s", after: 0, limit: 10)
+            #expect(read.map(\.trace) == [trace, trace, nil, trace])
+            #expect(fed.withLock { $0.map(\.trace) } == [trace, trace, nil, trace], "the feed's events carry it too")
+        }
+    }
+
     /// (Appends with one key queued into one transaction: `SQLiteStoreTests`.)
     @Test(arguments: StoreFactory.all)
     func anAppendWithAStoredKeyStoresNothingAndGetsTheFirstSeqs(_ factory: StoreFactory) async throws {

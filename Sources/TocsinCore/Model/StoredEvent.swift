@@ -7,10 +7,14 @@ public struct StoredEvent: Sendable, Hashable {
     public var publishedAtMillis: Int64
     /// The event's canonical JSON object text (fields in schema order), as stored.
     public var json: String
+    /// The W3C `traceparent` of the publish that stored it, when that publish was traced and
+    /// sampled: deliveries of the event, on whichever broker, are spans of that trace.
+    public var trace: String?
 
-    public init(seq: Int64, publishedAtMillis: Int64, json: String) {
+    public init(seq: Int64, publishedAtMillis: Int64, json: String, trace: String? = nil) {
         self.seq = seq
         self.publishedAtMillis = publishedAtMillis
         self.json = json
+        self.trace = trace
     }
 }

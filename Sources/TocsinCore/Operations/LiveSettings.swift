@@ -135,3 +135,26 @@ public enum LiveSettings {
         return setting
     }
 }
+
+extension LiveSettings {
+    /// The keys of a settings file (`--config`): nested objects name dotted keys
+    /// (`{"limits": {"publishEventsBurst": 50}}` is `limits.publishEventsBurst`), as do flat ones.
+    public static func flattenedKeys(_ json: JSONValue, prefix: String = "") -> [String] {
+        guard case .object(let o) = json else { return prefix.isEmpty ? [] : [prefix] }
+        return o.keys.sorted().flatMap { key in flattenedKeys(o[key]!, prefix: prefix.isEmpty ? key : prefix + "." + key) }
+    }
+
+    /// What a settings file says about keys that are not live settings of `role`: each one, with
+    /// why (a startup flag, another role's, unknown). They are not applied; the others are.
+    public static func problems(withKeys keys: [String], for role: ComponentRole) -> [String] {
+        keys.compactMap { key -> String? in
+            do throws(TocsinError) {
+                _ = try setting(key, for: role)
+                return nil
+            } catch {
+                return error.message
+            }
+        }
+    }
+}
+

@@ -5,8 +5,9 @@ public enum ClientMessage: Sendable, Hashable {
     case hello(id: String?, client: String?, token: String? = nil)
     case subscribe(id: String?, channel: String, params: [String: JSONValue], from: StartPosition)
     case unsubscribe(id: String?, subscription: String)
-    /// `key`: the publisher's idempotency key (see `PublishKey`), if it gave one.
-    case publish(id: String?, stream: String, events: [JSONValue], batch: Bool, key: String? = nil)
+    /// `key`: the publisher's idempotency key (see `PublishKey`), if it gave one. `trace`: its
+    /// W3C `traceparent` (see `TraceParent`), if it traces the publish.
+    case publish(id: String?, stream: String, events: [JSONValue], batch: Bool, key: String? = nil, trace: String? = nil)
     case ack(id: String?, subscription: String, seq: Int64)
     case fetch(id: String?, subscription: String, after: Int64, limit: Int)
     case ping(id: String?)
@@ -18,7 +19,7 @@ public enum ClientMessage: Sendable, Hashable {
 
     public var id: String? {
         switch self {
-        case .hello(let id, _, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _, _),
+        case .hello(let id, _, _), .subscribe(let id, _, _, _), .unsubscribe(let id, _), .publish(let id, _, _, _, _, _),
             .ack(let id, _, _), .fetch(let id, _, _, _), .ping(let id), .refresh(let id, _), .write(let id, _, _):
             id
         }
@@ -135,14 +136,20 @@ extension ClientMessage {
             case .string(let k)?: key = try PublishKey.validated(k)
             default: throw TocsinError(.badRequest, "'key' must be a string")
             }
+            let trace: String?
+            switch o["traceparent"] {
+            case nil, .null?: trace = nil
+            case .string(let t)?: trace = try TraceParent.validated(t)
+            default: throw TocsinError(.badRequest, "'traceparent' must be a string")
+            }
             if let event = o["event"] {
                 if o["events"] != nil { throw TocsinError(.badRequest, "'publish' takes 'event' or 'events', not both") }
-                return .publish(id: id, stream: stream, events: [event], batch: false, key: key)
+                return .publish(id: id, stream: stream, events: [event], batch: false, key: key, trace: trace)
             }
             guard case .array(let events)? = o["events"], !events.isEmpty else {
                 throw TocsinError(.badRequest, "'publish' needs an 'event' object or a non-empty 'events' array")
             }
-            return .publish(id: id, stream: stream, events: events, batch: true, key: key)
+            return .publish(id: id, stream: stream, events: events, batch: true, key: key, trace: trace)
         case "ack":
             let seq = try int("seq")
             guard seq >= 0 else { throw TocsinError(.badRequest, "'seq' must not be negative") }
@@ -230,10 +237,11 @@ extension ClientMessage {
         case .unsubscribe(_, let subscription):
             o["type"] = "unsubscribe"
             o["subscription"] = .string(subscription)
-        case .publish(_, let stream, let events, let batch, let key):
+        case .publish(_, let stream, let events, let batch, let key, let trace):
             o["type"] = "publish"
             o["stream"] = .string(stream)
             if let key { o["key"] = .string(key) }
+            if let trace { o["traceparent"] = .string(trace) }
             if batch || events.count != 1 { o["events"] = .array(events) } else { o["event"] = events[0] }
         case .ack(_, let subscription, let seq):
             o["type"] = "ack"

@@ -23,6 +23,8 @@ final class PostgresCommitter: Sendable {
         var stream: String
         var events: [String]
         var key: String?
+        /// The publish's traceparent, stored with each event.
+        var trace: String?
         /// A dataset write: `events` are its change events, and the records change with them.
         var dataset: DatasetApply?
         var completion: Completion
@@ -74,18 +76,20 @@ final class PostgresCommitter: Sendable {
         loop.withLock { $0 = Task { await self.run() } }
     }
 
-    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil) async throws -> Appended {
+    func append(stream: String, events: [String], key: String?, trace: String? = nil, dataset: DatasetApply? = nil) async throws -> Appended {
         try await withCheckedThrowingContinuation { continuation in
-            append(stream: stream, events: events, key: key, dataset: dataset) { continuation.resume(with: $0) }
+            append(stream: stream, events: events, key: key, trace: trace, dataset: dataset) { continuation.resume(with: $0) }
         }
     }
 
     /// Queues an append and returns at once; `completion` runs on the commit task once the
     /// request is durable or has failed. Requests complete in the order they were queued.
-    func append(stream: String, events: [String], key: String?, dataset: DatasetApply? = nil, completion: @escaping Completion) {
+    func append(
+        stream: String, events: [String], key: String?, trace: String? = nil, dataset: DatasetApply? = nil, completion: @escaping Completion
+    ) {
         let (accepted, waiter) = state.withLock { s -> (Bool, CheckedContinuation<Void, Never>?) in
             guard !s.stopped else { return (false, nil) }
-            s.queue.append(Request(stream: stream, events: events, key: key, dataset: dataset, completion: completion))
+            s.queue.append(Request(stream: stream, events: events, key: key, trace: trace, dataset: dataset, completion: completion))
             defer { s.waiter = nil }
             return (true, s.waiter)
         }
@@ -181,7 +185,7 @@ final class PostgresCommitter: Sendable {
         }
         for (request, outcome) in zip(batch, outcomes) {
             if case .stored(let appended, let at, _) = outcome {
-                onCommit(request.stream, appended.epoch, zip(appended.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: at, json: $1) })
+                onCommit(request.stream, appended.epoch, zip(appended.seqs, request.events).map { StoredEvent(seq: $0, publishedAtMillis: at, json: $1, trace: request.trace) })
             }
         }
     }
@@ -231,7 +235,7 @@ final class PostgresCommitter: Sendable {
         // Read once the rows are ours: the events' time, and the start of their keys' window.
         let now = nowMillis()
         var outcomes: [Outcome] = []
-        var rows: (streams: [String], seqs: [Int64], bodies: [String]) = ([], [], [])
+        var rows: (streams: [String], seqs: [Int64], bodies: [String], traces: [String]) = ([], [], [], [])
         for request in batch {
             guard var stream = streams[request.stream] else {
                 outcomes.append(.refused(TocsinError(.unknownStream, "no stream named '\(request.stream)'")))
@@ -270,6 +274,7 @@ final class PostgresCommitter: Sendable {
                 rows.streams.append(request.stream)
                 rows.seqs.append(seq)
                 rows.bodies.append(body)
+                rows.traces.append(request.trace ?? "")  // postgres-nio encodes no array of optionals
             }
             stream.lastSeq = seqs.last ?? stream.lastSeq
             stream.bytes += bytes
@@ -280,8 +285,9 @@ final class PostgresCommitter: Sendable {
         guard !rows.seqs.isEmpty else { return outcomes }
         try await db.query(
             """
-            INSERT INTO events (stream, seq, published_at, body)
-            SELECT s, q, \(now), b FROM unnest(\(rows.streams)::text[], \(rows.seqs)::bigint[], \(rows.bodies)::text[]) AS t(s, q, b)
+            INSERT INTO events (stream, seq, published_at, body, trace)
+            SELECT s, q, \(now), b, NULLIF(t, '') FROM unnest(\(rows.streams)::text[], \(rows.seqs)::bigint[], \(rows.bodies)::text[], \(rows.traces)::text[])
+                AS t(s, q, b, t)
             """, logger: logger)
         let touched = names.filter { name in rows.streams.contains(name) }
         try await db.query(

@@ -146,6 +146,8 @@ extension PostgresStore {
                 """,
             ]
         ),
+        // The traceparent of a traced publish, NULL otherwise (no rewrite: a NULL column is free).
+        (6, "event traces", ["ALTER TABLE events ADD COLUMN trace TEXT"]),
     ]
 
     static func migrate(_ connection: PostgresConnection, logger: Logger) async throws {

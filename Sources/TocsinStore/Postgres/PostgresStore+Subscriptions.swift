@@ -111,12 +111,14 @@ extension PostgresStore {
 
     // MARK: Events
 
-    public func append(stream: String, events: [String], key: String?) async throws -> Appended {
-        try await committer.append(stream: stream, events: events, key: key)
+    public func append(stream: String, events: [String], key: String?, trace: String?) async throws -> Appended {
+        try await committer.append(stream: stream, events: events, key: key, trace: trace)
     }
 
-    public func append(stream: String, events: [String], key: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void) {
-        committer.append(stream: stream, events: events, key: key, completion: completion)
+    public func append(
+        stream: String, events: [String], key: String?, trace: String?, completion: @escaping @Sendable (Result<Appended, any Error>) -> Void
+    ) {
+        committer.append(stream: stream, events: events, key: key, trace: trace, completion: completion)
     }
 
     public func readEvents(stream: String, after: Int64, limit: Int) async throws -> [StoredEvent] {
@@ -124,11 +126,11 @@ extension PostgresStore {
         return try await read { db in
             var events: [StoredEvent] = []
             events.reserveCapacity(min(limit, 1024))
-            for try await (seq, at, body) in try await db.query(
-                "SELECT seq, published_at, body FROM events WHERE stream = \(stream) AND seq > \(after) ORDER BY seq LIMIT \(limit)",
+            for try await (seq, at, body, trace) in try await db.query(
+                "SELECT seq, published_at, body, trace FROM events WHERE stream = \(stream) AND seq > \(after) ORDER BY seq LIMIT \(limit)",
                 logger: logger
-            ).decode((Int64, Int64, String).self) {
-                events.append(StoredEvent(seq: seq, publishedAtMillis: at, json: body))
+            ).decode((Int64, Int64, String, String?).self) {
+                events.append(StoredEvent(seq: seq, publishedAtMillis: at, json: body, trace: trace))
             }
             return events
         }

@@ -34,6 +34,22 @@ import TocsinCore
         #expect(refused("rebalance.enabled", .bool(true), role: .broker)?.contains("controller setting") == true)
     }
 
+    /// A settings file's keys: nested objects and dotted names mean the same key; what is not a
+    /// live setting of the role is named with the reason, the rest pass.
+    @Test func aSettingsFilesKeysAreFlattenedAndTheOnesThatAreNotLiveNamed() throws {
+        let file = try JSONValue.parse(
+            #"{"log": {"level": "debug"}, "limits.publishEventsBurst": 5, "limits": {"subscribesBurst": 2}, "port": 9, "rebalance": {"enabled": true}, "typo": {"x": 1}}"#)
+        let keys = LiveSettings.flattenedKeys(file)
+        #expect(Set(keys) == ["log.level", "limits.publishEventsBurst", "limits.subscribesBurst", "port", "rebalance.enabled", "typo.x"])
+        let problems = LiveSettings.problems(withKeys: keys, for: .broker)
+        #expect(problems.count == 3, "\(problems)")
+        #expect(problems.contains { $0.contains("port is not live") && $0.contains("--port") })
+        #expect(problems.contains { $0.contains("rebalance.enabled") && $0.contains("controller") })
+        #expect(problems.contains { $0.contains("unknown setting") && $0.contains("typo.x") })
+        #expect(LiveSettings.problems(withKeys: keys, for: .controller).count == 4, "the limits are the broker's")
+        #expect(LiveSettings.flattenedKeys(.object([:])).isEmpty)
+    }
+
     @Test func commandLineValuesMeanWhatTheyLookLike() {
         #expect(LiveSetting.parseArgument("500") == .int(500))
         #expect(LiveSetting.parseArgument("0.5") == .double(0.5))

@@ -38,6 +38,8 @@ struct WireCodecTests {
         (#"{"type":"fetch","subscription":"s","after":-5}"#, "bad_request"),
         (#"{"type":"hello","id":{"x":1}}"#, "bad_request"),
         (#"{"type":"hello","client":""}"#, "bad_request"),
+        (#"{"type":"publish","stream":"x","event":{},"traceparent":"00-abc"}"#, "bad_request"),
+        (#"{"type":"publish","stream":"x","event":{},"traceparent":7}"#, "bad_request"),
     ])
     func rejectsBadFramesWithAStableCode(frame: String, code: String) {
         guard case .failure(let e) = decode(frame) else {
@@ -62,6 +64,7 @@ struct WireCodecTests {
             .subscribe(id: "2", channel: "C", params: ["lat": 1.5, "kinds": ["a", "b"]], from: .position(StreamPosition(epoch: "e1", seq: 5))),
             .publish(id: "3", stream: "s", events: [["a": 1]], batch: false),
             .publish(id: "4", stream: "s", events: [["a": 1], ["a": 2]], batch: true),
+            .publish(id: "6", stream: "s", events: [["a": 1]], batch: false, trace: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             .ack(id: nil, subscription: "s", seq: 3),
             .fetch(id: "5", subscription: "s", after: 1, limit: 10),
         ]
@@ -181,5 +184,33 @@ struct SchemaTests {
         #expect(try JSONDecoder().decode(StreamDefinition.self, from: Data(plain.utf8)).retention == Retention(maxEvents: 9))
         let encoded = try JSONEncoder().encode(ring)
         #expect(try JSONDecoder().decode(StreamDefinition.self, from: encoded) == ring)
+    }
+
+    /// W3C Trace Context's traceparent, as a publish frame and the HTTP header carry it.
+    @Test(arguments: [
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true, true),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true, false),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", true, true),
+        // A later version may append fields after a dash.
+        ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", true, true),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", false, false),
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false, false),
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", false, false),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false, false),
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false, false),
+        ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", false, false),
+        ("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false, false),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", false, false),
+        ("", false, false),
+    ])
+    func traceparentsAreCheckedAndTheirSampledFlagRead(text: String, valid: Bool, sampled: Bool) {
+        #expect(TraceParent.isValid(text) == valid, "\(text)")
+        #expect(TraceParent.isSampled(text) == sampled, "\(text)")
+        let frame = #"{"type":"publish","stream":"x","event":{},"traceparent":"\#(text)"}"#
+        switch ClientMessage.decode(Array(frame.utf8)) {
+        case .success(.publish(_, _, _, _, _, let trace)): #expect(valid && trace == text)
+        case .success(let other): Issue.record("decoded as \(other)")
+        case .failure(let e): #expect(!valid && e.error.code == .badRequest && e.error.message.contains("traceparent"))
+        }
     }
 }
