@@ -78,7 +78,9 @@ public final class Broker: Sendable {
         self.access = HTTPAccess(
             authentication: configuration.authentication, allowedOrigins: OriginList(configuration.allowedOrigins), nowMillis: nowMillis)
         self.limits = Limits(configuration.limits, nowMillis: nowMillis)
-        let tracing = configuration.tracer.map { BrokerTracing(tracer: $0, broker: configuration.brokerID) }
+        let tracing = configuration.tracer.map {
+            BrokerTracing(tracer: $0, broker: configuration.brokerID, deliverySpansPerEvent: max(1, configuration.deliverySpansPerEvent))
+        }
         self.sessions = SessionRegistry(logger: logger, metrics: metrics, tracing: tracing)
         self.datasetTables = DatasetTables(store: store, catalog: catalog, logger: logger)
         let enricher = Enricher(tables: datasetTables)

@@ -26,6 +26,9 @@ public struct BrokerConfiguration: Sendable {
     /// Where the broker's spans go (`BrokerTracing`): publish, commit and each delivery of a
     /// traced event. nil (the default): no spans, and nothing on the delivery path looks at traces.
     public var tracer: (any Tracer)?
+    /// With a tracer: how many live notifications of one traced event get a `deliver` span on
+    /// this broker (replayed ones always do). `Int.max`: every one.
+    public var deliverySpansPerEvent = 10
     /// How long before a WebSocket connection's token expires the broker sends `token_expiring`.
     public var tokenExpiryWarning: Duration = .seconds(60)
 

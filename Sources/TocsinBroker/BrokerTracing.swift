@@ -17,6 +17,8 @@ import TocsinStore
 struct BrokerTracing: Sendable {
     let tracer: any Tracer
     let broker: String
+    /// Live notifications of one traced event that get a `deliver` span, on this broker.
+    let deliverySpansPerEvent: Int
 
     /// A publish's span; `parent`: the publisher's traceparent, if valid (an invalid one is
     /// ignored, as W3C Trace Context asks of a header).

@@ -21,7 +21,8 @@ extension StreamDispatch.StateMachine {
                 continue
             }
             var pushSuffix: String? = nil
-            let trace = traceDeliveries ? event.trace : nil
+            let trace = liveDeliverySpans > 0 ? event.trace : nil
+            var spans = 0
             for state in channels.values {
                 matched.removeAll(keepingCapacity: true)
                 state.index.match(record, nowMillis: nowMillis, into: &matched)
@@ -39,7 +40,10 @@ extension StreamDispatch.StateMachine {
                             guard attached[subscriber.id] != nil else { continue }
                             if Self.deliver(&attached[subscriber.id]!, event: event, enriched: enriched!, into: &actions) {
                                 sent += 1
-                                if let trace { actions.append(.traceDelivery(subscriber.recipient, seq: event.seq, trace: trace, replayed: false)) }
+                                if let trace, spans < liveDeliverySpans {
+                                    spans += 1
+                                    actions.append(.traceDelivery(subscriber.recipient, seq: event.seq, trace: trace, replayed: false))
+                                }
                             }
                             continue
                         }
@@ -53,7 +57,10 @@ extension StreamDispatch.StateMachine {
                         }
                         actions.append(.send(subscriber.recipient, .notify(prefix: subscriber.prefix, suffix: suffix)))
                         sent += 1
-                        if let trace { actions.append(.traceDelivery(subscriber.recipient, seq: event.seq, trace: trace, replayed: false)) }
+                        if let trace, spans < liveDeliverySpans {
+                            spans += 1
+                            actions.append(.traceDelivery(subscriber.recipient, seq: event.seq, trace: trace, replayed: false))
+                        }
                     }
                 }
             }

@@ -32,7 +32,7 @@ enum StreamDispatch {
         /// Stored events that did not read back against the schema: count and log them.
         case reportUnreadable([Int64])
         /// A notification of a traced event was just queued (the `send` before this): record a
-        /// delivery span in the publish's trace. Only when `traceDeliveries` is on.
+        /// delivery span in the publish's trace. Only when `liveDeliverySpans` is above 0.
         case traceDelivery(Recipient, seq: Int64, trace: String, replayed: Bool)
     }
 
@@ -139,9 +139,11 @@ extension StreamDispatch {
         /// (`Enricher.json`: channel, record, bound params, now); nil: nothing is enriched.
         /// It reads the broker's dataset tables, nothing else.
         var enrich: (@Sendable (CompiledChannel, Record, [Value], Int64) -> String?)?
-        /// The broker records spans: each notification of an event stored with a trace is
-        /// followed by a `traceDelivery` action. Off: no event's trace is even looked at.
-        var traceDeliveries = false
+        /// The broker records spans: the first this many live notifications of each event stored
+        /// with a trace (and every replayed one) are followed by a `traceDelivery` action. 0: off,
+        /// and no event's trace is even looked at. A span costs tens of µs: a cap keeps a traced
+        /// event to a million subscribers from costing seconds.
+        var liveDeliverySpans = 0
 
         init(stream: String, epoch: String, position: Int64, schema: StreamSchema) {
             self.stream = stream
@@ -262,7 +264,7 @@ extension StreamDispatch {
             guard replaying(id, recipient) != nil else { return false }
             for (i, event) in events.enumerated() {
                 let sent = Self.deliver(&attached[id]!, event: event, enriched: i < enriched.count ? enriched[i] : nil, into: &actions)
-                if sent, traceDeliveries, let trace = event.trace {
+                if sent, liveDeliverySpans > 0, let trace = event.trace {
                     actions.append(.traceDelivery(recipient, seq: event.seq, trace: trace, replayed: true))
                 }
             }

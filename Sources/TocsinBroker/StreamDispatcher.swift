@@ -81,7 +81,7 @@ final class StreamDispatcher: Sendable {
         self.enricher = enricher
         self.tracing = tracing
         var machine = Machine(stream: info.name, epoch: info.epoch, position: info.lastSeq, schema: info.definition.schema)
-        machine.traceDeliveries = tracing != nil
+        machine.liveDeliverySpans = tracing?.deliverySpansPerEvent ?? 0
         if let enricher {
             machine.enrich = { @Sendable channel, record, params, now in
                 enricher.json(channel, record: record, params: params, nowMillis: now)

@@ -229,6 +229,7 @@ struct BrokerOptions: ParsableArguments {
         MetricsSystem.bootstrap(factory)
         let tracing = try tracing.backend(service: "tocsin-broker", instance: configuration.brokerID, logger: logger)
         configuration.tracer = tracing?.tracer
+        configuration.deliverySpansPerEvent = self.tracing.deliveriesPerEvent == 0 ? Int.max : self.tracing.deliveriesPerEvent
         let host = self.host
         let dataDirectory: String
         if case .postgres(let postgres) = store {

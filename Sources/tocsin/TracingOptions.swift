@@ -22,6 +22,11 @@ struct TracingOptions: ParsableArguments {
         help: "Share of publishes that start a trace (0 to 1; a publisher's sampled traceparent is always followed). Default 1.")
     var sampleRatio: Double = 1
 
+    @Option(
+        name: .customLong("trace-deliveries-per-event"),
+        help: "Live notifications of one traced event that get a deliver span on a broker (0: every one; replays always do). Default 10.")
+    var deliveriesPerEvent = 10
+
     mutating func validate() throws {
         guard sampleRatio.isFinite, (0...1).contains(sampleRatio) else {
             throw ValidationError("--trace-sample-ratio must be between 0 and 1, got \(sampleRatio)")
@@ -30,6 +35,9 @@ struct TracingOptions: ParsableArguments {
             guard endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://"), endpoint.count > 8 else {
                 throw ValidationError("--otlp-endpoint must be an http:// or https:// URL, got '\(endpoint)'")
             }
+        }
+        guard (0...10_000_000).contains(deliveriesPerEvent) else {
+            throw ValidationError("--trace-deliveries-per-event must be between 0 (every one) and 10000000, got \(deliveriesPerEvent)")
         }
         if let otlpProtocol, !["http/protobuf", "http/json"].contains(otlpProtocol) {
             throw ValidationError("--otlp-protocol must be http/protobuf or http/json, got '\(otlpProtocol)'")
@@ -40,6 +48,7 @@ struct TracingOptions: ParsableArguments {
     var arguments: [String] {
         (endpoint.map { ["--otlp-endpoint", $0] } ?? []) + (otlpProtocol.map { ["--otlp-protocol", $0] } ?? [])
             + (sampleRatio == 1 ? [] : ["--trace-sample-ratio", "\(sampleRatio)"])
+            + (deliveriesPerEvent == 10 ? [] : ["--trace-deliveries-per-event", "\(deliveriesPerEvent)"])
     }
 
     /// Whether spans are exported: an endpoint from the flag or the environment.
