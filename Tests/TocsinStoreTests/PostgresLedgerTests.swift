@@ -21,7 +21,7 @@ struct PostgresLedgerTests {
         let location = try PostgresLocation(parsing: server.url + "?timeout=30")
         let a = try await PostgresLedger.open(location: location)
         let b = try await PostgresLedger.open(location: location)
-        #expect(try await server.psql("SELECT version FROM tocsin_migrations ORDER BY version") == "1\n2\n3\n4\n5\n")
+        #expect(try await server.psql("SELECT version FROM tocsin_migrations ORDER BY version") == "1\n2\n3\n4\n5\n6\n")
 
         let first = try await a.claimLeadership(holder: "a", url: "http://a.example", lease: .seconds(30))
         #expect(first == LeadershipClaim(holder: "a", url: "http://a.example", epoch: 1, won: true))

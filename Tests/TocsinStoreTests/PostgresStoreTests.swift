@@ -35,7 +35,7 @@ struct PostgresStoreTests {
                 return try await group.reduce(into: []) { $0.append($1) }
             }
             #expect(stores.count == 4)
-            #expect(try await server.psql("SELECT version FROM tocsin_migrations ORDER BY version") == "1\n2\n3\n4\n5\n")
+            #expect(try await server.psql("SELECT version FROM tocsin_migrations ORDER BY version") == "1\n2\n3\n4\n5\n6\n")
             _ = try await stores[0].putStream(Fixtures.unbounded, recreate: false)
             #expect(try await stores[3].stream(named: "u") != nil)
         }
