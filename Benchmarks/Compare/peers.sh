@@ -41,10 +41,11 @@ for workload in "100 500" "50 4000"; do
         port=$(free_port)
         dir="$work/$name-$subscribers"
         mkdir -p "$dir"
-        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$port" > "$dir/mosquitto.conf"
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n' "$port" > "$dir/mosquitto.conf"
         command=${command//PORT/$port}
         command=${command//DIR/$dir}
-        eval "$command" > "$dir/server.log" 2>&1 &
+        # exec: $! must be the server itself (its CPU and memory are read from /proc).
+        eval "exec $command" > "$dir/server.log" 2>&1 &
         pid=$!
         wait_port "$port"
         echo "== $name: $subscribers subscribers × $rate/s" >&2

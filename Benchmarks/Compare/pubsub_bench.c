@@ -168,7 +168,8 @@ static void expect(int fd, const char *needle) {
         ssize_t r = read(fd, buf + have, sizeof buf - 1 - have);
         if (r <= 0) { fprintf(stderr, "connection closed before '%s'\n", needle); exit(1); }
         have += r; buf[have] = 0;
-        if (strstr(buf, needle)) return;
+        // memmem, not strstr: a WebSocket frame's length bytes may be 0.
+        if (memmem(buf, have, needle, strlen(needle))) return;
         if (have > 3000) { memmove(buf, buf + have - 100, 100); have = 100; }
     }
 }

@@ -139,7 +139,17 @@ struct WebSocketEndpoint: Sendable {
                             session: session)
                         continue
                     }
-                    for replay in await handle(text, session: session, publishes: publishes, expiry: expiry) {
+                    let decoded = ClientMessage.decode(text.utf8)
+                    let replays: [PendingReplay]
+                    if case .success(let m) = decoded, m.kind == .publish || m.kind == .ack {
+                        // The hot path (a publisher's stream of publishes, a subscriber's acks): here.
+                        replays = await handle(decoded, bytes: size, session: session, publishes: publishes, expiry: expiry)
+                    } else {
+                        replays = await Self.onATaskOfItsOwn {
+                            await handle(decoded, bytes: size, session: session, publishes: publishes, expiry: expiry)
+                        }
+                    }
+                    for replay in replays {
                         group.addTask { await replay.run() }
                     }
                     if !spoke, session.grant != nil {
@@ -165,8 +175,27 @@ struct WebSocketEndpoint: Sendable {
     /// ack once applied; anything else, and any error reply, first waits for the publishes
     /// before it to be answered.
     func handle(_ text: String, session: Session, publishes: PublishWindow, expiry: TokenExpiry? = nil) async -> [PendingReplay] {
+        await handle(ClientMessage.decode(text.utf8), bytes: text.utf8.count, session: session, publishes: publishes, expiry: expiry)
+    }
+
+    /// Runs `body` on a child task and waits for it. A task keeps the stack slabs its deepest
+    /// call needed until it ends (the Swift runtime reuses them, never frees them early), so the
+    /// rare, deep requests (hello, subscribe, fetch: store reads, replays to set up) run on a
+    /// task that ends with them, and an idle connection's own task stays small: about 20 KiB less
+    /// per idle subscriber (docs/performance.md, "Memory per connection").
+    static func onATaskOfItsOwn<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
+        await withTaskGroup(of: T.self) { group in
+            group.addTask(operation: body)
+            return await group.next()!
+        }
+    }
+
+    /// `handle` for a frame already decoded (`bytes`: its size, for the publish window).
+    func handle(
+        _ decoded: Result<ClientMessage, WireError>, bytes: Int, session: Session, publishes: PublishWindow, expiry: TokenExpiry? = nil
+    ) async -> [PendingReplay] {
         let message: ClientMessage
-        switch ClientMessage.decode(text.utf8) {
+        switch decoded {
         case .failure(let e):
             await publishes.drained()
             reject(id: e.id, e.error, session: session)
@@ -185,8 +214,7 @@ struct WebSocketEndpoint: Sendable {
         }
         switch message {
         case .publish(let id, let stream, let events, _, let key, let trace):
-            await publish(
-                id: id, stream: stream, events: events, key: key, trace: trace, bytes: text.utf8.count, session: session, publishes: publishes)
+            await publish(id: id, stream: stream, events: events, key: key, trace: trace, bytes: bytes, session: session, publishes: publishes)
             return []
         case .ack(let id, let subscription, let seq):
             // No reply unless it fails, so it need not wait for the publishes before it.

@@ -71,33 +71,18 @@ public struct LatencyBenchmark: Sendable {
                 "\(c.subscribers) subscribers\(c.nonReaders > 0 ? " and \(c.nonReaders) that never read" : "") ready; "
                     + "publishing \(c.rate) events/s for \(c.warmup) s warm-up + \(c.duration) s")
             let window = Window()
-            try await webSocket(publishTo.webSocketURL, logger: logger) { inbound, outbound, _ in
-                try await outbound.write(.text(#"{"type":"hello","client":"\#(kind)-publisher"}"#))
-                let drain = Task { for try await _ in inbound.messages(maxSize: 1 << 20) {} }
-                let interval = 1.0 / Double(c.rate)
-                let start = ContinuousClock.now
-                var n = 0
-                let total = Int((c.warmup + c.duration) * Double(c.rate))
-                let warm = Int(c.warmup * Double(c.rate))
-                while n < total {
-                    if n == warm {
-                        let cpu = server?.cpuSeconds ?? 0
-                        let switches = server?.contextSwitches ?? 0
-                        let database = brokers.database?.read()
-                        window.start.withLock { $0 = (cpu, ContinuousClock.now, MachineCPU.read(), switches) }
-                        window.database.withLock { $0 = database }
-                        samples.windowStart.store(Monotonic.nanos(), ordering: .relaxed)
-                    }
-                    let due = start + .seconds(Double(n) * interval)
-                    if due > ContinuousClock.now { try await Task.sleep(until: due) }
-                    let event = #"{"kind":"\#(kind)","severity":3,"location":{"lat":52.0,"lon":4.0},"area":"bench","description":"t\#(Monotonic.nanos())","time":1763900000000}"#
-                    try await outbound.write(.text(#"{"type":"publish","stream":"emergencies","event":\#(event)}"#))
-                    if n >= warm { published.value.add(1, ordering: .relaxed) }
-                    n += 1
-                }
-                samples.windowEnd.store(Monotonic.nanos(), ordering: .relaxed)
-                drain.cancel()
+            let count = try await publishTimed(
+                to: publishTo.webSocketURL, logger: logger, kind: kind, rate: c.rate, warmup: c.warmup, duration: c.duration
+            ) {
+                let cpu = server?.cpuSeconds ?? 0
+                let switches = server?.contextSwitches ?? 0
+                let database = brokers.database?.read()
+                window.start.withLock { $0 = (cpu, ContinuousClock.now, MachineCPU.read(), switches) }
+                window.database.withLock { $0 = database }
+                samples.windowStart.store(Monotonic.nanos(), ordering: .relaxed)
             }
+            published.value.store(count, ordering: .relaxed)
+            samples.windowEnd.store(Monotonic.nanos(), ordering: .relaxed)
             // CPU over the publishing window; then give the last notifications time to arrive.
             let (cpuStart, wallStart, machineStart, switchesStart) = window.start.withLock { $0 }
             let wall = (ContinuousClock.now - wallStart).inSeconds
@@ -201,6 +186,37 @@ public struct LatencyReport: Sendable, CustomStringConvertible {
         }
         return lines.joined(separator: "\n")
     }
+}
+
+/// Publishes `kind` events to `emergencies` at `rate` a second over one WebSocket, each carrying
+/// its send time (`description` "t" and monotonic nanoseconds, as `RawSubscribers` read it), for
+/// `warmup + duration` seconds; `windowStarts` runs as the measured window starts. Returns how
+/// many were published inside the window.
+func publishTimed(
+    to url: String, logger: Logger, kind: String, rate: Int, warmup: Double, duration: Double,
+    windowStarts: @escaping @Sendable () -> Void
+) async throws -> Int {
+    let published = Counter()
+    try await webSocket(url, logger: logger) { inbound, outbound, _ in
+        try await outbound.write(.text(#"{"type":"hello","client":"\#(kind)-publisher"}"#))
+        let drain = Task { for try await _ in inbound.messages(maxSize: 1 << 20) {} }
+        let interval = 1.0 / Double(rate)
+        let start = ContinuousClock.now
+        var n = 0
+        let total = Int((warmup + duration) * Double(rate))
+        let warm = Int(warmup * Double(rate))
+        while n < total {
+            if n == warm { windowStarts() }
+            let due = start + .seconds(Double(n) * interval)
+            if due > ContinuousClock.now { try await Task.sleep(until: due) }
+            let event = #"{"kind":"\#(kind)","severity":3,"location":{"lat":52.0,"lon":4.0},"area":"bench","description":"t\#(Monotonic.nanos())","time":1763900000000}"#
+            try await outbound.write(.text(#"{"type":"publish","stream":"emergencies","event":\#(event)}"#))
+            if n >= warm { published.value.add(1, ordering: .relaxed) }
+            n += 1
+        }
+        drain.cancel()
+    }
+    return published.value.load(ordering: .relaxed)
 }
 
 /// A WebSocket connection for the duration of `handler`. The client library reports a

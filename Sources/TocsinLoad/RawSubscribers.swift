@@ -9,6 +9,8 @@ public final class LatencySamples: Sendable {
     let latencies = Mutex<[Int64]>([])
     let delivered = Atomic<Int>(0)
     let subscribed = Atomic<Int>(0)
+    /// Connections whose WebSocket upgrade was accepted.
+    let upgraded = Atomic<Int>(0)
     /// Set when the subscribers should close on their next notification.
     let stop = Atomic<Bool>(false)
     /// The measured window, in the monotonic nanoseconds events carry: an event counts when
@@ -36,27 +38,35 @@ struct RawSubscribers {
 
     /// Connects `count` subscribers of `EmergenciesOfKind(kind)` to the broker at `host:port`.
     static func connect(
-        host: String, port: Int, count: Int, kind: String, ackEvery: Int, samples: LatencySamples
+        host: String, port: Int, count: Int, kind: String, ackEvery: Int, samples: LatencySamples, parallel: Int = 1
     ) async throws -> RawSubscribers {
         try await connect(
             host: host, port: port, count: count, client: { "\(kind)-\($0)" },
             subscribe: { _ in #"{"type":"subscribe","id":"s","channel":"EmergenciesOfKind","params":{"kind":"\#(kind)"}}"# },
-            fetch: false, ackEvery: ackEvery, samples: samples)
+            fetch: false, ackEvery: ackEvery, samples: samples, parallel: parallel)
     }
+
+    /// Loopback connections to one port run out of source ports at about 28,000 (the
+    /// ephemeral range); beyond that each connection binds a source address of its own among
+    /// 127.0.0.2, 127.0.0.3, … (all loopback).
+    static let connectionsPerSourceAddress = 25_000
 
     /// Connects `count` subscribers, the `i`th saying hello as `client(i)` and sending
     /// `subscribe(i)`. With `fetch`, each answers a notification with a `fetch` of what it has
     /// not fetched yet (one at a time), counts the events it gets and acks them.
+    /// `parallel`: connections being opened at once (many thousands open faster that way).
     static func connect(
-        host: String, port: Int, count: Int, client: (Int) -> String, subscribe: (Int) -> String, fetch: Bool, ackEvery: Int,
-        samples: LatencySamples
+        host: String, port: Int, count: Int, client: @escaping @Sendable (Int) -> String, subscribe: @escaping @Sendable (Int) -> String,
+        fetch: Bool, ackEvery: Int, samples: LatencySamples, parallel: Int = 1
     ) async throws -> RawSubscribers {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var channels: [any Channel] = []
-        for i in 0..<count {
+        let spread = host == "127.0.0.1" && count > connectionsPerSourceAddress
+        func open(_ i: Int) async throws -> any Channel {
             let (name, frame) = (client(i), subscribe(i))
-            let channel = try await ClientBootstrap(group: group)
+            var bootstrap = ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                // Notifications are small: no 2 KiB first read buffer per idle connection.
+                .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(
@@ -64,8 +74,32 @@ struct RawSubscribers {
                                 host: "\(host):\(port)", client: name, subscribe: frame, fetch: fetch, ackEvery: ackEvery, samples: samples))
                     }
                 }
-                .connect(host: host, port: port).get()
-            channels.append(channel)
+            if spread { bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: "127.0.0.\(2 + i / connectionsPerSourceAddress)", port: 0)) }
+            return try await bootstrap.connect(host: host, port: port).get()
+        }
+        var channels: [any Channel] = []
+        channels.reserveCapacity(count)
+        do {
+            try await withThrowingTaskGroup(of: (any Channel).self) { tasks in
+                var next = 0
+                while next < min(parallel, count) {
+                    let i = next
+                    tasks.addTask { try await open(i) }
+                    next += 1
+                }
+                while let channel = try await tasks.next() {
+                    channels.append(channel)
+                    if next < count {
+                        let i = next
+                        tasks.addTask { try await open(i) }
+                        next += 1
+                    }
+                }
+            }
+        } catch {
+            for channel in channels { channel.close(promise: nil) }
+            try? await group.shutdownGracefully()
+            throw error
         }
         return RawSubscribers(group: group, channels: channels)
     }
@@ -107,7 +141,6 @@ final class RawSubscriberHandler: ChannelInboundHandler {
         self.fetches = fetch
         self.ackEvery = ackEvery
         self.samples = samples
-        latencies.reserveCapacity(1 << 16)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -115,8 +148,9 @@ final class RawSubscriberHandler: ChannelInboundHandler {
             "GET /v1/ws HTTP/1.1\r\nHost: \(host)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         context.write(wrapOutboundOut(ByteBuffer(string: request)), promise: nil)
-        send(#"{"type":"hello","id":"h","client":"\#(client)"}"#, context: context)
-        send(subscribeFrame, context: context)
+        // An empty client or subscribe frame: a connection that stops before that step.
+        if !client.isEmpty { send(#"{"type":"hello","id":"h","client":"\#(client)"}"#, context: context) }
+        if !subscribeFrame.isEmpty { send(subscribeFrame, context: context) }
         context.flush()
     }
 
@@ -132,6 +166,7 @@ final class RawSubscriberHandler: ChannelInboundHandler {
                 return
             }
             upgraded = true
+            samples.upgraded.add(1, ordering: .relaxed)
         }
         var wroteSomething = false
         while let (opcode, payload) = nextFrame() {

@@ -24,9 +24,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
 
-    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich, bound, fetch }
+    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich, bound, fetch, connections }
 
-    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), enrich (what an enrich clause costs per notification, in this process), bound (location updates per second with 10^6 subscriptions bound to userLocations, in this process), or fetch (notify subscribers sharing interests, with the fetch result cache on and off; --subscribers, --interests, --rate).")
+    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), enrich (what an enrich clause costs per notification, in this process), bound (location updates per second with 10^6 subscriptions bound to userLocations, in this process), fetch (notify subscribers sharing interests, with the fetch result cache on and off; --subscribers, --interests, --rate), or connections (--connections idle subscribed clients on one broker, its memory per client, and the latency of --subscribers sample clients receiving --rate events/s among them).")
     var mode: Mode = .latency
 
     @Option(help: "The broker's HTTP URL; ignored with --spawn.")
@@ -85,6 +85,12 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("add-broker-at"), help: "Network mode: start one more broker this many seconds into publishing.")
     var addBrokerAt: Double?
 
+    @Option(help: "Connections mode: idle clients, each subscribed (durably) to a kind nothing is published to.")
+    var connections = 100_000
+
+    @Option(name: .customLong("idle-stage"), help: "Connections mode: how far each idle client goes: upgrade, hello or subscribe (the default).")
+    var idleStage: String = "subscribe"
+
     @Option(help: "Seconds measured, after the warm-up.")
     var duration = 10.0
 
@@ -119,6 +125,10 @@ struct Bench: AsyncParsableCommand {
                 throw ValidationError("--store: \(error.message)")
             }
         }
+        guard ConnectionsBenchmark.Stage(rawValue: idleStage) != nil else {
+            throw ValidationError("--idle-stage must be upgrade, hello or subscribe, got '\(idleStage)'")
+        }
+        guard (1...1_000_000).contains(connections) else { throw ValidationError("--connections must be between 1 and 1000000, got \(connections)") }
         if mode == .network {
             if let brokers, !(1...64).contains(brokers) { throw ValidationError("--brokers must be in 1...64, got \(brokers)") }
         } else if spawn, let problem = spawnPlan.problem {
@@ -164,6 +174,11 @@ struct Bench: AsyncParsableCommand {
                 spawn: spawnPlan, subscribers: subscribers, interests: interests, rate: rate, duration: .seconds(duration),
                 warmup: .seconds(warmup))
             print(try await FetchBenchmark(configuration: configuration).run(progress: progress))
+        case .connections:
+            let configuration = ConnectionsBenchmark.Configuration(
+                target: target, connections: connections, sample: subscribers, rate: rate, duration: duration,
+                stage: ConnectionsBenchmark.Stage(rawValue: idleStage) ?? .subscribe)
+            print(try await ConnectionsBenchmark(configuration: configuration).run(logger: logger, progress: progress))
         }
     }
 }

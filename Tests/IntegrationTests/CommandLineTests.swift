@@ -80,6 +80,12 @@ struct CommandLineTests {
         (["bench", "latency", "--spawn", "--postgres", "--brokers", "0"], "--brokers: the number of brokers must be in 1...200"),
         (["bench", "throughput", "--spawn", "--namespaces", "--store", "postgres://tocsin@db/tocsin"], "use it with --postgres"),
         (["bench", "throughput", "--brokers", "2"], "--brokers counts brokers this bench spawns"),
+        (["bench", "connections", "--spawn", "--idle-stage", "sideways"], "--idle-stage must be upgrade, hello or subscribe"),
+        (["bench", "connections", "--spawn", "--connections", "0"], "--connections must be between 1 and 1000000"),
+        (["serve", "--trace-sample-ratio", "2", "--port", "0"], "--trace-sample-ratio must be between 0 and 1"),
+        (["serve", "--otlp-endpoint", "collector:4318", "--port", "0"], "--otlp-endpoint must be an http:// or https:// URL"),
+        (["serve", "--otlp-protocol", "grpc", "--port", "0"], "--otlp-protocol must be http/protobuf or http/json"),
+        (["broker", "--trace-deliveries-per-event=-1", "--port", "0"], "--trace-deliveries-per-event must be between 0"),
     ])
     func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) throws {
         let (status, stderr) = try Self.run(arguments)
@@ -201,6 +207,18 @@ struct CommandLineTests {
         #expect(status == 0)
         #expect(text.contains("spawned \(copy) serve"), "stdout: \(text)")
         #expect(text.contains("durable publishes:"), "stdout: \(text)")
+    }
+
+    /// `bench connections` on a small scale: every idle client subscribes, the broker's memory is
+    /// read before and after, and the sample gets every event.
+    @Test func benchConnectionsHoldsIdleClientsAndMeasuresTheSample() throws {
+        let (status, text) = try Self.run(
+            ["bench", "connections", "--spawn", "--connections", "300", "--subscribers", "5", "--rate", "20", "--duration", "1"],
+            capturing: .stdout)
+        #expect(status == 0, "stdout: \(text)")
+        #expect(text.contains("300 idle clients through subscribe"), "stdout: \(text)")
+        #expect(text.contains("KiB per idle client"), "stdout: \(text)")
+        #expect(text.contains("(0 missing after a 2 s settle)"), "stdout: \(text)")
     }
 }
 
