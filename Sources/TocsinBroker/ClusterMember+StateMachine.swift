@@ -90,8 +90,11 @@ extension ClusterMember {
         private(set) var failures = 0
         /// As the controller last said (`LeaseReply.heartbeatMillis`, at least 50 ms).
         private(set) var heartbeatInterval: Duration = .milliseconds(500)
-        /// The controller's discovery list as of the last reply.
+        /// The controller's discovery list as of the last reply that carried one.
         private(set) var view: ClusterView?
+        /// Its version (`LeaseReply.viewVersion`), reported in heartbeats so the controller leaves
+        /// an unchanged list out of its reply.
+        private(set) var viewVersion: Int64?
         /// The highest controller epoch seen in a reply (fencing).
         private(set) var highestEpoch: Int64 = 0
         /// The last heartbeat followed its reply at once (to report configuration or command outcomes).
@@ -193,7 +196,10 @@ extension ClusterMember {
                 return [.log(.staleOrders(count: reply.commands.count, epoch: reply.epoch, highest: highestEpoch, reply: true))]
             }
             highestEpoch = reply.epoch
-            view = reply.cluster
+            if let cluster = reply.cluster {
+                view = cluster
+                viewVersion = reply.viewVersion
+            }
             heartbeatInterval = .milliseconds(max(50, reply.heartbeatMillis))
             var actions: [Action] = []
             for order in reply.commands {

@@ -121,7 +121,7 @@ final class ClusterMember: Service, Sendable {
                     broker.sessions.closeStaleMigrations(olderThan: settings.migrationTimeout)
                     let report = HeartbeatReport(
                         load: meter.sample(broker.currentLoad()), draining: wantsDrain, configVersion: operations.configVersion,
-                        results: operations.unreported)
+                        results: operations.unreported, viewVersion: machine.withLock { $0.viewVersion })
                     next = await outcome(client) { timeout in
                         let reply = try await client.heartbeat(
                             id: self.broker.configuration.brokerID, incarnation: self.incarnation, report: report, timeout: timeout)

@@ -82,6 +82,10 @@ public final class Controller: Service, Sendable {
     let ledgerFailures = Atomic<Int>(0)
     /// The URL the controller advertises, set once it listens.
     let advertisedURL = Mutex<String?>(nil)
+    /// Brokers joined, left or changed state (`report`): the heartbeat view's version moves.
+    let membershipChanges = Atomic<Int64>(0)
+    /// The discovery list heartbeat replies carry (`Controller+HeartbeatView.swift`).
+    let viewCache = Mutex(HeartbeatView.start())
     private let assignments = Atomic<Int>(0)
     let metrics = ControllerMetrics()
     /// Live configuration and commands (`Controller+Operations.swift`).
@@ -180,10 +184,11 @@ public final class Controller: Service, Sendable {
         for c in commands {
             logger.info("ordered migration", metadata: ["from": "\(id)", "to": "\(c.to.id)", "clients": "\(c.count)", "reason": "\(c.reason)"])
         }
-        var reply = leaseReply(commands: commands.map { var c = $0; c.epoch = epoch; return c }, epoch: epoch)
-        reply.config = config
-        reply.orders = orders
-        return reply
+        let (view, version) = heartbeatView(known: heartbeat.viewVersion)
+        return LeaseReply(
+            leaseMillis: configuration.leaseDuration.milliseconds, heartbeatMillis: configuration.heartbeatInterval.milliseconds,
+            commands: commands.map { var c = $0; c.epoch = epoch; return c }, cluster: view, epoch: epoch, config: config, orders: orders,
+            viewVersion: version)
     }
 
     /// The broker takes no new clients; its clients are moved to the others.
@@ -220,10 +225,12 @@ public final class Controller: Service, Sendable {
         return AssignReply(assignment)
     }
 
+    /// A registration's or drain's reply: always with the list (the heartbeat view, at most 250 ms old).
     private func leaseReply(commands: [MigrateCommand], epoch: Int64) -> LeaseReply {
-        LeaseReply(
+        let (view, version) = heartbeatView(known: nil)
+        return LeaseReply(
             leaseMillis: configuration.leaseDuration.milliseconds, heartbeatMillis: configuration.heartbeatInterval.milliseconds,
-            commands: commands, cluster: cluster, epoch: epoch)
+            commands: commands, cluster: view, epoch: epoch, viewVersion: version)
     }
 
     // MARK: Leases and balance
@@ -250,6 +257,10 @@ public final class Controller: Service, Sendable {
     func report(_ facts: [ControllerStateMachine.Fact]) {
         noteForDashboard(facts)
         for fact in facts {
+            switch fact {
+            case .registered, .restarted, .draining, .undrained, .deregistered, .expired: membershipChanges.add(1, ordering: .relaxed)
+            default: break
+            }
             switch fact {
             case .registered(let record):
                 logger.info(

@@ -23,13 +23,13 @@ struct ControllerAPI: Sendable {
         routes.on(.post, "/v1/brokers", .cluster) { request, _, _ in
             let body = try await request.jsonBody(limit: Self.maxBodyBytes)
             let reply = try controller.register(try RegistrationRequest(json: body))
-            return try await proven(.json(reply.json, status: .created))
+            return try await proven(.json(controller.leaseText(reply), status: .created))
         }
         routes.on(.post, "/v1/brokers/:id/heartbeat", .cluster) { request, context, _ in
             let id = context.parameters.get("id") ?? ""
             let body = try await request.jsonBody(limit: Self.maxBodyBytes)
             let (incarnation, report) = try HeartbeatReport.parse(body)
-            return try await proven(.json(try controller.heartbeat(id: id, incarnation: incarnation, report: report).json))
+            return try await proven(.json(controller.leaseText(try controller.heartbeat(id: id, incarnation: incarnation, report: report))))
         }
         routes.on(.post, "/v1/brokers/:id/drain", .cluster) { request, context, _ in
             let id = context.parameters.get("id") ?? ""

@@ -24,9 +24,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmark a broker: delivery latency and CPU per delivery, or durable publish throughput.")
 
-    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich, bound, fetch, connections }
+    enum Mode: String, ExpressibleByArgument { case latency, throughput, network, tokens, enrich, bound, fetch, connections, controller }
 
-    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), enrich (what an enrich clause costs per notification, in this process), bound (location updates per second with 10^6 subscriptions bound to userLocations, in this process), fetch (notify subscribers sharing interests, with the fetch result cache on and off; --subscribers, --interests, --rate), or connections (--connections idle subscribed clients on one broker, its memory per client, and the latency of --subscribers sample clients receiving --rate events/s among them).")
+    @Argument(help: "latency, throughput, network, tokens (what checking a token costs, in this process), enrich (what an enrich clause costs per notification, in this process), bound (location updates per second with 10^6 subscriptions bound to userLocations, in this process), fetch (notify subscribers sharing interests, with the fetch result cache on and off; --subscribers, --interests, --rate), connections (--connections idle subscribed clients on one broker, its memory per client, and the latency of --subscribers sample clients receiving --rate events/s among them), or controller (the controller's decisions with 10, 100 and 1,000 brokers in 10 regions and --clients clients, in this process; with --spawn, a real controller under --brokers simulated brokers heartbeating once a second and --rate assignments/s, on PostgreSQL with --postgres).")
     var mode: Mode = .latency
 
     @Option(help: "The broker's HTTP URL; ignored with --spawn.")
@@ -88,6 +88,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Connections mode: idle clients, each subscribed (durably) to a kind nothing is published to.")
     var connections = 100_000
 
+    @Option(help: "Controller mode: clients spread over the brokers.")
+    var clients = 10_000_000
+
     @Option(name: .customLong("idle-stage"), help: "Connections mode: how far each idle client goes: upgrade, hello or subscribe (the default).")
     var idleStage: String = "subscribe"
 
@@ -128,7 +131,14 @@ struct Bench: AsyncParsableCommand {
         guard ConnectionsBenchmark.Stage(rawValue: idleStage) != nil else {
             throw ValidationError("--idle-stage must be upgrade, hello or subscribe, got '\(idleStage)'")
         }
+        guard (1_000...1_000_000_000).contains(clients) else { throw ValidationError("--clients must be between 1000 and 1000000000, got \(clients)") }
         guard (1...1_000_000).contains(connections) else { throw ValidationError("--connections must be between 1 and 1000000, got \(connections)") }
+        if mode == .controller {
+            // --spawn: a real controller and --brokers simulated brokers (--postgres: on a throwaway PostgreSQL).
+            if let brokers, !(1...100_000).contains(brokers) { throw ValidationError("--brokers must be in 1...100000, got \(brokers)") }
+            if store != nil || namespaces { throw ValidationError("controller mode takes --postgres, not --store or --namespaces") }
+            return
+        }
         if mode == .network {
             if let brokers, !(1...64).contains(brokers) { throw ValidationError("--brokers must be in 1...64, got \(brokers)") }
         } else if spawn, let problem = spawnPlan.problem {
@@ -179,6 +189,12 @@ struct Bench: AsyncParsableCommand {
                 target: target, connections: connections, sample: subscribers, rate: rate, duration: duration,
                 stage: ConnectionsBenchmark.Stage(rawValue: idleStage) ?? .subscribe)
             print(try await ConnectionsBenchmark(configuration: configuration).run(logger: logger, progress: progress))
+        case .controller where spawn:
+            let configuration = ControllerLoadBenchmark.Configuration(
+                executable: ChildProcess.currentExecutable, brokers: brokers ?? 1000, duration: duration, assignsPerSecond: rate, postgres: postgres)
+            print(try await ControllerLoadBenchmark(configuration: configuration).run(progress: progress))
+        case .controller:
+            print(ControllerScaleBenchmark.table(try ControllerScaleBenchmark.run(clients: clients)))
         }
     }
 }

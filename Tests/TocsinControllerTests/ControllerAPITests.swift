@@ -33,8 +33,8 @@ struct ControllerAPITests {
         try await TestController.with(clock: ManualClock()) { c in
             let reply = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1")))
             #expect(reply.leaseMillis == 3000)
-            #expect(reply.cluster.brokers.map(\.id) == ["b1"])
-            #expect(reply.cluster.controller == c.url)
+            #expect(reply.cluster?.brokers.map(\.id) == ["b1"])
+            #expect(reply.cluster?.controller == c.url)
             let beat = try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: Self.heartbeat(incarnation: "i1", connections: 7)))
             #expect(beat.commands.isEmpty)
             let view = try await Self.cluster(c)
@@ -42,6 +42,46 @@ struct ControllerAPITests {
             let assigned = try AssignReply(json: try await HTTPCall.call(.GET, c.url + "/v1/assign?client=alice&lat=52.1&lon=4.3"))
             #expect(assigned.broker.id == "b1")
             #expect(assigned.broker.webSocketURL == "ws://127.0.0.1:9001/v1/ws")
+        }
+    }
+
+    /// A heartbeat's reply leaves the discovery list out for a broker that holds its version, and
+    /// sends it again when a broker joins, one changes state, or the list is 5 s old.
+    @Test func heartbeatRepliesCarryTheDiscoveryListOnlyWhenItChanged() async throws {
+        let clock = ManualClock()
+        try await TestController.with(clock: clock) { c in
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b1", port: 9001, incarnation: "i1"))
+            func beat(_ known: Int64?) async throws -> LeaseReply {
+                var body = Self.heartbeat(incarnation: "i1", connections: 7)
+                if let known, case .object(var o) = body {
+                    o["viewVersion"] = .int(known)
+                    body = .object(o)
+                }
+                return try LeaseReply(json: try await HTTPCall.call(.POST, c.url + "/v1/brokers/b1/heartbeat", body: body))
+            }
+            let first = try await beat(nil)
+            let version = try #require(first.viewVersion)
+            #expect(first.cluster?.brokers.map(\.id) == ["b1"], "no version held: the list")
+            let same = try await beat(version)
+            #expect(same.cluster == nil && same.viewVersion == version, "the version held: no list")
+            #expect(try await beat(version - 1).cluster != nil, "another version: the list")
+            // A broker joins: a new version, with it in the list (lists are built at most every 250 ms).
+            _ = try await HTTPCall.call(.POST, c.url + "/v1/brokers", body: Self.registration("b2", port: 9002, incarnation: "i2"))
+            clock.advance(by: .milliseconds(250))
+            let joined = try await beat(version)
+            #expect(joined.cluster?.brokers.map(\.id) == ["b1", "b2"])
+            let newer = try #require(joined.viewVersion)
+            #expect(newer != version)
+            #expect(try await beat(newer).cluster == nil)
+            // The loads it carries are refreshed every 5 s (heartbeats keep the lease meanwhile).
+            for _ in 0..<2 {
+                clock.advance(by: .seconds(2))
+                #expect(try await beat(newer).cluster == nil)
+            }
+            clock.advance(by: .seconds(1))
+            #expect(try await beat(newer).cluster?.brokers.first?.load.connections == 7)
+            // A reply without the list still decodes only with a version (older controllers always send it).
+            #expect(throws: TocsinError.self) { _ = try LeaseReply(json: ["leaseMillis": 3000, "heartbeatMillis": 500, "epoch": 0]) }
         }
     }
 

@@ -20,10 +20,12 @@ struct ControllerClientTests {
                     id: "b1", incarnation: Self.incarnation, webSocketURL: "ws://127.0.0.1:9001/v1/ws", httpURL: "http://127.0.0.1:9001",
                     region: "eu", capacity: 10)
                 let lease = try await client.register(request)
-                #expect(lease.cluster.brokers.map(\.incarnation) == [Self.incarnation])
+                #expect(lease.cluster?.brokers.map(\.incarnation) == [Self.incarnation])
                 #expect(lease.heartbeatMillis == 500)
                 let beat = try await client.heartbeat(id: "b1", incarnation: Self.incarnation, load: BrokerLoad(connections: 3))
-                #expect(beat.cluster.brokers.first?.load.connections == 3)
+                #expect(beat.viewVersion != nil)
+                // The discovery list has the load at once (a lease's copy of it may be up to 5 s old).
+                #expect(try await client.cluster().brokers.first?.load.connections == 3)
 
                 let asked = AssignmentRequest(clientID: "a b&c=d/e?", region: "eu", location: GeoPoint(lat: 52, lon: 4), exclude: ["b9", "b 8"])
                 #expect(try await client.assign(asked).broker.id == "b1")

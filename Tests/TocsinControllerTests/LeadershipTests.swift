@@ -101,7 +101,7 @@ struct LeadershipTests {
 
                 let lease = try LeaseReply(json: try await Self.register(a).body)
                 #expect(lease.epoch == 1)
-                #expect(lease.cluster.leader == a.url)
+                #expect(lease.cluster?.leader == a.url)
                 let refused = try await Self.register(b)
                 ControllerAPITests.expectError(refused, status: 421, code: .notLeader)
                 #expect(refused.body["error"]?["leader"]?.stringValue == a.url)
@@ -135,7 +135,7 @@ struct LeadershipTests {
                 // The new leader knows b1 from the registry: its heartbeat is taken, with the new epoch.
                 let beat = try LeaseReply(json: try await Self.heartbeat(b).body)
                 #expect(beat.epoch == 2)
-                #expect(beat.cluster.leader == b.url)
+                #expect(beat.cluster?.leader == b.url)
                 // a, claiming again, follows b.
                 await a.controller.step()
                 #expect(!a.controller.isLeader)

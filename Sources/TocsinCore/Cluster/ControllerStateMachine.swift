@@ -59,7 +59,12 @@ public struct ControllerStateMachine: Sendable {
 
     public private(set) var configuration: Configuration
     public private(set) var membership: Membership
-    public private(set) var placement: Placement
+    /// Where clients go. Rebuilt from the membership before the next assignment after brokers
+    /// changed (`placementStale`), not at each change: a thousand brokers registering at once
+    /// (after a controller restart) rebuilt the ring a thousand times, 4 ms each, and held up
+    /// their heartbeats until their leases ran out.
+    private var placement: Placement
+    private var placementStale = false
     /// Orders waiting for their broker's next heartbeat, by broker id.
     public private(set) var orders: [String: [MigrateCommand]] = [:]
     /// When orders were last planned.
@@ -95,7 +100,8 @@ public struct ControllerStateMachine: Sendable {
         -> [MigrateCommand]
     {
         _ = try membership.heartbeat(id: id, incarnation: incarnation, load: load, now: now)
-        placement.updateLoad(of: id, connections: load.connections)
+        // A stale placement is rebuilt from the membership, which has this load already.
+        if !placementStale { placement.updateLoad(of: id, connections: load.connections) }
         let waiting = orders.removeValue(forKey: id) ?? []
         return waiting.filter { order in
             membership.brokers[order.to.id].map { $0.incarnation == order.to.incarnation && $0.state == .active } ?? false
@@ -164,7 +170,13 @@ public struct ControllerStateMachine: Sendable {
 
     /// The broker a client should use (`Placement.reserve`).
     public mutating func assign(_ request: AssignmentRequest, now: ClusterTime) throws(TocsinError) -> Assignment {
-        try placement.reserve(request, now: now)
+        if placementStale {
+            let previous = placement
+            placement = Placement(brokers: membership.live, policy: configuration.placement)
+            placement.carryReservations(from: previous)
+            placementStale = false
+        }
+        return try placement.reserve(request, now: now)
     }
 
     // MARK: Leases and balance
@@ -223,9 +235,8 @@ public struct ControllerStateMachine: Sendable {
         return plan
     }
 
+    /// Brokers changed: the placement is rebuilt before the next assignment.
     private mutating func rebuildPlacement() {
-        let previous = placement
-        placement = Placement(brokers: membership.live, policy: configuration.placement)
-        placement.carryReservations(from: previous)
+        placementStale = true
     }
 }

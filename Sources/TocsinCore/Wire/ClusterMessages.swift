@@ -240,7 +240,14 @@ public struct LeaseReply: Sendable, Hashable {
     public var leaseMillis: Int64
     public var heartbeatMillis: Int64
     public var commands: [MigrateCommand]
-    public var cluster: ClusterView
+    /// The discovery list. A heartbeat's reply leaves it out when the broker reported holding
+    /// the current one (`HeartbeatReport.viewVersion` equal to `viewVersion`): with 1,000
+    /// brokers, sending every broker all 1,000 each second was the controller's whole cost.
+    public var cluster: ClusterView?
+    /// The version of the controller's discovery list (it changes when brokers join, leave or
+    /// change state, when the leader changes, and every few seconds for the loads); nil from a
+    /// controller that does not version it.
+    public var viewVersion: Int64?
     /// The fencing epoch of the controller that answered (0 for one that runs alone): a broker
     /// takes nothing from a reply with a lower epoch than the highest it has seen.
     public var epoch: Int64
@@ -250,13 +257,14 @@ public struct LeaseReply: Sendable, Hashable {
     public var orders: [CommandOrder]
 
     public init(
-        leaseMillis: Int64, heartbeatMillis: Int64, commands: [MigrateCommand], cluster: ClusterView, epoch: Int64 = 0, config: ConfigPush? = nil,
-        orders: [CommandOrder] = []
+        leaseMillis: Int64, heartbeatMillis: Int64, commands: [MigrateCommand], cluster: ClusterView?, epoch: Int64 = 0, config: ConfigPush? = nil,
+        orders: [CommandOrder] = [], viewVersion: Int64? = nil
     ) {
         self.leaseMillis = leaseMillis
         self.heartbeatMillis = heartbeatMillis
         self.commands = commands
         self.cluster = cluster
+        self.viewVersion = viewVersion
         self.epoch = epoch
         self.config = config
         self.orders = orders
@@ -265,8 +273,10 @@ public struct LeaseReply: Sendable, Hashable {
     public var json: JSONValue {
         var o: [String: JSONValue] = [
             "leaseMillis": .int(leaseMillis), "heartbeatMillis": .int(heartbeatMillis),
-            "commands": .array(commands.map(\.json)), "cluster": cluster.json, "epoch": .int(epoch),
+            "commands": .array(commands.map(\.json)), "epoch": .int(epoch),
         ]
+        if let cluster { o["cluster"] = cluster.json }
+        if let viewVersion { o["viewVersion"] = .int(viewVersion) }
         if let config { o["config"] = config.json }
         if !orders.isEmpty { o["orders"] = .array(orders.map(\.json)) }
         return .object(o)
@@ -276,13 +286,16 @@ public struct LeaseReply: Sendable, Hashable {
         let fields = try Fields(json, what: "lease", code: .badRequest)
         var commands: [MigrateCommand] = []
         for c in try fields.optional("commands")?.arrayValue ?? [] { commands.append(try MigrateCommand(json: c)) }
-        guard let cluster = try fields.optional("cluster") else { throw TocsinError(.badRequest, "lease: 'cluster' is missing") }
+        let viewVersion = try fields.optional("viewVersion").map { _ throws(TocsinError) in try fields.int("viewVersion") }
+        // Without a version, the list must be there (a reply may leave it out only for a broker that holds it).
+        let cluster = try fields.optional("cluster")
+        if cluster == nil, viewVersion == nil { throw TocsinError(.badRequest, "lease: 'cluster' is missing") }
         var orders: [CommandOrder] = []
         for o in try fields.optional("orders")?.arrayValue ?? [] { orders.append(try CommandOrder(json: o)) }
         self.init(
             leaseMillis: try fields.int("leaseMillis"), heartbeatMillis: try fields.int("heartbeatMillis"), commands: commands,
-            cluster: try ClusterView(json: cluster), epoch: try fields.int("epoch", default: 0),
-            config: try fields.optional("config").map { v throws(TocsinError) in try ConfigPush(json: v) }, orders: orders)
+            cluster: try cluster.map { v throws(TocsinError) in try ClusterView(json: v) }, epoch: try fields.int("epoch", default: 0),
+            config: try fields.optional("config").map { v throws(TocsinError) in try ConfigPush(json: v) }, orders: orders, viewVersion: viewVersion)
     }
 }
 
@@ -296,12 +309,18 @@ public struct HeartbeatReport: Sendable, Hashable {
     public var draining: Bool?
     public var configVersion: Int64?
     public var results: [CommandResult]
+    /// The discovery list version the broker holds (`LeaseReply.viewVersion`): the reply leaves
+    /// the list out when it is still the current one. nil: always send it.
+    public var viewVersion: Int64?
 
-    public init(load: BrokerLoad, draining: Bool? = nil, configVersion: Int64? = nil, results: [CommandResult] = []) {
+    public init(
+        load: BrokerLoad, draining: Bool? = nil, configVersion: Int64? = nil, results: [CommandResult] = [], viewVersion: Int64? = nil
+    ) {
         self.load = load
         self.draining = draining
         self.configVersion = configVersion
         self.results = results
+        self.viewVersion = viewVersion
     }
 
     /// The heartbeat body with `incarnation`.
@@ -310,6 +329,7 @@ public struct HeartbeatReport: Sendable, Hashable {
         if let draining { o["draining"] = .bool(draining) }
         if let configVersion { o["configVersion"] = .int(configVersion) }
         if !results.isEmpty { o["results"] = .array(results.map(\.json)) }
+        if let viewVersion { o["viewVersion"] = .int(viewVersion) }
         return .object(o)
     }
 
@@ -328,7 +348,11 @@ public struct HeartbeatReport: Sendable, Hashable {
         guard list.count <= 1000 else { throw TocsinError(.badRequest, "heartbeat: at most 1000 results at once") }
         var results: [CommandResult] = []
         for r in list { results.append(try CommandResult(json: r)) }
-        return (incarnation, HeartbeatReport(load: load, draining: draining, configVersion: configVersion, results: results))
+        let viewVersion = try fields.optional("viewVersion").map { _ throws(TocsinError) in try fields.int("viewVersion") }
+        return (
+            incarnation,
+            HeartbeatReport(load: load, draining: draining, configVersion: configVersion, results: results, viewVersion: viewVersion)
+        )
     }
 }
 
