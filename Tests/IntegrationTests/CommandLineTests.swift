@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TocsinDev
 import TocsinTesting
 
 /// Bad flags to the network commands and the bench: a clear message naming the flag, a non-zero exit, and
@@ -87,8 +88,9 @@ struct CommandLineTests {
         (["serve", "--otlp-protocol", "grpc", "--port", "0"], "--otlp-protocol must be http/protobuf or http/json"),
         (["broker", "--trace-deliveries-per-event=-1", "--port", "0"], "--trace-deliveries-per-event must be between 0"),
     ])
-    func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) throws {
-        let (status, stderr) = try Self.run(arguments)
+    func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) async throws {
+        // Off the pool: 27 cases each waiting for a process would hold its two threads for seconds.
+        let (status, stderr) = try await PostgresServer.offThePool { try Self.run(arguments) }
         #expect(status != 0)
         // The error line itself names the flag (the usage below it names every flag anyway).
         let errorLine = stderr.split(separator: "\n").first { $0.hasPrefix("Error: ") } ?? ""
@@ -197,13 +199,16 @@ struct CommandLineTests {
     /// `bench --spawn` measures a server started from its own executable, whatever that is
     /// called — not some other build it finds (a copy named `tocsin-copy` used to start
     /// `.build/debug/tocsin`).
-    @Test func benchSpawnsItsOwnExecutable() throws {
+    @Test func benchSpawnsItsOwnExecutable() async throws {
         let directory = TemporaryDirectory.make()
         defer { TemporaryDirectory.remove(directory) }
         let copy = directory + "/tocsin-copy"
         try Self.copyExecutable(ServerProcess.tocsinBinary, to: copy)
-        let (status, text) = try Self.run(
-            ["bench", "throughput", "--spawn", "--publishers", "1", "--duration", "0.5", "--warmup", "0"], executable: copy, capturing: .stdout)
+        // Off the pool: a test blocking one of its two threads for seconds stalls every async test meanwhile.
+        let (status, text) = try await PostgresServer.offThePool {
+            try Self.run(
+                ["bench", "throughput", "--spawn", "--publishers", "1", "--duration", "0.5", "--warmup", "0"], executable: copy, capturing: .stdout)
+        }
         #expect(status == 0)
         #expect(text.contains("spawned \(copy) serve"), "stdout: \(text)")
         #expect(text.contains("durable publishes:"), "stdout: \(text)")
@@ -211,10 +216,12 @@ struct CommandLineTests {
 
     /// `bench connections` on a small scale: every idle client subscribes, the broker's memory is
     /// read before and after, and the sample gets every event.
-    @Test func benchConnectionsHoldsIdleClientsAndMeasuresTheSample() throws {
-        let (status, text) = try Self.run(
-            ["bench", "connections", "--spawn", "--connections", "300", "--subscribers", "5", "--rate", "20", "--duration", "1"],
-            capturing: .stdout)
+    @Test func benchConnectionsHoldsIdleClientsAndMeasuresTheSample() async throws {
+        let (status, text) = try await PostgresServer.offThePool {
+            try Self.run(
+                ["bench", "connections", "--spawn", "--connections", "300", "--subscribers", "5", "--rate", "20", "--duration", "1"],
+                capturing: .stdout)
+        }
         #expect(status == 0, "stdout: \(text)")
         #expect(text.contains("300 idle clients through subscribe"), "stdout: \(text)")
         #expect(text.contains("KiB per idle client"), "stdout: \(text)")

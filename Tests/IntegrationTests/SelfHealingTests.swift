@@ -121,7 +121,8 @@ struct SelfHealingTests {
             feed.stop()
             await publishing.value
             let acknowledged = Set(feed.acknowledged.withLock { $0 })
-            #expect(acknowledged.count > 100)
+            // 20 events/s over the scale-out and scale-in (a busy machine publishes fewer): enough to check.
+            #expect(acknowledged.count > 40)
             let all = try await poll(timeout: .seconds(30)) { staying.received(all: acknowledged) }
             if !all {
                 for (i, p) in staying.probes.enumerated() {
