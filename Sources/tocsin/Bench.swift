@@ -128,6 +128,10 @@ struct Bench: AsyncParsableCommand {
                 throw ValidationError("--store: \(error.message)")
             }
         }
+        // Numbers the benchmarks loop and divide by: a negative duration ended in a crash.
+        guard duration.isFinite, (0.1...86_400).contains(duration) else { throw ValidationError("--duration must be between 0.1 and 86400 seconds, got \(duration)") }
+        guard warmup.isFinite, (0...3_600).contains(warmup) else { throw ValidationError("--warmup must be between 0 and 3600 seconds, got \(warmup)") }
+        guard (1...1_000_000).contains(rate) else { throw ValidationError("--rate must be between 1 and 1000000, got \(rate)") }
         guard ConnectionsBenchmark.Stage(rawValue: idleStage) != nil else {
             throw ValidationError("--idle-stage must be upgrade, hello or subscribe, got '\(idleStage)'")
         }

@@ -83,6 +83,8 @@ struct CommandLineTests {
         (["bench", "throughput", "--brokers", "2"], "--brokers counts brokers this bench spawns"),
         (["bench", "connections", "--spawn", "--idle-stage", "sideways"], "--idle-stage must be upgrade, hello or subscribe"),
         (["bench", "connections", "--spawn", "--connections", "0"], "--connections must be between 1 and 1000000"),
+        (["bench", "controller", "--spawn", "--duration=-1"], "--duration must be between 0.1 and 86400 seconds"),
+        (["bench", "latency", "--spawn", "--rate", "0"], "--rate must be between 1 and 1000000"),
         (["serve", "--trace-sample-ratio", "2", "--port", "0"], "--trace-sample-ratio must be between 0 and 1"),
         (["serve", "--otlp-endpoint", "collector:4318", "--port", "0"], "--otlp-endpoint must be an http:// or https:// URL"),
         (["serve", "--otlp-protocol", "grpc", "--port", "0"], "--otlp-protocol must be http/protobuf or http/json"),
