@@ -1,5 +1,5 @@
 import Hummingbird
-import HummingbirdWebSocket
+
 public import Logging
 import NIOCore
 public import Prometheus
@@ -40,16 +40,13 @@ public func buildBroker(
     let eventLoops = EventLoopGroupProvider.singleton.eventLoopGroup
     let broker = try await Broker(configuration: configuration, store: store, logger: logger, eventLoops: eventLoops)
     let routers = BrokerRouters(broker: broker, metrics: metrics, logger: logger)
-    let channelConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
-        http1: .init(httpDecoderConfiguration: configuration.http.decoderConfiguration),
-        ws: .init(
-            maxFrameSize: configuration.maxMessageBytes * 4, autoPing: .enabled(timePeriod: .seconds(30)),
-            closeTimeout: configuration.closeGrace, validateUTF8: true))
-    let webSocketResponder = routers.webSocket.buildResponder()
+    let endpoint = WebSocketEndpoint(broker: broker)
     let app = Application(
         router: routers.http,
         server: .guarded(limits: configuration.http, tls: configuration.tls) { responder in
-            HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder, configuration: channelConfiguration)
+            BrokerChildChannel(
+                responder: responder, endpoint: endpoint, http1: .init(httpDecoderConfiguration: configuration.http.decoderConfiguration),
+                maxFrameSize: configuration.maxMessageBytes * 4)
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "tocsin"),
         services: broker.services,

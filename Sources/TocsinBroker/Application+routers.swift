@@ -8,18 +8,15 @@ import TocsinHTTP
 /// registry). `buildBroker` serves them; `BrokerHTTPResponder` answers them without a server.
 struct BrokerRouters {
     let http: Router<TocsinRequestContext>
-    /// The routes a WebSocket upgrade is matched against.
-    let webSocket: Router<TocsinRequestContext>
     /// Every HTTP route with what it requires, as registered.
     let rules: [RouteRule]
 
     init(broker: Broker, metrics: PrometheusCollectorRegistry? = nil, logger: Logger) {
         http = Router(context: TocsinRequestContext.self)
-        webSocket = Router(context: TocsinRequestContext.self)
         let routes = GuardedRoutes(router: http, access: broker.access, logger: logger)
         routes.addCORS(methods: [.get, .put, .post, .delete])
         HTTPAPI(broker: broker).register(on: routes)
-        WebSocketEndpoint(broker: broker).register(on: routes, webSocketRouter: webSocket)
+        WebSocketEndpoint(broker: broker).register(on: routes)
         if let metrics { routes.addMetricsRoute(metrics) }
         rules = routes.rules
     }

@@ -30,6 +30,8 @@ public final class Broker: Sendable {
     /// The bytes of pipelined publishes the broker holds while they commit, across connections.
     let publishBudget: PublishBudget
     let sessions: SessionRegistry
+    /// Every open WebSocket, closed (1001) at shutdown.
+    let openWebSockets = OpenWebSockets()
     let tails: StreamTails
     /// The datasets channels enrich from, in memory and kept current.
     let datasetTables: DatasetTables
@@ -154,6 +156,10 @@ public final class Broker: Sendable {
         }
         gauges.atStart = true
         services.append(gauges)
+        // Last, so it stops first, right after the HTTP server: WebSockets hold no task the
+        // server would wait for, so they are closed here, each within the close grace.
+        let (openWebSockets, closeGrace) = (self.openWebSockets, configuration.closeGrace)
+        services.append(OnShutdown { await openWebSockets.closeAll(grace: closeGrace) })
         return services
     }
 

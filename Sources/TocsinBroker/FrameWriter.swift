@@ -106,19 +106,3 @@ extension ByteBuffer {
         frame.writePayload(into: &self)
     }
 }
-
-/// First in a WebSocket connection's pipeline: tells its session when the socket takes bytes
-/// again after falling behind, so replays waiting for room go on. Passes everything through.
-final class WritabilityObserver: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    private let session: Session
-
-    init(session: Session) {
-        self.session = session
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { session.transportBuffered(0) }
-        context.fireChannelWritabilityChanged()
-    }
-}

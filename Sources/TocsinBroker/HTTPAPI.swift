@@ -1,6 +1,6 @@
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
+
 import Logging
 import TocsinHTTPClient
 import TocsinCore

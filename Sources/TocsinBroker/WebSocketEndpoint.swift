@@ -1,7 +1,6 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -9,40 +8,50 @@ import TocsinCore
 import TocsinStore
 import TocsinHTTP
 
-/// The WebSocket protocol at /v1/ws (docs/protocol.md). One task reads frames and handles them
-/// in order; publishes are pipelined (the task goes on reading while they commit, see
-/// `PublishWindow`), and every reply still goes out in request order. The session's outbox is
-/// drained to the socket on the channel's event loop; replays run beside the reader. A bad
-/// frame gets an `error` reply and the connection stays open; nothing a client sends can
-/// affect another client.
+/// The WebSocket protocol at /v1/ws (docs/protocol.md): what each client message does. A
+/// connection (`WebSocketConnection`) hands its messages here in order, on a task that runs
+/// while it has any (`WebSocketRequests`); publishes are pipelined (the next message is handled
+/// while they commit, see `PublishWindow`), and every reply still goes out in request order. The
+/// session's outbox is drained to the socket on the channel's event loop; replays run beside
+/// the requests. A bad message gets an `error` reply and the connection stays open; nothing a
+/// client sends can affect another client.
 struct WebSocketEndpoint: Sendable {
     let broker: Broker
 
-    /// `webSocketRouter` decides upgrades; `routes` serves plain HTTP, where `GET /v1/ws` without
-    /// an upgrade is answered `426 upgrade_required`, and an upgrade refused (a disallowed
-    /// `Origin`, a bad token in the upgrade) is answered with its error.
-    func register(on routes: GuardedRoutes<TocsinRequestContext>, webSocketRouter: Router<TocsinRequestContext>) {
-        webSocketRouter.ws("/v1/ws") { request, context in
-            // Refused here, the request goes on to the HTTP route below, which answers why.
-            guard (try? await self.upgradeGrant(request)) != nil else { return .dontUpgrade }
-            // In place before the 101 goes out: every frame after the handshake is checked.
-            try await context.channel.addHandlerNearestTheSocket { ClientFrameMaskCheck() }
-            var headers = HTTPFields()
-            if Self.offeredProtocols(request.headers).contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
-            return .upgrade(headers)
-        } onUpgrade: { inbound, _, context in
-            // Checked again (a cache hit): the grant cannot travel from the upgrade decision.
-            let grant = (try? await self.upgradeGrant(context.request)) ?? nil
-            try await self.serve(inbound: inbound, channel: context.requestContext.channel, logger: context.logger, grant: grant)
-        }
+    /// Plain HTTP at the WebSocket's path: `GET /v1/ws` without an upgrade is answered `426
+    /// upgrade_required`, and an upgrade refused (a disallowed `Origin`, a bad token in the
+    /// upgrade; `BrokerChildChannel` hands it here) is answered with its error.
+    func register(on routes: GuardedRoutes<TocsinRequestContext>) {
         routes.open(.get, "/v1/ws") { request, _ in
             _ = try await self.upgradeGrant(request)
-            var response = TocsinError(.upgradeRequired, "GET /v1/ws opens a WebSocket: send Upgrade: websocket (RFC 6455)").response
+            let upgrading = request.headers[.upgrade]?.lowercased() == "websocket"
+            var response =
+                upgrading
+                ? TocsinError(.upgradeRequired, "a WebSocket upgrade must be the first request on its connection; open a new one").response
+                : TocsinError(.upgradeRequired, "GET /v1/ws opens a WebSocket: send Upgrade: websocket (RFC 6455)").response
             response.headers[.upgrade] = "websocket"
-            response.headers[.connection] = "Upgrade"
+            response.headers[.connection] = upgrading ? "close" : "Upgrade"
             return response
         }
     }
+
+    /// Decides an upgrade to /v1/ws: the headers of its 101 (the `tocsin` subprotocol when
+    /// offered) and the grant of the token it carried, or why it is refused.
+    func decideUpgrade(_ request: Request) async -> Result<(headers: HTTPFields, grant: Grant?), TocsinError> {
+        guard request.uri.path == "/v1/ws" else { return .failure(TocsinError(.notFound, "the WebSocket endpoint is /v1/ws")) }
+        do {
+            let grant = try await upgradeGrant(request) ?? nil
+            var headers = HTTPFields()
+            if Self.offeredProtocols(request.headers).contains(Self.subprotocol) { headers[.secWebSocketProtocol] = Self.subprotocol }
+            return .success((headers, grant))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// How often an idle connection is pinged; one that sends nothing for a whole period after
+    /// a ping is closed.
+    static let keepalivePeriod: Duration = .seconds(30)
 
     /// The subprotocol a browser offers beside its token (`bearer.<token>`), echoed in the 101.
     static let subprotocol = "tocsin"
@@ -63,134 +72,10 @@ struct WebSocketEndpoint: Sendable {
         headers[values: .secWebSocketProtocol].flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
     }
 
-    /// Serves one WebSocket connection until it closes. Throws only to have the WebSocket layer
-    /// close with a specific code (1007 for invalid UTF-8, 1009 for a message assembled from
-    /// fragments over the transport limit, 1002 for protocol errors); everything else ends here.
-    func serve(inbound: WebSocketInboundStream, channel: any Channel, logger: Logger, grant: Grant? = nil) async throws {
-        let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
-        var logger = logger
-        logger[metadataKey: "session"] = "\(sessionID)"
-        let configuration = broker.configuration
-        let metrics = broker.metrics
-        let broker = self.broker
-        let writer = NIOLoopBoundBox.makeBoxSendingValue(FrameWriter(channel: channel), eventLoop: channel.eventLoop)
-        let peer = channel.remoteAddress?.ipAddress ?? "unknown"
-        // Connections count against the client of the upgrade's token (a hello's token counts at the hello).
-        do {
-            try broker.limits.take(.connection, key: grant?.client)
-            if let grant { try broker.limits.open(client: grant.client) }
-        } catch {
-            Self.close(channel, code: .policyViolation, reason: "rate limited", after: .error(id: nil, error), grace: configuration.closeGrace)
-            return
-        }
-        let session = Session(
-            id: String(sessionID), maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop, peer: peer
-        ) { session in
-            Self.drain(session, to: channel, writer: writer.value, broker: broker)
-        }
-        // Tells the session when the socket takes its bytes again (waiting replays go on).
-        try? await channel.addHandlerNearestTheSocket { WritabilityObserver(session: session) }
-        // The first message must come within the timeout (`hello`, or a publisher's first request),
-        // and with authentication on, a valid token too. Counted, logged at debug only: a flood of
-        // silent connections must not flood the log.
-        let authenticating = broker.access.authentication.verifier != nil
-        let silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {
-            broker.metrics.timeouts.increment()
-            session.logger.debug("closing a WebSocket that sent nothing or no valid token", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
-            session.close(authenticating && session.grant == nil ? .unauthenticated : .silent)
-        }
-        defer { silence.cancel() }
-        let expiry = TokenExpiry(session: session, eventLoop: channel.eventLoop, nowMillis: broker.nowMillis, warning: configuration.tokenExpiryWarning)
-        defer {
-            expiry.cancel()
-            if let client = session.admittedClient { broker.limits.close(client: client) }
-        }
-        if let grant {
-            session.grant = grant
-            session.admittedClient = grant.client
-            expiry.schedule(for: grant)
-        }
-        let publishes = PublishWindow(
-            capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0),
-            budget: broker.publishBudget)
-        metrics.sessionsOpened.increment()
-        broker.sessions.opened(session)
-        let failure: (any Error)? = await withDiscardingTaskGroup { group in
-            var failure: (any Error)?
-            var spoke = false
-            do {
-                // The transport limit is above the protocol limit, so an oversized message
-                // can be answered with `too_large` instead of a dropped connection.
-                for try await message in inbound.messages(maxSize: configuration.maxMessageBytes * 4) {
-                    if !spoke, !authenticating || session.grant != nil {
-                        spoke = true
-                        silence.cancel()
-                    }
-                    guard case .text(let text) = message else {
-                        await publishes.drained()
-                        reject(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames"), session: session)
-                        continue
-                    }
-                    let size = text.utf8.count
-                    guard size <= configuration.maxMessageBytes else {
-                        await publishes.drained()
-                        reject(
-                            id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)"),
-                            session: session)
-                        continue
-                    }
-                    let decoded = ClientMessage.decode(text.utf8)
-                    let replays: [PendingReplay]
-                    if case .success(let m) = decoded, m.kind == .publish || m.kind == .ack {
-                        // The hot path (a publisher's stream of publishes, a subscriber's acks): here.
-                        replays = await handle(decoded, bytes: size, session: session, publishes: publishes, expiry: expiry)
-                    } else {
-                        replays = await Self.onATaskOfItsOwn {
-                            await handle(decoded, bytes: size, session: session, publishes: publishes, expiry: expiry)
-                        }
-                    }
-                    for replay in replays {
-                        group.addTask { await replay.run() }
-                    }
-                    if !spoke, session.grant != nil {
-                        spoke = true
-                        silence.cancel()
-                    }
-                }
-            } catch {
-                logger.debug("connection ended", metadata: ["error": "\(error)"])
-                failure = error
-            }
-            await broker.subscriptions.closed(session: session)
-            metrics.sessionsClosed.increment()
-            group.cancelAll()
-            return failure
-        }
-        // The WebSocket layer closes with the code a protocol error carries (1002, 1007, 1009).
-        if let failure { throw failure }
-    }
-
-    /// Handles one client frame; returns replays to start once the reply is queued. A publish
-    /// returns once it is queued for commit (its reply follows from the commit thread), and an
-    /// ack once applied; anything else, and any error reply, first waits for the publishes
-    /// before it to be answered.
-    func handle(_ text: String, session: Session, publishes: PublishWindow, expiry: TokenExpiry? = nil) async -> [PendingReplay] {
-        await handle(ClientMessage.decode(text.utf8), bytes: text.utf8.count, session: session, publishes: publishes, expiry: expiry)
-    }
-
-    /// Runs `body` on a child task and waits for it. A task keeps the stack slabs its deepest
-    /// call needed until it ends (the Swift runtime reuses them, never frees them early), so the
-    /// rare, deep requests (hello, subscribe, fetch: store reads, replays to set up) run on a
-    /// task that ends with them, and an idle connection's own task stays small: about 20 KiB less
-    /// per idle subscriber (docs/performance.md, "Memory per connection").
-    static func onATaskOfItsOwn<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
-        await withTaskGroup(of: T.self) { group in
-            group.addTask(operation: body)
-            return await group.next()!
-        }
-    }
-
-    /// `handle` for a frame already decoded (`bytes`: its size, for the publish window).
+    /// Handles one client message; returns replays to start once the reply is queued. A
+    /// publish returns once it is queued for commit (its reply follows from the commit thread),
+    /// and an ack once applied; anything else, and any error reply, first waits for the
+    /// publishes before it to be answered. `bytes`: the message's size, for the publish window.
     func handle(
         _ decoded: Result<ClientMessage, WireError>, bytes: Int, session: Session, publishes: PublishWindow, expiry: TokenExpiry? = nil
     ) async -> [PendingReplay] {

@@ -38,6 +38,9 @@ package final class HTTPConnectionGuard: ChannelDuplexHandler, RemovableChannelH
         self.onReject = onReject
     }
 
+    /// The connection's request asked for a WebSocket upgrade (the guard then lets everything through).
+    package var upgradeAsked: Bool { machine.phase == .passthrough }
+
     private func start(context: ChannelHandlerContext) {
         guard !started else { return }
         started = true

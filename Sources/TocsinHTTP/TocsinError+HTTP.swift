@@ -38,12 +38,17 @@ extension TocsinError {
         (error as? TocsinError) ?? TocsinError(.internalError, "unexpected failure: \(error)")
     }
 
-    /// `{"error": {"code": "...", "message": "..."}}` with the code's status.
-    package var response: Response {
+    /// `{"error": {"code": "...", "message": "..."}}`: the body of `response`.
+    package var jsonBody: String {
         var error: [String: JSONValue] = ["code": .string(code.rawValue), "message": .string(message)]
         if let leader { error["leader"] = .string(leader) }
         if let retryAfterMillis { error["retryAfterMs"] = .int(retryAfterMillis) }
-        var response = Response.json(JSONValue.object(["error": .object(error)]).serialized, status: code.httpStatus)
+        return JSONValue.object(["error": .object(error)]).serialized
+    }
+
+    /// `jsonBody` with the code's status.
+    package var response: Response {
+        var response = Response.json(jsonBody, status: code.httpStatus)
         if let leader, let name = HTTPField.Name("Tocsin-Leader") { response.headers[name] = leader }
         // Retryable by nature: say when (the store's outage or failover takes seconds).
         if code == .storeUnavailable { response.headers[.retryAfter] = "1" }

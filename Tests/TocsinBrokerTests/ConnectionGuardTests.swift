@@ -109,27 +109,4 @@ struct ConnectionGuardTests {
             #expect(Int(r.error.code.httpStatus.code) == status)
         }
     }
-
-    @Test func theMaskCheckFollowsFramesAcrossReads() {
-        let masked = WebSocketWire.frame(Array(repeating: 0x41, count: 300), masked: true)
-        let small = WebSocketWire.frame(Array("hi".utf8), masked: true)
-        let unmasked = WebSocketWire.frame(Array("hi".utf8), masked: false)
-        var whole = ClientFrameMaskCheck.Scanner()
-        let step14 = whole.scan(masked + small + small)
-        #expect(step14)
-        // Split at every byte: the same verdict.
-        var bytewise = ClientFrameMaskCheck.Scanner()
-        for byte in masked + small {
-            let ok = bytewise.scan([byte])
-            #expect(ok)
-        }
-        let refused = !bytewise.scan(unmasked)
-        #expect(refused)
-        // A frame whose payload looks like an unmasked header is not misread.
-        var tricky = ClientFrameMaskCheck.Scanner()
-        let step15 = tricky.scan(WebSocketWire.frame([0x81, 0x05, 0x81, 0x05], masked: true))
-        #expect(step15)
-        let step16 = tricky.scan(small)
-        #expect(step16)
-    }
 }

@@ -1,0 +1,327 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+import TocsinCore
+
+/// One WebSocket connection at /v1/ws, after the upgrade: a channel handler, last in the
+/// pipeline, with no task of its own. A connected, idle client costs its channel, this handler,
+/// its session and a few timers: no task stack (docs/performance.md, "Memory per connection").
+///
+/// Frames go through `WebSocketConnectionMachine` (fragments, UTF-8, pings, the closing
+/// handshake); whole messages go to `WebSocketRequests`, which starts a task to handle them while
+/// there are any. Notifications go out through the session's drain (`FrameWriter`), not through
+/// here. Everything here runs on the channel's event loop.
+final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let endpoint: WebSocketEndpoint
+    private let grant: Grant?
+    private let logger: Logger
+    private var machine: WebSocketConnectionMachine
+    private var requests: WebSocketRequests?
+    private var keepalive: Scheduled<Void>?
+    private var started = false
+
+    init(endpoint: WebSocketEndpoint, grant: Grant?, logger: Logger) {
+        self.endpoint = endpoint
+        self.grant = grant
+        self.logger = logger
+        self.machine = WebSocketConnectionMachine(maxMessageBytes: endpoint.broker.configuration.maxMessageBytes * 4)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    private func start(context: ChannelHandlerContext) {
+        guard !started else { return }
+        started = true
+        requests = WebSocketRequests.open(endpoint: endpoint, channel: context.channel, grant: grant, logger: logger)
+        if requests != nil { scheduleKeepalive(context: context) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        keepalive?.cancel()
+        keepalive = nil
+        requests?.ended()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        apply(machine.received(unwrapInboundIn(data)), context: context)
+    }
+
+    private func apply(_ action: WebSocketConnectionMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .deliver(let message):
+            requests?.arrived(message)
+        case .pong(let payload):
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
+        case .close(let code, let reason):
+            WebSocketEndpoint.close(context.channel, code: code, reason: reason, grace: endpoint.broker.configuration.closeGrace)
+        }
+    }
+
+    /// Reads wait while the inbox is full (`WebSocketInbox`): back-pressure on the client.
+    func read(context: ChannelHandlerContext) {
+        if requests?.mayRead() ?? true { context.read() }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if unwrapOutboundIn(data).opcode == .connectionClose { machine.closeSent() }
+        context.write(data, promise: promise)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The socket takes bytes again: replays waiting for room go on.
+        if context.channel.isWritable { requests?.session.transportBuffered(0) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection failed", metadata: ["error": "\(error)"])
+        if let error = error as? NIOWebSocketError {
+            apply(machine.decoderFailed(error), context: context)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    /// Keepalive: a ping every period, and a peer that sent nothing for a whole period after
+    /// one is closed (1001). Any frame counts as a sign of life, not only a pong.
+    private func scheduleKeepalive(context: ChannelHandlerContext) {
+        let period = WebSocketEndpoint.keepalivePeriod
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        keepalive = context.eventLoop.scheduleTask(in: .nanoseconds(period.nanoseconds)) {
+            let (handler, context) = loopBound.value
+            switch handler.machine.pingDue() {
+            case .none:
+                return
+            case .ping:
+                var payload = context.channel.allocator.buffer(capacity: 8)
+                payload.writeInteger(UInt64.random(in: .min ... .max))
+                context.writeAndFlush(handler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: payload)), promise: nil)
+                handler.scheduleKeepalive(context: context)
+            case .close(let code, let reason):
+                handler.logger.debug("closing a WebSocket that answered no ping")
+                WebSocketEndpoint.close(context.channel, code: code, reason: reason, grace: handler.endpoint.broker.configuration.closeGrace)
+            }
+        }
+    }
+}
+
+/// The requests of one connection, handled in order on a task that runs only while there are
+/// any (`WebSocketInbox`), and what lives as long as the connection: its session, its publish
+/// window, its timers (the first message's deadline, the token's expiry) and its replays.
+final class WebSocketRequests: Sendable {
+    let session: Session
+    private let endpoint: WebSocketEndpoint
+    private let channel: any Channel
+    private let publishes: PublishWindow
+    private let expiry: TokenExpiry
+    private let silence: Scheduled<Void>
+    private let authenticating: Bool
+    private let inbox = Mutex(WebSocketInbox<WebSocketConnectionMachine.Message>())
+    private let replays = Mutex(Replays())
+    /// The first message (with authentication on, a valid token) came: the silence timer is off.
+    private let spoke = Atomic<Bool>(false)
+
+    /// Opens the session of a connection just upgraded (on its event loop), or closes the
+    /// connection (returning nil) when its client is over its connection limits.
+    static func open(endpoint: WebSocketEndpoint, channel: any Channel, grant: Grant?, logger: Logger) -> WebSocketRequests? {
+        let broker = endpoint.broker
+        // Connections count against the client of the upgrade's token (a hello's token counts at the hello).
+        do {
+            try broker.limits.take(.connection, key: grant?.client)
+            if let grant { try broker.limits.open(client: grant.client) }
+        } catch {
+            WebSocketEndpoint.close(
+                channel, code: .policyViolation, reason: "rate limited", after: .error(id: nil, error), grace: broker.configuration.closeGrace)
+            return nil
+        }
+        return WebSocketRequests(endpoint: endpoint, channel: channel, grant: grant, logger: logger)
+    }
+
+    private init(endpoint: WebSocketEndpoint, channel: any Channel, grant: Grant?, logger: Logger) {
+        let broker = endpoint.broker
+        let configuration = broker.configuration
+        let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
+        var logger = logger
+        logger[metadataKey: "session"] = "\(sessionID)"
+        let writer = NIOLoopBoundBox.makeBoxSendingValue(FrameWriter(channel: channel), eventLoop: channel.eventLoop)
+        let session = Session(
+            id: String(sessionID), maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop,
+            peer: channel.remoteAddress?.ipAddress ?? "unknown"
+        ) { session in
+            WebSocketEndpoint.drain(session, to: channel, writer: writer.value, broker: broker)
+        }
+        self.session = session
+        self.endpoint = endpoint
+        self.channel = channel
+        let authenticating = broker.access.authentication.verifier != nil
+        self.authenticating = authenticating
+        // The first message must come within the timeout (`hello`, or a publisher's first request),
+        // and with authentication on, a valid token too. Counted, logged at debug only: a flood of
+        // silent connections must not flood the log.
+        silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {
+            broker.metrics.timeouts.increment()
+            session.logger.debug("closing a WebSocket that sent nothing or no valid token", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
+            session.close(authenticating && session.grant == nil ? .unauthenticated : .silent)
+        }
+        expiry = TokenExpiry(session: session, eventLoop: channel.eventLoop, nowMillis: broker.nowMillis, warning: configuration.tokenExpiryWarning)
+        if let grant {
+            session.grant = grant
+            session.admittedClient = grant.client
+            expiry.schedule(for: grant)
+        }
+        publishes = PublishWindow(
+            capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0),
+            budget: broker.publishBudget)
+        broker.metrics.sessionsOpened.increment()
+        broker.sessions.opened(session)
+        broker.openWebSockets.add(channel)
+    }
+
+    /// A whole message was read.
+    func arrived(_ message: WebSocketConnectionMachine.Message) {
+        if inbox.withLock({ $0.arrived(message) }) { work() }
+    }
+
+    /// The connection closed: the session ends once the message being handled is.
+    func ended() {
+        if inbox.withLock({ $0.ended() }) { work() }
+    }
+
+    func mayRead() -> Bool { inbox.withLock { $0.mayRead() } }
+
+    private func work() {
+        Task { await self.handleAll() }
+    }
+
+    private func handleAll() async {
+        while let (item, resumeReading) = inbox.withLock({ $0.next() }) {
+            if resumeReading { channel.read() }
+            switch item {
+            case .message(let message): await handle(message)
+            case .ended: await end()
+            }
+        }
+    }
+
+    private func handle(_ message: WebSocketConnectionMachine.Message) async {
+        let configuration = endpoint.broker.configuration
+        if !authenticating || session.grant != nil { heard() }
+        guard case .text(let text) = message else {
+            await publishes.drained()
+            endpoint.reject(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames"), session: session)
+            return
+        }
+        let size = text.utf8.count
+        guard size <= configuration.maxMessageBytes else {
+            await publishes.drained()
+            endpoint.reject(
+                id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)"), session: session)
+            return
+        }
+        let pending = await endpoint.handle(ClientMessage.decode(text.utf8), bytes: size, session: session, publishes: publishes, expiry: expiry)
+        for replay in pending { start(replay) }
+        if session.grant != nil { heard() }
+    }
+
+    private func heard() {
+        if !spoke.load(ordering: .relaxed), !spoke.exchange(true, ordering: .relaxed) { silence.cancel() }
+    }
+
+    private func end() async {
+        let broker = endpoint.broker
+        silence.cancel()
+        await broker.subscriptions.closed(session: session)
+        broker.metrics.sessionsClosed.increment()
+        let running = replays.withLock { $0.end() }
+        for task in running { task.cancel() }
+        expiry.cancel()
+        if let client = session.admittedClient { broker.limits.close(client: client) }
+    }
+
+    /// Runs a replay beside the requests; it is cancelled when the connection ends.
+    private func start(_ replay: PendingReplay) {
+        guard let id = replays.withLock({ $0.reserve() }) else { return }
+        let task = Task {
+            await replay.run()
+            self.replays.withLock { $0.finished(id) }
+        }
+        if !replays.withLock({ $0.started(id, task) }) { task.cancel() }
+    }
+
+    /// The replays running, by a number of their own.
+    struct Replays {
+        private var next = 0
+        private var running: [Int: Task<Void, Never>?] = [:]
+        private var ended = false
+
+        /// A number for a replay about to start; nil once the connection ended.
+        mutating func reserve() -> Int? {
+            guard !ended else { return nil }
+            next += 1
+            running[next] = .some(nil)
+            return next
+        }
+
+        /// Its task started. False when it must be cancelled (the connection ended meanwhile).
+        mutating func started(_ id: Int, _ task: Task<Void, Never>) -> Bool {
+            guard !ended else { return false }
+            if running[id] != nil { running[id] = task }  // else it has finished already
+            return true
+        }
+
+        mutating func finished(_ id: Int) { running[id] = nil }
+
+        /// The connection ended: the tasks to cancel.
+        mutating func end() -> [Task<Void, Never>] {
+            ended = true
+            defer { running = [:] }
+            return running.values.compactMap { $0 }
+        }
+    }
+}
+
+/// Every open WebSocket connection of a broker, so shutdown can close them: they have no task
+/// for the server to wait on or cancel.
+final class OpenWebSockets: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    var count: Int { channels.withLock { $0.count } }
+
+    func add(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        channels.withLock { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: id) } }
+    }
+
+    /// Sends every connection a close frame (1001) and returns once all are closed. Each closes
+    /// once its close frame is written or after `grace`; cancelled, it closes them all at once.
+    func closeAll(grace: Duration) async {
+        let open = channels.withLock { Array($0.values) }
+        for channel in open {
+            channel.eventLoop.execute {
+                WebSocketEndpoint.close(channel, code: .goingAway, reason: "the broker is shutting down", grace: grace)
+            }
+        }
+        await withTaskCancellationHandler {
+            for channel in open { try? await channel.closeFuture.get() }
+        } onCancel: {
+            for channel in open { channel.close(promise: nil) }
+        }
+    }
+}
