@@ -11,8 +11,10 @@ import TocsinCore
 ///
 /// Moves are made one at a time (`moving`): each reads the record from the table and moves the
 /// subscription before the next one reads, so the last move always reflects the latest record.
-/// An entry whose subscription was detached is dropped at its next move (or when the same
-/// subscription registers again).
+/// An entry goes when its subscription is detached (its connection closed, or it was
+/// unsubscribed): an entry holds its session, which must not outlive the connection. One
+/// detached some other way (taken over by another connection) is dropped at its next move, or
+/// when the same subscription registers again.
 final class BoundSubscriptions: Sendable {
     struct Entry: Sendable {
         let subscription: LiveSubscription
@@ -29,10 +31,19 @@ final class BoundSubscriptions: Sendable {
     }
 
     private let tables: DatasetTables
-    private let entries = Mutex<[Key: [String: Entry]]>([:])
+    private struct State {
+        /// By the record they follow, then by subscription id.
+        var byRecord: [Key: [String: Entry]] = [:]
+        var byID: [String: Entry] = [:]
+    }
+
+    private let entries = Mutex(State())
     private let moving = Mutex(())
     /// Subscriptions moved because their record changed.
     private let movesMetric = Counter(label: "tocsin_bound_moves_total")
+
+    /// Subscriptions followed now.
+    var count: Int { entries.withLock { $0.byID.count } }
 
     init(tables: DatasetTables) {
         self.tables = tables
@@ -62,19 +73,26 @@ final class BoundSubscriptions: Sendable {
     func register(_ entry: Entry) {
         entries.withLock { e in
             for dataset in Set(entry.bindings.map(\.dataset)) {
-                e[Key(dataset: dataset, client: entry.client), default: [:]][entry.subscription.id] = entry
+                e.byRecord[Key(dataset: dataset, client: entry.client), default: [:]][entry.subscription.id] = entry
             }
+            e.byID[entry.subscription.id] = entry
         }
         _ = move(entry)
+    }
+
+    /// The subscription was detached from `session`: its records are no longer followed for it.
+    func detached(_ id: String, session: Session) {
+        guard let entry = entries.withLock({ $0.byID[id] }), entry.subscription.session === session else { return }
+        forget(entry)
     }
 
     /// Records of `dataset` changed: every subscription bound to one of them moves.
     func changed(dataset: String, keys: some Sequence<Value>) {
         let affected = entries.withLock { e -> [Entry] in
-            guard !e.isEmpty else { return [] }
+            guard !e.byID.isEmpty else { return [] }
             var found: [Entry] = []
             for key in keys {
-                guard case .string(let client) = key, let bound = e[Key(dataset: dataset, client: client)] else { continue }
+                guard case .string(let client) = key, let bound = e.byRecord[Key(dataset: dataset, client: client)] else { continue }
                 found.append(contentsOf: bound.values)
             }
             return found
@@ -104,9 +122,12 @@ final class BoundSubscriptions: Sendable {
             for dataset in Set(entry.bindings.map(\.dataset)) {
                 let key = Key(dataset: dataset, client: entry.client)
                 // Only this attachment: the same id may have registered again since.
-                if e[key]?[entry.subscription.id]?.subscription === entry.subscription { e[key]?.removeValue(forKey: entry.subscription.id) }
-                if e[key]?.isEmpty == true { e.removeValue(forKey: key) }
+                if e.byRecord[key]?[entry.subscription.id]?.subscription === entry.subscription {
+                    e.byRecord[key]?.removeValue(forKey: entry.subscription.id)
+                }
+                if e.byRecord[key]?.isEmpty == true { e.byRecord.removeValue(forKey: key) }
             }
+            if e.byID[entry.subscription.id]?.subscription === entry.subscription { e.byID.removeValue(forKey: entry.subscription.id) }
         }
     }
 }

@@ -224,11 +224,12 @@ struct Subscriptions: Sendable {
         acks.forget(subscription: id)
         _ = session.removeSubscription(id)
         // Wherever it is delivering (possibly another connection of the same client), stop it.
-        if let stream = catalog.channel(record.channel)?.definition.stream, let d = tails.existing(stream),
-            let detached = d.detach(id), detached.session !== session
-        {
-            _ = detached.session.removeSubscription(id)
-            detached.session.send(.unsubscribed(id: nil, subscription: id))
+        if let stream = catalog.channel(record.channel)?.definition.stream, let d = tails.existing(stream), let detached = d.detach(id) {
+            bound.detached(id, session: detached.session)
+            if detached.session !== session {
+                _ = detached.session.removeSubscription(id)
+                detached.session.send(.unsubscribed(id: nil, subscription: id))
+            }
         }
     }
 
@@ -248,6 +249,7 @@ struct Subscriptions: Sendable {
         sessions.closed(session)
         for (id, stream) in session.subscriptions {
             tails.existing(stream)?.detach(id, session: session)
+            bound.detached(id, session: session)
         }
         session.finish()
         if let client = session.client, client.hasPrefix(Self.anonymousPrefix) {

@@ -130,7 +130,8 @@ final class WebSocketRequests: Sendable {
     private let channel: any Channel
     private let publishes: PublishWindow
     private let expiry: TokenExpiry
-    private let silence: Scheduled<Void>
+    /// The first message's deadline, until it is met (then released: an idle connection keeps no timer it does not need).
+    private let silence: Mutex<Scheduled<Void>?>
     private let authenticating: Bool
     private let inbox = Mutex(WebSocketInbox<WebSocketConnectionMachine.Message>())
     private let replays = Mutex(Replays())
@@ -157,8 +158,6 @@ final class WebSocketRequests: Sendable {
         let broker = endpoint.broker
         let configuration = broker.configuration
         let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
-        var logger = logger
-        logger[metadataKey: "session"] = "\(sessionID)"
         let writer = NIOLoopBoundBox.makeBoxSendingValue(FrameWriter(channel: channel), eventLoop: channel.eventLoop)
         let session = Session(
             id: String(sessionID), maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop,
@@ -174,11 +173,12 @@ final class WebSocketRequests: Sendable {
         // The first message must come within the timeout (`hello`, or a publisher's first request),
         // and with authentication on, a valid token too. Counted, logged at debug only: a flood of
         // silent connections must not flood the log.
-        silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {
+        let silence = channel.eventLoop.scheduleTask(in: .nanoseconds(configuration.firstMessageTimeout.nanoseconds)) {
             broker.metrics.timeouts.increment()
             session.logger.debug("closing a WebSocket that sent nothing or no valid token", metadata: ["timeoutMs": "\(configuration.firstMessageTimeout.milliseconds)"])
             session.close(authenticating && session.grant == nil ? .unauthenticated : .silent)
         }
+        self.silence = Mutex(silence)
         expiry = TokenExpiry(session: session, eventLoop: channel.eventLoop, nowMillis: broker.nowMillis, warning: configuration.tokenExpiryWarning)
         if let grant {
             session.grant = grant
@@ -240,18 +240,26 @@ final class WebSocketRequests: Sendable {
     }
 
     private func heard() {
-        if !spoke.load(ordering: .relaxed), !spoke.exchange(true, ordering: .relaxed) { silence.cancel() }
+        if !spoke.load(ordering: .relaxed), !spoke.exchange(true, ordering: .relaxed) { stopSilenceTimer() }
+    }
+
+    private func stopSilenceTimer() {
+        silence.withLock { timer in
+            defer { timer = nil }
+            return timer
+        }?.cancel()
     }
 
     private func end() async {
         let broker = endpoint.broker
-        silence.cancel()
+        stopSilenceTimer()
         await broker.subscriptions.closed(session: session)
         broker.metrics.sessionsClosed.increment()
         let running = replays.withLock { $0.end() }
         for task in running { task.cancel() }
         expiry.cancel()
         if let client = session.admittedClient { broker.limits.close(client: client) }
+        broker.openWebSockets.remove(channel)
     }
 
     /// Runs a replay beside the requests; it is cancelled when the connection ends.
@@ -296,30 +304,54 @@ final class WebSocketRequests: Sendable {
     }
 }
 
-/// Every open WebSocket connection of a broker, so shutdown can close them: they have no task
-/// for the server to wait on or cancel.
+/// Every open WebSocket connection of a broker, so shutdown can close them and wait for their
+/// sessions to end: they hold no task the server would wait for. A connection counts from its
+/// session's start until its cleanup (`WebSocketRequests.end`) has finished, so nothing it
+/// does (detaching subscriptions, saving positions) runs after the broker's store closes.
 final class OpenWebSockets: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
-
-    var count: Int { channels.withLock { $0.count } }
-
-    func add(_ channel: any Channel) {
-        let id = ObjectIdentifier(channel)
-        channels.withLock { $0[id] = channel }
-        channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: id) } }
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        var whenNone: [CheckedContinuation<Void, Never>] = []
     }
 
-    /// Sends every connection a close frame (1001) and returns once all are closed. Each closes
-    /// once its close frame is written or after `grace`; cancelled, it closes them all at once.
+    private let state = Mutex(State())
+
+    var count: Int { state.withLock { $0.channels.count } }
+
+    func add(_ channel: any Channel) {
+        state.withLock { $0.channels[ObjectIdentifier(channel)] = channel }
+    }
+
+    /// The connection's session has ended.
+    func remove(_ channel: any Channel) {
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.channels.removeValue(forKey: ObjectIdentifier(channel))
+            guard state.channels.isEmpty else { return [] }
+            defer { state.whenNone = [] }
+            return state.whenNone
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Sends every connection a close frame (1001) and returns once all their sessions ended.
+    /// Each closes once its close frame is written or after `grace`; cancelled, this closes them
+    /// all at once (and still waits for their sessions, which end promptly then).
     func closeAll(grace: Duration) async {
-        let open = channels.withLock { Array($0.values) }
+        let open = state.withLock { Array($0.channels.values) }
         for channel in open {
             channel.eventLoop.execute {
                 WebSocketEndpoint.close(channel, code: .goingAway, reason: "the broker is shutting down", grace: grace)
             }
         }
         await withTaskCancellationHandler {
-            for channel in open { try? await channel.closeFuture.get() }
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let none = state.withLock { state -> Bool in
+                    if state.channels.isEmpty { return true }
+                    state.whenNone.append(waiter)
+                    return false
+                }
+                if none { waiter.resume() }
+            }
         } onCancel: {
             for channel in open { channel.close(promise: nil) }
         }

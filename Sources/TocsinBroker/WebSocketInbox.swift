@@ -6,8 +6,9 @@ import NIOCore
 ///
 /// It also holds the socket back: once `high` messages wait, the connection stops reading (TCP
 /// then pushes back on the client) until they are down to `low`. And it ends the connection's
-/// life in order: `ended` drops what was not handled yet and queues `.ended` last, so the
-/// cleanup runs after the message being handled, never beside it.
+/// life in order: `ended` queues `.ended` after the messages read before the close, so what a
+/// client sent before it closed is handled (an ack, then a close: the ack counts), and the
+/// cleanup runs after them, never beside them. At most `high` messages wait, so this is bounded.
 ///
 /// Pure; `WebSocketRequests` holds it under a lock and carries out what it returns.
 struct WebSocketInbox<Message> {
@@ -43,7 +44,6 @@ struct WebSocketInbox<Message> {
     mutating func ended() -> Bool {
         guard !hasEnded else { return false }
         hasEnded = true
-        queue.removeAll()
         queue.append(.ended)
         return startWorking()
     }

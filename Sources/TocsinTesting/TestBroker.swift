@@ -37,8 +37,24 @@ public struct TestBroker: Sendable {
         var logger = Logger(label: "test-broker")
         logger.logLevel = .warning
         let (ports, portsContinuation) = AsyncStream.makeStream(of: Int.self)
-        let opened = wrap(try await store(directory).open(logger: logger))
-        let app = try await buildBroker(configuration: configuration, store: opened, logger: logger) { port in
+        let raw = try await store(directory).open(logger: logger)
+        // The store closes when its last reference goes (`consume`: this function keeps none).
+        // Returning only then means a test that reopens the directory next does not share the
+        // file with a store whose tasks may still be writing.
+        weak let closing = raw as? any Store & AnyObject
+        let result = try await run(
+            store: wrap(consume raw), directory: directory, configuration: configuration, logger: logger,
+            ports: ports, portsContinuation, body)
+        try await waitUntil("the broker's store is closed", timeout: .seconds(10)) { closing == nil }
+        return result
+    }
+
+    private static func run<T: Sendable>(
+        store: any Store, directory: String, configuration: BrokerConfiguration, logger: Logger,
+        ports: AsyncStream<Int>,
+        _ portsContinuation: AsyncStream<Int>.Continuation, _ body: @Sendable (TestBroker) async throws -> T
+    ) async throws -> T {
+        let app = try await buildBroker(configuration: configuration, store: store, logger: logger) { port in
             portsContinuation.yield(port)
         }
         return try await runService(app.service, logger: logger, ports: ports) { port in

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Testing
+@testable import TocsinBroker
 import TocsinClient
 import TocsinCore
 import TocsinDev
@@ -297,6 +298,29 @@ struct BadBindingTests {
                 #expect(try await connection.write(dataset: "userLocations", [["client": "phone", "location": ["lat": 52.37, "lon": 4.9]]]) > 0)
                 #expect(try await refusal(["bind": "userLocations.location.lat"]) == "accepted")
             }
+        }
+    }
+
+    /// A bound subscription is followed while it is attached, and let go (with its session) once
+    /// it is unsubscribed or its connection closes: a client that never returns costs nothing.
+    @Test func aBoundSubscriptionIsLetGoWhenItsConnectionCloses() async throws {
+        try await TestBroker.with { broker in
+            try await EnrichedDeliveryTests.define(broker)
+            _ = try await HTTPCall.call(
+                .PUT, broker.httpURL + "/v1/datasets/userLocations",
+                body: ["fields": [["name": "client", "type": "string"], ["name": "location", "type": "geo"]], "key": "client"])
+            let bound = broker.broker.boundSubscriptions
+            let params: [String: JSONValue] = ["lat": ["bind": "userLocations.location.lat"], "lon": ["bind": "userLocations.location.lon"], "km": 2]
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                _ = try await connection.hello(client: "phone")
+                _ = try await connection.write(dataset: "userLocations", [["client": "phone", "location": ["lat": 52.37, "lon": 4.9]]])
+                let first = try await connection.subscribe(channel: "ReportsNear", params: params)
+                _ = try await connection.subscribe(channel: "ReportsNear", params: params.merging(["km": 5]) { $1 })
+                #expect(bound.count == 2)
+                try await connection.unsubscribe(first.subscription)
+                #expect(bound.count == 1)
+            }
+            try await waitUntil("the closed connection's subscription is let go") { bound.count == 0 }
         }
     }
 }

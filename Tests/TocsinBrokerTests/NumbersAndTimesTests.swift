@@ -144,7 +144,11 @@ struct NumbersAndTimesTests {
                 _ = try await connection.publish(stream: "emergencies", events: [emergency(time: "2026-11-23T12:00:00Z")])
             }
         }
-        let database = try DatabaseQueue(path: directory + "/tocsin.sqlite")
+        // The first broker's store finishes closing on its commit thread (a last checkpoint):
+        // wait for its lock as the broker's own connections do.
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        let database = try DatabaseQueue(path: directory + "/tocsin.sqlite", configuration: configuration)
         try await database.write { db in
             func update(_ sql: String) throws {
                 try db.execute(sql: sql)

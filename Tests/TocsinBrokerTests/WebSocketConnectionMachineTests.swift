@@ -141,7 +141,9 @@ import Testing
         #expect(!r7, "the working task will clean up")
         let r8 = inbox.arrived(4)
         #expect(!r8, "nothing after the end")
-        // What was not handled yet is dropped; the end comes last.
+        // What was read before the end is handled; the end comes last.
+        let r8b = inbox.next()
+        #expect(r8b?.item.message == 3)
         guard case .ended = inbox.next()?.item else {
             Issue.record("the end is the next item")
             return
@@ -170,33 +172,46 @@ import Testing
         #expect(r15?.resumeReading == false)
     }
 
-    /// Property: whatever the interleaving of arrivals and a single worker's steps, every
-    /// message is handled exactly once, in order, and a task is asked for exactly when none works.
+    /// Property: whatever the interleaving of arrivals, a single worker's steps and the end, every
+    /// message read before the end is handled exactly once, in order, then the end once, and a
+    /// task is asked for exactly when none works.
     @Test func theInboxAgainstAModel() {
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<500 {
             var inbox = WebSocketInbox<Int>(high: 4, low: 1)
             var sent = 0
             var handled: [Int] = []
+            var ends = 0
             var working = false
-            for _ in 0..<60 {
-                if Bool.random(using: &rng) {
-                    sent += 1
-                    let start = inbox.arrived(sent)
-                    #expect(start == !working)
-                    if start { working = true }
-                } else if working {
-                    if let (item, _) = inbox.next() {
-                        if case .message(let m) = item { handled.append(m) }
-                    } else {
-                        working = false
-                    }
+            var ended = false
+            func step(_ item: WebSocketInbox<Int>.Item) {
+                switch item {
+                case .message(let m):
+                    #expect(ends == 0, "nothing after the end")
+                    handled.append(m)
+                case .ended: ends += 1
                 }
             }
-            while working, let (item, _) = inbox.next() {
-                if case .message(let m) = item { handled.append(m) }
+            for _ in 0..<60 {
+                switch Int.random(in: 0..<20, using: &rng) {
+                case 0:
+                    let start = inbox.ended()
+                    #expect(start == (!working && !ended))
+                    if start { working = true }
+                    ended = true
+                case 1..<10:
+                    let start = inbox.arrived(sent + 1)
+                    if !ended { sent += 1 }
+                    #expect(start == (!working && !ended))
+                    if start { working = true }
+                default:
+                    guard working else { continue }
+                    if let (item, _) = inbox.next() { step(item) } else { working = false }
+                }
             }
+            while working, let (item, _) = inbox.next() { step(item) }
             #expect(handled == Array(1...max(sent, 1)).prefix(sent).map { $0 })
+            #expect(ends == (ended ? 1 : 0))
         }
     }
 }
