@@ -156,6 +156,9 @@ public final class Broker: Sendable {
         }
         gauges.atStart = true
         services.append(gauges)
+        if configuration.memoryTrimInterval > .zero {
+            services.append(PeriodicService(name: "memory trim", interval: configuration.memoryTrimInterval) { MemoryTrim.run(logger: logger) })
+        }
         // Last, so it stops first, right after the HTTP server: WebSockets hold no task the
         // server would wait for, so they are closed here, each within the close grace.
         let (openWebSockets, closeGrace) = (self.openWebSockets, configuration.closeGrace)

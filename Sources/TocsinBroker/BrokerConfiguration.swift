@@ -79,6 +79,8 @@ public struct BrokerConfiguration: Sendable {
     public var retentionInterval: Duration = .seconds(30)
     /// How often the store's size is measured for its gauges.
     public var storeGaugeInterval: Duration = .seconds(5)
+    /// How often memory freed since is handed back to the system (`MemoryTrim`); zero never.
+    public var memoryTrimInterval: Duration = .seconds(10)
 
     /// How often each event loop is probed (`EventLoopWatch`), and how late a probe may run
     /// before the loop counts as blocked.

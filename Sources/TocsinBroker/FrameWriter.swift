@@ -20,11 +20,12 @@ final class FrameWriter {
     /// (then frames take the ordinary path through the whole pipeline).
     private var encoderContext: ChannelHandlerContext?
     private var lookedUp = false
-    /// The last drain's buffer. Once the socket has taken it (usually within the write) NIO lets
-    /// go of it and the next drain writes into it again instead of allocating.
+    /// The last drain's buffer, when it was a big one. Once the socket has taken it (usually
+    /// within the write) NIO lets go of it and the next drain writes into it again instead of
+    /// allocating. A small one is not kept: an idle subscriber would hold it for nothing.
     private var spare: ByteBuffer?
-    /// A buffer that grew past this (one huge frame) is not kept.
-    static let maxSpareCapacity = 64 << 10
+    /// Buffers kept for reuse: from a busy connection's batch to one huge frame.
+    static let spareCapacities = (1 << 10)...(64 << 10)
 
     init(channel: any Channel) {
         self.channel = channel
@@ -52,7 +53,7 @@ final class FrameWriter {
         for frame in frames { buffer.writeTextFrame(frame) }
         // A context removed from the pipeline (the connection closed) fails the write; nothing else happens.
         context.writeAndFlush(NIOAny(buffer), promise: nil)
-        if buffer.capacity <= Self.maxSpareCapacity { spare = buffer }
+        if Self.spareCapacities.contains(buffer.capacity) { spare = buffer }
     }
 
     static func webSocketFrame(_ frame: OutFrame, allocator: ByteBufferAllocator) -> WebSocketFrame {

@@ -57,7 +57,14 @@ final class Session: Sendable {
     }
 
     let id: String
-    let logger: Logger
+    /// Its logs carry the session id. Made when something is logged (rarely), so an idle
+    /// connection does not keep a copy of the logger with its own metadata (a few hundred bytes).
+    var logger: Logger {
+        var logger = baseLogger
+        logger[metadataKey: "session"] = "\(id)"
+        return logger
+    }
+    private let baseLogger: Logger
     /// The bound on pending bytes (see the slow-consumer policy above).
     let maxOutboundBytes: Int
     /// Where `drain` must run; nil runs it in place (tests).
@@ -76,7 +83,7 @@ final class Session: Sendable {
         self.id = id
         self.peer = peer
         self.maxOutboundBytes = maxOutboundBytes
-        self.logger = logger
+        self.baseLogger = logger
         self.eventLoop = eventLoop
         self.drain = drain
     }

@@ -138,6 +138,10 @@ public struct ConnectionsReport: Sendable, CustomStringConvertible {
         }
         if let after = residentAfterKiB, let peak = peakKiB {
             lines.append(String(format: "after publishing to the sample: %.1f MiB resident, peak %.1f MiB", Double(after) / 1024, Double(peak) / 1024))
+            // Settled: the broker has handed back what the connection burst freed (`MemoryTrim`, every 10 s).
+            if let before = residentBeforeKiB {
+                lines.append(String(format: "settled: %.2f KiB per idle client", Double(after - before) / Double(connections)))
+            }
         }
         let expected = published * sample
         lines.append("sample of \(sample): delivered \(delivered) of \(expected) expected notifications (\(expected - delivered) missing after a 2 s settle)")

@@ -58,10 +58,11 @@ import Testing
             }
             return all
         }
+        // Buffers of 1 KiB and more are kept (`FrameWriter.spareCapacities`): a busy connection's.
         let drains: [[OutFrame]] = [
-            [.text(String(repeating: "a", count: 200)), .text("b")],
-            [.text("c")],
-            [.notify(prefix: "{\"d\":", suffix: "1}")],
+            [.text(String(repeating: "a", count: 1200)), .text("b")],
+            [.text(String(repeating: "c", count: 1100))],
+            [.notify(prefix: "{\"d\":\"" + String(repeating: "d", count: 1100), suffix: "\"}")],
         ]
         func address(_ buffer: ByteBuffer?) -> UnsafeRawPointer? { buffer?.withUnsafeReadableBytes { $0.baseAddress } }
         // Held: the embedded channel keeps every write until it is read.
