@@ -32,6 +32,8 @@ public final class Broker: Sendable {
     let sessions: SessionRegistry
     /// Every open WebSocket, closed (1001) at shutdown.
     let openWebSockets = OpenWebSockets()
+    /// The keepalive clock of its WebSockets, one per event loop.
+    let keepalives: KeepaliveSweeps<WebSocketConnection>
     let tails: StreamTails
     /// The datasets channels enrich from, in memory and kept current.
     let datasetTables: DatasetTables
@@ -73,6 +75,8 @@ public final class Broker: Sendable {
             EventLoopWatch(
                 group: $0, interval: configuration.eventLoopWatchInterval, threshold: configuration.eventLoopStallThreshold, logger: logger)
         }
+        // At least a millisecond: the sweep steps period / 30.
+        self.keepalives = KeepaliveSweeps(period: max(configuration.keepalivePeriod, .milliseconds(30)))
         self.publishBudget = PublishBudget(capacity: configuration.maxPipelinedPublishBytesTotal)
         self.store = store
         self.logger = logger

@@ -55,6 +55,9 @@ public struct BrokerConfiguration: Sendable {
     /// A WebSocket connection that sends no message within this of its upgrade is closed
     /// (`timeout`, 1008).
     public var firstMessageTimeout: Duration = .seconds(10)
+    /// A WebSocket connection is pinged once per period; one that sends nothing at all (no pong,
+    /// no other frame) for a whole period after a ping is closed (1001, "ping timeout").
+    public var keepalivePeriod: Duration = .seconds(30)
     /// How long a connection being closed by the broker (slow consumer, timeout) is given to
     /// take its last frames before its socket is closed anyway.
     public var closeGrace: Duration = .seconds(5)

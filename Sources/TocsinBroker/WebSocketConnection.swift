@@ -7,13 +7,14 @@ import TocsinCore
 
 /// One WebSocket connection at /v1/ws, after the upgrade: a channel handler, last in the
 /// pipeline, with no task of its own. A connected, idle client costs its channel, this handler,
-/// its session and a few timers: no task stack (docs/performance.md, "Memory per connection").
+/// its session and its place in its event loop's keepalive sweep: no task stack and no timer of
+/// its own (docs/performance.md, "Memory per connection").
 ///
 /// Frames go through `WebSocketConnectionMachine` (fragments, UTF-8, pings, the closing
 /// handshake); whole messages go to `WebSocketRequests`, which starts a task to handle them while
 /// there are any. Notifications go out through the session's drain (`FrameWriter`), not through
 /// here. Everything here runs on the channel's event loop.
-final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
+final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler, KeepaliveTarget {
     typealias InboundIn = WebSocketFrame
     typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -23,7 +24,10 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
     private let logger: Logger
     private var machine: WebSocketConnectionMachine
     private var requests: WebSocketRequests?
-    private var keepalive: Scheduled<Void>?
+    /// Its event loop's keepalive sweep and its slot there, while the session is open.
+    private var keepalive: (sweep: KeepaliveSweep<WebSocketConnection>, slot: Int)?
+    /// Its context, for the keepalive (set while it is in the sweep).
+    private var context: ChannelHandlerContext?
     private var started = false
 
     init(endpoint: WebSocketEndpoint, grant: Grant?, logger: Logger) {
@@ -46,12 +50,17 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         guard !started else { return }
         started = true
         requests = WebSocketRequests.open(endpoint: endpoint, channel: context.channel, grant: grant, logger: logger)
-        if requests != nil { scheduleKeepalive(context: context) }
+        if requests != nil {
+            self.context = context
+            let sweep = endpoint.broker.keepalives.sweep(on: context.eventLoop)
+            keepalive = (sweep, sweep.add(self))
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        keepalive?.cancel()
+        if let keepalive { keepalive.sweep.remove(self, slot: keepalive.slot) }
         keepalive = nil
+        self.context = nil
         requests?.ended()
         context.fireChannelInactive()
     }
@@ -98,25 +107,20 @@ final class WebSocketConnection: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    /// Keepalive: a ping every period, and a peer that sent nothing for a whole period after
-    /// one is closed (1001). Any frame counts as a sign of life, not only a pong.
-    private func scheduleKeepalive(context: ChannelHandlerContext) {
-        let period = WebSocketEndpoint.keepalivePeriod
-        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        keepalive = context.eventLoop.scheduleTask(in: .nanoseconds(period.nanoseconds)) {
-            let (handler, context) = loopBound.value
-            switch handler.machine.pingDue() {
-            case .none:
-                return
-            case .ping:
-                var payload = context.channel.allocator.buffer(capacity: 8)
-                payload.writeInteger(UInt64.random(in: .min ... .max))
-                context.writeAndFlush(handler.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: payload)), promise: nil)
-                handler.scheduleKeepalive(context: context)
-            case .close(let code, let reason):
-                handler.logger.debug("closing a WebSocket that answered no ping")
-                WebSocketEndpoint.close(context.channel, code: code, reason: reason, grace: handler.endpoint.broker.configuration.closeGrace)
-            }
+    /// Keepalive, once per period (`KeepaliveSweep`): a ping, and a peer that sent nothing for a
+    /// whole period after one is closed (1001). Any frame counts as a sign of life, not only a pong.
+    func keepaliveDue() {
+        guard let context else { return }
+        switch machine.pingDue() {
+        case .none:
+            return
+        case .ping:
+            var payload = context.channel.allocator.buffer(capacity: 8)
+            payload.writeInteger(UInt64.random(in: .min ... .max))
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .ping, data: payload)), promise: nil)
+        case .close(let code, let reason):
+            logger.debug("closing a WebSocket that answered no ping")
+            WebSocketEndpoint.close(context.channel, code: code, reason: reason, grace: endpoint.broker.configuration.closeGrace)
         }
     }
 }
@@ -129,7 +133,8 @@ final class WebSocketRequests: Sendable {
     private let endpoint: WebSocketEndpoint
     private let channel: any Channel
     private let publishes: PublishWindow
-    private let expiry: TokenExpiry
+    /// The token's clock, with authentication on.
+    private let expiry: TokenExpiry?
     /// The first message's deadline, until it is met (then released: an idle connection keeps no timer it does not need).
     private let silence: Mutex<Scheduled<Void>?>
     private let authenticating: Bool
@@ -157,10 +162,12 @@ final class WebSocketRequests: Sendable {
     private init(endpoint: WebSocketEndpoint, channel: any Channel, grant: Grant?, logger: Logger) {
         let broker = endpoint.broker
         let configuration = broker.configuration
-        let sessionID = "ws-" + UUID().uuidString.lowercased().prefix(13)
+        // 15 characters: Swift keeps a string that short inline, with no allocation of its own.
+        let random = String(UInt64.random(in: 0..<(1 << 48)), radix: 16)
+        let sessionID = "ws-" + String(repeating: "0", count: 12 - random.utf8.count) + random
         let writer = NIOLoopBoundBox.makeBoxSendingValue(FrameWriter(channel: channel), eventLoop: channel.eventLoop)
         let session = Session(
-            id: String(sessionID), maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop,
+            id: sessionID, maxOutboundBytes: configuration.maxOutboundBytes, logger: logger, eventLoop: channel.eventLoop,
             peer: channel.remoteAddress?.ipAddress ?? "unknown"
         ) { session in
             WebSocketEndpoint.drain(session, to: channel, writer: writer.value, broker: broker)
@@ -179,11 +186,13 @@ final class WebSocketRequests: Sendable {
             session.close(authenticating && session.grant == nil ? .unauthenticated : .silent)
         }
         self.silence = Mutex(silence)
-        expiry = TokenExpiry(session: session, eventLoop: channel.eventLoop, nowMillis: broker.nowMillis, warning: configuration.tokenExpiryWarning)
+        expiry = authenticating
+            ? TokenExpiry(session: session, eventLoop: channel.eventLoop, nowMillis: broker.nowMillis, warning: configuration.tokenExpiryWarning)
+            : nil
         if let grant {
             session.grant = grant
             session.admittedClient = grant.client
-            expiry.schedule(for: grant)
+            expiry?.schedule(for: grant)
         }
         publishes = PublishWindow(
             capacity: max(configuration.maxPipelinedPublishes, 1), byteCapacity: max(configuration.maxPipelinedPublishBytes, 0),
@@ -257,7 +266,7 @@ final class WebSocketRequests: Sendable {
         broker.metrics.sessionsClosed.increment()
         let running = replays.withLock { $0.end() }
         for task in running { task.cancel() }
-        expiry.cancel()
+        expiry?.cancel()
         if let client = session.admittedClient { broker.limits.close(client: client) }
         broker.openWebSockets.remove(channel)
     }

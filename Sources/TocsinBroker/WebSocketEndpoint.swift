@@ -49,10 +49,6 @@ struct WebSocketEndpoint: Sendable {
         }
     }
 
-    /// How often an idle connection is pinged; one that sends nothing for a whole period after
-    /// a ping is closed.
-    static let keepalivePeriod: Duration = .seconds(30)
-
     /// The subprotocol a browser offers beside its token (`bearer.<token>`), echoed in the 101.
     static let subprotocol = "tocsin"
 

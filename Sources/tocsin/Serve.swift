@@ -59,6 +59,11 @@ struct BrokerOptions: ParsableArguments {
     @Option(name: .customLong("first-message-timeout"), help: "Seconds a WebSocket connection may stay silent after its upgrade; closed (1008) after.")
     var firstMessageTimeout = 10.0
 
+    @Option(
+        name: .customLong("keepalive"),
+        help: "Seconds between the pings a WebSocket connection gets; one that sends nothing for a whole period after a ping is closed (1001).")
+    var keepalive = 30.0
+
     @Option(name: .customLong("shutdown-grace"), help: "Seconds connections get to finish on SIGTERM before the rest are closed.")
     var shutdownGrace = 10.0
 
@@ -127,6 +132,7 @@ struct BrokerOptions: ParsableArguments {
         ] {
             _ = try seconds(value, flag: flag, range: 0.1...3600)
         }
+        _ = try seconds(keepalive, flag: "--keepalive", range: 1...3600)
         _ = try seconds(shutdownGrace, flag: "--shutdown-grace", range: 0...3600)
         if let maxConnections, maxConnections < 1 { throw ValidationError("--max-connections must be at least 1") }
         do {
@@ -177,6 +183,7 @@ struct BrokerOptions: ParsableArguments {
         configuration.http.headTimeout = (try? seconds(headTimeout, flag: "", range: 0.1...3600)) ?? .seconds(10)
         configuration.http.bodyTimeout = (try? seconds(bodyTimeout, flag: "", range: 0.1...3600)) ?? .seconds(30)
         configuration.firstMessageTimeout = (try? seconds(firstMessageTimeout, flag: "", range: 0.1...3600)) ?? .seconds(10)
+        configuration.keepalivePeriod = (try? seconds(keepalive, flag: "", range: 1...3600)) ?? .seconds(30)
         configuration.shutdownGrace = (try? seconds(shutdownGrace, flag: "", range: 0...3600)) ?? .seconds(10)
         configuration.maxOutboundBytes = maxOutboundBytes
         configuration.http.maxConnections = maxConnections

@@ -109,8 +109,37 @@ struct HostileInputTests {
                 let (bytes, closed) = await silent.readUntilClosed(timeout: .seconds(30))
                 let (frames, complete) = WebSocketWire.frames(bytes)
                 #expect(closed && complete)
-                #expect(frames.first?.text.contains(#""code":"timeout""#) == true, "\(frames.map(\.text))")
+                // (A keepalive ping may come first: its turn comes within a period of the upgrade.)
+                let texts = frames.filter { $0.opcode == 1 }
+                #expect(texts.count == 1 && texts[0].text.contains(#""code":"timeout""#), "\(frames.map(\.text))")
                 #expect(frames.last?.closeCode == 1008)
+                _ = try await connection.ping()
+            }
+        }
+    }
+
+    /// Keepalive, end to end: a client that answers no ping is pinged, then closed with 1001 a
+    /// period later; one whose library answers pings stays.
+    @Test func aClientThatAnswersNoPingIsClosedAndOneThatDoesStays() async throws {
+        let period = Duration.milliseconds(600)
+        try await TestBroker.with({ $0.keepalivePeriod = period }) { broker in
+            try await connect(broker, client: "answers") { connection, _, _ in
+                // Two in turn: by the second one's close, the one that answers has had a turn
+                // after a ping of its own, where it would have been closed had it not answered.
+                for deafClient in ["deaf-1", "deaf-2"] {
+                    let started = ContinuousClock.now
+                    let deaf = try RawConnection(port: broker.port)
+                    #expect(try await deaf.upgrade().hasPrefix("HTTP/1.1 101"))
+                    try deaf.send(WebSocketWire.text(#"{"type":"hello","client":"\#(deafClient)"}"#))
+                    let (bytes, closed) = await deaf.readUntilClosed(timeout: .seconds(30))
+                    let took = ContinuousClock.now - started
+                    let frames = WebSocketWire.frames(bytes).frames
+                    #expect(closed)
+                    #expect(frames.contains { $0.opcode == 9 }, "pinged first: \(frames.map(\.opcode))")
+                    #expect(frames.last?.closeCode == 1001, "\(frames.map(\.opcode))")
+                    // Its first ping within a period, the close a period after it.
+                    #expect(took >= period && took < period * 2 + .seconds(5), "\(took)")
+                }
                 _ = try await connection.ping()
             }
         }
