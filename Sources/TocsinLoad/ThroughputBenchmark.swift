@@ -14,15 +14,18 @@ public struct ThroughputBenchmark: Sendable {
         public var inFlight: Int
         /// Give every publish a key (idempotent publishing), so each also checks and records it.
         public var keys: Bool
+        /// Events per publish (`events: [...]`); the figures count events.
+        public var batch: Int
         /// Seconds measured, after the warm-up.
         public var duration: Double
         /// Seconds of warm-up, not measured.
         public var warmup: Double
 
         public init(
-            target: BenchTarget, publishers: Int = 1, inFlight: Int = 1, keys: Bool = false, duration: Double = 10, warmup: Double = 2
+            target: BenchTarget, publishers: Int = 1, inFlight: Int = 1, keys: Bool = false, batch: Int = 1, duration: Double = 10,
+            warmup: Double = 2
         ) {
-            (self.target, self.publishers, self.inFlight, self.keys) = (target, publishers, inFlight, keys)
+            (self.target, self.publishers, self.inFlight, self.keys, self.batch) = (target, publishers, inFlight, keys, batch)
             (self.duration, self.warmup) = (duration, warmup)
         }
     }
@@ -42,8 +45,9 @@ public struct ThroughputBenchmark: Sendable {
         let server = brokers.figures
         let endpoints = brokers.endpoints
         let run = UInt32.random(in: 0...UInt32.max)
-        let pace = c.inFlight == 1 ? "one event at a time each" : "each with up to \(c.inFlight) publishes in flight"
-        progress("\(c.publishers) publisher(s), \(pace)\(c.keys ? ", every publish keyed" : ""), for \(c.warmup) s warm-up + \(c.duration) s")
+        let pace = c.inFlight == 1 ? "one publish at a time each" : "each with up to \(c.inFlight) publishes in flight"
+        let batch = c.batch > 1 ? ", \(c.batch) events per publish" : ""
+        progress("\(c.publishers) publisher(s), \(pace)\(batch)\(c.keys ? ", every publish keyed" : ""), for \(c.warmup) s warm-up + \(c.duration) s")
         if endpoints.count > 1 { progress("publishers spread round-robin over \(endpoints.count) brokers: \(endpoints.map(\.description).joined(separator: ", "))") }
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for p in 0..<c.publishers {
@@ -55,13 +59,14 @@ public struct ThroughputBenchmark: Sendable {
                         // Start times of the unanswered publishes; replies come in request order.
                         var sent: [Int64] = []
                         var replies = 0
-                        let event = #"{"kind":"tp-\#(p)","severity":1,"location":{"lat":1.0,"lon":2.0},"area":"tp","time":1763900000000}"#
+                        let one = #"{"kind":"tp-\#(p)","severity":1,"location":{"lat":1.0,"lon":2.0},"area":"tp","time":1763900000000}"#
+                        let events = c.batch > 1 ? #""events":[\#(Array(repeating: one, count: c.batch).joined(separator: ","))]"# : #""event":\#(one)"#
                         while true {
                             while sent.count - replies < c.inFlight && !state.finished.load(ordering: .relaxed) {
                                 n += 1
                                 sent.append(Monotonic.nanos())
                                 let key = c.keys ? #","key":"p\#(p)-\#(n)-\#(run)""# : ""
-                                try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies"\#(key),"event":\#(event)}"#))
+                                try await outbound.write(.text(#"{"type":"publish","id":"\#(n)","stream":"emergencies"\#(key),\#(events)}"#))
                             }
                             guard replies < sent.count else { break }
                             let start = sent[replies]
@@ -71,7 +76,7 @@ public struct ThroughputBenchmark: Sendable {
                             }
                             if state.measuring.load(ordering: .relaxed) {
                                 local.append(Monotonic.nanos() - start)
-                                state.answered.add(1, ordering: .relaxed)
+                                state.answered.add(c.batch, ordering: .relaxed)
                             }
                         }
                         state.latencies.withLock { $0 += local }
@@ -109,7 +114,7 @@ private final class State: Sendable {
 
 /// What a throughput benchmark measured; its description is what `tocsin bench throughput` prints.
 public struct ThroughputReport: Sendable, CustomStringConvertible {
-    /// Publishes answered `published` in the measured window.
+    /// Events of the publishes answered `published` in the measured window.
     public var published: Int
     public var wallSeconds: Double
     /// Publish→published latency.

@@ -71,6 +71,9 @@ struct Bench: AsyncParsableCommand {
     @Option(name: .customLong("in-flight"), help: "Publishes each publisher keeps unanswered on its connection (throughput mode).")
     var inFlight = 1
 
+    @Option(help: "Throughput mode: events per publish (`events: [...]`), 1-1000; the figures count events.")
+    var batch = 1
+
     @Flag(help: "Throughput mode: give every publish a key (idempotent publishing), so each also checks and records it.")
     var keys = false
 
@@ -131,6 +134,7 @@ struct Bench: AsyncParsableCommand {
         // Numbers the benchmarks loop and divide by: a negative duration ended in a crash.
         guard duration.isFinite, (0.1...86_400).contains(duration) else { throw ValidationError("--duration must be between 0.1 and 86400 seconds, got \(duration)") }
         guard warmup.isFinite, (0...3_600).contains(warmup) else { throw ValidationError("--warmup must be between 0 and 3600 seconds, got \(warmup)") }
+        guard (1...1_000).contains(batch) else { throw ValidationError("--batch must be between 1 and 1000, got \(batch)") }
         guard (1...1_000_000).contains(rate) else { throw ValidationError("--rate must be between 1 and 1000000, got \(rate)") }
         guard ConnectionsBenchmark.Stage(rawValue: idleStage) != nil else {
             throw ValidationError("--idle-stage must be upgrade, hello or subscribe, got '\(idleStage)'")
@@ -167,7 +171,7 @@ struct Bench: AsyncParsableCommand {
             print(try await LatencyBenchmark(configuration: configuration).run(logger: logger, progress: progress))
         case .throughput:
             let configuration = ThroughputBenchmark.Configuration(
-                target: target, publishers: publishers, inFlight: inFlight, keys: keys, duration: duration, warmup: warmup)
+                target: target, publishers: publishers, inFlight: inFlight, keys: keys, batch: batch, duration: duration, warmup: warmup)
             print(try await ThroughputBenchmark(configuration: configuration).run(logger: logger, progress: progress))
         case .network:
             let configuration = NetworkBenchmark.Configuration(

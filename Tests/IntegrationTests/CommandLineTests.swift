@@ -89,6 +89,7 @@ struct CommandLineTests {
         (["serve", "--otlp-endpoint", "collector:4318", "--port", "0"], "--otlp-endpoint must be an http:// or https:// URL"),
         (["serve", "--otlp-protocol", "grpc", "--port", "0"], "--otlp-protocol must be http/protobuf or http/json"),
         (["broker", "--trace-deliveries-per-event=-1", "--port", "0"], "--trace-deliveries-per-event must be between 0"),
+        (["bench", "throughput", "--spawn", "--batch", "0"], "--batch must be between 1 and 1000, got 0"),
         (["serve", "--keepalive", "0", "--port", "0"], "--keepalive must be between 1.0 and 3600.0 seconds, got 0.0"),
     ])
     func badFlagsAreRefusedWithTheFlagNamed(arguments: [String], mentions: String) async throws {
