@@ -320,7 +320,9 @@ final class WebSocketRequests: Sendable {
 final class OpenWebSockets: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
-        var whenNone: [CheckedContinuation<Void, Never>] = []
+        /// `closeAll` callers waiting for none to be left, by a number of their own.
+        var whenNone: [Int: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter = 0
     }
 
     private let state = Mutex(State())
@@ -336,17 +338,21 @@ final class OpenWebSockets: Sendable {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.channels.removeValue(forKey: ObjectIdentifier(channel))
             guard state.channels.isEmpty else { return [] }
-            defer { state.whenNone = [] }
-            return state.whenNone
+            defer { state.whenNone = [:] }
+            return Array(state.whenNone.values)
         }
         for waiter in waiters { waiter.resume() }
     }
 
     /// Sends every connection a close frame (1001) and returns once all their sessions ended.
-    /// Each closes once its close frame is written or after `grace`; cancelled, this closes them
-    /// all at once (and still waits for their sessions, which end promptly then).
+    /// Each closes once its close frame is written or after `grace`. Cancelled (the shutdown
+    /// grace is over), this closes them all at once and returns without waiting any longer: a
+    /// session stuck in a request must not hold the shutdown forever.
     func closeAll(grace: Duration) async {
-        let open = state.withLock { Array($0.channels.values) }
+        let (open, id) = state.withLock { state in
+            defer { state.nextWaiter += 1 }
+            return (Array(state.channels.values), state.nextWaiter)
+        }
         for channel in open {
             channel.eventLoop.execute {
                 WebSocketEndpoint.close(channel, code: .goingAway, reason: "the broker is shutting down", grace: grace)
@@ -354,15 +360,16 @@ final class OpenWebSockets: Sendable {
         }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-                let none = state.withLock { state -> Bool in
-                    if state.channels.isEmpty { return true }
-                    state.whenNone.append(waiter)
+                let done = state.withLock { state -> Bool in
+                    if state.channels.isEmpty || Task.isCancelled { return true }
+                    state.whenNone[id] = waiter
                     return false
                 }
-                if none { waiter.resume() }
+                if done { waiter.resume() }
             }
         } onCancel: {
             for channel in open { channel.close(promise: nil) }
+            state.withLock { $0.whenNone.removeValue(forKey: id) }?.resume()
         }
     }
 }

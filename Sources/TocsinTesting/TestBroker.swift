@@ -33,6 +33,10 @@ public struct TestBroker: Sendable {
         var configuration = BrokerConfiguration()
         configuration.port = 0
         configuration.ackFlushInterval = .milliseconds(20)
+        // The whole suite loads two cores so heavily early on that a clean shutdown has taken
+        // more than the product's 10 s (and was then cancelled, failing its test). Tests of the
+        // grace itself set their own.
+        configuration.shutdownGrace = .seconds(30)
         configure(&configuration)
         var logger = Logger(label: "test-broker")
         logger.logLevel = .warning
