@@ -43,6 +43,10 @@ struct WebSocketConnectionMachine {
     private var fragmentsAreText = false
     /// Anything arrived since the last keepalive ping.
     private var heardSincePing = true
+    /// The keepalive's first turn passed. It comes anywhere within a period of the upgrade
+    /// (`KeepaliveSweep`), so it only arms: a fresh connection is not pinged at once, and the
+    /// first ping comes one to two periods after the upgrade.
+    private var keepaliveArmed = false
     let maxMessageBytes: Int
 
     init(maxMessageBytes: Int) {
@@ -100,6 +104,10 @@ struct WebSocketConnectionMachine {
     /// The keepalive period passed: ping, or close a peer silent for a whole period.
     mutating func pingDue() -> PingAction {
         guard case .open = state else { return .none }
+        guard keepaliveArmed else {
+            keepaliveArmed = true
+            return .none
+        }
         guard heardSincePing else {
             state = .closing
             return .close(.goingAway, reason: "ping timeout")

@@ -100,6 +100,7 @@ public final class Connection: Sendable {
             url: url, configuration: configuration, tlsConfiguration: trust.clientConfiguration, logger: logger
         ) { inbound, outbound, _ in
             let connection = Connection(outbound: outbound)
+            let endedFirst = LockedBox(false)
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
                     do {
@@ -108,12 +109,16 @@ public final class Connection: Sendable {
                             connection.receive(text)
                         }
                     } catch {}
+                    endedFirst.withLock { $0 = true }
                     connection.close()
                 }
                 group.addTask {
                     do {
                         let value = try await body(connection)
                         result.withLock { $0 = .success(value) }
+                    } catch is CancellationError where endedFirst.value {
+                        // The connection closed under `body`, which was cancelled for it: that
+                        // is `ConnectionClosed` (left for `run` to throw), not a cancellation.
                     } catch {
                         result.withLock { $0 = .failure(error) }
                     }

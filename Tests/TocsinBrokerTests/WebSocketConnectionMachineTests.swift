@@ -90,6 +90,7 @@ import Testing
 
     @Test func keepaliveClosesAPeerSilentForAWholePeriod() {
         var machine = WebSocketConnectionMachine(maxMessageBytes: 100)
+        #expect(machine.pingDue() == .none, "the first turn only arms")
         #expect(machine.pingDue() == .ping)
         // Any frame is a sign of life.
         _ = machine.received(Self.frame(.pong))
