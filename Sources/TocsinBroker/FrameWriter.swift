@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import NIOWebSocket
 
 /// Writes a session's queued frames to its WebSocket connection: every frame of a drain is
@@ -20,19 +21,27 @@ final class FrameWriter {
     /// (then frames take the ordinary path through the whole pipeline).
     private var encoderContext: ChannelHandlerContext?
     private var lookedUp = false
-    /// The last drain's buffer, when it was a big one. Once the socket has taken it (usually
-    /// within the write) NIO lets go of it and the next drain writes into it again instead of
-    /// allocating. A small one is not kept: an idle subscriber would hold it for nothing.
-    private var spare: ByteBuffer?
-    /// Buffers kept for reuse: from a busy connection's batch to one huge frame.
-    static let spareCapacities = (1 << 10)...(64 << 10)
+
+    /// The buffer every drain on this thread (an event loop's: all its connections) encodes
+    /// into. Once the socket has taken a drain's bytes (usually within the write) NIO lets go
+    /// of them and the next drain writes into the same memory instead of allocating; while NIO
+    /// still holds them, `clear` gives the next drain fresh storage, so no bytes are shared.
+    /// One per thread, not per connection: an idle subscriber holds no buffer.
+    private static let scratch = ThreadSpecificVariable<Scratch>()
+    /// The largest buffer kept for reuse; one huge frame's is let go.
+    static let maxKeptCapacity = 64 << 10
+
+    /// A thread's reusable buffer. Touched only by its own thread (`ThreadSpecificVariable`).
+    private final class Scratch: @unchecked Sendable {
+        var buffer: ByteBuffer?
+    }
 
     init(channel: any Channel) {
         self.channel = channel
     }
 
     /// Writes and flushes `frames` in order. Must run on the channel's event loop.
-    func write(_ frames: [OutFrame]) {
+    func write(_ frames: Outbox) {
         if !lookedUp {
             encoderContext = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
             lookedUp = true
@@ -44,16 +53,20 @@ final class FrameWriter {
             channel.flush()
             return
         }
-        var size = 0
-        for frame in frames { size += frame.payloadSize + WebSocketText.maxHeaderSize }
-        // Still held by NIO (not written yet), `clear` gives it fresh storage: no bytes are shared.
-        var buffer = spare ?? channel.allocator.buffer(capacity: size)
-        spare = nil
+        let size = frames.payloadBytes + frames.count * WebSocketText.maxHeaderSize
+        let scratch = Self.scratch.currentValue ?? Self.newScratch()
+        var buffer = scratch.buffer.take() ?? channel.allocator.buffer(capacity: size)
         buffer.clear(minimumCapacity: size)
         for frame in frames { buffer.writeTextFrame(frame) }
         // A context removed from the pipeline (the connection closed) fails the write; nothing else happens.
         context.writeAndFlush(NIOAny(buffer), promise: nil)
-        if Self.spareCapacities.contains(buffer.capacity) { spare = buffer }
+        if buffer.capacity <= Self.maxKeptCapacity { scratch.buffer = buffer }
+    }
+
+    private static func newScratch() -> Scratch {
+        let scratch = Scratch()
+        Self.scratch.currentValue = scratch
+        return scratch
     }
 
     static func webSocketFrame(_ frame: OutFrame, allocator: ByteBufferAllocator) -> WebSocketFrame {

@@ -24,11 +24,16 @@ final class PublishBudget: Sendable {
     /// Takes `bytes` of the budget, first waiting behind earlier waiters until they fit.
     func acquire(_ bytes: Int) async {
         // The common case (room, nobody waiting) takes the lock once and does not suspend.
-        if queue.withLock({ $0.take(bytes) }) { return }
+        if tryAcquire(bytes) { return }
         await withCheckedContinuation { continuation in
             // A release may have come in since: then it is admitted at once.
             if queue.withLock({ $0.request(bytes, continuation) }) { continuation.resume() }
         }
+    }
+
+    /// Takes `bytes` of the budget if they fit now and nobody waits; false, taking nothing, otherwise.
+    func tryAcquire(_ bytes: Int) -> Bool {
+        queue.withLock { $0.take(bytes) }
     }
 
     func release(_ bytes: Int) {

@@ -52,6 +52,19 @@ final class PublishWindow: Sendable {
         }
     }
 
+    /// Counts a publish of a `bytes`-long message in flight if the window and the budget have
+    /// room for it now; false, changing nothing, when `begin` would have to wait.
+    func tryBegin(bytes: Int) -> Bool {
+        guard state.withLock({ $0.within(count: capacity - 1, bytes: max(byteCapacity - bytes, 0)) }) else { return false }
+        // Only the reader begins, and `end` only makes room: the window still has it.
+        if let budget, !budget.tryAcquire(bytes) { return false }
+        state.withLock { s in
+            s.inFlight += 1
+            s.bytes += bytes
+        }
+        return true
+    }
+
     /// The publish begun with `bytes` was answered.
     func end(bytes: Int) {
         budget?.release(bytes)

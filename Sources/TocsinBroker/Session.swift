@@ -38,9 +38,7 @@ final class Session: Sendable {
     }
 
     fileprivate struct State {
-        var queue: [OutFrame] = []
-        /// Payload bytes of `queue`.
-        var queuedBytes = 0
+        var queue = Outbox()
         /// Bytes the socket had not taken yet at the transport's last report.
         var transportBytes = 0
         /// Replays waiting for the pending bytes to fall to half the bound.
@@ -161,15 +159,13 @@ final class Session: Sendable {
     }
 
     private func enqueue(_ frame: OutFrame) -> (accepted: Bool, wake: Bool) {
-        let size = frame.payloadSize
-        return state.withLock { s in
+        state.withLock { s in
             guard s.closed == nil, !s.finished else { return (false, false) }
             // Over the bound before this frame: one frame larger than the bound still goes out alone.
-            if s.queuedBytes + s.transportBytes > maxOutboundBytes {
+            if s.queue.payloadBytes + s.transportBytes > maxOutboundBytes {
                 s.closed = .slowConsumer
             } else {
                 s.queue.append(frame)
-                s.queuedBytes += size
             }
             let wake = !s.drainScheduled
             s.drainScheduled = true
@@ -192,27 +188,27 @@ final class Session: Sendable {
     func transportBuffered(_ bytes: Int) {
         let (wake, waiters) = state.withLock { s -> (Bool, [CheckedContinuation<Void, Never>]) in
             guard s.closed == nil, !s.finished else { return (false, []) }
-            s.transportBytes = bytes
-            if bytes > maxOutboundBytes {
-                s.closed = .slowConsumer
-                let wake = !s.drainScheduled
-                s.drainScheduled = true
-                return (wake, [])
-            }
-            return (false, s.takeWaitersIfRoom(bound: maxOutboundBytes))
+            let waiters = s.report(transportBytes: bytes, bound: maxOutboundBytes)
+            guard s.closed != nil else { return (false, waiters) }
+            let wake = !s.drainScheduled
+            s.drainScheduled = true
+            return (wake, waiters)
         }
         for waiter in waiters { waiter.resume() }
         if wake { onReady() }
     }
 
     /// Whether a replay may queue more: the pending bytes are at most half the bound.
-    var hasRoom: Bool { state.withLock { $0.queuedBytes + $0.transportBytes <= maxOutboundBytes / 2 } }
+    var hasRoom: Bool { state.withLock { $0.queue.payloadBytes + $0.transportBytes <= maxOutboundBytes / 2 } }
+
+    /// Replays are waiting for room (tests).
+    var hasWaiters: Bool { state.withLock { !$0.roomWaiters.isEmpty } }
 
     /// Returns once the pending bytes are at most half the bound, or the session is closed.
     func waitForRoom() async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { s -> Bool in
-                if s.closed != nil || s.finished || s.queuedBytes + s.transportBytes <= maxOutboundBytes / 2 { return true }
+                if s.closed != nil || s.finished || s.queue.payloadBytes + s.transportBytes <= maxOutboundBytes / 2 { return true }
                 s.roomWaiters.append(waiter)
                 return false
             }
@@ -224,8 +220,7 @@ final class Session: Sendable {
     func finish() {
         let waiters = state.withLock { s in
             s.finished = true
-            s.queue.removeAll()
-            s.queuedBytes = 0
+            s.queue = Outbox()
             defer { s.roomWaiters = [] }
             return s.roomWaiters
         }
@@ -234,37 +229,39 @@ final class Session: Sendable {
 
     enum Next: Equatable {
         /// Write these, then call `take` again.
-        case frames([OutFrame])
+        case frames(Outbox)
         /// Nothing queued; the next `send` calls `onReady` again.
         case idle
         case close(CloseReason)
         case finished
     }
 
-    /// The drainer's step. Frames it takes count as the transport's until it reports otherwise.
-    func take() -> Next {
+    /// The drainer's step. Frames it takes count as the transport's until it reports otherwise:
+    /// `transportBuffered` is what the socket had not taken after the drain's last write (as
+    /// `transportBuffered(_:)` would report it, in the same step), nil before its first.
+    func take(transportBuffered reported: Int? = nil) -> Next {
         let (next, waiters) = state.withLock { s -> (Next, [CheckedContinuation<Void, Never>]) in
             if s.finished {
                 s.drainScheduled = false
                 return (.finished, [])
             }
+            var waiters: [CheckedContinuation<Void, Never>] = []
+            if let reported, s.closed == nil { waiters = s.report(transportBytes: reported, bound: maxOutboundBytes) }
             if let reason = s.closed {
-                s.queue.removeAll()
-                s.queuedBytes = 0
+                s.queue = Outbox()
                 s.drainScheduled = false
                 s.finished = true
                 defer { s.roomWaiters = [] }
-                return (.close(reason), s.roomWaiters)
+                return (.close(reason), waiters + s.roomWaiters)
             }
             if s.queue.isEmpty {
                 s.drainScheduled = false
-                return (.idle, [])
+                return (.idle, waiters)
             }
-            var taken: [OutFrame] = []
+            var taken = Outbox()
             swap(&taken, &s.queue)
-            s.transportBytes += s.queuedBytes
-            s.queuedBytes = 0
-            return (.frames(taken), [])
+            s.transportBytes += taken.payloadBytes
+            return (.frames(taken), waiters)
         }
         for waiter in waiters { waiter.resume() }
         return next
@@ -273,10 +270,53 @@ final class Session: Sendable {
 
 extension OutFrame: Equatable {}
 
+/// The frames waiting in a session's outbox, in order. A drain most often finds one (a
+/// subscriber gets an event's notification before the next event), which is held without an
+/// array: no allocation per notification.
+struct Outbox: RandomAccessCollection, Equatable, ExpressibleByArrayLiteral {
+    private var head: OutFrame?
+    /// The frames after `head`; empty while `head` is nil.
+    private var tail: [OutFrame] = []
+    /// The frames' payloads, in bytes.
+    private(set) var payloadBytes = 0
+
+    init() {}
+
+    init(_ frames: some Sequence<OutFrame>) {
+        for frame in frames { append(frame) }
+    }
+
+    init(arrayLiteral frames: OutFrame...) {
+        self.init(frames)
+    }
+
+    mutating func append(_ frame: OutFrame) {
+        payloadBytes += frame.payloadSize
+        if head == nil { head = frame } else { tail.append(frame) }
+    }
+
+    static func == (a: Outbox, b: Outbox) -> Bool { a.elementsEqual(b) }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { head == nil ? 0 : 1 + tail.count }
+    subscript(position: Int) -> OutFrame { position == 0 ? head! : tail[position - 1] }
+}
+
 extension Session.State {
+    /// The transport's report of the bytes the socket has not taken yet: past `bound` the
+    /// session closes as a slow consumer; returns the replays to go on, if there is room now.
+    mutating func report(transportBytes bytes: Int, bound: Int) -> [CheckedContinuation<Void, Never>] {
+        transportBytes = bytes
+        if bytes > bound {
+            closed = .slowConsumer
+            return []
+        }
+        return takeWaitersIfRoom(bound: bound)
+    }
+
     /// The replays waiting for room, if there is room now; they are removed from the state.
     mutating func takeWaitersIfRoom(bound: Int) -> [CheckedContinuation<Void, Never>] {
-        guard !roomWaiters.isEmpty, queuedBytes + transportBytes <= bound / 2 else { return [] }
+        guard !roomWaiters.isEmpty, queue.payloadBytes + transportBytes <= bound / 2 else { return [] }
         defer { roomWaiters = [] }
         return roomWaiters
     }
@@ -291,15 +331,20 @@ struct WakeBatch {
 
     func run() {
         guard !sessions.isEmpty else { return }
-        var byLoop: [ObjectIdentifier: (loop: any EventLoop, sessions: [Session])] = [:]
+        // A broker has a handful of event loops (one per core): a list beats a dictionary.
+        var byLoop: [(loop: any EventLoop, sessions: [Session])] = []
         for session in sessions {
             guard let loop = session.eventLoop else {
                 session.drain(session)
                 continue
             }
-            byLoop[ObjectIdentifier(loop), default: (loop, [])].sessions.append(session)
+            if let i = byLoop.firstIndex(where: { $0.loop === loop }) {
+                byLoop[i].sessions.append(session)
+            } else {
+                byLoop.append((loop, [session]))
+            }
         }
-        for (_, group) in byLoop {
+        for group in byLoop {
             let sessions = group.sessions
             group.loop.execute {
                 for session in sessions { session.drain(session) }

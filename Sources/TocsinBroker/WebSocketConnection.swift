@@ -138,7 +138,7 @@ final class WebSocketRequests: Sendable {
     /// The first message's deadline, until it is met (then released: an idle connection keeps no timer it does not need).
     private let silence: Mutex<Scheduled<Void>?>
     private let authenticating: Bool
-    private let inbox = Mutex(WebSocketInbox<WebSocketConnectionMachine.Message>())
+    private let inbox = Mutex(WebSocketInbox<Request>())
     private let replays = Mutex(Replays())
     /// The first message (with authentication on, a valid token) came: the silence timer is off.
     private let spoke = Atomic<Bool>(false)
@@ -202,9 +202,41 @@ final class WebSocketRequests: Sendable {
         broker.openWebSockets.add(channel)
     }
 
-    /// A whole message was read.
+    /// A message waiting in the inbox.
+    enum Request {
+        /// As read.
+        case message(WebSocketConnectionMachine.Message)
+        /// A text message already decoded on the event loop (see `arrived`).
+        case decoded(Result<ClientMessage, WireError>, bytes: Int)
+        /// A publish refused on the event loop: answered once the publishes before it are.
+        case refused(id: String?, TocsinError)
+    }
+
+    /// The largest message decoded on the event loop, to try it as a publish there.
+    static let maxDecodedOnLoop = 64 << 10
+
+    /// A whole message was read (on the event loop). A publish that reaches a connection with
+    /// no earlier message still being handled, and has room in its window, is queued for commit
+    /// right here: from the socket to the commit thread with no task in between. Anything else
+    /// waits in the inbox for the connection's task, in order.
     func arrived(_ message: WebSocketConnectionMachine.Message) {
-        if inbox.withLock({ $0.arrived(message) }) { work() }
+        var request = Request.message(message)
+        if case .text(let text) = message, inbox.withLock({ $0.isIdle }) {
+            let size = text.utf8.count
+            if size <= min(Self.maxDecodedOnLoop, endpoint.broker.configuration.maxMessageBytes) {
+                let decoded = ClientMessage.decode(text.utf8)
+                switch endpoint.publishAtOnce(decoded, bytes: size, session: session, publishes: publishes) {
+                case .queued:
+                    if !authenticating || session.grant != nil { heard() }
+                    return
+                case .refused(let id, let error):
+                    request = .refused(id: id, error)
+                case .notNow:
+                    request = .decoded(decoded, bytes: size)
+                }
+            }
+        }
+        if inbox.withLock({ $0.arrived(request) }) { work() }
     }
 
     /// The connection closed: the session ends once the message being handled is.
@@ -222,28 +254,38 @@ final class WebSocketRequests: Sendable {
         while let (item, resumeReading) = inbox.withLock({ $0.next() }) {
             if resumeReading { channel.read() }
             switch item {
-            case .message(let message): await handle(message)
+            case .message(let request): await handle(request)
             case .ended: await end()
             }
         }
     }
 
-    private func handle(_ message: WebSocketConnectionMachine.Message) async {
+    private func handle(_ request: Request) async {
         let configuration = endpoint.broker.configuration
         if !authenticating || session.grant != nil { heard() }
-        guard case .text(let text) = message else {
+        let decoded: Result<ClientMessage, WireError>, size: Int
+        switch request {
+        case .message(.binary):
             await publishes.drained()
             endpoint.reject(id: nil, TocsinError(.badRequest, "binary frames are not supported; send JSON text frames"), session: session)
             return
-        }
-        let size = text.utf8.count
-        guard size <= configuration.maxMessageBytes else {
+        case .message(.text(let text)):
+            size = text.utf8.count
+            guard size <= configuration.maxMessageBytes else {
+                await publishes.drained()
+                endpoint.reject(
+                    id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)"), session: session)
+                return
+            }
+            decoded = ClientMessage.decode(text.utf8)
+        case .decoded(let message, let bytes):
+            (decoded, size) = (message, bytes)
+        case .refused(let id, let error):
             await publishes.drained()
-            endpoint.reject(
-                id: nil, TocsinError(.tooLarge, "a message may be at most \(configuration.maxMessageBytes) bytes, got \(size)"), session: session)
+            endpoint.reject(id: id, error, session: session)
             return
         }
-        let pending = await endpoint.handle(ClientMessage.decode(text.utf8), bytes: size, session: session, publishes: publishes, expiry: expiry)
+        let pending = await endpoint.handle(decoded, bytes: size, session: session, publishes: publishes, expiry: expiry)
         for replay in pending { start(replay) }
         if session.grant != nil { heard() }
     }

@@ -8,17 +8,14 @@ extension WebSocketEndpoint {
     /// Writes everything the session has queued to its socket, on the channel's event loop:
     /// one buffer and one flush per batch. Runs until the outbox is empty.
     static func drain(_ session: Session, to channel: any Channel, writer: FrameWriter, broker: Broker) {
+        var buffered: Int? = nil
         while true {
-            switch session.take() {
+            switch session.take(transportBuffered: buffered) {
             case .frames(let frames):
                 writer.write(frames)
                 // Asking for the buffered bytes costs more than the write: only once NIO's own
                 // (much lower) high-water mark says the socket is falling behind.
-                if channel.isWritable {
-                    session.transportBuffered(0)
-                } else if let buffered = try? channel.syncOptions?.getOption(.bufferedWritableBytes) {
-                    session.transportBuffered(buffered)
-                }
+                buffered = channel.isWritable ? 0 : try? channel.syncOptions?.getOption(.bufferedWritableBytes)
             case .idle, .finished:
                 return
             case .close(.migrationTimedOut):

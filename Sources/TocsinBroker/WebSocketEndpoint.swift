@@ -259,18 +259,63 @@ struct WebSocketEndpoint: Sendable {
     ) async {
         await publishes.begin(bytes: bytes)
         do {
-            try broker.limits.take(.publish, key: session.rateKey, cost: events.count)
-            try broker.publishing.publish(stream: stream, events: events, key: key, traceparent: trace) { [self] result in
-                switch result {
-                case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs, duplicate: r.duplicate))
-                case .failure(let error): reject(id: id, error, session: session)
-                }
-                publishes.end(bytes: bytes)
-            }
+            try queueForCommit(id: id, stream: stream, events: events, key: key, trace: trace, bytes: bytes, session: session, publishes: publishes)
         } catch {
             publishes.end(bytes: bytes)
             await publishes.drained()
             reject(id: id, error, session: session)
+        }
+    }
+
+    /// What `publishAtOnce` did.
+    enum AtOnce {
+        /// Queued for commit; the commit thread answers it.
+        case queued
+        /// Refused: the error reply must wait for the publishes before it (`publishes.drained()`).
+        case refused(id: String?, TocsinError)
+        /// Not a publish, or one that would have to wait for room: nothing was done.
+        case notNow
+    }
+
+    /// Queues a publish for commit without waiting for anything, on the caller's thread: the
+    /// connection's event loop, so a publish reaches the commit thread with no task in between.
+    /// Does nothing (`notNow`) for any other message, or when the window or the budget has no
+    /// room now. Only for a connection with no earlier message still being handled.
+    func publishAtOnce(_ decoded: Result<ClientMessage, WireError>, bytes: Int, session: Session, publishes: PublishWindow) -> AtOnce {
+        guard case .success(let message) = decoded, case .publish(let id, let stream, let events, _, let key, let trace) = message else {
+            return .notNow
+        }
+        if broker.access.authentication.verifier != nil {
+            do {
+                try authorize(message, session: session)
+            } catch {
+                return .refused(id: id, error)
+            }
+        }
+        guard publishes.tryBegin(bytes: bytes) else { return .notNow }
+        do {
+            try queueForCommit(id: id, stream: stream, events: events, key: key, trace: trace, bytes: bytes, session: session, publishes: publishes)
+            return .queued
+        } catch {
+            publishes.end(bytes: bytes)
+            return .refused(id: id, error)
+        }
+    }
+
+    /// Counts a publish begun in `publishes` against the rate limit and queues it for commit;
+    /// the commit thread sends the reply and ends it in the window. Throws (and queues nothing)
+    /// when it is refused.
+    private func queueForCommit(
+        id: String?, stream: String, events: [JSONValue], key: String?, trace: String?, bytes: Int, session: Session,
+        publishes: PublishWindow
+    ) throws(TocsinError) {
+        try broker.limits.take(.publish, key: session.rateKey, cost: events.count)
+        try broker.publishing.publish(stream: stream, events: events, key: key, traceparent: trace) { [self] result in
+            switch result {
+            case .success(let r): session.send(.published(id: id, stream: stream, epoch: r.epoch, seqs: r.seqs, duplicate: r.duplicate))
+            case .failure(let error): reject(id: id, error, session: session)
+            }
+            publishes.end(bytes: bytes)
         }
     }
 

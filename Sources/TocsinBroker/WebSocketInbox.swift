@@ -33,6 +33,10 @@ struct WebSocketInbox<Message> {
 
     var count: Int { queue.count }
 
+    /// Nothing is waiting or being handled, and the connection is open: a message arriving now
+    /// would be the next one handled.
+    var isIdle: Bool { !working && !hasEnded }
+
     /// A message was read. True when a task must start to handle it (none is working).
     mutating func arrived(_ message: Message) -> Bool {
         guard !hasEnded else { return false }

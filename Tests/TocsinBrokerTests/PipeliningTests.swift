@@ -120,6 +120,46 @@ struct PipeliningTests {
         }
     }
 
+    /// A publish reaching an idle connection is queued for commit on the event loop; one refused
+    /// there (unknown stream, bad event, over the window) is still answered only after the
+    /// publishes before it, and what follows it still waits its turn. Here the writer is held so
+    /// every reply must wait for the release.
+    @Test func publishesDecidedOnTheEventLoopAreAnsweredInOrder() async throws {
+        try await TestBroker.with({ $0.maxPipelinedPublishes = 2 }) { broker in
+            let store = try #require(broker.broker.store as? SQLiteStore)
+            let writer = try await HeldWriter(store)
+            try await Connection.run(url: broker.webSocketURL, logger: testLogger) { connection in
+                let inbox = Inbox(connection)
+                let event = emergency("fire", severity: 1).serialized
+                let good = { (id: String) in #"{"type":"publish","id":"\#(id)","stream":"emergencies","event":\#(event)}"# }
+                try await connection.send(text: good("a"))
+                try await waitUntil("a is queued for commit") { broker.broker.publishBudget.used > 0 }
+                try await connection.send(text: #"{"type":"publish","id":"b","stream":"nowhere","event":\#(event)}"#)
+                try await connection.send(text: good("c"))
+                try await connection.send(text: good("d"))
+                try await connection.send(text: good("e"))  // over the window of 2: waits for room
+                try await connection.send(text: #"{"type":"publish","id":"f","stream":"emergencies","event":{"kind":"fire"}}"#)
+                try await connection.send(text: #"{"type":"ping","id":"g"}"#)
+                #expect(await inbox.isQuiet(for: .milliseconds(200)), "nothing is answered while the writer is held")
+                writer.release()
+                var replies: [String] = []
+                for _ in 0..<7 {
+                    switch try await inbox.next() {
+                    case .published(let id, _, _, _, _): replies.append("published \(id ?? "-")")
+                    case .error(let id, let code, _, _): replies.append("\(code) \(id ?? "-")")
+                    case .pong(let id): replies.append("pong \(id ?? "-")")
+                    case let other: replies.append(other.encoded)
+                    }
+                }
+                #expect(
+                    replies == [
+                        "published a", "unknown_stream b", "published c", "published d", "published e", "schema_violation f", "pong g",
+                    ])
+            }
+            try await writer.released()
+        }
+    }
+
     /// Two connections pipelining while the writer is held: the broker as a whole holds no more
     /// than its budget of their messages; the rest wait unread, and all are answered after.
     @Test func theBrokerWideBudgetBoundsPublishesAcrossConnections() async throws {

@@ -73,6 +73,24 @@ struct SessionTests {
         #expect(s.take() == .close(.slowConsumer))
     }
 
+    /// The drain reports what the socket has not taken in its next `take`, one step instead of
+    /// two: the same bound, the same waiters released, the same close.
+    @Test func aDrainReportsTheSocketsBacklogInItsNextTake() async {
+        let wakes = Wakes()
+        let s = session(max: 10, wakes: wakes)
+        #expect(s.send(.text("01234567")))
+        #expect(s.take() == .frames([.text("01234567")]))
+        let waiting = Task { await s.waitForRoom() }
+        while !s.hasWaiters { await Task.yield() }
+        #expect(s.take(transportBuffered: 6) == .idle)
+        #expect(s.hasWaiters, "6 of 10 is not room yet")
+        #expect(s.send(.text("ab")))
+        #expect(s.take(transportBuffered: 0) == .frames([.text("ab")]))
+        await waiting.value
+        #expect(s.take(transportBuffered: 11) == .close(.slowConsumer), "past the bound")
+        #expect(!s.send(.text("c")))
+    }
+
     @Test func aReplayWaitsForRoomInsteadOfOverflowing() async {
         let wakes = Wakes()
         let s = session(max: 10, wakes: wakes)
