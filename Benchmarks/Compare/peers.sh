@@ -3,7 +3,8 @@
 # the same fan-out workloads against Tocsin (durable, and with --no-fsync), redis pub/sub,
 # nats-server (core) and mosquitto (MQTT QoS 0), each server started here and stopped after
 # its run. A server that is not installed is left out. Prints one table: the server's CPU per
-# delivered message, publish → receive p50/p99, and its resident memory per subscriber.
+# delivered message, publish → receive p50/p99, its resident memory per subscriber, and how much
+# of the machine's CPU time the hypervisor stole during the run (a noisy run is not comparable).
 #
 #   Benchmarks/Compare/peers.sh [SECONDS] [ORDER]     (default 10; ORDER "forward" or "reverse")
 #
@@ -56,7 +57,7 @@ done
 
 echo
 echo "peers: $seconds s per run, $(nproc) cores, $(date -u +%FT%TZ), order $order"
-printf '%-16s %-12s %12s %10s %10s %12s %s\n' server workload "µs CPU/msg" "p50 ms" "p99 ms" "KiB/sub" delivered
-grep '^RESULT' "$results" | while read -r _ name subs rate cpu p50 p99 kb got expected; do
-    printf '%-16s %-12s %12s %10s %10s %12s %s\n' "$name" "${subs}×${rate}" "$cpu" "$p50" "$p99" "$kb" "$got/$expected"
+printf '%-16s %-12s %12s %10s %10s %12s %-16s %s\n' server workload "µs CPU/msg" "p50 ms" "p99 ms" "KiB/sub" delivered "stolen"
+grep '^RESULT' "$results" | while read -r _ name subs rate cpu p50 p99 kb got expected stolen; do
+    printf '%-16s %-12s %12s %10s %10s %12s %-16s %s\n' "$name" "${subs}×${rate}" "$cpu" "$p50" "$p99" "$kb" "$got/$expected" "$stolen%"
 done

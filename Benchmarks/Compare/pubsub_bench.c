@@ -3,7 +3,8 @@
 // one publisher at a fixed rate, each message carrying its send time in its payload. Prints
 // delivered/expected, latency percentiles, the server's CPU time per delivered message
 // (user+system from /proc/PID/stat) and its resident memory per subscriber (VmRSS before the
-// subscribers connect and once they have all subscribed), then one `RESULT` line for scripts.
+// subscribers connect and once they have all subscribed) and the share of the machine's CPU time the
+// hypervisor stole during the run, then one `RESULT` line for scripts.
 //
 //   cc -O2 -pthread -o pubsub_bench pubsub_bench.c
 //   ./pubsub_bench tocsin|redis|nats|mqtt HOST PORT SERVER_PID SUBSCRIBERS RATE SECONDS PAYLOAD_BYTES [LABEL]
@@ -53,6 +54,20 @@ static double cpu_seconds(int pid) {
     // After ")": state(3) ... utime(14) stime(15)
     sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
     return (double)(ut + st) / sysconf(_SC_CLK_TCK);
+}
+
+// The machine's CPU time so far and the part of it the hypervisor stole, in clock ticks
+// (/proc/stat's "cpu" line): a run with much stolen time is not comparable with a quiet one.
+static void machine_ticks(unsigned long long *total, unsigned long long *steal) {
+    unsigned long long v[8] = {0};
+    *total = *steal = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) == 8) {
+        for (int i = 0; i < 8; i++) *total += v[i];
+        *steal = v[7];
+    }
+    fclose(f);
 }
 
 static int dial(const char *host, int port) {
@@ -298,9 +313,10 @@ int main(int argc, char **argv) {
     long total = (long)((warmup + seconds) * rate), warm = (long)(warmup * rate), published = 0;
     long long start = now_ns(), interval = 1000000000LL / rate;
     double cpu0 = 0; long long wall0 = 0;
+    unsigned long long ticks0 = 0, steal0 = 0, ticks1 = 0, steal1 = 0;
     char sink[65536];
     for (long n = 0; n < total; n++) {
-        if (n == warm) { cpu0 = cpu_seconds(pid); wall0 = now_ns(); atomic_store(&window_start, wall0); }
+        if (n == warm) { cpu0 = cpu_seconds(pid); machine_ticks(&ticks0, &steal0); wall0 = now_ns(); atomic_store(&window_start, wall0); }
         long long due = start + n * interval, t;
         while ((t = now_ns()) < due) {
             struct timespec d = {0, due - t};
@@ -343,6 +359,8 @@ int main(int argc, char **argv) {
     long long wall1 = now_ns();
     atomic_store(&window_end, wall1);
     double cpu = cpu_seconds(pid) - cpu0, wall = (wall1 - wall0) / 1e9;
+    machine_ticks(&ticks1, &steal1);
+    double stolen = ticks1 > ticks0 ? 100.0 * (steal1 - steal0) / (ticks1 - ticks0) : 0;
     struct timespec settle = {2, 0};
     nanosleep(&settle, NULL);
     atomic_store(&stop_readers, 1);
@@ -365,6 +383,8 @@ int main(int argc, char **argv) {
     printf("server CPU: %.2f s over %.1f s wall (%.0f%% of one core); %.2f µs per delivered message\n", cpu, wall, cpu / wall * 100,
         got ? cpu / got * 1e6 : 0);
     printf("server memory: %ld KiB resident before the subscribers, %ld KiB with them: %.1f KiB per subscriber\n", rss0, rss1, kb);
-    printf("RESULT %s %d %d %.2f %.3f %.3f %.1f %ld %ld\n", label, nsubs, rate, got ? cpu / got * 1e6 : 0, p50, p99, kb, got, expected);
+    printf("machine: %.1f%% of the CPU time was stolen by the hypervisor\n", stolen);
+    printf("RESULT %s %d %d %.2f %.3f %.3f %.1f %ld %ld %.1f\n", label, nsubs, rate, got ? cpu / got * 1e6 : 0, p50, p99, kb, got, expected,
+        stolen);
     return 0;
 }
