@@ -202,14 +202,15 @@ final class WebSocketRequests: Sendable {
         broker.openWebSockets.add(channel)
     }
 
-    /// A message waiting in the inbox.
+    /// A message waiting in the inbox. Every connection's inbox keeps room for two, idle or
+    /// not, so the large cases are boxed (`indirect`): the enum stays the size of a message.
     enum Request {
         /// As read.
         case message(WebSocketConnectionMachine.Message)
         /// A text message already decoded on the event loop (see `arrived`).
-        case decoded(Result<ClientMessage, WireError>, bytes: Int)
+        indirect case decoded(Result<ClientMessage, WireError>, bytes: Int)
         /// A publish refused on the event loop: answered once the publishes before it are.
-        case refused(id: String?, TocsinError)
+        indirect case refused(id: String?, TocsinError)
     }
 
     /// The largest message decoded on the event loop, to try it as a publish there.

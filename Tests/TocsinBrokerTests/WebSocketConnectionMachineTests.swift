@@ -123,6 +123,13 @@ import Testing
         #expect(machine.pingDue() == .none)
     }
 
+    /// Every connection's inbox keeps room for two of its items, idle or not, so an item must
+    /// stay small: what is rare and large (a decoded message, a refusal) is boxed. Unboxed, an
+    /// item took 96 bytes: about 150 bytes more for every idle client.
+    @Test func anInboxItemIsSmall() {
+        #expect(MemoryLayout<WebSocketInbox<WebSocketRequests.Request>.Item>.stride <= 24)
+    }
+
     @Test func theInboxStartsOneTaskAtATimeAndEndsInOrder() {
         var inbox = WebSocketInbox<Int>(high: 3, low: 1)
         let r1 = inbox.arrived(1)
