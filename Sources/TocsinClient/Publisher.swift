@@ -72,9 +72,14 @@ public struct Publisher: Sendable {
         var configuration = BrokerLocator.Configuration(seeds: seeds, client: client)
         configuration.trust = trust
         configuration.token = token
+        self.init(locating: configuration, attemptTimeout: attemptTimeout, logger: logger)
+    }
+
+    /// A publisher that finds its brokers as `configuration` says (its timeouts too).
+    init(locating configuration: BrokerLocator.Configuration, attemptTimeout: Duration, logger: Logger) {
         locator = BrokerLocator(configuration: configuration, logger: logger)
         self.attemptTimeout = attemptTimeout
-        self.token = token
+        self.token = configuration.token
     }
 
     /// Publishes events in one batch (all or nothing) and returns once they are committed.
