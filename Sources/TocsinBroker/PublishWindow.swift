@@ -11,8 +11,9 @@ import Synchronization
 /// `byteCapacity` bytes of their messages (one larger message is let in alone); and its
 /// publishes take their bytes from the broker-wide `budget` too.
 ///
-/// One reader waits at a time (the connection's reading task); `end` comes from the store's
-/// commit thread.
+/// Publishes begin one at a time: on the connection's task (`begin`, which may wait), or on its
+/// event loop while that task is idle (`tryBegin`, which never waits); `end` comes from the
+/// store's commit thread.
 final class PublishWindow: Sendable {
     private struct State {
         var inFlight = 0
@@ -56,7 +57,7 @@ final class PublishWindow: Sendable {
     /// room for it now; false, changing nothing, when `begin` would have to wait.
     func tryBegin(bytes: Int) -> Bool {
         guard state.withLock({ $0.within(count: capacity - 1, bytes: max(byteCapacity - bytes, 0)) }) else { return false }
-        // Only the reader begins, and `end` only makes room: the window still has it.
+        // No other begin runs meanwhile, and `end` only makes room: the window still has it.
         if let budget, !budget.tryAcquire(bytes) { return false }
         state.withLock { s in
             s.inFlight += 1

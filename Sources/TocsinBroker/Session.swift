@@ -295,8 +295,6 @@ struct Outbox: RandomAccessCollection, Equatable, ExpressibleByArrayLiteral {
         if head == nil { head = frame } else { tail.append(frame) }
     }
 
-    static func == (a: Outbox, b: Outbox) -> Bool { a.elementsEqual(b) }
-
     var startIndex: Int { 0 }
     var endIndex: Int { head == nil ? 0 : 1 + tail.count }
     subscript(position: Int) -> OutFrame { position == 0 ? head! : tail[position - 1] }
