@@ -5,6 +5,9 @@
 # its run. A server that is not installed is left out. Prints one table: the server's CPU per
 # delivered message, publish → receive p50/p99, its resident memory per subscriber, and how much
 # of the machine's CPU time the hypervisor stole during the run (a noisy run is not comparable).
+# Two rows are no server: the floor of any server here (write_floor.c: one write per subscriber
+# per message and nothing else; "floor-durable" syncs each message to a file first), its CPU
+# per delivery and its latency from taking a message up to the reader having it.
 #
 #   Benchmarks/Compare/peers.sh [SECONDS] [ORDER]     (default 10; ORDER "forward" or "reverse")
 #
@@ -19,11 +22,12 @@ seconds=${1:-10} order=${2:-forward}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 cc -O2 -pthread -o "$work/pubsub_bench" "$here/pubsub_bench.c"
+cc -O2 -o "$work/write_floor" "$here/write_floor.c"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 # name kind command… (PORT and DIR are filled in)
-servers=()
+servers=("floor-durable|floor|sync" "floor|floor|")
 [ -x "$tocsin" ] && servers+=("tocsin-durable|tocsin|$tocsin serve --insecure-no-auth --host 127.0.0.1 --port PORT --data-dir DIR --log-level error")
 [ -x "$tocsin" ] && servers+=("tocsin-no-fsync|tocsin|$tocsin serve --insecure-no-auth --host 127.0.0.1 --port PORT --data-dir DIR --log-level error --no-fsync")
 command -v redis-server > /dev/null && servers+=("redis|redis|redis-server --bind 127.0.0.1 --port PORT --save '' --appendonly no")
@@ -42,6 +46,11 @@ for workload in "100 500" "50 4000"; do
         port=$(free_port)
         dir="$work/$name-$subscribers"
         mkdir -p "$dir"
+        if [ "$kind" = floor ]; then
+            echo "== $name: $subscribers subscribers × $rate/s" >&2
+            DURATION=$seconds LABEL=$name "$work/write_floor" "$subscribers" "$rate" 250 ${command:+1 "$dir/sync.bin"} 2> /dev/null | tee -a "$results" >&2
+            continue
+        fi
         printf 'listener %s 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n' "$port" > "$dir/mosquitto.conf"
         command=${command//PORT/$port}
         command=${command//DIR/$dir}
