@@ -9,15 +9,15 @@
 // notification to its own socket.
 //
 // Messages are due at RATE per second; when the writer falls behind (a sync took long), it takes
-// up every message due at once, in one sync and one write per subscriber. It also measures the
-// latency floor: from the moment each message was sent (its due time, or when the writer woke
-// for it, as pubsub_bench.c's publisher stamps its send after its sleep) until the reader has
-// all of its bytes, p50/p99/p99.9 over every delivery. A broker's publish →
-// notify adds the publisher's hop and its own work to that. And
-// how much of the machine's CPU time the hypervisor stole meanwhile (/proc/stat): a run with
-// much stolen time is not comparable with a quiet one. The last line, `RESULT`, has the fields
-// of pubsub_bench.c's (LABEL, default "floor" or "floor-durable"; no memory figure), for
-// peers.sh.
+// up every message due at once, in one sync and one write per subscriber.
+//
+// It also prints the latency floor: from the moment each message was sent (its due time, or
+// when the writer woke for it, as pubsub_bench.c's publisher stamps its send after its sleep)
+// until the reader has all of its bytes, p50/p99/p99.9 over every delivery; a broker's publish →
+// notify adds the publisher's hop and its own work to that. And how much of the machine's CPU
+// time the hypervisor stole meanwhile (/proc/stat): a run with much stolen time is not
+// comparable with a quiet one. The last line, `RESULT`, has the fields of pubsub_bench.c's
+// (LABEL, default "floor" or "floor-durable"; no memory figure), for peers.sh.
 //
 //   cc -O2 -o write_floor write_floor.c
 //   [DURATION=5] [LABEL=…] ./write_floor SUBSCRIBERS RATE MESSAGE_BYTES [MESSAGES_PER_WRITE [SYNC_FILE]]
@@ -36,7 +36,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
-#include <stdint.h>
 static double now(){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
 static int cmp(const void*a,const void*b){double x=*(const double*)a,y=*(const double*)b;return x<y?-1:x>y;}
 // The machine's CPU time so far and the part of it stolen by the hypervisor, in clock ticks.
@@ -51,7 +50,8 @@ int main(int argc,char**argv){
  int N=atoi(argv[1]),RATE=atoi(argv[2]),MSG=atoi(argv[3]),PER=argc>4?atoi(argv[4]):1; double DUR=getenv("DURATION")?atof(getenv("DURATION")):5;
  if(N<1||RATE<1||MSG<8||PER<1||DUR<=0){fprintf(stderr,"need SUBSCRIBERS, RATE, MESSAGES_PER_WRITE >= 1, MESSAGE_BYTES >= 8, DURATION > 0\n");return 2;}
  struct found *found=mmap(0,sizeof *found,PROT_READ|PROT_WRITE,MAP_SHARED|MAP_ANONYMOUS,-1,0);
- const long LOG=4<<20; int lf=-1; long lo=0;
+ const long LOG=4<<20, CAP=PER>256?PER:256; int lf=-1; long lo=0;
+ if(argc>5&&MSG*CAP>LOG){fprintf(stderr,"MESSAGE_BYTES × max(MESSAGES_PER_WRITE, 256) must fit in the 4 MiB sync file\n");return 2;}
  if(argc>5){ lf=open(argv[5],O_RDWR|O_CREAT|O_TRUNC,0600); if(lf<0){perror(argv[5]);return 2;}
   char *z=calloc(1,LOG); if(write(lf,z,LOG)!=LOG||fsync(lf)){perror("preallocate");return 2;} free(z); }
  int ls=socket(AF_INET,SOCK_STREAM,0); struct sockaddr_in a={0}; a.sin_family=AF_INET; a.sin_addr.s_addr=htonl(0x7f000001);
@@ -73,7 +73,7 @@ int main(int argc,char**argv){
   if(nl){qsort(lat,nl,sizeof(double),cmp);*found=(struct found){nl,lat[nl/2],lat[nl*99/100],lat[nl*999/1000],lat[nl-1]};}
   _exit(0);}
  int *ss=malloc(N*sizeof(int)); for(int i=0;i<N;i++){ss[i]=accept(ls,0,0);int one=1;setsockopt(ss[i],IPPROTO_TCP,TCP_NODELAY,&one,sizeof one);}
- usleep(300000); const long CAP=PER>256?PER:256; char *m=malloc(MSG*CAP); memset(m,'x',MSG*CAP);
+ usleep(300000); char *m=malloc(MSG*CAP); memset(m,'x',MSG*CAP);
  struct rusage r0,r1; getrusage(RUSAGE_SELF,&r0); unsigned long long ticks0,steal0,ticks1,steal1; machine_ticks(&ticks0,&steal0);
  // Message i is due at t0 + i/RATE. Each turn takes up every message due by now (at least PER,
  // at most CAP): one sync for all of them, one write of all of them per subscriber — a group
