@@ -17,7 +17,9 @@ extension SQLiteStore {
             ).map(Self.subscription)
         }
         if let existing { return (existing, false) }
-        return try await write { db in
+        // Many clients subscribe at once after a broker restarts or fails over: their creations
+        // share transactions (and syncs) instead of taking one each.
+        return try await batchedWrite { db in
             if let row = try Row.fetchOne(
                 db, sql: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",
                 arguments: [client, channel, paramsText])

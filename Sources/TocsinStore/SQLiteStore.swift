@@ -55,6 +55,8 @@ public final class SQLiteStore: Store {
     let nowMillis: @Sendable () -> Int64
     public let changes: ChangeFeed
     let committer: GroupCommitter
+    /// Writes many clients make at once (new durable subscriptions), committed together.
+    let batcher: WriteBatcher
     /// Its own connection, so `PRAGMA data_version` sees every other connection's commits.
     let watcher: DatabaseQueue
     let lastDataVersion = Mutex<Int?>(nil)
@@ -111,6 +113,7 @@ public final class SQLiteStore: Store {
         watcherConfig.busyMode = .timeout(10)
         watcherConfig.label = "tocsin-watcher"
         self.watcher = try DatabaseQueue(path: configuration.path, configuration: watcherConfig)
+        self.batcher = WriteBatcher(pool: pool)
         // Last: it starts a thread, which only `deinit` (run once every property is set) stops.
         self.committer = GroupCommitter(
             pool: pool, publishKeyWindowMillis: window, maxBytes: limit, slowCommitThreshold: configuration.slowCommitThreshold,
@@ -153,8 +156,8 @@ public final class SQLiteStore: Store {
     /// An IMMEDIATE transaction, so that writers in other processes wait instead of failing.
     /// A write that finds the store full throws `store_full` (and, like any failure, stores nothing).
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        do {
-            return try await pool.writeWithoutTransaction { db in
+        try await reportingFull {
+            try await pool.writeWithoutTransaction { db in
                 var result: T?
                 try db.inTransaction(.immediate) {
                     result = try body(db)
@@ -162,6 +165,18 @@ public final class SQLiteStore: Store {
                 }
                 return result!
             }
+        }
+    }
+
+    /// `write`, in one transaction with the other writes queued meanwhile (`WriteBatcher`): for
+    /// small writes that many clients make at once.
+    func batchedWrite<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        try await reportingFull { try await batcher.write(body) }
+    }
+
+    private func reportingFull<T: Sendable>(_ write: () async throws -> T) async throws -> T {
+        do {
+            return try await write()
         } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
             throw TocsinError.storeFull(maxBytes: maxBytes)
         }
