@@ -276,6 +276,51 @@ final class SQLiteStoreTests {
         #expect(try await store.subscriptions(client: "d").count == 1)
     }
 
+    /// Subscriptions created together in a store that fills up: each is told `store_full` or
+    /// success, and exactly those told success are stored (nothing half-stored, nothing stored
+    /// that was refused). A subscription it holds still resumes.
+    @Test func subscriptionsCreatedTogetherInAFullStoreAreStoredExactlyWhenToldSo() async throws {
+        let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
+        _ = try await store.putStream(Self.big, recreate: false)
+        let (info, _) = try await store.putStream(Self.stream, recreate: false)
+        let start = StreamPosition(epoch: info.epoch, seq: 0)
+        _ = try await fill(store)
+        var told: [String] = []
+        var refused = 0
+        var round = 0
+        while refused == 0 && round < 500 {
+            let outcomes = await withTaskGroup(of: Result<String, any Error>.self) { group in
+                for i in 0..<20 {
+                    let n = round * 20 + i
+                    group.addTask {
+                        await Result {
+                            try await store.openSubscription(
+                                client: "c", channel: "ch", params: ["n": .int(Int64(n))], initial: start, maxPerClient: nil
+                            ).0.id
+                        }
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            for outcome in outcomes {
+                switch outcome {
+                case .success(let id): told.append(id)
+                case .failure(let error):
+                    #expect((error as? TocsinError)?.code == .storeFull, "\(error)")
+                    refused += 1
+                }
+            }
+            round += 1
+        }
+        #expect(refused > 0, "the store never refused a subscription")
+        let stored = try await store.subscriptions(client: "c")
+        #expect(Set(stored.map(\.id)) == Set(told))
+        if let held = stored.first {
+            let (again, created) = try await store.openSubscription(client: "c", channel: "ch", params: held.params, initial: start, maxPerClient: nil)
+            #expect(!created && again.id == held.id)
+        }
+    }
+
     @Test func aStreamIsStoredInTheFormEarlierVersionsWrote() throws {
         let definitions = [
             Self.stream, Fixtures.ring, Fixtures.unbounded,
