@@ -1,5 +1,6 @@
 import GRDB
 import Synchronization
+import TocsinCore
 
 /// Small writes that arrive together share one transaction, and so one sync: a group commit
 /// for writes other than appends (those have `GroupCommitter`). Each runs in a savepoint of its
@@ -13,7 +14,7 @@ final class WriteBatcher: Sendable {
     /// One queued write. `run` is called inside the batch's transaction, keeps the write's own
     /// outcome and returns its error, if any; `finish` then hands the outcome over. Both on the
     /// draining task, one after the other.
-    private final class Item: @unchecked Sendable {
+    private final class Item: Sendable {
         let run: @Sendable (Database) -> (any Error)?
         let finish: @Sendable (_ committed: Result<Void, any Error>) -> Void
 
@@ -35,9 +36,6 @@ final class WriteBatcher: Sendable {
         /// Writes in the transaction being committed.
         var committing = 0
     }
-
-    /// SQLite ended the transaction before its commit.
-    private struct Aborted: Error {}
 
     /// Most writes in one transaction, to bound how long one holds the writer.
     static let maxPerTransaction = 1_000
@@ -115,7 +113,9 @@ final class WriteBatcher: Sendable {
                             let error = item.run(db)
                             // Some errors (a full disk among them) make SQLite roll back the whole
                             // transaction: then nothing of the batch is stored, and all fail.
-                            guard db.isInsideTransaction else { throw error ?? Aborted() }
+                            guard db.isInsideTransaction else {
+                                throw error ?? TocsinError(.internalError, "SQLite ended the transaction of a batch of writes before its commit; nothing of it was stored")
+                            }
                         }
                         return .commit
                     }
