@@ -60,7 +60,9 @@ public struct ConnectionsBenchmark: Sendable {
             guard try await poll(timeout: .seconds(max(60, Double(c.connections) / 500)), every: .milliseconds(100), { ready() >= c.connections })
             else {
                 try? await idle.close()
-                throw BenchError("only \(ready()) of \(c.connections) idle clients got through \(stage.rawValue)")
+                throw BenchError(
+                    "only \(ready()) of \(c.connections) idle clients got through \(stage.rawValue)"
+                        + (idleSamples.errorSummary.map { " (\($0))" } ?? ""))
             }
             let connectTime = (ContinuousClock.now - connectStart).inSeconds
             progress(String(format: "%d idle clients through %@ in %.1f s", c.connections, stage.rawValue, connectTime))

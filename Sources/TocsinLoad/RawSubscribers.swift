@@ -11,6 +11,10 @@ public final class LatencySamples: Sendable {
     let subscribed = Atomic<Int>(0)
     /// Connections whose WebSocket upgrade was accepted.
     let upgraded = Atomic<Int>(0)
+    /// Error replies the broker sent (hello or subscribe refused, a connection ended by the
+    /// broker), and the first few of them, so a run that falls short says why.
+    let errors = Atomic<Int>(0)
+    let firstErrors = Mutex<[String]>([])
     /// Set when the subscribers should close on their next notification.
     let stop = Atomic<Bool>(false)
     /// The measured window, in the monotonic nanoseconds events carry: an event counts when
@@ -22,6 +26,18 @@ public final class LatencySamples: Sendable {
 
     func inWindow(_ sent: Int64) -> Bool {
         sent >= windowStart.load(ordering: .relaxed) && sent < windowEnd.load(ordering: .relaxed)
+    }
+
+    func recordError(_ frame: String) {
+        errors.add(1, ordering: .relaxed)
+        firstErrors.withLock { if $0.count < 3 { $0.append(frame) } }
+    }
+
+    /// "n error replies, the first: …", or nil when there were none.
+    public var errorSummary: String? {
+        let count = errors.load(ordering: .relaxed)
+        guard count > 0 else { return nil }
+        return "\(count) error replies, the first: " + firstErrors.withLock { $0.joined(separator: "; ") }
     }
 }
 
@@ -265,6 +281,8 @@ final class RawSubscriberHandler: ChannelInboundHandler {
         if view.starts(with: Self.subscribedPrefix) {
             subscription = FrameScan.field(String(buffer: payload), "subscription") ?? ""
             samples.subscribed.add(1, ordering: .relaxed)
+        } else if view.starts(with: Self.errorPrefix) {
+            samples.recordError(String(buffer: payload))
         }
         return false
     }
@@ -298,6 +316,7 @@ final class RawSubscriberHandler: ChannelInboundHandler {
 
     private static let notifyPrefix = Array(#"{"type":"notify""#.utf8)
     private static let subscribedPrefix = Array(#"{"type":"subscribed""#.utf8)
+    private static let errorPrefix = Array(#"{"type":"error""#.utf8)
     private static let fetchedPrefix = Array(#"{"type":"fetched""#.utf8)
     private static let eventPattern = Array(#""event":"#.utf8)
     private static let seqPattern = Array(#""seq":"#.utf8)

@@ -29,11 +29,7 @@ extension SQLiteStore {
             if let maxPerClient {
                 // Only when creating (resuming is the common case), through the (client, …) index.
                 let held = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM subscriptions WHERE client = ?", arguments: [client]) ?? 0
-                if held >= maxPerClient {
-                    throw TocsinError(
-                        .tooManySubscriptions,
-                        "client '\(client)' already has \(held) subscriptions, the most a client may have (\(maxPerClient)); unsubscribe from some first")
-                }
+                if held >= maxPerClient { throw TocsinError.tooManySubscriptions(client: client, held: held, limit: maxPerClient) }
             }
             let id = Self.newSubscriptionID()
             try db.execute(

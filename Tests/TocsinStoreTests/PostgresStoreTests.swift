@@ -150,6 +150,86 @@ struct PostgresStoreTests {
         }
     }
 
+    /// New subscriptions that wait for the one being created share its next transaction, as in
+    /// SQLite (`SQLiteStoreTests.subscriptionsCreatedTogetherShareATransactionAndARefusedOneFailsAlone`),
+    /// and a client's limit still holds across brokers. Here another store (another broker) holds
+    /// client c's lock, so the first creation waits on it while five more queue behind it.
+    @Test func subscriptionsCreatedTogetherShareATransactionAndARefusedOneFailsAlone() async throws {
+        try await Self.withServer { server in
+            let store = try await Self.open(server)
+            let other = try await Self.open(server)
+            let (info, _) = try await store.putStream(Fixtures.unbounded, recreate: false)
+            let start = StreamPosition(epoch: info.epoch, seq: 0)
+            let (release, released) = AsyncStream<Void>.makeStream()
+            let held = Atomic<Bool>(false)
+            let holder = Task {
+                try await other.transaction { db in
+                    try await db.query("SELECT pg_advisory_xact_lock(hashtextextended('subscriber:c', 0))", logger: other.logger)
+                    held.store(true, ordering: .relaxed)
+                    for await _ in release { break }
+                }
+            }
+            try await TocsinTesting.waitUntil("the other broker holds c's lock") { held.load(ordering: .relaxed) }
+            try await BatchedCreations.check(
+                store, start: start, handling: { store.creations.handling }, queued: { store.creations.queued },
+                batches: { store.creations.batches.load(ordering: .relaxed) }, readBack: other
+            ) {
+                released.yield()
+                released.finish()
+                try await holder.value
+            }
+        }
+    }
+
+    /// Two brokers creating many subscriptions at once for the same clients, some of them the
+    /// same subscription: each client ends with exactly its limit, every subscription a caller
+    /// was given is stored under its key, and callers asking for the same one got the same one.
+    @Test func manyBrokersCreatingAtOnceKeepEachClientsLimit() async throws {
+        try await Self.withServer { server in
+            let stores = [try await Self.open(server), try await Self.open(server)]
+            let (info, _) = try await stores[0].putStream(Fixtures.unbounded, recreate: false)
+            let start = StreamPosition(epoch: info.epoch, seq: 0)
+            // 20 clients, each asking for 6 different subscriptions twice (once on each broker), limit 4.
+            let asks = (0..<20).flatMap { c in (0..<6).flatMap { n in (0..<2).map { broker in (client: "c\(c)", n: n, broker: broker) } } }.shuffled()
+            let outcomes = await withTaskGroup(of: (String, Int, Result<SubscriptionRecord, TocsinError>).self) { group in
+                for ask in asks {
+                    group.addTask {
+                        do {
+                            let (record, _) = try await stores[ask.broker].openSubscription(
+                                client: ask.client, channel: "ch", params: ["n": .int(Int64(ask.n))], initial: start, maxPerClient: 4)
+                            return (ask.client, ask.n, .success(record))
+                        } catch {
+                            return (ask.client, ask.n, .failure(error as? TocsinError ?? TocsinError(.internalError, "\(error)")))
+                        }
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            var given: [String: String] = [:]
+            for (client, n, outcome) in outcomes {
+                switch outcome {
+                case .success(let record):
+                    let key = "\(client)/\(n)"
+                    #expect(given[key] == nil || given[key] == record.id, "two subscriptions for \(key)")
+                    given[key] = record.id
+                case .failure(let error):
+                    #expect(error.code == .tooManySubscriptions, "\(error)")
+                }
+            }
+            for c in 0..<20 {
+                let stored = try await stores[1].subscriptions(client: "c\(c)")
+                #expect(stored.count == 4, "client c\(c) holds \(stored.count)")
+                for record in stored {
+                    let n = (0..<6).first { record.params == ["n": .int(Int64($0))] }.map(String.init) ?? "?"
+                    #expect(given["c\(c)/\(n)"] == record.id, "c\(c)'s \(n) stored as \(record.id), given \(given["c\(c)/\(n)"] ?? "to nobody")")
+                }
+                #expect(given.keys.filter { $0.hasPrefix("c\(c)/") }.count == 4)
+            }
+            let batches = stores.map { $0.creations.batches.load(ordering: .relaxed) }.reduce(0, +)
+            #expect(batches < asks.count / 2, "\(batches) transactions for \(asks.count) subscribes")
+        }
+    }
+
     @Test func connectionStringsParseAsLibpqTakesThem() throws {
         let url = try PostgresLocation(parsing: "postgres://alice:s%40cret@db.example:6543/alerts?pool=20&timeout=2.5&sslmode=require")
         #expect(url.hosts == [.init(name: "db.example", port: 6543)])

@@ -234,8 +234,6 @@ final class SQLiteStoreTests {
         try await running.value
     }
 
-    /// Streams are stored in the form earlier versions wrote (through `Codable`), byte for byte,
-    /// so a store written by either reads the same.
     /// Durable subscriptions created while the writer is busy share the next transaction (a
     /// reconnect storm's subscribes do not pay a sync each), and one refused inside it (over the
     /// client's limit) fails alone: the others are stored and told so, and it stores nothing.
@@ -247,33 +245,13 @@ final class SQLiteStoreTests {
         let held = Atomic<Bool>(false)
         let holder = Task { try await store.pool.writeWithoutTransaction { _ in held.store(true, ordering: .relaxed); gate.wait() } }
         try await TocsinTesting.waitUntil("the writer is held") { held.load(ordering: .relaxed) }
-        let commits = store.batcher.commits.load(ordering: .relaxed)
-
-        // The first is taken at once and waits for the writer with it; the rest queue behind it.
-        let first = Task { try await store.openSubscription(client: "c", channel: "ch", params: ["n": 0], initial: start, maxPerClient: 3) }
-        try await TocsinTesting.waitUntil("the first creation waits for the writer") { store.batcher.committing == 1 }
-        let rest = [("c", 1), ("c", 2), ("c", 3), ("c", 4), ("d", 0)].map { client, n in
-            Task { try await store.openSubscription(client: client, channel: "ch", params: ["n": .int(Int64(n))], initial: start, maxPerClient: 3) }
+        try await BatchedCreations.check(
+            store, start: start, handling: { store.batcher.committing }, queued: { store.batcher.queued },
+            batches: { store.batcher.transactions }
+        ) {
+            gate.signal()
+            try await holder.value
         }
-        try await TocsinTesting.waitUntil("the other five queue behind it") { store.batcher.queued == 5 }
-        gate.signal()
-        try await holder.value
-
-        #expect(try await first.value.created)
-        var outcomes: [Result<Bool, TocsinError>] = []
-        for task in rest {
-            do { outcomes.append(.success(try await task.value.created)) } catch let error as TocsinError { outcomes.append(.failure(error)) }
-        }
-        // Inside one transaction, in whatever order the tasks queued: two more of c's fit its
-        // limit of 3, the other two do not; d's does.
-        let cs = outcomes.prefix(4)
-        #expect(cs.filter { (try? $0.get()) == true }.count == 2)
-        #expect(cs.filter { if case .failure(let e) = $0 { e.code == .tooManySubscriptions } else { false } }.count == 2)
-        #expect((try? outcomes[4].get()) == true)
-        #expect(store.batcher.commits.load(ordering: .relaxed) == commits + 2, "the first alone, then the five together")
-        let stored = try await store.subscriptions(client: "c").map(\.params)
-        #expect(stored.count == 3 && stored.contains(["n": 0]))
-        #expect(try await store.subscriptions(client: "d").count == 1)
     }
 
     /// Subscriptions created together in a store that fills up: each is told `store_full` or
@@ -321,6 +299,8 @@ final class SQLiteStoreTests {
         }
     }
 
+    /// Streams are stored in the form earlier versions wrote (through `Codable`), byte for byte,
+    /// so a store written by either reads the same.
     @Test func aStreamIsStoredInTheFormEarlierVersionsWrote() throws {
         let definitions = [
             Self.stream, Fixtures.ring, Fixtures.unbounded,

@@ -12,7 +12,6 @@ extension PostgresStore {
     ) async throws -> (SubscriptionRecord, created: Bool) {
         let paramsText = JSONValue.object(params).serialized
         let logger = logger
-        let now = nowMillis()
         // Resuming (every reconnect) only reads; creating takes the client's lock, so the count
         // and the insert are one step for that client across every broker.
         if let existing = try await read({ db in
@@ -22,34 +21,83 @@ extension PostgresStore {
         }).first {
             return (try Self.record(existing), false)
         }
-        let row: (SubscriptionRow, Bool) = try await transaction { db in
-            try await db.query("SELECT pg_advisory_xact_lock(hashtextextended(\("subscriber:" + client), 0))", logger: logger)
-            if let existing = try await Self.subscriptions(
-                db, "SELECT id, client, channel, params, epoch, acked_seq FROM subscriptions WHERE client = \(client) AND channel = \(channel) AND params = \(paramsText)",
-                logger: logger
-            ).first {
-                return (existing, false)
-            }
-            if let maxPerClient {
-                var held = 0
-                for try await count in try await db.query("SELECT COUNT(*) FROM subscriptions WHERE client = \(client)", logger: logger).decode(Int.self) {
-                    held = count
+        // Many clients subscribe at once after a broker restarts or fails over: their creations
+        // share transactions and statements instead of taking a transaction of six each.
+        return try await creations.submit(
+            SubscriptionCreations.Request(
+                client: client, channel: channel, params: params, paramsText: paramsText, initial: initial, maxPerClient: maxPerClient,
+                newID: Self.newSubscriptionID()))
+    }
+
+    /// Opens a batch of subscriptions in one transaction of four or five statements, whatever
+    /// its size: each request as if they had run one after another (`SubscriptionCreations`).
+    /// The transaction holds each client's lock, so the counts and inserts are one step for
+    /// those clients across every broker; a whole batch fails together (nothing of it stored).
+    static func openSubscriptions(
+        _ batch: [SubscriptionCreations.Request], connections: PostgresConnections, nowMillis: @escaping @Sendable () -> Int64, logger: Logger
+    ) async -> [Result<(SubscriptionRecord, Bool), any Error>] {
+        let clients = batch.map(\.client), channels = batch.map(\.channel), params = batch.map(\.paramsText)
+        let distinctClients = Array(Set(clients))
+        let lockNames = distinctClients.map { "subscriber:" + $0 }
+        let limited = batch.contains { $0.maxPerClient != nil }
+        do {
+            let outcomes = try await connections.run { db in
+                try await inTransaction(db, logger: logger) { db in
+                    // One advisory lock per client, taken in the order of their keys, so two
+                    // brokers' batches never wait for each other in a cycle.
+                    try await db.query(
+                        """
+                        SELECT pg_advisory_xact_lock(k) FROM (
+                            SELECT DISTINCT hashtextextended(name, 0) AS k FROM unnest(\(lockNames)::text[]) AS name ORDER BY k
+                        ) AS locks
+                        """, logger: logger)
+                    var stored: [SubscriptionCreations.Key: SubscriptionRecord] = [:]
+                    for row in try await Self.subscriptions(
+                        db,
+                        """
+                        SELECT s.id, s.client, s.channel, s.params, s.epoch, s.acked_seq FROM subscriptions AS s
+                        JOIN unnest(\(clients)::text[], \(channels)::text[], \(params)::text[]) AS i(client, channel, params)
+                        ON s.client = i.client AND s.channel = i.channel AND s.params = i.params
+                        """, logger: logger)
+                    {
+                        stored[SubscriptionCreations.Key(client: row.1, channel: row.2, paramsText: row.3)] = try Self.record(row)
+                    }
+                    var held: [String: Int] = [:]
+                    if limited {
+                        for try await (client, count) in try await db.query(
+                            "SELECT client, COUNT(*) FROM subscriptions WHERE client = ANY(\(distinctClients)::text[]) GROUP BY client", logger: logger
+                        ).decode((String, Int64).self) {
+                            held[client] = Int(count)
+                        }
+                    }
+                    let outcomes = SubscriptionCreations.decide(batch, stored: stored, held: held)
+                    let created = zip(batch, outcomes).compactMap { request, outcome in
+                        if case .created(let record) = outcome { (request, record) } else { nil }
+                    }
+                    if !created.isEmpty {
+                        let ids = created.map(\.1.id), newClients = created.map(\.0.client), newChannels = created.map(\.0.channel)
+                        let newParams = created.map(\.0.paramsText), epochs = created.map(\.0.initial.epoch), seqs = created.map(\.0.initial.seq)
+                        let at = Array(repeating: nowMillis(), count: created.count)
+                        try await db.query(
+                            """
+                            INSERT INTO subscriptions (id, client, channel, params, epoch, acked_seq, created_at)
+                            SELECT * FROM unnest(\(ids)::text[], \(newClients)::text[], \(newChannels)::text[], \(newParams)::text[],
+                                \(epochs)::text[], \(seqs)::bigint[], \(at)::bigint[])
+                            """, logger: logger)
+                    }
+                    return outcomes
                 }
-                if held >= maxPerClient {
-                    throw TocsinError(
-                        .tooManySubscriptions,
-                        "client '\(client)' already has \(held) subscriptions, the most a client may have (\(maxPerClient)); unsubscribe from some first")
+            }
+            return zip(batch, outcomes).map { request, outcome in
+                switch outcome {
+                case .resumed(let record): .success((record, false))
+                case .created(let record): .success((record, true))
+                case .refused(let held, let limit): .failure(TocsinError.tooManySubscriptions(client: request.client, held: held, limit: limit))
                 }
             }
-            let id = Self.newSubscriptionID()
-            try await db.query(
-                """
-                INSERT INTO subscriptions (id, client, channel, params, epoch, acked_seq, created_at)
-                VALUES (\(id), \(client), \(channel), \(paramsText), \(initial.epoch), \(initial.seq), \(now))
-                """, logger: logger)
-            return ((id, client, channel, paramsText, initial.epoch, initial.seq), true)
+        } catch {
+            return Array(repeating: .failure(error), count: batch.count)
         }
-        return (try Self.record(row.0), row.1)
     }
 
     public func subscriptions(client: String) async throws -> [SubscriptionRecord] {
@@ -84,7 +132,7 @@ extension PostgresStore {
         let seqs = ids.map { acks[$0]!.seq }
         let logger = logger
         // One statement: a new epoch always replaces the old one; within an epoch the cursor only moves forward.
-        try await read { db in
+        _ = try await read { db in
             try await db.query(
                 """
                 UPDATE subscriptions AS s SET epoch = a.epoch, acked_seq = a.seq
@@ -182,7 +230,7 @@ extension PostgresStore {
                 return count
             }
         }
-        try await read { db in try await db.query("DELETE FROM publish_keys WHERE created_at < \(keysBefore)", logger: logger) }
+        _ = try await read { db in try await db.query("DELETE FROM publish_keys WHERE created_at < \(keysBefore)", logger: logger) }
         return deleted
     }
 

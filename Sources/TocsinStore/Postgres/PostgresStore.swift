@@ -53,6 +53,8 @@ public final class PostgresStore: Store {
     let maxBytes: Int64?
     let pollInterval: Duration
     let committer: PostgresCommitter
+    /// New durable subscriptions that wait share a transaction (`openSubscriptions`).
+    let creations: Batcher<SubscriptionCreations.Request, (SubscriptionRecord, Bool)>
     public let changes: ChangeFeed
     /// Stored definitions this store could not read and has logged, so each is logged once.
     let reportedUnreadable = Mutex<Set<String>>([])
@@ -92,7 +94,13 @@ public final class PostgresStore: Store {
             connections: connections, publishKeyWindowMillis: window, maxBytes: self.maxBytes,
             slowCommitThreshold: configuration.slowCommitThreshold, nowMillis: configuration.nowMillis, logger: logger
         ) { stream, epoch, events in feed.appended(stream: stream, epoch: epoch, events: events) }
+        self.creations = Batcher(maxBatch: Self.maxSubscriptionsPerTransaction) { [nowMillis = configuration.nowMillis] batch in
+            await Self.openSubscriptions(batch, connections: connections, nowMillis: nowMillis, logger: logger)
+        }
     }
+
+    /// Most new subscriptions in one transaction, to bound how long one holds its clients' locks.
+    static let maxSubscriptionsPerTransaction = 1_000
 
     /// Commits what is queued, then closes the connections.
     deinit {
