@@ -124,6 +124,7 @@ struct PostgresStoreTests {
             #expect(ContinuousClock.now - started < .seconds(10), "failed by the timeout, not hanging on the dead server")
             let readError = await #expect(throws: TocsinError.self) { _ = try await store.readEvents(stream: "u", after: 0, limit: 10) }
             #expect(readError?.code == .storeUnavailable)
+            #expect(readError?.message.contains("busy") == false, "a stopped database is not a busy pool: \(String(describing: readError))")
             try await server.restart()
             let after = try await waitForValue("the store answers again", timeout: .seconds(30)) {
                 try? await store.append(stream: "u", events: [#"{"n":3}"#])
@@ -131,6 +132,34 @@ struct PostgresStoreTests {
             #expect(after.epoch == before.epoch)
             #expect(after.seqs == [2], "the refused append stored nothing")
             #expect(try await store.readEvents(stream: "u", after: 0, limit: 10).map(\.seq) == [1, 2])
+        }
+    }
+
+    /// An operation that waits out the timeout because every connection of the pool is lent to
+    /// others is told the store is busy (retryable, `store_unavailable`), not that the database
+    /// cannot be reached; and it runs once a connection comes free.
+    @Test func anOperationThatFindsThePoolBusyIsToldSo() async throws {
+        try await Self.withServer { server in
+            var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: server.url + "?pool=1&timeout=1"))
+            configuration.pollInterval = .seconds(60)
+            let store = try await PostgresStore.open(configuration)
+            let (release, released) = AsyncStream<Void>.makeStream()
+            let held = Atomic<Bool>(false)
+            // The pool's one connection, held (as the change feed's LISTEN holds one: no deadline).
+            let holder = Task {
+                try await store.connections.listen(channel: "held") { _ in
+                    held.store(true, ordering: .relaxed)
+                    for await _ in release { break }
+                }
+            }
+            try await TocsinTesting.waitUntil("the pool's one connection is lent") { held.load(ordering: .relaxed) }
+            let error = await #expect(throws: TocsinError.self) { _ = try await store.subscriptions(client: "c") }
+            #expect(error?.code == .storeUnavailable)
+            #expect(error?.message.contains("the store is busy: all of this broker's 1 connections") == true, "\(String(describing: error))")
+            released.yield()
+            released.finish()
+            _ = try? await holder.value
+            #expect(try await store.subscriptions(client: "c").isEmpty)
         }
     }
 

@@ -27,6 +27,8 @@ final class PostgresConnections: Sendable {
     let location: PostgresLocation
     private let logger: Logger
     private let state = Mutex(State())
+    /// Connections lent right now (to operations, and to a LISTEN).
+    private let inUse = Atomic<Int>(0)
 
     init(location: PostgresLocation, logger: Logger) {
         self.location = location
@@ -68,7 +70,27 @@ final class PostgresConnections: Sendable {
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         guard let client = state.withLock({ $0.current?.client }) else { throw TocsinError.storeUnavailable("the store is closed") }
         do {
-            return try await Self.withDeadline(location.operationTimeout) { try await client.withConnection(body) }
+            // An operation that timed out waiting for a connection while every connection was
+            // lent to others met a busy pool, not a database out of reach: both are retryable,
+            // but an operator fixes them differently.
+            let lent = Atomic<Bool>(false)
+            let (timeout, poolSize) = (location.operationTimeout, location.poolSize)
+            return try await Self.withDeadline(
+                timeout,
+                timedOut: {
+                    guard !lent.load(ordering: .relaxed), self.inUse.load(ordering: .relaxed) >= poolSize else {
+                        return TocsinError.storeUnavailable("no answer within \(timeout)")
+                    }
+                    return TocsinError.storeBusy(poolSize: poolSize, timeout: timeout)
+                }
+            ) {
+                try await client.withConnection { connection in
+                    lent.store(true, ordering: .relaxed)
+                    self.inUse.add(1, ordering: .relaxed)
+                    defer { self.inUse.subtract(1, ordering: .relaxed) }
+                    return try await body(connection)
+                }
+            }
         } catch {
             let mapped = TocsinError.fromPostgres(error)
             if (mapped as? TocsinError)?.code == .storeUnavailable { findWritableHost() }
@@ -80,7 +102,11 @@ final class PostgresConnections: Sendable {
     /// connection fails (no deadline: it is meant to last).
     func listen(channel: String, consume: @escaping @Sendable (PostgresNotificationSequence) async throws -> Void) async throws {
         guard let client = state.withLock({ $0.current?.client }) else { throw TocsinError.storeUnavailable("the store is closed") }
-        try await client.withConnection { connection in try await connection.listen(on: channel, consume: consume) }
+        try await client.withConnection { connection in
+            self.inUse.add(1, ordering: .relaxed)
+            defer { self.inUse.subtract(1, ordering: .relaxed) }
+            try await connection.listen(on: channel, consume: consume)
+        }
     }
 
     /// With several hosts: looks (once at a time, in the background) for one that takes writes,
@@ -140,11 +166,14 @@ final class PostgresConnections: Sendable {
         }
     }
 
-    /// `body`'s result, or `store_unavailable` once `timeout` passes, or `CancellationError`
+    /// `body`'s result, or once `timeout` passes `timedOut`'s error (by default `store_unavailable`:
+    /// nothing answered in time), or `CancellationError`
     /// at once when the calling task is cancelled (a service stopping must not wait out a
     /// dead database). The work is then cancelled and left to end on its own: a query in
     /// flight ends with its connection.
-    static func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    static func withDeadline<T: Sendable>(
+        _ timeout: Duration, timedOut: (@Sendable () -> TocsinError)? = nil, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         let race = Race<T>()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
@@ -157,7 +186,7 @@ final class PostgresConnections: Sendable {
                 let timer = Task {
                     try? await Task.sleep(for: timeout)
                     guard !Task.isCancelled else { return }
-                    race.settle(with: .failure(TocsinError.storeUnavailable("no answer within \(timeout)")))
+                    race.settle(with: .failure(timedOut?() ?? TocsinError.storeUnavailable("no answer within \(timeout)")))
                 }
                 race.tasks.withLock { $0 = (work, timer) }
                 // Cancelled before the continuation was recorded (the handler found nothing to settle).

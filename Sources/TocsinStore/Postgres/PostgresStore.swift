@@ -168,6 +168,18 @@ extension TocsinError {
             "the store's database cannot be reached (\(detail)); nothing of this request is known to be stored. Retry shortly, with the same publish key")
     }
 
+    /// An operation that waited out the timeout for a connection while every connection of the
+    /// pool was lent to others: a storm of requests, or a database answering slowly. Retryable,
+    /// as `store_unavailable`, with a message that does not send an operator to a database that
+    /// is up.
+    static func storeBusy(poolSize: Int, timeout: Duration) -> TocsinError {
+        TocsinError(
+            .storeUnavailable,
+            "the store is busy: all of this broker's \(poolSize) connections to its database were in use by other requests for \(timeout) "
+                + "(more requests at once than the pool serves in that time, or a database answering slowly; the pool's size is the store URL's "
+                + "pool option); nothing of this request is known to be stored. Retry shortly, with the same publish key")
+    }
+
     /// A PostgreSQL failure as a user sees it: the database out of reach (connection lost,
     /// server shutting down or starting, a standby that refuses writes) is `store_unavailable`;
     /// a full disk is `store_full`; anything else is `internal`, with the server's message.
