@@ -138,7 +138,7 @@ struct HTTPAPI: Sendable {
 
     private func ready() async -> Response {
         do {
-            _ = try await broker.store.streams()
+            try await broker.store.checkReadable()
             return .json(#"{"status":"ready"}"#)
         } catch let error as TocsinError where error.code == .storeUnavailable {
             // The store's database is down or failing over: 503 with Retry-After, as publishes get.

@@ -108,6 +108,10 @@ public struct Appended: Sendable, Hashable {
 }
 
 extension Store {
+    public func checkReadable() async throws {
+        _ = try await streams()
+    }
+
     /// `openSubscription` without a per-client limit.
     public func openSubscription(
         client: String, channel: String, params: [String: JSONValue], initial: StreamPosition
@@ -231,4 +235,10 @@ public protocol Store: Sendable {
     /// and the poller that feeds `changes` with other processes' commits), as services that run
     /// until cancelled or graceful shutdown. Each call makes new ones.
     func maintenanceServices() -> [any Service]
+
+    /// Whether the store can serve reads, for readiness (`GET /readyz`): returns when it can,
+    /// throws (`store_unavailable` when its database cannot be reached) when it cannot. A store
+    /// that is busy but answering is ready: readiness must not wait behind a storm of requests
+    /// and take every broker out of service at once.
+    func checkReadable() async throws
 }

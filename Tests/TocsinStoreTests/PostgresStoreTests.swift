@@ -137,14 +137,17 @@ struct PostgresStoreTests {
 
     /// An operation that waits out the timeout because every connection of the pool is lent to
     /// others is told the store is busy (retryable, `store_unavailable`), not that the database
-    /// cannot be reached; and it runs once a connection comes free.
+    /// cannot be reached; and it runs once a connection comes free. Meanwhile the store is ready
+    /// (`/readyz`) at once, since the database answered within the timeout (when it did not, see
+    /// `busyButAnsweringNeedsEveryConnectionLentAndARecentAnswer`).
     @Test func anOperationThatFindsThePoolBusyIsToldSo() async throws {
         try await Self.withServer { server in
-            var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: server.url + "?pool=1&timeout=1"))
+            var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: server.url + "?pool=1&timeout=5"))
             configuration.pollInterval = .seconds(60)
             let store = try await PostgresStore.open(configuration)
             let (release, released) = AsyncStream<Void>.makeStream()
             let held = Atomic<Bool>(false)
+            _ = try await store.subscriptions(client: "c")
             // The pool's one connection, held (as the change feed's LISTEN holds one: no deadline).
             let holder = Task {
                 try await store.connections.listen(channel: "held") { _ in
@@ -153,14 +156,28 @@ struct PostgresStoreTests {
                 }
             }
             try await TocsinTesting.waitUntil("the pool's one connection is lent") { held.load(ordering: .relaxed) }
+            let started = ContinuousClock.now
+            try await store.checkReadable()
+            #expect(ContinuousClock.now - started < .seconds(4), "ready at once (not after the 5 s timeout): busy, and the database answered just now")
+
             let error = await #expect(throws: TocsinError.self) { _ = try await store.subscriptions(client: "c") }
             #expect(error?.code == .storeUnavailable)
             #expect(error?.message.contains("the store is busy: all of this broker's 1 connections") == true, "\(String(describing: error))")
+
             released.yield()
             released.finish()
             _ = try? await holder.value
             #expect(try await store.subscriptions(client: "c").isEmpty)
+            try await store.checkReadable()
         }
+    }
+
+    @Test func busyButAnsweringNeedsEveryConnectionLentAndARecentAnswer() {
+        let now = ContinuousClock.now
+        #expect(PostgresConnections.busyButAnswering(inUse: 10, poolSize: 10, lastAnswer: now - .seconds(1), now: now, within: .seconds(5)))
+        #expect(!PostgresConnections.busyButAnswering(inUse: 9, poolSize: 10, lastAnswer: now, now: now, within: .seconds(5)), "a free connection: just read")
+        #expect(!PostgresConnections.busyButAnswering(inUse: 10, poolSize: 10, lastAnswer: now - .seconds(6), now: now, within: .seconds(5)), "no answer lately")
+        #expect(!PostgresConnections.busyButAnswering(inUse: 10, poolSize: 10, lastAnswer: nil, now: now, within: .seconds(5)), "never answered")
     }
 
     /// A database that lost commits the store saw (restored from a backup, failed over to an

@@ -29,6 +29,8 @@ final class PostgresConnections: Sendable {
     private let state = Mutex(State())
     /// Connections lent right now (to operations, and to a LISTEN).
     private let inUse = Atomic<Int>(0)
+    /// When an operation last got its answer from the database.
+    private let lastAnswer = Mutex<ContinuousClock.Instant?>(nil)
 
     init(location: PostgresLocation, logger: Logger) {
         self.location = location
@@ -88,7 +90,9 @@ final class PostgresConnections: Sendable {
                     lent.store(true, ordering: .relaxed)
                     self.inUse.add(1, ordering: .relaxed)
                     defer { self.inUse.subtract(1, ordering: .relaxed) }
-                    return try await body(connection)
+                    let value = try await body(connection)
+                    self.lastAnswer.withLock { $0 = .now }
+                    return value
                 }
             }
         } catch {
@@ -96,6 +100,19 @@ final class PostgresConnections: Sendable {
             if (mapped as? TocsinError)?.code == .storeUnavailable { findWritableHost() }
             throw mapped
         }
+    }
+
+    /// Every connection is lent, and the database answered one of them within the operation
+    /// timeout: the broker is busy, the database is up.
+    var busyButAnswering: Bool {
+        Self.busyButAnswering(
+            inUse: inUse.load(ordering: .relaxed), poolSize: location.poolSize, lastAnswer: lastAnswer.withLock { $0 }, now: .now,
+            within: location.operationTimeout)
+    }
+
+    static func busyButAnswering(inUse: Int, poolSize: Int, lastAnswer: ContinuousClock.Instant?, now: ContinuousClock.Instant, within: Duration) -> Bool {
+        guard inUse >= poolSize, let lastAnswer else { return false }
+        return now - lastAnswer <= within
     }
 
     /// Listens on `channel` on a pooled connection of its own until `consume` returns or the

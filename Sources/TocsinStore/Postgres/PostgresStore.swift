@@ -99,6 +99,13 @@ public final class PostgresStore: Store {
         }
     }
 
+    /// Ready when a read succeeds, or at once when every connection is busy and the database
+    /// answered one of them within the timeout (a storm: not a reason to leave service).
+    public func checkReadable() async throws {
+        if connections.busyButAnswering { return }
+        _ = try await streams()
+    }
+
     /// Most new subscriptions in one transaction, to bound how long one holds its clients' locks.
     static let maxSubscriptionsPerTransaction = 1_000
 
