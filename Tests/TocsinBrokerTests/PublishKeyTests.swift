@@ -93,7 +93,7 @@ struct PublishKeyTests {
                 let inbox = Inbox(connection)
                 let event = emergency("fire", severity: 3).serialized
                 let tooLong = String(repeating: "k", count: PublishKey.maxBytes + 1)
-                for (i, key) in [#""""#, "42", "[\"k\"]", "\"\(tooLong)\""].enumerated() {
+                for (i, key) in [#""""#, "42", "[\"k\"]", "\"\(tooLong)\"", #""a\u0000b""#].enumerated() {
                     try await connection.send(text: #"{"type":"publish","id":"p\#(i)","stream":"emergencies","key":\#(key),"event":\#(event)}"#)
                     guard case .error(let id, "bad_request", let message, _) = try await inbox.next() else {
                         throw TestFailure("key \(key): expected bad_request")

@@ -227,6 +227,67 @@ struct PostgresStoreTests {
         }
     }
 
+    /// One request the database refuses (a client id PostgreSQL cannot store: a NUL character)
+    /// fails alone; the others in its batch are stored.
+    @Test func aRequestTheDatabaseRefusesFailsAloneNotItsBatch() async throws {
+        try await Self.withServer { server in
+            let store = try await Self.open(server)
+            let (info, _) = try await store.putStream(Fixtures.unbounded, recreate: false)
+            let start = StreamPosition(epoch: info.epoch, seq: 0)
+            let requests = ["a", "b\u{0}c", "d"].map { client in
+                SubscriptionCreations.Request(
+                    client: client, channel: "ch", params: [:], paramsText: "{}", initial: start, maxPerClient: 5, newID: PostgresStore.newSubscriptionID())
+            }
+            let results = await PostgresStore.openSubscriptions(requests, connections: store.connections, nowMillis: { 0 }, logger: store.logger)
+            #expect(results.count == 3)
+            #expect((try? results[0].get())?.1 == true)
+            #expect((try? results[1].get()) == nil)
+            #expect((try? results[2].get())?.1 == true)
+            #expect(try await store.subscriptions(client: "a").count == 1)
+            #expect(try await store.subscriptions(client: "d").count == 1)
+        }
+    }
+
+    /// A publish the database refuses for what it carries (a key PostgreSQL cannot store: a NUL
+    /// character) fails alone; the publishes committed beside it are stored and answered.
+    @Test func anAppendTheDatabaseRefusesFailsAloneNotThePublishesBesideIt() async throws {
+        try await Self.withServer { server in
+            let store = try await Self.open(server)
+            let other = try await Self.open(server)
+            _ = try await store.putStream(Fixtures.unbounded, recreate: false)
+            _ = try await store.append(stream: "u", events: [#"{"n":0}"#])
+            // Another broker holds the stream's row: the next commit waits, and the three
+            // appends after it queue for the one after (one transaction, until it fails).
+            let (release, released) = AsyncStream<Void>.makeStream()
+            let held = Atomic<Bool>(false)
+            let holder = Task {
+                try await other.transaction { db in
+                    try await db.query("SELECT 1 FROM streams WHERE name = 'u' FOR UPDATE", logger: other.logger)
+                    held.store(true, ordering: .relaxed)
+                    for await _ in release { break }
+                }
+            }
+            try await TocsinTesting.waitUntil("the other broker holds the stream") { held.load(ordering: .relaxed) }
+            let first = Task { try await store.append(stream: "u", events: [#"{"n":1}"#]) }
+            try await TocsinTesting.waitUntil("the first append waits") { store.committer.committing == 1 }
+            let rest = [("k1", 2), ("bad\u{0}key", 3), ("k3", 4)].map { key, n in
+                Task { try await store.append(stream: "u", events: [#"{"n":\#(n)}"#], key: key, trace: nil) }
+            }
+            try await TocsinTesting.waitUntil("three appends queue behind it") { store.committer.queued == 3 }
+            released.yield()
+            released.finish()
+            try await holder.value
+
+            #expect(try await first.value.seqs == [2])
+            var outcomes: [Result<[Int64], any Error>] = []
+            for task in rest { outcomes.append(await task.result.map(\.seqs)) }
+            #expect((try? outcomes[0].get()) == [3])
+            #expect((try? outcomes[1].get()) == nil, "a key with a NUL is refused")
+            #expect((try? outcomes[2].get()) == [4])
+            #expect(try await store.readEvents(stream: "u", after: 0, limit: 10).map(\.seq) == [1, 2, 3, 4])
+        }
+    }
+
     /// Two brokers creating many subscriptions at once for the same clients, some of them the
     /// same subscription: each client ends with exactly its limit, every subscription a caller
     /// was given is stored under its key, and callers asking for the same one got the same one.

@@ -14,6 +14,8 @@ public enum PublishKey {
         guard bytes > 0, bytes <= maxBytes else {
             throw TocsinError(.badRequest, "a publish key must be 1 to \(maxBytes) bytes, got \(bytes)")
         }
+        // PostgreSQL's text cannot hold it; refused here, on every store alike.
+        guard !key.utf8.contains(0) else { throw TocsinError(.badRequest, "a publish key must not contain the character U+0000") }
         return key
     }
 }

@@ -102,8 +102,8 @@ extension ClientMessage {
             let token = try self.token(o["token"], required: false)
             switch o["client"] {
             case nil, .null?: return .hello(id: id, client: nil, token: token)
-            case .string(let s)? where !s.isEmpty && s.utf8.count <= 256: return .hello(id: id, client: s, token: token)
-            default: throw TocsinError(.badRequest, "'client' must be a non-empty string of at most 256 bytes")
+            case .string(let s)? where !s.isEmpty && s.utf8.count <= 256 && !s.utf8.contains(0): return .hello(id: id, client: s, token: token)
+            default: throw TocsinError(.badRequest, "'client' must be a non-empty string of at most 256 bytes, without the character U+0000")
             }
         case "refresh":
             return .refresh(id: id, token: try self.token(o["token"], required: true) ?? "")

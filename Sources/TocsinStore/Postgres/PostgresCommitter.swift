@@ -15,7 +15,8 @@ import TocsinCore
 /// all-or-nothing: one that names an unknown stream, or that does not fit under the size
 /// limit, is refused inside the transaction and the rest commit. When the transaction fails
 /// (the database is out of reach) every request in it fails with `store_unavailable`: nothing
-/// is acknowledged that is not known to be committed.
+/// is acknowledged that is not known to be committed. When the database refuses the
+/// transaction for what one request carries, each request is committed alone, so only that one fails.
 final class PostgresCommitter: Sendable {
     typealias Completion = @Sendable (Result<Appended, any Error>) -> Void
 
@@ -35,7 +36,14 @@ final class PostgresCommitter: Sendable {
         var queue: [Request] = []
         var waiter: CheckedContinuation<Void, Never>?
         var stopped = false
+        /// Requests in the transaction being committed (tests).
+        var committing = 0
     }
+
+    /// Requests waiting for the next transaction (tests).
+    var queued: Int { state.withLock { $0.queue.count } }
+    /// Requests in the transaction being committed (tests).
+    var committing: Int { state.withLock { $0.committing } }
 
     private let state = Mutex(State())
     private let connections: PostgresConnections
@@ -112,6 +120,7 @@ final class PostgresCommitter: Sendable {
         while true {
             let next = state.withLock { s -> [Request]? in
                 let take = GroupCommitter.batchLength(s.queue.lazy.map(\.events.count))
+                s.committing = take
                 if take == 0 { return s.stopped ? nil : [] }
                 defer { s.queue.removeFirst(take) }
                 return Array(s.queue.prefix(take))
@@ -156,10 +165,19 @@ final class PostgresCommitter: Sendable {
             }
         } catch {
             let mapped = TocsinError.fromPostgres(error)
-            unavailableMetric.increment()
+            let outOfReach = (mapped as? TocsinError)?.code == .storeUnavailable
+            if !outOfReach, batch.count > 1 {
+                // Something in one request the database refused, not its being out of reach:
+                // each alone, in order, so that one fails and the publishes beside it do not.
+                for request in batch { await commit([request]) }
+                return
+            }
+            if outOfReach { unavailableMetric.increment() }
             if let times = failureLog.withLock({ $0.occurred() }) {
                 logger.warning(
-                    "an append transaction failed: publishes are refused until the database answers again",
+                    outOfReach
+                        ? "an append transaction failed: publishes are refused until the database answers again"
+                        : "the database refused an append",
                     metadata: ["error": "\(mapped)", "requests": "\(batch.count)", "times": "\(times)"])
             }
             for request in batch { request.completion(.failure(mapped)) }

@@ -32,7 +32,8 @@ extension PostgresStore {
     /// Opens a batch of subscriptions in one transaction of four or five statements, whatever
     /// its size: each request as if they had run one after another (`SubscriptionCreations`).
     /// The transaction holds each client's lock, so the counts and inserts are one step for
-    /// those clients across every broker; a whole batch fails together (nothing of it stored).
+    /// those clients across every broker. A batch the database refuses is stored not at all;
+    /// then, unless the database is out of reach, each request is tried alone.
     static func openSubscriptions(
         _ batch: [SubscriptionCreations.Request], connections: PostgresConnections, nowMillis: @escaping @Sendable () -> Int64, logger: Logger
     ) async -> [Result<(SubscriptionRecord, Bool), any Error>] {
@@ -95,6 +96,14 @@ extension PostgresStore {
                 case .refused(let held, let limit): .failure(TocsinError.tooManySubscriptions(client: request.client, held: held, limit: limit))
                 }
             }
+        } catch let error as TocsinError where batch.count > 1 && error.code != .storeUnavailable {
+            // Something in one request the database refused (not its being out of reach): each
+            // alone, so that one fails and the others do not.
+            var results: [Result<(SubscriptionRecord, Bool), any Error>] = []
+            for request in batch {
+                results += await openSubscriptions([request], connections: connections, nowMillis: nowMillis, logger: logger)
+            }
+            return results
         } catch {
             return Array(repeating: .failure(error), count: batch.count)
         }

@@ -38,6 +38,8 @@ struct WireCodecTests {
         (#"{"type":"fetch","subscription":"s","after":-5}"#, "bad_request"),
         (#"{"type":"hello","id":{"x":1}}"#, "bad_request"),
         (#"{"type":"hello","client":""}"#, "bad_request"),
+        (#"{"type":"hello","client":"a\u0000b"}"#, "bad_request"),
+        (#"{"type":"publish","stream":"x","event":{},"key":"a\u0000b"}"#, "bad_request"),
         (#"{"type":"publish","stream":"x","event":{},"traceparent":"00-abc"}"#, "bad_request"),
         (#"{"type":"publish","stream":"x","event":{},"traceparent":7}"#, "bad_request"),
     ])
