@@ -226,6 +226,7 @@ let package = Package(
             name: "TocsinStoreTests",
             dependencies: [
                 "TocsinStore", "TocsinCore", "TocsinTesting", "TocsinDev", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ]
         ),
         .testTarget(

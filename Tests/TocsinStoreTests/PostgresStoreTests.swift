@@ -1,4 +1,5 @@
 import Foundation
+import class PostgresNIO.PostgresConnection
 import Synchronization
 import Testing
 import TocsinCore
@@ -19,6 +20,28 @@ struct PostgresStoreTests {
         var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: url + "?timeout=\(timeout)"))
         configuration.pollInterval = .milliseconds(100)
         return try await PostgresStore.open(configuration)
+    }
+
+    /// Runs `hold` on a connection of `store` (as another broker would) and keeps it there,
+    /// with whatever it locked, until the returned release is called; returns once `hold` ran.
+    static func holding(
+        _ what: String, in store: PostgresStore, _ hold: @escaping @Sendable (PostgresConnection) async throws -> Void
+    ) async throws -> @Sendable () async throws -> Void {
+        let (release, released) = AsyncStream<Void>.makeStream()
+        let held = Atomic<Bool>(false)
+        let holder = Task {
+            try await store.transaction { db in
+                try await hold(db)
+                held.store(true, ordering: .relaxed)
+                for await _ in release { break }
+            }
+        }
+        try await TocsinTesting.waitUntil(what) { held.load(ordering: .relaxed) }
+        return {
+            released.yield()
+            released.finish()
+            try await holder.value
+        }
     }
 
     /// A database of its own on the process's shared server.
@@ -206,24 +229,12 @@ struct PostgresStoreTests {
             let other = try await Self.open(server)
             let (info, _) = try await store.putStream(Fixtures.unbounded, recreate: false)
             let start = StreamPosition(epoch: info.epoch, seq: 0)
-            let (release, released) = AsyncStream<Void>.makeStream()
-            let held = Atomic<Bool>(false)
-            let holder = Task {
-                try await other.transaction { db in
-                    try await db.query("SELECT pg_advisory_xact_lock(hashtextextended('subscriber:c', 0))", logger: other.logger)
-                    held.store(true, ordering: .relaxed)
-                    for await _ in release { break }
-                }
+            let release = try await Self.holding("the other broker holds c's lock", in: other) { db in
+                try await db.query("SELECT pg_advisory_xact_lock(hashtextextended('subscriber:c', 0))", logger: other.logger)
             }
-            try await TocsinTesting.waitUntil("the other broker holds c's lock") { held.load(ordering: .relaxed) }
             try await BatchedCreations.check(
                 store, start: start, handling: { store.creations.handling }, queued: { store.creations.queued },
-                batches: { store.creations.batches.load(ordering: .relaxed) }, readBack: other
-            ) {
-                released.yield()
-                released.finish()
-                try await holder.value
-            }
+                batches: { store.creations.batches.load(ordering: .relaxed) }, readBack: other, release: release)
         }
     }
 
@@ -258,25 +269,16 @@ struct PostgresStoreTests {
             _ = try await store.append(stream: "u", events: [#"{"n":0}"#])
             // Another broker holds the stream's row: the next commit waits, and the three
             // appends after it queue for the one after (one transaction, until it fails).
-            let (release, released) = AsyncStream<Void>.makeStream()
-            let held = Atomic<Bool>(false)
-            let holder = Task {
-                try await other.transaction { db in
-                    try await db.query("SELECT 1 FROM streams WHERE name = 'u' FOR UPDATE", logger: other.logger)
-                    held.store(true, ordering: .relaxed)
-                    for await _ in release { break }
-                }
+            let release = try await Self.holding("the other broker holds the stream", in: other) { db in
+                try await db.query("SELECT 1 FROM streams WHERE name = 'u' FOR UPDATE", logger: other.logger)
             }
-            try await TocsinTesting.waitUntil("the other broker holds the stream") { held.load(ordering: .relaxed) }
             let first = Task { try await store.append(stream: "u", events: [#"{"n":1}"#]) }
             try await TocsinTesting.waitUntil("the first append waits") { store.committer.committing == 1 }
             let rest = [("k1", 2), ("bad\u{0}key", 3), ("k3", 4)].map { key, n in
                 Task { try await store.append(stream: "u", events: [#"{"n":\#(n)}"#], key: key, trace: nil) }
             }
             try await TocsinTesting.waitUntil("three appends queue behind it") { store.committer.queued == 3 }
-            released.yield()
-            released.finish()
-            try await holder.value
+            try await release()
 
             #expect(try await first.value.seqs == [2])
             var outcomes: [Result<[Int64], any Error>] = []
