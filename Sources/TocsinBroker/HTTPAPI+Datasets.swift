@@ -112,7 +112,7 @@ extension HTTPAPI {
             }
             return .int(n)
         default:
-            return .string(segment)
+            return try DatasetTable.checkedKey(.string(segment), code: .badRequest)
         }
     }
 

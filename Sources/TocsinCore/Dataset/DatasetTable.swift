@@ -67,12 +67,21 @@ public struct DatasetTable: Sendable {
         do throws(TocsinError) {
             if case .object(let o) = json, o.count == 1, let key = o["delete"] {
                 let keyType = definition.schema.fields[definition.keySlot].type
-                return .success(.delete(key: try Value(json: key, as: keyType, what: "the key to delete", code: .schemaViolation)))
+                return .success(.delete(key: try checkedKey(Value(json: key, as: keyType, what: "the key to delete", code: .schemaViolation))))
             }
-            return .success(.upsert(try definition.schema.record(from: json)))
+            let record = try definition.schema.record(from: json)
+            _ = try checkedKey(record[definition.keySlot])
+            return .success(.upsert(record))
         } catch {
             return .failure(error)
         }
+    }
+
+    /// `key`, unless it is text PostgreSQL cannot store (the character U+0000); refused on every
+    /// store alike.
+    public static func checkedKey(_ key: Value, code: TocsinError.Code = .schemaViolation) throws(TocsinError) -> Value {
+        if case .string(let text) = key, text.utf8.contains(0) { throw TocsinError(code, "a record's key must not contain the character U+0000") }
+        return key
     }
 
     /// Applies a batch as one write: every record was validated before (`write(from:)`), so the

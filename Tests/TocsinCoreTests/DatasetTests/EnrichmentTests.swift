@@ -67,6 +67,10 @@ private func compile(_ clause: EnrichClause) throws(TocsinError) -> CompiledEnri
         let changes = table.apply([try table.write(from: .object(["delete": .string("a")])), try table.write(from: .object(["delete": .string("zz")]))])
         #expect(table.version == 2 && table.count == 0)
         #expect(changes.map(\.record) == [nil, nil])
+        // A key PostgreSQL cannot store is refused on every store, as a schema violation.
+        for bad in [#"{"delete": "a\u0000b"}"#, #"{"id": "a\u0000b", "loc": {"lat": 1, "lon": 2}, "open": true, "kind": "fire", "name": "A"}"#] {
+            #expect(throws: TocsinError.self) { _ = try table.write(from: try JSONValue.parse(bad)) }
+        }
     }
 }
 
