@@ -341,6 +341,12 @@ final class GroupCommitter: Sendable {
         } catch is NothingToDrop {
             refuseForRoom(batch[0])
         } catch {
+            // Whatever SQLite refused may be one request's doing: each alone, in order, so only
+            // what fails on its own fails (a disk that fails them all costs a transaction each).
+            if batch.count > 1 {
+                for request in batch { commit([request]) }
+                return
+            }
             logger.error("append transaction failed", metadata: ["error": "\(error)", "requests": "\(batch.count)"])
             for request in batch {
                 request.completion(.failure(TocsinError(.internalError, "the store could not commit the events: \(error)")))

@@ -74,8 +74,19 @@ final class SQLiteStoreTests {
     @Test func anAppendTooBigForTheRoomLeftFailsAloneNotTheAppendsCommittedWithIt() async throws {
         let store = try SQLiteStore(configuration: .init(path: path, synchronousFull: false, maxBytes: 256 << 10))
         _ = try await store.putStream(Self.big, recreate: false)
-        // The writer is held; the commit thread takes the first append and waits for the writer
-        // while the other two queue behind it, so those two share the next transaction.
+        let appends: [[String]] = [Array(repeating: Self.text(10), count: 500), Array(repeating: Self.text(4000), count: 100), [Self.text(10)]]
+        let got = try await appendTogether(appends, to: "big", in: store)
+        #expect(try got[0]?.get().seqs == Array(1...500))
+        #expect(throws: TocsinError.self) { try got[1]?.get() }
+        if case .failure(let error as TocsinError)? = got[1] { #expect(error.code == .storeFull) }
+        #expect(try got[2]?.get().seqs == [501])
+        #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...501))
+    }
+
+    /// The appends' outcomes when all but the first share one transaction: the writer is held;
+    /// the commit thread takes the first append and waits for the writer while the others
+    /// queue behind it.
+    func appendTogether(_ appends: [[String]], to stream: String, in store: SQLiteStore) async throws -> [Int: Result<Appended, any Error>] {
         let holding = DispatchSemaphore(value: 0)
         let release = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
@@ -85,11 +96,10 @@ final class SQLiteStoreTests {
             }
         }
         holding.wait()
-        let appends: [[String]] = [Array(repeating: Self.text(10), count: 500), Array(repeating: Self.text(4000), count: 100), [Self.text(10)]]
         let outcomes = Mutex<[Int: Result<Appended, any Error>]>([:])
         let all = Mutex<CheckedContinuation<Void, Never>?>(nil)
         for (i, events) in appends.enumerated() {
-            store.append(stream: "big", events: events, key: nil) { result in
+            store.append(stream: stream, events: events, key: nil) { result in
                 let count = outcomes.withLock { o in
                     o[i] = result
                     return o.count
@@ -98,17 +108,28 @@ final class SQLiteStoreTests {
             }
             if i == 0 { try await TocsinTesting.waitUntil("the commit thread took the first append") { store.committer.queued == 0 } }
         }
-        try await TocsinTesting.waitUntil("the last two appends queue behind the held writer") { store.committer.queued == 2 }
+        try await TocsinTesting.waitUntil("the other appends queue behind the held writer") { store.committer.queued == appends.count - 1 }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             all.withLock { $0 = continuation }
             release.signal()
         }
-        let got = outcomes.withLock { $0 }
-        #expect(try got[0]?.get().seqs == Array(1...500))
-        #expect(throws: TocsinError.self) { try got[1]?.get() }
-        if case .failure(let error as TocsinError)? = got[1] { #expect(error.code == .storeFull) }
-        #expect(try got[2]?.get().seqs == [501])
-        #expect(try await store.readEvents(stream: "big", after: 0, limit: 1000).map(\.seq) == Array(1...501))
+        return outcomes.withLock { $0 }
+    }
+
+    /// An append SQLite refuses for what it carries (here a trigger refuses one body) fails
+    /// alone: the appends that shared its transaction are stored and answered.
+    @Test func anAppendTheDatabaseRefusesFailsAloneNotTheAppendsBesideIt() async throws {
+        let store = try open()
+        _ = try await store.putStream(Self.stream, recreate: false)
+        try await store.pool.write { db in
+            try db.execute(sql: "CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.body LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'poisoned'); END")
+        }
+        let got = try await appendTogether([[#"{"n":1}"#], [#"{"n":2}"#], [#"{"poison":3}"#], [#"{"n":4}"#]], to: Self.stream.name, in: store)
+        #expect(try got[0]?.get().seqs == [1])
+        #expect(try got[1]?.get().seqs == [2])
+        #expect(throws: TocsinError.self) { try got[2]?.get() }
+        #expect(try got[3]?.get().seqs == [3])
+        #expect(try await store.readEvents(stream: Self.stream.name, after: 0, limit: 10).map(\.json) == [#"{"n":1}"#, #"{"n":2}"#, #"{"n":4}"#])
     }
 
     /// A store at `path` with the `big` stream, filled, its write-ahead log checkpointed and
