@@ -183,7 +183,9 @@ struct PostgresStoreTests {
     /// `busyButAnsweringNeedsEveryConnectionLentAndARecentAnswer`).
     @Test func anOperationThatFindsThePoolBusyIsToldSo() async throws {
         try await Self.withServer { server in
-            var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: server.url + "?pool=2&timeout=5"))
+            // A second host that never answers: a busy pool must not send the store looking for another.
+            let url = "postgres://tocsin@127.0.0.1:\(server.server.port),127.0.0.1:1/\(server.name)?pool=2&timeout=5"
+            var configuration = PostgresStore.Configuration(location: try PostgresLocation(parsing: url))
             configuration.pollInterval = .seconds(60)
             // Opening is retried: on a loaded machine (the whole suite beside it) a first
             // connection may take longer than the 5 s timeout.
@@ -201,6 +203,7 @@ struct PostgresStoreTests {
             let error = await #expect(throws: TocsinError.self) { _ = try await store.subscriptions(client: "c") }
             #expect(error?.code == .storeUnavailable)
             #expect(error?.message.contains("the store is busy: all of this broker's 2 connections") == true, "\(String(describing: error))")
+            #expect(store.connections.probes.load(ordering: .relaxed) == 0, "a busy pool started a search for another host")
 
             await releaseFirst()
             await releaseSecond()

@@ -27,6 +27,8 @@ final class PostgresConnections: Sendable {
     let location: PostgresLocation
     private let logger: Logger
     private let state = Mutex(State())
+    /// Searches for a host that takes writes, started (tests).
+    let probes = Atomic<Int>(0)
     /// Connections lent right now (to operations, and to a LISTEN).
     private let inUse = Atomic<Int>(0)
     /// When an operation last got its answer from the database.
@@ -71,11 +73,12 @@ final class PostgresConnections: Sendable {
     /// Runs `body` on a pooled connection, within the operation timeout.
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         guard let client = state.withLock({ $0.current?.client }) else { throw TocsinError.storeUnavailable("the store is closed") }
+        // An operation that timed out waiting for a connection while every connection was lent
+        // to others met a busy pool, not a database out of reach: both are retryable, but an
+        // operator fixes them differently, and a busy pool is no reason to look for another host.
+        let lent = Atomic<Bool>(false)
+        let busy = Atomic<Bool>(false)
         do {
-            // An operation that timed out waiting for a connection while every connection was
-            // lent to others met a busy pool, not a database out of reach: both are retryable,
-            // but an operator fixes them differently.
-            let lent = Atomic<Bool>(false)
             let (timeout, poolSize) = (location.operationTimeout, location.poolSize)
             return try await Self.withDeadline(
                 timeout,
@@ -83,6 +86,7 @@ final class PostgresConnections: Sendable {
                     guard !lent.load(ordering: .relaxed), self.inUse.load(ordering: .relaxed) >= poolSize else {
                         return TocsinError.storeUnavailable("no answer within \(timeout)")
                     }
+                    busy.store(true, ordering: .relaxed)
                     return TocsinError.storeBusy(poolSize: poolSize, timeout: timeout)
                 }
             ) {
@@ -97,7 +101,7 @@ final class PostgresConnections: Sendable {
             }
         } catch {
             let mapped = TocsinError.fromPostgres(error)
-            if (mapped as? TocsinError)?.code == .storeUnavailable { findWritableHost() }
+            if (mapped as? TocsinError)?.code == .storeUnavailable, !busy.load(ordering: .relaxed) { findWritableHost() }
             throw mapped
         }
     }
@@ -136,6 +140,7 @@ final class PostgresConnections: Sendable {
             return true
         }
         guard start else { return }
+        probes.add(1, ordering: .relaxed)
         Task {
             defer { state.withLock { $0.probing = false } }
             for host in location.hosts {
