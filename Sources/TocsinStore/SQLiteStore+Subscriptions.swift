@@ -10,9 +10,10 @@ extension SQLiteStore {
         let paramsText = JSONValue.object(params).serialized
         // Resuming (the common case: every reconnect) only reads; the write lock, which brokers
         // sharing the file contend for, is taken only to create.
+        // Statements every subscribe or hello runs are prepared once per connection (cachedSQL).
         let existing = try await pool.read { db in
             try Row.fetchOne(
-                db, sql: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",
+                db, cachedSQL: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",
                 arguments: [client, channel, paramsText]
             ).map(Self.subscription)
         }
@@ -21,20 +22,20 @@ extension SQLiteStore {
         // share transactions (and syncs) instead of taking one each.
         return try await batchedWrite { db in
             if let row = try Row.fetchOne(
-                db, sql: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",
+                db, cachedSQL: "SELECT * FROM subscriptions WHERE client = ? AND channel = ? AND params = ?",
                 arguments: [client, channel, paramsText])
             {
                 return (try Self.subscription(row), false)
             }
             if let maxPerClient {
                 // Only when creating (resuming is the common case), through the (client, …) index.
-                let held = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM subscriptions WHERE client = ?", arguments: [client]) ?? 0
+                let held = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM subscriptions WHERE client = ?"), arguments: [client]) ?? 0
                 if held >= maxPerClient { throw TocsinError.tooManySubscriptions(client: client, held: held, limit: maxPerClient) }
             }
             let id = Self.newSubscriptionID()
-            try db.execute(
-                sql: "INSERT INTO subscriptions (id, client, channel, params, epoch, acked_seq, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                arguments: [id, client, channel, paramsText, initial.epoch, initial.seq, self.nowMillis()])
+            try db.cachedStatement(
+                sql: "INSERT INTO subscriptions (id, client, channel, params, epoch, acked_seq, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ).execute(arguments: [id, client, channel, paramsText, initial.epoch, initial.seq, self.nowMillis()])
             return (
                 SubscriptionRecord(id: id, client: client, channel: channel, params: params, epoch: initial.epoch, ackedSeq: initial.seq),
                 true
@@ -44,14 +45,14 @@ extension SQLiteStore {
 
     public func subscriptions(client: String) async throws -> [SubscriptionRecord] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM subscriptions WHERE client = ? ORDER BY created_at, id", arguments: [client])
+            try Row.fetchAll(db, cachedSQL: "SELECT * FROM subscriptions WHERE client = ? ORDER BY created_at, id", arguments: [client])
                 .map(Self.subscription)
         }
     }
 
     public func subscription(id: String) async throws -> SubscriptionRecord? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM subscriptions WHERE id = ?", arguments: [id]).map(Self.subscription)
+            try Row.fetchOne(db, cachedSQL: "SELECT * FROM subscriptions WHERE id = ?", arguments: [id]).map(Self.subscription)
         }
     }
 
