@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 import TocsinCore
@@ -103,8 +104,12 @@ extension HTTPAPI {
         return .json(ServerMessage.written(id: nil, dataset: definition.name, version: version, written: writes.count).encoded)
     }
 
-    /// A key from a path segment: the text itself for a string key, a decimal for an int key.
-    private static func key(_ segment: String, definition: DatasetDefinition) throws(TocsinError) -> Value {
+    /// A key from a path segment, percent-decoded (docs/protocol.md): the text itself for a
+    /// string key, a decimal for an int key.
+    private static func key(_ encoded: String, definition: DatasetDefinition) throws(TocsinError) -> Value {
+        guard let segment = encoded.removingPercentEncoding else {
+            throw TocsinError(.badRequest, "the key in the path is not valid percent-encoding: '\(encoded.prefix(40))'")
+        }
         switch definition.schema.fields[definition.keySlot].type {
         case .int:
             guard let n = Int64(segment) else {

@@ -84,6 +84,12 @@ struct DatasetAPITests {
             try await expectError(.PUT, "/shelters/records/other", Self.shelter("a").serialized, status: 400, code: "bad_request")
             try await expectError(.DELETE, "/counts/records/seven", nil, status: 400, code: "bad_request")
             try await expectError(.GET, "/shelters/records?limit=0", nil, status: 400, code: "bad_request")
+            // A key with the character U+0000 (PostgreSQL's text cannot hold it), in a URL and in a body.
+            try await expectError(.DELETE, "/shelters/records/a%00b", nil, status: 400, code: "bad_request")
+            // The key in the path is percent-decoded: a key with a space is reachable.
+            #expect(try await HTTPCall.call(.PUT, base + "/shelters/records/a%20b", body: Self.shelter("a b"))["written"] == 1)
+            #expect(try await HTTPCall.call(.DELETE, base + "/shelters/records/a%20b")["written"] == 1)
+            try await expectError(.POST, "/shelters/records", #"{"delete": "a\u0000b"}"#, status: 422, code: "schema_violation")
             _ = try await HTTPCall.call(.PUT, base + "/shelters/records/a", body: Self.shelter("a"))
             // A dataset holding records keeps its definition.
             let changed = Self.shelters.serialized.replacingOccurrences(of: #""index":["location","open"]"#, with: #""index":[]"#)
